@@ -1,0 +1,3 @@
+from nfu_tui.cli import main
+
+raise SystemExit(main())

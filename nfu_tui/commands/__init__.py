@@ -1,0 +1,1 @@
+"""Subcommands of the ``nfu-tui`` CLI (see :mod:`nfu_tui.cli`)."""

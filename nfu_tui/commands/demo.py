@@ -1,0 +1,15 @@
+"""`nfu-tui demo` (not implemented yet)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("demo", help="(not available yet)")
+
+
+def run(args: argparse.Namespace) -> int:
+    print("nfu-tui demo: not available yet", file=sys.stderr)
+    return 2

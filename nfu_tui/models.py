@@ -1,0 +1,207 @@
+"""Shared value types of the core: hosts, commands, update PRs, CI verdicts.
+
+Plain frozen-ish dataclasses, no I/O and no Textual. The dashboard client and the
+fleet model produce :class:`Host` / :class:`Command`; the GitHub client produces
+:class:`UpdatePR`; the engine, the TUI and the headless mode read them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+
+class CompartmentState(str, enum.Enum):
+    """Colour state of one host compartment (dashboard contract §5.3)."""
+
+    OK = "ok"
+    OUTDATED = "outdated"
+    ERROR = "error"
+    WORKING = "working"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def parse(cls, value: Any) -> "CompartmentState":
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            return cls.UNKNOWN
+
+
+COMPARTMENTS: tuple[str, ...] = ("agent", "git", "lock", "system", "tests")
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCheck:
+    state: CompartmentState = CompartmentState.UNKNOWN
+    message: str = ""
+    checked_at: str = ""
+
+    @classmethod
+    def from_json(cls, data: Any) -> "StatusCheck | None":
+        if not isinstance(data, dict):
+            return None
+        return cls(
+            CompartmentState.parse(data.get("status")),
+            str(data.get("message") or ""),
+            str(data.get("checked_at") or ""),
+        )
+
+
+UNKNOWN_CHECK = StatusCheck()
+
+TERMINAL_COMMAND_STATES = frozenset(
+    {"SUCCESS", "ERROR", "TIMEOUT", "SKIPPED", "BLOCKED", "PARTIAL", "KILLED", "STALE_BINARY", "SUSPICIOUS"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A lifecycle command on one host (dashboard contract §6.3)."""
+
+    id: str
+    host_id: str
+    op: str
+    status: str
+    created_at: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+    exit_code: int | None = None
+    error: str = ""
+    reconnect_deadline: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.upper() in TERMINAL_COMMAND_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status.upper() == "SUCCESS"
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """One host of the fleet, normalised from the dashboard's several shapes (§5)."""
+
+    id: str
+    hostname: str = ""
+    host_type: str = "nixos"
+    device_type: str = ""
+    location: str = ""
+    status: str = "unknown"  # online | offline | running | unknown
+    last_seen: str = ""
+    generation: str = ""
+    agent_version: str = ""
+    agent_outdated: bool = False
+    pending_command: str = ""  # "" when idle
+    theme_color: str = ""
+    metrics: dict[str, float] | None = None
+    git: StatusCheck = UNKNOWN_CHECK
+    lock: StatusCheck = UNKNOWN_CHECK
+    system: StatusCheck = UNKNOWN_CHECK
+    tests: StatusCheck = UNKNOWN_CHECK
+    repo_url: str = ""
+    repo_dir: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.hostname or self.id
+
+    @property
+    def online(self) -> bool:
+        return self.status in ("online", "running")
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.pending_command)
+
+    @property
+    def agent(self) -> StatusCheck:
+        """The fifth compartment, derived from the agent version (§5.3)."""
+        if not self.agent_version:
+            return StatusCheck(CompartmentState.UNKNOWN, "Agent version unknown")
+        if self.agent_outdated:
+            return StatusCheck(CompartmentState.ERROR, f"Agent {self.agent_version} differs from dashboard")
+        return StatusCheck(CompartmentState.OK, f"Agent {self.agent_version}")
+
+    def compartment(self, name: str) -> StatusCheck:
+        return getattr(self, name)
+
+    def with_changes(self, **changes: Any) -> "Host":
+        return replace(self, **changes)
+
+
+class CIVerdict(str, enum.Enum):
+    """CI verdict for a head SHA (GitHub contract §2.9)."""
+
+    GREEN = "green"
+    RED = "red"
+    PENDING = "pending"
+    NO_CI = "no-ci"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class CIStatus:
+    verdict: CIVerdict
+    summary: str = ""  # e.g. "2/3 checks passed; 'build hosts' failed"
+    failing: tuple[str, ...] = ()
+    pending: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UpdatePR:
+    """An open pull request that updates flake.lock."""
+
+    number: int
+    title: str
+    author: str
+    html_url: str
+    head_ref: str
+    head_sha: str
+    base_ref: str
+    base_sha: str
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    node_id: str = ""
+    labels: tuple[str, ...] = ()
+    draft: bool = False
+    body: str = ""
+    # Filled by PR detail:
+    files: tuple[str, ...] = ()  # changed file paths (empty = not fetched yet)
+    mergeable: bool | None = None
+    mergeable_state: str = "unknown"
+    ci: CIStatus | None = None
+    superseded_by: int | None = None  # number of the newer update PR, if any
+
+    @property
+    def lock_only(self) -> bool | None:
+        """True when every changed file is a flake.lock; None while files are unknown."""
+        if not self.files:
+            return None
+        return all(f == "flake.lock" or f.endswith("/flake.lock") for f in self.files)
+
+    def with_changes(self, **changes: Any) -> "UpdatePR":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class RateBudget:
+    """Primary GitHub rate-limit budget as last reported by response headers."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset_epoch: int | None = None
+    resource: str = "core"
+
+
+@dataclass(slots=True)
+class Notification:
+    """Something worth telling the admin (toast, bell, webhook)."""
+
+    title: str
+    message: str
+    severity: str = "information"  # information | warning | error
+    tags: list[str] = field(default_factory=list)
