@@ -1,0 +1,71 @@
+"""`nfu-tui config check|init|path`: validate, create or locate the configuration."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="check, create or locate the configuration file")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    csub.add_parser(
+        "check",
+        help="validate the configuration; print every problem (exit 2) or the effective settings with secrets as *** (exit 0)",
+    )
+    csub.add_parser("init", help="write a starter config.toml (never overwrites an existing file)")
+    csub.add_parser("path", help="print the configuration file path in use")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nfu_tui.config import (
+        ConfigLoadError,
+        default_config_path,
+        effective_summary,
+        load_config,
+        resolve_secrets,
+        write_starter,
+    )
+    from nfu_tui.errors import ConfigError
+
+    if args.config_command == "path":
+        print(args.config or default_config_path())
+        return 0
+    if args.config_command == "init":
+        target = args.config or default_config_path()
+        try:
+            path = write_starter(target)
+        except ConfigError as exc:
+            print(f"nfu-tui config init: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {path} — edit github.repo and dashboard.url, then run `nfu-tui config check`")
+        return 0
+    # check
+    try:
+        cfg = load_config(args.config)
+    except ConfigLoadError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    problems: list[str] = []
+    if not cfg.github.repo:
+        problems.append("github.repo: not set — write it as owner/name (or env NIXFLEET_GITHUB_REPO)")
+    if not cfg.dashboard.url:
+        problems.append("dashboard.url: not set — the NixFleet dashboard base URL (or env NIXFLEET_URL)")
+    try:
+        secrets = resolve_secrets(cfg)
+    except ConfigError as exc:
+        problems.append(f"secrets: {exc.message}")
+        secrets = None
+    if problems:
+        where = cfg.source or "configuration"
+        print(f"{where}: {len(problems)} problem(s)", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        return 2
+    assert secrets is not None
+    for w in secrets.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print("configuration OK")
+    for line in effective_summary(cfg, secrets):
+        print(f"  {line}")
+    return 0

@@ -1,0 +1,437 @@
+"""Configuration: TOML at the XDG config path, validated by pydantic, overridden by env.
+
+Precedence (highest first): environment variables, ``--config PATH`` (or the XDG
+file), defaults. The user's config file is only ever read; state the app changes
+lives in :mod:`nfu_tui.core.state`.
+
+Secrets (GitHub token, dashboard password, TOTP secret) are never part of the
+model's printable data: they are resolved on demand by :func:`resolve_secrets`
+into :class:`pydantic.SecretStr` from an env var, a file (agenix/sops style) or
+``gh auth token``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from nfu_tui.errors import ConfigError
+
+REPO_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GitHubConfig(_Section):
+    repo: str = Field("", description="owner/name of the NixOS config repository (env NIXFLEET_GITHUB_REPO)")
+    token_file: Path | None = Field(None, description="file holding the GitHub token (else env NIXFLEET_GITHUB_TOKEN or `gh auth token`)")
+    merge_token_file: Path | None = Field(None, description="optional second token used only for writes (merge, revert)")
+    api_url: str = Field("https://api.github.com", description="REST base URL")
+    graphql_url: str | None = Field(None, description="GraphQL URL; default api_url + '/graphql'")
+    poll_minutes: float = Field(5.0, gt=0, le=1440, description="how often to poll for update PRs")
+    update_branch: str = Field("update_flake_lock_action", min_length=1, description="head branch of update-flake-lock PRs")
+    labels: list[str] = Field(default_factory=lambda: ["automated", "dependencies"], description="labels that mark update PRs")
+    title_patterns: list[str] = Field(
+        default_factory=lambda: ["flake.lock", "update flake", "bump flake"], description="case-insensitive title fragments"
+    )
+    merge_method: Literal["merge", "squash", "rebase"] = "merge"
+    required_checks: list[str] = Field(default_factory=list, description="check names that must pass (empty = all)")
+    max_compare_commits: int = Field(2500, ge=0, le=50000, description="cap on nixpkgs commits fetched per compare")
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_slug(cls, v: str) -> str:
+        v = v.strip()
+        if v and not REPO_RE.match(v):
+            raise ValueError(f"{v!r} is not an owner/name repository slug (e.g. 'alice/nixos-config')")
+        return v
+
+    @field_validator("api_url", "graphql_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        _check_http_url(v)
+        return v.rstrip("/")
+
+    @property
+    def graphql_endpoint(self) -> str:
+        return self.graphql_url or self.api_url + "/graphql"
+
+
+class DashboardConfig(_Section):
+    url: str = Field("", description="NixFleet dashboard base URL (env NIXFLEET_URL)")
+    password_file: Path | None = Field(None, description="file holding the dashboard password (else env NIXFLEET_PASSWORD, or asked at start)")
+    totp_secret_file: Path | None = Field(None, description="base32 TOTP secret, only for unattended runs against a TOTP-protected dashboard")
+    insecure: bool = Field(False, description="allow plain http:// to a non-loopback dashboard")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v:
+            _check_http_url(v)
+        return v.rstrip("/")
+
+
+class AutomationConfig(_Section):
+    enabled: bool = False
+    delay_minutes: float = Field(60, ge=0, description="wait after the PR's last update before merging")
+    require_ci: bool = Field(True, description="a PR with no CI at all needs require_ci = false to be merged automatically")
+    deploy_strategy: Literal["all", "online-only", "none"] = "all"
+    max_parallel: int = Field(1, ge=1, le=64)
+    canary_wait_minutes: float = Field(10, ge=0)
+    maintenance_windows: list[str] = Field(default_factory=list)
+
+    @field_validator("maintenance_windows")
+    @classmethod
+    def _windows(cls, v: list[str]) -> list[str]:
+        from nfu_tui.core.windows import parse_window
+
+        errors = []
+        for i, spec in enumerate(v):
+            try:
+                parse_window(spec)
+            except ValueError as exc:
+                errors.append(f"[{i}] {spec!r}: {exc}")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return v
+
+
+class RollbackConfig(_Section):
+    enabled: bool = True
+    strategy: Literal["revert-commit", "revert-pr", "alert-only"] = "revert-commit"
+
+
+class FlakeUpdatesConfig(_Section):
+    enabled: bool = True
+    automation: AutomationConfig = Field(default_factory=AutomationConfig)
+    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
+
+
+class NotifyConfig(_Section):
+    webhook_url: str = Field("", description="ntfy-compatible webhook; empty = off")
+    bell: bool = Field(True, description="ring the terminal bell on deploy outcomes")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, v: str) -> str:
+        if v:
+            _check_http_url(v)
+        return v
+
+
+class HostConfig(_Section):
+    auto_update: bool = True
+    priority: int | None = Field(None, ge=0, le=10000, description="lower deploys first; unset = default tiering")
+    canary: bool = False
+
+
+class Config(_Section):
+    github: GitHubConfig = Field(default_factory=GitHubConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    flake_updates: FlakeUpdatesConfig = Field(default_factory=FlakeUpdatesConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    hosts: dict[str, HostConfig] = Field(default_factory=dict)
+
+    source: Path | None = Field(None, exclude=True, description="file this configuration was read from")
+
+    def host(self, name: str) -> HostConfig:
+        return self.hosts.get(name) or HostConfig()
+
+
+def _check_http_url(v: str) -> None:
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{v!r} is not an http(s) URL")
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- loading ------------------------------------------------------------------
+
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "NIXFLEET_GITHUB_REPO": ("github", "repo"),
+    "NIXFLEET_GITHUB_API_URL": ("github", "api_url"),
+    "NIXFLEET_URL": ("dashboard", "url"),
+}
+
+
+def _fields_of(loc: tuple[Any, ...]) -> list[str]:
+    """The known keys of the TOML table at ``loc`` (for "did you mean")."""
+    if loc[:1] == ("hosts",):
+        return list(HostConfig.model_fields) if len(loc) == 2 else []
+    cur: type[BaseModel] = Config
+    for part in loc:
+        f = cur.model_fields.get(str(part))
+        ann = f.annotation if f else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        cur = ann
+    return [k for k, f in cur.model_fields.items() if not f.exclude]
+
+
+@dataclass
+class ConfigProblem:
+    key: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" + (f" — {self.hint}" if self.hint else "")
+
+
+@dataclass
+class ConfigLoadError(ConfigError):
+    """All problems found in one configuration, each with its TOML key."""
+
+    path: Path | None
+    problems: list[ConfigProblem] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        where = str(self.path) if self.path else "configuration"
+        lines = [f"{where}: {len(self.problems)} problem(s)"] + [f"  {p}" for p in self.problems]
+        ConfigError.__init__(self, "\n".join(lines))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _problems_from(exc: ValidationError) -> list[ConfigProblem]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            known = _fields_of(loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else (f"known keys: {', '.join(known)}" if known else "")
+            problems.append(ConfigProblem(key, "unknown key", hint))
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            hint = ""
+            if "maintenance_windows" in key:
+                hint = 'e.g. "Sat 02:00-05:00 Europe/Vienna" or "Mon-Fri 22:00-23:30"'
+            elif key.endswith("repo"):
+                hint = "write it as owner/name"
+            problems.append(ConfigProblem(key, msg, hint))
+    return problems
+
+
+def default_config_path() -> Path:
+    from nfu_tui.paths import config_path
+
+    return config_path()
+
+
+def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = None, required: bool = False) -> Config:
+    """Read and validate the configuration.
+
+    ``path`` None means the XDG path; a missing file there gives the defaults unless
+    ``required``. An explicitly named file must exist. Raises :class:`ConfigLoadError`.
+    """
+    env = os.environ if env is None else env
+    explicit = path is not None
+    file = Path(path).expanduser() if explicit else default_config_path()
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigLoadError(file, [ConfigProblem("(syntax)", f"not valid TOML: {exc}")]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigLoadError(file, [ConfigProblem("(file)", f"cannot read: {exc}")]) from None
+    elif explicit or required:
+        raise ConfigLoadError(
+            file, [ConfigProblem("(file)", "no such file", "create one with `nfu-tui config init`")]
+        )
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if env.get(var):
+            data.setdefault(section, {})
+            if isinstance(data[section], dict):
+                data[section][key] = env[var]
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigLoadError(file if file.exists() else None, _problems_from(exc)) from None
+    cfg.source = file if file.exists() else None
+    return cfg
+
+
+# --- secrets ------------------------------------------------------------------
+
+
+@dataclass
+class Secrets:
+    """Resolved secrets. ``repr`` never shows their values."""
+
+    github_token: SecretStr | None = None
+    github_token_source: str = ""
+    merge_token: SecretStr | None = None
+    dashboard_password: SecretStr | None = None
+    dashboard_password_source: str = ""
+    totp_secret: SecretStr | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_secret_file(path: Path, what: str, warnings: list[str]) -> SecretStr:
+    """Read a secret from a file (first line, stripped); warn when group/others can read it."""
+    path = Path(path).expanduser()
+    try:
+        st = path.stat()
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} file {path} is not UTF-8 text") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        warnings.append(f"{what} file {path} is readable by group/others (chmod 600 it)")
+    value = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not value:
+        raise ConfigError(f"{what} file {path} is empty")
+    return SecretStr(value)
+
+
+def gh_auth_token() -> SecretStr | None:
+    """The token of the GitHub CLI, if it is installed and logged in."""
+    gh = shutil.which("gh")
+    if not gh:
+        return None
+    try:
+        out = subprocess.run([gh, "auth", "token"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    token = out.stdout.strip()
+    return SecretStr(token) if out.returncode == 0 and token else None
+
+
+def resolve_secrets(cfg: Config, *, env: dict[str, str] | None = None, use_gh: bool = True) -> Secrets:
+    """Find each secret: env var, then the configured file, then (token only) ``gh auth token``."""
+    env = os.environ if env is None else env
+    s = Secrets()
+    if env.get("NIXFLEET_GITHUB_TOKEN"):
+        s.github_token, s.github_token_source = SecretStr(env["NIXFLEET_GITHUB_TOKEN"]), "env NIXFLEET_GITHUB_TOKEN"
+    elif cfg.github.token_file:
+        s.github_token = read_secret_file(cfg.github.token_file, "GitHub token", s.warnings)
+        s.github_token_source = f"file {cfg.github.token_file}"
+    elif use_gh and (tok := gh_auth_token()):
+        s.github_token, s.github_token_source = tok, "gh auth token"
+    if cfg.github.merge_token_file:
+        s.merge_token = read_secret_file(cfg.github.merge_token_file, "GitHub merge token", s.warnings)
+    if env.get("NIXFLEET_PASSWORD"):
+        s.dashboard_password, s.dashboard_password_source = SecretStr(env["NIXFLEET_PASSWORD"]), "env NIXFLEET_PASSWORD"
+    elif cfg.dashboard.password_file:
+        s.dashboard_password = read_secret_file(cfg.dashboard.password_file, "dashboard password", s.warnings)
+        s.dashboard_password_source = f"file {cfg.dashboard.password_file}"
+    if cfg.dashboard.totp_secret_file:
+        s.totp_secret = read_secret_file(cfg.dashboard.totp_secret_file, "TOTP secret", s.warnings)
+    return s
+
+
+# --- starter file -------------------------------------------------------------
+
+STARTER: dict[str, Any] = {
+    "github": {
+        "repo": "owner/nixcfg",
+        "token_file": "/run/agenix/github-token",
+        "api_url": "https://api.github.com",
+        "poll_minutes": 5,
+    },
+    "dashboard": {"url": "https://fleet.example.com", "password_file": "/run/agenix/nixfleet-password"},
+    "flake_updates": {
+        "enabled": True,
+        "automation": {
+            "enabled": False,
+            "delay_minutes": 60,
+            "require_ci": True,
+            "deploy_strategy": "all",
+            "max_parallel": 1,
+            "canary_wait_minutes": 10,
+            "maintenance_windows": ["Sat 02:00-05:00"],
+        },
+        "rollback": {"enabled": True, "strategy": "revert-commit"},
+    },
+    "notify": {"webhook_url": ""},
+    "hosts": {"example-host": {"auto_update": True, "priority": 1, "canary": True}},
+}
+
+
+def starter_toml() -> str:
+    import tomli_w
+
+    header = (
+        "# nfu-tui configuration — see `nfu-tui config check` and the README.\n"
+        "# Secrets are not written here: point token_file/password_file at files\n"
+        "# (agenix/sops), or use env NIXFLEET_GITHUB_TOKEN / NIXFLEET_PASSWORD.\n\n"
+    )
+    return header + tomli_w.dumps(STARTER)
+
+
+def write_starter(path: Path) -> Path:
+    """Write the starter config; refuse to overwrite an existing file."""
+    path = Path(path).expanduser()
+    if path.exists():
+        raise ConfigError(f"{path} already exists; not overwriting it")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path, "x", encoding="utf-8") as fh:
+        fh.write(starter_toml())
+    return path
+
+
+def effective_summary(cfg: Config, secrets: Secrets) -> list[str]:
+    """Human-readable lines describing the effective configuration, secrets as ***."""
+
+    def shown(secret: SecretStr | None, source: str = "") -> str:
+        return f"*** ({source})" if secret and source else ("***" if secret else "(not set)")
+
+    fu = cfg.flake_updates
+    auto = fu.automation
+    lines = [
+        f"config file       {cfg.source or '(none: defaults + environment)'}",
+        f"github.repo       {cfg.github.repo or '(not set)'}",
+        f"github.api_url    {cfg.github.api_url}  (GraphQL {cfg.github.graphql_endpoint})",
+        f"github token      {shown(secrets.github_token, secrets.github_token_source)}",
+        f"github merge tok  {shown(secrets.merge_token, 'file') if secrets.merge_token else '(same as read token)'}",
+        f"poll every        {cfg.github.poll_minutes:g} min",
+        f"dashboard.url     {cfg.dashboard.url or '(not set)'}",
+        f"dashboard pass    {shown(secrets.dashboard_password, secrets.dashboard_password_source) if secrets.dashboard_password else '(asked at start)'}",
+        f"totp secret       {'***' if secrets.totp_secret else '(not set)'}",
+        f"automation        {'on' if auto.enabled else 'off'}; delay {auto.delay_minutes:g} min; CI required: {auto.require_ci}; "
+        f"strategy {auto.deploy_strategy}; parallel {auto.max_parallel}; canary wait {auto.canary_wait_minutes:g} min",
+        f"windows           {', '.join(auto.maintenance_windows) or '(always open)'}",
+        f"rollback          {'on' if fu.rollback.enabled else 'off'} ({fu.rollback.strategy})",
+        f"notify webhook    {'***' if cfg.notify.webhook_url else '(off)'}",
+        f"hosts configured  {len(cfg.hosts)}"
+        + (
+            ": " + ", ".join(
+                f"{n}{' canary' if h.canary else ''}{f' p{h.priority}' if h.priority is not None else ''}"
+                f"{'' if h.auto_update else ' manual'}"
+                for n, h in sorted(cfg.hosts.items())
+            )
+            if cfg.hosts
+            else ""
+        ),
+    ]
+    return lines

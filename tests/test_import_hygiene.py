@@ -1,0 +1,36 @@
+"""The core never imports Textual or Rich: import it in a fresh interpreter and look."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nfu_tui
+
+PACKAGE = Path(nfu_tui.__file__).parent
+
+
+def core_modules() -> list[str]:
+    mods = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        parts = rel.parts
+        if parts[1] == "ui" or parts[-1] == "__main__" or (len(parts) > 2 and parts[1] == "commands" and parts[2] in ("tui", "demo")):
+            continue
+        mods.append(".".join(p for p in parts if p != "__init__"))
+    return mods
+
+
+def test_core_does_not_import_textual_or_rich() -> None:
+    mods = core_modules()
+    assert "nfu_tui.config" in mods and "nfu_tui.models" in mods
+    code = (
+        "import importlib, sys\n"
+        f"for m in {mods!r}:\n"
+        "    importlib.import_module(m)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"core imported: {out.stdout.strip()}"
