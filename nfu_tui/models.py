@@ -175,6 +175,10 @@ class UpdatePR:
     mergeable_state: str = "unknown"
     ci: CIStatus | None = None
     superseded_by: int | None = None  # number of the newer update PR, if any
+    # Lifecycle (from the single-PR endpoint; list items are always open):
+    state: str = "open"  # open | closed
+    merged: bool = False
+    merge_commit_sha: str = ""  # only once merged (before, GitHub's value is a test merge)
 
     @property
     def lock_only(self) -> bool | None:
