@@ -52,6 +52,8 @@ class StatusCheck:
 
 UNKNOWN_CHECK = StatusCheck()
 
+AVAILABLE_OPS: tuple[str, ...] = ("pull", "switch", "test", "reboot")
+
 TERMINAL_COMMAND_STATES = frozenset(
     {"SUCCESS", "ERROR", "TIMEOUT", "SKIPPED", "BLOCKED", "PARTIAL", "KILLED", "STALE_BINARY", "SUSPICIOUS"}
 )
@@ -104,6 +106,8 @@ class Host:
     tests: StatusCheck = UNKNOWN_CHECK
     repo_url: str = ""
     repo_dir: str = ""
+    os_version: str = ""  # only from registration deltas and GET /api/hosts
+    nixpkgs_version: str = ""
 
     @property
     def name(self) -> str:
@@ -116,6 +120,11 @@ class Host:
     @property
     def busy(self) -> bool:
         return bool(self.pending_command)
+
+    @property
+    def available_ops(self) -> tuple[str, ...]:
+        """The dashboard's UI hint (§5.1): only for status ``online`` (not legacy ``running``) and idle."""
+        return AVAILABLE_OPS if self.status == "online" and not self.pending_command else ()
 
     @property
     def agent(self) -> StatusCheck:
