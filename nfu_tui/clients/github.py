@@ -1,0 +1,530 @@
+"""Async GitHub client: a thin httpx shell around :mod:`._github_protocol`.
+
+Detects flake.lock update PRs, reads PR details, CI, files and compares, merges
+(sha-guarded) and reverts. Every GET is conditional (ETag), so idle polling is
+free; results addressed by full commit SHAs are also cached on disk. Transport
+errors become :class:`~nfu_tui.errors.GitHubUnavailable`; HTTP errors become the
+typed errors of :mod:`nfu_tui.errors`. Tokens live only in the ``Authorization``
+header of outgoing requests — never in reprs, logs or exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import SecretStr
+
+from nfu_tui import __version__
+from nfu_tui.clients import _github_protocol as proto
+from nfu_tui.clients._github_protocol import CommitInfo, Comparison, DetectionRule
+from nfu_tui.clients.cache import CachedResponse, DiskCache, ETagCache
+from nfu_tui.errors import (
+    ConfigError,
+    GitHubError,
+    GitHubNotFound,
+    GitHubServerError,
+    GitHubUnavailable,
+    NotMergeable,
+)
+from nfu_tui.models import CIStatus, RateBudget, UpdatePR
+
+__all__ = ["GitHubClient", "Comparison", "CommitInfo", "DetectionRule"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_USER_AGENT = f"nfu-tui/{__version__}"
+_DEFAULT_RULE = DetectionRule()
+_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+_MERGE_RETRIES = 3  # for 405 "Base branch was modified" only
+_MAX_FILES = 3000  # GitHub's cap for a PR's file list (§2.4)
+
+_REVERT_MUTATION = (
+    "mutation($id: ID!, $title: String, $body: String) { "
+    "revertPullRequest(input: {pullRequestId: $id, title: $title, body: $body}) { "
+    "revertPullRequest { id number url headRefName headRefOid baseRefName } } }"
+)
+
+
+def _secret(value: SecretStr | str | None) -> SecretStr | None:
+    if value is None:
+        return None
+    secret = value if isinstance(value, SecretStr) else SecretStr(value)
+    return secret if secret.get_secret_value() else None
+
+
+def _quote_path(path: str) -> str:
+    """Multi-segment path parameter: each segment encoded, ``/`` kept (§1.9)."""
+    return "/".join(quote(seg, safe="") for seg in path.strip("/").split("/"))
+
+
+def _graphql_url(api_url: str) -> str:
+    base = api_url.rstrip("/")
+    if base.endswith("/api/v3"):  # GitHub Enterprise Server
+        return base[: -len("/v3")] + "/graphql"
+    return base + "/graphql"
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    link: str | None
+    cached: bool  # answered 304 and served from the ETag cache
+
+    def json(self) -> Any:
+        data = proto.decode_json(self.body)
+        if data is None:
+            raise GitHubError("GitHub returned a response that is not JSON", status=self.status)
+        return data
+
+
+class GitHubClient:
+    """Client for one repository (``owner/name``). Use as an async context manager or call :meth:`aclose`."""
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        repo: str,
+        token: SecretStr | str | None,
+        write_token: SecretStr | str | None = None,
+        graphql_url: str | None = None,
+        cache_dir: Path | None = None,
+        user_agent: str = DEFAULT_USER_AGENT,
+        transport: httpx.AsyncBaseTransport | None = None,
+        labels: Iterable[str] = _DEFAULT_RULE.labels,
+        title_patterns: Iterable[str] = _DEFAULT_RULE.title_patterns,
+        update_branch: str = _DEFAULT_RULE.update_branch,
+        required_checks: Sequence[str] = (),
+        max_retries: int = 4,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        owner, _, name = repo.partition("/")
+        if not owner or not name or "/" in name:
+            raise ConfigError(f"GitHub repository must be 'owner/name', got {repo!r}")
+        self.repo = repo
+        self.api_url = api_url.rstrip("/")
+        self.graphql_url = graphql_url or _graphql_url(self.api_url)
+        self._origin = httpx.URL(self.api_url)
+        self._repo_path = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+        self.__read_token = _secret(token)
+        self.__write_token = _secret(write_token) or self.__read_token
+        self._rule = DetectionRule(tuple(labels), tuple(title_patterns), update_branch)
+        self._required = tuple(required_checks)
+        self._max_retries = max_retries
+        self._sleep = sleep
+        self._rand = rand
+        self._clock = clock
+        self._etags = ETagCache()
+        self._disk = DiskCache(cache_dir)
+        self._files: OrderedDict[tuple[int, str], tuple[str, ...]] = OrderedDict()
+        self._update_prs: list[UpdatePR] | None = None
+        self._viewer: str | None = None
+        self.rate = RateBudget()
+        self.rates: dict[str, RateBudget] = {}
+        self.requests_made = 0
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=_TIMEOUT,
+            follow_redirects=True,
+            headers={
+                "User-Agent": user_agent,
+                "Accept": proto.MEDIA_JSON,
+                "X-GitHub-Api-Version": proto.API_VERSION,
+            },
+            event_hooks={"request": [self._count_request]},
+        )
+
+    def __repr__(self) -> str:
+        auth = "anonymous" if self.__read_token is None else "token"
+        return f"GitHubClient(api_url={self.api_url!r}, repo={self.repo!r}, auth={auth})"
+
+    async def __aenter__(self) -> GitHubClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- transport ---------------------------------------------------------------
+
+    async def _count_request(self, request: httpx.Request) -> None:
+        self.requests_made += 1
+
+    def _absolute(self, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            return self.api_url + url
+        target = httpx.URL(url)
+        if (target.scheme, target.host, target.port) != (self._origin.scheme, self._origin.host, self._origin.port):
+            raise GitHubError(f"refusing to follow a link to another host ({target.host})")
+        return url
+
+    @staticmethod
+    def _token_id(token: SecretStr | None) -> str:
+        if token is None:
+            return "anonymous"
+        return hashlib.sha256(b"nfu-tui:" + token.get_secret_value().encode()).hexdigest()[:16]
+
+    def _note_rate(self, headers: httpx.Headers) -> None:
+        budget = proto.parse_rate_budget(headers)
+        if budget is None:
+            return
+        self.rates[budget.resource] = budget
+        if budget.resource == "core":
+            self.rate = budget
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        accept: str = proto.MEDIA_JSON,
+        write: bool = False,
+    ) -> _Reply:
+        """One logical request: conditional GETs, rate-limit/5xx retries, typed errors."""
+        full = self._absolute(url)
+        token = self.__write_token if write else self.__read_token
+        headers = {"Accept": accept}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token.get_secret_value()}"
+        cache_key: str | None = None
+        cached: CachedResponse | None = None
+        if method == "GET":
+            cache_key = "\n".join((method, str(httpx.URL(full, params=params)), accept, self._token_id(token)))
+            cached = self._etags.get(cache_key)
+            if cached is not None:
+                headers.update(cached.validators())
+        attempt = 0
+        while True:
+            try:
+                resp = await self._http.request(method, full, params=params, json=json_body, headers=headers)
+            except httpx.TransportError as exc:
+                # Connect failures never reached GitHub, so even writes may be repeated.
+                safe = method in proto.IDEMPOTENT_METHODS or isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+                if safe and attempt < self._max_retries:
+                    delay = proto.backoff_delay(attempt, self._rand)
+                    log.info("GitHub %s %s: %s; retrying in %.1f s", method, url, type(exc).__name__, delay)
+                    await self._sleep(delay)
+                    attempt += 1
+                    continue
+                raise GitHubUnavailable(
+                    f"cannot reach GitHub at {self._origin.host}: {_describe_transport_error(exc)}"
+                ) from None
+            except httpx.RequestError as exc:  # e.g. too many redirects
+                raise GitHubError(f"GitHub request failed: {type(exc).__name__}") from None
+            self._note_rate(resp.headers)
+            status, body = resp.status_code, resp.content
+            if status == 304 and cached is not None:
+                return _Reply(200, resp.headers, cached.body, cached.link, True)
+            if 200 <= status < 300:
+                etag, modified = resp.headers.get("etag"), resp.headers.get("last-modified")
+                if cache_key is not None and (etag or modified):
+                    self._etags.put(cache_key, CachedResponse(etag, modified, body, resp.headers.get("link")))
+                return _Reply(status, resp.headers, body, resp.headers.get("link"), False)
+            now = self._clock()
+            retry = proto.retry_decision(
+                method, status, resp.headers, body, attempt, now=now, rand=self._rand, max_retries=self._max_retries
+            )
+            if retry is None:
+                raise proto.error_for_response(status, resp.headers, body, now=now, attempt=attempt)
+            log.info("GitHub %s %s → %d (%s); retrying in %.1f s", method, url, status, retry.reason, retry.delay)
+            await self._sleep(retry.delay)
+            attempt += 1
+
+    async def _get_json(self, url: str, params: Mapping[str, Any] | None = None) -> Any:
+        return (await self._send("GET", url, params=params)).json()
+
+    async def _get_pages(
+        self, url: str, params: Mapping[str, Any] | None, *, key: str | None = None, limit: int | None = None
+    ) -> tuple[list[Any], bool]:
+        """All items of a paginated list (``key`` names the array inside an object body).
+
+        Returns (items, fresh) where ``fresh`` is False when every page was a 304.
+        """
+        items: list[Any] = []
+        fresh = False
+        seen: set[str] = set()
+        next_url: str | None = url
+        while next_url and next_url not in seen:
+            seen.add(next_url)
+            reply = await self._send("GET", next_url, params=params)
+            fresh = fresh or not reply.cached
+            data = reply.json() if reply.body else []
+            page = data.get(key) if key and isinstance(data, Mapping) else data
+            if not isinstance(page, list):
+                raise GitHubError(f"unexpected response shape for {url}")
+            items.extend(page)
+            if limit is not None and len(items) >= limit:
+                return items[:limit], fresh
+            next_url = proto.parse_link_header(reply.link).get("next")
+            params = None  # the next link carries the query verbatim
+        return items, fresh
+
+    # --- detection ---------------------------------------------------------------
+
+    async def list_update_prs(self) -> list[UpdatePR]:
+        """Open flake.lock update PRs, newest first, older ones marked ``superseded_by``.
+
+        One conditional request per page; when every page is ``304`` the previous
+        result is returned without further requests. Candidates (label, title or
+        head branch) are confirmed by their changed files (they must touch a
+        flake.lock); file lists are cached per (PR, head SHA).
+        """
+        items, fresh = await self._get_pages(f"{self._repo_path}/pulls", {"state": "open", "per_page": 100})
+        if not fresh and self._update_prs is not None:
+            return list(self._update_prs)
+        found: list[UpdatePR] = []
+        for item in items:
+            if not isinstance(item, Mapping) or not proto.is_update_pr(item, self._rule):
+                continue
+            pr = proto.pr_from_json(item)
+            files = await self._files_for(pr.number, pr.head_sha)
+            if proto.touches_flake_lock(files):
+                found.append(pr.with_changes(files=files))
+        self._update_prs = proto.order_update_prs(found)
+        return list(self._update_prs)
+
+    async def _files_for(self, number: int, head_sha: str) -> tuple[str, ...]:
+        key = (number, head_sha)
+        files = self._files.get(key)
+        if files is None:
+            files = await self.pr_files(number)
+            if head_sha:
+                self._files[key] = files
+                while len(self._files) > 256:
+                    self._files.popitem(last=False)
+        return files
+
+    async def pr_files(self, number: int) -> tuple[str, ...]:
+        """Paths changed by a PR (all pages, up to GitHub's 3,000)."""
+        items, _ = await self._get_pages(f"{self._repo_path}/pulls/{number}/files", {"per_page": 100}, limit=_MAX_FILES)
+        return proto.file_names(items)
+
+    # --- PR detail -----------------------------------------------------------------
+
+    async def _fetch_pull(self, number: int) -> UpdatePR:
+        data = await self._get_json(f"{self._repo_path}/pulls/{number}")
+        if not isinstance(data, Mapping):
+            raise GitHubError(f"unexpected response for pull request #{number}")
+        pr = proto.pr_from_json(data)
+        return pr.with_changes(files=self._files.get((pr.number, pr.head_sha), ()))
+
+    async def get_pull(self, number: int, *, wait_mergeable: bool = True) -> UpdatePR:
+        """One PR with ``mergeable``; while GitHub computes it (null), poll 1, 2, 4, 8 … s.
+
+        Gives up after ~30 s and returns ``mergeable=None`` / ``mergeable_state="unknown"``.
+        """
+        pr = await self._fetch_pull(number)
+        if wait_mergeable:
+            for delay in proto.mergeable_poll_delays():
+                if pr.mergeable is not None or pr.state != "open" or pr.merged:
+                    break
+                await self._sleep(delay)
+                pr = await self._fetch_pull(number)
+        return pr
+
+    async def ci_status(self, sha: str) -> CIStatus:
+        """CI verdict for a commit from check runs and the combined status (§2.9)."""
+        ref = quote(sha, safe="")
+        runs, _ = await self._get_pages(
+            f"{self._repo_path}/commits/{ref}/check-runs", {"filter": "latest", "per_page": 100}, key="check_runs"
+        )
+        reply = await self._send("GET", f"{self._repo_path}/commits/{ref}/status", params={"per_page": 100})
+        combined = reply.json()
+        if not isinstance(combined, dict):
+            raise GitHubError(f"unexpected combined status for {sha[:12]}")
+        statuses = list(combined.get("statuses") or ())
+        next_url = proto.parse_link_header(reply.link).get("next")
+        while next_url and len(statuses) < int(combined.get("total_count") or 0):
+            reply = await self._send("GET", next_url)
+            page = reply.json()
+            statuses.extend((page.get("statuses") or ()) if isinstance(page, Mapping) else ())
+            next_url = proto.parse_link_header(reply.link).get("next")
+        combined = {**combined, "statuses": statuses}
+        return proto.ci_verdict([r for r in runs if isinstance(r, Mapping)], combined, self._required)
+
+    async def file_at(self, path: str, ref: str) -> bytes:
+        """A file's bytes at a ref (contents API); cached on disk when ``ref`` is a full SHA."""
+        immutable = proto.is_full_sha(ref)
+        key = [self.api_url, self.repo.lower(), path, ref]
+        if immutable and (hit := self._disk.get_bytes("contents", key)) is not None:
+            return hit
+        url = f"{self._repo_path}/contents/{_quote_path(path)}"
+        data = proto.contents_payload((await self._send("GET", url, params={"ref": ref})).json(), path)
+        if data is None:  # large file: the JSON form carries no content
+            data = (await self._send("GET", url, params={"ref": ref}, accept=proto.MEDIA_RAW)).body
+        if immutable:
+            self._disk.put_bytes("contents", key, data)
+        return data
+
+    async def compare_commits(
+        self, owner: str, repo: str, base: str, head: str, *, max_commits: int = 2500
+    ) -> Comparison:
+        """``base...head`` in ``owner/repo``: true totals and up to ``max_commits`` commits (oldest first).
+
+        Cached on disk when both ends are full SHAs (such a comparison never changes).
+        """
+        if max_commits < 1:
+            raise ValueError("max_commits must be at least 1")
+        immutable = proto.is_full_sha(base) and proto.is_full_sha(head)
+        key = [self.api_url, owner.lower(), repo.lower(), base, head, max_commits]
+        if immutable and (hit := self._disk.get("compare", key)) is not None:
+            try:
+                return Comparison.from_json(hit)
+            except (KeyError, TypeError, ValueError):
+                pass  # corrupt entry: fetch again
+        per_page = min(100, max_commits)
+        url: str | None = (
+            f"/repos/{quote(owner, safe='')}/{quote(repo, safe='')}/compare/{quote(base, safe='')}...{quote(head, safe='')}"
+        )
+        params: dict[str, Any] | None = {"per_page": per_page}
+        pages: list[Mapping[str, Any]] = []
+        fetched = 0
+        seen: set[str] = set()
+        while url and url not in seen and fetched < max_commits:
+            seen.add(url)
+            reply = await self._send("GET", url, params=params)
+            page = reply.json()
+            if not isinstance(page, Mapping):
+                raise GitHubError(f"unexpected compare response for {owner}/{repo}")
+            pages.append(page)
+            fetched += len(page.get("commits") or ())
+            url, params = proto.parse_link_header(reply.link).get("next"), None
+        comparison = proto.comparison_from_pages(pages, max_commits=max_commits)
+        if immutable:
+            self._disk.put("compare", key, comparison.to_json())
+        return comparison
+
+    # --- writes ----------------------------------------------------------------------
+
+    async def merge(
+        self, number: int, sha: str, *, method: str = "merge", title: str | None = None, message: str | None = None
+    ) -> str:
+        """Merge PR ``number`` only if its head is still ``sha``; returns the merge commit SHA.
+
+        409 (head moved) and other 405s raise at once. 405 "Base branch was modified"
+        is retried a few times after 1–3 s (safe thanks to the sha guard). After a
+        5xx or a lost connection the outcome is checked by reading the PR, never by
+        merging again.
+        """
+        if not proto.is_full_sha(sha):
+            raise ValueError("merge needs the full 40-hex head SHA that was reviewed")
+        body: dict[str, Any] = {"sha": sha, "merge_method": method}
+        if title is not None:
+            body["commit_title"] = title
+        if message is not None:
+            body["commit_message"] = message
+        url = f"{self._repo_path}/pulls/{number}/merge"
+        attempt = 0
+        while True:
+            try:
+                reply = await self._send("PUT", url, json_body=body, write=True)
+            except NotMergeable as exc:
+                if not exc.transient or attempt >= _MERGE_RETRIES:
+                    raise
+                attempt += 1
+                await self._sleep(1.0 + 2.0 * self._rand())
+                continue
+            except (GitHubUnavailable, GitHubServerError):
+                pr = await self._fetch_pull(number)
+                if pr.merged and pr.head_sha == sha and pr.merge_commit_sha:
+                    return pr.merge_commit_sha
+                raise
+            data = reply.json()
+            merged_sha = data.get("sha") if isinstance(data, Mapping) else None
+            if not isinstance(merged_sha, str) or not merged_sha:
+                raise GitHubError(f"GitHub merged #{number} but returned no merge commit SHA")
+            return merged_sha
+
+    async def branch_head(self, branch: str) -> str:
+        """The commit SHA a branch points to."""
+        data = await self._get_json(f"{self._repo_path}/git/ref/heads/{_quote_path(branch)}")
+        sha = data.get("object", {}).get("sha") if isinstance(data, Mapping) else None
+        if not isinstance(sha, str) or not sha:
+            raise GitHubError(f"unexpected ref response for branch {branch}")
+        return sha
+
+    async def wait_for_branch_contains(self, branch: str, sha: str, *, timeout: float = 60) -> None:
+        """Poll until ``branch`` is at ``sha`` or has it as an ancestor; GitHubError after ``timeout`` s."""
+        waited, delay = 0.0, 1.0
+        while True:
+            head = await self.branch_head(branch)
+            if head == sha or await self._contains(sha, head):
+                return
+            if waited >= timeout:
+                raise GitHubError(
+                    f"branch {branch} does not contain {sha[:12]} after {timeout:g} s", title="Merge not visible yet"
+                )
+            step = min(delay, timeout - waited)
+            await self._sleep(step)
+            waited += step
+            delay = min(delay * 2, 10.0)
+
+    async def _contains(self, sha: str, head: str) -> bool:
+        url = f"{self._repo_path}/compare/{quote(sha, safe='')}...{quote(head, safe='')}"
+        try:
+            data = await self._get_json(url, {"per_page": 1})
+        except GitHubNotFound:
+            return False  # not (yet) known to GitHub
+        return isinstance(data, Mapping) and proto.branch_contains(str(data.get("status")))
+
+    async def revert_pull(self, pr_node_id: str, *, title: str | None = None, body: str | None = None) -> UpdatePR:
+        """GraphQL ``revertPullRequest`` on a merged PR; returns the new (unmerged) revert PR."""
+        variables = {"id": pr_node_id, "title": title, "body": body}
+        reply = await self._send(
+            "POST",
+            self.graphql_url,
+            json_body={"query": _REVERT_MUTATION, "variables": variables},
+            accept="application/json",
+            write=True,
+        )
+        result = proto.parse_graphql(reply.status, reply.headers, reply.body, now=self._clock())
+        number = result.get("revertPullRequest", "revertPullRequest", "number")
+        if result.errors:
+            log.warning("revertPullRequest created #%s with errors: %s", number, result.error_text())
+        return await self.get_pull(int(number), wait_mergeable=False)
+
+    async def comment(self, number: int, body: str) -> None:
+        await self._send("POST", f"{self._repo_path}/issues/{number}/comments", json_body={"body": body}, write=True)
+
+    async def close_pull(self, number: int) -> None:
+        await self._send("PATCH", f"{self._repo_path}/pulls/{number}", json_body={"state": "closed"}, write=True)
+
+    async def viewer_login(self) -> str:
+        """Login of the account that performs writes (the write token, else the read token); cached."""
+        if self._viewer is None:
+            reply = await self._send("GET", "/user", write=True)
+            data = reply.json()
+            login = data.get("login") if isinstance(data, Mapping) else None
+            if not isinstance(login, str) or not login:
+                raise GitHubError("GitHub /user returned no login")
+            self._viewer = login
+        return self._viewer
+
+
+def _describe_transport_error(exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    detail = str(exc).strip()
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
