@@ -1,4 +1,22 @@
-"""`nfu-tui status` (not implemented yet)."""
+"""`nfu-tui status [--json]`: the fleet and the pending update PRs, once.
+
+JSON schema ``nfu-tui.status/1`` (stable; new keys may be added, none removed)::
+
+    {"schema": "nfu-tui.status/1", "generated_at": ISO-8601,
+     "dashboard": {"url": str, "ok": bool, "error": str | null, "dashboard_version": str | null},
+     "github": {"repo": str, "ok": bool, "error": str | null,
+                "rate": {"limit": int | null, "remaining": int | null, "reset": int | null}},
+     "hosts": [{"id", "hostname", "online": bool, "status", "last_seen", "host_type", "device_type",
+                "location", "generation", "pending_command": str | null, "held": bool,
+                "compartments": {"agent"|"git"|"lock"|"system"|"tests": {"state", "message"}}}],
+     "update_prs": [{"number", "title", "author", "url", "head_sha", "base_sha", "created_at",
+                     "ci": "green"|"red"|"pending"|"no-ci"|"unknown", "ci_summary",
+                     "mergeable": bool | null, "mergeable_state", "lock_only": bool | null,
+                     "superseded_by": int | null, "headline": str | null, "summary": str | null}]}
+
+Exit 0 when both services answered, 1 on a connection or authentication failure
+(one clear line on stderr), 2 for bad or incomplete configuration.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +25,187 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("status", help="(not available yet)")
+    p = sub.add_parser("status", help="print the fleet and the pending update PRs once")
+    p.add_argument("--json", action="store_true", help="machine-readable output (schema nfu-tui.status/1)")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("nfu-tui status: not available yet", file=sys.stderr)
-    return 2
+    import asyncio
+
+    from nfu_tui.config import ConfigLoadError, load_config, resolve_secrets
+    from nfu_tui.errors import ConfigError
+
+    try:
+        cfg = load_config(args.config)
+        secrets = resolve_secrets(cfg)
+    except ConfigLoadError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"nfu-tui status: {exc.message}", file=sys.stderr)
+        return 2
+    missing = [k for k, v in (("github.repo", cfg.github.repo), ("dashboard.url", cfg.dashboard.url)) if not v]
+    if missing:
+        print(f"nfu-tui status: {' and '.join(missing)} not configured (see `nfu-tui config check`)", file=sys.stderr)
+        return 2
+    if secrets.dashboard_password is None:
+        print(
+            "nfu-tui status: no dashboard password (set dashboard.password_file or NIXFLEET_PASSWORD)",
+            file=sys.stderr,
+        )
+        return 2
+    return asyncio.run(_status(cfg, secrets, as_json=args.json, insecure=args.insecure))
+
+
+async def _status(cfg, secrets, *, as_json: bool, insecure: bool) -> int:  # type: ignore[no-untyped-def]
+    import json
+    from datetime import datetime, timezone
+
+    from nfu_tui.clients.dashboard import DashboardClient
+    from nfu_tui.clients.github import GitHubClient
+    from nfu_tui.core.state import AppState
+    from nfu_tui.errors import NfuError
+    from nfu_tui.models import COMPARTMENTS
+    from nfu_tui.paths import cache_dir
+
+    held = AppState.load().held
+    report: dict = {"schema": "nfu-tui.status/1", "generated_at": datetime.now(timezone.utc).isoformat()}
+    failures: list[str] = []
+    try:
+        dashboard = DashboardClient(
+            url=cfg.dashboard.url,
+            password=secrets.dashboard_password,
+            totp_secret=secrets.totp_secret,
+            insecure=insecure or cfg.dashboard.insecure,
+        )
+    except NfuError as exc:
+        print(f"nfu-tui status: {exc.message}", file=sys.stderr)
+        return 2
+    gh = cfg.github
+    github = GitHubClient(
+        api_url=gh.api_url,
+        repo=gh.repo,
+        token=secrets.github_token,
+        graphql_url=gh.graphql_endpoint,
+        cache_dir=cache_dir() / "github",
+        labels=gh.labels,
+        title_patterns=gh.title_patterns,
+        update_branch=gh.update_branch,
+        required_checks=gh.required_checks,
+    )
+    async with dashboard, github:
+        hosts: list = []
+        dash = {"url": cfg.dashboard.url, "ok": False, "error": None, "dashboard_version": None}
+        try:
+            await dashboard.login()
+            snap = await dashboard.full_state()
+            hosts = list(snap.hosts.values())
+            dash.update(ok=True, dashboard_version=snap.dashboard_version)
+        except NfuError as exc:
+            dash["error"] = exc.message
+            failures.append(f"dashboard {cfg.dashboard.url}: {exc.message}")
+        report["dashboard"] = dash
+
+        prs_out: list[dict] = []
+        ghr = {"repo": gh.repo, "ok": False, "error": None, "rate": {}}
+        try:
+            prs = await github.list_update_prs()
+            for pr in prs:
+                detail = await github.get_pull(pr.number)
+                ci = await github.ci_status(pr.head_sha)
+                headline = summary = None
+                try:
+                    exp = await github.explain(detail)
+                    headline = exp.headline
+                    summary = exp.summary_text
+                except NfuError as exc:
+                    headline = f"(no explanation: {exc.message})"
+                prs_out.append(
+                    {
+                        "number": pr.number,
+                        "title": pr.title,
+                        "author": pr.author,
+                        "url": pr.html_url,
+                        "head_sha": pr.head_sha,
+                        "base_sha": pr.base_sha,
+                        "created_at": pr.created_at.isoformat() if pr.created_at else None,
+                        "ci": ci.verdict.value,
+                        "ci_summary": ci.summary,
+                        "mergeable": detail.mergeable,
+                        "mergeable_state": detail.mergeable_state,
+                        "lock_only": detail.lock_only,
+                        "superseded_by": pr.superseded_by,
+                        "headline": headline,
+                        "summary": summary,
+                    }
+                )
+            ghr["ok"] = True
+        except NfuError as exc:
+            ghr["error"] = exc.message
+            failures.append(f"GitHub {gh.repo}: {exc.message}")
+        r = github.rate
+        ghr["rate"] = {"limit": r.limit, "remaining": r.remaining, "reset": r.reset_epoch}
+        report["github"] = ghr
+        report["update_prs"] = prs_out
+
+    report["hosts"] = [
+        {
+            "id": h.id,
+            "hostname": h.name,
+            "online": h.online,
+            "status": h.status,
+            "last_seen": h.last_seen or None,
+            "host_type": h.host_type,
+            "device_type": h.device_type,
+            "location": h.location,
+            "generation": h.generation or None,
+            "pending_command": h.pending_command or None,
+            "held": h.id in held,
+            "compartments": {
+                c: {"state": h.compartment(c).state.value, "message": h.compartment(c).message} for c in COMPARTMENTS
+            },
+        }
+        for h in hosts
+    ]
+
+    if as_json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        _print_text(report)
+    for failure in failures:
+        print(f"nfu-tui status: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+GLYPH = {"ok": "✓", "outdated": "↑", "error": "✗", "working": "⟳", "unknown": "?"}
+
+
+def _print_text(report: dict) -> None:
+    from nfu_tui.core.sanitize import sanitize_line
+
+    hosts = report["hosts"]
+    online = sum(1 for h in hosts if h["online"])
+    print(f"Fleet: {len(hosts)} hosts, {online} online  ({report['dashboard']['url']})")
+    if hosts:
+        width = max(len(h["hostname"]) for h in hosts)
+        print(f"  {'host'.ljust(width)}  state    A G L S T  command")
+        for h in hosts:
+            cells = " ".join(GLYPH.get(h["compartments"][c]["state"], "?") for c in ("agent", "git", "lock", "system", "tests"))
+            state = "online" if h["online"] else "offline"
+            extra = " [held]" if h["held"] else ""
+            print(f"  {sanitize_line(h['hostname']).ljust(width)}  {state:<7}  {cells}  {h['pending_command'] or '-'}{extra}")
+    prs = report["update_prs"]
+    print()
+    if not prs:
+        print(f"No open update PRs in {report['github']['repo']}.")
+    for pr in prs:
+        sup = f"  (superseded by #{pr['superseded_by']})" if pr["superseded_by"] else ""
+        mergeable = {True: "mergeable", False: "not mergeable", None: "mergeability unknown"}[pr["mergeable"]]
+        lock = {True: "lock-only", False: "also changes other files", None: ""}[pr["lock_only"]]
+        print(f"PR #{pr['number']} {sanitize_line(pr['title'])}{sup}")
+        print(f"  CI {pr['ci']} · {mergeable} · {lock} · {pr['url']}")
+        if pr["headline"]:
+            print(f"  {sanitize_line(pr['headline'])}")
+    rate = report["github"]["rate"]
+    if rate.get("remaining") is not None:
+        print(f"\nGitHub rate budget: {rate['remaining']}/{rate['limit']}")

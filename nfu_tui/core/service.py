@@ -1,0 +1,589 @@
+"""FleetService: the running core shared by the TUI, the CLI and the headless mode.
+
+It owns the two clients, feeds the dashboard's ``/ws`` stream into a
+:class:`~nfu_tui.core.fleet.FleetModel`, polls GitHub for update PRs (conditional
+requests, every ``poll_minutes`` and on demand) and explains each one once per head,
+keeps the app state (holds, overrides) and the journal/audit store, and runs the
+deploy engine. Consumers :meth:`subscribe` to :class:`ServiceEvent`\\ s and read
+state; they never talk HTTP themselves. It is also the engine's
+:class:`~nfu_tui.core.engine.FleetView`.
+
+Everything runs on one asyncio loop; listeners are called on that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from nfu_tui.config import Config, HostConfig, Secrets
+from nfu_tui.core.fleet import ChangeKind, FleetChange, FleetModel
+from nfu_tui.core.state import AppState
+from nfu_tui.core.store import DeployLock, Store, local_actor
+from nfu_tui.errors import GitHubRateLimited, LoginFailed, NfuError
+from nfu_tui.models import Command, Host, Notification, RateBudget, UpdatePR
+
+log = logging.getLogger(__name__)
+
+EventKind = Literal["fleet", "prs", "status", "output", "notify", "deploy"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEvent:
+    """Something changed. ``host_ids`` empty on a "fleet" event means "everything"."""
+
+    kind: EventKind
+    host_ids: frozenset[str] = frozenset()
+    payload: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatus:
+    dashboard: str = "disabled"  # connecting | live | reconnecting | login-required | error | disabled
+    dashboard_detail: str = ""
+    github: str = "disabled"  # ok | polling | error | rate-limited | disabled
+    github_detail: str = ""
+    rate: RateBudget = RateBudget()
+    last_poll: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PRState:
+    """One open update PR with its explanation (or why there is none yet)."""
+
+    pr: UpdatePR
+    explanation: Any = None  # nfu_tui.clients.github.PRExplanation
+    loading: bool = False
+    error: str = ""
+
+
+@dataclass
+class _PRCache:
+    key: tuple[str, str] = ("", "")  # (head sha, base sha) the detail was fetched for
+    state: PRState | None = None
+    ci_final: bool = False
+
+
+Listener = Callable[[ServiceEvent], Any]
+
+
+class FleetService:
+    """See the module docstring. Construct, :meth:`start`, then read and subscribe."""
+
+    def __init__(
+        self,
+        config: Config,
+        secrets: Secrets,
+        *,
+        state: AppState | None = None,
+        store: Store | None = None,
+        github: Any = None,
+        dashboard: Any = None,
+        insecure: bool = False,
+        notifier: Any = None,
+        lock_label: str = "the nfu-tui TUI",
+    ) -> None:
+        self.config = config
+        self.secrets = secrets
+        self.state = state if state is not None else AppState.load()
+        self.store = store if store is not None else Store()
+        self.fleet = FleetModel()
+        self.github = github if github is not None else self._make_github()
+        self.dashboard = dashboard if dashboard is not None else self._make_dashboard(insecure)
+        self.notifier = notifier if notifier is not None else self._make_notifier()
+        self.lock_label = lock_label
+        self.status = ConnectionStatus(
+            dashboard="connecting" if self.dashboard else "disabled",
+            dashboard_detail="" if self.dashboard else "dashboard.url is not configured",
+            github="polling" if self.github else "disabled",
+            github_detail="" if self.github else "github.repo is not configured",
+        )
+        self.prs: list[PRState] = []
+        self._pr_cache: dict[int, _PRCache] = {}
+        self._listeners: list[Listener] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._explaining: dict[int, asyncio.Task[Any]] = {}
+        self._refresh = asyncio.Event()
+        self._logged_in = asyncio.Event()
+        self._tick = asyncio.Event()
+        self.engine: Any = None
+        self._github_login: str | None = None
+
+    # ------------------------------------------------------------ construction
+
+    def _make_github(self) -> Any:
+        if not self.config.github.repo:
+            return None
+        from nfu_tui.clients.github import GitHubClient
+        from nfu_tui.paths import cache_dir
+
+        gh = self.config.github
+        return GitHubClient(
+            api_url=gh.api_url,
+            repo=gh.repo,
+            token=self.secrets.github_token,
+            write_token=self.secrets.merge_token,
+            graphql_url=gh.graphql_endpoint,
+            cache_dir=cache_dir() / "github",
+            labels=gh.labels,
+            title_patterns=gh.title_patterns,
+            update_branch=gh.update_branch,
+            required_checks=gh.required_checks,
+        )
+
+    def _make_dashboard(self, insecure: bool) -> Any:
+        if not self.config.dashboard.url:
+            return None
+        from nfu_tui.clients.dashboard import DashboardClient
+
+        return DashboardClient(
+            url=self.config.dashboard.url,
+            password=self.secrets.dashboard_password,
+            totp_secret=self.secrets.totp_secret,
+            insecure=insecure or self.config.dashboard.insecure,
+        )
+
+    def _make_notifier(self) -> Any:
+        if not self.config.notify.webhook_url:
+            return None
+        from nfu_tui.core.notify import WebhookNotifier
+
+        return WebhookNotifier(self.config.notify.webhook_url)
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Start the dashboard stream and the GitHub poll loop in the background."""
+        if self.dashboard is not None:
+            self._tasks.append(asyncio.create_task(self._dashboard_loop(), name="nfu-dashboard"))
+        if self.github is not None:
+            self._tasks.append(asyncio.create_task(self._poll_loop(), name="nfu-github-poll"))
+
+    async def stop(self) -> None:
+        if self.engine is not None and self.engine.running:
+            self.engine.cancel()
+        tasks = self._tasks + list(self._explaining.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        self._explaining.clear()
+        for client in (self.github, self.dashboard):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    async def __aenter__(self) -> "FleetService":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------- listeners
+
+    def subscribe(self, callback: Listener) -> Callable[[], None]:
+        self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+        return unsubscribe
+
+    def _emit(self, event: ServiceEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                result = listener(event)
+                if asyncio.iscoroutine(result):
+                    asyncio.ensure_future(result)
+            except Exception:  # a broken listener must not stop the service
+                log.exception("service listener failed")
+
+    def _set_status(self, **changes: Any) -> None:
+        self.status = replace(self.status, **changes)
+        self._emit(ServiceEvent("status"))
+
+    def notify(self, notification: Notification) -> None:
+        """Tell the user (toast/log) and, when configured, the webhook."""
+        self._emit(ServiceEvent("notify", payload=notification))
+        if self.notifier is not None:
+            asyncio.ensure_future(self.notifier.send(notification))
+
+    # ------------------------------------------------------------- dashboard
+
+    async def _dashboard_loop(self) -> None:
+        assert self.dashboard is not None
+        while True:
+            if self.dashboard.needs_password and not self._logged_in.is_set():
+                self._set_status(dashboard="login-required", dashboard_detail="the dashboard password is needed")
+                await self._logged_in.wait()
+            try:
+                async for event, changes in self.dashboard.follow(self.fleet):
+                    self._on_stream(event, changes)
+            except LoginFailed as exc:
+                self._logged_in.clear()
+                if exc.needs_totp:
+                    detail = "the dashboard asks for a TOTP code"
+                else:
+                    detail = exc.message
+                self._set_status(dashboard="login-required", dashboard_detail=detail)
+                await self._logged_in.wait()
+            except asyncio.CancelledError:
+                raise
+            except NfuError as exc:
+                self._set_status(dashboard="error", dashboard_detail=exc.message)
+                await asyncio.sleep(5)
+            except Exception as exc:  # keep the service alive, say what happened
+                log.exception("dashboard stream failed")
+                self._set_status(dashboard="error", dashboard_detail=f"unexpected error: {exc}")
+                await asyncio.sleep(5)
+            else:
+                return
+
+    def _on_stream(self, event: Any, changes: list[FleetChange]) -> None:
+        from nfu_tui.clients._dashboard_protocol import Connected, Disconnected
+
+        if isinstance(event, Connected):
+            self._set_status(dashboard="connecting", dashboard_detail="waiting for the fleet state")
+        elif isinstance(event, Disconnected):
+            self._set_status(
+                dashboard="reconnecting",
+                dashboard_detail=f"{event.reason}; retrying in {event.retry_in:g} s",
+            )
+        if self.fleet.synced and self.status.dashboard != "live":
+            self._set_status(dashboard="live", dashboard_detail="")
+        self._publish(changes)
+
+    def _publish(self, changes: Iterable[FleetChange]) -> None:
+        fleet_ids: set[str] = set()
+        output_ids: set[str] = set()
+        everything = False
+        for change in changes:
+            kind = change.kind
+            if kind in (ChangeKind.HOST_CHANGED, ChangeKind.HOST_ADDED, ChangeKind.HOST_REMOVED, ChangeKind.PROGRESS):
+                fleet_ids.add(change.id)
+            elif kind is ChangeKind.COMMAND_CHANGED:
+                cmd = self.fleet.command(change.id)
+                if cmd is not None:
+                    fleet_ids.add(cmd.host_id)
+            elif kind is ChangeKind.OUTPUT:
+                output_ids.add(change.id)
+            elif kind is ChangeKind.RESYNCED:
+                everything = True
+        if everything:
+            self._emit(ServiceEvent("fleet"))
+        elif fleet_ids:
+            self._emit(ServiceEvent("fleet", frozenset(fleet_ids)))
+        if output_ids:
+            self._emit(ServiceEvent("output", frozenset(output_ids)))
+        if everything or fleet_ids or output_ids:
+            tick, self._tick = self._tick, asyncio.Event()
+            tick.set()
+
+    async def login(self, password: str, totp: str | None = None) -> None:
+        """Log in to the dashboard with what the user typed (raises LoginFailed)."""
+        if self.dashboard is None:
+            raise NfuError("no dashboard is configured")
+        if password:
+            self.dashboard.set_password(password)
+        await self.dashboard.login(totp_code=totp or None)
+        self._logged_in.set()
+        self._set_status(dashboard="connecting", dashboard_detail="")
+
+    # ------------------------------------------------------------- fleet view (engine)
+
+    def hosts(self) -> list[Host]:
+        return list(self.fleet.snapshot().hosts.values())
+
+    def host(self, host_id: str) -> Host | None:
+        return self.fleet.host(host_id)
+
+    def output_lines(self, host_id: str) -> list[str]:
+        return [line.text for line in self.fleet.output(host_id)]
+
+    def progress(self, host_id: str) -> tuple[str, int, int] | None:
+        p = self.fleet.snapshot().progress.get(host_id)
+        return (p.phase, p.current, p.total) if p is not None else None
+
+    def active_command(self, host_id: str) -> Command | None:
+        return self.fleet.snapshot().active_command(host_id)
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            tick = self._tick
+            try:
+                await asyncio.wait_for(tick.wait(), timeout=min(remaining, 1.0))
+            except TimeoutError:
+                pass
+        return True
+
+    async def wait_for_command(self, command_id: str, timeout: float) -> Command:
+        def done() -> bool:
+            cmd = self.fleet.command(command_id)
+            return cmd is not None and cmd.terminal
+
+        if not await self.wait_until(done, timeout):
+            raise TimeoutError(f"command {command_id} did not finish within {timeout:g} s")
+        cmd = self.fleet.command(command_id)
+        assert cmd is not None
+        return cmd
+
+    # ------------------------------------------------------------- GitHub
+
+    async def refresh(self) -> None:
+        """Poll GitHub now (and ask the dashboard for a full state)."""
+        self._refresh.set()
+        if self.dashboard is not None:
+            with contextlib.suppress(Exception):
+                await self.dashboard.request_state()
+
+    async def _poll_loop(self) -> None:
+        while True:
+            wait = self.config.github.poll_minutes * 60
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except GitHubRateLimited as exc:
+                wait = max(exc.wait_seconds, 1.0)
+                self._set_status(github="rate-limited", github_detail=f"{exc.message}; next try in {wait:.0f} s")
+            except NfuError as exc:
+                self._set_status(github="error", github_detail=exc.message)
+            except Exception as exc:
+                log.exception("GitHub poll failed")
+                self._set_status(github="error", github_detail=f"unexpected error: {exc}")
+            self._refresh.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh.wait(), timeout=wait)
+
+    async def poll_once(self) -> list[PRState]:
+        """One detection cycle: list update PRs, (re)explain the ones whose head or base moved."""
+        assert self.github is not None
+        prs = await self.github.list_update_prs()
+        new_states: list[PRState] = []
+        seen: set[int] = set()
+        for pr in prs:
+            seen.add(pr.number)
+            cache = self._pr_cache.setdefault(pr.number, _PRCache())
+            key = (pr.head_sha, pr.base_sha)
+            if cache.key != key or cache.state is None:
+                cache.key, cache.ci_final = key, False
+                cache.state = PRState(pr, None, loading=True)
+                self._start_explain(pr)
+            elif not cache.ci_final and pr.number not in self._explaining:
+                self._start_explain(pr, ci_only=True)
+            # keep the detail fields (mergeable, ci, files) of the cached PR
+            old = cache.state.pr
+            cache.state = replace(
+                cache.state,
+                pr=pr.with_changes(
+                    files=old.files or pr.files,
+                    mergeable=old.mergeable,
+                    mergeable_state=old.mergeable_state,
+                    ci=old.ci,
+                ),
+            )
+            new_states.append(cache.state)
+        for number in list(self._pr_cache):
+            if number not in seen:
+                del self._pr_cache[number]
+                task = self._explaining.pop(number, None)
+                if task is not None:
+                    task.cancel()
+        self.prs = new_states
+        self._set_status(
+            github="ok",
+            github_detail="",
+            rate=self.github.rate,
+            last_poll=datetime.now(timezone.utc),
+        )
+        self._emit(ServiceEvent("prs"))
+        return self.prs
+
+    def _start_explain(self, pr: UpdatePR, *, ci_only: bool = False) -> None:
+        old = self._explaining.pop(pr.number, None)
+        if old is not None:
+            old.cancel()
+        self._explaining[pr.number] = asyncio.create_task(self._explain(pr, ci_only), name=f"nfu-explain-{pr.number}")
+
+    async def _explain(self, pr: UpdatePR, ci_only: bool) -> None:
+        from nfu_tui.models import CIVerdict
+
+        assert self.github is not None
+        cache = self._pr_cache.get(pr.number)
+        try:
+            ci = await self.github.ci_status(pr.head_sha)
+            detail = pr if ci_only else await self.github.get_pull(pr.number)
+            explanation = None
+            if not ci_only:
+                explanation = await self.github.explain(detail)
+            cache = self._pr_cache.get(pr.number)
+            if cache is None or cache.state is None or cache.key != (pr.head_sha, pr.base_sha):
+                return  # the PR moved on meanwhile
+            cache.ci_final = ci.verdict in (CIVerdict.GREEN, CIVerdict.RED, CIVerdict.NO_CI)
+            base = cache.state
+            new_pr = base.pr.with_changes(
+                ci=ci,
+                files=detail.files or base.pr.files,
+                mergeable=detail.mergeable if not ci_only else base.pr.mergeable,
+                mergeable_state=detail.mergeable_state if not ci_only else base.pr.mergeable_state,
+            )
+            if explanation is not None and getattr(explanation, "files", None):
+                new_pr = new_pr.with_changes(files=tuple(explanation.files))
+            cache.state = PRState(new_pr, explanation if explanation is not None else base.explanation, loading=False)
+        except asyncio.CancelledError:
+            raise
+        except NfuError as exc:
+            if cache is not None and cache.state is not None:
+                cache.state = replace(cache.state, loading=False, error=exc.message)
+        except Exception as exc:
+            log.exception("explaining PR #%s failed", pr.number)
+            if cache is not None and cache.state is not None:
+                cache.state = replace(cache.state, loading=False, error=f"unexpected error: {exc}")
+        finally:
+            if self._explaining.get(pr.number) is asyncio.current_task():
+                del self._explaining[pr.number]
+        self.prs = [self._pr_cache[p.pr.number].state or p for p in self.prs if p.pr.number in self._pr_cache]
+        self.status = replace(self.status, rate=self.github.rate)
+        self._emit(ServiceEvent("prs"))
+
+    def pending_update(self) -> PRState | None:
+        """The newest update PR that no other supersedes."""
+        for state in self.prs:
+            if state.pr.superseded_by is None:
+                return state
+        return None
+
+    def pr_state(self, number: int) -> PRState | None:
+        for state in self.prs:
+            if state.pr.number == number:
+                return state
+        return None
+
+    def update_headline(self) -> str | None:
+        state = self.pending_update()
+        if state is None:
+            return None
+        exp = state.explanation
+        headline = getattr(exp, "headline", None) if exp is not None else None
+        return headline or f"PR #{state.pr.number} {state.pr.title}"
+
+    async def github_login(self) -> str | None:
+        if self._github_login is None and self.github is not None:
+            with contextlib.suppress(NfuError):
+                self._github_login = await self.github.viewer_login()
+        return self._github_login
+
+    # ------------------------------------------------------------- holds and host settings
+
+    def held(self) -> set[str]:
+        return set(self.state.held)
+
+    async def set_hold(self, host_ids: list[str], held: bool) -> None:
+        """Hold or release hosts: saved in the app state and written to the audit trail."""
+        ids = [h for h in host_ids if (h in self.state.held) != held]
+        if not ids:
+            return
+        for host in ids:
+            self.state.held.add(host) if held else self.state.held.discard(host)
+        self.state.save()
+        self.store.audit(
+            "hold" if held else "unhold",
+            actor=local_actor(),
+            github_login=self._github_login,
+            details={"hosts": sorted(ids)},
+        )
+        self._emit(ServiceEvent("fleet", frozenset(ids)))
+
+    def host_config(self, host_id: str) -> HostConfig:
+        base = self.config.host(host_id)
+        overrides = self.state.overrides.get(host_id)
+        return base.model_copy(update=overrides) if overrides else base
+
+    def automation_enabled(self) -> bool:
+        toggle = self.state.automation_enabled
+        return self.config.flake_updates.automation.enabled if toggle is None else toggle
+
+    # ------------------------------------------------------------- deploy
+
+    def plan(self, pr_number: int, host_ids: list[str] | None = None, *, automatic: bool = False) -> Any:
+        """The deploy plan for a PR (a value to show before anything happens)."""
+        from nfu_tui.core.plan import make_plan
+
+        state = self.pr_state(pr_number)
+        head = state.pr.head_sha if state else ""
+        return make_plan(
+            self.hosts(),
+            self.config,
+            self.state.held,
+            targets=host_ids,
+            automatic=automatic,
+            pr_number=pr_number,
+            head_sha=head,
+            overrides=self.state.overrides,
+        )
+
+    def make_engine(self, **kw: Any) -> Any:
+        from nfu_tui.core.engine import DeployEngine
+
+        if self.github is None or self.dashboard is None:
+            raise NfuError("deploying needs both GitHub and the dashboard configured")
+        engine = DeployEngine(
+            self.github,
+            self.dashboard,
+            self,
+            self.store,
+            self.config,
+            notifier=self.notifier,
+            lock=lambda: DeployLock(label=self.lock_label),
+            on_event=lambda ev: self._emit(ServiceEvent("deploy", payload=ev)),
+            **kw,
+        )
+        return engine
+
+    async def deploy(self, plan: Any, *, trigger: str = "manual", **engine_kw: Any) -> Any:
+        """Merge and deploy ``plan`` with the engine; progress arrives as "deploy" events."""
+        self.engine = self.make_engine(**engine_kw)
+        await self.github_login()
+        try:
+            result = await self.engine.run(plan, actor=local_actor(), trigger=trigger)
+        finally:
+            self._refresh.set()  # the PR list changed
+        return result
+
+    async def resume(self, run_id: int, **engine_kw: Any) -> Any:
+        self.engine = self.make_engine(**engine_kw)
+        return await self.engine.resume(run_id, actor=local_actor())
+
+    def cancel_deploy(self, *, release_hosts: bool = False) -> None:
+        if self.engine is not None and self.engine.running:
+            self.engine.cancel(release_hosts=release_hosts)
+
+    @property
+    def deploying(self) -> bool:
+        return self.engine is not None and self.engine.running
+
+    def unfinished_runs(self) -> list[Any]:
+        return self.store.unfinished_runs()
+
+    # ------------------------------------------------------------- misc
+
+    def now(self) -> float:
+        return time.time()
+
+
+__all__ = ["ConnectionStatus", "FleetService", "PRState", "ServiceEvent"]
