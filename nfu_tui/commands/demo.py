@@ -1,4 +1,4 @@
-"""`nfu-tui demo` (not implemented yet)."""
+"""`nfu-tui demo`: the TUI against the embedded simulator (no token, no fleet needed)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,54 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("demo", help="(not available yet)")
+    p = sub.add_parser(
+        "demo",
+        help="run the TUI against the embedded simulator (fake GitHub + fake dashboard on 127.0.0.1)",
+    )
+    p.add_argument("--scenario", metavar="FILE", help="scenario TOML (default: a dozen hosts, one update PR)")
+    p.add_argument("--hosts", type=int, metavar="N", help="replace the default hosts by N generated ones")
+    p.add_argument("--speed", type=float, default=None, metavar="X", help="simulated commands run X times faster")
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep the demo's state (holds, journal, history) here instead of a throw-away directory",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    print("nfu-tui demo: not available yet", file=sys.stderr)
-    return 2
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from nfu_tui.sim.scenario import ScenarioError, load_scenario
+
+    if args.hosts is not None and not 1 <= args.hosts <= 5000:
+        print("nfu-tui demo: --hosts must be between 1 and 5000", file=sys.stderr)
+        return 2
+    try:
+        scenario = load_scenario(args.scenario, hosts=args.hosts)
+    except ScenarioError as exc:
+        print(f"nfu-tui demo: {exc}", file=sys.stderr)
+        return 2
+    if args.speed is not None:
+        if args.speed <= 0:
+            print("nfu-tui demo: --speed must be positive", file=sys.stderr)
+            return 2
+        scenario.speed = args.speed
+
+    with tempfile.TemporaryDirectory(prefix="nfu-tui-demo-") as tmp:
+        base = Path(args.state_dir).expanduser() if args.state_dir else Path(tmp)
+        # The demo's state, cache and config live apart from the user's real ones.
+        for var, sub in (("XDG_STATE_HOME", "state"), ("XDG_CACHE_HOME", "cache"), ("XDG_CONFIG_HOME", "config")):
+            d = base / sub
+            d.mkdir(parents=True, exist_ok=True)
+            os.environ[var] = str(d)
+        from nfu_tui.config import load_config, resolve_secrets
+        from nfu_tui.commands.tui import run_app
+        from nfu_tui.sim.runner import SimulatorThread
+
+        with SimulatorThread(scenario) as sim:
+            config_path = sim.write_config(base / "sim", github={"poll_minutes": 1})
+            cfg = load_config(config_path)
+            secrets = resolve_secrets(cfg, env={}, use_gh=False)
+            return run_app(cfg, secrets, lock_label="the nfu-tui demo")

@@ -4,15 +4,47 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 
 def run(args: argparse.Namespace) -> int:
-    from nfu_tui.config import ConfigLoadError, load_config
+    from nfu_tui.config import ConfigLoadError, load_config, resolve_secrets
+    from nfu_tui.errors import ConfigError
 
     try:
-        load_config(args.config)
+        cfg = load_config(args.config)
+        secrets = resolve_secrets(cfg)
     except ConfigLoadError as exc:
         print(exc.message, file=sys.stderr)
         return 2
-    print("nfu-tui: the TUI is not available yet; try `nfu-tui demo` or `nfu-tui --help`", file=sys.stderr)
-    return 2
+    except ConfigError as exc:
+        print(f"nfu-tui: {exc.message}", file=sys.stderr)
+        return 2
+    if not cfg.github.repo and not cfg.dashboard.url:
+        print(
+            "nfu-tui: nothing to show: neither github.repo nor dashboard.url is configured.\n"
+            "  Create a configuration with `nfu-tui config init`, or try `nfu-tui demo`.",
+            file=sys.stderr,
+        )
+        return 2
+    for warning in secrets.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return run_app(cfg, secrets, insecure=args.insecure)
+
+
+def run_app(cfg: Any, secrets: Any, *, insecure: bool = False, lock_label: str = "the nfu-tui TUI") -> int:
+    """Run the Textual app on a FleetService built from ``cfg``/``secrets`` (created after the first frame)."""
+    from nfu_tui.errors import NfuError
+    from nfu_tui.ui.app import NfuApp
+
+    def factory() -> Any:
+        from nfu_tui.core.service import FleetService
+
+        return FleetService(cfg, secrets, insecure=insecure, lock_label=lock_label)
+
+    try:
+        app = NfuApp(service_factory=factory, bell=cfg.notify.bell)
+        return int(app.run() or 0)
+    except NfuError as exc:
+        print(f"nfu-tui: {exc}", file=sys.stderr)
+        return 1
