@@ -170,6 +170,17 @@ def test_two_corrupt_files_in_the_same_second_keep_both_backups() -> None:
     assert backups == ["{bad", "{worse"]
 
 
+def test_file_damaged_after_load_keeps_what_this_process_knew() -> None:
+    state = AppState.load()
+    state.hold("a")
+    state.hold("b")
+    state.path.write_text("{oops")
+    state.hold("c")
+    assert AppState.load().held == {"a", "b", "c"}
+    assert len(list(state.path.parent.glob("state.json.corrupt-*"))) == 1
+    assert "damaged" in state.warnings[0]
+
+
 def test_unknown_keys_are_preserved() -> None:
     path = paths.ensure_dir(paths.state_dir()) / STATE_NAME
     path.write_text(json.dumps({"version": 1, "held": ["a"], "future_feature": {"x": 1}}))

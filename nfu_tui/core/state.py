@@ -140,18 +140,21 @@ class AppState:
             raise StateError(f"cannot create the state directory {file.parent}: {exc.strerror}") from exc
         state = cls(file)
         with state._locked():
-            state._adopt(state._read())
+            state._adopt(state._read_or_empty())
         return state
 
     def reload(self) -> None:
         """Re-read the file, dropping changes not saved yet."""
         with self._locked():
-            self._adopt(self._read())
+            self._adopt(self._read_or_empty())
 
     def save(self) -> None:
         """Merge this object's changes into the current file and write it atomically."""
         with self._locked():
+            # A file damaged since we read it is replaced by what we last saw in it.
             disk = self._read()
+            if disk is None:
+                disk = self._base.copy()
             mine = self._mine()
             merged = _Snapshot(
                 held=(disk.held | (mine.held - self._base.held)) - (self._base.held - mine.held),
@@ -255,7 +258,12 @@ class AppState:
         finally:
             os.close(fd)
 
-    def _read(self) -> _Snapshot:
+    def _read_or_empty(self) -> _Snapshot:
+        snapshot = self._read()
+        return _Snapshot() if snapshot is None else snapshot
+
+    def _read(self) -> _Snapshot | None:
+        """The file's content; None when it was damaged (and has been moved aside)."""
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -269,7 +277,7 @@ class AppState:
         except _Malformed as exc:
             return self._set_aside(str(exc))
 
-    def _set_aside(self, problem: str) -> _Snapshot:
+    def _set_aside(self, problem: str) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         backup = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         n = 1
@@ -283,7 +291,6 @@ class AppState:
         message = f"state file {self.path} was damaged ({problem}); moved it to {backup.name} and started empty"
         log.warning("%s", message)
         self.warnings.append(message)
-        return _Snapshot()
 
     def _write(self, snapshot: _Snapshot) -> None:
         data = {

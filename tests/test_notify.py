@@ -1,0 +1,203 @@
+"""ntfy-style webhook notifications against a recording server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
+
+import httpx
+import pytest
+from aiohttp import web
+
+from nfu_tui.core.notify import MAX_BODY_BYTES, WebhookNotifier, notify_once
+from nfu_tui.core.state import AppState
+from nfu_tui.errors import ConfigError
+from nfu_tui.models import Notification
+
+SECRETS = ("secret-topic", "hunter2", "tk_abc", "alice")
+
+
+@dataclass
+class Recorder:
+    base: str = ""
+    status: int = 200
+    hang: bool = False
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    requests: list[dict] = field(default_factory=list)
+
+
+@pytest.fixture(autouse=True)
+def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Recorder]:
+    rec = Recorder()
+
+    async def handler(request: web.Request) -> web.Response:
+        rec.requests.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": request.query_string,
+                "headers": dict(request.headers),
+                "body": await request.read(),
+            }
+        )
+        if rec.hang:
+            await rec.release.wait()
+        return web.Response(status=rec.status, text="{}")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    rec.base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield rec
+    rec.release.set()
+    await runner.cleanup()
+
+
+def _no_secrets(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text
+
+
+async def test_disabled_notifier_does_nothing() -> None:
+    notifier = WebhookNotifier(None)
+    assert not notifier.enabled and repr(notifier) == "WebhookNotifier(None)"
+    assert await notifier.send(Notification("t", "m")) is False
+    assert not WebhookNotifier("").enabled
+
+
+@pytest.mark.parametrize(
+    ("severity", "priority"), [("error", "high"), ("warning", "default"), ("information", "low"), ("odd", "low")]
+)
+async def test_ntfy_request(server: Recorder, severity: str, priority: str) -> None:
+    async with WebhookNotifier(f"{server.base}/nixfleet") as notifier:
+        ok = await notifier.send(
+            Notification("Deploy failed", "web1: switch exited 1", severity=severity, tags=["warning", "nfu"])
+        )
+    assert ok is True
+    (req,) = server.requests
+    assert (req["method"], req["path"], req["body"]) == ("POST", "/nixfleet", b"web1: switch exited 1")
+    assert req["headers"]["Title"] == "Deploy failed"
+    assert req["headers"]["Priority"] == priority
+    assert req["headers"]["Tags"] == "warning,nfu"
+    assert req["headers"]["Content-Type"] == "text/plain; charset=utf-8"
+
+
+async def test_no_tags_header_without_tags(server: Recorder) -> None:
+    async with WebhookNotifier(f"{server.base}/t") as notifier:
+        assert await notifier.send(Notification("PR #42", "flake.lock update"))
+    assert "Tags" not in server.requests[0]["headers"]
+
+
+async def test_non_ascii_title_is_rfc2047_and_body_is_utf8(server: Recorder) -> None:
+    title = "nixpkgs abc1234 → def5678\nMüller's 🚀"
+    async with WebhookNotifier(f"{server.base}/t") as notifier:
+        assert await notifier.send(Notification(title, "Grüße aus Wien ✅", tags=["✅"]))
+    headers = server.requests[0]["headers"]
+    assert headers["Title"].startswith("=?UTF-8?B?") and headers["Title"].isascii()
+    assert str(make_header(decode_header(headers["Title"]))) == "nixpkgs abc1234 → def5678 Müller's 🚀"
+    assert str(make_header(decode_header(headers["Tags"]))) == "✅"
+    assert server.requests[0]["body"].decode("utf-8") == "Grüße aus Wien ✅"
+
+
+async def test_long_message_is_truncated_to_ntfy_limit(server: Recorder) -> None:
+    async with WebhookNotifier(f"{server.base}/t") as notifier:
+        assert await notifier.send(Notification("log", "ä" * 5000))
+    body = server.requests[0]["body"]
+    assert len(body) <= MAX_BODY_BYTES
+    assert body.decode("utf-8").endswith("… (truncated)")
+
+
+async def test_userinfo_becomes_basic_auth_and_query_is_kept(server: Recorder, caplog) -> None:
+    url = server.base.replace("http://", "http://alice:hunter2@") + "/secret-topic?auth=tk_abc"
+    notifier = WebhookNotifier(url)
+    _no_secrets(repr(notifier))
+    assert notifier.display_url == server.base + "/…"
+    with caplog.at_level(logging.DEBUG):
+        assert await notifier.send(Notification("t", "m"))
+    await notifier.aclose()
+    client_log = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("aiohttp"))
+    assert "HTTP Request: POST " + server.base + "/***?*** " in client_log  # httpx's own log, masked
+    (req,) = server.requests
+    assert req["path"] == "/secret-topic" and req["query"] == "auth=tk_abc"
+    assert req["headers"]["Authorization"] == "Basic " + base64.b64encode(b"alice:hunter2").decode()
+    _no_secrets(client_log)
+
+
+@pytest.mark.parametrize("status", [403, 429, 500])
+async def test_error_status_returns_false_and_logs_without_secrets(server: Recorder, status: int, caplog) -> None:
+    server.status = status
+    url = server.base.replace("http://", "http://alice:hunter2@") + "/secret-topic?auth=tk_abc"
+    with caplog.at_level(logging.WARNING, logger="nfu_tui.core.notify"):
+        async with WebhookNotifier(url) as notifier:
+            assert await notifier.send(Notification("t", "m")) is False
+    assert f"answered HTTP {status}" in caplog.text and "127.0.0.1" in caplog.text
+    _no_secrets(caplog.text)
+
+
+async def test_refused_connection_returns_false(caplog) -> None:
+    with socket.socket() as sock:  # a port that nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with caplog.at_level(logging.WARNING, logger="nfu_tui.core.notify"):
+        async with WebhookNotifier(f"http://alice:hunter2@127.0.0.1:{port}/secret-topic?auth=tk_abc") as notifier:
+            assert await notifier.send(Notification("t", "m")) is False
+    assert "failed: ConnectError" in caplog.text
+    _no_secrets(caplog.text)
+
+
+async def test_slow_server_times_out(server: Recorder, caplog) -> None:
+    server.hang = True
+    with caplog.at_level(logging.WARNING, logger="nfu_tui.core.notify"):
+        async with WebhookNotifier(f"{server.base}/secret-topic", timeout=0.2) as notifier:
+            assert await notifier.send(Notification("t", "m")) is False
+    assert "no answer within 0.2 s" in caplog.text
+    _no_secrets(caplog.text)
+
+
+async def test_exception_text_carrying_the_url_is_not_logged(caplog) -> None:
+    url = "https://alice:hunter2@ntfy.example/secret-topic?auth=tk_abc"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot reach {request.url}")
+
+    with caplog.at_level(logging.WARNING, logger="nfu_tui.core.notify"):
+        async with WebhookNotifier(url, transport=httpx.MockTransport(handler)) as notifier:
+            assert await notifier.send(Notification("t", "m")) is False
+    assert "webhook https://ntfy.example/… failed: ConnectError" in caplog.text
+    _no_secrets(caplog.text)
+
+
+@pytest.mark.parametrize("url", ["ftp://host/topic", "https://", "mailto:alice@example.org", "http://:80/x", "ntfy"])
+def test_invalid_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        WebhookNotifier(url)
+    _no_secrets(str(info.value))
+
+
+async def test_notify_once_marks_only_after_delivery(server: Recorder) -> None:
+    state = AppState.load()
+    n = Notification("Update PR #42", "flake.lock bump", tags=["package"])
+    async with WebhookNotifier(f"{server.base}/t") as notifier:
+        server.status = 502
+        assert await notify_once(state, "pr:42", "sha1", notifier, n) is False
+        assert state.should_notify("pr:42", "sha1")  # failed: try again later
+        server.status = 200
+        assert await notify_once(state, "pr:42", "sha1", notifier, n) is True
+        assert await notify_once(AppState.load(), "pr:42", "sha1", notifier, n) is False  # other process too
+        assert await notify_once(state, "pr:42", "sha2", notifier, n) is True  # new head
+    assert len(server.requests) == 3
+    assert AppState.load().notified == {"pr:42": "sha2"}
