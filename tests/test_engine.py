@@ -1,0 +1,704 @@
+"""Deploy engine: pure decision helpers, scheduling against in-memory ports, and
+end-to-end runs against the simulator's real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nfu_tui.clients._dashboard_protocol import DispatchResult
+from nfu_tui.config import Config
+from nfu_tui.core.engine import (
+    CancelRequested,
+    DeployEngine,
+    EngineEvent,
+    HostFinished,
+    HostStarted,
+    JournalState,
+    MergeRefused,
+    Outcome,
+    Paused,
+    RunFinished,
+    RunStatus,
+    Timeouts,
+    WaitingForCanaries,
+    ci_refusal,
+    health_problems,
+    inert_lines,
+    interpret_command,
+    interpret_dispatch,
+    merge_refusal,
+    notification_for,
+    switch_needs_force,
+)
+from nfu_tui.core.plan import make_plan
+from nfu_tui.core.store import DeployLock, Store
+from nfu_tui.errors import DeployLocked, MergeConflict, NotMergeable, StateError
+from nfu_tui.models import CIStatus, CIVerdict, Command, CompartmentState, Host, StatusCheck, UpdatePR
+
+HEAD = "a" * 40
+MERGE = "b" * 40
+
+
+# =========================================================== pure helpers
+
+
+def pr(**kw: Any) -> UpdatePR:
+    base = dict(number=42, title="flake.lock: Update", author="bot", html_url="", head_ref="update_flake_lock_action",
+                head_sha=HEAD, base_ref="main", base_sha="c" * 40, mergeable=True, mergeable_state="clean")
+    base.update(kw)
+    return UpdatePR(**base)
+
+
+def test_merge_refusal_accepts_a_clean_pr() -> None:
+    assert merge_refusal(pr(), HEAD) is None
+    assert merge_refusal(pr(mergeable=None, mergeable_state="unknown"), HEAD) is None  # GitHub decides at merge
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"head_sha": "d" * 40}, "changed since it was reviewed: its head is now ddddddd, the plan was made for aaaaaaa"),
+        ({"state": "closed"}, "closed without being merged"),
+        ({"draft": True}, "is a draft"),
+        ({"mergeable": False, "mergeable_state": "dirty"}, "has merge conflicts with main"),
+        ({"mergeable_state": "dirty"}, "has merge conflicts"),
+    ],
+)
+def test_merge_refusal_reasons(changes: dict[str, Any], expected: str) -> None:
+    reason = merge_refusal(pr(**changes), HEAD)
+    assert reason is not None and expected in reason and "#42" in reason
+
+
+def test_merge_refusal_leaves_already_merged_to_the_caller() -> None:
+    assert merge_refusal(pr(state="closed", merged=True, merge_commit_sha=MERGE), HEAD) is None
+
+
+@pytest.mark.parametrize(
+    ("ci", "require", "expected"),
+    [
+        (CIStatus(CIVerdict.GREEN, "3/3 checks passed"), True, None),
+        (CIStatus(CIVerdict.NO_CI), False, None),
+        (CIStatus(CIVerdict.NO_CI), True, "no CI ran"),
+        (CIStatus(CIVerdict.RED, "2/3 checks passed; 'build hosts' failed", ("build hosts",)), True,
+         "CI is failing: 2/3 checks passed; 'build hosts' failed"),
+        (CIStatus(CIVerdict.RED, "", ("build",)), False, "CI is failing (failing: build)"),
+        (CIStatus(CIVerdict.PENDING, "1 check running"), True, "CI is still running: 1 check running"),
+        (CIStatus(CIVerdict.UNKNOWN), True, "unknown"),
+    ],
+)
+def test_ci_refusal(ci: CIStatus, require: bool, expected: str | None) -> None:
+    reason = ci_refusal(ci, require_ci=require)
+    assert reason == expected if expected is None else expected in reason
+
+
+@pytest.mark.parametrize(
+    ("result", "action", "code", "fragment"),
+    [
+        (DispatchResult("h", "started", "EXECUTING", "20251228-1"), "started", "", ""),
+        (DispatchResult("h", "started", "EXECUTING", ""), "fail", "", "no command id"),
+        (DispatchResult("h", "blocked", "blocked", "", "offline", "Host is offline"), "offline", "offline", "unreachable"),
+        (DispatchResult("h", "blocked", "blocked", "", "send_failed", "Failed to send"), "offline", "send_failed", ""),
+        (DispatchResult("h", "blocked", "blocked", "", "busy", 'Command "pull" already running'), "fail", "busy",
+         "busy with another command"),
+        (DispatchResult("h", "blocked", "blocked", "", "command_pending", "x"), "fail", "command_pending", "busy"),
+        (DispatchResult("h", "blocked", "blocked", "", "already_current", "System already up to date"), "current",
+         "already_current", "System already up to date"),
+        (DispatchResult("h", "blocked", "blocked", "", "lock_outdated", "Pull required"), "fail", "lock_outdated",
+         "blocked (lock_outdated)"),
+        (DispatchResult("h", "error", "error", "", "", "Host not found"), "fail", "", "Host not found"),
+        (None, "fail", "", "no result"),
+    ],
+)
+def test_interpret_dispatch(result: Any, action: str, code: str, fragment: str) -> None:
+    d = interpret_dispatch(result, "switch", "h")
+    assert (d.action, d.code) == (action, code)
+    assert fragment in d.message
+    if action == "started":
+        assert d.command_id == "20251228-1"
+
+
+def cmd(status: str, op: str = "switch", error: str = "", exit_code: int | None = None) -> Command:
+    return Command("c1", "h", op, status, error=error, exit_code=exit_code)
+
+
+@pytest.mark.parametrize(
+    ("command", "ok", "fragment"),
+    [
+        (cmd("SUCCESS"), True, ""),
+        (cmd("PARTIAL", "pull", "Lock status not ok after pull"), True, "partial: Lock status not ok after pull"),
+        (cmd("TIMEOUT"), False, "agent did not reconnect within 90 s"),
+        (cmd("TIMEOUT", "pull", "late"), False, "timed out: late"),
+        (cmd("ERROR", "switch", "command failed", 1), False, "switch error (exit 1): command failed"),
+        (cmd("SKIPPED", error="Cancelled by user"), False, "released in the dashboard (Cancelled by user)"),
+        (cmd("BLOCKED", error="System already up to date"), False, "blocked"),
+    ],
+)
+def test_interpret_command(command: Command, ok: bool, fragment: str) -> None:
+    got_ok, detail = interpret_command(command)
+    assert got_ok is ok and fragment in detail
+    if ok and not fragment:
+        assert detail == ""
+
+
+@pytest.mark.parametrize(
+    ("after", "before", "merge", "force"),
+    [
+        ("bbbbbbb", "1234567", MERGE, True),  # at the merge commit
+        ("BBBBBBB", "bbbbbbb", MERGE, True),  # already at the merge (resumed): still must rebuild
+        ("9999999", "1234567", MERGE, True),  # branch moved past the merge: the pull moved it
+        ("1234567", "1234567", MERGE, False),  # nothing moved and not the merge commit
+        ("", "1234567", MERGE, True),  # unknown: assume it moved
+        ("", "", "", False),
+    ],
+)
+def test_switch_needs_force(after: str, before: str, merge: str, force: bool) -> None:
+    assert switch_needs_force(after, before, merge) is force
+
+
+def test_health_problems() -> None:
+    ok = Host("h", status="online", system=StatusCheck(CompartmentState.OK), tests=StatusCheck(CompartmentState.OUTDATED))
+    assert health_problems(ok) == []
+    bad = ok.with_changes(status="offline", system=StatusCheck(CompartmentState.ERROR, "Switch failed (exit 1)"),
+                          tests=StatusCheck(CompartmentState.ERROR))
+    assert health_problems(bad) == ["offline", "System red (Switch failed (exit 1))", "Tests red (error)"]
+    assert health_problems(None) == ["no longer known to the dashboard"]
+
+
+def test_inert_lines_strip_escapes_and_bound_length() -> None:
+    hostile = ["\x1b[31mred\x1b[0m [bold]x[/bold]", "\x1b]52;c;ZXZpbA==\x07copied", "A" * 1_000_000, "ok"]
+    lines = inert_lines(hostile, limit=3)
+    assert len(lines) == 3
+    assert lines[0] == "copied"
+    assert all("\x1b" not in line and "\x07" not in line for line in lines)
+    assert len(lines[1]) < 600 and lines[1].startswith("AAAA")
+    assert inert_lines(hostile)[0] == "red [bold]x[/bold]"  # markup stays literal text
+
+
+def test_journal_state_folds_steps() -> None:
+    t = "2026-01-01T00:00:00+00:00"
+    steps = [
+        ("merge_requested", {}, t),
+        ("merged", {"sha": MERGE}, t),
+        ("host_started", {"host": "a", "phase": "pull"}, t),
+        ("command_dispatched", {"host": "a", "phase": "pull", "command_id": "c1"}, t),
+        ("pull_done", {"host": "a"}, t),
+        ("host_started", {"host": "a", "phase": "switch"}, t),
+        ("host_finished", {"host": "a", "outcome": "ok", "phase": "switch"}, t),
+        ("host_started", {"host": "b", "phase": "pull"}, t),
+        ("pull_done", {"host": "b"}, t),
+        ("host_started", {"host": "b", "phase": "switch"}, "T2"),
+        ("command_dispatched", {"host": "b", "phase": "switch", "command_id": "c9"}, t),
+        ("host_started", {"host": "c", "phase": "pull"}, t),
+        ("host_requeued", {"host": "c"}, t),
+        ("canary_wait", {"until": "2026-01-01T00:10:00+00:00"}, t),
+        ("canary_gate", {"passed": True}, t),
+    ]
+    st = JournalState.from_steps(steps)
+    assert st.merge_requested and st.merge_sha == MERGE
+    assert st.finished["a"].outcome is Outcome.OK
+    assert st.in_flight == {"b": ("switch", "c9", "T2")}
+    assert st.pulled == {"a", "b"}
+    assert "c" not in st.in_flight and "c" not in st.pulled
+    assert st.canary_gate is True and st.canary_wait_until.startswith("2026")
+
+
+def test_notification_severity_follows_status() -> None:
+    from nfu_tui.core.engine import HostOutcome, RunResult
+
+    ok = RunResult(1, RunStatus.SUCCEEDED, 42, MERGE, "", (HostOutcome("a", Outcome.OK),))
+    failed = RunResult(1, RunStatus.FAILED, 42, MERGE, "x", (HostOutcome("a", Outcome.FAILED, "switch", "boom"),))
+    refused = RunResult(1, RunStatus.REFUSED, 42, "", "CI is failing")
+    assert notification_for(ok).severity == "information" and "deployed" in notification_for(ok).title
+    assert notification_for(failed).severity == "error" and "failed on a" in notification_for(failed).title
+    assert notification_for(refused).message == "CI is failing"
+    assert ok.exit_code == 0 and failed.exit_code == 1 and refused.exit_code == 1
+
+
+# ==================================================== in-memory ports
+
+
+@dataclass
+class Script:
+    """How a fake host answers: per op a dispatch result / final status; "hang" never finishes."""
+
+    pull: str = "SUCCESS"
+    switch: str = "SUCCESS"
+    lines: list[str] = field(default_factory=list)
+
+
+class FakePorts:
+    """GitHub + dashboard + fleet view in memory, with commands finishing after a few loop turns."""
+
+    def __init__(self, hosts: list[Host], scripts: dict[str, Script] | None = None) -> None:
+        self.hosts_ = {h.id: h for h in hosts}
+        self.scripts = scripts or {}
+        self.pr = pr()
+        self.ci = CIStatus(CIVerdict.GREEN, "all green")
+        self.merge_error: Exception | None = None
+        self.merges: list[tuple[int, str, str]] = []
+        self.dispatched: list[tuple[str, str, bool]] = []
+        self.commands: dict[str, Command] = {}
+        self.kills: list[str] = []
+        self.ignored: list[str] = []
+        self.running_now = 0
+        self.max_running = 0
+        self.changed = asyncio.Event()
+        self._ids = itertools.count(1)
+
+    # GitHub port
+    async def get_pull(self, number: int, *, wait_mergeable: bool = True) -> UpdatePR:
+        return self.pr
+
+    async def ci_status(self, sha: str) -> CIStatus:
+        return self.ci
+
+    async def merge(self, number: int, sha: str, *, method: str = "merge") -> str:
+        self.merges.append((number, sha, method))
+        if self.merge_error:
+            raise self.merge_error
+        self.pr = self.pr.with_changes(state="closed", merged=True, merge_commit_sha=MERGE)
+        return MERGE
+
+    async def wait_for_branch_contains(self, branch: str, sha: str, *, timeout: float = 60) -> None:
+        return None
+
+    async def viewer_login(self) -> str:
+        return "alice"
+
+    # dashboard port
+    async def dispatch(self, op: str, hosts: list[str], *, force: bool = False) -> list[DispatchResult]:
+        (host,) = hosts
+        self.dispatched.append((op, host, force))
+        self._tick()
+        h = self.hosts_[host]
+        if not h.online:
+            return [DispatchResult(host, "blocked", "blocked", "", "offline", "Host is offline")]
+        outcome = getattr(self.scripts.get(host, Script()), op)
+        if outcome.startswith("blocked:"):
+            return [DispatchResult(host, "blocked", "blocked", "", outcome.split(":", 1)[1], "blocked by fake")]
+        cid = f"cmd-{next(self._ids)}"
+        self.commands[cid] = Command(cid, host, op, "EXECUTING")
+        self.running_now += 1
+        self.max_running = max(self.max_running, self.running_now)
+        if outcome != "hang":
+            asyncio.get_running_loop().create_task(self._finish(cid, outcome))
+        return [DispatchResult(host, "started", "EXECUTING", cid)]
+
+    async def _finish(self, cid: str, status: str) -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        c = self.commands[cid]
+        self.commands[cid] = Command(cid, c.host_id, c.op, status, error="" if status == "SUCCESS" else "boom",
+                                     exit_code=0 if status == "SUCCESS" else 1)
+        self.running_now -= 1
+        if c.op == "pull" and status == "SUCCESS":
+            self.hosts_[c.host_id] = self.hosts_[c.host_id].with_changes(generation=MERGE[:7])
+        self._tick()
+
+    def _tick(self) -> None:
+        ev, self.changed = self.changed, asyncio.Event()
+        ev.set()
+
+    def set_online(self, host: str, online: bool) -> None:
+        self.hosts_[host] = self.hosts_[host].with_changes(status="online" if online else "offline")
+        self._tick()
+
+    async def kill(self, host: str, signal: str = "SIGTERM") -> str:
+        self.kills.append(host)
+        return "sent"
+
+    async def timeout_action(self, host: str, action: str, minutes: int | None = None) -> None:
+        self.ignored.append(host)
+
+    async def command_states(self) -> dict[str, Command]:
+        return {c.host_id: c for c in self.commands.values() if not c.terminal}
+
+    # fleet view
+    def host(self, host_id: str) -> Host | None:
+        return self.hosts_.get(host_id)
+
+    def hosts(self) -> list[Host]:
+        return list(self.hosts_.values())
+
+    def output_lines(self, host_id: str) -> list[str]:
+        return list(self.scripts.get(host_id, Script()).lines)
+
+    async def wait_until(self, predicate: Any, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while not predicate():
+            if loop.time() >= end:
+                return False
+            try:
+                await asyncio.wait_for(self.changed.wait(), max(0.0, end - loop.time()))
+            except TimeoutError:
+                pass
+        return True
+
+    async def wait_for_command(self, command_id: str, timeout: float) -> Command:
+        if not await self.wait_until(lambda: command_id in self.commands and self.commands[command_id].terminal,
+                                     timeout):
+            raise TimeoutError(command_id)
+        return self.commands[command_id]
+
+    def order(self, op: str = "switch") -> list[str]:
+        return [h for o, h, _ in self.dispatched if o == op]
+
+
+def online(name: str, device: str = "server", location: str = "home") -> Host:
+    return Host(name, name, device_type=device, location=location, status="online", generation="1234567",
+                system=StatusCheck(CompartmentState.OK), tests=StatusCheck(CompartmentState.OK))
+
+
+def cfg(**automation: Any) -> Config:
+    hosts = automation.pop("hosts", {})
+    auto = {"canary_wait_minutes": 0, **automation}
+    return Config.model_validate({"flake_updates": {"automation": auto}, "hosts": hosts})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "journal.sqlite3")
+    yield s
+    s.close()
+
+
+def engine_for(ports: FakePorts, store: Store, config: Config, tmp_path: Path, **kw: Any) -> tuple[DeployEngine, list]:
+    events: list[EngineEvent] = []
+    timeouts = kw.pop("timeouts", Timeouts(pull=5, switch=5, gate_poll=0.01, queued_poll=0.05, resume_lookup=0.05))
+    eng = DeployEngine(ports, ports, ports, store, config, lock=lambda: DeployLock(tmp_path, label="test"),
+                       on_event=events.append, timeouts=timeouts, **kw)
+    return eng, events
+
+
+def plan_for(ports: FakePorts, config: Config, **kw: Any):
+    return make_plan(ports.hosts(), config, kw.pop("held", set()), pr_number=42, head_sha=HEAD, **kw)
+
+
+FLEET = [online("gpc0", "gaming"), online("hsb0"), online("hsb1"), online("csb0", "server", "cloud")]
+
+
+async def test_sequential_in_plan_order_pull_then_switch(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET)
+    config = cfg()
+    eng, events = engine_for(ports, store, config, tmp_path)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert result.status is RunStatus.SUCCEEDED and result.merge_sha == MERGE
+    assert ports.merges == [(42, HEAD, "merge")]
+    assert [(o, h) for o, h, _ in ports.dispatched] == [
+        (op, h) for h in ["gpc0", "hsb0", "hsb1", "csb0"] for op in ("pull", "switch")]
+    assert all(force for op, _, force in ports.dispatched)  # pull forced (§8 #42); switch: generation = merge
+    assert ports.max_running == 1
+    assert [o.outcome for o in result.outcomes] == [Outcome.OK] * 4
+    run = store.get_run(result.run_id)
+    assert run.status == "succeeded" and run.merge_sha == MERGE
+    assert run.host_outcomes == {h.id: "ok" for h in FLEET}
+    assert isinstance(events[-1], RunFinished)
+    assert [a.action for a in store.audit_entries()] == ["deploy", "merge"]
+    assert store.audit_entries()[0].github_login == "alice"
+
+
+async def test_max_parallel_bounds_concurrency(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts([online(f"h{i}") for i in range(7)])
+    config = cfg(max_parallel=3)
+    eng, _ = engine_for(ports, store, config, tmp_path)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert result.status is RunStatus.SUCCEEDED
+    assert ports.max_running == 3
+
+
+async def test_failure_stops_scheduling_running_hosts_finish(store: Store, tmp_path: Path) -> None:
+    hosts = [online(f"h{i}") for i in range(6)]
+    ports = FakePorts(hosts, {"h1": Script(switch="ERROR", lines=["\x1b[31merror:\x1b[0m build failed"])})
+    config = cfg(max_parallel=2)
+    failures: list[Any] = []
+
+    async def on_failure(outcome: Any) -> None:
+        failures.append(outcome.host)
+
+    eng, _ = engine_for(ports, store, config, tmp_path, on_failure=on_failure)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert result.status is RunStatus.FAILED and result.exit_code == 1
+    assert failures == ["h1"]
+    failed = result.outcome("h1")
+    assert failed.outcome is Outcome.FAILED and failed.phase == "switch" and "exit 1" in failed.detail
+    assert failed.last_lines == ("error: build failed",)
+    started = set(ports.order("pull"))
+    assert {"h0", "h1"} <= started and "h5" not in started
+    for host in hosts:
+        o = result.outcome(host.id)
+        if host.id not in started:
+            assert o.outcome is Outcome.SKIPPED and "after h1 failed" in o.detail
+        elif host.id != "h1":
+            assert o.outcome is Outcome.OK  # running ones finish
+    assert store.get_run(result.run_id).status == "failed"
+
+
+async def test_may_start_host_gate_pauses_until_open(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET[:2])
+    config = cfg()
+    answers = iter([False, False, True, True])
+    eng, events = engine_for(ports, store, config, tmp_path, may_start_host=lambda: next(answers))
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert result.status is RunStatus.SUCCEEDED
+    assert sum(isinstance(e, Paused) for e in events) == 1
+    steps = [s.step for s in store.get_run(result.run_id).steps]
+    assert steps.index("paused") < steps.index("host_started")
+
+
+async def test_canary_gate_health_failure_stops_the_rest(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET)
+    config = cfg(canary_wait_minutes=10, hosts={"hsb1": {"canary": True}})
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        ports.hosts_["hsb1"] = ports.hosts_["hsb1"].with_changes(
+            tests=StatusCheck(CompartmentState.ERROR, "Tests failed (exit 3)"))
+
+    eng, events = engine_for(ports, store, config, tmp_path, sleep=sleep)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert slept and slept[0] == pytest.approx(600, abs=2)
+    assert ports.order("pull") == ["hsb1"]
+    assert result.status is RunStatus.FAILED
+    assert result.outcome("hsb1").outcome is Outcome.FAILED and result.outcome("hsb1").phase == "health"
+    assert "Tests red" in result.outcome("hsb1").detail
+    assert all(result.outcome(h).outcome is Outcome.SKIPPED for h in ("gpc0", "hsb0", "csb0"))
+    assert any(isinstance(e, WaitingForCanaries) for e in events)
+
+
+async def test_merge_refusals_touch_nothing(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET)
+    ports.ci = CIStatus(CIVerdict.RED, "1/2 checks passed; 'build' failed", ("build",))
+    config = cfg()
+    eng, events = engine_for(ports, store, config, tmp_path)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert result.status is RunStatus.REFUSED and "CI is failing" in result.message
+    assert ports.merges == [] and ports.dispatched == []
+    assert any(isinstance(e, MergeRefused) for e in events)
+    assert all(o.outcome is Outcome.SKIPPED for o in result.outcomes)
+    assert store.get_run(result.run_id).status == "failed"
+
+
+@pytest.mark.parametrize(
+    ("error", "fragment"),
+    [
+        (MergeConflict("Head branch was modified", status=409), "changed since it was reviewed"),
+        (NotMergeable("Required status check \"ci\" is expected.", status=405), 'status check "ci" is expected'),
+    ],
+)
+async def test_merge_errors_refuse(store: Store, tmp_path: Path, error: Exception, fragment: str) -> None:
+    ports = FakePorts(FLEET)
+    ports.merge_error = error
+    config = cfg()
+    eng, _ = engine_for(ports, store, config, tmp_path)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert result.status is RunStatus.REFUSED and fragment in result.message
+    assert ports.dispatched == []
+
+
+async def test_busy_host_fails_clearly(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET[:1], {"gpc0": Script(pull="blocked:busy")})
+    config = cfg()
+    eng, _ = engine_for(ports, store, config, tmp_path)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert result.outcome("gpc0").outcome is Outcome.FAILED
+    assert "busy with another command" in result.outcome("gpc0").detail
+
+
+async def test_switch_lock_outdated_retried_with_force(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET[:1])
+    config = cfg()
+    eng, _ = engine_for(ports, store, config, tmp_path)
+    # A pull that leaves the generation unchanged (not the merge): the switch is first tried without force.
+    ports.scripts["gpc0"] = Script(switch="blocked:lock_outdated")
+    orig = ports._finish
+
+    async def finish_keep_generation(cid: str, status: str) -> None:
+        gen = ports.hosts_["gpc0"].generation
+        await orig(cid, status)
+        ports.hosts_["gpc0"] = ports.hosts_["gpc0"].with_changes(generation=gen)
+
+    ports._finish = finish_keep_generation  # type: ignore[method-assign]
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert [(o, f) for o, h, f in ports.dispatched] == [("pull", True), ("switch", False), ("switch", True)]
+    assert result.outcome("gpc0").outcome is Outcome.FAILED  # the fake still blocks: reported, not hidden
+
+
+async def test_cancel_kills_and_reports_still_running(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET, {"hsb0": Script(switch="hang")})
+    config = cfg()
+    eng, events = engine_for(ports, store, config, tmp_path)
+
+    def on_event(ev: EngineEvent) -> None:
+        if isinstance(ev, HostStarted) and ev.host == "hsb0" and ev.phase == "switch":
+            asyncio.get_running_loop().call_later(0.05, lambda: eng.cancel(release_hosts=True))
+
+    eng.subscribe(on_event)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert result.status is RunStatus.CANCELLED and result.still_running == ("hsb0",)
+    assert ports.kills == ["hsb0"] and ports.ignored == ["hsb0"]
+    o = result.outcome("hsb0")
+    assert o.outcome is Outcome.CANCELLED and "cannot stop a running command" in o.detail and "released" in o.detail
+    assert result.outcome("gpc0").outcome is Outcome.OK
+    assert result.outcome("hsb1").outcome is Outcome.CANCELLED and result.outcome("csb0").outcome is Outcome.CANCELLED
+    assert "hsb1" not in ports.order("pull")
+    cancel_events = [e for e in events if isinstance(e, CancelRequested)]
+    assert len(cancel_events) == 1 and cancel_events[0].still_running == ("hsb0",)
+    run = store.get_run(result.run_id)
+    assert run.status == "cancelled" and run.cancel_requested
+
+
+async def test_queued_host_deployed_when_it_comes_online(store: Store, tmp_path: Path) -> None:
+    hosts = FLEET[:2] + [online("hsb8").with_changes(status="offline")]
+    ports = FakePorts(hosts)
+    config = cfg(deploy_strategy="all")
+    eng, events = engine_for(ports, store, config, tmp_path)
+
+    def on_event(ev: EngineEvent) -> None:
+        if isinstance(ev, HostFinished) and ev.host == "hsb0":
+            asyncio.get_running_loop().call_later(0.05, ports.set_online, "hsb8", True)
+
+    eng.subscribe(on_event)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=None)
+    assert result.status is RunStatus.SUCCEEDED
+    assert ports.order("switch") == ["gpc0", "hsb0", "hsb8"]
+    assert store.get_run(result.run_id).host_outcomes["hsb8"] == "ok"
+
+
+async def test_queued_host_still_offline_leaves_run_resumable(store: Store, tmp_path: Path) -> None:
+    hosts = FLEET[:1] + [online("hsb8").with_changes(status="offline")]
+    ports = FakePorts(hosts)
+    config = cfg(deploy_strategy="all")
+    eng, _ = engine_for(ports, store, config, tmp_path)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert result.status is RunStatus.WAITING and result.exit_code == 0
+    assert result.outcome("hsb8").outcome is Outcome.QUEUED
+    assert [r.id for r in store.unfinished_runs()] == [result.run_id]
+    ports.set_online("hsb8", True)
+    eng2, _ = engine_for(ports, store, config, tmp_path)
+    resumed = await eng2.resume(result.run_id, actor="t", queued_wait=0)
+    assert resumed.status is RunStatus.SUCCEEDED
+    assert ports.merges == [(42, HEAD, "merge")]  # merged once
+    assert ports.order("switch") == ["gpc0", "hsb8"]
+    assert store.unfinished_runs() == []
+
+
+async def test_host_going_offline_at_dispatch_is_requeued(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET[:2])
+    config = cfg(deploy_strategy="online-only")
+    ports.hosts_["hsb0"] = ports.hosts_["hsb0"]
+    plan = plan_for(ports, config)
+    ports.set_online("hsb0", False)
+    eng, _ = engine_for(ports, store, config, tmp_path)
+    result = await eng.run(plan, actor="t", queued_wait=0)
+    o = result.outcome("hsb0")
+    assert o.outcome is Outcome.SKIPPED and "went offline" in o.detail
+    assert result.status is RunStatus.SUCCEEDED
+
+
+async def test_resume_never_remerges_nor_reruns_finished_hosts(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET, {"hsb0": Script(switch="hang")})
+    config = cfg()
+    eng, _ = engine_for(ports, store, config, tmp_path)
+    task = asyncio.create_task(eng.run(plan_for(ports, config), actor="t", queued_wait=0))
+    assert await ports.wait_until(lambda: ("switch", "hsb0", True) in ports.dispatched, 5)
+    task.cancel()  # the process "dies": no journal finish
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (run,) = store.unfinished_runs()
+    assert run.hosts_in_flight == {"hsb0": "switch"}
+    # The interrupted switch completes on the host meanwhile.
+    (cid,) = [c.id for c in ports.commands.values() if c.host_id == "hsb0" and c.op == "switch"]
+    ports.scripts["hsb0"] = Script()
+    await ports._finish(cid, "SUCCESS")
+    eng2, events = engine_for(ports, store, config, tmp_path)
+    result = await eng2.resume(run.id, actor="t", queued_wait=0)
+    assert result.status is RunStatus.SUCCEEDED
+    assert ports.merges == [(42, HEAD, "merge")]
+    assert ports.order("switch") == ["gpc0", "hsb0", "hsb1", "csb0"]  # hsb0's switch followed, not re-run
+    assert ports.order("pull") == ["gpc0", "hsb0", "hsb1", "csb0"]
+    assert [e.resumed for e in events if type(e).__name__ == "RunStarted"] == [True]
+
+
+async def test_resume_after_merge_requested_checks_github(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET[:1])
+    config = cfg()
+    plan = plan_for(ports, config)
+    run_id = store.create_run("deploy", actor="t", pr=42, head_sha=HEAD, plan=plan.to_dict())
+    store.record(run_id, "merge_requested", pr=42, sha=HEAD)
+    # Not merged on GitHub: refuse to guess.
+    eng, _ = engine_for(ports, store, config, tmp_path)
+    result = await eng.resume(run_id, actor="t", queued_wait=0)
+    assert result.status is RunStatus.REFUSED and "was requested before the interruption" in result.message
+    assert ports.merges == []
+    # Merged on GitHub meanwhile: record the sha and deploy, without merging again.
+    run_id = store.create_run("deploy", actor="t", pr=42, head_sha=HEAD, plan=plan.to_dict())
+    store.record(run_id, "merge_requested", pr=42, sha=HEAD)
+    ports.pr = ports.pr.with_changes(state="closed", merged=True, merge_commit_sha=MERGE)
+    eng, _ = engine_for(ports, store, config, tmp_path)
+    result = await eng.resume(run_id, actor="t", queued_wait=0)
+    assert result.status is RunStatus.SUCCEEDED and result.merge_sha == MERGE
+    assert ports.merges == [] and store.get_run(run_id).merge_sha == MERGE
+
+
+async def test_resume_switch_without_trace_is_rerun_but_unknown_command_is_not(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET[:2])
+    config = cfg()
+    plan = plan_for(ports, config)
+    run_id = store.create_run("deploy", actor="t", pr=42, head_sha=HEAD, plan=plan.to_dict())
+    store.record(run_id, "merged", sha=MERGE)
+    for host in ("gpc0", "hsb0"):
+        store.record(run_id, "host_started", host=host, phase="pull")
+        store.record(run_id, "pull_done", host=host)
+        store.record(run_id, "host_started", host=host, phase="switch")
+    store.record(run_id, "command_dispatched", host="hsb0", phase="switch", command_id="gone-1")
+    eng, _ = engine_for(ports, store, config, tmp_path)
+    result = await eng.resume(run_id, actor="t", queued_wait=0)
+    assert ports.dispatched == [("switch", "gpc0", True)]  # no trace: certainly not run → run it
+    assert result.outcome("gpc0").outcome is Outcome.OK
+    o = result.outcome("hsb0")
+    assert o.outcome is Outcome.FAILED and "outcome is unknown" in o.detail
+
+
+async def test_resume_rejects_finished_or_unknown_runs(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET[:1])
+    config = cfg()
+    eng, _ = engine_for(ports, store, config, tmp_path)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    with pytest.raises(StateError, match="already succeeded"):
+        await eng.resume(result.run_id, actor="t")
+    with pytest.raises(StateError, match="no run 999"):
+        await eng.resume(999, actor="t")
+
+
+async def test_second_deployer_refused_with_holder(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET[:1])
+    config = cfg()
+    eng, _ = engine_for(ports, store, config, tmp_path)
+    with DeployLock(tmp_path, label="nfu-tui auto"):
+        with pytest.raises(DeployLocked, match="deploy running in nfu-tui auto"):
+            await eng.run(plan_for(ports, config), actor="t")
+    assert store.list_runs() == [] and ports.merges == []
+
+
+async def test_events_carry_the_injected_clock(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET[:1])
+    config = cfg()
+    t0 = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+    ticks = itertools.count()
+    eng, events = engine_for(ports, store, config, tmp_path,
+                             clock=lambda: t0 + timedelta(seconds=next(ticks)))
+    await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert [e.at for e in events] == sorted(e.at for e in events)
+    assert events[0].at >= t0
+    lines = [e.line() for e in events]
+    assert lines[0].startswith("run #1 started: PR #42 (aaaaaaa), 1 host(s)")
+    assert "gpc0 pull started (force)" in lines and "gpc0: ok" in lines
