@@ -123,6 +123,7 @@ StreamEvent = Connected | Disconnected | Message
 
 _ZERO_TIME_PREFIX = "0001-01-01"
 _FRACTION = re.compile(r"(\.\d{6})\d+")
+_CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -151,6 +152,8 @@ def normalize_time(value: Any) -> str:
 
     Unparseable non-empty strings are kept verbatim rather than lost.
     """
+    if _CANONICAL_TIME.fullmatch(value if isinstance(value, str) else "") and not value.startswith(_ZERO_TIME_PREFIX):
+        return value  # fast path: the heartbeat format is already canonical
     parsed = parse_time(value)
     if parsed is not None:
         return parsed.strftime("%Y-%m-%dT%H:%M:%SZ")
