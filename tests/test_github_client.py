@@ -12,7 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from nfu_tui.clients.github import GitHubClient
+from nfu_tui.clients._github_protocol import CommitInfo as CI
+from nfu_tui.clients._github_protocol import Comparison as Cmp
+from nfu_tui.clients._github_protocol import pr_from_json
+from nfu_tui.clients.github import GitHubClient, PRExplanation, nixpkgs_headline
+from nfu_tui.core import flakelock
 from nfu_tui.errors import (
     ConfigError,
     GitHubAuthError,
@@ -25,7 +29,7 @@ from nfu_tui.errors import (
     MergeConflict,
     NotMergeable,
 )
-from nfu_tui.models import CIVerdict
+from nfu_tui.models import CIVerdict, UpdatePR
 
 API = "https://api.github.test"
 REPO = "alice/nixos-config"
@@ -51,7 +55,9 @@ def rate_headers(remaining: int = 4990, resource: str = "core") -> dict[str, str
     }
 
 
-def reply(status: int = 200, data: Any = None, *, raw: bytes | None = None, headers: dict | None = None, etag: bool = False) -> httpx.Response:
+def reply(
+    status: int = 200, data: Any = None, *, raw: bytes | None = None, headers: dict | None = None, etag: bool = False
+) -> httpx.Response:
     content = raw if raw is not None else (b"" if data is None else json.dumps(data).encode())
     h = rate_headers() | (headers or {})
     if etag:
@@ -62,7 +68,12 @@ def reply(status: int = 200, data: Any = None, *, raw: bytes | None = None, head
 
 
 def pr_item(
-    number: int = 41, *, head: str = HEAD, head_ref: str = "update_flake_lock_action", created: str = "2026-08-16T00:04:11Z", **over: Any
+    number: int = 41,
+    *,
+    head: str = HEAD,
+    head_ref: str = "update_flake_lock_action",
+    created: str = "2026-08-16T00:04:11Z",
+    **over: Any,
 ) -> dict:
     data = {
         "number": number,
@@ -90,6 +101,7 @@ class FakeAPI:
 
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], Handler | list[httpx.Response]] = {}
+        self.matchers: list[tuple[Callable[[httpx.Request], bool], Handler]] = []
         self.requests: list[httpx.Request] = []
 
     def add(self, method: str, path: str, handler: Handler | list[httpx.Response] | httpx.Response) -> None:
@@ -98,6 +110,8 @@ class FakeAPI:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         route = self.routes.get((request.method, request.url.path))
+        if route is None:
+            route = next((handler for match, handler in self.matchers if match(request)), None)
         if route is None:
             return reply(404, {"message": "Not Found", "status": "404"})
         if callable(route):
@@ -215,10 +229,21 @@ def files_reply(*names: str) -> httpx.Response:
 async def test_list_update_prs_detects_confirms_and_orders(client: GitHubClient, api: FakeAPI) -> None:
     pulls = [
         pr_item(40, head="a" * 40, created="2026-08-09T00:00:00Z"),
-        pr_item(45, head="b" * 40, head_ref="flake-bot", created="2026-08-16T00:00:00Z",
-                title="Update Nix flake inputs", labels=[{"name": "automated"}]),
-        pr_item(46, head="c" * 40, head_ref="dependabot/github_actions/x", title="Bump actions/checkout from 4 to 5",
-                labels=[{"name": "dependencies"}]),
+        pr_item(
+            45,
+            head="b" * 40,
+            head_ref="flake-bot",
+            created="2026-08-16T00:00:00Z",
+            title="Update Nix flake inputs",
+            labels=[{"name": "automated"}],
+        ),
+        pr_item(
+            46,
+            head="c" * 40,
+            head_ref="dependabot/github_actions/x",
+            title="Bump actions/checkout from 4 to 5",
+            labels=[{"name": "dependencies"}],
+        ),
         pr_item(47, head="d" * 40, head_ref="web-02", title="Add host web-02"),
         pr_item(48, head="e" * 40, head_ref="revert-39-update_flake_lock_action", title='Revert "flake.lock: Update"'),
     ]
@@ -273,7 +298,11 @@ async def test_changed_list_reuses_files_by_head_sha_and_refetches_on_push(clien
 
 async def test_pagination_follows_next_links_verbatim(client: GitHubClient, api: FakeAPI) -> None:
     page2 = f"{API}/repositories/42/pulls?state=open&per_page=100&page=2"
-    api.add("GET", f"/repos/{REPO}/pulls", reply(200, [pr_item(41)], headers={"link": f'<{page2}>; rel="next", <{page2}>; rel="last"'}))
+    api.add(
+        "GET",
+        f"/repos/{REPO}/pulls",
+        reply(200, [pr_item(41)], headers={"link": f'<{page2}>; rel="next", <{page2}>; rel="last"'}),
+    )
     api.add("GET", "/repositories/42/pulls", reply(200, [pr_item(50, head="9" * 40, created="2026-08-17T00:00:00Z")]))
     api.add("GET", f"/repos/{REPO}/pulls/41/files", files_reply("flake.lock"))
     api.add("GET", f"/repos/{REPO}/pulls/50/files", files_reply("flake.lock"))
@@ -330,7 +359,9 @@ async def test_get_pull_gives_up_after_about_30_seconds(client: GitHubClient, ap
     assert sleeper.calls == [1, 2, 4, 8, 15] and len(api.requests) == 6
 
 
-async def test_get_pull_does_not_wait_for_closed_or_when_told(client: GitHubClient, api: FakeAPI, sleeper: Sleeper) -> None:
+async def test_get_pull_does_not_wait_for_closed_or_when_told(
+    client: GitHubClient, api: FakeAPI, sleeper: Sleeper
+) -> None:
     api.add("GET", f"/repos/{REPO}/pulls/41", reply(200, pr_item(state="closed", merged=True, mergeable=None)))
     api.add("GET", f"/repos/{REPO}/pulls/42", reply(200, pr_item(42, mergeable=None)))
     merged = await client.get_pull(41)
@@ -344,11 +375,28 @@ async def test_ci_status_combines_check_runs_and_statuses(client: GitHubClient, 
 
     def runs(request: httpx.Request) -> httpx.Response:
         if request.url.params.get("page") == "2":
-            return reply(200, {"total_count": 2, "check_runs": [{"id": 902, "name": "build hosts", "status": "in_progress", "conclusion": None}]})
-        return reply(200, {"total_count": 2, "check_runs": [{"id": 901, "name": "nix flake check", "status": "completed", "conclusion": "success"}]}, headers={"link": f'<{nxt}>; rel="next"'})
+            return reply(
+                200,
+                {
+                    "total_count": 2,
+                    "check_runs": [{"id": 902, "name": "build hosts", "status": "in_progress", "conclusion": None}],
+                },
+            )
+        return reply(
+            200,
+            {
+                "total_count": 2,
+                "check_runs": [{"id": 901, "name": "nix flake check", "status": "completed", "conclusion": "success"}],
+            },
+            headers={"link": f'<{nxt}>; rel="next"'},
+        )
 
     api.add("GET", f"/repos/{REPO}/commits/{HEAD}/check-runs", runs)
-    api.add("GET", f"/repos/{REPO}/commits/{HEAD}/status", reply(200, {"state": "pending", "sha": HEAD, "total_count": 0, "statuses": []}))
+    api.add(
+        "GET",
+        f"/repos/{REPO}/commits/{HEAD}/status",
+        reply(200, {"state": "pending", "sha": HEAD, "total_count": 0, "statuses": []}),
+    )
     ci = await client.ci_status(HEAD)
     assert ci.verdict is CIVerdict.PENDING and ci.pending == ("build hosts",)
     assert api.requests[0].url.params["filter"] == "latest"
@@ -357,10 +405,28 @@ async def test_ci_status_combines_check_runs_and_statuses(client: GitHubClient, 
 async def test_ci_status_no_ci_and_required_checks(make_client, api: FakeAPI) -> None:
     client = make_client(required_checks=["nix flake check"])
     api.add("GET", f"/repos/{REPO}/commits/{HEAD}/check-runs", reply(200, {"total_count": 0, "check_runs": []}))
-    api.add("GET", f"/repos/{REPO}/commits/{HEAD}/status", reply(200, {"state": "pending", "total_count": 0, "statuses": []}))
+    api.add(
+        "GET",
+        f"/repos/{REPO}/commits/{HEAD}/status",
+        reply(200, {"state": "pending", "total_count": 0, "statuses": []}),
+    )
     assert (await client.ci_status(HEAD)).verdict is CIVerdict.NO_CI
-    api.add("GET", f"/repos/{REPO}/commits/{BASE}/check-runs", reply(200, {"total_count": 1, "check_runs": [{"id": 1, "name": "lint", "status": "completed", "conclusion": "success"}]}))
-    api.add("GET", f"/repos/{REPO}/commits/{BASE}/status", reply(200, {"state": "pending", "total_count": 0, "statuses": []}))
+    api.add(
+        "GET",
+        f"/repos/{REPO}/commits/{BASE}/check-runs",
+        reply(
+            200,
+            {
+                "total_count": 1,
+                "check_runs": [{"id": 1, "name": "lint", "status": "completed", "conclusion": "success"}],
+            },
+        ),
+    )
+    api.add(
+        "GET",
+        f"/repos/{REPO}/commits/{BASE}/status",
+        reply(200, {"state": "pending", "total_count": 0, "statuses": []}),
+    )
     ci = await client.ci_status(BASE)
     assert ci.verdict is CIVerdict.PENDING and "'nix flake check' expected" in ci.summary
 
@@ -373,7 +439,19 @@ LOCK = json.dumps({"nodes": {"root": {"inputs": {}}}, "root": "root", "version":
 def contents_reply(data: bytes) -> httpx.Response:
     b64 = base64.b64encode(data).decode()
     wrapped = "\n".join(b64[i : i + 60] for i in range(0, len(b64), 60)) + "\n"
-    return reply(200, {"type": "file", "name": "flake.lock", "path": "flake.lock", "size": len(data), "sha": "a4f0", "encoding": "base64", "content": wrapped}, etag=True)
+    return reply(
+        200,
+        {
+            "type": "file",
+            "name": "flake.lock",
+            "path": "flake.lock",
+            "size": len(data),
+            "sha": "a4f0",
+            "encoding": "base64",
+            "content": wrapped,
+        },
+        etag=True,
+    )
 
 
 async def test_file_at_decodes_and_caches_by_sha_on_disk(make_client, api: FakeAPI, tmp_path: Path) -> None:
@@ -425,7 +503,10 @@ def compare_body(shas: list[str], total: int, status: str = "ahead") -> dict:
         "total_commits": total,
         "html_url": "https://github.com/NixOS/nixpkgs/compare/x...y",
         "commits": [
-            {"sha": s, "commit": {"message": f"pkg{s}: 1.0 -> 1.1\n\nbody {s}", "committer": {"date": "2026-02-05T10:00:00Z"}}}
+            {
+                "sha": s,
+                "commit": {"message": f"pkg{s}: 1.0 -> 1.1\n\nbody {s}", "committer": {"date": "2026-02-05T10:00:00Z"}},
+            }
             for s in shas
         ],
         "files": [],
@@ -471,15 +552,25 @@ async def test_compare_unknown_sha_is_not_found(client: GitHubClient) -> None:
 
 
 async def test_secondary_rate_limit_waits_retry_after(client: GitHubClient, api: FakeAPI, sleeper: Sleeper) -> None:
-    limited = reply(403, {"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}, headers={"retry-after": "7"})
+    limited = reply(
+        403,
+        {"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."},
+        headers={"retry-after": "7"},
+    )
     api.add("GET", f"/repos/{REPO}/pulls/41", [limited, reply(200, pr_item(mergeable=True))])
     pr = await client.get_pull(41)
     assert pr.number == 41 and sleeper.calls == [7.5]
 
 
-async def test_primary_exhaustion_raises_with_wait_instead_of_sleeping(client: GitHubClient, api: FakeAPI, sleeper: Sleeper) -> None:
+async def test_primary_exhaustion_raises_with_wait_instead_of_sleeping(
+    client: GitHubClient, api: FakeAPI, sleeper: Sleeper
+) -> None:
     headers = rate_headers(0) | {"x-ratelimit-reset": str(int(NOW) + 3000)}
-    api.add("GET", f"/repos/{REPO}/pulls", reply(403, {"message": "API rate limit exceeded for user ID 1."}, headers=headers))
+    api.add(
+        "GET",
+        f"/repos/{REPO}/pulls",
+        reply(403, {"message": "API rate limit exceeded for user ID 1."}, headers=headers),
+    )
     with pytest.raises(GitHubRateLimited) as info:
         await client.list_update_prs()
     assert info.value.wait_seconds == 3001
@@ -489,7 +580,11 @@ async def test_primary_exhaustion_raises_with_wait_instead_of_sleeping(client: G
 
 
 async def test_5xx_backoff_for_gets(client: GitHubClient, api: FakeAPI, sleeper: Sleeper) -> None:
-    api.add("GET", f"/repos/{REPO}/pulls/41", [reply(502, raw=HTML_502), reply(503, {"message": "unavailable"}), reply(200, pr_item(mergeable=True))])
+    api.add(
+        "GET",
+        f"/repos/{REPO}/pulls/41",
+        [reply(502, raw=HTML_502), reply(503, {"message": "unavailable"}), reply(200, pr_item(mergeable=True))],
+    )
     assert (await client.get_pull(41)).number == 41
     assert sleeper.calls == [0.75, 1.5]
 
@@ -549,16 +644,28 @@ async def test_redirects_are_followed(client: GitHubClient, api: FakeAPI) -> Non
 
 
 async def test_merge_sends_sha_guard_with_write_token(client: GitHubClient, api: FakeAPI) -> None:
-    api.add("PUT", f"/repos/{REPO}/pulls/41/merge", reply(200, {"sha": MERGE_SHA, "merged": True, "message": "Pull Request successfully merged"}))
+    api.add(
+        "PUT",
+        f"/repos/{REPO}/pulls/41/merge",
+        reply(200, {"sha": MERGE_SHA, "merged": True, "message": "Pull Request successfully merged"}),
+    )
     sha = await client.merge(41, HEAD, method="squash", title="flake.lock: Update (#41)")
     assert sha == MERGE_SHA
     request = api.requests[0]
     assert request.headers["authorization"] == f"Bearer {WRITE}"
-    assert json.loads(request.content) == {"sha": HEAD, "merge_method": "squash", "commit_title": "flake.lock: Update (#41)"}
+    assert json.loads(request.content) == {
+        "sha": HEAD,
+        "merge_method": "squash",
+        "commit_title": "flake.lock: Update (#41)",
+    }
 
 
 async def test_merge_409_is_never_retried(client: GitHubClient, api: FakeAPI, sleeper: Sleeper) -> None:
-    api.add("PUT", f"/repos/{REPO}/pulls/41/merge", reply(409, {"message": "Head branch was modified. Review and try the merge again."}))
+    api.add(
+        "PUT",
+        f"/repos/{REPO}/pulls/41/merge",
+        reply(409, {"message": "Head branch was modified. Review and try the merge again."}),
+    )
     with pytest.raises(MergeConflict) as info:
         await client.merge(41, HEAD)
     assert len(api.requests) == 1 and sleeper.calls == []
@@ -567,13 +674,19 @@ async def test_merge_409_is_never_retried(client: GitHubClient, api: FakeAPI, sl
 
 async def test_merge_405_base_modified_is_retried(client: GitHubClient, api: FakeAPI, sleeper: Sleeper) -> None:
     base_moved = reply(405, {"message": "Base branch was modified. Review and try the merge again.", "status": "405"})
-    api.add("PUT", f"/repos/{REPO}/pulls/41/merge", [base_moved, base_moved, reply(200, {"sha": MERGE_SHA, "merged": True})])
+    api.add(
+        "PUT", f"/repos/{REPO}/pulls/41/merge", [base_moved, base_moved, reply(200, {"sha": MERGE_SHA, "merged": True})]
+    )
     assert await client.merge(41, HEAD) == MERGE_SHA
     assert sleeper.calls == [2.0, 2.0] and all(1 <= s <= 3 for s in sleeper.calls)
 
 
 async def test_merge_405_base_modified_gives_up(client: GitHubClient, api: FakeAPI) -> None:
-    api.add("PUT", f"/repos/{REPO}/pulls/41/merge", reply(405, {"message": "Base branch was modified. Review and try the merge again."}))
+    api.add(
+        "PUT",
+        f"/repos/{REPO}/pulls/41/merge",
+        reply(405, {"message": "Base branch was modified. Review and try the merge again."}),
+    )
     with pytest.raises(NotMergeable) as info:
         await client.merge(41, HEAD)
     assert info.value.transient and len(api.requests) == 4
@@ -589,7 +702,11 @@ async def test_merge_other_405_surfaces_verbatim(client: GitHubClient, api: Fake
 
 async def test_merge_5xx_checks_the_outcome_instead_of_retrying(client: GitHubClient, api: FakeAPI) -> None:
     api.add("PUT", f"/repos/{REPO}/pulls/41/merge", reply(502, raw=HTML_502))
-    api.add("GET", f"/repos/{REPO}/pulls/41", reply(200, pr_item(state="closed", merged=True, merged_at="2026-08-16T02:00:00Z", merge_commit_sha=MERGE_SHA)))
+    api.add(
+        "GET",
+        f"/repos/{REPO}/pulls/41",
+        reply(200, pr_item(state="closed", merged=True, merged_at="2026-08-16T02:00:00Z", merge_commit_sha=MERGE_SHA)),
+    )
     assert await client.merge(41, HEAD) == MERGE_SHA
     assert api.paths("PUT") == [f"/repos/{REPO}/pulls/41/merge"]
 
@@ -617,8 +734,16 @@ def ref_reply(sha: str) -> httpx.Response:
 async def test_branch_head_and_wait_for_contains(client: GitHubClient, api: FakeAPI, sleeper: Sleeper) -> None:
     later = "c" * 40
     api.add("GET", f"/repos/{REPO}/git/ref/heads/main", [ref_reply(BASE), ref_reply(BASE), ref_reply(later)])
-    api.add("GET", f"/repos/{REPO}/compare/{MERGE_SHA}...{BASE}", reply(200, {"status": "behind", "ahead_by": 0, "behind_by": 1, "total_commits": 0, "commits": []}))
-    api.add("GET", f"/repos/{REPO}/compare/{MERGE_SHA}...{later}", reply(200, {"status": "ahead", "ahead_by": 1, "behind_by": 0, "total_commits": 1, "commits": []}))
+    api.add(
+        "GET",
+        f"/repos/{REPO}/compare/{MERGE_SHA}...{BASE}",
+        reply(200, {"status": "behind", "ahead_by": 0, "behind_by": 1, "total_commits": 0, "commits": []}),
+    )
+    api.add(
+        "GET",
+        f"/repos/{REPO}/compare/{MERGE_SHA}...{later}",
+        reply(200, {"status": "ahead", "ahead_by": 1, "behind_by": 0, "total_commits": 1, "commits": []}),
+    )
     await client.wait_for_branch_contains("main", MERGE_SHA)
     assert sleeper.calls == [1.0, 2.0]
     assert await client.branch_head("main") == later
@@ -637,9 +762,24 @@ async def test_branch_with_slash(client: GitHubClient, api: FakeAPI) -> None:
 
 
 async def test_revert_pull_uses_graphql_then_fetches_the_new_pr(client: GitHubClient, api: FakeAPI) -> None:
-    payload = {"data": {"revertPullRequest": {"revertPullRequest": {"id": "PR_new", "number": 43, "url": "https://github.com/x/pull/43", "headRefName": "revert-41-update_flake_lock_action", "headRefOid": "e" * 40, "baseRefName": "main"}}}}
+    payload = {
+        "data": {
+            "revertPullRequest": {
+                "revertPullRequest": {
+                    "id": "PR_new",
+                    "number": 43,
+                    "url": "https://github.com/x/pull/43",
+                    "headRefName": "revert-41-update_flake_lock_action",
+                    "headRefOid": "e" * 40,
+                    "baseRefName": "main",
+                }
+            }
+        }
+    }
     api.add("POST", "/graphql", reply(200, payload, headers=rate_headers(resource="graphql")))
-    api.add("GET", f"/repos/{REPO}/pulls/43", reply(200, pr_item(43, head="e" * 40, title='Revert "flake.lock: Update"')))
+    api.add(
+        "GET", f"/repos/{REPO}/pulls/43", reply(200, pr_item(43, head="e" * 40, title='Revert "flake.lock: Update"'))
+    )
     pr = await client.revert_pull("PR_node41", title='Revert "flake.lock: Update"', body="deploy failed")
     assert pr.number == 43 and pr.head_sha == "e" * 40
     gql = api.requests[0]
@@ -651,7 +791,10 @@ async def test_revert_pull_uses_graphql_then_fetches_the_new_pr(client: GitHubCl
 
 
 async def test_revert_pull_graphql_error_with_200(client: GitHubClient, api: FakeAPI) -> None:
-    payload = {"data": {"revertPullRequest": None}, "errors": [{"type": "UNPROCESSABLE", "path": ["revertPullRequest"], "message": "Pull request is not merged"}]}
+    payload = {
+        "data": {"revertPullRequest": None},
+        "errors": [{"type": "UNPROCESSABLE", "path": ["revertPullRequest"], "message": "Pull request is not merged"}],
+    }
     api.add("POST", "/graphql", reply(200, payload))
     with pytest.raises(GraphQLError, match="not merged") as info:
         await client.revert_pull("PR_node41")
@@ -672,7 +815,7 @@ async def test_comment_close_and_viewer(client: GitHubClient, api: FakeAPI) -> N
     await client.close_pull(41)
     assert await client.viewer_login() == "alice"
     assert await client.viewer_login() == "alice"
-    comment, close, user = api.requests
+    comment, close, _user = api.requests
     assert json.loads(comment.content) == {"body": "nfu-tui: merged"}
     assert json.loads(close.content) == {"state": "closed"}
     assert comment.headers["authorization"] == close.headers["authorization"] == f"Bearer {WRITE}"
@@ -691,3 +834,228 @@ async def test_context_manager_closes(api: FakeAPI) -> None:
         api.add("GET", "/user", reply(200, {"login": "alice"}))
         assert await client.viewer_login() == "alice"
     assert client._http.is_closed
+
+
+# --- explain --------------------------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "flake-lock-updates"
+DAY = 86400
+T0 = 1_780_000_000
+
+
+def gh_node(owner: str, repo: str, rev: str, modified: int, ref: str | None = None) -> dict:
+    node = {
+        "locked": {
+            "lastModified": modified,
+            "narHash": "sha256-AAAA=",
+            "owner": owner,
+            "repo": repo,
+            "rev": rev,
+            "type": "github",
+        },
+        "original": {"owner": owner, "repo": repo, "type": "github"},
+    }
+    if ref:
+        node["original"]["ref"] = ref
+    return node
+
+
+def lock_bytes(nixpkgs_rev: str, hm_rev: str, modified: int) -> bytes:
+    data = {
+        "nodes": {
+            "home-manager": {
+                **gh_node("nix-community", "home-manager", hm_rev, modified),
+                "inputs": {"nixpkgs": ["nixpkgs"]},
+            },
+            "nixpkgs": gh_node("NixOS", "nixpkgs", nixpkgs_rev, modified, "nixos-unstable"),
+            "root": {"inputs": {"home-manager": "home-manager", "nixpkgs": "nixpkgs"}},
+        },
+        "root": "root",
+        "version": 7,
+    }
+    return json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
+
+
+OLD_NIX, NEW_NIX, OLD_HM, NEW_HM = "a" * 40, "b" * 40, "c" * 40, "d" * 40
+SUBJECTS = ["ripgrep: 14.1.1 -> 15.0.0", "nginx: init at 2.0.1", "openssl: 3.0.14 -> 3.0.15"]
+
+
+def serve_locks(api: FakeAPI, before: bytes | None, after: bytes, path: str = "flake.lock") -> None:
+    def contents(request: httpx.Request) -> httpx.Response:
+        ref = request.url.params["ref"]
+        data = {BASE: before, HEAD: after}.get(ref)
+        if data is None:
+            return reply(404, {"message": "Not Found"})
+        return contents_reply(data)
+
+    api.add("GET", f"/repos/{REPO}/contents/{path}", contents)
+
+
+def serve_compares(api: FakeAPI, totals: dict[str, int], failing: dict[str, httpx.Response] | None = None) -> None:
+    """Every compare path answers from generated commits; ``totals`` by 'owner/repo' (lower-case)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        parts = request.url.path.split("/")
+        slug = f"{parts[2]}/{parts[3]}".lower()
+        if failing and slug in failing:
+            return failing[slug]
+        total = totals.get(slug, 3)
+        per_page = int(request.url.params.get("per_page", "250"))
+        page = int(request.url.params.get("page", "1"))
+        idx = range((page - 1) * per_page, min(total, page * per_page))
+        body = compare_body([f"{i:040x}" for i in idx], total)
+        for i, commit in zip(idx, body["commits"], strict=True):
+            commit["commit"]["message"] = SUBJECTS[i % len(SUBJECTS)] + (
+                "\n\nFixes CVE-2026-12345" if "openssl" in SUBJECTS[i % len(SUBJECTS)] else ""
+            )
+        headers = {}
+        if page * per_page < total:
+            headers["link"] = f'<{API}{request.url.path}?per_page={per_page}&page={page + 1}>; rel="next"'
+        return reply(200, body, headers=headers)
+
+    api.matchers.append((lambda r: r.method == "GET" and "/compare/" in r.url.path, handler))
+
+
+def update_pr(files: tuple[str, ...] = ("flake.lock",)) -> UpdatePR:
+    return pr_from_json(pr_item()).with_changes(files=files)
+
+
+async def test_explain_small_update(make_client, api: FakeAPI) -> None:
+    serve_locks(api, lock_bytes(OLD_NIX, OLD_HM, T0), lock_bytes(NEW_NIX, NEW_HM, T0 + 7 * DAY))
+    serve_compares(api, {"nixos/nixpkgs": 180, "nix-community/home-manager": 12})
+    client = make_client()
+    expl = await client.explain(update_pr())
+    assert isinstance(expl, PRExplanation)
+    assert expl.lock_only is True and expl.lock_path == "flake.lock" and expl.errors == []
+    assert [c.name for c in expl.changes] == ["home-manager", "nixpkgs"]
+    assert (
+        "• Updated input 'nixpkgs':\n"
+        "    'github:NixOS/nixpkgs/aaaaaaa' (2026-05-28)\n"
+        "  → 'github:NixOS/nixpkgs/bbbbbbb' (2026-06-04)\n" in expl.summary_text
+    )
+    assert expl.headline == "nixpkgs aaaaaaa → bbbbbbb (+7 days) and 1 other input"
+    assert expl.nixpkgs_headline == "nixpkgs aaaaaaa → bbbbbbb, 180 commits over 7 days"
+    by_repo = {c.target.slug.lower(): c for c in expl.compares}
+    assert by_repo["nixos/nixpkgs"].comparison.ahead_by == 180
+    assert len(by_repo["nixos/nixpkgs"].comparison.commits) == 180
+    assert by_repo["nix-community/home-manager"].comparison.ahead_by == 12
+    lines = expl.changelog.lines(10)
+    assert any("ripgrep" in line and "15.0.0" in line for line in lines)
+    assert any("CVE-2026-12345" in line for line in lines)
+    # files came with the PR; two lock reads, two compare pages for nixpkgs, one for home-manager
+    assert client.requests_made == 5
+
+
+async def test_explain_keeps_compare_failures_as_errors(make_client, api: FakeAPI) -> None:
+    serve_locks(api, lock_bytes(OLD_NIX, OLD_HM, T0), lock_bytes(NEW_NIX, NEW_HM, T0 + 7 * DAY))
+    serve_compares(
+        api, {"nixos/nixpkgs": 5}, failing={"nix-community/home-manager": reply(404, {"message": "Not Found"})}
+    )
+    expl = await make_client().explain(update_pr())
+    failed = [c for c in expl.compares if c.error]
+    assert [c.target.repo for c in failed] == ["home-manager"]
+    assert any("home-manager" in e and "Not Found" in e for e in expl.errors)
+    assert expl.nixpkgs_headline == "nixpkgs aaaaaaa → bbbbbbb, 5 commits over 7 days"
+
+
+async def test_explain_stops_comparing_when_rate_limited(make_client, api: FakeAPI, sleeper: Sleeper) -> None:
+    serve_locks(api, lock_bytes(OLD_NIX, OLD_HM, T0), lock_bytes(NEW_NIX, NEW_HM, T0 + 7 * DAY))
+    limited = reply(403, {"message": "API rate limit exceeded"}, headers=rate_headers(0))
+    serve_compares(api, {}, failing={"nix-community/home-manager": limited, "nixos/nixpkgs": limited})
+    expl = await make_client().explain(update_pr())
+    assert len([r for r in api.requests if "/compare/" in r.url.path]) == 1
+    assert all(c.error for c in expl.compares) and "skipped" in expl.compares[1].error
+    assert expl.changelog is None and expl.nixpkgs_headline == "nixpkgs aaaaaaa → bbbbbbb, over 7 days"
+    assert sleeper.calls == []
+
+
+async def test_explain_reports_a_truncated_changelog(make_client, api: FakeAPI) -> None:
+    serve_locks(api, lock_bytes(OLD_NIX, OLD_HM, T0), lock_bytes(NEW_NIX, OLD_HM, T0 + 2 * DAY))
+    serve_compares(api, {"nixos/nixpkgs": 250})
+    expl = await make_client().explain(update_pr(), max_commits=120)
+    assert expl.compares[0].comparison.truncated
+    assert "nixpkgs changelog covers the first 120 of 250 commits" in expl.errors
+    assert expl.changelog.commits == 120
+
+
+async def test_explain_fetches_files_and_handles_new_and_broken_locks(make_client, api: FakeAPI) -> None:
+    api.add("GET", f"/repos/{REPO}/pulls/41/files", files_reply("nix/flake.lock", "nix/flake.nix"))
+    serve_locks(api, None, lock_bytes(NEW_NIX, NEW_HM, T0), path="nix/flake.lock")
+    serve_compares(api, {})
+    expl = await make_client().explain(update_pr(files=()))
+    assert expl.files == ("nix/flake.lock", "nix/flake.nix") and expl.lock_only is False
+    assert expl.lock_path == "nix/flake.lock"
+    assert {c.kind for c in expl.changes} == {flakelock.ChangeKind.ADDED}
+    assert expl.compares == [] and expl.changelog is None
+
+    broken = FakeAPI()
+    serve_locks(broken, b"{}", b"not json at all")
+    expl = await make_client(transport=httpx.MockTransport(broken)).explain(update_pr())
+    assert expl.changes == [] and len(expl.errors) == 1 and "flake.lock" in expl.errors[0]
+
+
+async def test_explain_pr_without_a_lock(make_client, api: FakeAPI) -> None:
+    expl = await make_client().explain(update_pr(files=("README.md",)))
+    assert expl.errors == ["this pull request does not change a flake.lock"] and expl.changes == []
+    assert api.requests == []
+
+
+def fixture_dirs() -> list[Path]:
+    return sorted(d for d in FIXTURES.iterdir() if d.is_dir()) if FIXTURES.is_dir() else []
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared fixtures (../shared) are not available")
+@pytest.mark.parametrize("case", fixture_dirs(), ids=lambda d: d.name)
+async def test_explain_real_lock_updates(make_client, api: FakeAPI, case: Path) -> None:
+    before, after = (case / "before.lock").read_bytes(), (case / "after.lock").read_bytes()
+    serve_locks(api, before, after)
+    serve_compares(api, {"nixos/nixpkgs": 130})
+    client = make_client()
+    expl = await client.explain(update_pr())
+    expected = (case / "nix-summary.txt").read_text(encoding="utf-8").split("\n", 2)[2]
+    if "?narHash=" not in expected:  # Determinate Nix produced it: byte-identical
+        assert expl.summary_text == expected
+    else:
+        assert "?narHash=" not in expl.summary_text
+        assert expl.summary_text.count("•") == expected.count("•")
+    old, new = flakelock.parse_lock(before), flakelock.parse_lock(after)
+    targets = flakelock.compare_targets(flakelock.diff(old, new), old, new)
+    assert [c.target for c in expl.compares] == targets
+    assert all(c.comparison is not None for c in expl.compares) and expl.errors == []
+    compare_requests = [r for r in api.requests if "/compare/" in r.url.path]
+    main = [t for t in targets if t.is_nixpkgs]
+    assert len(compare_requests) == len(targets) + (1 if main else 0)  # 130 nixpkgs commits = 2 pages
+    if main:
+        assert expl.nixpkgs_headline.startswith("nixpkgs ") and "130 commits" in expl.nixpkgs_headline
+        assert expl.changelog is not None and expl.changelog.commits == 130
+
+
+def test_nixpkgs_headline_variants() -> None:
+    target = flakelock.CompareTarget(
+        "NixOS", "nixpkgs", "a" * 40, "b" * 40, (("nixpkgs",),), flakelock.UpdateKind.UPDATE
+    )
+    commits = [CI("1", "s", "", "2026-02-01T00:00:00Z"), CI("2", "s", "", "2026-02-03T12:00:00Z")]
+    ahead = Cmp("ahead", 2, 0, 2, commits)
+    assert nixpkgs_headline(target, ahead) == "nixpkgs aaaaaaa → bbbbbbb, 2 commits over 2 days"  # from commit dates
+    one = Cmp("ahead", 1, 0, 1, commits[:1])
+    assert nixpkgs_headline(target, one) == "nixpkgs aaaaaaa → bbbbbbb, 1 commit within a day"
+    assert (
+        nixpkgs_headline(target, Cmp("ahead", 2143, 0, 2143, [], truncated=True))
+        == "nixpkgs aaaaaaa → bbbbbbb, 2,143 commits"
+    )
+    assert nixpkgs_headline(target, Cmp("identical", 0, 0, 0)) == "nixpkgs aaaaaaa → bbbbbbb, no new commits"
+    assert nixpkgs_headline(target, Cmp("behind", 0, 4, 0)) == "nixpkgs aaaaaaa → bbbbbbb, moved back 4 commits"
+    switch = flakelock.CompareTarget(
+        "NixOS",
+        "nixpkgs",
+        "a" * 40,
+        "b" * 40,
+        (("nixpkgs",),),
+        flakelock.UpdateKind.BRANCH_SWITCH,
+        "nixos-25.05",
+        "nixos-25.11",
+    )
+    assert nixpkgs_headline(switch, Cmp("diverged", 1200, 300, 1200)) == (
+        "nixpkgs aaaaaaa → bbbbbbb (branch switch nixos-25.05 → nixos-25.11), diverged: 1,200 ahead, 300 behind"
+    )
+    assert nixpkgs_headline(target, None) == "nixpkgs aaaaaaa → bbbbbbb"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -151,7 +151,7 @@ def test_rate_limit_wait_follows_the_contract(status, headers, message, attempt,
 
 
 def test_retry_after_as_http_date() -> None:
-    when = datetime.fromtimestamp(NOW + 90, tz=timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    when = datetime.fromtimestamp(NOW + 90, tz=UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
     assert p.rate_limit_wait(429, {"retry-after": when}, "", 0, NOW) == pytest.approx(90, abs=1)
 
 
@@ -279,7 +279,7 @@ def test_pr_from_list_item() -> None:
     assert pr.number == 41 and pr.author == "github-actions[bot]"
     assert pr.head_ref == "update_flake_lock_action" and pr.head_sha.startswith("9f3c")
     assert pr.base_ref == "main" and pr.base_sha.startswith("77aa")
-    assert pr.created_at == datetime(2026, 8, 16, 0, 4, 11, tzinfo=timezone.utc)
+    assert pr.created_at == datetime(2026, 8, 16, 0, 4, 11, tzinfo=UTC)
     assert pr.labels == ("dependencies",) and pr.node_id == "PR_kwDOAbCd1M5xYz12"
     assert pr.mergeable is None and pr.mergeable_state == "unknown"
     assert not pr.merged and pr.merge_commit_sha == ""  # the test-merge SHA is not what landed
@@ -480,7 +480,9 @@ def test_comparison_from_pages() -> None:
     ]
     cmp = p.comparison_from_pages(pages, max_commits=10)
     assert cmp.status == "ahead" and cmp.ahead_by == 3 and cmp.total_commits == 3
-    assert cmp.commits[0] == p.CommitInfo("a1", "ripgrep: 14.1.1 -> 15.0.0", "https://example/CHANGELOG.md", "2026-02-05T10:00:00Z")
+    assert cmp.commits[0] == p.CommitInfo(
+        "a1", "ripgrep: 14.1.1 -> 15.0.0", "https://example/CHANGELOG.md", "2026-02-05T10:00:00Z"
+    )
     assert [c.sha for c in cmp.commits] == ["a1", "a2", "a3"]
     assert not cmp.truncated
     short = p.comparison_from_pages(pages, max_commits=2)
@@ -530,7 +532,11 @@ def test_graphql_errors_with_200_and_partial_data() -> None:
 
 
 def test_graphql_rate_limit_comes_as_200() -> None:
-    headers = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(NOW) + 100), "x-ratelimit-resource": "graphql"}
+    headers = {
+        "x-ratelimit-remaining": "0",
+        "x-ratelimit-reset": str(int(NOW) + 100),
+        "x-ratelimit-resource": "graphql",
+    }
     payload = body(errors=[{"type": "RATE_LIMITED", "message": "API rate limit exceeded for user ID 1."}])
     with pytest.raises(GitHubRateLimited) as info:
         p.parse_graphql(200, headers, payload, now=NOW)

@@ -429,7 +429,7 @@ def file_names(items: Iterable[Any]) -> tuple[str, ...]:
     return tuple(str(i["filename"]) for i in items if isinstance(i, Mapping) and i.get("filename"))
 
 
-# --- CI verdict (§2.7–2.9) ---------------------------------------------------------
+# --- CI verdict (§2.7-2.9) ---------------------------------------------------------
 
 RED_CONCLUSIONS = frozenset({"failure", "timed_out", "cancelled", "action_required", "startup_failure", "stale"})
 GREEN_CONCLUSIONS = frozenset({"success", "neutral", "skipped"})
@@ -553,7 +553,7 @@ def contents_payload(payload: Any, path: str) -> bytes | None:
     content = payload.get("content")
     if encoding == "base64" and isinstance(content, str):
         return decode_base64_content(content)
-    return None  # encoding "none" (1–100 MB files) or no content: ask for the raw bytes
+    return None  # encoding "none" (1-100 MB files) or no content: ask for the raw bytes
 
 
 # --- compare (§2.11) ---------------------------------------------------------------

@@ -30,17 +30,31 @@ from nfu_tui import __version__
 from nfu_tui.clients import _github_protocol as proto
 from nfu_tui.clients._github_protocol import CommitInfo, Comparison, DetectionRule
 from nfu_tui.clients.cache import CachedResponse, DiskCache, ETagCache
+from nfu_tui.core import changelog as changelog_mod
+from nfu_tui.core import flakelock
+from nfu_tui.core.changelog import Changelog
+from nfu_tui.core.flakelock import CompareTarget, LockChange, LockedRef, LockFile
 from nfu_tui.errors import (
     ConfigError,
     GitHubError,
     GitHubNotFound,
+    GitHubRateLimited,
     GitHubServerError,
     GitHubUnavailable,
+    LockFileError,
     NotMergeable,
 )
 from nfu_tui.models import CIStatus, RateBudget, UpdatePR
 
-__all__ = ["GitHubClient", "Comparison", "CommitInfo", "DetectionRule"]
+__all__ = [
+    "CommitInfo",
+    "CompareResult",
+    "Comparison",
+    "DetectionRule",
+    "GitHubClient",
+    "PRExplanation",
+    "nixpkgs_headline",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +88,122 @@ def _graphql_url(api_url: str) -> str:
     if base.endswith("/api/v3"):  # GitHub Enterprise Server
         return base[: -len("/v3")] + "/graphql"
     return base + "/graphql"
+
+
+_EMPTY_LOCK = {"nodes": {"root": {"inputs": {}}}, "root": "root", "version": 7}
+NIXPKGS_MAX_COMMITS = 2500
+OTHER_MAX_COMMITS = 100  # other inputs: one page is enough for a count and a glance
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """One compare target of a lock diff with its GitHub comparison, or why there is none."""
+
+    target: CompareTarget
+    comparison: Comparison | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class PRExplanation:
+    """Everything the UI shows about an update PR: lock diff, compares, changelog.
+
+    ``summary_text`` is the lock diff as Determinate Nix prints it (the entries after
+    ``Flake lock file updates:``); ``errors`` lists partial failures (a compare that
+    failed, a truncated changelog, an unparsable lock) as display strings.
+    """
+
+    pr: UpdatePR
+    lock_only: bool | None
+    files: tuple[str, ...]
+    lock_path: str | None
+    changes: list[LockChange]
+    summary_text: str
+    headline: str | None
+    compares: list[CompareResult]
+    changelog: Changelog | None
+    nixpkgs_headline: str | None
+    errors: list[str]
+    old_lock: LockFile | None = None
+    new_lock: LockFile | None = None
+
+
+def nixpkgs_headline(
+    target: CompareTarget,
+    comparison: Comparison | None,
+    old_ref: LockedRef | None = None,
+    new_ref: LockedRef | None = None,
+) -> str:
+    """E.g. ``nixpkgs abc1234 → def5678, 180 commits over 7 days``.
+
+    The span comes from the two locks' ``lastModified`` (else the commit dates); a
+    branch switch or a non-forward move says so instead of pretending to be a range.
+    """
+    text = f"nixpkgs {target.old_rev[:7]} → {target.new_rev[:7]}"
+    if target.old_branch and target.new_branch and target.old_branch != target.new_branch:
+        text += f" (branch switch {target.old_branch} → {target.new_branch})"
+    span = _span_text(old_ref, new_ref, comparison)
+    if comparison is None:
+        return f"{text}, {span}" if span else text
+    if comparison.status == "ahead":
+        count = f"{comparison.ahead_by:,} commit{'s' if comparison.ahead_by != 1 else ''}"
+        return f"{text}, {count} {span}" if span else f"{text}, {count}"
+    if comparison.status == "identical":
+        return f"{text}, no new commits"
+    if comparison.status == "behind":
+        return f"{text}, moved back {comparison.behind_by:,} commits"
+    return f"{text}, diverged: {comparison.ahead_by:,} ahead, {comparison.behind_by:,} behind"
+
+
+def _span_text(old_ref: LockedRef | None, new_ref: LockedRef | None, comparison: Comparison | None) -> str:
+    seconds: float | None = None
+    if old_ref and new_ref and old_ref.last_modified is not None and new_ref.last_modified is not None:
+        seconds = new_ref.last_modified - old_ref.last_modified
+    elif comparison and comparison.commits and not comparison.truncated:
+        first, last = proto.parse_time(comparison.commits[0].date), proto.parse_time(comparison.commits[-1].date)
+        if first and last:
+            seconds = (last - first).total_seconds()
+    if seconds is None or seconds < 0:
+        return ""
+    days = round(seconds / 86400)
+    if days < 1:
+        return "within a day"
+    return f"over {days} day{'s' if days != 1 else ''}"
+
+
+def _lock_path(files: Sequence[str]) -> str | None:
+    if not files or "flake.lock" in files:
+        return "flake.lock"
+    return next((f for f in files if proto.is_lock_path(f)), None)
+
+
+def _changelog_target(targets: Sequence[CompareTarget]) -> CompareTarget | None:
+    """The nixpkgs range the changelog is built from: the root ``nixpkgs`` input, else the first one."""
+    nixpkgs = [t for t in targets if t.is_nixpkgs]
+    return next((t for t in nixpkgs if ("nixpkgs",) in t.paths), nixpkgs[0] if nixpkgs else None)
+
+
+def _nixpkgs_part(
+    compares: Sequence[CompareResult],
+    main: CompareTarget | None,
+    old_lock: LockFile,
+    new_lock: LockFile,
+    errors: list[str],
+) -> tuple[Changelog | None, str | None]:
+    chosen = next((c for c in compares if c.target is main), None)
+    if chosen is None:
+        return None, None
+    path = ("nixpkgs",) if ("nixpkgs",) in chosen.target.paths else chosen.target.paths[0]
+    headline = nixpkgs_headline(
+        chosen.target, chosen.comparison, old_lock.resolve_ref(path), new_lock.resolve_ref(path)
+    )
+    cmp = chosen.comparison
+    if cmp is None:
+        return None, headline
+    if cmp.truncated:
+        total = max(cmp.total_commits, cmp.ahead_by)
+        errors.append(f"nixpkgs changelog covers the first {len(cmp.commits):,} of {total:,} commits")
+    return changelog_mod.build_changelog([(c.subject, c.body) for c in cmp.commits]), headline
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,9 +525,8 @@ class GitHubClient:
             except (KeyError, TypeError, ValueError):
                 pass  # corrupt entry: fetch again
         per_page = min(100, max_commits)
-        url: str | None = (
-            f"/repos/{quote(owner, safe='')}/{quote(repo, safe='')}/compare/{quote(base, safe='')}...{quote(head, safe='')}"
-        )
+        basehead = f"{quote(base, safe='')}...{quote(head, safe='')}"
+        url: str | None = f"/repos/{quote(owner, safe='')}/{quote(repo, safe='')}/compare/{basehead}"
         params: dict[str, Any] | None = {"per_page": per_page}
         pages: list[Mapping[str, Any]] = []
         fetched = 0
@@ -416,6 +545,91 @@ class GitHubClient:
             self._disk.put("compare", key, comparison.to_json())
         return comparison
 
+    # --- explanation -----------------------------------------------------------------
+
+    async def explain(self, pr: UpdatePR, *, max_commits: int = NIXPKGS_MAX_COMMITS) -> PRExplanation:
+        """Explain an update PR: files, nix's lock diff (base.sha → head.sha), compares, changelog.
+
+        Reading the PR's files and lock files may raise the client's typed errors;
+        everything after that (compares, changelog) degrades into ``errors`` strings.
+        """
+        errors: list[str] = []
+        files = pr.files or await self._files_for(pr.number, pr.head_sha)
+        lock_only = pr.with_changes(files=files).lock_only
+        lock_path = _lock_path(files)
+
+        def result(**found: Any) -> PRExplanation:
+            defaults: dict[str, Any] = {
+                "changes": [],
+                "summary_text": "",
+                "headline": None,
+                "compares": [],
+                "changelog": None,
+                "nixpkgs_headline": None,
+            }
+            return PRExplanation(
+                pr=pr.with_changes(files=files),
+                lock_only=lock_only,
+                files=files,
+                lock_path=lock_path,
+                errors=errors,
+                **(defaults | found),
+            )
+
+        if lock_path is None:
+            errors.append("this pull request does not change a flake.lock")
+            return result()
+        try:
+            old_bytes = await self.file_at(lock_path, pr.base_sha)
+        except GitHubNotFound:
+            old_bytes = None  # flake.lock added by this PR
+        new_bytes = await self.file_at(lock_path, pr.head_sha)
+        try:
+            old_lock = flakelock.parse_lock(old_bytes if old_bytes is not None else _EMPTY_LOCK)
+            new_lock = flakelock.parse_lock(new_bytes)
+        except LockFileError as exc:
+            errors.append(f"{lock_path}: {exc}")
+            return result()
+        changes = flakelock.diff(old_lock, new_lock)
+        targets = flakelock.compare_targets(changes, old_lock, new_lock)
+        main = _changelog_target(targets)
+        compares = await self._run_compares(targets, main, max_commits, errors)
+        changelog, nix_headline = _nixpkgs_part(compares, main, old_lock, new_lock, errors)
+        return result(
+            changes=changes,
+            summary_text=flakelock.render_summary(changes, flakelock.Style.DETERMINATE),
+            headline=flakelock.headline(changes, old_lock, new_lock),
+            compares=compares,
+            changelog=changelog,
+            nixpkgs_headline=nix_headline,
+            old_lock=old_lock,
+            new_lock=new_lock,
+        )
+
+    async def _run_compares(
+        self, targets: Sequence[CompareTarget], main: CompareTarget | None, max_commits: int, errors: list[str]
+    ) -> list[CompareResult]:
+        """Every compare target; only the changelog's nixpkgs range is fetched in depth."""
+        results: list[CompareResult] = []
+        limited: GitHubRateLimited | None = None
+        for target in targets:
+            if limited is not None:
+                results.append(CompareResult(target, error=f"skipped: {limited}"))
+                continue
+            bound = max_commits if target is main else min(max_commits, OTHER_MAX_COMMITS)
+            try:
+                comparison = await self.compare_commits(
+                    target.owner, target.repo, target.old_rev, target.new_rev, max_commits=bound
+                )
+            except GitHubError as exc:
+                if isinstance(exc, GitHubRateLimited):
+                    limited = exc
+                errors.append(f"compare {target.slug} {target.old_rev[:7]}...{target.new_rev[:7]} failed: {exc}")
+                results.append(CompareResult(target, error=str(exc)))
+                continue
+            results.append(CompareResult(target, comparison))
+        return results
+
     # --- writes ----------------------------------------------------------------------
 
     async def merge(
@@ -424,7 +638,7 @@ class GitHubClient:
         """Merge PR ``number`` only if its head is still ``sha``; returns the merge commit SHA.
 
         409 (head moved) and other 405s raise at once. 405 "Base branch was modified"
-        is retried a few times after 1–3 s (safe thanks to the sha guard). After a
+        is retried a few times after 1-3 s (safe thanks to the sha guard). After a
         5xx or a lost connection the outcome is checked by reading the PR, never by
         merging again.
         """
