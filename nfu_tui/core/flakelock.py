@@ -24,7 +24,7 @@ import json
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any, TypeAlias
 from urllib.parse import quote, unquote_to_bytes
@@ -359,7 +359,7 @@ def parse_lock(data: bytes | bytearray | memoryview | str | Mapping[str, Any]) -
                     raise LockFileError(f"input '{name}' of node '{key}' refers back to the root node")
                 pending.append(edge)
     lock = LockFile(version=version, root=root, nodes=nodes)
-    for path, edge in lock.all_inputs().items():
+    for edge in lock.all_inputs().values():
         if isinstance(edge, tuple):
             lock.resolve(edge)  # raises on a follows cycle
     return lock
@@ -438,9 +438,15 @@ def _json_type(value: Any) -> str:
 
 
 def diff(old: LockFile | bytes | str | Mapping[str, Any], new: LockFile | bytes | str | Mapping[str, Any]) -> list[LockChange]:
-    """Nix's lock diff by input path, in nix's order (contract §6.4)."""
+    """Nix's lock diff by input path, in nix's order (contract §6.4).
+
+    Like nix, which only prints a diff when the lock file changed, two locks with
+    the same content (whatever their node keys or version) give ``[]``.
+    """
     old_lock = old if isinstance(old, LockFile) else parse_lock(old)
     new_lock = new if isinstance(new, LockFile) else parse_lock(new)
+    if _structure(old_lock) == _structure(new_lock):
+        return []
     o, n = old_lock.all_inputs(), new_lock.all_inputs()
     changes: list[LockChange] = []
     for path in sorted(o.keys() | n.keys()):
@@ -453,6 +459,29 @@ def diff(old: LockFile | bytes | str | Mapping[str, Any], new: LockFile | bytes 
             if not _equal(a, b):
                 changes.append(LockChange(path, ChangeKind.UPDATED, a, b))
     return changes
+
+
+def _structure(lock: LockFile) -> tuple[Any, ...]:
+    """What nix's ``LockFile::operator==`` compares (its ``toJSON``), without node keys."""
+    ids: dict[str, int] = {}
+    out: list[Any] = []
+
+    def visit(key: str) -> int:
+        if key in ids:
+            return ids[key]
+        ids[key] = len(ids)
+        node = lock.nodes[key]
+        slot = len(out)
+        out.append(None)
+        inputs = tuple(
+            (name, ("follows", edge) if isinstance(edge, tuple) else ("node", visit(edge)))
+            for name, edge in sorted(node.inputs.items())
+        )
+        out[slot] = (inputs, _typed(node.locked), _typed(node.original), node.flake, node.parent)
+        return ids[key]
+
+    visit(lock.root)
+    return tuple(out)
 
 
 def _edge(lock: LockFile, raw: str | InputPath) -> LockedRef | Follows:
@@ -887,14 +916,8 @@ def compare_targets(
         if t is None:
             continue
         key = (t.owner.lower(), t.repo.lower(), t.old_rev, t.new_rev)
-        if key in merged:
-            prev = merged[key]
-            merged[key] = CompareTarget(
-                prev.owner, prev.repo, prev.old_rev, prev.new_rev, prev.paths + t.paths, prev.kind,
-                prev.old_branch, prev.new_branch,
-            )  # fmt: skip
-        else:
-            merged[key] = t
+        prev = merged.get(key)
+        merged[key] = t if prev is None else replace(prev, paths=prev.paths + t.paths)
     return list(merged.values())
 
 
