@@ -81,7 +81,10 @@ class ChangelogEntry:
         elif self.change == "removed":
             core, mark = f"{name} (removed)", "- "
         elif self.change == "module":
-            core = f"{name}: {_clip(self.message, _SHOW_TEXT)}" if self.commits == 1 else f"{name} ({self.commits} changes)"
+            if self.commits == 1:
+                core = f"{name}: {_clip(self.message, _SHOW_TEXT)}"
+            else:
+                core = f"{name} ({self.commits} changes)"
             mark = "~ "
         elif self.change == "bump":
             old = f"{_clip(self.old, _SHOW_VERSION)} " if self.old else ""

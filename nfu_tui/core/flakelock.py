@@ -437,7 +437,10 @@ def _json_type(value: Any) -> str:
 # --- diff ---------------------------------------------------------------------
 
 
-def diff(old: LockFile | bytes | str | Mapping[str, Any], new: LockFile | bytes | str | Mapping[str, Any]) -> list[LockChange]:
+LockSource: TypeAlias = "LockFile | bytes | str | Mapping[str, Any]"
+
+
+def diff(old: LockSource, new: LockSource) -> list[LockChange]:
     """Nix's lock diff by input path, in nix's order (contract §6.4).
 
     Like nix, which only prints a diff when the lock file changed, two locks with
@@ -859,7 +862,9 @@ def _compare(
     )
 
 
-def explain_change(change: LockChange, old_lock: LockFile | None = None, new_lock: LockFile | None = None) -> ChangeNote:
+def explain_change(
+    change: LockChange, old_lock: LockFile | None = None, new_lock: LockFile | None = None
+) -> ChangeNote:
     """Classify one change (§6.6); follows edges are resolved in the given locks."""
     old, new = change.old, change.new
     old_eff = old if isinstance(old, LockedRef) else None
