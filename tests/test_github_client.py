@@ -15,6 +15,7 @@ import pytest
 from nfu_tui.clients._github_protocol import CommitInfo as CI
 from nfu_tui.clients._github_protocol import Comparison as Cmp
 from nfu_tui.clients._github_protocol import pr_from_json
+from nfu_tui.clients.cache import CachedResponse, DiskCache, ETagCache
 from nfu_tui.clients.github import GitHubClient, PRExplanation, nixpkgs_headline
 from nfu_tui.core import flakelock
 from nfu_tui.errors import (
@@ -294,6 +295,28 @@ async def test_changed_list_reuses_files_by_head_sha_and_refetches_on_push(clien
     prs = await client.list_update_prs()
     assert api.paths().count(f"/repos/{REPO}/pulls/41/files") == 2
     assert prs[0].head_sha == "f" * 40
+
+
+async def test_failed_follow_up_does_not_pin_a_stale_list(client: GitHubClient, api: FakeAPI) -> None:
+    state = {"pulls": [pr_item()]}
+
+    def pulls(request: httpx.Request) -> httpx.Response:
+        listing = reply(200, state["pulls"], etag=True)
+        if request.headers.get("if-none-match") == listing.headers["etag"]:
+            return httpx.Response(304, headers=rate_headers())
+        return listing
+
+    api.add("GET", f"/repos/{REPO}/pulls", pulls)
+    api.add("GET", f"/repos/{REPO}/pulls/41/files", files_reply("flake.lock"))
+    assert [pr.number for pr in await client.list_update_prs()] == [41]
+    state["pulls"] = [pr_item(), pr_item(50, head="5" * 40, created="2026-08-23T00:00:00Z")]
+    api.add("GET", f"/repos/{REPO}/pulls/50/files", reply(404, {"message": "Not Found"}))
+    with pytest.raises(GitHubNotFound):
+        await client.list_update_prs()
+    api.add("GET", f"/repos/{REPO}/pulls/50/files", files_reply("flake.lock"))
+    prs = await client.list_update_prs()  # the listing now answers 304, yet #50 is found
+    assert [pr.number for pr in prs] == [50, 41]
+    assert api.requests[-2].headers.get("if-none-match")
 
 
 async def test_pagination_follows_next_links_verbatim(client: GitHubClient, api: FakeAPI) -> None:
@@ -1059,3 +1082,56 @@ def test_nixpkgs_headline_variants() -> None:
         "nixpkgs aaaaaaa → bbbbbbb (branch switch nixos-25.05 → nixos-25.11), diverged: 1,200 ahead, 300 behind"
     )
     assert nixpkgs_headline(target, None) == "nixpkgs aaaaaaa → bbbbbbb"
+
+
+# --- caches -----------------------------------------------------------------------------
+
+
+def test_etag_cache_is_bounded_by_entries_and_bytes() -> None:
+    cache = ETagCache(max_entries=3, max_bytes=100)
+    for i in range(4):
+        cache.put(f"k{i}", CachedResponse(f'"{i}"', None, b"x" * 10, None))
+    assert len(cache) == 3 and cache.get("k0") is None and cache.get("k1") is not None
+    cache.put("big", CachedResponse('"b"', None, b"y" * 80, None))
+    assert cache.size_bytes <= 100 and cache.get("big") is not None
+    assert cache.get("k2") is None  # least recently used went first; k1 was touched by get()
+    cache.put("huge", CachedResponse('"h"', None, b"z" * 101, None))
+    assert cache.get("huge") is None and cache.size_bytes <= 100
+    cache.put("big", CachedResponse('"b2"', None, b"", None))
+    assert cache.get("big").etag == '"b2"' and cache.size_bytes == sum(
+        len(e.body) for e in (cache.get(k) for k in ("k1", "k3", "big")) if e
+    )
+    assert CachedResponse('"e"', "Mon, 01 Jan 2026 00:00:00 GMT", b"", None).validators() == {
+        "If-None-Match": '"e"',
+        "If-Modified-Since": "Mon, 01 Jan 2026 00:00:00 GMT",
+    }
+
+
+def test_disk_cache_round_trip_and_robustness(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path / "c")
+    key = ["https://api.github.com", "alice/x", "flake.lock", "a" * 40]
+    assert cache.get_bytes("contents", key) is None
+    cache.put_bytes("contents", key, b"\x00lock\xff")
+    assert cache.get_bytes("contents", key) == b"\x00lock\xff"
+    assert cache.get_bytes("contents", [*key[:3], "b" * 40]) is None
+    (file,) = (tmp_path / "c" / "contents").glob("*.json")
+    assert not list((tmp_path / "c" / "contents").glob(".tmp-*"))  # atomic write left no temp file
+    record = json.loads(file.read_bytes())
+    record["key"] = ["other"]
+    file.write_text(json.dumps(record))
+    assert cache.get_bytes("contents", key) is None  # a record for another key is not served
+    file.write_bytes(b"\x00garbage")
+    assert cache.get_bytes("contents", key) is None
+    cache.put("compare", ["k"], {"v": 1})
+    assert cache.get("compare", ["k"]) == {"v": 1}
+    disabled = DiskCache(None)
+    disabled.put("compare", ["k"], 1)
+    assert disabled.get("compare", ["k"]) is None
+
+
+def test_disk_cache_survives_an_unwritable_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cache = DiskCache(blocker)
+    cache.put("compare", ["k"], {"v": 1})  # swallowed: it is only a cache
+    assert cache.get("compare", ["k"]) is None

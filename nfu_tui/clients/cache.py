@@ -41,11 +41,13 @@ class CachedResponse:
 
 
 class ETagCache:
-    """Bounded LRU: cache key (method, URL, Accept, token identity) → :class:`CachedResponse`."""
+    """LRU bounded by entry count and body bytes: key (method, URL, Accept, token identity) → entry."""
 
-    def __init__(self, max_entries: int = 512) -> None:
+    def __init__(self, max_entries: int = 512, max_bytes: int = 32 * 1024 * 1024) -> None:
         self._entries: OrderedDict[str, CachedResponse] = OrderedDict()
         self._max = max_entries
+        self._max_bytes = max_bytes
+        self.size_bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -57,10 +59,17 @@ class ETagCache:
         return entry
 
     def put(self, key: str, entry: CachedResponse) -> None:
+        """Store (or replace) an entry; a body larger than the whole budget is not kept."""
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.size_bytes -= len(old.body)
+        if len(entry.body) > self._max_bytes:
+            return
         self._entries[key] = entry
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        self.size_bytes += len(entry.body)
+        while len(self._entries) > self._max or self.size_bytes > self._max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self.size_bytes -= len(evicted.body)
 
 
 def _digest(key: Any) -> str:

@@ -424,6 +424,7 @@ class GitHubClient:
         items, fresh = await self._get_pages(f"{self._repo_path}/pulls", {"state": "open", "per_page": 100})
         if not fresh and self._update_prs is not None:
             return list(self._update_prs)
+        self._update_prs = None  # until this listing is fully processed (a failure must not pin a stale result)
         found: list[UpdatePR] = []
         for item in items:
             if not isinstance(item, Mapping) or not proto.is_update_pr(item, self._rule):
