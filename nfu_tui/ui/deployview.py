@@ -1,0 +1,207 @@
+"""What the deploy screen shows, folded from the engine's events (pure, no Textual).
+
+:class:`DeployView` starts from the confirmed :class:`~nfu_tui.core.plan.DeployPlan`
+(a row per host, in deploy order) and applies each ``EngineEvent`` as it arrives; the
+app keeps it, so the deploy screen can be closed and reopened without losing anything.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from nfu_tui.core import engine as eng
+from nfu_tui.core.plan import DeployPlan
+
+STATE_GLYPHS = {
+    "waiting": "·",
+    "queued": "◌",
+    "running": "⟳",
+    "ok": "✓",
+    "failed": "✗",
+    "skipped": "–",
+    "cancelled": "⊘",
+}
+DONE_STATES = frozenset({"ok", "failed", "skipped", "cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class HostRow:
+    host: str
+    position: int  # 1-based deploy order
+    wave: int
+    canary: bool = False
+    state: str = "waiting"
+    phase: str = ""
+    started: datetime | None = None
+    finished: datetime | None = None
+    detail: str = ""
+    last_lines: tuple[str, ...] = ()
+
+    @property
+    def done(self) -> bool:
+        return self.state in DONE_STATES
+
+    def elapsed(self, now: datetime) -> str:
+        if self.started is None:
+            return ""
+        end = self.finished or now
+        seconds = max(0, int((end - self.started).total_seconds()))
+        return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+@dataclass
+class DeployView:
+    """The state of one merge & deploy run as the UI shows it."""
+
+    plan: DeployPlan
+    clock: Callable[[], datetime]
+    rows: dict[str, HostRow] = field(default_factory=dict)
+    run_id: int | None = None
+    stage: str = "starting"  # starting | merging | deploying | waiting-canaries | waiting-queued | finished
+    merge_sha: str = ""
+    headline: str = ""  # the latest notable event, e.g. "merged PR #42 as abc1234"
+    events: deque[str] = field(default_factory=lambda: deque(maxlen=200))
+    result: Any = None  # engine RunResult once finished
+    error: str = ""
+    cancel_requested: bool = False
+
+    @classmethod
+    def from_plan(cls, plan: DeployPlan, clock: Callable[[], datetime]) -> "DeployView":
+        view = cls(plan, clock)
+        for i, entry in enumerate(plan.entries + plan.queued, start=1):
+            view.rows[entry.host] = HostRow(
+                entry.host, i, entry.wave, entry.canary, state="queued" if entry.queued else "waiting"
+            )
+        view.headline = f"Merging PR #{plan.pr_number}…"
+        return view
+
+    # --- derived ----------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.stage == "finished"
+
+    @property
+    def order(self) -> list[str]:
+        return sorted(self.rows, key=lambda h: self.rows[h].position)
+
+    def counts(self) -> tuple[int, int]:
+        """(hosts done, hosts in the plan)."""
+        return sum(1 for r in self.rows.values() if r.done), len(self.rows)
+
+    def failures(self) -> list[HostRow]:
+        return [r for r in self.rows.values() if r.state == "failed"]
+
+    @property
+    def succeeded(self) -> bool | None:
+        if self.result is None:
+            return None if not self.error else False
+        return bool(self.result.ok)
+
+    def summary(self) -> str:
+        done, total = self.counts()
+        parts = [f"PR #{self.plan.pr_number}"]
+        if self.run_id is not None:
+            parts.append(f"run #{self.run_id}")
+        parts.append(f"{done}/{total} hosts")
+        if self.merge_sha:
+            parts.append(f"merged {self.merge_sha[:7]}")
+        return " · ".join(parts)
+
+    # --- folding events ------------------------------------------------------------
+
+    def _row(self, host: str) -> HostRow:
+        row = self.rows.get(host)
+        if row is None:  # a host the plan did not list (resume of an older run)
+            row = self.rows[host] = HostRow(host, len(self.rows) + 1, 1)
+        return row
+
+    def _set(self, host: str, **changes: Any) -> None:
+        self.rows[host] = replace(self._row(host), **changes)
+
+    def apply(self, event: Any) -> bool:
+        """Fold one engine event in; True when the run just finished (time for the bell)."""
+        if not isinstance(event, eng.EngineEvent):
+            return False
+        if event.run_id is not None:
+            self.run_id = event.run_id
+        stamp = event.at.astimezone().strftime("%H:%M:%S")
+        self.events.append(f"{stamp} {event.line()}")
+        if isinstance(event, eng.RunStarted):
+            self.stage = "merging"
+            for host in event.hosts:
+                self._row(host)
+        elif isinstance(event, eng.MergeRequested):
+            self.stage = "merging"
+            self.headline = event.line()
+        elif isinstance(event, eng.Merged):
+            self.merge_sha = event.merge_sha
+            self.stage = "deploying"
+            self.headline = event.line()
+        elif isinstance(event, eng.MergeRefused):
+            self.headline = event.line()
+        elif isinstance(event, eng.HostQueued):
+            self._set(event.host, state="queued", detail=event.reason)
+        elif isinstance(event, eng.HostStarted):
+            self.stage = "deploying"
+            row = self._row(event.host)
+            self._set(event.host, state="running", phase=event.phase, started=row.started or event.at, detail="")
+        elif isinstance(event, eng.HostProgress):
+            self._set(event.host, phase=event.phase, detail=event.message)
+        elif isinstance(event, eng.HostFinished):
+            out = event.outcome
+            state = {
+                eng.Outcome.OK: "ok",
+                eng.Outcome.FAILED: "failed",
+                eng.Outcome.SKIPPED: "skipped",
+                eng.Outcome.CANCELLED: "cancelled",
+                eng.Outcome.QUEUED: "queued",
+            }[out.outcome]
+            self._set(
+                out.host,
+                state=state,
+                phase=out.phase or self._row(out.host).phase,
+                finished=event.at if state in DONE_STATES else None,
+                detail=out.detail,
+                last_lines=tuple(out.last_lines),
+            )
+        elif isinstance(event, eng.WaitingForCanaries):
+            self.stage = "waiting-canaries"
+            self.headline = event.line()
+        elif isinstance(event, eng.CanaryGate):
+            self.stage = "deploying"
+            self.headline = event.line()
+        elif isinstance(event, (eng.Paused, eng.Unpaused)):
+            self.headline = event.line()
+        elif isinstance(event, eng.CancelRequested):
+            self.cancel_requested = True
+            self.headline = event.line()
+        elif isinstance(event, eng.RunFinished):
+            self.finish(event.result)
+            return True
+        if self.stage == "deploying" and self.rows and all(
+            r.done or r.state == "queued" for r in self.rows.values()
+        ) and any(r.state == "queued" for r in self.rows.values()):
+            self.stage = "waiting-queued"
+        return False
+
+    def finish(self, result: Any) -> None:
+        """The engine returned ``result`` (a RunResult)."""
+        if self.result is not None:
+            return
+        self.result = result
+        self.stage = "finished"
+        self.headline = result.summary()
+        for outcome in result.outcomes:
+            if outcome.host in self.rows and not self.rows[outcome.host].done:
+                self.events.append(f"{outcome.describe()}")
+
+    def fail(self, message: str) -> None:
+        """The deploy worker raised (e.g. another deploy holds the lock)."""
+        self.error = message
+        self.stage = "finished"
+        self.headline = message

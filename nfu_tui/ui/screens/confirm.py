@@ -1,0 +1,179 @@
+"""Confirmation dialogs: a plain yes/no, and the Merge & Deploy plan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+from nfu_tui.core.plan import DeployPlan, SkipReason
+from nfu_tui.ui import prview
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A question with two buttons; ``y`` confirms, ``n``/``esc`` cancels (the default focus)."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes", id="confirm.yes"),
+        Binding("n,escape", "answer(False)", "No", id="confirm.no"),
+    ]
+
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Vertical {
+        width: 64; max-width: 96%; height: auto; max-height: 90%;
+        border: thick $warning; background: $surface; padding: 1 2;
+    }
+    ConfirmScreen Horizontal { height: auto; margin-top: 1; align-horizontal: right; }
+    ConfirmScreen Button { margin-left: 2; }
+    """
+
+    def __init__(self, question: str, *, yes: str = "Yes", no: str = "Cancel") -> None:
+        super().__init__()
+        self._question, self._yes, self._no = question, yes, no
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(Text(self._question))
+            with Horizontal():
+                yield Button(f"{self._yes} (y)", variant="error", id="yes")
+                yield Button(f"{self._no} (n)", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+def plan_text(plan: DeployPlan, state: Any | None) -> Text:
+    """The plan as the admin reads it before confirming: order, waves, skips and why."""
+    text = Text()
+    if state is not None:
+        pr = state.pr
+        text.append(f"PR #{pr.number} ", style="bold")
+        text.append(pr.title + "\n")
+        expl = state.explanation
+        headline = getattr(expl, "nixpkgs_headline", None) or getattr(expl, "headline", None) if expl else None
+        if headline:
+            text.append(headline + "\n", style="bold")
+        for i, (label, style) in enumerate((prview.ci_label(pr), prview.mergeable_label(pr), prview.lock_only_label(pr))):
+            if i:
+                text.append(" · ", style="dim")
+            text.append(label, style=style)
+        text.append("\n\n")
+    sha = plan.head_sha[:7] if plan.head_sha else "?"
+    text.append("1. Merge ", style="bold")
+    text.append(f"PR #{plan.pr_number} at head {sha} (refused if the head moved, CI is not green or it is not mergeable)\n")
+    if plan.merge_only:
+        text.append("2. No deploy: deploy_strategy = none (merge only).\n", style="yellow")
+    else:
+        text.append("2. Deploy ", style="bold")
+        text.append(
+            f"{len(plan.entries)} host(s): pull, then switch; at most {plan.max_parallel} at a time; "
+            f"stop on the first failure\n"
+        )
+    canaries, rest = plan.waves
+    n = 0
+    if canaries:
+        text.append(f"\nWave 1 — canaries (then wait {plan.canary_wait_minutes:g} min, require them healthy)\n", style="bold cyan")
+        for entry in canaries:
+            n += 1
+            _entry(text, n, entry)
+    if rest:
+        text.append("\nWave 2 — the rest\n" if canaries else "\nOrder\n", style="bold")
+        for entry in rest:
+            n += 1
+            _entry(text, n, entry)
+    if plan.queued:
+        text.append("\nQueued — offline now, deployed when they come back online\n", style="bold yellow")
+        for entry in plan.queued:
+            _entry(text, None, entry)
+    shown = [s for s in plan.skipped if s.reason is not SkipReason.NOT_SELECTED]
+    unselected = [s.host for s in plan.skipped if s.reason is SkipReason.NOT_SELECTED]
+    if shown or unselected:
+        text.append("\nSkipped\n", style="bold")
+        for s in shown:
+            text.append("   – ", style="dim")
+            text.append(f"{s.host:<16} ", style="bold")
+            text.append(s.detail or s.reason.value, style="yellow" if s.reason is SkipReason.HELD else "dim")
+            text.append("\n")
+        if unselected:
+            text.append("   – not selected: ", style="dim")
+            text.append(", ".join(unselected) + "\n", style="dim")
+    for warning in plan.warnings:
+        text.append(f"\n⚠ {warning}", style="bold yellow")
+    if not plan.entries and not plan.queued and not plan.merge_only:
+        text.append("\nNothing to deploy: no host qualifies (the PR would still be merged).", style="bold yellow")
+    text.rstrip()
+    return text
+
+
+def _entry(text: Text, n: int | None, entry: Any) -> None:
+    text.append(f"  {n:>2}. " if n is not None else "   – ", style="dim")
+    text.append(f"{entry.host:<16} ", style="bold")
+    text.append(entry.reason, style="cyan" if entry.canary else "dim")
+    if entry.badges:
+        text.append("  " + " · ".join(entry.badges), style="yellow")
+    text.append("\n")
+
+
+class DeployConfirmScreen(ModalScreen[bool]):
+    """``m``: shows what Merge & Deploy will do; nothing happens until ``y``."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Merge & Deploy", id="deploy-confirm.yes"),
+        Binding("n,escape", "answer(False)", "Cancel", id="deploy-confirm.no"),
+        Binding("j,down", "scroll(1)", "Down", show=False),
+        Binding("k,up", "scroll(-1)", "Up", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    DeployConfirmScreen { align: center middle; }
+    DeployConfirmScreen > Vertical {
+        width: 96; max-width: 98%; height: auto; max-height: 96%;
+        border: thick $warning; background: $surface; padding: 0 1;
+        border-title-align: center; border-title-style: bold;
+    }
+    DeployConfirmScreen VerticalScroll { height: auto; max-height: 1fr; }
+    DeployConfirmScreen Horizontal { height: 3; align-horizontal: right; }
+    DeployConfirmScreen Button { margin-left: 2; }
+    """
+
+    def __init__(self, plan: DeployPlan, state: Any | None) -> None:
+        super().__init__()
+        self.plan = plan
+        self._state = state
+
+    def compose(self) -> ComposeResult:
+        box = Vertical()
+        box.border_title = f"Merge & Deploy PR #{self.plan.pr_number}?"
+        with box:
+            with VerticalScroll():
+                yield Static(plan_text(self.plan, self._state), id="plan")
+            with Horizontal():
+                yield Button("Merge & Deploy (y)", variant="warning", id="yes")
+                yield Button("Cancel (esc)", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+    def action_scroll(self, step: int) -> None:
+        self.query_one(VerticalScroll).scroll_relative(y=step, animate=False)

@@ -1,0 +1,108 @@
+"""``?``: every key binding, grouped by where it works, and the grid's legend."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from nfu_tui.ui.fleetview import LEGEND
+
+_KEY_NAMES = {
+    "question_mark": "?",
+    "slash": "/",
+    "escape": "esc",
+    "space": "space",
+    "enter": "enter",
+    "pagedown": "pgdn",
+    "pageup": "pgup",
+    "shift+tab": "shift+tab",
+}
+
+
+def key_label(keys: str) -> str:
+    """``j,down`` → ``j/↓``-style label for the help table."""
+    out = []
+    for key in keys.split(","):
+        key = key.strip()
+        key = {"down": "↓", "up": "↑", "left": "←", "right": "→"}.get(key, _KEY_NAMES.get(key, key))
+        out.append(key)
+    return "/".join(out)
+
+
+def binding_sections() -> list[tuple[str, list[Binding]]]:
+    """Every binding of the app, grouped by where it applies (imported lazily: screens import this)."""
+    from nfu_tui.ui.app import NfuApp
+    from nfu_tui.ui.screens.deploy import DeployScreen
+    from nfu_tui.ui.screens.host_detail import HostDetailScreen
+    from nfu_tui.ui.screens.main import MainScreen
+    from nfu_tui.ui.widgets.host_grid import HostGrid
+    from nfu_tui.ui.widgets.log_view import HostLog
+
+    palette = Binding("ctrl+p", "command_palette", "Command palette", tooltip="Search every action, PR and host")
+    return [
+        ("Everywhere", [*NfuApp.BINDINGS, palette, Binding("escape", "back", "Back / close", tooltip="Close a dialog or go back")]),
+        ("Main screen", list(MainScreen.BINDINGS)),
+        ("Fleet grid", list(HostGrid.BINDINGS)),
+        ("Host detail", list(HostDetailScreen.BINDINGS)),
+        ("Deploy", list(DeployScreen.BINDINGS)),
+        ("Logs", list(HostLog.BINDINGS)),
+    ]
+
+
+def help_text() -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for title, bindings in binding_sections():
+        table.add_row(Text(title, style="bold underline"), "")
+        seen: set[str] = set()
+        for b in bindings:
+            if b.action in seen or not b.description:
+                continue
+            seen.add(b.action)
+            desc = Text(b.description)
+            if b.tooltip and b.tooltip != b.description:
+                desc.append(f" — {b.tooltip}", style="dim")
+            table.add_row(Text(b.key_display or key_label(b.key)), desc)
+        table.add_row("", "")
+    table.add_row(Text("Legend", style="bold underline"), Text("compartments: Agent · Git · Lock · System · Tests", style="dim"))
+    for glyph, name, meaning in LEGEND:
+        table.add_row(Text(glyph), Text(f"{name} — {meaning}"))
+    table.add_row("", "")
+    table.add_row(Text("Filter", style="bold underline"), "")
+    table.add_row(Text("/"), Text("terms AND-ed; !term negates; name, location, type, or"))
+    table.add_row(Text(""), Text("online offline held canary selected busy no-auto ok outdated error working unknown"))
+    table.add_row(Text(""), Text("compartment:state, e.g. lock:outdated"))
+    return table
+
+
+class HelpScreen(ModalScreen[None]):
+    """The help overlay (``esc``, ``q`` or ``?`` closes it)."""
+
+    BINDINGS = [
+        Binding("escape,q,question_mark", "dismiss", "Close", id="help.close"),
+        Binding("j,down", "scroll(1)", "Down", show=False),
+        Binding("k,up", "scroll(-1)", "Up", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 100; max-width: 96%; height: 90%;
+        border: round $accent; background: $surface; padding: 0 1;
+        border-title-align: center;
+    }
+    """
+
+    def compose(self) -> ComposeResult:
+        scroll = VerticalScroll(Static(help_text()), id="help-body")
+        scroll.border_title = "nfu-tui — keys (esc to close)"
+        yield scroll
+
+    def action_scroll(self, step: int) -> None:
+        self.query_one(VerticalScroll).scroll_relative(y=step, animate=False)

@@ -1,0 +1,164 @@
+"""``enter`` on a host: its compartments with messages, running command, recent output."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from nfu_tui.models import COMPARTMENTS, Host
+from nfu_tui.ui import fleetview as fv
+from nfu_tui.ui.messages import ServiceUpdate
+from nfu_tui.ui.widgets.header import StatusHeader
+from nfu_tui.ui.widgets.log_view import HostLog
+
+if TYPE_CHECKING:
+    from nfu_tui.ui.app import NfuApp
+
+STATE_STYLES = {
+    "ok": "green",
+    "outdated": "yellow",
+    "error": "bold red",
+    "working": "blue",
+    "unknown": "dim",
+}
+
+
+def host_summary(host: Host, meta: fv.HostMeta, progress: fv.Progress | None, now: datetime) -> Text:
+    """Title block: name, kind, connection, agent, generation, badges, running command."""
+    text = Text()
+    text.append(host.name, style="bold")
+    kind = " · ".join(p for p in (host.device_type, host.location, host.host_type) if p)
+    text.append(f"  {kind}", style="dim")
+    text.append("  ")
+    if host.online:
+        text.append("● online", style="green")
+    else:
+        seen = fv.parse_time(host.last_seen)
+        text.append(f"○ {host.status}", style="bold")
+        text.append(f", last seen {fv.ago(seen, now)} ago" if seen else ", never seen", style="dim")
+    text.append("\n")
+    facts = [f"agent {host.agent_version or '?'}" + (" (outdated)" if host.agent_outdated else "")]
+    facts.append(f"config {host.generation or '?'}")
+    if host.os_version:
+        facts.append(host.os_version)
+    text.append(" · ".join(facts), style="dim")
+    badges = fv.badges(meta)
+    if badges:
+        text.append("  ")
+        for label, kind_ in badges:
+            text.append(label, style={"held": "bold reverse yellow", "canary": "bold cyan"}.get(kind_, "dim"))
+    if host.busy:
+        text.append("\nRunning: ", style="bold blue")
+        text.append(fv.progress_text(progress, host.pending_command, 40))
+    return text
+
+
+def compartments_table(host: Host, now: datetime) -> Table:
+    table = Table.grid(padding=(0, 1))
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column(ratio=1)
+    table.add_column(no_wrap=True, style="dim")
+    for name in COMPARTMENTS:
+        check = host.compartment(name)
+        state = check.state
+        glyph = fv.STATE_GLYPHS[state]
+        checked = fv.parse_time(check.checked_at)
+        table.add_row(
+            Text(fv.COMPARTMENT_TITLES[name], style="bold"),
+            Text(f"{glyph} {state.value}", style=STATE_STYLES[state.value]),
+            Text(check.message or "—"),
+            Text(_checked(checked, now)),
+        )
+    return table
+
+
+def _checked(when: datetime | None, now: datetime) -> str:
+    if when is None:
+        return ""
+    age = fv.ago(when, now)
+    return "checked just now" if age == "now" else f"checked {age} ago"
+
+
+class HostDetailScreen(Screen):
+    """Everything the dashboard says about one host, live."""
+
+    app: NfuApp
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="host.back"),
+        Binding("h", "toggle_hold", "Hold", tooltip="Hold/unhold this host", id="host.hold"),
+    ]
+
+    DEFAULT_CSS = """
+    HostDetailScreen #host-summary { height: auto; padding: 0 1; }
+    HostDetailScreen #host-compartments { height: auto; padding: 0 1; margin-bottom: 1; }
+    HostDetailScreen #host-output-title { height: 1; background: $panel; padding: 0 1; }
+    HostDetailScreen HostLog { height: 1fr; }
+    """
+
+    def __init__(self, host_id: str) -> None:
+        super().__init__()
+        self.host_id = host_id
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader(self.app.clock, id="header")
+        yield Static(id="host-summary")
+        yield Static(id="host-compartments")
+        yield Static(id="host-output-title")
+        yield HostLog(id="host-output")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.app.service_updated.subscribe(self, self.apply_update)
+        self._render_host()
+        self.query_one(HostLog).show_lines(self._lines())
+        self._output_title()
+        self.query_one(StatusHeader).show(self.app.service.status if self.app.service else None)
+        self.set_interval(1.0, self.query_one(StatusHeader).tick)
+
+    def _lines(self) -> list[str]:
+        return self.app.service.output_lines(self.host_id) if self.app.service else []
+
+    def _render_host(self) -> None:
+        service = self.app.service
+        host = service.host(self.host_id) if service else None
+        summary = self.query_one("#host-summary", Static)
+        if host is None:
+            summary.update(Text(f"{self.host_id}: not known to the dashboard (removed?)", style="bold red"))
+            self.query_one("#host-compartments", Static).update("")
+            return
+        now = self.app.clock()
+        summary.update(host_summary(host, self.app.host_meta(self.host_id), self.app.host_progress(self.host_id), now))
+        self.query_one("#host-compartments", Static).update(compartments_table(host, now))
+
+    def _output_title(self) -> None:
+        log = self.query_one(HostLog)
+        text = Text(" Recent output", style="bold")
+        text.append(
+            "  following" if log.following else "  paused — end/F to follow",
+            style="dim" if log.following else "bold yellow",
+        )
+        self.query_one("#host-output-title", Static).update(text)
+
+    def on_host_log_follow_changed(self) -> None:
+        self._output_title()
+
+    def apply_update(self, update: ServiceUpdate) -> None:
+        if update.all_hosts or self.host_id in update.hosts:
+            self._render_host()
+        if self.host_id in update.output:
+            self.query_one(HostLog).sync(self._lines())
+        if update.status and self.app.service:
+            self.query_one(StatusHeader).show(self.app.service.status)
+
+    def action_toggle_hold(self) -> None:
+        held = self.app.service.held() if self.app.service else set()
+        self.app.set_hold([self.host_id], self.host_id not in held)

@@ -1,0 +1,266 @@
+"""The main screen: header, fleet grid pane, update-PR pane, status line, footer.
+
+Narrow terminals (< 140 columns) show one pane at a time (``tab`` switches); wide ones
+show both side by side.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer, Input, Static
+
+from nfu_tui.ui.messages import ServiceUpdate
+from nfu_tui.ui.widgets.header import StatusHeader, StatusLine
+from nfu_tui.ui.widgets.host_grid import HostGrid, HostSettings
+from nfu_tui.ui.widgets.pr_panel import PRDetail, PRList
+
+if TYPE_CHECKING:
+    from nfu_tui.ui.app import NfuApp
+
+WIDE = 140
+
+
+class FilterInput(Input):
+    """The ``/`` filter; ``esc`` clears it and returns to the grid."""
+
+    BINDINGS = [Binding("escape", "cancel", "Clear filter", id="filter.cancel")]
+
+    def action_cancel(self) -> None:
+        self.value = ""
+        self.post_message(self.Submitted(self, ""))
+
+
+class MainScreen(Screen):
+    """Fleet grid and PR panel."""
+
+    app: NfuApp
+
+    BINDINGS = [
+        Binding("tab", "next_pane", "Pane", tooltip="Next pane: fleet → PR list → PR detail", id="main.next-pane"),
+        Binding("shift+tab", "next_pane(-1)", "Previous pane", show=False, id="main.prev-pane"),
+        Binding("slash", "filter", "Filter", tooltip="Filter hosts by name, location or state", id="main.filter"),
+        Binding("m", "merge_deploy", "Merge & Deploy", tooltip="Plan a merge & deploy of the focused PR", id="main.merge-deploy"),
+        Binding("D", "show_deploy", "Deploy view", show=False, tooltip="Show the current/last deploy", id="main.deploy-view"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        clock = self.app.clock
+        yield StatusHeader(clock, id="header")
+        with Horizontal(id="panes"):
+            with Vertical(id="fleet-pane", classes="pane"):
+                yield Static(id="fleet-title", classes="pane-title")
+                yield HostGrid(clock=clock, progress=self.app.host_progress, id="grid")
+                yield FilterInput(placeholder="filter: name, location, online/offline, held, lock:outdated …", id="filter")
+            with Vertical(id="pr-pane", classes="pane"):
+                yield Static(id="pr-title", classes="pane-title")
+                yield PRList(clock, id="pr-list")
+                yield PRDetail(clock, id="pr-detail")
+        yield StatusLine(id="status-line")
+        yield Footer()
+
+    @property
+    def grid(self) -> HostGrid:
+        return self.query_one(HostGrid)
+
+    def on_mount(self) -> None:
+        self.app.service_updated.subscribe(self, self.apply_update)
+        self.set_interval(1.0, self._tick)
+        self.apply_update(ServiceUpdate(all_hosts=True, prs=True, status=True))
+        self.grid.focus()
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width >= WIDE, "-wide")
+        self._titles()
+
+    def _tick(self) -> None:
+        self.query_one(StatusHeader).tick()
+
+    # --- service updates ------------------------------------------------------
+
+    def apply_update(self, update: ServiceUpdate) -> None:
+        service = self.app.service
+        if service is None:
+            self.query_one(StatusHeader).show(None)
+            return
+        grid = self.grid
+        if update.all_hosts:
+            hosts = service.hosts()
+            grid.set_settings({h.id: self._settings(h.id) for h in hosts})
+            grid.set_hosts(hosts)
+        elif update.hosts:
+            changed, removed = [], []
+            for host_id in update.hosts:
+                host = service.host(host_id)
+                (removed.append(host_id) if host is None else changed.append(host))
+            new = [h for h in changed if grid.host(h.id) is None]
+            if new:
+                settings = {h: self._settings(h) for h in grid.visible_ids}
+                settings.update({h.id: self._settings(h.id) for h in new})
+                grid.set_settings(settings)
+            grid.update_hosts(changed, removed)
+        held = service.held()
+        if held != set(grid.held):
+            grid.set_held(held)
+        if update.prs or update.all_hosts:
+            self._show_prs()
+        if update.status:
+            self.query_one(StatusHeader).show(service.status)
+        if update.fleet or update.prs:
+            self._titles()
+
+    def _settings(self, host_id: str) -> HostSettings:
+        cfg = self.app.service.host_config(host_id)
+        return HostSettings(canary=cfg.canary, priority=cfg.priority, auto_update=cfg.auto_update)
+
+    def refresh_settings(self) -> None:
+        grid = self.grid
+        grid.set_settings({h: self._settings(h) for h in grid.visible_ids})
+
+    def _show_prs(self) -> None:
+        service = self.app.service
+        states = list(service.prs)
+        pr_list = self.query_one(PRList)
+        pr_list.show(states)
+        self._show_detail(pr_list.focused_number)
+        pending = service.pending_update()
+        headline = service.update_headline() if pending is not None else None
+        self.grid.set_pending(pending is not None, f"Update PR pending: {headline}" if headline else "")
+        detail = ""
+        if service.status.github in ("error", "rate-limited") and service.status.github_detail:
+            detail = f"GitHub: {service.status.github_detail}"
+        self.query_one(StatusLine).show(headline, pending.pr.number if pending else None, detail)
+
+    def _show_detail(self, number: int | None) -> None:
+        service = self.app.service
+        state = next((s for s in service.prs if s.pr.number == number), None) if service else None
+        self.query_one(PRDetail).show(state)
+
+    def _titles(self) -> None:
+        grid = self.grid
+        wide = self.has_class("-wide")
+        service = self.app.service
+        n_prs = len(service.prs) if service else 0
+        online = sum(1 for h in grid.visible_ids if (host := grid.host(h)) is not None and host.online)
+        title = Text(no_wrap=True, overflow="ellipsis")
+        title.append(" Fleet ", style="bold")
+        shown = len(grid.visible_ids)
+        count = f"{shown}/{grid.total}" if grid.host_filter.active else f"{grid.total}"
+        title.append(f"{count} hosts · {online} online", style="dim")
+        if grid.selected:
+            title.append(f" · {len(grid.selected)} selected", style="bold")
+        held = len(grid.held)
+        if held:
+            title.append(f" · {held} held", style="yellow")
+        title.append(f" · sort {grid.sort_mode.value}", style="dim")
+        if grid.host_filter.active:
+            title.append(f" · filter: {self.query_one(FilterInput).value}", style="italic")
+        if not wide:
+            title.append(f"  [tab] PRs ({n_prs})", style="dim")
+        self.query_one("#fleet-title", Static).update(title)
+        pr_title = Text(no_wrap=True, overflow="ellipsis")
+        pr_title.append(" Update PRs ", style="bold")
+        pr_title.append(f"{n_prs} open", style="dim")
+        if not wide:
+            pr_title.append("  [tab] next · fleet", style="dim")
+        self.query_one("#pr-title", Static).update(pr_title)
+
+    # --- grid and PR events ---------------------------------------------------
+
+    @on(HostGrid.ViewChanged)
+    @on(HostGrid.SelectionChanged)
+    def _grid_changed(self) -> None:
+        self._titles()
+
+    @on(HostGrid.Opened)
+    def _open_host(self, event: HostGrid.Opened) -> None:
+        from nfu_tui.ui.screens.host_detail import HostDetailScreen
+
+        self.app.push_screen(HostDetailScreen(event.host_id))
+
+    @on(HostGrid.HoldRequested)
+    def _hold(self, event: HostGrid.HoldRequested) -> None:
+        self.app.set_hold(list(event.host_ids), event.held)
+
+    @on(PRList.Focused)
+    def _pr_focused(self, event: PRList.Focused) -> None:
+        self._show_detail(event.number)
+
+    # --- panes ----------------------------------------------------------------
+
+    def _pane_order(self) -> list[Widget]:
+        return [self.grid, self.query_one(PRList), self.query_one(PRDetail)]
+
+    def show_pane(self, name: str) -> None:
+        """Make ``fleet`` or ``prs`` the visible pane (narrow layout)."""
+        self.set_class(name == "prs", "-show-prs")
+
+    def action_next_pane(self, step: int = 1) -> None:
+        order = self._pane_order()
+        focused = self.focused
+        index = next((i for i, w in enumerate(order) if focused is w or (focused and w in focused.ancestors)), -1)
+        target = order[(index + step) % len(order)]
+        self.show_pane("fleet" if target is self.grid else "prs")
+        target.focus()
+
+    def on_descendant_focus(self, event: Any) -> None:
+        widget = event.widget
+        if isinstance(widget, (PRList, PRDetail)):
+            self.show_pane("prs")
+        elif isinstance(widget, (HostGrid, FilterInput)):
+            self.show_pane("fleet")
+
+    def focus_pr(self, number: int) -> bool:
+        """Focus an update PR in the list (switching to the PR pane)."""
+        pr_list = self.query_one(PRList)
+        if not pr_list.focus_number(number):
+            return False
+        self.show_pane("prs")
+        pr_list.focus()
+        return True
+
+    # --- filter -------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        self.show_pane("fleet")
+        box = self.query_one(FilterInput)
+        box.add_class("-visible")
+        self.set_focus(box)  # synchronously: keys typed right after "/" go to the box
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.grid.set_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        box = self.query_one(FilterInput)
+        if not event.value:
+            box.remove_class("-visible")
+            self.grid.set_filter("")
+        self.grid.focus()
+
+    # --- actions --------------------------------------------------------------
+
+    def action_merge_deploy(self) -> None:
+        service = self.app.service
+        if service is None:
+            return
+        number = self.query_one(PRList).focused_number
+        if number is None:
+            pending = service.pending_update()
+            number = pending.pr.number if pending else None
+        if number is None:
+            self.app.notify("There is no open update PR to deploy.", title="Nothing to deploy", severity="warning")
+            return
+        targets = sorted(self.grid.selected) or None
+        self.app.plan_deploy(number, targets)
+
+    def action_show_deploy(self) -> None:
+        self.app.show_deploy()

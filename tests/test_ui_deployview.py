@@ -1,0 +1,97 @@
+"""The deploy screen's model, folded from real engine events."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from nfu_tui.config import Config
+from nfu_tui.core import engine as eng
+from nfu_tui.core.plan import make_plan
+from nfu_tui.models import Host
+from nfu_tui.ui.deployview import DeployView
+from nfu_tui.ui.screens.deploy import failure_text, row_cells
+
+T0 = datetime(2026, 5, 17, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def plan():
+    hosts = [
+        Host(id=n, hostname=n, status="offline" if n == "hsb8" else "online", device_type=d, location="home")
+        for n, d in (("gpc0", "gaming"), ("hsb0", "server"), ("hsb1", "server"), ("hsb8", "server"))
+    ]
+    cfg = Config.model_validate({"hosts": {"gpc0": {"canary": True}}})
+    return make_plan(hosts, cfg, held={"hsb1"}, pr_number=42, head_sha="a" * 40)
+
+
+def result(status, outcomes=()):
+    return eng.RunResult(7, status, 42, merge_sha="m" * 40, outcomes=tuple(outcomes))
+
+
+def test_rows_follow_the_plan_order_with_queued_hosts_marked():
+    view = DeployView.from_plan(plan(), lambda: at(0))
+    assert view.order == ["gpc0", "hsb0", "hsb8"]  # hsb1 held: not a row
+    assert view.rows["gpc0"].canary and view.rows["hsb8"].state == "queued"
+    assert view.counts() == (0, 3) and not view.finished
+
+
+def test_a_failed_run_folds_into_rows_stage_and_a_failure_panel():
+    clock = [at(0)]
+    view = DeployView.from_plan(plan(), lambda: clock[0])
+    events = [
+        eng.RunStarted(at=at(0), run_id=7, pr_number=42, head_sha="a" * 40, hosts=("gpc0", "hsb0", "hsb8")),
+        eng.MergeRequested(at=at(1), run_id=7, pr_number=42, head_sha="a" * 40),
+        eng.Merged(at=at(2), run_id=7, pr_number=42, merge_sha="m" * 40),
+        eng.HostStarted(at=at(3), run_id=7, host="gpc0", phase="pull"),
+        eng.HostStarted(at=at(8), run_id=7, host="gpc0", phase="switch"),
+    ]
+    assert not any(view.apply(e) for e in events)
+    clock[0] = at(20)
+    row = view.rows["gpc0"]
+    assert (row.state, row.phase, row.elapsed(clock[0])) == ("running", "switch", "0:17")
+    assert view.stage == "deploying" and view.merge_sha == "m" * 40 and view.run_id == 7
+    hostile = ("error: builder failed", "[bold]not markup[/bold] [/nix/store/abc]")
+    failed = eng.HostOutcome("gpc0", eng.Outcome.FAILED, "switch", "exit 1", hostile)
+    view.apply(eng.HostFinished(at=at(30), run_id=7, host="gpc0", outcome=failed))
+    skipped = eng.HostOutcome("hsb0", eng.Outcome.SKIPPED, detail="an earlier host failed")
+    view.apply(eng.HostFinished(at=at(30), run_id=7, host="hsb0", outcome=skipped))
+    assert view.rows["gpc0"].elapsed(at(99)) == "0:27"  # frozen once finished
+    res = result(eng.RunStatus.FAILED, [failed, skipped])
+    finished = eng.RunFinished(at=at(31), run_id=7, result=res, notification=eng.notification_for(res))
+    assert view.apply(finished) is True
+    assert view.finished and view.succeeded is False
+    assert view.counts() == (2, 3)
+    panel = failure_text(view)
+    assert panel is not None
+    assert "✗ gpc0 failed in switch: exit 1" in panel.plain
+    assert "[bold]not markup[/bold] [/nix/store/abc]" in panel.plain  # shown literally
+    assert "alert only" in panel.plain
+    cells = [c.plain for c in row_cells(view.rows["gpc0"], at(40))]
+    assert cells[:5] == ["1", "gpc0 ★", "✗ failed", "switch", "0:27"]
+
+
+def test_refused_merge_and_worker_errors_explain_themselves():
+    view = DeployView.from_plan(plan(), lambda: at(0))
+    view.apply(eng.MergeRefused(at=at(1), run_id=7, pr_number=42, reason="CI is failing"))
+    view.finish(eng.RunResult(7, eng.RunStatus.REFUSED, 42, message="CI is failing"))
+    panel = failure_text(view)
+    assert panel is not None and "Merge refused: CI is failing" in panel.plain
+    assert "Nothing was merged or deployed" in panel.plain
+
+    other = DeployView.from_plan(plan(), lambda: at(0))
+    assert failure_text(other) is None
+    other.fail("Another deploy is running: deploy running in nfu-tui auto (pid 1, a@b)")
+    assert other.finished and "nfu-tui auto" in failure_text(other).plain
+
+
+def test_queued_hosts_leave_the_run_waiting():
+    view = DeployView.from_plan(plan(), lambda: at(0))
+    view.apply(eng.Merged(at=at(1), run_id=7, pr_number=42, merge_sha="m" * 40))
+    for host in ("gpc0", "hsb0"):
+        view.apply(eng.HostStarted(at=at(2), run_id=7, host=host, phase="pull"))
+        view.apply(eng.HostFinished(at=at(3), run_id=7, host=host, outcome=eng.HostOutcome(host, eng.Outcome.OK)))
+    assert view.stage == "waiting-queued"
+    assert view.counts() == (2, 3)
