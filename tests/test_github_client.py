@@ -824,6 +824,15 @@ async def test_revert_pull_graphql_error_with_200(client: GitHubClient, api: Fak
     assert_no_secret(info.value)
 
 
+async def test_configured_graphql_host_is_trusted(make_client, api: FakeAPI) -> None:
+    client = make_client(graphql_url="https://graphql.github.test/graphql")
+    payload = {"data": {"revertPullRequest": {"revertPullRequest": {"number": 43}}}}
+    api.add("POST", "/graphql", reply(200, payload))
+    api.add("GET", f"/repos/{REPO}/pulls/43", reply(200, pr_item(43)))
+    assert (await client.revert_pull("PR_node41")).number == 43
+    assert api.requests[0].url.host == "graphql.github.test"
+
+
 async def test_graphql_url_defaults(make_client) -> None:
     assert make_client().graphql_url == f"{API}/graphql"
     assert make_client(api_url="https://ghe.corp/api/v3").graphql_url == "https://ghe.corp/api/graphql"

@@ -83,6 +83,11 @@ def _quote_path(path: str) -> str:
     return "/".join(quote(seg, safe="") for seg in path.strip("/").split("/"))
 
 
+def _origin_of(url: str) -> tuple[str, str, int | None]:
+    parsed = httpx.URL(url)
+    return parsed.scheme, parsed.host, parsed.port
+
+
 def _graphql_url(api_url: str) -> str:
     base = api_url.rstrip("/")
     if base.endswith("/api/v3"):  # GitHub Enterprise Server
@@ -251,6 +256,7 @@ class GitHubClient:
         self.api_url = api_url.rstrip("/")
         self.graphql_url = graphql_url or _graphql_url(self.api_url)
         self._origin = httpx.URL(self.api_url)
+        self._trusted_origins = {_origin_of(self.api_url), _origin_of(self.graphql_url)}
         self._repo_path = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
         self.__read_token = _secret(token)
         self.__write_token = _secret(write_token) or self.__read_token
@@ -303,9 +309,8 @@ class GitHubClient:
     def _absolute(self, url: str) -> str:
         if not url.startswith(("http://", "https://")):
             return self.api_url + url
-        target = httpx.URL(url)
-        if (target.scheme, target.host, target.port) != (self._origin.scheme, self._origin.host, self._origin.port):
-            raise GitHubError(f"refusing to follow a link to another host ({target.host})")
+        if _origin_of(url) not in self._trusted_origins:
+            raise GitHubError(f"refusing to send the token to another host ({httpx.URL(url).host})")
         return url
 
     @staticmethod
