@@ -43,6 +43,7 @@ class FakeRest:
         self.rate_limited = False
         self.stale_csrf_for: int = 0  # next N mutating requests see a "rotated" token → 403
         self.redirect_all = False  # every session is refused (e.g. clock skew, broken proxy)
+        self.login_errors: list[int] = []  # statuses the next login attempts answer with
 
     def expire_all(self) -> None:
         self.sessions.clear()
@@ -85,6 +86,8 @@ class FakeRest:
     def _login(self, request: httpx.Request) -> httpx.Response:
         form = parse_qs(request.content.decode())
         self.login_forms.append(form)
+        if self.login_errors:
+            return httpx.Response(self.login_errors.pop(0), text="Bad Gateway\n")
         if self.rate_limited:
             return httpx.Response(302, headers={"location": "/login?error=Too+many+attempts.+Please+wait."})
         if form.get("password") != [PASSWORD]:
@@ -611,6 +614,31 @@ async def test_stream_wrong_password_ends_stream(rest: FakeRest) -> None:
         with pytest.raises(LoginFailed):
             await collect(c, lambda ev: False)
         await c.aclose()
+
+
+async def test_stream_manual_totp_session_expiry_needs_the_user(rest: FakeRest) -> None:
+    rest.totp_secret = TOTP_SECRET
+    async with WSServer(rest) as srv:
+        srv.scripts = [lambda ws, s: hang(ws)]
+        c = make_client(rest, url=srv.url, sleep=FakeSleep())
+        await c.login(totp_code=totp(TOTP_SECRET))
+        rest.expire_all()
+        with pytest.raises(SessionExpired, match="fresh TOTP code"):
+            await collect(c, lambda ev: False)
+        await c.aclose()
+    assert rest.logins == 1  # no blind login attempt
+
+
+async def test_stream_login_server_error_is_transient(rest: FakeRest) -> None:
+    sleep = FakeSleep()
+    async with WSServer(rest) as srv:
+        srv.scripts = [lambda ws, s: hang(ws)]
+        rest.login_errors = [502, 500]
+        c = make_client(rest, url=srv.url, sleep=sleep)
+        events = await collect(c, lambda ev: isinstance(ev[-1], Connected))
+        await c.aclose()
+    assert [type(e).__name__ for e in events] == ["Disconnected", "Disconnected", "Connected"]
+    assert "502" in events[0].reason and sleep.delays == [1.0, 2.0]
 
 
 async def test_stream_unreachable_dashboard_keeps_retrying(rest: FakeRest) -> None:

@@ -471,7 +471,9 @@ class DashboardClient:
                     status=exc.response.status_code,
                 ) from None
             except TimeoutError:
-                raise DashboardUnavailable("The dashboard sent no initial state over /ws in time.") from None
+                raise DashboardUnavailable(
+                    "The dashboard did not open /ws or send its initial state in time."
+                ) from None
             except (OSError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
                 raise DashboardUnavailable(f"Cannot open the dashboard WebSocket: {_describe(exc)}.") from None
         raise SessionExpired("The dashboard refused the WebSocket session twice.")  # pragma: no cover
@@ -495,7 +497,10 @@ class DashboardClient:
         the retry delay) whenever the connection fails; reconnects with backoff 1 s
         doubling to 30 s, logs in again after a 401, and treats a connection silent
         for longer than ``ws_idle_timeout`` as dead. Wrong credentials
-        (:class:`LoginFailed` other than rate limiting) end the stream with that error.
+        (:class:`LoginFailed` other than rate limiting) end the stream with that error,
+        as does an expired session that was opened with a typed TOTP code
+        (:class:`SessionExpired`): both need the user. Other dashboard errors are
+        reported as :class:`Disconnected` and retried.
         """
         delay = BACKOFF_START
         while not self._closed:
@@ -520,6 +525,10 @@ class DashboardClient:
                 status = exc.response.status_code
                 if status == 401:
                     self._cookie = None
+                    if self._manual_totp:
+                        raise SessionExpired(
+                            "The dashboard session expired; log in again with a fresh TOTP code.", status=401
+                        ) from None
                     reason = "the dashboard refused the session (401); logging in again"
                 else:
                     reason = f"WebSocket handshake refused (HTTP {status})"
@@ -527,11 +536,11 @@ class DashboardClient:
                 reason = "the dashboard closed the connection" if exc.rcvd is not None else "connection lost"
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
                 reason = f"cannot connect: {_describe(exc)}"
-            except DashboardUnavailable as exc:
-                reason = exc.message
             except LoginFailed as exc:
                 if not exc.rate_limited:
-                    raise
+                    raise  # wrong password / TOTP needed: retrying cannot help
+                reason = exc.message
+            except DashboardError as exc:  # unreachable, 5xx, odd answers: transient
                 reason = exc.message
             finally:
                 self._ws = None

@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -107,7 +108,7 @@ class OutputLine:
     op: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class FleetSnapshot:
     """An immutable view of the fleet at one moment (hosts ordered by name)."""
 
@@ -123,10 +124,16 @@ class FleetSnapshot:
     def host(self, host_id: str) -> Host | None:
         return self.hosts.get(host_id)
 
-    def commands_for(self, host_id: str) -> list[Command]:
+    @cached_property
+    def _commands_by_host(self) -> dict[str, tuple[Command, ...]]:
+        index: dict[str, list[Command]] = {}
+        for command in sorted(self.commands.values(), key=lambda c: (c.created_at, c.id), reverse=True):
+            index.setdefault(command.host_id, []).append(command)
+        return {host_id: tuple(cmds) for host_id, cmds in index.items()}
+
+    def commands_for(self, host_id: str) -> tuple[Command, ...]:
         """Commands of a host, newest first (by creation time, then id)."""
-        cmds = [c for c in self.commands.values() if c.host_id == host_id]
-        return sorted(cmds, key=lambda c: (c.created_at, c.id), reverse=True)
+        return self._commands_by_host.get(host_id, ())
 
     def active_command(self, host_id: str) -> Command | None:
         """The command really running on a host, if any.
@@ -142,11 +149,6 @@ class FleetSnapshot:
             if command.status == "VALIDATING" or (host is not None and host.pending_command):
                 return command
         return None
-
-
-EMPTY_SNAPSHOT = FleetSnapshot(
-    None, MappingProxyType({}), MappingProxyType({}), (), MappingProxyType({}), False, False, None
-)
 
 
 class FleetModel:

@@ -8,7 +8,6 @@ carrying ``secret=``. Error messages never contain the secret.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import struct
 import time
