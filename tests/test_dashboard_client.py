@@ -461,6 +461,7 @@ class WSServer:
         self.handshakes: list[dict[str, str]] = []
         self.received: list[dict[str, Any]] = []
         self.reject: list[int] = []
+        self.unauth_redirect = False  # answer a bad session with 302 → /login instead of 401
         self.port = 0
 
     async def __aenter__(self) -> WSServer:
@@ -482,6 +483,10 @@ class WSServer:
             return connection.respond(self.reject.pop(0), "refused\n")
         cookie = self.rest._cookie(httpx.Request("GET", "http://x", headers={"cookie": request.headers.get("Cookie", "")}))
         if cookie not in self.rest.sessions:
+            if self.unauth_redirect:
+                response = connection.respond(HTTPStatus.FOUND, "")
+                response.headers["Location"] = "/login"
+                return response
             return connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
         return None
 
@@ -590,19 +595,21 @@ async def test_backoff_caps_at_30_seconds(rest: FakeRest) -> None:
     assert sleep.delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
 
 
-async def test_stream_401_relogs_in(rest: FakeRest) -> None:
+@pytest.mark.parametrize("redirect", [False, True], ids=["401", "302-to-login"])
+async def test_stream_401_relogs_in(rest: FakeRest, redirect: bool) -> None:
     async def script(ws: ServerConnection, srv: WSServer) -> None:
         await ws.send(init_msg(1))
         await hang(ws)
 
     async with WSServer(rest) as srv:
         srv.scripts = [script]
+        srv.unauth_redirect = redirect
         c = make_client(rest, url=srv.url, sleep=FakeSleep())
         await c.login()
         rest.expire_all()  # the dashboard forgot the session: /ws answers 401
         events = await collect(c, lambda ev: isinstance(ev[-1], Connected))
         await c.aclose()
-    assert isinstance(events[0], Disconnected) and "401" in events[0].reason
+    assert isinstance(events[0], Disconnected) and ("302" if redirect else "401") in events[0].reason
     assert rest.logins == 2
     assert srv.handshakes[-1]["cookie"].startswith("nixfleet_session=session2")
 

@@ -345,6 +345,19 @@ def test_parse_dispatch_mixed_results() -> None:
     assert results[3].status == "SUCCESS"
 
 
+def test_parse_dispatch_is_lenient_about_case_but_needs_a_command_id() -> None:
+    results = p.parse_dispatch(
+        {"results": [
+            {"command_id": "c1", "host_id": "a", "status": "executing"},
+            {"host_id": "b", "status": "EXECUTING"},
+            {"host_id": "c", "status": "Blocked", "code": "busy", "message": "m"},
+        ]},
+        ["a", "b", "c"],
+    )  # fmt: skip
+    assert [r.outcome for r in results] == ["started", "error", "blocked"]
+    assert "no status" not in results[1].message and "EXECUTING" in results[1].message
+
+
 def test_parse_dispatch_without_results_is_an_error() -> None:
     with pytest.raises(DashboardError):
         p.parse_dispatch({"results": None}, ["a"])

@@ -518,7 +518,9 @@ def parse_command_states(data: Any) -> dict[str, Command]:
 def parse_dispatch(data: Any, hosts: list[str]) -> list[DispatchResult]:
     """``POST /api/dispatch`` 200 body → one result per requested host entry (§3.4).
 
-    UPPERCASE statuses are successes (``started``); lowercase ``blocked``/``error`` are not.
+    UPPERCASE statuses with a ``command_id`` are successes (``started``); lowercase
+    ``blocked`` carries a validation code; ``error`` (or anything without a command id)
+    is an error.
     """
     out: list[DispatchResult] = []
     for raw in _list(data, "results"):
@@ -526,13 +528,14 @@ def parse_dispatch(data: Any, hosts: list[str]) -> list[DispatchResult]:
             continue
         status = _str(raw.get("status"))
         host_id = _str(raw.get("host_id"))
-        if status == "blocked":
+        command_id = _str(raw.get("command_id"))
+        if status.lower() == "blocked":
             out.append(DispatchResult(host_id, "blocked", status, "", _str(raw.get("code")), _str(raw.get("message"))))
-        elif status == "error" or not status or status != status.upper():
-            message = _str(raw.get("error") or raw.get("message")) or "unknown error"
-            out.append(DispatchResult(host_id, "error", status, "", "", message))
+        elif status.lower() == "error" or not command_id:
+            message = _str(raw.get("error") or raw.get("message")) or f"dispatch failed ({status or 'no status'})"
+            out.append(DispatchResult(host_id, "error", status, "", _str(raw.get("code")), message))
         else:
-            out.append(DispatchResult(host_id, "started", status, _str(raw.get("command_id"))))
+            out.append(DispatchResult(host_id, "started", status, command_id))
     if not out and hosts:
         raise DashboardError("POST /api/dispatch: the dashboard returned no per-host results.")
     return out

@@ -81,6 +81,17 @@ class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
         return False
 
 
+class _connect_no_redirects(connect):  # noqa: N801 - a drop-in for websockets' ``connect``
+    """``connect`` that reports redirects instead of following them.
+
+    The dashboard's "no session" answer may be a redirect to ``/login``; following it
+    would only hide the session loss (and loop until the redirect limit).
+    """
+
+    def process_redirect(self, exc: Exception) -> Exception:
+        return exc
+
+
 def _secret(value: SecretStr | str | None) -> SecretStr | None:
     if value is None or isinstance(value, SecretStr):
         return value if value is None or value.get_secret_value() else None
@@ -436,7 +447,7 @@ class DashboardClient:
     # ---------------------------------------------------------------------- /ws
 
     def _ws_connect(self) -> connect:
-        return connect(
+        return _connect_no_redirects(
             self._ws_url,
             additional_headers={"Cookie": f"{SESSION_COOKIE}={self._cookie}"},
             user_agent_header=self._user_agent,
@@ -463,7 +474,10 @@ class DashboardClient:
                                 model.apply(data)
                 return model.snapshot()
             except InvalidStatus as exc:
-                if exc.response.status_code == 401 and attempt == 0:
+                refused = exc.response.status_code == 401 or is_login_redirect(
+                    exc.response.status_code, exc.response.headers.get("Location", "")
+                )
+                if refused and attempt == 0:
                     self._cookie = None  # session gone: log in again once
                     continue
                 raise DashboardUnavailable(
@@ -523,13 +537,13 @@ class DashboardClient:
                             yield Message(data)
             except InvalidStatus as exc:
                 status = exc.response.status_code
-                if status == 401:
+                if status == 401 or is_login_redirect(status, exc.response.headers.get("Location", "")):
                     self._cookie = None
                     if self._manual_totp:
                         raise SessionExpired(
                             "The dashboard session expired; log in again with a fresh TOTP code.", status=401
                         ) from None
-                    reason = "the dashboard refused the session (401); logging in again"
+                    reason = f"the dashboard refused the session (HTTP {status}); logging in again"
                 else:
                     reason = f"WebSocket handshake refused (HTTP {status})"
             except ConnectionClosed as exc:
