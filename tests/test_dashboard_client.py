@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -556,6 +557,23 @@ async def test_stream_handshake_headers_and_messages(rest: FakeRest) -> None:
     assert headers["cookie"].startswith("nixfleet_session=session1")
     assert headers["user-agent"].startswith("nfu-tui/")
     assert "sec-websocket-extensions" not in headers
+
+
+async def test_websocket_debug_log_redacts_the_cookie(rest: FakeRest, caplog: pytest.LogCaptureFixture) -> None:
+    async def script(ws: ServerConnection, srv: WSServer) -> None:
+        await ws.send(init_msg(1))
+        await hang(ws)
+
+    caplog.set_level(logging.DEBUG)
+    async with WSServer(rest) as srv:
+        srv.scripts = [script]
+        c = make_client(rest, url=srv.url)
+        await collect(c, lambda ev: isinstance(ev[-1], Message))
+        await c.aclose()
+    cookie = next(iter(rest.sessions))
+    ours = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("websockets.server"))
+    assert "> Cookie: <redacted>" in ours  # the client's handshake was logged…
+    assert cookie not in ours and PASSWORD not in ours  # …without the secret
 
 
 async def test_stream_reconnects_with_doubling_backoff(rest: FakeRest) -> None:

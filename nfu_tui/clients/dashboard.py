@@ -63,6 +63,20 @@ __all__ = ["DashboardClient", "Connected", "Disconnected", "Message", "StreamEve
 
 log = logging.getLogger(__name__)
 
+
+class _RedactCookies(logging.Filter):
+    """websockets logs every handshake header at DEBUG; keep the session cookie out of it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 2 and str(args[0]).lower() in ("cookie", "set-cookie"):
+            record.args = (args[0], "<redacted>")
+        return True
+
+
+ws_log = logging.getLogger(f"{__name__}.websocket")
+ws_log.addFilter(_RedactCookies())
+
 BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0
 # The dashboard sends a ``sync`` beacon every 30 s, so a healthy connection is never
@@ -457,6 +471,7 @@ class DashboardClient:
             ping_interval=20,
             ping_timeout=20,
             close_timeout=2,
+            logger=ws_log,
         )
 
     async def full_state(self) -> FleetSnapshot:
