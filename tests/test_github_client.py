@@ -220,6 +220,16 @@ async def test_rate_budget_is_exposed(client: GitHubClient, api: FakeAPI) -> Non
     assert client.requests_made == 1
 
 
+async def test_deprecation_is_logged_once(client: GitHubClient, api: FakeAPI, caplog: pytest.LogCaptureFixture) -> None:
+    sunset = {"deprecation": "Sat, 01 Jan 2028 00:00:00 GMT", "sunset": "Fri, 10 Mar 2028 00:00:00 GMT"}
+    api.add("GET", f"/repos/{REPO}/pulls/41", reply(200, pr_item(mergeable=True), headers=sunset))
+    with caplog.at_level("WARNING", logger="nfu_tui.clients.github"):
+        await client.get_pull(41)
+        await client.get_pull(41)
+    warnings = [r for r in caplog.records if "deprecated" in r.getMessage()]
+    assert len(warnings) == 1 and "2022-11-28" in warnings[0].getMessage()
+
+
 # --- detection, ETags, pagination -----------------------------------------------------
 
 

@@ -271,6 +271,7 @@ class GitHubClient:
         self._files: OrderedDict[tuple[int, str], tuple[str, ...]] = OrderedDict()
         self._update_prs: list[UpdatePR] | None = None
         self._viewer: str | None = None
+        self._deprecation_logged = False
         self.rate = RateBudget()
         self.rates: dict[str, RateBudget] = {}
         self.requests_made = 0
@@ -319,7 +320,12 @@ class GitHubClient:
             return "anonymous"
         return hashlib.sha256(b"nfu-tui:" + token.get_secret_value().encode()).hexdigest()[:16]
 
-    def _note_rate(self, headers: httpx.Headers) -> None:
+    def _note_headers(self, headers: httpx.Headers) -> None:
+        """Track the rate budget; warn once when the pinned API version nears its end (§1.1)."""
+        sunset = headers.get("sunset") or headers.get("deprecation")
+        if sunset and not self._deprecation_logged:
+            self._deprecation_logged = True
+            log.warning("GitHub API version %s is deprecated (sunset: %s)", proto.API_VERSION, sunset)
         budget = proto.parse_rate_budget(headers)
         if budget is None:
             return
@@ -368,7 +374,7 @@ class GitHubClient:
                 ) from None
             except httpx.RequestError as exc:  # e.g. too many redirects
                 raise GitHubError(f"GitHub request failed: {type(exc).__name__}") from None
-            self._note_rate(resp.headers)
+            self._note_headers(resp.headers)
             status, body = resp.status_code, resp.content
             if status == 304 and cached is not None:
                 return _Reply(200, resp.headers, cached.body, cached.link, True)
