@@ -519,6 +519,10 @@ async def test_git_refs(gh: FakeGitHub, client: httpx.AsyncClient) -> None:
     assert r.status_code == 422 and r.json()["message"] == "Reference does not exist"
     r = await client.patch(f"{REPO}/git/refs/heads/gone", json={"sha": head})
     assert r.status_code == 422 and r.json()["message"] == "Reference does not exist"
+    assert (await client.delete(f"{REPO}/git/refs/heads/main")).status_code == 422
+    assert (await client.delete(f"{REPO}/git/refs/heads/draft-bump")).status_code == 204
+    closed = (await client.get(f"{REPO}/pulls/45")).json()  # its head branch is gone
+    assert closed["state"] == "closed" and closed["merged"] is False
 
 
 async def test_create_and_close_pull(gh: FakeGitHub, client: httpx.AsyncClient) -> None:
@@ -696,12 +700,17 @@ async def test_server_errors(gh: FakeGitHub, client: httpx.AsyncClient) -> None:
     assert (await client.get(f"{REPO}/pulls")).status_code == 200
 
 
-async def test_delay(gh: FakeGitHub) -> None:
-    gh.faults.delay_seconds = 0.5
-    async with httpx.AsyncClient(base_url=gh.url, headers=headers(gh.token), timeout=0.02) as c:
-        with pytest.raises(httpx.ReadTimeout):
-            await c.get(f"{REPO}/pulls")
-    gh.faults.delay_seconds = 0.0
+async def test_delay(gh: FakeGitHub, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr("nfu_tui.sim.github._sleep", sleep)
+    await client.get(f"{REPO}/pulls")
+    gh.faults.delay_seconds = 1.5
+    assert (await client.get(f"{REPO}/pulls")).status_code == 200
+    assert slept == [1.5]
 
 
 async def test_primary_limit_exhausted_and_recovered(gh: FakeGitHub, client: httpx.AsyncClient) -> None:

@@ -45,6 +45,7 @@ from nfu_tui.sim.scenario import CI_STATES, PRSpec, Scenario
 __all__ = ["FakeGitHub", "GitHubFaults", "RepoSettings", "LoggedRequest"]
 
 log = logging.getLogger(__name__)
+_sleep = asyncio.sleep  # the delay fault's clock (tests replace it)
 
 API_VERSIONS = ("2022-11-28", "2026-03-10")
 DEFAULT_API_VERSION = "2022-11-28"
@@ -468,7 +469,7 @@ class FakeGitHub:
 
     async def _respond(self, request: web.Request) -> _Reply:
         if self.faults.delay_seconds > 0:
-            await asyncio.sleep(self.faults.delay_seconds)
+            await _sleep(self.faults.delay_seconds)
         self._seq += 1
         rid = f"C0DE:{self._seq:04X}:{self._repo_id:06X}:{self._seq * 7919 % 0xFFFFFF:06X}:{int(self._now0):08X}"
         path = request.path.rstrip("/") or "/"
@@ -974,12 +975,13 @@ class FakeGitHub:
         return new.sha
 
     def _delete_branch(self, branch: str) -> None:
-        del self._git.refs[branch]
+        """Delete a branch; open PRs from or into it are closed, as GitHub does."""
+        old = self._git.refs.pop(branch)
         now = time.time()
         for pr in self._prs.values():
-            if pr.state == "open" and pr.head_ref == branch:
+            if pr.state == "open" and branch in (pr.head_ref, pr.base_ref):
+                pr.frozen_base_sha = old if pr.base_ref == branch else self._git.refs.get(pr.base_ref)
                 pr.state, pr.closed_at, pr.updated_at = "closed", now, now
-                pr.frozen_base_sha = self._git.refs.get(pr.base_ref)
 
     def _pr_base_sha(self, pr: _PR) -> str:
         if pr.state != "open" and pr.frozen_base_sha:
@@ -1626,8 +1628,7 @@ class FakeGitHub:
         return _Reply(200, {
             "url": self._api(f"/repos/{display}/compare/{base}...{head}"),
             "html_url": f"{WEB}/{display}/compare/{base}...{head}",
-            "permalink_url": f"{WEB}/{display}/compare/{display.split('/')[0]}:{base[:7]}...{display.split('/')[0]}:"
-                             f"{head[:7]}",
+            "permalink_url": f"{WEB}/{display}/compare/{display.split('/')[0]}:{base}...{display.split('/')[0]}:{head}",
             "diff_url": f"{WEB}/{display}/compare/{base}...{head}.diff",
             "patch_url": f"{WEB}/{display}/compare/{base}...{head}.patch",
             "base_commit": base_commit, "merge_base_commit": merge_base, "status": status, "ahead_by": ahead,
