@@ -21,6 +21,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
+# The demo's own settings: poll often, one canary with a short soak so a deploy shows every phase.
+DEMO_SETTINGS = {
+    "github": {"poll_minutes": 1},
+    "flake_updates": {"automation": {"canary_wait_minutes": 0.25}},
+    "hosts": {"gpc0": {"canary": True, "priority": 1}, "web-01": {"auto_update": False}},
+}
+
+
 def run(args: argparse.Namespace) -> int:
     import os
     import tempfile
@@ -54,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         from nfu_tui.sim.runner import SimulatorThread
 
         with SimulatorThread(scenario) as sim:
-            config_path = sim.write_config(base / "sim", github={"poll_minutes": 1})
+            config_path = sim.write_config(base / "sim", **DEMO_SETTINGS)
             cfg = load_config(config_path)
             secrets = resolve_secrets(cfg, env={}, use_gh=False)
             return run_app(cfg, secrets, lock_label="the nfu-tui demo")
