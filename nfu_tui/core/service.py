@@ -114,6 +114,7 @@ class FleetService:
         self._tick = asyncio.Event()
         self.engine: Any = None
         self._github_login: str | None = None
+        self.tracked_prs: set[int] = set()  # shown although detection skips them (revert PRs nfu-tui opened)
 
     # ------------------------------------------------------------ construction
 
@@ -212,11 +213,12 @@ class FleetService:
         self.status = replace(self.status, **changes)
         self._emit(ServiceEvent("status"))
 
-    def notify(self, notification: Notification) -> None:
-        """Tell the user (toast/log) and, when configured, the webhook."""
+    def notify(self, notification: Notification) -> asyncio.Future[Any] | None:
+        """Tell the user (toast/log) and, when configured, the webhook (returned: await it to be sure it went)."""
         self._emit(ServiceEvent("notify", payload=notification))
         if self.notifier is not None:
-            asyncio.ensure_future(self.notifier.send(notification))
+            return asyncio.ensure_future(self.notifier.send(notification))
+        return None
 
     # ------------------------------------------------------------- dashboard
 
@@ -374,6 +376,12 @@ class FleetService:
         """One detection cycle: list update PRs, (re)explain the ones whose head or base moved."""
         assert self.github is not None
         prs = await self.github.list_update_prs()
+        for number in sorted(self.tracked_prs - {p.number for p in prs}):
+            extra = await self.github.get_pull(number, wait_mergeable=False)
+            if extra.state == "open" and not extra.merged:
+                prs.append(extra)
+            else:
+                self.tracked_prs.discard(number)
         new_states: list[PRState] = []
         seen: set[int] = set()
         for pr in prs:
@@ -461,6 +469,11 @@ class FleetService:
         self.status = replace(self.status, rate=self.github.rate)
         self._emit(ServiceEvent("prs"))
 
+    def track_pr(self, number: int) -> None:
+        """Show PR ``number`` with the update PRs while it is open (e.g. a revert PR to merge like an update)."""
+        self.tracked_prs.add(number)
+        self._refresh.set()
+
     def pending_update(self) -> PRState | None:
         """The newest update PR that no other supersedes."""
         for state in self.prs:
@@ -542,6 +555,7 @@ class FleetService:
 
         if self.github is None or self.dashboard is None:
             raise NfuError("deploying needs both GitHub and the dashboard configured")
+        kw.setdefault("lock", lambda: DeployLock(label=self.lock_label))
         engine = DeployEngine(
             self.github,
             self.dashboard,
@@ -549,7 +563,6 @@ class FleetService:
             self.store,
             self.config,
             notifier=self.notifier,
-            lock=lambda: DeployLock(label=self.lock_label),
             on_event=lambda ev: self._emit(ServiceEvent("deploy", payload=ev)),
             **kw,
         )
