@@ -668,6 +668,35 @@ async def test_resume_switch_without_trace_is_rerun_but_unknown_command_is_not(s
     assert o.outcome is Outcome.FAILED and "outcome is unknown" in o.detail
 
 
+async def test_resume_switch_dispatched_but_unjournaled(store: Store, tmp_path: Path) -> None:
+    """Killed between the dispatch and journaling its command id: the dashboard decides."""
+    ports = FakePorts(FLEET[:2])
+    config = cfg()
+    plan = plan_for(ports, config)
+    run_id = store.create_run("deploy", actor="t", pr=42, head_sha=HEAD, plan=plan.to_dict())
+    store.record(run_id, "merged", sha=MERGE)
+    for host in ("gpc0", "hsb0"):
+        store.record(run_id, "host_started", host=host, phase="pull")
+        store.record(run_id, "pull_done", host=host)
+        store.record(run_id, "host_started", host=host, phase="switch")
+    # gpc0's switch finished meanwhile: System was stamped after the start (second precision, Z).
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ports.hosts_["gpc0"] = ports.hosts_["gpc0"].with_changes(
+        system=StatusCheck(CompartmentState.OK, "Last switch succeeded", stamp))
+    # hsb0's switch is still running on the dashboard.
+    ports.commands["run-1"] = Command("run-1", "hsb0", "switch", "EXECUTING")
+    eng, _ = engine_for(ports, store, config, tmp_path)
+    task = asyncio.create_task(eng.resume(run_id, actor="t", queued_wait=0))
+    await asyncio.sleep(0.05)
+    await ports._finish("run-1", "SUCCESS")
+    result = await task
+    assert ports.dispatched == []  # neither switch is started again
+    assert result.outcome("gpc0").outcome is Outcome.OK and "interrupted switch completed" in result.outcome("gpc0").detail
+    assert result.outcome("hsb0").outcome is Outcome.OK
+    steps = store.get_run(run_id).steps
+    assert any(s.step == "command_dispatched" and s.data["command_id"] == "run-1" for s in steps)
+
+
 async def test_resume_rejects_finished_or_unknown_runs(store: Store, tmp_path: Path) -> None:
     ports = FakePorts(FLEET[:1])
     config = cfg()
@@ -702,3 +731,276 @@ async def test_events_carry_the_injected_clock(store: Store, tmp_path: Path) -> 
     lines = [e.line() for e in events]
     assert lines[0].startswith("run #1 started: PR #42 (aaaaaaa), 1 host(s)")
     assert "gpc0 pull started (force)" in lines and "gpc0: ok" in lines
+
+
+# ============================================= end to end against the simulator
+
+from nfu_tui.sim.scenario import HostSpec  # noqa: E402
+from nfu_tui.sim.testing import fast_scenario  # noqa: E402
+
+SIM_TIMEOUTS = Timeouts(pull=20, switch=30, merge_visible=20, gate_poll=0.05, queued_poll=0.2, resume_lookup=0.5)
+SMALL = [HostSpec("gpc0", "gaming", "home"), HostSpec("hsb0", "server", "home"), HostSpec("hsb1", "server", "home"),
+         HostSpec("csb0", "server", "cloud")]
+
+
+def scenario(*hosts: HostSpec, **kw: Any):
+    kw = {"speed": 400.0, "heartbeat_seconds": 0.05, **kw}
+    return fast_scenario(hosts=[HostSpec(**{**vars(h), "faults": set(h.faults)}) for h in (hosts or SMALL)], **kw)
+
+
+class Deploy:
+    """A FleetService (the TUI's fleet view) on a started simulator, plus helpers."""
+
+    def __init__(self, sim: Any, tmp_path: Path, **config: Any) -> None:
+        from nfu_tui.clients.github import GitHubClient
+        from nfu_tui.config import load_config, resolve_secrets
+        from nfu_tui.core.service import FleetService
+        from nfu_tui.core.state import AppState
+
+        config.setdefault("flake_updates", {}).setdefault("automation", {}).setdefault("canary_wait_minutes", 0)
+        self.sim = sim
+        self.cfg = load_config(sim.write_config(tmp_path / "cfg", **config))
+        self.store = Store(tmp_path / "journal.sqlite3")
+        secrets = resolve_secrets(self.cfg, use_gh=False)
+        gh = self.cfg.github
+        # GitHub computes `mergeable` lazily (the fake answers null first); poll it quickly here.
+        github = GitHubClient(api_url=gh.api_url, repo=gh.repo, token=secrets.github_token,
+                              cache_dir=tmp_path / "cache", sleep=lambda s: asyncio.sleep(min(s, 0.05)))
+        self.service = FleetService(self.cfg, secrets, store=self.store, github=github,
+                                    state=AppState.load(tmp_path / "state.json"))
+        self.events: list[EngineEvent] = []
+
+    async def __aenter__(self) -> "Deploy":
+        await self.service.start()
+        expected = {h.name for h in self.sim.scenario.hosts}
+        assert await self.service.wait_until(
+            lambda: self.service.fleet.synced and {h.id for h in self.service.hosts()} == expected, 15)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.service.stop()
+        self.store.close()
+
+    def engine(self, **kw: Any) -> DeployEngine:
+        eng = self.service.make_engine(timeouts=kw.pop("timeouts", SIM_TIMEOUTS), **kw)
+        eng.subscribe(self.events.append)
+        return eng
+
+    async def plan(self, *, held: set[str] = frozenset(), automatic: bool = False, targets: list[str] | None = None):
+        pr_ = await self.service.github.get_pull(42)
+        return make_plan(self.service.hosts(), self.cfg, held, targets=targets, automatic=automatic,
+                         pr_number=42, head_sha=pr_.head_sha)
+
+    def ops(self) -> list[tuple[str, str]]:
+        """(host, op) of every command the dashboard created, in order."""
+        return [(c.host_id, c.op) for c in self.sim.dashboard.commands.values()]
+
+    def merge_requests(self) -> int:
+        return sum(1 for method, path, *_ in self.sim.github.request_log
+                   if method == "PUT" and path.endswith("/pulls/42/merge"))
+
+
+async def test_e2e_happy_path_merged_once_pull_then_switch_in_order(sim_factory: Any, tmp_path: Path) -> None:
+    sim = await sim_factory(scenario())
+    async with Deploy(sim, tmp_path) as d:
+        plan = await d.plan()
+        assert [e.host for e in plan.entries] == ["gpc0", "hsb0", "hsb1", "csb0"]
+        result = await d.engine().run(plan, actor="tester", queued_wait=0)
+        assert result.status is RunStatus.SUCCEEDED, result.summary()
+        assert d.merge_requests() == 1
+        head, _ = sim.github.default_branch_head()
+        assert result.merge_sha == head
+        assert d.ops() == [(h, op) for h in ["gpc0", "hsb0", "hsb1", "csb0"] for op in ("pull", "switch")]
+        statuses = {(c.host_id, c.op): c.status for c in sim.dashboard.commands.values()}
+        assert {statuses[(h, "switch")] for h in ("gpc0", "hsb0", "hsb1", "csb0")} == {"SUCCESS"}
+        # A pull that lands before version.json is republished ends PARTIAL (Lock not ok, §8 #42);
+        # the engine continues and says so.
+        for h in ("gpc0", "hsb0", "hsb1", "csb0"):
+            assert statuses[(h, "pull")] in ("SUCCESS", "PARTIAL")
+            if statuses[(h, "pull")] == "PARTIAL":
+                assert "partial: Lock status not ok after pull" in result.outcome(h).detail
+        for h in ("gpc0", "hsb0", "hsb1", "csb0"):
+            assert d.service.host(h).generation == head[:7]
+        run = d.store.get_run(result.run_id)
+        assert run.status == "succeeded" and run.merge_sha == head
+        assert set(run.host_outcomes.values()) == {"ok"}
+
+
+async def test_e2e_failure_on_third_host_stops_the_rest(sim_factory: Any, tmp_path: Path) -> None:
+    hosts = [HostSpec("a1", "desktop"), HostSpec("a2", "desktop"), HostSpec("a3", "desktop", faults={"switch_fails"}),
+             HostSpec("a4", "desktop"), HostSpec("a5", "desktop")]
+    sim = await sim_factory(scenario(*hosts))
+    async with Deploy(sim, tmp_path) as d:
+        result = await d.engine().run(await d.plan(), actor="tester", queued_wait=0)
+        assert result.status is RunStatus.FAILED
+        assert [o.outcome for o in result.outcomes] == [Outcome.OK, Outcome.OK, Outcome.FAILED,
+                                                        Outcome.SKIPPED, Outcome.SKIPPED]
+        failed = result.outcome("a3")
+        assert failed.phase == "switch" and "switch error (exit 1)" in failed.detail
+        assert any("failed to build" in line for line in failed.last_lines)
+        assert "after a3 failed" in result.outcome("a4").detail
+        assert {h for h, _ in d.ops()} == {"a1", "a2", "a3"}
+
+
+async def test_e2e_canary_failure_deploys_nothing_else(sim_factory: Any, tmp_path: Path) -> None:
+    hosts = [HostSpec("gpc0", "gaming"), HostSpec("hsb0", "server", faults={"pull_fails"}), HostSpec("hsb1")]
+    sim = await sim_factory(scenario(*hosts))
+    async with Deploy(sim, tmp_path, hosts={"hsb0": {"canary": True}}) as d:
+        plan = await d.plan()
+        assert plan.waves[0][0].host == "hsb0"
+        result = await d.engine().run(plan, actor="tester", queued_wait=0)
+        assert result.status is RunStatus.FAILED
+        assert result.outcome("hsb0").outcome is Outcome.FAILED and result.outcome("hsb0").phase == "pull"
+        assert "canary hsb0 failed" in result.outcome("gpc0").detail
+        assert d.ops() == [("hsb0", "pull")]
+
+
+async def test_e2e_held_offline_and_excluded_hosts_skipped_with_reasons(sim_factory: Any, tmp_path: Path) -> None:
+    hosts = [HostSpec("gpc0", "gaming"), HostSpec("hsb0"), HostSpec("hsb8", online=False, faults={"offline"}),
+             HostSpec("csb0", location="cloud")]
+    sim = await sim_factory(scenario(*hosts))
+    config = {"flake_updates": {"automation": {"deploy_strategy": "online-only"}},
+              "hosts": {"csb0": {"auto_update": False}}}
+    async with Deploy(sim, tmp_path, **config) as d:
+        plan = await d.plan(held={"hsb0"}, automatic=True)
+        reasons = {s.host: s.detail for s in plan.skipped}
+        assert reasons == {"hsb0": "held", "hsb8": "offline (strategy online-only)",
+                           "csb0": "auto_update = false (manual deploys only)"}
+        result = await d.engine().run(plan, actor="auto", trigger="auto", queued_wait=0)
+        assert result.status is RunStatus.SUCCEEDED
+        assert {h for h, _ in d.ops()} == {"gpc0"}
+
+
+async def test_e2e_stale_sha_no_merge_and_a_clear_message(sim_factory: Any, tmp_path: Path) -> None:
+    sim = await sim_factory(scenario(HostSpec("gpc0", "gaming")))
+    async with Deploy(sim, tmp_path) as d:
+        plan = await d.plan()
+        sim.github.push_pr_head(42)  # someone force-pushed after the review
+        result = await d.engine().run(plan, actor="tester", queued_wait=0)
+        assert result.status is RunStatus.REFUSED
+        assert "changed since it was reviewed" in result.message and plan.head_sha[:7] in result.message
+        assert d.merge_requests() == 0 and d.ops() == []
+
+
+async def test_e2e_head_moving_during_the_checks_hits_the_sha_guard(sim_factory: Any, tmp_path: Path) -> None:
+    sim = await sim_factory(scenario(HostSpec("gpc0", "gaming")))
+    async with Deploy(sim, tmp_path) as d:
+        plan = await d.plan()
+        github = d.service.github
+        real_ci = github.ci_status
+
+        async def ci_then_push(sha: str) -> CIStatus:
+            status = await real_ci(sha)
+            sim.github.push_pr_head(42)  # between our checks and the merge
+            return status
+
+        github.ci_status = ci_then_push
+        result = await d.engine().run(plan, actor="tester", queued_wait=0)
+        assert result.status is RunStatus.REFUSED and "GitHub refused the sha-guarded merge" in result.message
+        assert d.merge_requests() == 1  # attempted once, answered 409
+        assert sim.github.default_branch_head()[0] != result.merge_sha and d.ops() == []
+
+
+async def test_e2e_failing_ci_refused(sim_factory: Any, tmp_path: Path) -> None:
+    sim = await sim_factory(scenario(HostSpec("gpc0", "gaming")))
+    sim.github.set_ci(42, "failure")
+    async with Deploy(sim, tmp_path) as d:
+        result = await d.engine().run(await d.plan(), actor="tester", queued_wait=0)
+        assert result.status is RunStatus.REFUSED and "CI is failing" in result.message
+        assert d.merge_requests() == 0 and d.ops() == []
+
+
+async def test_e2e_cancel_mid_deploy(sim_factory: Any, tmp_path: Path) -> None:
+    hosts = [HostSpec("a1", "desktop"), HostSpec("a2", "desktop", faults={"slow"}), HostSpec("a3", "desktop")]
+    sim = await sim_factory(scenario(*hosts))
+    async with Deploy(sim, tmp_path) as d:
+        eng = d.engine()
+        eng.subscribe(lambda ev: eng.cancel() if isinstance(ev, HostStarted) and ev.host == "a2"
+                      and ev.phase == "switch" else None)
+        result = await eng.run(await d.plan(), actor="tester", queued_wait=0)
+        assert result.status is RunStatus.CANCELLED and result.still_running == ("a2",)
+        assert result.outcome("a1").outcome is Outcome.OK
+        a2 = result.outcome("a2")
+        assert a2.outcome is Outcome.CANCELLED and "may still be running on a2" in a2.detail
+        assert result.outcome("a3").outcome is Outcome.CANCELLED
+        assert "a3" not in {h for h, _ in d.ops()}
+        (switch,) = [c for c in sim.dashboard.commands.values() if c.host_id == "a2" and c.op == "switch"]
+        assert switch.kill_initiated_at is not None  # the kill was really asked for
+        assert d.store.get_run(result.run_id).status == "cancelled"
+
+
+async def test_e2e_killed_process_resumed_without_remerging(sim_factory: Any, tmp_path: Path) -> None:
+    hosts = [HostSpec("a1", "desktop"), HostSpec("a2", "desktop", faults={"slow"}), HostSpec("a3", "desktop")]
+    sim = await sim_factory(scenario(*hosts))
+    async with Deploy(sim, tmp_path) as d:
+        eng = d.engine()
+        task = asyncio.create_task(eng.run(await d.plan(), actor="tester", queued_wait=0))
+        assert await d.service.wait_until(lambda: ("a2", "switch") in d.ops(), 20)
+        task.cancel()  # the process dies: no cancel, no journal finish
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        (run,) = d.store.unfinished_runs()
+        assert run.merged and run.host_outcomes == {"a1": "ok"} and run.hosts_in_flight == {"a2": "switch"}
+        result = await d.engine().resume(run.id, actor="tester", queued_wait=0)
+        assert result.status is RunStatus.SUCCEEDED, result.summary()
+        assert d.merge_requests() == 1
+        assert d.ops() == [("a1", "pull"), ("a1", "switch"), ("a2", "pull"), ("a2", "switch"),
+                           ("a3", "pull"), ("a3", "switch")]  # a2's switch followed, not re-run
+        assert d.store.get_run(run.id).status == "succeeded"
+
+
+async def test_e2e_two_deployers_at_once(sim_factory: Any, tmp_path: Path) -> None:
+    hosts = [HostSpec("a1", "desktop", faults={"slow"})]
+    sim = await sim_factory(scenario(*hosts))
+    async with Deploy(sim, tmp_path) as d:
+        plan = await d.plan()
+        first = d.engine()
+        task = asyncio.create_task(first.run(plan, actor="tester", queued_wait=0))
+        assert await d.service.wait_until(lambda: bool(d.ops()), 20)
+        second = DeployEngine(d.service.github, d.service.dashboard, d.service, d.store, d.cfg,
+                              lock_label="nfu-tui auto")
+        with pytest.raises(DeployLocked, match=r"deploy running in the nfu-tui TUI \(pid \d+"):
+            await second.run(plan, actor="other", queued_wait=0)
+        assert (await task).status is RunStatus.SUCCEEDED
+        assert d.merge_requests() == 1 and len(d.store.list_runs()) == 1
+
+
+async def test_e2e_queued_offline_host_deployed_when_back(sim_factory: Any, tmp_path: Path) -> None:
+    hosts = [HostSpec("a1", "desktop"), HostSpec("hsb8", online=False, faults={"offline"})]
+    sim = await sim_factory(scenario(*hosts))
+    async with Deploy(sim, tmp_path) as d:
+        plan = await d.plan()
+        assert [e.host for e in plan.queued] == ["hsb8"]
+        eng = d.engine()
+        eng.subscribe(lambda ev: sim.dashboard.set_online("hsb8", True)
+                      if isinstance(ev, HostFinished) and ev.host == "a1" else None)
+        result = await eng.run(plan, actor="tester", queued_wait=None)
+        assert result.status is RunStatus.SUCCEEDED, result.summary()
+        assert d.ops() == [("a1", "pull"), ("a1", "switch"), ("hsb8", "pull"), ("hsb8", "switch")]
+        assert d.store.get_run(result.run_id).host_outcomes == {"a1": "ok", "hsb8": "ok"}
+
+
+async def test_e2e_hostile_log_lines_stored_inert(sim_factory: Any, tmp_path: Path) -> None:
+    sim = await sim_factory(scenario(HostSpec("a1", "desktop", faults={"switch_fails"})))
+    agent = sim.dashboard.hosts["a1"].agent
+    real = agent._switch_lines
+    hostile = ["\x1b[2J\x1b[H\x1b]0;pwned\x07\x1b]52;c;cm0gLXJmIH4=\x07[bold red]not markup[/]",
+               "\x1b]8;;https://evil.example\x1b\\click\x1b]8;;\x1b\\ \u202eevil\u202c [/nix/store/abc-x]",
+               "B" * 1_000_000 + "\x1b[31m"]
+
+    def lines(fail: bool):  # type: ignore[no-untyped-def]
+        build, copy, activate = real(fail)
+        return build, copy + hostile, activate
+
+    agent._switch_lines = lines
+    async with Deploy(sim, tmp_path) as d:
+        result = await d.engine().run(await d.plan(), actor="tester", queued_wait=0)
+        stored = tuple(d.store.get_run(result.run_id).steps[-1].data["log_excerpt"])
+    outcome = result.outcome("a1")
+    assert outcome.outcome is Outcome.FAILED and stored == outcome.last_lines
+    text = "\n".join(stored)
+    assert "[bold red]not markup[/]" in text and "[/nix/store/abc-x]" in text  # literal, shown with markup off
+    for bad in ("\x1b", "\x07", "\u202e", "\u202c", "\x9b"):
+        assert bad not in text
+    assert all(len(line) <= 600 for line in stored)
+    assert any(line.startswith("BBBB") for line in stored)

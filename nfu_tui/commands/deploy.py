@@ -1,15 +1,336 @@
-"""`nfu-tui deploy` (not implemented yet)."""
+"""`nfu-tui deploy`: merge an update PR and deploy it without the TUI (same engine).
+
+    nfu-tui deploy --pr N [--hosts a,b] [--yes] [--dry-run] [--wait-offline MIN]
+    nfu-tui deploy --resume [RUN_ID] [--yes]
+    nfu-tui deploy --abandon RUN_ID
+
+Prints the plan, asks for confirmation on a terminal (``--yes`` skips it; without a
+terminal ``--yes`` is required), then one line per state change
+(``12:03:04 gpc0 pull started``). Ctrl-C cancels the deploy (no new host starts; the
+dashboard is asked to kill running commands); a second Ctrl-C, or SIGTERM, stops the
+process and leaves the run resumable with ``--resume``.
+
+Exit codes: 0 success (hosts still offline and queued are not failures), 1 a host
+failed, the merge was refused, the deploy was cancelled, or a service could not be
+reached / refused the login, 2 bad input (unknown PR or host, bad configuration,
+no confirmation possible).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+PROG = "nfu-tui deploy"
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("deploy", help="(not available yet)")
+    p = sub.add_parser(
+        "deploy",
+        help="merge an update PR and deploy it (pull + switch per host) without the TUI",
+        description="Merge an update PR (sha-guarded) and deploy it host by host through the dashboard.",
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--pr", type=int, metavar="N", help="the update PR to merge and deploy")
+    what.add_argument("--resume", nargs="?", type=int, const=0, metavar="RUN_ID",
+                      help="continue an unfinished deploy run (the only one if no id is given)")
+    what.add_argument("--abandon", type=int, metavar="RUN_ID", help="mark an unfinished run as abandoned")
+    p.add_argument("--hosts", metavar="A,B", help="deploy only these hosts (comma-separated)")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    p.add_argument("--wait-offline", type=float, default=0.0, metavar="MIN",
+                   help="keep waiting this many minutes for queued offline hosts (default 0: leave them queued "
+                        "in the journal for a later --resume or the TUI)")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("nfu-tui deploy: not available yet", file=sys.stderr)
+    import asyncio
+
+    if args.pr is not None and args.pr <= 0:
+        return _bad("--pr needs a positive PR number")
+    if args.hosts is not None and args.pr is None:
+        return _bad("--hosts only applies to --pr")
+    if args.dry_run and args.abandon is not None:
+        return _bad("--dry-run does not apply to --abandon")
+    if args.wait_offline < 0:
+        return _bad("--wait-offline must not be negative")
+    if args.abandon is not None:
+        return _abandon(args.abandon)
+    return asyncio.run(_Deploy(args).main())
+
+
+def _bad(message: str) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
     return 2
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return 1
+
+
+def _abandon(run_id: int) -> int:
+    from nfu_tui.core.store import Store, local_actor
+    from nfu_tui.errors import StateError
+
+    try:
+        with Store() as store:
+            run = store.get_run(run_id)
+            if run.finished:
+                return _bad(f"run #{run_id} is already {run.status}")
+            store.finish_run(run_id, "abandoned", f"abandoned by {local_actor()}")
+            store.audit("abandon", actor=local_actor(), pr=run.pr, details={"run": run_id})
+    except StateError as exc:
+        return _bad(exc.message)
+    print(f"run #{run_id} (PR #{run.pr}) abandoned; nothing on GitHub or the hosts was changed")
+    return 0
+
+
+class _Deploy:
+    """One CLI invocation: set-up, plan, confirmation, the engine run, the summary."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.engine = None
+        self.interrupts = 0
+
+    async def main(self) -> int:
+        from nfu_tui.config import ConfigLoadError, load_config, resolve_secrets
+        from nfu_tui.errors import ConfigError, DeployLocked, NfuError
+
+        try:
+            cfg = load_config(self.args.config)
+            secrets = resolve_secrets(cfg)
+        except ConfigLoadError as exc:
+            print(exc.message, file=sys.stderr)
+            return 2
+        except ConfigError as exc:
+            return _bad(exc.message)
+        for warning in secrets.warnings:
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
+        missing = [k for k, v in (("github.repo", cfg.github.repo), ("dashboard.url", cfg.dashboard.url)) if not v]
+        if missing:
+            return _bad(f"{' and '.join(missing)} not configured (see `nfu-tui config check`)")
+        if secrets.github_token is None:
+            return _bad("no GitHub token (set NIXFLEET_GITHUB_TOKEN, github.token_file, or log in with `gh auth login`)")
+        if secrets.dashboard_password is None:
+            if not sys.stdin.isatty():
+                return _bad("no dashboard password (set dashboard.password_file or NIXFLEET_PASSWORD)")
+            import getpass
+
+            secrets.dashboard_password = _secret(getpass.getpass("Dashboard password: "))
+        self.cfg, self.secrets = cfg, secrets
+        try:
+            with self._deploy_lock():
+                return await self._with_clients()
+        except DeployLocked as exc:
+            return _fail(f"{exc.message}; try again when it has finished")
+        except NfuError as exc:  # connection, authentication, state: one line
+            return _fail(f"{exc.title}: {exc}")
+
+    def _deploy_lock(self):  # type: ignore[no-untyped-def]
+        """Held from before the plan is shown until the end: fail fast, and no deploy sneaks in
+        while the user reads the plan. A dry run takes no lock."""
+        import contextlib
+
+        from nfu_tui.core.store import DeployLock
+
+        if self.args.dry_run:
+            return contextlib.nullcontext()
+        what = f"--pr {self.args.pr}" if self.args.pr is not None else "--resume"
+        return DeployLock(label=f"{PROG} {what}")
+
+    async def _with_clients(self) -> int:
+        from nfu_tui.clients.dashboard import DashboardClient
+        from nfu_tui.clients.github import GitHubClient
+        from nfu_tui.core.store import Store
+        from nfu_tui.errors import NfuError
+        from nfu_tui.paths import cache_dir
+
+        cfg, secrets = self.cfg, self.secrets
+        gh = cfg.github
+        try:
+            dashboard = DashboardClient(
+                url=cfg.dashboard.url,
+                password=secrets.dashboard_password,
+                totp_secret=secrets.totp_secret,
+                insecure=self.args.insecure or cfg.dashboard.insecure,
+            )
+        except NfuError as exc:
+            return _bad(exc.message)
+        github = GitHubClient(
+            api_url=gh.api_url, repo=gh.repo, token=secrets.github_token, write_token=secrets.merge_token,
+            graphql_url=gh.graphql_endpoint, cache_dir=cache_dir() / "github", labels=gh.labels,
+            title_patterns=gh.title_patterns, update_branch=gh.update_branch, required_checks=gh.required_checks,
+        )
+        async with dashboard, github:
+            with Store() as store:
+                return await self._deploy(github, dashboard, store)
+
+    async def _login(self, dashboard) -> None:  # type: ignore[no-untyped-def]
+        from nfu_tui.errors import LoginFailed
+
+        try:
+            await dashboard.login()
+        except LoginFailed as exc:
+            if not exc.needs_totp or not sys.stdin.isatty():
+                raise
+            await dashboard.login(totp_code=input("Dashboard TOTP code: ").strip())
+
+    async def _deploy(self, github, dashboard, store) -> int:  # type: ignore[no-untyped-def]
+        from nfu_tui.core.engine import StreamFleetView
+        from nfu_tui.core.plan import DeployPlan, make_plan
+        from nfu_tui.core.state import AppState
+        from nfu_tui.errors import GitHubNotFound, StateError
+
+        args = self.args
+        run_id: int | None = None
+        if args.pr is not None:
+            try:
+                pr = await github.get_pull(args.pr, wait_mergeable=False)  # the engine re-reads it
+            except GitHubNotFound:
+                return _bad(f"PR #{args.pr} not found in {self.cfg.github.repo} (or the token cannot see it)")
+        else:
+            unfinished = store.unfinished_runs()
+            try:
+                run_id = self._pick_run(unfinished, args.resume)
+            except StateError as exc:
+                return _bad(exc.message)
+        await self._login(dashboard)
+        view = StreamFleetView(dashboard)
+        await view.start()
+        try:
+            if run_id is None:
+                targets = None
+                if args.hosts is not None:
+                    targets = [h.strip() for h in args.hosts.split(",") if h.strip()]
+                    known = {h.id for h in view.hosts()}
+                    unknown = [h for h in targets if h not in known]
+                    if not targets:
+                        return _bad("--hosts names no host")
+                    if unknown:
+                        return _bad(f"unknown host(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+                state = AppState.load()
+                plan = make_plan(view.hosts(), self.cfg, state.held, targets=targets, pr_number=pr.number,
+                                 head_sha=pr.head_sha, overrides=state.overrides)
+                if pr.merged:
+                    print(f"PR #{pr.number} is already merged ({pr.merge_commit_sha[:7]}): deploying it")
+            else:
+                run = store.get_run(run_id)
+                plan = DeployPlan.from_dict(run.plan)
+                print(f"Resuming run #{run_id} from {run.created_at.astimezone():%Y-%m-%d %H:%M} by {run.actor}")
+                for line in _journal_lines(run):
+                    print(f"  {line}")
+            for line in plan.describe():
+                print(line)
+            if args.dry_run:
+                return 0
+            if not args.yes:
+                if not sys.stdin.isatty():
+                    return _bad("refusing to deploy without confirmation: no terminal to ask on; pass --yes")
+                verb = "Resume" if run_id is not None else f"Merge PR #{plan.pr_number} and deploy"
+                answer = input(f"{verb}? [y/N] ").strip().lower()
+                if answer not in ("y", "yes"):
+                    print("Nothing done.")
+                    return 1
+            return await self._run_engine(github, dashboard, view, store, plan, run_id)
+        finally:
+            await view.stop()
+
+    @staticmethod
+    def _pick_run(unfinished, wanted: int) -> int:  # type: ignore[no-untyped-def]
+        from nfu_tui.errors import StateError
+
+        deploys = [r for r in unfinished if r.kind == "deploy"]
+        if wanted:
+            if not any(r.id == wanted for r in deploys):
+                raise StateError(f"run #{wanted} is not an unfinished deploy run")
+            return wanted
+        if not deploys:
+            raise StateError("there is no unfinished deploy run to resume")
+        if len(deploys) > 1:
+            listed = "; ".join(f"#{r.id} PR #{r.pr} ({r.created_at.astimezone():%Y-%m-%d %H:%M})" for r in deploys)
+            raise StateError(f"several unfinished runs: {listed}; name one: --resume RUN_ID")
+        return deploys[0].id
+
+    async def _run_engine(self, github, dashboard, view, store, plan, run_id) -> int:  # type: ignore[no-untyped-def]
+        import asyncio
+        import contextlib
+        import signal
+
+        from nfu_tui.core.engine import DeployEngine
+        from nfu_tui.core.notify import WebhookNotifier
+        from nfu_tui.core.store import local_actor
+
+        notifier = WebhookNotifier(self.cfg.notify.webhook_url) if self.cfg.notify.webhook_url else None
+        engine = DeployEngine(github, dashboard, view, store, self.cfg, notifier=notifier,
+                              lock=contextlib.nullcontext,  # this command already holds the deploy lock
+                              on_event=_print_event)
+        self.engine = engine
+        wait = self.args.wait_offline * 60.0
+        if run_id is None:
+            job = engine.run(plan, actor=local_actor(), queued_wait=wait)
+        else:
+            job = engine.resume(run_id, actor=local_actor(), queued_wait=wait)
+        task = asyncio.ensure_future(job)
+        loop = asyncio.get_running_loop()
+
+        def on_sigint() -> None:
+            self.interrupts += 1
+            if self.interrupts == 1 and engine.running:
+                print(f"{PROG}: cancelling (Ctrl-C again to stop at once and keep the run resumable)", flush=True)
+                engine.cancel()
+            else:
+                task.cancel()
+
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            result = await task
+        except asyncio.CancelledError:
+            rid = engine.run_id
+            where = f" run #{rid}" if rid else ""
+            return _fail(f"stopped;{where} left unfinished: `nfu-tui deploy --resume{' ' + str(rid) if rid else ''}`")
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+        print(result.summary())
+        for o in result.outcomes:
+            print(f"  {o.describe()}")
+        queued = [o.host for o in result.outcomes if o.outcome.value == "queued"]
+        if queued:
+            print(f"{', '.join(queued)} still offline: run #{result.run_id} stays open; "
+                  f"`nfu-tui deploy --resume {result.run_id}` (or the TUI) deploys them once they are online")
+        sys.stdout.flush()
+        return result.exit_code
+
+
+def _secret(value: str):  # type: ignore[no-untyped-def]
+    from pydantic import SecretStr
+
+    return SecretStr(value)
+
+
+def _print_event(event) -> None:  # type: ignore[no-untyped-def]
+    from nfu_tui.core.engine import HostFinished, RunFinished
+
+    if isinstance(event, RunFinished):
+        return  # the summary follows
+    stamp = event.at.astimezone().strftime("%H:%M:%S")
+    print(f"{stamp} {event.line()}", flush=True)
+    if isinstance(event, HostFinished) and event.outcome.last_lines and event.outcome.outcome.value != "ok":
+        for line in event.outcome.last_lines:
+            print(f"         | {line}", flush=True)
+
+
+def _journal_lines(run) -> list[str]:  # type: ignore[no-untyped-def]
+    from nfu_tui.core.engine import JournalState
+
+    st = JournalState.from_run(run)
+    lines = [f"merged as {st.merge_sha[:7]}" if st.merge_sha else
+             ("merge requested, outcome to be checked on GitHub" if st.merge_requested else "not merged yet")]
+    if st.finished:
+        lines.append("done: " + ", ".join(f"{h} {o.outcome.value}" for h, o in st.finished.items()))
+    if st.in_flight:
+        lines.append("interrupted: " + ", ".join(f"{h} ({phase})" for h, (phase, _, _) in st.in_flight.items()))
+    return lines

@@ -510,6 +510,11 @@ class JournalState:
     cancel_requested: bool = False
 
     @classmethod
+    def from_run(cls, run: Any) -> "JournalState":
+        """The state of a stored :class:`~nfu_tui.core.store.Run` (loaded with its steps)."""
+        return cls.from_steps(_steps_of(run))
+
+    @classmethod
     def from_steps(cls, steps: Iterable[tuple[str, Mapping[str, Any], str]]) -> "JournalState":
         """Fold ``(step, data, at)`` tuples (in journal order) into a state."""
         st = cls()
@@ -712,7 +717,7 @@ class DeployEngine:
             raise StateError(f"run #{resume_run_id} is a {stored.kind}, not a deploy")
         if stored.finished:
             raise StateError(f"run #{resume_run_id} is already {stored.status}; nothing to resume")
-        journal = JournalState.from_steps(_steps_of(stored))
+        journal = JournalState.from_run(stored)
         stored_plan = DeployPlan.from_dict(stored.plan)
         self.store.record(resume_run_id, "resumed", actor=actor, trigger=trigger)
         r = _Run(resume_run_id, stored_plan, journal, resumed=True, actor=actor, merge_sha=journal.merge_sha)
@@ -1179,7 +1184,8 @@ class DeployEngine:
         h = self.fleet.host(host)
         since = _parse_iso(started_at)
         checked = _parse_iso(h.system.checked_at) if h is not None else None
-        if h is not None and checked is not None and since is not None and checked >= since:
+        # The dashboard stamps System with second precision (and its own clock).
+        if h is not None and checked is not None and since is not None and checked >= since.replace(microsecond=0):
             if h.system.state is CompartmentState.ERROR:
                 return self._failed(host, "switch", f"the interrupted switch failed: {h.system.message}")
             if h.system.state is CompartmentState.OK:
