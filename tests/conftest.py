@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from nfu_tui.sim.testing import *  # noqa: F401,F403
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
