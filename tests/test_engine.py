@@ -405,6 +405,38 @@ async def test_sequential_in_plan_order_pull_then_switch(store: Store, tmp_path:
     assert store.audit_entries()[0].github_login == "alice"
 
 
+async def test_journal_written_before_acting_and_webhook_notified(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET[:1])
+    config = cfg()
+    sent: list[Any] = []
+
+    class Notifier:
+        async def send(self, n: Any) -> bool:
+            sent.append(n)
+            return True
+
+    journal_at_dispatch: list[list[str]] = []
+    real_dispatch, real_merge = ports.dispatch, ports.merge
+
+    async def dispatch(op: str, hosts: list[str], *, force: bool = False) -> Any:
+        journal_at_dispatch.append([s.step for s in store.get_run(1).steps])
+        return await real_dispatch(op, hosts, force=force)
+
+    async def merge(number: int, sha: str, *, method: str = "merge") -> str:
+        assert [s.step for s in store.get_run(1).steps][-1] == "merge_requested"
+        return await real_merge(number, sha, method=method)
+
+    ports.dispatch, ports.merge = dispatch, merge  # type: ignore[method-assign]
+    eng, _ = engine_for(ports, store, config, tmp_path, notifier=Notifier())
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert journal_at_dispatch[0][-1] == "host_started" and journal_at_dispatch[1][-1] == "host_started"
+    steps = [s.step for s in store.get_run(result.run_id).steps]
+    assert steps == ["merge_requested", "merged", "host_started", "command_dispatched", "pull_done",
+                     "host_started", "command_dispatched", "host_finished"]
+    (note,) = sent
+    assert note.title == "PR #42 deployed" and note.severity == "information"
+
+
 async def test_max_parallel_bounds_concurrency(store: Store, tmp_path: Path) -> None:
     ports = FakePorts([online(f"h{i}") for i in range(7)])
     config = cfg(max_parallel=3)

@@ -37,7 +37,7 @@ import inspect
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Awaitable, Callable, ContextManager, Iterable, Mapping, Protocol, Sequence
 
 from nfu_tui.config import Config
 from nfu_tui.core.fleet import FleetModel
@@ -689,12 +689,12 @@ class DeployEngine:
         """
         if self._run is not None:
             raise RuntimeError("this engine is already running a deploy")
-        if self.github_login is None:
-            with contextlib.suppress(GitHubError, AttributeError):
-                self.github_login = await self.github.viewer_login()
         self._cancel.clear()
         self._stop_waiting.clear()
         self._release_on_cancel = False
+        if self.github_login is None:
+            with contextlib.suppress(GitHubError, AttributeError):
+                self.github_login = await self.github.viewer_login()
         with self._lock():
             r = self._open_run(plan, actor=actor, trigger=trigger, resume_run_id=resume_run_id)
             self._run = r
@@ -933,6 +933,7 @@ class DeployEngine:
                     outcome = task.result()
                     if outcome.outcome is Outcome.QUEUED:
                         waiting.append(host)  # went offline before it could start: wait for it
+                        await self._emit(HostQueued(run_id=r.run_id, host=host, reason=outcome.detail))
                         continue
                     await self._host_done(r, outcome)
         for host in pending + waiting:
