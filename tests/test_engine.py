@@ -729,6 +729,31 @@ async def test_resume_switch_dispatched_but_unjournaled(store: Store, tmp_path: 
     assert any(s.step == "command_dispatched" and s.data["command_id"] == "run-1" for s in steps)
 
 
+async def test_resume_waits_for_an_unnamed_switch_still_running(store: Store, tmp_path: Path) -> None:
+    """No command id anywhere, but the host's pending_command says switch: wait, then judge by System."""
+    ports = FakePorts(FLEET[:1])
+    ports.hosts_["gpc0"] = ports.hosts_["gpc0"].with_changes(pending_command="switch")
+    config = cfg()
+    plan = plan_for(ports, config)
+    run_id = store.create_run("deploy", actor="t", pr=42, head_sha=HEAD, plan=plan.to_dict())
+    store.record(run_id, "merged", sha=MERGE)
+    store.record(run_id, "host_started", host="gpc0", phase="pull")
+    store.record(run_id, "pull_done", host="gpc0")
+    store.record(run_id, "host_started", host="gpc0", phase="switch")
+    eng, events = engine_for(ports, store, config, tmp_path)
+    eng.subscribe(lambda ev: ports._tick())
+    task = asyncio.create_task(eng.resume(run_id, actor="t", queued_wait=0))
+    assert await ports.wait_until(lambda: any("still running" in e.line() for e in events), 5)
+    stamp = (datetime.now(timezone.utc) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ports.hosts_["gpc0"] = ports.hosts_["gpc0"].with_changes(
+        pending_command="", system=StatusCheck(CompartmentState.ERROR, "Switch failed (exit 1)", stamp))
+    ports._tick()
+    result = await task
+    assert ports.dispatched == []
+    o = result.outcome("gpc0")
+    assert o.outcome is Outcome.FAILED and "the interrupted switch failed: Switch failed (exit 1)" in o.detail
+
+
 async def test_resume_rejects_finished_or_unknown_runs(store: Store, tmp_path: Path) -> None:
     ports = FakePorts(FLEET[:1])
     config = cfg()

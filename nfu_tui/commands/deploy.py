@@ -91,7 +91,6 @@ class _Deploy:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.engine = None
         self.interrupts = 0
 
     async def main(self) -> int:
@@ -168,6 +167,8 @@ class _Deploy:
                 return await self._deploy(github, dashboard, store)
 
     async def _login(self, dashboard) -> None:  # type: ignore[no-untyped-def]
+        import asyncio
+
         from nfu_tui.errors import LoginFailed
 
         try:
@@ -175,9 +176,12 @@ class _Deploy:
         except LoginFailed as exc:
             if not exc.needs_totp or not sys.stdin.isatty():
                 raise
-            await dashboard.login(totp_code=input("Dashboard TOTP code: ").strip())
+            code = await asyncio.to_thread(input, "Dashboard TOTP code: ")
+            await dashboard.login(totp_code=code.strip())
 
     async def _deploy(self, github, dashboard, store) -> int:  # type: ignore[no-untyped-def]
+        import asyncio
+
         from nfu_tui.core.engine import StreamFleetView
         from nfu_tui.core.plan import DeployPlan, make_plan
         from nfu_tui.core.state import AppState
@@ -229,7 +233,8 @@ class _Deploy:
                 if not sys.stdin.isatty():
                     return _bad("refusing to deploy without confirmation: no terminal to ask on; pass --yes")
                 verb = "Resume" if run_id is not None else f"Merge PR #{plan.pr_number} and deploy"
-                answer = input(f"{verb}? [y/N] ").strip().lower()
+                # In a thread: the dashboard stream keeps being served while the user reads the plan.
+                answer = (await asyncio.to_thread(input, f"{verb}? [y/N] ")).strip().lower()
                 if answer not in ("y", "yes"):
                     print("Nothing done.")
                     return 1
@@ -266,7 +271,6 @@ class _Deploy:
         engine = DeployEngine(github, dashboard, view, store, self.cfg, notifier=notifier,
                               lock=contextlib.nullcontext,  # this command already holds the deploy lock
                               on_event=_print_event)
-        self.engine = engine
         wait = self.args.wait_offline * 60.0
         if run_id is None:
             job = engine.run(plan, actor=local_actor(), queued_wait=wait)

@@ -1183,6 +1183,14 @@ class DeployEngine:
             self.store.record(r.run_id, "command_dispatched", host=host, phase="switch", command_id=active.id)
             return await self._follow_switch(host, active.id)
         h = self.fleet.host(host)
+        if h is not None and h.pending_command == "switch":
+            # Running, but we cannot name its command: wait until the host is idle, then judge by System.
+            await self._emit(HostProgress(run_id=r.run_id, host=host, phase="switch",
+                                          message="a switch is still running on the dashboard; waiting for it"))
+            if not await self.fleet.wait_until(lambda: not ((x := self.fleet.host(host)) and x.busy),
+                                               self.timeouts.switch):
+                return self._failed(host, "switch", f"still busy with a switch after {self.timeouts.switch / 60:g} min")
+            h = self.fleet.host(host)
         since = _parse_iso(started_at)
         checked = _parse_iso(h.system.checked_at) if h is not None else None
         # The dashboard stamps System with second precision (and its own clock).
