@@ -255,6 +255,12 @@ async def test_login_success_sets_session_cookie(make_env: Callable[..., Awaitab
     assert again.status_code == 302 and again.headers["location"] == "/"
 
 
+async def test_cookie_is_secure_behind_a_tls_proxy(make_env: Callable[..., Awaitable[Env]]) -> None:
+    env = await make_env(login=False)
+    resp = await env.browser.http.post("/login", data={"password": "demo"}, headers={"X-Forwarded-Proto": "https"})
+    assert "; Secure;" in resp.headers["set-cookie"]
+
+
 async def test_login_failures_redirect_with_exact_locations(make_env: Callable[..., Awaitable[Env]]) -> None:
     env = await make_env(login=False)
     resp = await env.browser.login("wrong")
@@ -1036,6 +1042,47 @@ async def test_kill_on_an_idle_agent_leaves_killing_until_ignore(env: Env) -> No
     cmd = (await stream.until(finished(cid)))["payload"]["fields"]
     assert cmd["status"] == "SKIPPED" and cmd["error"] == "Cancelled by user"
     assert (await env.browser.dispatch("test", "hsb0"))["results"][0]["status"] == "EXECUTING"
+
+
+async def test_agent_rejecting_commands(env: Env) -> None:
+    env.dash.set_fault("hsb1", "rejects_commands")
+    stream = await env.browser.ws()
+    await stream.next()
+    cid = (await env.browser.dispatch("test", "hsb1"))["results"][0]["command_id"]
+    cmd = (await stream.until(finished(cid)))["payload"]["fields"]
+    assert cmd["status"] == "ERROR" and cmd["exit_code"] == 1
+    assert cmd["error"] == "Agent rejected command: command already running (agent running: switch)"
+    event = await stream.until(lambda m: delta("event")(m) and m["payload"]["payload"].get("category") == "command")
+    assert set(event["payload"]["payload"]) == {"category", "details", "host_id", "level", "message", "timestamp"}
+    assert_in_order([x for m in stream.seen if (x := label(m, "hsb1"))],
+                    ["command_finished ERROR", "pending None", "event Agent rejected command: command already running"])
+    env.dash.set_fault("hsb1", "rejects_commands", on=False)
+    cid = (await env.browser.dispatch("test", "hsb1"))["results"][0]["command_id"]
+    assert (await stream.until(finished(cid)))["payload"]["fields"]["status"] == "SUCCESS"
+
+
+async def test_offline_fault_toggles_the_host(env: Env) -> None:
+    stream = await env.browser.ws()
+    await stream.next()
+    env.dash.set_fault("hsb1", "offline")
+    await stream.until(lambda m: label(m, "hsb1") == "status offline")
+    assert (await env.browser.dispatch("pull", "hsb1"))["results"][0]["code"] == "offline"
+    env.dash.set_fault("hsb1", "offline", on=False)
+    await stream.until(lambda m: label(m, "hsb1") == "registration")
+    with pytest.raises(ValueError):
+        env.dash.set_fault("hsb1", "explode")
+
+
+async def test_stale_pending_command_is_cleaned_up(make_env: Callable[..., Awaitable[Env]]) -> None:
+    env = await make_env(timeout_scale=0.001)  # cleanup every 60 ms, stale after 300 ms
+    env.dash.set_fault("hsb1", "slow")
+    await env.browser.dispatch("switch", "hsb1", force=True)
+    env.dash.restart_dashboard()  # the lifecycle forgets the switch, the DB keeps pending_command
+    env.dash.set_online("hsb1", False)  # and the agent never comes back
+    stream = await env.browser.ws()
+    await stream.next()
+    msg = await stream.until(lambda m: delta("host_updated", "hsb1")(m) and "pending_command" in m["payload"]["fields"])
+    assert msg["payload"]["fields"] == {"status": "offline", "pending_command": None}
 
 
 async def test_kill_and_timeout_action_errors(env: Env) -> None:

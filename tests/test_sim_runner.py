@@ -193,7 +193,8 @@ def test_cli_prints_json_first_and_stops_cleanly_on_sigterm(tmp_path: Path) -> N
         assert gh.status_code == 200 and gh.json()[0]["number"] == 42
         assert load_config(tmp_path / "cfg" / "config.toml").dashboard.url == info["dashboard_url"]
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=SAFETY)
+        proc.wait(timeout=SAFETY)
+        out, err = proc.stdout.read(), proc.stderr.read()  # not communicate(): readline() may hold buffered lines
     finally:
         if proc.poll() is None:
             proc.kill()

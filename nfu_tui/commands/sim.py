@@ -71,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"fake GitHub     {sim.github.url}  (repo {scenario.repo}, GraphQL {sim.github.url}/graphql)")
             print(f"fake dashboard  {sim.dashboard.url}  ({hosts} hosts, speed ×{scenario.speed:g})")
             if args.write_config:
-                path = sim.write_config(Path(args.write_config).expanduser())
+                try:
+                    path = sim.write_config(Path(args.write_config).expanduser())
+                except OSError as exc:
+                    return _fail(f"cannot write the configuration: {exc.strerror or exc}")
                 print(f"config written  {path}  →  nfu-tui --config {path}")
             else:
                 print("point nfu-tui at it with --write-config DIR, then: nfu-tui --config DIR/config.toml")

@@ -20,6 +20,19 @@ frames. All timers run on the asyncio loop (``call_later``; one timer per online
 host for heartbeats), so 1,000 hosts cost a heap of handles, not 1,000 tasks.
 Durations of simulated commands are divided by ``Scenario.speed``; lifecycle
 timeouts (§6.7) are multiplied by ``timeout_scale`` (default ``1 / speed``).
+
+Per-host faults (``HostSpec.faults``, or at run time via the dashboard's ``set_fault``):
+
+* ``offline`` — the host is down; ``set_online(host, True)`` brings it up.
+* ``slow`` — every command takes five times longer.
+* ``pull_fails`` — ``git fetch`` fails (exit 1, ``command failed``).
+* ``switch_fails`` — a derivation fails to build: exit 1, System ``error``; the agent keeps running.
+* ``never_reconnects`` — the switch exits 0, the agent exits and never returns → ``TIMEOUT``.
+* ``offline_mid_deploy`` — the host drops off the network in the middle of its first switch
+  (→ ``AWAITING_RECONNECT`` → ``TIMEOUT``) and stays away until ``set_online(host, True)``.
+* run time only: ``rejects_commands`` (the agent answers ``command_rejected`` as if a
+  stray process were running) and ``send_fails`` (the dashboard cannot hand the command
+  to the agent: ``send_failed``).
 """
 
 from __future__ import annotations
@@ -463,13 +476,14 @@ class SimAgent:
         self.reported_tests: dict[str, str] | None = None
         self.switches = 0
         self._task: asyncio.Task[None] | None = None
-        self._side_task: asyncio.Task[None] | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self._beat: asyncio.TimerHandle | None = None
         self._wake: asyncio.TimerHandle | None = None
         self.rng = fleet.scenario.rng(f"agent:{host.id}")
         self._has_metrics = host.host_type == "nixos" or self.rng.random() < 0.5
-        self._metrics = {"cpu": self.rng.uniform(2, 30), "ram": self.rng.uniform(20, 70),
-                         "swap": self.rng.choice([0.0, 0.0, self.rng.uniform(0, 8)]), "load": self.rng.uniform(0.05, 1.5)}
+        self._base = {"cpu": self.rng.uniform(2, 30), "ram": self.rng.uniform(20, 70),
+                      "swap": self.rng.choice([0.0, 0.0, self.rng.uniform(0, 8)]), "load": self.rng.uniform(0.05, 1.5)}
+        self._metrics = dict(self._base)
 
     @property
     def generation(self) -> str:
@@ -500,7 +514,7 @@ class SimAgent:
         self._cancel_wake()
         if self._beat:
             self._beat.cancel()
-        for task in (self._task, self._side_task):
+        for task in [self._task, *self._side_tasks]:
             if task:
                 task.cancel()
 
@@ -556,11 +570,12 @@ class SimAgent:
     def next_metrics(self) -> dict[str, float] | None:
         if not self._has_metrics:
             return None
-        m, r = self._metrics, self.rng
-        m["cpu"] = min(100.0, max(0.5, m["cpu"] + r.uniform(-4, 4)))
-        m["ram"] = min(99.0, max(5.0, m["ram"] + r.uniform(-1.5, 1.5)))
-        m["load"] = max(0.0, m["load"] + r.uniform(-0.2, 0.2))
-        return {k: round(v, 1) if k != "load" else round(v, 2) for k, v in m.items()}
+        m, base, r = self._metrics, self._base, self.rng
+        busy = 35.0 if self.running else 0.0  # a build shows up in the load
+        for key, noise, top in (("cpu", 4.0, 100.0), ("ram", 1.5, 99.0), ("load", 0.15, 64.0)):
+            target = base[key] + (busy if key == "cpu" else busy / 20 if key == "load" else 0.0)
+            m[key] = min(top, max(0.0, m[key] + 0.3 * (target - m[key]) + r.gauss(0, noise)))
+        return {k: round(v, 2) if k == "load" else round(v, 1) for k, v in m.items()}
 
     # -- commands -------------------------------------------------------------
 
@@ -574,8 +589,8 @@ class SimAgent:
         if op == "stop":
             self._stop()
             return
-        if self.running or "rejects_commands" in self.faults:
-            self.fleet.agent_rejected(self, "command already running", self.running or "unknown", self.pid)
+        if self.running or "rejects_commands" in self.faults:  # the fault: a stray process the agent thinks it runs
+            self.fleet.agent_rejected(self, "command already running", self.running or "switch", self.pid or 4242)
             return
         script = {
             "pull": self._pull, "switch": self._switch, "test": self._test, "rollback": self._rollback,
@@ -777,7 +792,9 @@ class SimAgent:
 
     def direct_reboot(self) -> None:
         """``POST /api/hosts/{id}/reboot``: no lifecycle; whatever runs dies with the host 3 s later."""
-        self._side_task = self.fleet.loop.create_task(self._reboot())
+        task = self.fleet.loop.create_task(self._reboot())
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     def reboot_now(self) -> None:
         self.kill_process()

@@ -46,7 +46,6 @@ from urllib.parse import quote_plus, urlsplit
 from aiohttp import WSMsgType, web
 
 from nfu_tui.sim.agents import (
-    HOST_FAULTS,
     OPS,
     PIPELINES,
     RUNTIME_FAULTS,
@@ -56,7 +55,7 @@ from nfu_tui.sim.agents import (
     SimHost,
     utcnow,
 )
-from nfu_tui.sim.scenario import HostSpec, Scenario
+from nfu_tui.sim.scenario import HOST_FAULTS, HostSpec, Scenario
 
 __all__ = ["DesiredState", "FakeDashboard", "RateLimiter", "SyncHub", "check_origin", "go_json", "totp_code", "totp_valid"]
 
