@@ -91,10 +91,11 @@ def ingest_decoded(model: FleetModel, messages: list[dict]) -> None:
 
 
 def rate(label: str, count: int, run) -> None:  # type: ignore[no-untyped-def]
-    start = time.perf_counter()
+    """Lines per second of wall time and of CPU time (the latter is steadier on a busy machine)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     run()
-    elapsed = time.perf_counter() - start
-    print(f"{label:<28} {count / elapsed:>10,.0f} lines/s  ({elapsed:.2f} s)")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(f"{label:<28} {count / wall:>10,.0f} lines/s wall ({wall:.2f} s), {count / cpu:>10,.0f} lines/s CPU")
 
 
 def main() -> None:
