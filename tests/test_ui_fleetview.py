@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
 from rich.cells import cell_len
+from rich.console import Console
+from rich.text import Text
 
 from nfu_tui.models import CIStatus, CIVerdict, CompartmentState as S, Host, StatusCheck, UpdatePR
 from nfu_tui.ui import fleetview as fv
@@ -120,7 +123,8 @@ def test_row_shows_name_connection_command_and_badges():
 
 def test_offline_host_shows_how_long_ago_it_was_seen():
     h = host("hsb8", status="offline", last_seen=(NOW - timedelta(hours=3)).isoformat())
-    assert fv.conn_text(h, NOW) == ("○ 3h", "offline")
+    assert fv.conn_text(h, NOW) == ("○ 3h ago", "offline")
+    assert fv.conn_text(host("y", status="offline"), NOW) == ("○ offline", "offline")
     assert fv.conn_text(host("x", status="unknown"), NOW)[0] == "◌ unknown"
 
 
@@ -286,18 +290,37 @@ def test_lock_summary_is_coloured_by_line_kind():
 
 def test_pr_detail_shows_loading_errors_and_explanation_in_place():
     loading = SimpleNamespace(pr=pr(), explanation=None, loading=True, error="")
-    assert "Loading the lock diff" in prview.pr_detail(loading, NOW).plain
+    assert "Loading the lock diff" in render_plain(prview.pr_detail(loading, NOW))
     failed = SimpleNamespace(pr=pr(), explanation=None, loading=False, error="GitHub unreachable")
-    assert "Could not load this PR: GitHub unreachable" in prview.pr_detail(failed, NOW).plain
+    assert "Could not load this PR: GitHub unreachable" in render_plain(prview.pr_detail(failed, NOW))
     changelog = SimpleNamespace(lines=lambda limit: ["⚠ openssl 3.0.14 → 3.0.15 (CVE-2026-1234)", "+ foo 1.0 (new)"][:limit])
+    target = SimpleNamespace(slug="NixOS/nixpkgs", old_rev="a" * 40, new_rev="b" * 40, url="https://github.com/NixOS/nixpkgs/compare/a...b")
     expl = SimpleNamespace(
+        headline="nixpkgs aaaaaaa → bbbbbbb (+7 days)",
+        compares=[SimpleNamespace(target=target, comparison=SimpleNamespace(total_commits=180), error="")],
         nixpkgs_headline="nixpkgs abc1234 → def5678, 180 commits over 7 days",
         summary_text="• Updated input 'nixpkgs':\n    'a' (1)\n  → 'b' (2)\n",
         changelog=changelog,
         errors=["compare of x/y failed"],
     )
     ready = SimpleNamespace(pr=pr(), explanation=expl, loading=False, error="")
-    plain = prview.pr_detail(ready, NOW).plain
+    plain = render_plain(prview.pr_detail(ready, NOW), 60)
     assert plain.index("nixpkgs abc1234 → def5678, 180 commits over 7 days") < plain.index("Lock diff")
     assert plain.index("⚠ openssl") < plain.index("+ foo 1.0")
     assert "https://github.com/alice/nixcfg/pull/42" in plain and "compare of x/y failed" in plain
+    assert "NixOS/nixpkgs aaaaaaa…bbbbbbb · 180 commits" in plain
+
+
+def test_folded_lines_keep_their_start_and_continue_indented():
+    text = Text("  → 'https://example.org/" + "x" * 50 + "' (2026-05-17)\nshort")
+    lines = render_plain(prview.Folded(text, indent=6), 30).splitlines()
+    assert lines[0] == "  → 'https://example.org/xxxxx"
+    assert all(line.startswith("      ") for line in lines[1:-1])
+    assert "".join(line[6:] if i else line for i, line in enumerate(lines[:-1])) == text.plain.splitlines()[0]
+    assert lines[-1] == "short"
+
+
+def render_plain(renderable, width: int = 80) -> str:
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    console.print(renderable)
+    return "\n".join(line.rstrip() for line in console.export_text().splitlines())

@@ -23,7 +23,6 @@ from textual.signal import Signal
 from textual.worker import Worker, WorkerState
 
 from nfu_tui.models import Host
-from nfu_tui.ui.commands import FleetCommands
 from nfu_tui.ui.fleetview import HostMeta, Progress
 from nfu_tui.ui.messages import EventBatcher, ServiceUpdate
 from nfu_tui.ui.screens.main import MainScreen
@@ -57,6 +56,13 @@ class FleetServiceAPI(Protocol):
     def cancel_deploy(self) -> None: ...
 
 
+def _fleet_commands() -> type:
+    """The palette provider, imported when the palette first opens (textual.command is slow to import)."""
+    from nfu_tui.ui.commands import FleetCommands
+
+    return FleetCommands
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -66,7 +72,7 @@ class NfuApp(App[int]):
 
     TITLE = "nfu-tui"
     CSS_PATH = "app.tcss"
-    COMMANDS = App.COMMANDS | {FleetCommands}
+    COMMANDS = App.COMMANDS | {_fleet_commands}
 
     BINDINGS = [
         Binding("q", "quit", "Quit", tooltip="Quit nfu-tui", id="app.quit"),

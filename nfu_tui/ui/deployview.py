@@ -26,6 +26,13 @@ STATE_GLYPHS = {
     "cancelled": "⊘",
 }
 DONE_STATES = frozenset({"ok", "failed", "skipped", "cancelled"})
+_OUTCOME_STATES = {
+    eng.Outcome.OK: "ok",
+    eng.Outcome.FAILED: "failed",
+    eng.Outcome.SKIPPED: "skipped",
+    eng.Outcome.CANCELLED: "cancelled",
+    eng.Outcome.QUEUED: "queued",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,13 +161,7 @@ class DeployView:
             self._set(event.host, phase=event.phase, detail=event.message)
         elif isinstance(event, eng.HostFinished):
             out = event.outcome
-            state = {
-                eng.Outcome.OK: "ok",
-                eng.Outcome.FAILED: "failed",
-                eng.Outcome.SKIPPED: "skipped",
-                eng.Outcome.CANCELLED: "cancelled",
-                eng.Outcome.QUEUED: "queued",
-            }[out.outcome]
+            state = _OUTCOME_STATES[out.outcome]
             self._set(
                 out.host,
                 state=state,
@@ -196,9 +197,18 @@ class DeployView:
         self.result = result
         self.stage = "finished"
         self.headline = result.summary()
-        for outcome in result.outcomes:
-            if outcome.host in self.rows and not self.rows[outcome.host].done:
-                self.events.append(f"{outcome.describe()}")
+        for outcome in result.outcomes:  # the result is the final word, even before its events arrive
+            row = self._row(outcome.host)
+            state = _OUTCOME_STATES[outcome.outcome]
+            if row.state != state:
+                self._set(
+                    outcome.host,
+                    state=state,
+                    phase=outcome.phase or row.phase,
+                    finished=row.finished or (self.clock() if state in DONE_STATES else None),
+                    detail=outcome.detail,
+                    last_lines=tuple(outcome.last_lines),
+                )
 
     def fail(self, message: str) -> None:
         """The deploy worker raised (e.g. another deploy holds the lock)."""

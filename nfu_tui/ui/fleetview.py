@@ -263,7 +263,7 @@ def layout(width: int) -> tuple[Column, ...]:
     cols: list[tuple[str, str, int]] = [("mark", "", 2), ("name", "Host", 0), ("cells", "", CELLS_WIDTH)]
     cols.append(("conn", "Conn", 9))
     if width >= 90:
-        cols.append(("kind", "Type", 15))
+        cols.append(("kind", "Type", 17))
     if width >= 110:
         cols.append(("gen", "Gen", 7))
     if width >= 130:
@@ -351,7 +351,8 @@ def conn_text(host: Host, now: datetime) -> tuple[str, str]:
         return "● online", "online"
     if host.status == "unknown":
         return "◌ unknown", "offline"
-    return f"○ {ago(parse_time(host.last_seen), now)}", "offline"
+    age = ago(parse_time(host.last_seen), now)
+    return ("○ offline" if age == "?" else f"○ {age} ago"), "offline"
 
 
 def row_runs(

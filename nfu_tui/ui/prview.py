@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.measure import Measurement
 from rich.text import Text
 
 from nfu_tui.models import CIVerdict, UpdatePR
@@ -95,10 +97,32 @@ def colour_summary(summary: str) -> Text:
     return text
 
 
-def _changelog_lines(changelog: Any, limit: int) -> list[str]:
-    if changelog is None:
-        return []
-    return list(changelog.lines(limit))
+class Folded:
+    """Text whose lines are cut at the width (not word-wrapped) with a hanging indent.
+
+    Word wrapping tears a lock diff apart (``→`` alone on a line, the URL below it);
+    folding keeps every line's start where nix puts it and continues long URLs indented.
+    """
+
+    def __init__(self, text: Text, indent: int = 6) -> None:
+        self.text = text
+        self.indent = indent
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = max(options.max_width, self.indent + 10)
+        for line in self.text.split("\n", allow_blank=True):
+            chunk, rest = line[:width], line[width:]
+            yield chunk
+            step = width - self.indent
+            while rest.plain:
+                piece = Text(" " * self.indent)
+                piece.append_text(rest[:step])
+                yield piece
+                rest = rest[step:]
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        longest = max((len(line) for line in self.text.plain.split("\n")), default=0)
+        return Measurement(min(longest, self.indent + 10), longest)
 
 
 def changelog_style(line: str) -> str:
@@ -111,7 +135,7 @@ def changelog_style(line: str) -> str:
     return ""
 
 
-def pr_detail(state: Any, now: datetime, *, changelog_limit: int = 40) -> Text:
+def pr_detail(state: Any, now: datetime, *, changelog_limit: int = 40) -> Group:
     """The focused PR: title, URL, headline, lock diff, changelog; loading and errors in place.
 
     ``state`` is a ``PRState`` of the service (``pr``, ``explanation``, ``loading``, ``error``).
@@ -143,28 +167,50 @@ def pr_detail(state: Any, now: datetime, *, changelog_limit: int = 40) -> Text:
         elif not state.error:
             text.append("No lock diff yet.\n", style="dim")
         text.rstrip()
-        return text
-    headline = getattr(expl, "nixpkgs_headline", None) or getattr(expl, "headline", None)
+        return Group(text)
+    headline = expl.nixpkgs_headline or expl.headline
     if headline:
         text.append(headline + "\n", style="bold")
-    summary = getattr(expl, "summary_text", "") or ""
-    text.append("\nLock diff\n", style="bold underline")
+    summary = expl.summary_text or ""
+    text.append("\nLock diff", style="bold underline")
+    parts: list[Any] = [text]
     if summary.strip():
-        text.append_text(colour_summary(summary))
-        text.append("\n")
+        parts.append(Folded(colour_summary(summary)))
     else:
-        text.append("flake.lock did not change.\n", style="dim")
-    lines = _changelog_lines(getattr(expl, "changelog", None), changelog_limit)
+        text.append("\nflake.lock did not change.", style="dim")
+    text = Text()
+    parts.append(text)
+    lines = list(expl.changelog.lines(changelog_limit)) if expl.changelog is not None else []
     text.append("\nChangelog (nixpkgs)\n", style="bold underline")
     if lines:
         for line in lines:
             text.append(line + "\n", style=changelog_style(line))
     else:
         text.append("No package-level changes found.\n", style="dim")
-    for err in getattr(expl, "errors", None) or []:
+    for err in expl.errors:
         text.append("⚠ ", style="yellow")
         text.append(str(err) + "\n", style="yellow")
     if state.loading:
         text.append("Refreshing…\n", style="italic dim")
+    text.rstrip()
+    compares = compare_lines(expl.compares)
+    if compares.plain:
+        parts.append(Text("\nCompare on GitHub", style="bold underline"))
+        parts.append(Folded(compares))
+    return Group(*parts)
+
+
+def compare_lines(compares: Any) -> Text:
+    """``owner/repo abc1234…def5678 · 180 commits`` and the compare URL, per compare target."""
+    text = Text()
+    for result in compares or ():
+        target = result.target
+        text.append(target.slug, style="bold")
+        text.append(f" {target.old_rev[:7]}…{target.new_rev[:7]}", style="dim")
+        if result.comparison is not None:
+            text.append(f" · {result.comparison.total_commits} commits", style="dim")
+        elif result.error:
+            text.append(f" · {result.error}", style="yellow")
+        text.append("\n  " + target.url + "\n", style="underline dim")
     text.rstrip()
     return text

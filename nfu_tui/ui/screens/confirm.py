@@ -145,8 +145,8 @@ class DeployConfirmScreen(ModalScreen[bool]):
         border: thick $warning; background: $surface; padding: 0 1;
         border-title-align: center; border-title-style: bold;
     }
-    DeployConfirmScreen VerticalScroll { height: auto; max-height: 1fr; }
-    DeployConfirmScreen Horizontal { height: 3; align-horizontal: right; }
+    DeployConfirmScreen VerticalScroll { height: auto; max-height: 100%; }
+    DeployConfirmScreen Horizontal { dock: bottom; height: 3; align-horizontal: right; }
     DeployConfirmScreen Button { margin-left: 2; }
     """
 

@@ -175,7 +175,7 @@ class DeployScreen(Screen):
                 table.add_row(*cells, key=host)
             else:
                 for (key, _label), cell in zip(COLUMNS, cells):
-                    table.update_cell(host, key, cell)
+                    table.update_cell(host, key, cell, update_width=True)
             self._shown[host] = row
 
     def _render_status(self) -> None:

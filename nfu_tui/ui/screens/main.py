@@ -29,7 +29,10 @@ WIDE = 140
 
 
 class FilterInput(Input):
-    """The ``/`` filter; ``esc`` clears it and returns to the grid."""
+    """The ``/`` filter; ``esc`` clears it and returns to the grid.
+
+    Reopening it selects the current text (typing starts a new filter; ``end`` keeps it).
+    """
 
     BINDINGS = [Binding("escape", "cancel", "Clear filter", id="filter.cancel")]
 

@@ -196,6 +196,11 @@ class HostGrid(ScrollView, can_focus=True):
         return frozenset(self._selected)
 
     @property
+    def cursor_row(self) -> int:
+        """Index of the cursor among the shown hosts."""
+        return self._cursor
+
+    @property
     def cursor_host(self) -> str | None:
         return self._order[self._cursor] if self._order else None
 
@@ -207,6 +212,11 @@ class HostGrid(ScrollView, can_focus=True):
 
     def host(self, host_id: str) -> Host | None:
         return self._hosts.get(host_id)
+
+    def row_text(self, host_id: str) -> str | None:
+        """The plain text of a host's row as the grid shows it (None when filtered out)."""
+        row = self._index.get(host_id)
+        return None if row is None else "".join(text for text, _ in self._runs(row))
 
     def set_hosts(self, hosts: Iterable[Host]) -> None:
         """Replace every host (initial load or after a resync)."""
@@ -428,22 +438,25 @@ class HostGrid(ScrollView, can_focus=True):
         width = self.scrollable_content_region.width
         return Strip(segments).extend_cell_length(width, self._style("cursor" if cursor else "base")).crop(0, width)
 
-    def _row_strip(self, row: int) -> Strip:
+    def _runs(self, row: int) -> list[fv.Run]:
         host_id = self._order[row]
-        cursor = row == self._cursor
-        if not cursor and host_id in self._cache:
-            return self._cache[host_id]
         host = self._hosts[host_id]
-        runs = fv.row_runs(
+        return fv.row_runs(
             host,
             self.meta(host_id),
             self._cols,
             now=self._clock(),
             progress=self._progress(host_id) if host.busy else None,
             pending_lock=self._pending_lock,
-            cursor=cursor,
+            cursor=row == self._cursor,
         )
-        strip = self._strip(runs, cursor=cursor)
+
+    def _row_strip(self, row: int) -> Strip:
+        host_id = self._order[row]
+        cursor = row == self._cursor
+        if not cursor and host_id in self._cache:
+            return self._cache[host_id]
+        strip = self._strip(self._runs(row), cursor=cursor)
         if not cursor:
             self._cache[host_id] = strip
         return strip

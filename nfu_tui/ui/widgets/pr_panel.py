@@ -25,7 +25,7 @@ class PRList(OptionList):
     ]
 
     DEFAULT_CSS = """
-    PRList { height: auto; max-height: 40%; border: none; padding: 0; }
+    PRList, PRList:focus { height: auto; max-height: 40%; border: none; padding: 0; }
     PRList > .option-list--option { padding: 0 1; }
     """
 

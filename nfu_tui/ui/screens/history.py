@@ -1,0 +1,192 @@
+"""History: the journal's runs → one run's lock diff, plan, host outcomes and timeline.
+
+Self-contained: ``HistoryScreen(store)`` reads a :class:`~nfu_tui.core.store.Store`
+(off the event loop) through :mod:`nfu_tui.core.history`, the same data as
+``nfu-tui history``. ``enter`` on a run opens :class:`RunDetailScreen`. Everything
+that came from hosts or GitHub is shown as plain :class:`rich.text.Text`, never markup.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from nfu_tui.core import history as hist
+
+STATUS_STYLES = {
+    "succeeded": "green",
+    "failed": "bold red",
+    "cancelled": "yellow",
+    "abandoned": "dim",
+    "running": "bold blue",
+    "paused": "bold yellow",
+}
+OUTCOME_STYLES = {"ok": "green", "failed": "bold red", "skipped": "dim", "cancelled": "yellow", "queued": "cyan"}
+DIFF_STYLES = {"added": "bold green", "removed": "bold red", "updated": "bold yellow", "old": "red", "new": "green",
+               "plain": ""}
+
+
+def diff_text(lock_diff: str) -> Text:
+    """nix's lock diff, coloured like a diff: old revs red, new revs green."""
+    text = Text()
+    for kind, line in hist.classify_diff(lock_diff):
+        text.append(line + "\n", style=DIFF_STYLES[kind])
+    return text
+
+
+def _section(title: str) -> Text:
+    return Text(title, style="bold underline")
+
+
+def run_summary(r: hist.RunRecord) -> Text:
+    """Heading block: what, status, when, who, revs, summary."""
+    text = Text()
+    text.append(f"#{r.id} {r.what()}", style="bold")
+    if r.title:
+        text.append(f"  {r.title}")
+    text.append("  ")
+    text.append(r.status, style=STATUS_STYLES.get(r.status, ""))
+    text.append(f"  ({r.trigger})\n", style="dim")
+    finished = f" · finished {hist.local_time(r.finished_at)}" if r.finished_at else ""
+    text.append(f"started {hist.local_time(r.started_at)}{finished} · by {hist.who(r)}\n", style="dim")
+    if r.headline:
+        text.append(r.headline + "\n")
+    revs = [f"head {r.head_sha[:7]}" if r.head_sha else "", f"merged as {r.merge_sha[:7]}" if r.merge_sha else "",
+            "related runs " + ", ".join(f"#{n}" for n in r.related_runs) if r.related_runs else ""]
+    if any(revs):
+        text.append(" · ".join(x for x in revs if x) + "\n", style="dim")
+    if r.summary:
+        text.append(r.summary)
+    return text
+
+
+def hosts_table(r: hist.RunRecord) -> Table | Text:
+    if not r.hosts:
+        return Text("No host outcome recorded.", style="dim")
+    table = Table(box=None, padding=(0, 1), show_header=True, header_style="bold")
+    table.add_column("Host", no_wrap=True)
+    table.add_column("Outcome", no_wrap=True)
+    table.add_column("Phase", no_wrap=True)
+    table.add_column("Detail", ratio=1)
+    for h in r.hosts:
+        detail = Text(h.detail)
+        if h.log_excerpt:
+            detail.append("\n" + "\n".join(f"│ {line}" for line in h.log_excerpt), style="dim")
+        table.add_row(Text(h.host), Text(h.outcome, style=OUTCOME_STYLES.get(h.outcome, "")), Text(h.phase), detail)
+    return table
+
+
+def timeline_text(r: hist.RunRecord) -> Text:
+    text = Text()
+    for t in r.timeline:
+        text.append(hist.local_time(t.at, "%H:%M:%S") + "  ", style="dim")
+        text.append(t.text + "\n")
+    return text
+
+
+class RunDetailScreen(Screen):
+    """One run: summary, plan, hosts (with failing hosts' log excerpts), timeline, lock diff."""
+
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="history.detail.back")]
+
+    DEFAULT_CSS = """
+    RunDetailScreen VerticalScroll { padding: 0 1; }
+    RunDetailScreen Static { margin-bottom: 1; }
+    """
+
+    def __init__(self, record: hist.RunRecord) -> None:
+        super().__init__()
+        self.record = record
+
+    def compose(self) -> ComposeResult:
+        r = self.record
+        with VerticalScroll(id="run-detail"):
+            yield Static(run_summary(r), id="run-summary")
+            if r.plan:
+                yield Static(Group(_section("Plan"), Text("\n".join(r.plan))), id="run-plan")
+            yield Static(Group(_section("Hosts"), hosts_table(r)), id="run-hosts")
+            yield Static(Group(_section("Timeline"), timeline_text(r)), id="run-timeline")
+            if r.lock_diff:
+                yield Static(Group(_section("Lock diff"), diff_text(r.lock_diff)), id="run-lock-diff")
+        yield Footer()
+
+
+class HistoryScreen(Screen):
+    """Runs (newest first) and the audit trail; ``enter`` opens a run."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="history.back"),
+        Binding("r", "reload", "Reload", tooltip="Read the journal again", id="history.reload"),
+    ]
+
+    DEFAULT_CSS = """
+    HistoryScreen .history-title { height: 1; background: $panel; padding: 0 1; }
+    HistoryScreen #history-runs { height: 2fr; }
+    HistoryScreen #history-audit { height: 1fr; }
+    """
+
+    def __init__(self, store: Any, *, limit: int = 200) -> None:
+        super().__init__()
+        self.store = store
+        self.limit = limit
+        self.history: hist.History | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(" Runs — enter opens one", style="bold"), classes="history-title")
+        yield DataTable(id="history-runs", cursor_type="row", zebra_stripes=True)
+        yield Static(Text(" Audit trail", style="bold"), classes="history-title")
+        yield DataTable(id="history-audit", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        runs = self.query_one("#history-runs", DataTable)
+        runs.add_columns("Run", "When", "What", "Trigger", "Status", "Hosts", "By")
+        audit = self.query_one("#history-audit", DataTable)
+        audit.add_columns("When", "Action", "PR", "Who", "Details")
+        self.action_reload()
+
+    def action_reload(self) -> None:
+        self._load()
+
+    @work(exclusive=True, group="history-load", description="reading the journal", exit_on_error=False)
+    async def _load(self) -> None:
+        self.show(await hist.load_history_async(self.store, self.limit))
+
+    def show(self, history: hist.History) -> None:
+        """Fill both tables from ``history``."""
+        self.history = history
+        runs = self.query_one("#history-runs", DataTable)
+        runs.clear()
+        for r in history.runs:
+            runs.add_row(
+                Text(f"#{r.id}"), Text(hist.local_time(r.started_at, "%Y-%m-%d %H:%M")), Text(r.what()),
+                Text(r.trigger), Text(r.status, style=STATUS_STYLES.get(r.status, "")), Text(r.hosts_line()),
+                Text(hist.who(r)), key=str(r.id),
+            )
+        audit = self.query_one("#history-audit", DataTable)
+        audit.clear()
+        for a in history.audit:
+            details = ", ".join(f"{k}={v}" for k, v in sorted(a.details.items()))
+            audit.add_row(Text(hist.local_time(a.at, "%Y-%m-%d %H:%M")), Text(a.action),
+                          Text(f"#{a.pr}" if a.pr else ""),
+                          Text(a.actor + (f" ({a.github_login})" if a.github_login else "")), Text(details))
+
+    @on(DataTable.RowSelected, "#history-runs")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        if self.history is None or event.row_key.value is None:
+            return
+        record = next((r for r in self.history.runs if str(r.id) == event.row_key.value), None)
+        if record is not None:
+            self.app.push_screen(RunDetailScreen(record))
+
+
+__all__ = ["HistoryScreen", "RunDetailScreen", "diff_text"]
