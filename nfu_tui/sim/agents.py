@@ -706,9 +706,8 @@ class SimAgent:
             ]
             return build, copy, []
         if self.host.host_type == "nixos":
-            user = "admin"
             activate = ["activating the configuration...", "setting up /etc...",
-                        f"reloading user units for {user}...", "restarting sysinit-reactivation.target",
+                        "reloading user units for admin...", "restarting sysinit-reactivation.target",
                         "the following new units were started: nixfleet-agent.service"]
         else:
             activate = ["Starting Home Manager activation", "Activating checkFilesChanged", "Activating checkLaunchAgents",
@@ -768,7 +767,7 @@ class SimAgent:
     async def _rollback(self) -> None:
         if self.host.host_type == "nixos":
             gen = self.rng.randint(90, 400)
-            lines = [f"$ sudo nixos-rebuild --rollback switch", f"switching profile from version {gen} to {gen - 1}",
+            lines = ["$ sudo nixos-rebuild --rollback switch", f"switching profile from version {gen} to {gen - 1}",
                      "activating the configuration...", "setting up /etc...", "reloading user units for admin...",
                      "restarting sysinit-reactivation.target"]
         else:
@@ -813,7 +812,7 @@ class SimAgent:
         self.fleet.agent_status(self, "refresh-lock", 0, "Lock status refreshed")
 
     async def _refresh_system(self) -> None:
-        await self._lines(["$ nix build --dry-run .#nixosConfigurations.%s.config.system.build.toplevel" % self.host.id], 5.0)
+        await self._lines([f"$ nix build --dry-run .#nixosConfigurations.{self.host.id}.config.system.build.toplevel"], 5.0)
         current = self.system_commit[:7] == self.commit[:7]
         msg = "System is current" if current else "System needs rebuild"
         self.out(msg)
