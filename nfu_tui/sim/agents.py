@@ -229,6 +229,8 @@ PIPELINES: dict[str, tuple[str, list[str]]] = {
 }
 
 RECONNECT_SECONDS = 90.0
+RUNTIME_FAULTS = frozenset({"rejects_commands", "send_fails"})
+"""Faults only settable at run time: the agent answers ``command_rejected`` / the send fails (§6.2)."""
 TERMINAL = frozenset({"SUCCESS", "ERROR", "TIMEOUT", "SKIPPED", "BLOCKED", "PARTIAL", "KILLED", "STALE_BINARY", "SUSPICIOUS"})
 _PRUNED = frozenset({"SUCCESS", "ERROR", "TIMEOUT", "SKIPPED", "BLOCKED"})
 
@@ -1393,6 +1395,3 @@ class Fleet:
         del self.hosts[host_id]
         self.sink.change("host_removed", host_id)
 
-
-RUNTIME_FAULTS = frozenset({"rejects_commands", "send_fails"})
-"""Faults only settable at run time: the agent answers ``command_rejected`` / the send fails (§6.2)."""
