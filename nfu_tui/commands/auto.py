@@ -1,15 +1,258 @@
-"""`nfu-tui auto` (not implemented yet)."""
+"""`nfu-tui auto`: the automation without the TUI (a systemd service or timer).
+
+    nfu-tui auto [--once] [--stop-grace SECONDS] [--ready-timeout SECONDS]
+
+Runs :class:`~nfu_tui.core.automation.AutomationRunner` on the configured GitHub
+repository and dashboard with the same state file, journal, audit trail and deploy
+lock as the TUI (so the TUI shows what it does, and the two never deploy at once).
+Automation follows ``flake_updates.automation.enabled`` unless the TUI toggle
+overrides it; while it is off this process idles and says so.
+
+Output: one JSON object per line on stdout, flushed, e.g.
+``{"ts": "2026-08-16T02:00:03.123456+00:00", "level": "info", "event": "decision",
+"state": "waiting-delay", "text": "merging PR #42 in 37 min — waiting for CI", ...}``.
+``event`` is one of ``started``, ``ready``, ``connection``, ``decision``, ``notify``,
+``merge``, ``resume``, ``busy``, the engine's events (``run_started``,
+``merge_requested``, ``merged``, ``merge_refused``, ``host_queued``, ``host_started``,
+``host_progress``, ``host_finished``, ``waiting_for_canaries``, ``canary_gate``,
+``paused``, ``unpaused``, ``cancel_requested``, ``run_finished``; each with ``run``,
+``host`` and the human ``msg``), ``run_result``, ``rollback_*``, ``revert_opened``,
+``suspended``, ``stopping``, ``error``, ``log`` (library warnings) and ``stopped``.
+Secrets never appear.
+
+Signals: SIGTERM/SIGINT stop cleanly — no new host starts, the host or merge in
+flight finishes (at most ``--stop-grace`` seconds, default 60; after that it is
+interrupted and stays journaled), the run is left resumable in the journal, exit 0.
+A second signal stops at once (the journal is still resumable).
+
+``--once``: wait until the dashboard's fleet state and GitHub's PR list are known,
+resume due automatic runs, then decide and act if something is due (a full merge +
+deploy included), and exit. Exit codes: 0 — nothing due, waiting, blocked (notified),
+or the action succeeded; 1 — an action failed (merge refused, deploy or rollback
+failed) or a service could not be reached; 2 — bad configuration.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+PROG = "nfu-tui auto"
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("auto", help="(not available yet)")
+    p = sub.add_parser(
+        "auto",
+        help="run the automation headless (systemd service), JSON log lines on stdout",
+        description="Detect, wait, merge and deploy update PRs automatically, without the TUI.",
+    )
+    p.add_argument("--once", action="store_true", help="one detection cycle (act if due), then exit (for timers)")
+    p.add_argument("--stop-grace", type=float, default=60.0, metavar="SECONDS",
+                   help="on SIGTERM, how long to let the host or merge in flight finish (default 60)")
+    p.add_argument("--ready-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="--once: how long to wait for the dashboard and GitHub (default 60)")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("nfu-tui auto: not available yet", file=sys.stderr)
-    return 2
+    import asyncio
+
+    if args.stop_grace < 0 or args.ready_timeout <= 0:
+        print(f"{PROG}: --stop-grace must be >= 0 and --ready-timeout > 0", file=sys.stderr)
+        return 2
+    from nfu_tui.config import ConfigLoadError, load_config, resolve_secrets
+    from nfu_tui.errors import ConfigError
+
+    log = JsonLog(sys.stdout)
+    try:
+        cfg = load_config(args.config)
+        secrets = resolve_secrets(cfg)
+    except ConfigLoadError as exc:
+        log("config_error", level="error", message=exc.message)
+        print(exc.message, file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        log("config_error", level="error", message=exc.message)
+        print(f"{PROG}: {exc.message}", file=sys.stderr)
+        return 2
+    for warning in secrets.warnings:
+        log("config_warning", level="warning", message=warning)
+    problems = [f"{k} not configured" for k, v in (("github.repo", cfg.github.repo),
+                                                   ("dashboard.url", cfg.dashboard.url)) if not v]
+    if secrets.github_token is None:
+        problems.append("no GitHub token (NIXFLEET_GITHUB_TOKEN, github.token_file or `gh auth login`)")
+    if secrets.dashboard_password is None:
+        problems.append("no dashboard password (dashboard.password_file or NIXFLEET_PASSWORD)")
+    if problems:
+        for problem in problems:
+            log("config_error", level="error", message=problem)
+        print(f"{PROG}: " + "; ".join(problems), file=sys.stderr)
+        return 2
+    return asyncio.run(_Auto(args, cfg, secrets, log).main())
+
+
+class JsonLog:
+    """Writes ``{"ts", "level", "event", ...}`` lines and flushes each one."""
+
+    def __init__(self, stream) -> None:  # type: ignore[no-untyped-def]
+        self.stream = stream
+
+    def __call__(self, event: str, level: str = "info", **fields: object) -> None:
+        import json
+        from datetime import datetime, timezone
+
+        record = {"ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "level": level,
+                  "event": event, **fields}
+        try:
+            self.stream.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # stdout closed (e.g. the journal went away): keep working
+
+
+def _install_log_bridge(log: JsonLog) -> None:
+    """Library warnings (engine, notifier, …) as JSON lines too."""
+    import logging
+
+    class Bridge(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                message = record.getMessage()
+            except Exception:  # a malformed log call must not kill the service
+                message = str(record.msg)
+            log("log", level=record.levelname.lower(), logger=record.name, message=message)
+
+    root = logging.getLogger()
+    root.addHandler(Bridge(logging.WARNING))
+    root.setLevel(min(root.level or logging.WARNING, logging.WARNING))
+
+
+def _event_name(event: object) -> str:
+    import re
+
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(event).__name__).lower()
+
+
+class _Auto:
+    def __init__(self, args: argparse.Namespace, cfg, secrets, log: JsonLog) -> None:  # type: ignore[no-untyped-def]
+        self.args, self.cfg, self.secrets, self.log = args, cfg, secrets, log
+        self.signals = 0
+        self.main_task = None
+        self.last_status: tuple[str, str] = ("", "")
+
+    async def main(self) -> int:
+        import asyncio
+        import signal
+
+        from nfu_tui.core.automation import AutomationRunner
+        from nfu_tui.core.service import FleetService
+        from nfu_tui.errors import NfuError
+
+        _install_log_bridge(self.log)
+        self.main_task = asyncio.current_task()
+        try:
+            service = FleetService(self.cfg, self.secrets, lock_label="nfu-tui auto", insecure=self.args.insecure)
+        except NfuError as exc:
+            self.log("error", level="error", title=exc.title, message=str(exc))
+            return 2
+        runner = AutomationRunner(service, sink=self.log, stop_grace=self.args.stop_grace)
+        self.runner = runner
+        unsubscribe = service.subscribe(lambda ev: self._on_service_event(service, ev))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        self.log("started", mode="once" if self.args.once else "service", repo=self.cfg.github.repo,
+                 dashboard=self.cfg.dashboard.url, automation="on" if runner.enabled() else "off",
+                 windows=runner.windows.describe_next(runner.clock()))
+        code = 0
+        try:
+            await service.start()
+            if self.args.once:
+                code = await self._once(service, runner)
+            else:
+                await runner.run_forever()
+        except asyncio.CancelledError:
+            self.log("interrupted", level="warning", message="stopped at once; unfinished runs stay resumable")
+        except Exception as exc:  # a bug: say what happened, exit non-zero so systemd restarts the service
+            import traceback
+
+            self.log("crashed", level="error", message=f"{type(exc).__name__}: {exc}",
+                     traceback=traceback.format_exc(limit=20))
+            code = 1
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            unsubscribe()
+            runner.close()
+            await service.stop()
+            service.store.close()
+        self.log("stopped", exit_code=code)
+        return code
+
+    def _on_signal(self, sig: int) -> None:
+        import signal
+
+        self.signals += 1
+        name = signal.Signals(sig).name
+        if self.signals == 1:
+            self.log("signal", signal=name, message="stopping: no new host starts; the step in flight finishes")
+            self.runner.request_stop(name)
+            if self.args.once and not self.runner.acting and self.main_task is not None:
+                self.main_task.cancel()  # still connecting or deciding: nothing to finish
+        elif self.main_task is not None:
+            self.log("signal", level="warning", signal=name, message="second signal: stopping now")
+            self.main_task.cancel()
+
+    async def _once(self, service, runner) -> int:  # type: ignore[no-untyped-def]
+        ready, problem = await self._wait_ready(service)
+        if not ready:
+            self.log("error", level="error", message=problem)
+            return 1
+        self.log("ready", hosts=len(service.hosts()), prs=[s.pr.number for s in service.prs])
+        result = await runner.run_once()
+        self.log("cycle", state=result.decision.state.value, text=result.decision.describe(runner.clock()),
+                 acted=result.acted, ok=result.ok, message=result.message)
+        return 0 if result.ok else 1
+
+    async def _wait_ready(self, service) -> tuple[bool, str]:  # type: ignore[no-untyped-def]
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.args.ready_timeout
+        while True:
+            status = service.status
+            if status.dashboard in ("login-required",):
+                return False, f"dashboard login failed: {status.dashboard_detail}"
+            if service.fleet.synced and status.last_poll is not None:
+                return True, ""
+            if loop.time() >= deadline:
+                what = []
+                if not service.fleet.synced:
+                    what.append(f"dashboard {status.dashboard} {status.dashboard_detail}".strip())
+                if status.last_poll is None:
+                    what.append(f"GitHub {status.github} {status.github_detail}".strip())
+                return False, "not ready within the timeout: " + "; ".join(what)
+            await asyncio.sleep(0.1)
+
+    def _on_service_event(self, service, event) -> None:  # type: ignore[no-untyped-def]
+        if event.kind == "deploy" and event.payload is not None:
+            ev = event.payload
+            fields = {"run": ev.run_id, "msg": ev.line()}
+            if ev.host:
+                fields["host"] = ev.host
+            level = "info"
+            outcome = getattr(ev, "outcome", None)
+            if outcome is not None and getattr(outcome, "outcome", None) is not None:
+                fields["outcome"] = outcome.outcome.value
+                if outcome.outcome.value == "failed":
+                    level = "error"
+                    fields["log_excerpt"] = list(outcome.last_lines)
+            self.log(_event_name(ev), level=level, **fields)
+        elif event.kind == "status":
+            status = service.status
+            now = (f"{status.dashboard}:{status.dashboard_detail}", f"{status.github}:{status.github_detail}")
+            if now != self.last_status:
+                self.last_status = now
+                bad = status.dashboard in ("error", "login-required") or status.github in ("error", "rate-limited")
+                self.log("connection", level="warning" if bad else "info", dashboard=status.dashboard,
+                         dashboard_detail=status.dashboard_detail, github=status.github,
+                         github_detail=status.github_detail)

@@ -1,0 +1,658 @@
+"""Rolling back: after a failed deploy (``flake_updates.rollback.strategy``) and per host.
+
+Strategies after a deploy run failed on a host (only when the PR was merged):
+
+``revert-commit``
+    Open the revert PR (GraphQL ``revertPullRequest``), merge it (sha-guarded), then
+    pull + switch the hosts that had switched in the failed run, so they return to
+    the previous lock. **CI policy:** the revert restores a lock the fleet ran before
+    the failure, so nfu-tui does *not* wait for CI on it; when GitHub refuses the
+    merge (405, e.g. branch protection requires checks) it waits for the revert's CI
+    to turn green (at most ``ci_timeout``, 30 min by default) and merges then; red or
+    missing CI stops the rollback with an alert. The redeploy ignores maintenance
+    windows (it is recovery), has no canary wave, and skips held hosts.
+``revert-pr``
+    Open the revert PR and stop. It is shown like an update PR (the service tracks
+    it) and the admin merges it from the TUI; automation merges nothing else while it
+    is open.
+``alert-only``
+    Notify (and comment on the PR); leave everything as it is.
+
+"Hosts that had switched" are those whose last outcome in the failed run is ``ok``,
+or ``failed`` in the ``health`` phase (the switch went through, the canary check did
+not). Hosts whose pull or switch failed did not switch and are named in the summary.
+
+Journal: a ``revert`` run (``plan`` = strategy, failed run, reverted PR and merge
+sha, hosts) with the steps ``revert_requested`` → ``revert_opened(revert_pr,
+head_sha, url)`` → ``merge_requested`` → ``merged(sha)`` → ``redeploy_requested(hosts)``
+→ ``redeploy_started(run)``; the redeploy is an engine ``deploy`` run that carries a
+``revert_redeploy(parent)`` step. :meth:`RollbackManager.resume` continues from the
+last step (a merge request is repeated safely thanks to the sha guard; an
+interrupted redeploy is resumed by the engine).
+
+Per-host rollback (grid / deploy screen, after a confirm): the dashboard's
+``rollback`` op on one host, journaled as a ``rollback`` run (``host_started``,
+``command_dispatched``, ``host_finished``) and audited. It is never dispatched twice:
+``nixos-rebuild --rollback`` again would go back one more generation. Resuming an
+interrupted one follows its command or reads the System compartment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from nfu_tui.core.engine import (
+    HostOutcome,
+    Outcome,
+    RunStarted,
+    RunStatus,
+    inert_lines,
+    interpret_command,
+    interpret_dispatch,
+)
+from nfu_tui.errors import GitHubError, MergeConflict, NfuError, NotMergeable, StateError
+from nfu_tui.models import CIVerdict, CompartmentState, Notification
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("revert-commit", "revert-pr", "alert-only")
+CI_POLL_SECONDS = 30.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# ================================================================ pure helpers
+
+
+def _parse_time(value: str) -> datetime | None:
+    """An ISO-8601 timestamp from the dashboard (``Z`` or offset; naive = UTC)."""
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+    return parsed if parsed is None or parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def last_outcomes(run: Any) -> dict[str, tuple[str, str, str, tuple[str, ...]]]:
+    """host -> (outcome, phase, detail, log excerpt) of its last ``host_finished`` in a run with steps."""
+    found: dict[str, tuple[str, str, str, tuple[str, ...]]] = {}
+    for step in run.steps or ():
+        if step.step == "host_finished" and step.host:
+            d = step.data
+            found[step.host] = (str(d.get("outcome", "")), str(d.get("phase", "")), str(d.get("detail", "")),
+                                tuple(str(x) for x in d.get("log_excerpt") or ()))
+    return found
+
+
+def switched_hosts(run: Any) -> list[str]:
+    """Hosts that had switched in ``run``: outcome ``ok``, or ``failed`` in the ``health`` phase."""
+    return [h for h, (outcome, phase, _, _) in last_outcomes(run).items()
+            if outcome == Outcome.OK.value or (outcome == Outcome.FAILED.value and phase == "health")]
+
+
+def failed_hosts(run: Any) -> dict[str, str]:
+    """host -> "phase: detail" for the hosts that failed in ``run``."""
+    return {h: f"{phase}: {detail}" if phase else detail
+            for h, (outcome, phase, detail, _) in last_outcomes(run).items() if outcome == Outcome.FAILED.value}
+
+
+@dataclass
+class RevertJournal:
+    """What a ``revert`` run's journal says has happened (pure fold)."""
+
+    strategy: str
+    failed_run: int
+    reverts_pr: int
+    reverts_merge_sha: str
+    hosts: tuple[str, ...]
+    requested: bool = False
+    revert_pr: int | None = None
+    revert_head: str = ""
+    revert_url: str = ""
+    merge_requested: bool = False
+    merge_sha: str = ""
+    redeploy_requested: bool = False
+    redeploy_run: int | None = None
+
+    @classmethod
+    def from_run(cls, run: Any) -> "RevertJournal":
+        plan = run.plan or {}
+        j = cls(
+            strategy=str(plan.get("strategy", "revert-commit")),
+            failed_run=int(plan.get("failed_run", 0)),
+            reverts_pr=int(plan.get("reverts_pr") or run.pr or 0),
+            reverts_merge_sha=str(plan.get("reverts_merge_sha", "")),
+            hosts=tuple(plan.get("hosts") or ()),
+        )
+        for step in run.steps or ():
+            d = step.data
+            if step.step == "revert_requested":
+                j.requested = True
+            elif step.step == "revert_opened":
+                j.revert_pr, j.revert_head, j.revert_url = int(d["revert_pr"]), str(d.get("head_sha", "")), str(
+                    d.get("url", ""))
+            elif step.step == "merge_requested":
+                j.merge_requested = True
+            elif step.step == "merged":
+                j.merge_sha = str(d.get("sha", ""))
+            elif step.step == "redeploy_requested":
+                j.redeploy_requested = True
+            elif step.step == "redeploy_started":
+                j.redeploy_run = int(d["run"])
+        return j
+
+
+def rollback_plan(plan: Any) -> Any:
+    """A redeploy plan without a canary wave (recovery must not wait for canaries)."""
+    return replace(plan, canary_wait_minutes=0.0, entries=tuple(replace(e, wave=1) for e in plan.entries))
+
+
+# ================================================================== results
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackOutcome:
+    strategy: str
+    ok: bool
+    summary: str
+    run_id: int | None = None
+    revert_pr: int | None = None
+    redeploy_run: int | None = None
+    suspended: bool = False  # interrupted (shutdown): the journal is resumable
+
+
+@dataclass(frozen=True, slots=True)
+class HostRollbackResult:
+    host: str
+    ok: bool
+    detail: str
+    run_id: int
+    log_excerpt: tuple[str, ...] = ()
+
+
+class _Failed(Exception):
+    """Internal: the rollback stops here with a message."""
+
+
+# ================================================================== manager
+
+
+Notify = Callable[[Notification], Awaitable[None] | None]
+
+
+class RollbackManager:
+    """Rollbacks against GitHub, the dashboard and the journal (ports like the engine's).
+
+    ``run_engine(start)`` runs ``start(engine)`` (an awaitable returning a
+    :class:`~nfu_tui.core.engine.RunResult`) on a fresh engine and returns its result,
+    or None when the run was suspended (shutdown). ``lock`` guards a whole revert
+    (merge + redeploy) across processes; pass :class:`contextlib.nullcontext` when the
+    caller already holds the deploy lock.
+    """
+
+    def __init__(
+        self,
+        github: Any,
+        dashboard: Any,
+        fleet: Any,
+        store: Any,
+        config: Any,
+        *,
+        run_engine: Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[Any]],
+        state: Any = None,
+        notify: Notify | None = None,
+        lock: Callable[[], Any] = contextlib.nullcontext,
+        on_revert_opened: Callable[[int], None] | None = None,
+        sink: Callable[..., None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], datetime] = _utcnow,
+        ci_timeout: float = 30 * 60.0,
+        command_timeout: float = 16 * 60.0,
+        resume_lookup: float = 2.0,
+    ) -> None:
+        self.github = github
+        self.dashboard = dashboard
+        self.fleet = fleet
+        self.store = store
+        self.config = config
+        self.state = state
+        self._run_engine = run_engine
+        self._notify = notify
+        self._lock = lock
+        self._on_revert_opened = on_revert_opened
+        self._sink = sink or (lambda event, level="info", **fields: None)
+        self._sleep = sleep
+        self._clock = clock
+        self.ci_timeout = ci_timeout
+        self.command_timeout = command_timeout
+        self.resume_lookup = resume_lookup
+        self._login: str | None = None
+
+    @classmethod
+    def for_service(
+        cls,
+        service: Any,
+        *,
+        run_engine: Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[Any]] | None = None,
+        lock: Callable[[], Any] | None = None,
+        notify: Notify | None = None,
+        **kw: Any,
+    ) -> "RollbackManager":
+        """Wire to a :class:`~nfu_tui.core.service.FleetService`.
+
+        Defaults (for the TUI): the manager takes the service's deploy lock itself and
+        runs engines from ``service.make_engine``; notifications go to ``service.notify``.
+        """
+        from nfu_tui.core.store import DeployLock
+
+        async def default_run(start: Callable[[Any], Awaitable[Any]]) -> Any:
+            engine = service.make_engine(lock=contextlib.nullcontext)
+            service.engine = engine
+            return await start(engine)
+
+        if lock is None:
+            lock = (lambda: DeployLock(label=service.lock_label)) if run_engine is None else contextlib.nullcontext
+        return cls(
+            service.github, service.dashboard, service, service.store, service.config,
+            run_engine=run_engine or default_run, state=service.state, notify=notify or service.notify, lock=lock,
+            on_revert_opened=service.track_pr, **kw,
+        )
+
+    # --- shared plumbing ----------------------------------------------------------
+
+    async def _github_login(self) -> str | None:
+        if self._login is None:
+            with contextlib.suppress(NfuError, AttributeError):
+                self._login = await self.github.viewer_login()
+        return self._login
+
+    async def _tell(self, n: Notification) -> None:
+        self._sink("notify", level="warning" if n.severity != "information" else "info", title=n.title,
+                   message=n.message, severity=n.severity)
+        if self._notify is not None:
+            result = self._notify(n)
+            if inspect.isawaitable(result):
+                await result
+
+    async def _audit(self, action: str, *, actor: str, pr: int | None, details: Mapping[str, Any]) -> None:
+        try:
+            self.store.audit(action, actor=actor, github_login=await self._github_login(), pr=pr, details=details)
+        except (StateError, OSError) as exc:
+            log.warning("could not write the audit entry %s: %s", action, exc)
+
+    async def _comment(self, pr: int, body: str) -> None:
+        try:
+            await self.github.comment(pr, body)
+        except NfuError as exc:
+            self._sink("comment_failed", level="warning", pr=pr, message=str(exc))
+
+    # --- after a failed deploy ------------------------------------------------------
+
+    async def after_failure(self, failed_run_id: int, *, trigger: str = "manual",
+                            actor: str | None = None) -> RollbackOutcome:
+        """Apply the configured strategy to a deploy run that failed after its merge."""
+        from nfu_tui.core.store import local_actor
+
+        actor = actor or local_actor()
+        settings = self.config.flake_updates.rollback
+        failed = self.store.get_run(failed_run_id)
+        bad = failed_hosts(failed)
+        where = ", ".join(bad) or "the run"
+        if not settings.enabled:
+            self._sink("rollback_disabled", run=failed_run_id)
+            return RollbackOutcome("disabled", True, "rollback disabled (flake_updates.rollback.enabled = false)")
+        if not failed.merge_sha:
+            return RollbackOutcome(settings.strategy, True, "nothing was merged: nothing to roll back")
+        if settings.strategy == "alert-only":
+            return await self._alert_only(failed, bad, actor)
+        with self._lock():
+            run_id = self.store.create_run(
+                "revert", actor=actor, trigger=trigger, pr=failed.pr,
+                plan={"strategy": settings.strategy, "failed_run": failed.id, "reverts_pr": failed.pr,
+                      "reverts_merge_sha": failed.merge_sha, "hosts": switched_hosts(failed),
+                      "failed_hosts": bad},
+            )
+            self._sink("rollback_started", run=run_id, strategy=settings.strategy, failed_run=failed.id,
+                       failed_hosts=where)
+            return await self._continue_revert(run_id, actor)
+
+    async def _alert_only(self, failed: Any, bad: Mapping[str, str], actor: str) -> RollbackOutcome:
+        n = failed.pr
+        lines = [f"{host}: {why}" for host, why in bad.items()]
+        message = ("Rollback strategy alert-only: nothing was reverted or rolled back. "
+                   "Roll hosts back from the grid or hold them. " + "; ".join(lines))
+        await self._tell(Notification(f"PR #{n} deploy failed on {', '.join(bad) or 'a host'} — not rolled back",
+                                      message, "error", ["nfu-tui", f"pr-{n}", "rotating_light"]))
+        await self._comment(n, f"nfu-tui: deploy run #{failed.id} failed ({'; '.join(lines) or 'see the journal'}). "
+                               "Rollback strategy `alert-only`: nothing was reverted.")
+        await self._audit("rollback", actor=actor, pr=n, details={
+            "run": failed.id, "strategy": "alert-only", "failed_hosts": dict(bad), "status": "alerted"})
+        return RollbackOutcome("alert-only", True, "alerted; nothing rolled back")
+
+    # --- revert runs ----------------------------------------------------------------
+
+    async def resume(self, run_id: int) -> RollbackOutcome:
+        """Continue an unfinished ``revert`` or per-host ``rollback`` run from its journal."""
+        from nfu_tui.core.store import local_actor
+
+        run = self.store.get_run(run_id)
+        if run.finished:
+            raise StateError(f"run #{run_id} is already {run.status}; nothing to resume")
+        self.store.record(run_id, "resumed", actor=local_actor())
+        if run.kind == "rollback":
+            result = await self._resume_host_rollback(run)
+            return RollbackOutcome("host", result.ok, f"{result.host}: {result.detail}", run_id)
+        if run.kind != "revert":
+            raise StateError(f"run #{run_id} is a {run.kind}, not a rollback")
+        with self._lock():
+            return await self._continue_revert(run_id, local_actor())
+
+    async def _continue_revert(self, run_id: int, actor: str) -> RollbackOutcome:
+        j = RevertJournal.from_run(self.store.get_run(run_id))
+        try:
+            if j.revert_pr is None:
+                await self._open_revert(run_id, j)
+            if j.strategy == "revert-pr":
+                summary = (f"revert PR #{j.revert_pr} opened for PR #{j.reverts_pr}; merge it from the TUI "
+                           "(automation waits for it)")
+                return await self._finish(run_id, j, actor, True, summary, f"PR #{j.reverts_pr}: revert PR "
+                                          f"#{j.revert_pr} opened", "warning")
+            if not j.merge_sha:
+                await self._merge_revert(run_id, j)
+            result = await self._redeploy(run_id, j, actor)
+        except (_Failed, NfuError) as exc:
+            text = str(exc) if isinstance(exc, _Failed) else f"{exc.title}: {exc}"
+            summary = f"rollback of PR #{j.reverts_pr} failed: {text}"
+            if j.revert_pr is not None and not j.merge_sha:
+                summary += f" (revert PR #{j.revert_pr} is open: merge it by hand)"
+            return await self._finish(run_id, j, actor, False, summary, f"PR #{j.reverts_pr}: rollback failed",
+                                      "error")
+        if result is None:
+            self._sink("rollback_suspended", run=run_id)
+            return RollbackOutcome(j.strategy, True, "suspended; resumes from the journal", run_id, j.revert_pr,
+                                   j.redeploy_run, suspended=True)
+        ok, detail = result
+        merged = f"reverted PR #{j.reverts_pr} with PR #{j.revert_pr} (merged as {j.merge_sha[:7]})"
+        return await self._finish(run_id, j, actor, ok, f"{merged}; {detail}",
+                                  f"PR #{j.reverts_pr} rolled back" if ok else f"PR #{j.reverts_pr}: rollback "
+                                  "redeploy failed", "warning" if ok else "error")
+
+    async def _open_revert(self, run_id: int, j: RevertJournal) -> None:
+        original = await self.github.get_pull(j.reverts_pr, wait_mergeable=False)
+        if not original.merged or not original.node_id:
+            raise _Failed(f"PR #{j.reverts_pr} is not merged on GitHub; there is nothing to revert")
+        self.store.record(run_id, "revert_requested", pr=j.reverts_pr, merge_sha=original.merge_commit_sha,
+                          repeated=j.requested)
+        bad = failed_hosts(self.store.get_run(j.failed_run)) if j.failed_run else {}
+        body = (f"nfu-tui: the deploy of #{j.reverts_pr} (run #{j.failed_run}) failed on "
+                f"{', '.join(bad) or 'a host'}. This reverts it"
+                + (f"; {len(j.hosts)} host(s) that had switched will be rolled back." if j.strategy == "revert-commit"
+                   and j.hosts else "."))
+        revert = await self.github.revert_pull(original.node_id, title=f'Revert "{original.title}"', body=body)
+        self.store.record(run_id, "revert_opened", revert_pr=revert.number, head_sha=revert.head_sha,
+                          url=revert.html_url, base_sha=revert.base_sha)
+        j.revert_pr, j.revert_head, j.revert_url = revert.number, revert.head_sha, revert.html_url
+        self._sink("revert_opened", run=run_id, revert_pr=revert.number, head=revert.head_sha)
+        await self._record_context(run_id, revert)
+        if self._on_revert_opened is not None:
+            self._on_revert_opened(revert.number)
+        plan = ("merging it and rolling back the hosts that had switched" if j.strategy == "revert-commit"
+                else "merge it to roll back")
+        await self._comment(j.reverts_pr, f"nfu-tui: deploy failed on {', '.join(bad) or 'a host'}; opened the "
+                                          f"revert #{revert.number} ({plan}).")
+
+    async def _record_context(self, run_id: int, revert: Any) -> None:
+        """The revert's lock diff for the history (best effort)."""
+        from nfu_tui.core.history import lock_diff_for
+
+        found = await lock_diff_for(self.github, revert)
+        with contextlib.suppress(StateError):
+            self.store.record(run_id, "context", title=revert.title, head_sha=revert.head_sha,
+                              base_sha=revert.base_sha, lock_diff=found[0] if found else "",
+                              headline=found[1] if found else "")
+
+    async def _merge_revert(self, run_id: int, j: RevertJournal) -> None:
+        assert j.revert_pr is not None
+        n = j.revert_pr
+        pr = await self.github.get_pull(n)
+        if pr.merged:
+            sha, note = pr.merge_commit_sha, "already merged"
+        else:
+            if pr.state != "open":
+                raise _Failed(f"revert PR #{n} was closed without being merged")
+            if pr.mergeable is False or pr.mergeable_state == "dirty":
+                raise _Failed(f"revert PR #{n} has merge conflicts (flake.lock changed since the update?)")
+            self.store.record(run_id, "merge_requested", pr=n, sha=pr.head_sha, repeated=j.merge_requested)
+            method = self.config.github.merge_method
+            try:
+                sha = await self.github.merge(n, pr.head_sha, method=method)
+                note = "merged without waiting for CI"
+            except MergeConflict:
+                raise _Failed(f"revert PR #{n} changed before the merge; review it and merge it by hand") from None
+            except NotMergeable as exc:
+                self._sink("revert_waits_for_ci", run=run_id, revert_pr=n, github=exc.message)
+                await self._wait_for_green(n, pr.head_sha, exc.message)
+                sha = await self.github.merge(n, pr.head_sha, method=method)
+                note = "merged once its CI was green (GitHub required it)"
+        if not sha:
+            raise _Failed(f"GitHub gave no merge commit for revert PR #{n}")
+        self.store.record(run_id, "merged", sha=sha, note=note)
+        j.merge_sha = sha
+        await self._audit("merge", actor=self.store.get_run(run_id).actor, pr=n,
+                          details={"run": run_id, "merge_sha": sha, "revert_of": j.reverts_pr, "note": note})
+        await self.github.wait_for_branch_contains(pr.base_ref or "main", sha, timeout=120)
+
+    async def _wait_for_green(self, number: int, sha: str, refusal: str) -> None:
+        waited = 0.0
+        while True:
+            ci = await self.github.ci_status(sha)
+            if ci.verdict is CIVerdict.GREEN:
+                return
+            if ci.verdict in (CIVerdict.RED, CIVerdict.NO_CI):
+                state = "failing" if ci.verdict is CIVerdict.RED else "absent"
+                raise _Failed(f"GitHub refused to merge revert PR #{number} ({refusal}) and its CI is {state}")
+            if waited >= self.ci_timeout:
+                raise _Failed(f"GitHub refused to merge revert PR #{number} ({refusal}) and its CI was not green "
+                              f"within {self.ci_timeout / 60:g} min")
+            await self._sleep(CI_POLL_SECONDS)
+            waited += CI_POLL_SECONDS
+
+    async def _redeploy(self, run_id: int, j: RevertJournal, actor: str) -> tuple[bool, str] | None:
+        """Pull + switch the switched hosts at the revert; (ok, detail), None when suspended."""
+        from nfu_tui.core.plan import make_plan
+
+        assert j.revert_pr is not None
+        trigger = self.store.get_run(run_id).trigger
+        child_id = j.redeploy_run
+        if child_id is None and j.redeploy_requested:
+            child_id = next((r.id for r in self.store.unfinished_runs()
+                             if r.kind == "deploy" and r.pr == j.revert_pr), None)
+            if child_id is not None:
+                self._link(run_id, child_id)
+        if child_id is not None:
+            child = self.store.get_run(child_id)
+            if child.finished:
+                return child.status == "succeeded", child.summary
+
+            async def start(engine: Any) -> Any:
+                return await engine.resume(child_id, actor=actor, queued_wait=0)
+        else:
+            hosts = list(j.hosts)
+            if not hosts:
+                return True, "no host had switched: nothing to redeploy"
+            held = set(self.state.held) if self.state is not None else set()
+            overrides = self.state.overrides if self.state is not None else {}
+            plan = rollback_plan(make_plan(self.fleet.hosts(), self.config, held, targets=hosts,
+                                           pr_number=j.revert_pr, head_sha=j.revert_head, overrides=overrides))
+            self.store.record(run_id, "redeploy_requested", hosts=list(plan.hosts),
+                              skipped=[s.describe() for s in plan.skipped if s.host in hosts])
+
+            async def start(engine: Any) -> Any:
+                def link(event: Any) -> None:
+                    if isinstance(event, RunStarted) and not event.resumed:
+                        self._link(run_id, event.run_id)
+                engine.subscribe(link)
+                return await engine.run(plan, actor=actor, trigger=trigger, queued_wait=0)
+        result = await self._run_engine(start)
+        if result is None:
+            return None
+        ok = result.status in (RunStatus.SUCCEEDED, RunStatus.WAITING)
+        rolled = result.hosts_with(Outcome.OK)
+        parts = [f"rolled back {', '.join(rolled)}" if rolled else "no host rolled back"]
+        failed = result.hosts_with(Outcome.FAILED)
+        if failed:
+            parts.append(f"failed on {', '.join(failed)}")
+        queued = result.hosts_with(Outcome.QUEUED)
+        if queued:
+            parts.append(f"queued until online: {', '.join(queued)}")
+        if not ok and not failed:
+            parts.append(result.message or result.status.value)
+        return ok, "; ".join(parts)
+
+    def _link(self, parent: int, child: int | None) -> None:
+        if child is None:
+            return
+        with contextlib.suppress(StateError):
+            self.store.record(parent, "redeploy_started", run=child)
+        with contextlib.suppress(StateError):
+            self.store.record(child, "revert_redeploy", parent=parent)
+
+    async def _finish(self, run_id: int, j: RevertJournal, actor: str, ok: bool, summary: str, title: str,
+                      severity: str) -> RollbackOutcome:
+        run = self.store.get_run(run_id)
+        if not run.finished:
+            self.store.finish_run(run_id, "succeeded" if ok else "failed", summary)
+        await self._audit("rollback", actor=actor, pr=j.reverts_pr, details={
+            "run": run_id, "strategy": j.strategy, "failed_run": j.failed_run, "revert_pr": j.revert_pr,
+            "merge_sha": j.merge_sha, "hosts": list(j.hosts), "redeploy_run": j.redeploy_run,
+            "status": "succeeded" if ok else "failed"})
+        tags = ["nfu-tui", f"pr-{j.reverts_pr}", "leftwards_arrow_with_hook" if ok else "rotating_light"]
+        await self._tell(Notification(title, summary, severity, tags))
+        self._sink("rollback_finished", run=run_id, ok=ok, summary=summary)
+        return RollbackOutcome(j.strategy, ok, summary, run_id, j.revert_pr,
+                               RevertJournal.from_run(self.store.get_run(run_id)).redeploy_run)
+
+    async def resume_unfinished(self, *, trigger: str | None = None) -> list[RollbackOutcome]:
+        """Resume every unfinished revert/rollback run (optionally only those with ``trigger``)."""
+        outcomes = []
+        for run in self.store.unfinished_runs():
+            if run.kind in ("revert", "rollback") and (trigger is None or run.trigger == trigger):
+                outcomes.append(await self.resume(run.id))
+        return outcomes
+
+    # --- per host -------------------------------------------------------------------
+
+    async def rollback_host(self, host: str, *, actor: str | None = None,
+                            trigger: str = "manual") -> HostRollbackResult:
+        """The dashboard's ``rollback`` op on ``host`` (ask the user first), journaled and audited."""
+        from nfu_tui.core.store import local_actor
+
+        actor = actor or local_actor()
+        run_id = self.store.create_run("rollback", actor=actor, trigger=trigger,
+                                       plan={"op": "rollback", "hosts": [host]})
+        self._sink("host_rollback", run=run_id, host=host)
+        self.store.record(run_id, "host_started", host=host, phase="rollback")
+        try:
+            results = await self.dashboard.dispatch("rollback", [host])
+        except NfuError as exc:
+            return await self._host_done(run_id, actor, HostOutcome(host, Outcome.FAILED, "rollback",
+                                                                    f"{exc.title}: {exc}"))
+        mine = next((r for r in results if getattr(r, "host_id", host) == host), None)
+        decision = interpret_dispatch(mine, "rollback", host)
+        if decision.action != "started":
+            return await self._host_done(run_id, actor, HostOutcome(host, Outcome.FAILED, "rollback",
+                                                                    decision.message))
+        self.store.record(run_id, "command_dispatched", host=host, phase="rollback", command_id=decision.command_id)
+        return await self._host_done(run_id, actor, await self._follow(host, decision.command_id))
+
+    async def _follow(self, host: str, command_id: str) -> HostOutcome:
+        try:
+            cmd = await self.fleet.wait_for_command(command_id, self.command_timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            return self._host_failed(host, f"the rollback did not finish within {self.command_timeout / 60:g} min; "
+                                           "check the host")
+        ok, detail = interpret_command(cmd)
+        if ok:
+            return HostOutcome(host, Outcome.OK, "rollback", detail or "rolled back to the previous generation")
+        return self._host_failed(host, detail)
+
+    def _host_failed(self, host: str, detail: str) -> HostOutcome:
+        return HostOutcome(host, Outcome.FAILED, "rollback", detail, inert_lines(self.fleet.output_lines(host)))
+
+    async def _resume_host_rollback(self, run: Any) -> HostRollbackResult:
+        from nfu_tui.core.store import local_actor
+
+        started_at: datetime | None = None
+        command_id = ""
+        host = ""
+        for step in run.steps or ():
+            if step.step == "host_started" and step.host:
+                host, started_at, command_id = step.host, step.at, ""
+            elif step.step == "command_dispatched" and step.host:
+                command_id = str(step.data.get("command_id", ""))
+        host = host or str((run.plan.get("hosts") or [""])[0])
+        outcome: HostOutcome | None = None
+        if command_id:
+            try:
+                await self.fleet.wait_for_command(command_id, self.resume_lookup)
+                outcome = await self._follow(host, command_id)
+            except (TimeoutError, asyncio.TimeoutError):
+                outcome = None
+        if outcome is None:
+            with contextlib.suppress(NfuError):
+                active = (await self.dashboard.command_states()).get(host)
+                if active is not None and active.op == "rollback" and not active.terminal:
+                    self.store.record(run.id, "command_dispatched", host=host, phase="rollback", command_id=active.id)
+                    outcome = await self._follow(host, active.id)
+        if outcome is None:
+            outcome = self._from_system(host, started_at)
+        return await self._host_done(run.id, local_actor(), outcome)
+
+    def _from_system(self, host: str, since: datetime | None) -> HostOutcome:
+        """Judge an interrupted rollback by the System compartment reported after it started."""
+        h = self.fleet.host(host)
+        checked = _parse_time(h.system.checked_at) if h is not None else None
+        if h is not None and checked is not None and since is not None and checked >= since \
+                and "rollback" in h.system.message.lower():
+            if h.system.state is CompartmentState.OK:
+                return HostOutcome(host, Outcome.OK, "rollback", f"the interrupted rollback completed ({h.system.message})")
+            if h.system.state is CompartmentState.ERROR:
+                return self._host_failed(host, f"the interrupted rollback failed ({h.system.message})")
+        return self._host_failed(host, "the interrupted rollback's outcome is unknown (not repeated: a second "
+                                       "rollback would go back one more generation); verify the host")
+
+    async def _host_done(self, run_id: int, actor: str, outcome: HostOutcome) -> HostRollbackResult:
+        host = outcome.host
+        ok = outcome.outcome is Outcome.OK
+        self.store.record(run_id, "host_finished", host=host, outcome=outcome.outcome.value, phase="rollback",
+                          detail=outcome.detail, log_excerpt=list(outcome.last_lines))
+        summary = f"{host}: rollback {'succeeded' if ok else 'failed'}" + (f" — {outcome.detail}" if outcome.detail
+                                                                            else "")
+        self.store.finish_run(run_id, "succeeded" if ok else "failed", summary)
+        await self._audit("rollback_host", actor=actor, pr=None, details={
+            "run": run_id, "host": host, "outcome": outcome.outcome.value, "detail": outcome.detail})
+        await self._tell(Notification(f"{host} rolled back" if ok else f"Rollback of {host} failed", summary,
+                                      "information" if ok else "error", ["nfu-tui", host]))
+        return HostRollbackResult(host, ok, outcome.detail, run_id, outcome.last_lines)
+
+
+__all__ = [
+    "HostRollbackResult",
+    "RevertJournal",
+    "RollbackManager",
+    "RollbackOutcome",
+    "STRATEGIES",
+    "failed_hosts",
+    "last_outcomes",
+    "rollback_plan",
+    "switched_hosts",
+]

@@ -1,0 +1,144 @@
+"""`nfu-tui auto` as a process against the simulator: --once, JSON log lines, the toggle,
+configuration errors, and SIGTERM in the middle of a deploy leaving a resumable journal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from nfu_tui.core.store import DB_NAME, Store
+from nfu_tui.paths import state_dir
+from nfu_tui.sim.scenario import HostSpec, PRSpec
+from nfu_tui.sim.testing import fast_scenario
+
+HOSTS = [HostSpec("gpc0", "gaming", "home"), HostSpec("hsb0", "server", "home"), HostSpec("hsb1", "server", "home"),
+         HostSpec("csb0", "server", "cloud")]
+
+
+def scenario(speed: float = 400.0) -> Any:
+    return fast_scenario(hosts=[HostSpec(**{**vars(h), "faults": set(h.faults)}) for h in HOSTS],
+                         prs=[PRSpec(42, labels=["dependencies"], ci="success")], speed=speed,
+                         heartbeat_seconds=0.05)
+
+
+def config(sim: Any, tmp_path: Path, **automation: Any) -> Path:
+    automation = {"enabled": True, "delay_minutes": 0, "canary_wait_minutes": 0, **automation}
+    return sim.write_config(tmp_path / "cfg", flake_updates={"automation": automation})
+
+
+async def start_auto(config_path: Path, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nfu_tui", "--config", str(config_path), "auto", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def finish(proc: asyncio.subprocess.Process, timeout: float = 60) -> tuple[int, list[dict[str, Any]], str]:
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    return proc.returncode or 0, lines, err.decode()
+
+
+def events(lines: list[dict[str, Any]]) -> list[str]:
+    return [line["event"] for line in lines]
+
+
+def journal() -> Store:
+    return Store(state_dir() / DB_NAME)
+
+
+def merges(sim: Any) -> int:
+    return sum(1 for method, path, *_ in sim.github.request_log if method == "PUT" and path.endswith("/pulls/42/merge"))
+
+
+async def test_once_merges_deploys_and_logs_json_lines(sim_factory: Any, tmp_path: Path) -> None:
+    sim = await sim_factory(scenario())
+    cfg = config(sim, tmp_path)
+    code, lines, err = await finish(await start_auto(cfg, "--once"))
+    assert code == 0, (err, lines)
+    assert all({"ts", "level", "event"} <= set(line) for line in lines)
+    seen = events(lines)
+    assert seen[0] == "started" and seen[-1] == "stopped"
+    for expected in ("ready", "decision", "merge", "run_started", "merged", "host_started", "host_finished",
+                     "run_finished", "run_result", "cycle"):
+        assert expected in seen, expected
+    finished = [line for line in lines if line["event"] == "host_finished"]
+    assert {line["host"] for line in finished} == {"gpc0", "hsb0", "hsb1", "csb0"}
+    assert all(line["outcome"] == "ok" for line in finished)
+    assert merges(sim) == 1
+    assert sim.github.default_branch_head()[1].startswith("Merge pull request #42")
+    token = sim.info()["token"]
+    assert token not in "\n".join(json.dumps(line) for line in lines) + err
+    with journal() as store:
+        (run,) = store.list_runs()
+        assert (run.kind, run.trigger, run.status) == ("deploy", "auto", "succeeded")
+    cycle = next(line for line in lines if line["event"] == "cycle")
+    assert (cycle["acted"], cycle["ok"]) == (True, True)
+
+
+async def test_once_obeys_the_switch(sim_factory: Any, tmp_path: Path) -> None:
+    sim = await sim_factory(scenario())
+    code, lines, _ = await finish(await start_auto(config(sim, tmp_path, enabled=False), "--once"))
+    assert code == 0 and merges(sim) == 0
+    assert lines[0]["automation"] == "off"
+    cycle = next(line for line in lines if line["event"] == "cycle")
+    assert (cycle["state"], cycle["text"], cycle["acted"]) == ("disabled", "automation off", False)
+
+
+async def test_bad_configuration_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[flake_updates.automation]\nmaintenance_windows = ["Caturday 02:00-03:00"]\n')
+    code, lines, err = await finish(await start_auto(path, "--once"))
+    assert code == 2
+    assert lines[0]["event"] == "config_error" and "Caturday" in lines[0]["message"]
+    assert "maintenance_windows" in err
+
+
+async def test_unreachable_dashboard_fails_the_cycle(sim_factory: Any, tmp_path: Path) -> None:
+    sim = await sim_factory(scenario())
+    cfg = sim.write_config(tmp_path / "cfg", dashboard={"url": "http://127.0.0.1:9"},
+                           flake_updates={"automation": {"enabled": True, "delay_minutes": 0}})
+    code, lines, _ = await finish(await start_auto(cfg, "--once", "--ready-timeout", "1"))
+    assert code == 1 and merges(sim) == 0
+    error = next(line for line in lines if line["event"] == "error")
+    assert "not ready within the timeout" in error["message"] and "dashboard" in error["message"]
+
+
+async def test_sigterm_mid_deploy_leaves_a_resumable_journal(sim_factory: Any, tmp_path: Path) -> None:
+    sim = await sim_factory(scenario(speed=60.0))  # a switch takes about half a second
+    cfg = config(sim, tmp_path)
+    proc = await start_auto(cfg, "--stop-grace", "30")
+    assert proc.stdout is not None
+    lines: list[dict[str, Any]] = []
+    while True:
+        raw = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert raw, f"auto exited early: {lines}"
+        lines.append(json.loads(raw))
+        if lines[-1]["event"] == "host_started" and lines[-1]["host"] == "hsb0":
+            break
+    proc.send_signal(signal.SIGTERM)
+    code, rest, err = await finish(proc)
+    lines += rest
+    assert code == 0, err
+    seen = events(lines)
+    assert "signal" in seen and "suspended" in seen and seen[-1] == "stopped"
+    # hsb0 was in flight: it finished (within the grace period); nothing started after the signal.
+    after = seen.index("signal")
+    assert [line["host"] for line in lines[after:] if line["event"] == "host_started"] in ([], ["hsb0"])
+    with journal() as store:
+        (run,) = store.unfinished_runs()
+        assert run.trigger == "auto" and run.merge_sha
+        assert run.host_outcomes.get("gpc0") == "ok" and "hsb1" not in run.host_outcomes
+        assert "shutdown_requested" in [s.step for s in run.steps]
+        run_id = run.id
+    code, lines, err = await finish(await start_auto(cfg, "--once"))
+    assert code == 0, (err, lines)
+    assert "resume" in events(lines)
+    with journal() as store:
+        run = store.get_run(run_id)
+        assert run.status == "succeeded" and set(run.host_outcomes) == {"gpc0", "hsb0", "hsb1", "csb0"}
+        assert set(run.host_outcomes.values()) == {"ok"}
+    assert merges(sim) == 1

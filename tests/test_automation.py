@@ -1,0 +1,465 @@
+"""Automation: the pure decision with a controlled clock, then the runner end to end against
+the simulator (delay, CI, windows, supersede, notify-once, window closing mid-run)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nfu_tui.config import AutomationConfig
+from nfu_tui.core.automation import (
+    Action,
+    AutoState,
+    RunInfo,
+    Situation,
+    countdown,
+    decide,
+    lock_holder,
+    run_info,
+    set_automation,
+)
+from nfu_tui.core.state import AppState
+from nfu_tui.core.store import DeployLock, Store
+from nfu_tui.core.windows import WindowSet
+from nfu_tui.models import CIStatus, CIVerdict, UpdatePR
+
+HEAD = "a" * 40
+NOW = datetime(2026, 8, 12, 14, 0, tzinfo=timezone.utc)  # a Wednesday
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "UTC")  # window texts are shown in local time
+
+
+def pr(number: int = 42, **kw: Any) -> UpdatePR:
+    base = dict(number=number, title="flake.lock: Update", author="github-actions[bot]", html_url="",
+                head_ref="update_flake_lock_action", head_sha=HEAD, base_ref="main", base_sha="c" * 40,
+                created_at=NOW - timedelta(hours=3), updated_at=NOW - timedelta(minutes=23), files=("flake.lock",),
+                mergeable=True, mergeable_state="clean", ci=CIStatus(CIVerdict.GREEN, "3/3 checks passed"))
+    base.update(kw)
+    return UpdatePR(**base)
+
+
+def situation(*prs: UpdatePR, windows: list[str] | None = None, now: datetime = NOW, **kw: Any) -> Situation:
+    config = AutomationConfig(enabled=True, delay_minutes=kw.pop("delay", 60), require_ci=kw.pop("require_ci", True))
+    return Situation(now=now, enabled=kw.pop("enabled", True), config=config, windows=WindowSet(windows or []),
+                     prs=prs, **kw)
+
+
+def run(id: int = 1, **kw: Any) -> RunInfo:
+    base = dict(id=id, kind="deploy", pr=42, head_sha=HEAD, merge_sha="", status="succeeded", trigger="auto")
+    base.update(kw)
+    return RunInfo(**base)
+
+
+# ================================================================ the decision
+
+
+def test_disabled_decides_nothing_and_says_so() -> None:
+    d = decide(situation(pr(updated_at=NOW - timedelta(days=2)), enabled=False))
+    assert d.state is AutoState.DISABLED and d.action is Action.NONE and d.notices == ()
+    assert d.describe(NOW) == "automation off"
+
+
+def test_no_update_pr_is_idle() -> None:
+    d = decide(situation())
+    assert (d.state, d.action, d.describe(NOW)) == (AutoState.IDLE, Action.NONE, "no update PR")
+    assert d.window == "no maintenance window: deploys may run any time"
+
+
+def test_delay_counts_from_the_last_update_with_a_live_countdown() -> None:
+    d = decide(situation(pr(ci=CIStatus(CIVerdict.PENDING, "1 check running"))))
+    assert d.state is AutoState.WAITING_DELAY and d.action is Action.NONE
+    assert d.due == NOW + timedelta(minutes=37)
+    assert d.describe(NOW) == "merging PR #42 in 37 min — waiting for CI (1 check running)"
+    assert d.describe(NOW + timedelta(minutes=30)) == "merging PR #42 in 7 min — waiting for CI (1 check running)"
+    assert d.wake_at == d.due
+    green = decide(situation(pr()))
+    assert green.describe(NOW) == "merging PR #42 in 37 min — CI green"
+
+
+def test_a_force_push_restarts_the_clock() -> None:
+    before = decide(situation(pr(updated_at=NOW - timedelta(minutes=59))))
+    assert before.due == NOW + timedelta(minutes=1)
+    pushed = decide(situation(pr(head_sha="d" * 40, updated_at=NOW - timedelta(minutes=1))))
+    assert pushed.state is AutoState.WAITING_DELAY and pushed.due == NOW + timedelta(minutes=59)
+
+
+def test_after_the_delay_ci_must_be_green() -> None:
+    old = NOW - timedelta(hours=2)
+    waiting = decide(situation(pr(updated_at=old, ci=CIStatus(CIVerdict.PENDING, "2 checks running"))))
+    assert waiting.state is AutoState.WAITING_CI and waiting.action is Action.NONE
+    assert waiting.describe(NOW) == "PR #42: waiting for CI (2 checks running)"
+    unknown = decide(situation(pr(updated_at=old, ci=None)))
+    assert unknown.state is AutoState.WAITING_CI and "CI state" in unknown.describe(NOW)
+    ready = decide(situation(pr(updated_at=old)))
+    assert (ready.state, ready.action, ready.pr, ready.head_sha) == (AutoState.READY, Action.MERGE, 42, HEAD)
+    assert ready.describe(NOW) == "merging PR #42 now"
+
+
+def test_red_ci_blocks_and_is_notified_once_per_head() -> None:
+    red = CIStatus(CIVerdict.RED, "2/3 checks passed; 'build hosts' failed", ("build hosts",))
+    d = decide(situation(pr(updated_at=NOW - timedelta(hours=2), ci=red)))
+    assert d.state is AutoState.BLOCKED and d.action is Action.NONE
+    assert "CI is failing on PR #42: 2/3 checks passed; 'build hosts' failed; not merging" == d.describe(NOW)
+    (notice,) = d.notices
+    assert (notice.key, notice.value) == ("ci-red:42", HEAD)
+    assert notice.notification.severity == "error"
+    # Red CI blocks even while the delay runs, and a new head is a new notice value.
+    early = decide(situation(pr(head_sha="e" * 40, ci=red)))
+    assert early.state is AutoState.BLOCKED and early.notices[0].value == "e" * 40
+
+
+def test_no_ci_needs_require_ci_false() -> None:
+    no_ci = pr(updated_at=NOW - timedelta(hours=2), ci=CIStatus(CIVerdict.NO_CI))
+    blocked = decide(situation(no_ci))
+    assert blocked.state is AutoState.BLOCKED and "require_ci = false" in blocked.describe(NOW)
+    assert blocked.notices[0].key == "no-ci:42"
+    allowed = decide(situation(no_ci, require_ci=False))
+    assert allowed.action is Action.MERGE
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment", "key"),
+    [
+        ({"draft": True}, "is a draft", "draft"),
+        ({"files": ("flake.lock", "flake.nix")}, "changes more than flake.lock (flake.nix)", "not-lock-only"),
+        ({"mergeable": False, "mergeable_state": "dirty"}, "merge conflicts with main", "conflict"),
+        ({"mergeable_state": "blocked"}, "blocked by branch protection", "blocked"),
+        ({"mergeable_state": "behind"}, "behind main", "behind"),
+    ],
+)
+def test_prs_that_need_a_human(changes: dict[str, Any], fragment: str, key: str) -> None:
+    d = decide(situation(pr(updated_at=NOW - timedelta(hours=2), **changes)))
+    assert d.state is AutoState.BLOCKED and fragment in d.describe(NOW)
+    assert d.notices[0].key == f"{key}:42"
+
+
+def test_the_newest_pr_wins_and_older_ones_are_reported_superseded() -> None:
+    newest = pr(43, head_sha="b" * 40, updated_at=NOW - timedelta(hours=2))
+    older = pr(41, updated_at=NOW - timedelta(days=8), superseded_by=43)
+    d = decide(situation(newest, older))
+    assert d.action is Action.MERGE and d.pr == 43
+    assert d.superseded == (41,)
+    (notice,) = d.notices
+    assert (notice.key, notice.value) == ("superseded:41", "43")
+    assert "will not be merged" in notice.notification.message
+
+
+def test_windows_gate_the_merge_and_the_text_names_the_next_window() -> None:
+    windows = ["Sat 02:00-05:00 UTC"]
+    ready = pr(updated_at=NOW - timedelta(hours=2))
+    d = decide(situation(ready, windows=windows))
+    saturday = datetime(2026, 8, 15, 2, 0, tzinfo=timezone.utc)
+    assert d.state is AutoState.WAITING_WINDOW and d.action is Action.NONE
+    assert d.due == saturday and d.wake_at == saturday
+    assert d.describe(NOW) == "PR #42 ready — next window Sat 02:00"
+    inside = decide(situation(ready, windows=windows, now=saturday + timedelta(minutes=5)))
+    assert inside.action is Action.MERGE and inside.window == "window open until Sat 05:00"
+    # A delay ending outside every window merges at the next window start.
+    later = decide(situation(pr(), windows=windows))
+    assert later.due == saturday and later.describe(NOW) == \
+        "merging PR #42 in 2 d 12 h (next window Sat 02:00) — CI green"
+
+
+def test_nothing_is_merged_while_the_dashboard_is_unknown() -> None:
+    d = decide(situation(pr(updated_at=NOW - timedelta(hours=2)), fleet_ready=False))
+    assert d.state is AutoState.WAITING_FLEET and d.action is Action.NONE
+
+
+def test_a_pr_already_merged_or_in_progress_is_not_merged_again() -> None:
+    ready = pr(updated_at=NOW - timedelta(hours=2))
+    merged = decide(situation(ready, runs=(run(5, merge_sha="f" * 40),)))
+    assert merged.state is AutoState.IDLE and "already merged (run #5)" in merged.describe(NOW)
+    # A manual refusal does not block automation; an automatic one does, until the head changes.
+    manual = decide(situation(ready, runs=(run(6, status="failed", trigger="manual", refused="CI pending"),)))
+    assert manual.action is Action.MERGE
+    refused = decide(situation(ready, runs=(run(7, status="failed", refused="GitHub will not merge PR #42: review"),)))
+    assert refused.state is AutoState.BLOCKED and refused.notices[-1].key == "refused:42"
+    moved = decide(situation(pr(head_sha="d" * 40, updated_at=NOW - timedelta(hours=2)), runs=(run(7, status="failed",
+                                                                                                    refused="x"),)))
+    assert moved.action is Action.MERGE
+
+
+def test_busy_while_another_process_deploys() -> None:
+    d = decide(situation(pr(updated_at=NOW - timedelta(hours=2)), busy="deploy running in the nfu-tui TUI (pid 7)"))
+    assert d.state is AutoState.BUSY and d.action is Action.NONE and "the nfu-tui TUI" in d.describe(NOW)
+
+
+def test_interrupted_automatic_runs_resume_first_inside_a_window() -> None:
+    windows = ["daily 02:00-04:00 UTC"]
+    paused = run(3, status="paused")
+    ready = pr(43, head_sha="b" * 40, updated_at=NOW - timedelta(hours=2))
+    outside = decide(situation(ready, windows=windows, runs=(paused,)))
+    assert outside.state is AutoState.PAUSED and outside.run_id == 3 and outside.action is Action.NONE
+    assert outside.describe(NOW) == "run #3 (PR #42) paused — resumes in 12 h 00 min (next window Thu 02:00)"
+    inside = decide(situation(ready, windows=windows, runs=(paused,), now=NOW.replace(hour=2, minute=30)))
+    assert (inside.action, inside.run_id) == (Action.RESUME, 3)
+    # Rollbacks are recovery: they resume at once, windows or not.
+    revert = decide(situation(ready, windows=windows, runs=(run(4, kind="revert", status="running"), paused)))
+    assert (revert.action, revert.run_id) == (Action.RESUME, 4)
+
+
+def test_waiting_runs_resume_when_an_offline_host_is_back() -> None:
+    waiting = run(3, status="running", waiting=("hsb8",))
+    ready = pr(43, head_sha="b" * 40, updated_at=NOW - timedelta(hours=2))
+    offline = decide(situation(ready, runs=(waiting,)))
+    assert offline.action is Action.MERGE and offline.pr == 43  # a queued host does not block new PRs
+    back = decide(situation(ready, runs=(waiting,), online=frozenset({"hsb8"})))
+    assert (back.action, back.run_id) == (Action.RESUME, 3) and "hsb8 back online" in back.describe(NOW)
+
+
+def test_manual_unfinished_runs_are_reported_not_resumed() -> None:
+    d = decide(situation(runs=(run(9, status="running", trigger="manual"),)))
+    assert d.action is Action.NONE and d.state is AutoState.IDLE
+    (notice,) = d.notices
+    assert notice.key == "manual-unfinished:9" and "nfu-tui deploy --resume 9" in notice.notification.message
+
+
+def test_an_open_revert_pr_stops_automation() -> None:
+    revert = pr(44, title='Revert "flake.lock: Update"', head_ref="revert-42-update_flake_lock_action")
+    update = pr(45, head_sha="b" * 40, updated_at=NOW - timedelta(hours=2))
+    d = decide(situation(update, revert, open_reverts=frozenset({44})))
+    assert d.state is AutoState.BLOCKED and d.action is Action.NONE
+    assert d.describe(NOW).startswith("revert PR #44 is waiting for you")
+
+
+@pytest.mark.parametrize(
+    ("delta", "text"),
+    [(timedelta(seconds=30), "<1 min"), (timedelta(minutes=37, seconds=59), "37 min"),
+     (timedelta(hours=2, minutes=5), "2 h 05 min"), (timedelta(days=3, hours=4, minutes=1), "3 d 4 h"),
+     (timedelta(minutes=-5), "<1 min")],
+)
+def test_countdown(delta: timedelta, text: str) -> None:
+    assert countdown(delta) == text
+
+
+# ============================================================ journal and state
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "journal.sqlite3")
+    yield s
+    s.close()
+
+
+def test_run_info_reads_refusals_waiting_hosts_and_recovery(store: Store) -> None:
+    refused = store.create_run("deploy", actor="t", trigger="auto", pr=42, head_sha=HEAD)
+    store.record(refused, "merge_refused", reason="PR #42 not merged: CI is failing")
+    store.finish_run(refused, "failed", "PR #42: refused")
+    waiting = store.create_run("deploy", actor="t", trigger="auto", pr=42, head_sha=HEAD)
+    store.record(waiting, "merged", sha="f" * 40)
+    store.record(waiting, "waiting", hosts=["hsb8"])
+    redeploy = store.create_run("deploy", actor="t", trigger="auto", pr=43)
+    store.record(redeploy, "revert_redeploy", parent=1)
+    a, b, c = (run_info(store.get_run(i)) for i in (refused, waiting, redeploy))
+    assert a.refused == "PR #42 not merged: CI is failing" and not a.unfinished
+    assert b.waiting == ("hsb8",) and b.unfinished and not b.interrupted and b.merge_sha == "f" * 40
+    assert c.recovery and c.interrupted
+    store.record(waiting, "resumed")
+    assert run_info(store.get_run(waiting)).interrupted
+
+
+def test_lock_holder_reads_the_deploy_lock_without_taking_it(tmp_path: Path) -> None:
+    lock = DeployLock(tmp_path, label="nfu-tui auto")
+    assert lock_holder(lock.path) is None
+    with lock:
+        holder = lock_holder(lock.path)
+        assert holder is not None and holder["label"] == "nfu-tui auto" and holder["pid"] == os.getpid()
+        assert lock.held  # reading did not disturb it
+    assert lock_holder(lock.path) is None
+    lock.path.write_text('{"pid": 999999999, "label": "ghost"}')  # a holder that died without releasing
+    assert lock_holder(lock.path) is None
+
+
+def test_the_toggle_is_saved_and_audited(tmp_path: Path, store: Store) -> None:
+    state = AppState.load(tmp_path / "state.json")
+    set_automation(state, store, True, actor="alice@box", github_login="alice")
+    assert AppState.load(tmp_path / "state.json").automation_enabled is True
+    (entry,) = store.audit_entries()
+    assert (entry.action, entry.actor, entry.github_login, entry.details) == (
+        "automation", "alice@box", "alice", {"enabled": True, "source": "tui"})
+
+
+# ============================================= end to end against the simulator
+
+from nfu_tui.config import load_config, resolve_secrets  # noqa: E402
+from nfu_tui.core.automation import AutomationRunner  # noqa: E402
+from nfu_tui.core.engine import HostFinished, RunFinished, Timeouts  # noqa: E402
+from nfu_tui.core.service import FleetService, ServiceEvent  # noqa: E402
+from nfu_tui.sim.scenario import HostSpec, PRSpec  # noqa: E402
+from nfu_tui.sim.testing import fast_scenario  # noqa: E402
+
+SIM_TIMEOUTS = Timeouts(pull=20, switch=30, merge_visible=20, gate_poll=0.05, queued_poll=0.2, resume_lookup=0.5)
+SMALL = [HostSpec("gpc0", "gaming", "home"), HostSpec("hsb0", "server", "home"), HostSpec("hsb1", "server", "home")]
+
+
+def sim_scenario(*hosts: HostSpec, prs: list[PRSpec] | None = None, **kw: Any):
+    kw = {"speed": 400.0, "heartbeat_seconds": 0.05, **kw}
+    specs = [HostSpec(**{**vars(h), "faults": set(h.faults)}) for h in (hosts or SMALL)]
+    return fast_scenario(hosts=specs, prs=prs or [PRSpec(42, labels=["dependencies"], ci="success")], **kw)
+
+
+class AutoHarness:
+    """A FleetService + AutomationRunner on a started simulator, with a movable clock."""
+
+    def __init__(self, sim: Any, tmp_path: Path, *, hosts: dict[str, Any] | None = None,
+                 rollback: str = "revert-commit", **automation: Any) -> None:
+        automation = {"enabled": True, "delay_minutes": 0, "canary_wait_minutes": 0, **automation}
+        self.sim = sim
+        self.cfg = load_config(sim.write_config(tmp_path / "cfg", hosts=hosts or {}, flake_updates={
+            "automation": automation, "rollback": {"strategy": rollback}}))
+        self.store = Store(tmp_path / "journal.sqlite3")
+        self.state = AppState.load(tmp_path / "state.json")
+        self.service = FleetService(self.cfg, resolve_secrets(self.cfg, use_gh=False), store=self.store,
+                                    state=self.state, lock_label="test auto")
+        self.offset = timedelta(0)
+        self.fixed: datetime | None = None  # a frozen clock, when set
+        self.notes: list[Any] = []  # toasts/webhook notifications (the service's "notify" events)
+        self.events: list[Any] = []  # the engine's events
+        self.service.subscribe(lambda ev: (self.notes if ev.kind == "notify" else self.events).append(ev.payload)
+                               if ev.kind in ("notify", "deploy") else None)
+        self.runner = AutomationRunner(self.service, clock=self.now, engine_kw={"timeouts": SIM_TIMEOUTS})
+
+    def now(self) -> datetime:
+        return self.fixed if self.fixed is not None else datetime.now(timezone.utc) + self.offset
+
+    async def __aenter__(self) -> "AutoHarness":
+        await self.service.start()
+        expected = {h.name for h in self.sim.scenario.hosts}
+        assert await self.service.wait_until(
+            lambda: self.service.fleet.synced and {h.id for h in self.service.hosts()} == expected
+            and self.service.status.last_poll is not None, 15)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.runner.close()
+        await self.service.stop()
+        self.store.close()
+
+    def merges(self, number: int = 42) -> int:
+        return sum(1 for method, path, *_ in self.sim.github.request_log
+                   if method == "PUT" and path.endswith(f"/pulls/{number}/merge"))
+
+    def titles(self) -> list[str]:
+        return [n.title for n in self.notes]
+
+    def switched(self) -> list[str]:
+        """Hosts in the order their switch commands were created on the dashboard."""
+        return [c.host_id for c in self.sim.dashboard.commands.values() if c.op == "switch"]
+
+
+async def test_merges_only_after_the_delay_and_green_ci(sim_factory: Any, tmp_path: Path) -> None:
+    sim = await sim_factory(sim_scenario(prs=[PRSpec(42, labels=["dependencies"], ci="pending", age_hours=20)]))
+    async with AutoHarness(sim, tmp_path, delay_minutes=24 * 60) as a:
+        updated = (await a.service.github.get_pull(42)).updated_at
+        a.fixed = updated + timedelta(hours=20, minutes=1)
+        early = await a.runner.step(refresh=True)
+        assert early.decision.state is AutoState.WAITING_DELAY and not early.acted
+        assert early.decision.due == updated + timedelta(hours=24)
+        assert early.decision.describe(a.now()).startswith("merging PR #42 in 3 h 59 min — waiting for CI (")
+        a.fixed = updated + timedelta(hours=24, minutes=1)  # the delay is over, CI still runs
+        waiting = await a.runner.step(refresh=True)
+        assert waiting.decision.state is AutoState.WAITING_CI and not waiting.acted
+        assert a.merges() == 0
+        sim.github.set_ci(42, "success")
+        done = await a.runner.step(refresh=True)
+        assert done.acted and done.ok, done.message
+        assert a.merges() == 1
+        (run,) = a.store.list_runs()
+        full = a.store.get_run(run.id)
+        assert (full.kind, full.trigger, full.status, full.pr) == ("deploy", "auto", "succeeded", 42)
+        assert full.merge_sha == sim.github.default_branch_head()[0]
+        assert sorted(full.host_outcomes) == ["gpc0", "hsb0", "hsb1"]
+        context = next(s.data for s in full.steps if s.step == "context")
+        assert context["lock_diff"].startswith("• Updated input") and context["title"] == "flake.lock: Update"
+        finished = [e for e in a.events if isinstance(e, RunFinished)]
+        assert [e.notification.title for e in finished] == ["PR #42 deployed"]  # toast + webhook
+        after = await a.runner.step(refresh=True)  # the merged PR is gone: nothing more to do
+        assert after.decision.state is AutoState.IDLE and not after.acted and a.merges() == 1
+
+
+def _at(hour: int, minute: int = 0, days: int = 1) -> datetime:
+    """A moment ``days`` from now at HH:MM UTC (future, so every PR delay is over)."""
+    day = datetime.now(timezone.utc).date() + timedelta(days=days)
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=timezone.utc)
+
+
+async def test_waits_for_a_window_and_pauses_when_it_closes_mid_run(sim_factory: Any, tmp_path: Path) -> None:
+    sim = await sim_factory(sim_scenario())
+    async with AutoHarness(sim, tmp_path, maintenance_windows=["daily 02:00-03:00 UTC"]) as a:
+        a.fixed = _at(1, 30)
+        closed = await a.runner.step(refresh=True)
+        assert closed.decision.state is AutoState.WAITING_WINDOW and not closed.acted
+        weekday = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[_at(2).weekday()]
+        assert closed.decision.describe(a.now()) == f"PR #42 ready — next window {weekday} 02:00"
+        assert closed.decision.due == _at(2)
+        assert a.merges() == 0
+
+        def close_after_first_host(event: ServiceEvent) -> None:
+            if event.kind == "deploy" and isinstance(event.payload, HostFinished) and a.now() < _at(3):
+                a.fixed = _at(3, 5)  # the window closes while gpc0's neighbours wait
+
+        a.service.subscribe(close_after_first_host)
+        a.fixed = _at(2, 10)
+        first = await a.runner.step(refresh=True)
+        assert first.acted and first.suspended, first.message
+        assert a.merges() == 1
+        (run,) = a.store.list_runs()
+        paused = a.store.get_run(run.id)
+        assert paused.status == "paused" and paused.host_outcomes == {"gpc0": "ok"}
+        assert [s.step for s in paused.steps if s.step in ("paused", "suspended")] == ["paused", "suspended"]
+        assert "maintenance window closed" in next(s.data["reason"] for s in paused.steps if s.step == "suspended")
+        waiting = await a.runner.step()
+        assert waiting.decision.state is AutoState.PAUSED and not waiting.acted
+        assert waiting.decision.describe(a.now()).startswith(f"run #{run.id} (PR #42) paused — resumes in 22 h 55 min")
+        a.fixed = _at(2, 1, days=2)
+        resumed = await a.runner.step()
+        assert resumed.acted and resumed.ok, resumed.message
+        final = a.store.get_run(run.id)
+        assert final.status == "succeeded" and set(final.host_outcomes.values()) == {"ok"}
+        assert a.switched() == ["gpc0", "hsb0", "hsb1"] and a.merges() == 1
+
+
+async def test_the_newest_pr_wins_the_older_is_reported_once(sim_factory: Any, tmp_path: Path) -> None:
+    prs = [PRSpec(41, labels=["dependencies"], age_hours=200), PRSpec(42, labels=["dependencies"], age_hours=20)]
+    sim = await sim_factory(sim_scenario(prs=prs))
+    async with AutoHarness(sim, tmp_path) as a:
+        result = await a.runner.step(refresh=True)
+        assert result.acted and result.ok and result.decision.superseded == (41,)
+        assert a.merges(42) == 1 and a.merges(41) == 0
+        again = await a.runner.run_once()
+        assert not again.acted and a.merges(41) == 0  # #41 is now alone, but it was superseded
+        assert again.decision.state is AutoState.BLOCKED and "superseded by PR #42" in again.decision.describe(a.now())
+        assert a.titles().count("PR #41 superseded by PR #42") == 1
+
+
+async def test_red_ci_is_not_merged_and_notified_once(sim_factory: Any, tmp_path: Path) -> None:
+    sim = await sim_factory(sim_scenario(prs=[PRSpec(42, labels=["dependencies"], ci="failure")]))
+    async with AutoHarness(sim, tmp_path) as a:
+        for _ in range(3):
+            result = await a.runner.step(refresh=True)
+            assert result.decision.state is AutoState.BLOCKED and not result.acted
+        assert a.merges() == 0
+        assert a.titles().count("PR #42: CI failing") == 1
+        assert a.state.notified["ci-red:42"] == sim.github.pr_head(42)
+        sim.github.push_pr_head(42)  # a new head with red CI again is a new failure
+        sim.github.set_ci(42, "failure")
+        await a.runner.step(refresh=True)
+        assert a.titles().count("PR #42: CI failing") == 2 and a.merges() == 0
+
+
+async def test_the_toggle_off_stops_automation(sim_factory: Any, tmp_path: Path) -> None:
+    sim = await sim_factory(sim_scenario())
+    async with AutoHarness(sim, tmp_path) as a:
+        a.runner.set_enabled(False, actor="alice@box")
+        off = await a.runner.step(refresh=True)
+        assert off.decision.state is AutoState.DISABLED and a.merges() == 0
+        assert a.store.audit_entries()[0].action == "automation"
