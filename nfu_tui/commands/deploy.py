@@ -182,7 +182,7 @@ class _Deploy:
     async def _deploy(self, github, dashboard, store) -> int:  # type: ignore[no-untyped-def]
         import asyncio
 
-        from nfu_tui.core.engine import StreamFleetView
+        from nfu_tui.core.live import LiveFleet
         from nfu_tui.core.plan import DeployPlan, make_plan
         from nfu_tui.core.state import AppState
         from nfu_tui.errors import GitHubNotFound, StateError
@@ -201,7 +201,7 @@ class _Deploy:
             except StateError as exc:
                 return _bad(exc.message)
         await self._login(dashboard)
-        view = StreamFleetView(dashboard)
+        view = LiveFleet(dashboard)
         await view.start()
         try:
             if run_id is None:

@@ -40,13 +40,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, ContextManager, Iterable, Mapping, Protocol, Sequence
 
 from nfu_tui.config import Config
-from nfu_tui.core.fleet import FleetModel
 from nfu_tui.core.plan import DeployPlan, PlanEntry
 from nfu_tui.core.sanitize import sanitize_line
 from nfu_tui.core.store import DeployLock
 from nfu_tui.errors import (
     DashboardError,
-    DashboardUnavailable,
     GitHubError,
     MergeConflict,
     NfuError,
@@ -1262,81 +1260,6 @@ class DeployEngine:
                 log.exception("engine event listener failed")
 
 
-class StreamFleetView:
-    """A minimal :class:`FleetView` for headless use: a dashboard ``/ws`` stream applied to a
-    :class:`~nfu_tui.core.fleet.FleetModel`. (The TUI uses its service's richer view.)"""
-
-    def __init__(self, client: Any, model: FleetModel | None = None) -> None:
-        self.client = client
-        self.model = model if model is not None else FleetModel()
-        self._tick = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self, timeout: float = 30.0) -> None:
-        """Connect and wait for the first full state; DashboardError when that fails."""
-        self._task = asyncio.create_task(self._follow(), name="dashboard stream")
-        synced = await self.wait_until(lambda: self.model.synced or self._task is None or self._task.done(), timeout)
-        if self._task.done() and self._task.exception() is not None:
-            raise self._task.exception()  # type: ignore[misc]
-        if not synced or not self.model.synced:
-            await self.stop()
-            raise DashboardUnavailable(f"no fleet state from the dashboard within {timeout:g} s")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _follow(self) -> None:
-        try:
-            async for _event, changes in self.client.follow(self.model):
-                if changes:
-                    self._notify()
-        finally:
-            self._notify()
-
-    def _notify(self) -> None:
-        tick, self._tick = self._tick, asyncio.Event()
-        tick.set()
-
-    def host(self, host_id: str) -> Host | None:
-        return self.model.host(host_id)
-
-    def hosts(self) -> list[Host]:
-        return list(self.model.snapshot().hosts.values())
-
-    def output_lines(self, host_id: str) -> list[str]:
-        return [line.text for line in self.model.output(host_id)]
-
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            tick = self._tick
-            try:
-                await asyncio.wait_for(tick.wait(), remaining)
-            except TimeoutError:
-                return predicate()
-        return True
-
-    async def wait_for_command(self, command_id: str, timeout: float) -> Command:
-        def done() -> bool:
-            cmd = self.model.command(command_id)
-            return cmd is not None and cmd.terminal
-
-        if not await self.wait_until(done, timeout):
-            raise TimeoutError(f"command {command_id} not finished after {timeout:g} s")
-        cmd = self.model.command(command_id)
-        if cmd is None:  # pragma: no cover - commands are never removed while waiting
-            raise TimeoutError(f"command {command_id} vanished")
-        return cmd
-
-
 _JOURNAL_STATUS = {
     RunStatus.SUCCEEDED: "succeeded",
     RunStatus.FAILED: "failed",
@@ -1380,7 +1303,6 @@ __all__ = [
     "MergeRequested",
     "Merged",
     "Outcome",
-    "StreamFleetView",
     "Paused",
     "RunFinished",
     "RunResult",

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from nfu_tui.config import Config, HostConfig, Secrets
 from nfu_tui.core.fleet import ChangeKind, FleetChange, FleetModel
+from nfu_tui.core.live import LiveFleet
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import DeployLock, Store, local_actor
 from nfu_tui.errors import GitHubRateLimited, LoginFailed, NfuError
@@ -96,6 +97,7 @@ class FleetService:
         self.fleet = FleetModel()
         self.github = github if github is not None else self._make_github()
         self.dashboard = dashboard if dashboard is not None else self._make_dashboard(insecure)
+        self.live = LiveFleet(self.dashboard, self.fleet, on_stream=self._on_stream)
         self.notifier = notifier if notifier is not None else self._make_notifier()
         self.lock_label = lock_label
         self.status = ConnectionStatus(
@@ -111,7 +113,6 @@ class FleetService:
         self._explaining: dict[int, asyncio.Task[Any]] = {}
         self._refresh = asyncio.Event()
         self._logged_in = asyncio.Event()
-        self._tick = asyncio.Event()
         self.engine: Any = None
         self._github_login: str | None = None
         self.tracked_prs: set[int] = set()  # shown although detection skips them (revert PRs nfu-tui opened)
@@ -229,8 +230,7 @@ class FleetService:
                 self._set_status(dashboard="login-required", dashboard_detail="the dashboard password is needed")
                 await self._logged_in.wait()
             try:
-                async for event, changes in self.dashboard.follow(self.fleet):
-                    self._on_stream(event, changes)
+                await self.live.follow()
             except LoginFailed as exc:
                 self._logged_in.clear()
                 if exc.needs_totp:
@@ -287,9 +287,6 @@ class FleetService:
             self._emit(ServiceEvent("fleet", frozenset(fleet_ids)))
         if output_ids:
             self._emit(ServiceEvent("output", frozenset(output_ids)))
-        if everything or fleet_ids or output_ids:
-            tick, self._tick = self._tick, asyncio.Event()
-            tick.set()
 
     async def login(self, password: str, totp: str | None = None) -> None:
         """Log in to the dashboard with what the user typed (raises LoginFailed)."""
@@ -304,45 +301,25 @@ class FleetService:
     # ------------------------------------------------------------- fleet view (engine)
 
     def hosts(self) -> list[Host]:
-        return list(self.fleet.snapshot().hosts.values())
+        return self.live.hosts()
 
     def host(self, host_id: str) -> Host | None:
-        return self.fleet.host(host_id)
+        return self.live.host(host_id)
 
     def output_lines(self, host_id: str) -> list[str]:
-        return [line.text for line in self.fleet.output(host_id)]
+        return self.live.output_lines(host_id)
 
     def progress(self, host_id: str) -> tuple[str, int, int] | None:
-        p = self.fleet.snapshot().progress.get(host_id)
-        return (p.phase, p.current, p.total) if p is not None else None
+        return self.live.progress(host_id)
 
     def active_command(self, host_id: str) -> Command | None:
-        return self.fleet.snapshot().active_command(host_id)
+        return self.live.active_command(host_id)
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            tick = self._tick
-            try:
-                await asyncio.wait_for(tick.wait(), timeout=min(remaining, 1.0))
-            except TimeoutError:
-                pass
-        return True
+        return await self.live.wait_until(predicate, timeout)
 
     async def wait_for_command(self, command_id: str, timeout: float) -> Command:
-        def done() -> bool:
-            cmd = self.fleet.command(command_id)
-            return cmd is not None and cmd.terminal
-
-        if not await self.wait_until(done, timeout):
-            raise TimeoutError(f"command {command_id} did not finish within {timeout:g} s")
-        cmd = self.fleet.command(command_id)
-        assert cmd is not None
-        return cmd
+        return await self.live.wait_for_command(command_id, timeout)
 
     # ------------------------------------------------------------- GitHub
 

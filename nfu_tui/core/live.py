@@ -1,0 +1,119 @@
+"""LiveFleet: the dashboard's ``/ws`` stream applied to a fleet model, with waiters.
+
+This is the engine's :class:`~nfu_tui.core.engine.FleetView`: the deploy engine reads
+hosts and output from it and waits on it for commands to finish. The
+:class:`~nfu_tui.core.service.FleetService` runs one for the TUI and the headless
+mode (adding login handling and UI events on top); the ``deploy`` CLI runs one on
+its own with :meth:`start`/:meth:`stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from nfu_tui.core.fleet import FleetChange, FleetModel
+from nfu_tui.errors import DashboardUnavailable
+from nfu_tui.models import Command, Host
+
+StreamListener = Callable[[Any, list[FleetChange]], None]
+
+
+class LiveFleet:
+    """See the module docstring. ``client`` is a DashboardClient (or None: an empty, static fleet)."""
+
+    def __init__(self, client: Any, model: FleetModel | None = None, *, on_stream: StreamListener | None = None) -> None:
+        self.client = client
+        self.model = model if model is not None else FleetModel()
+        self.on_stream = on_stream
+        self._tick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- following the stream ---------------------------------------------------
+
+    async def follow(self) -> None:
+        """Apply the stream to the model until it ends; stream errors (e.g. LoginFailed) propagate."""
+        if self.client is None:
+            raise DashboardUnavailable("no dashboard is configured")
+        try:
+            async for event, changes in self.client.follow(self.model):
+                if self.on_stream is not None:
+                    self.on_stream(event, changes)
+                if changes:
+                    self.notify()
+        finally:
+            self.notify()
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Follow in the background and wait for the first full state (headless use)."""
+        self._task = asyncio.create_task(self.follow(), name="nfu-dashboard-stream")
+        task = self._task
+        synced = await self.wait_until(lambda: self.model.synced or task.done(), timeout)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            self._task = None
+            raise task.exception()  # type: ignore[misc]
+        if not synced or not self.model.synced:
+            await self.stop()
+            raise DashboardUnavailable(f"no fleet state from the dashboard within {timeout:g} s")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def notify(self) -> None:
+        """Wake every waiter so it re-checks its condition."""
+        tick, self._tick = self._tick, asyncio.Event()
+        tick.set()
+
+    # --- reading ----------------------------------------------------------------
+
+    def host(self, host_id: str) -> Host | None:
+        return self.model.host(host_id)
+
+    def hosts(self) -> list[Host]:
+        return list(self.model.snapshot().hosts.values())
+
+    def output_lines(self, host_id: str) -> list[str]:
+        return [line.text for line in self.model.output(host_id)]
+
+    def progress(self, host_id: str) -> tuple[str, int, int] | None:
+        p = self.model.snapshot().progress.get(host_id)
+        return (p.phase, p.current, p.total) if p is not None else None
+
+    def active_command(self, host_id: str) -> Command | None:
+        return self.model.snapshot().active_command(host_id)
+
+    # --- waiting ----------------------------------------------------------------
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """True as soon as ``predicate()`` holds (re-checked on every change), False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            tick = self._tick
+            # Wake at least once a second: some conditions depend on the clock, not on changes.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(tick.wait(), min(remaining, 1.0))
+        return True
+
+    async def wait_for_command(self, command_id: str, timeout: float) -> Command:
+        """The command once terminal; ``TimeoutError`` after ``timeout`` seconds."""
+
+        def done() -> bool:
+            cmd = self.model.command(command_id)
+            return cmd is not None and cmd.terminal
+
+        if not await self.wait_until(done, timeout):
+            raise TimeoutError(f"command {command_id} did not finish within {timeout:g} s")
+        cmd = self.model.command(command_id)
+        if cmd is None:  # pragma: no cover - commands are never removed while waiting
+            raise TimeoutError(f"command {command_id} vanished")
+        return cmd
