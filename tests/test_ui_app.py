@@ -19,13 +19,15 @@ from rich.console import Console
 from nfu_tui.config import load_config, resolve_secrets
 from nfu_tui.core.service import FleetService
 from nfu_tui.core.state import AppState
+from nfu_tui.core.totp import totp
 from nfu_tui.sim.runner import SimulatorThread
 from nfu_tui.sim.testing import fast_scenario
 from nfu_tui.ui.app import NfuApp
-from nfu_tui.ui.screens.confirm import DeployConfirmScreen
+from nfu_tui.ui.screens.confirm import ConfirmScreen, DeployConfirmScreen
 from nfu_tui.ui.screens.deploy import DeployScreen
 from nfu_tui.ui.screens.help import HelpScreen
 from nfu_tui.ui.screens.host_detail import HostDetailScreen
+from nfu_tui.ui.screens.login import LoginScreen
 from nfu_tui.ui.screens.main import MainScreen
 from nfu_tui.ui.widgets.header import StatusHeader
 from nfu_tui.ui.widgets.host_grid import HostGrid
@@ -44,8 +46,16 @@ def shared() -> Iterator[SimulatorThread]:
         yield runner
 
 
-def make_app(sim: Any, tmp_path: Path, *, animations: str = "none", **overrides: Any) -> NfuApp:
-    cfg = load_config(sim.write_config(tmp_path / "cfg", **overrides))
+def make_app(
+    sim: Any, tmp_path: Path, *, animations: str = "none", ask_login: bool = False, **overrides: Any
+) -> NfuApp:
+    path = sim.write_config(tmp_path / "cfg", **overrides)
+    if ask_login:  # a config without the dashboard password (and TOTP secret): the app must ask
+        text = "\n".join(
+            line for line in path.read_text().splitlines() if not line.startswith(("password_file", "totp_secret_file"))
+        )
+        path.write_text(text + "\n")
+    cfg = load_config(path)
     service = FleetService(cfg, resolve_secrets(cfg, env={}, use_gh=False))
     app = NfuApp(service, flush_interval=0.02)
     app.animation_level = animations  # textual read TEXTUAL_ANIMATIONS at import time
@@ -109,8 +119,8 @@ async def test_filter_by_name_state_and_location(shared, tmp_path):
         assert g.visible_ids == ["hsb0", "hsb1"]
         await pilot.press("escape")  # esc in the box clears the filter
         assert len(g.visible_ids) == 12 and g.has_focus
-        await pilot.press("slash", *"hsb", "enter", "slash", *"cloud", "enter")  # a new "/" starts afresh
-        assert g.visible_ids == ["csb0", "csb1", "web-01"]
+        await pilot.press("slash", *"hsb", "enter", "slash", *"cl", "enter")  # a new "/" starts afresh
+        assert g.visible_ids == ["csb0", "csb1", "web-01"]  # location "cloud"
         await pilot.press("escape")  # esc in the grid: no selection, so it clears the filter
         assert len(g.visible_ids) == 12
 
@@ -162,12 +172,15 @@ async def test_pending_lock_pulses_only_when_animations_are_on(shared, tmp_path,
     async with app.run_test(size=SIZE) as pilot:
         g = await fleet_ready(pilot)
         await prs_ready(pilot)
+        assert "⇡" in (g.row_text("csb0") or "")  # the glyph says it with or without the pulse
         seen: set[bool] = set()
-        for _ in range(30):  # the pulse flips every 0.8 s
-            seen.add(g.has_class("-glow"))
-            await pilot.pause(0.1)
-        assert seen == ({True, False} if animations == "full" else {False})
-        assert "⇡" in (g.row_text("csb0") or "")  # the glyph says it either way
+        if animations == "full":
+            await wait_for(pilot, lambda: seen.add(g.has_class("-glow")) or seen == {True, False}, "a pulse")
+        else:
+            for _ in range(12):  # longer than one pulse period (0.8 s)
+                seen.add(g.has_class("-glow"))
+                await pilot.pause(0.1)
+            assert seen == {False}
 
 
 async def test_live_update_of_a_host_from_the_dashboard_stream(shared, tmp_path):
@@ -222,6 +235,34 @@ async def test_enter_opens_the_host_detail(shared, tmp_path):
         assert isinstance(app.screen, MainScreen)
 
 
+HOSTILE = [
+    "\x1b[31mred\x1b[0m \x1b]0;pwned title\x07 \x1b]52;c;ZWNobyBoaQ==\x07 plain",
+    "[bold]not bold[/bold] [/nix/store/abc-foo] [link=https://evil]x[/link]",
+    "progress 10%\rprogress 100%",
+]
+
+
+async def test_host_output_streams_live_and_hostile_lines_stay_inert(shared, tmp_path):
+    app = make_app(shared.sim, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        g = await fleet_ready(pilot)
+        g.move_to("gpc0")
+        await pilot.press("enter")
+        log = app.screen.query_one(HostLog)
+        fleet = shared.sim.dashboard.fleet
+        for line in HOSTILE:
+            shared.call(fleet.agent_output, fleet.hosts["gpc0"].agent, line)
+        await wait_for(pilot, lambda: any("[/nix/store/abc-foo]" in line for line in log.lines), "the lines")
+        shown = list(log.lines[-3:])
+        assert shown[0].endswith("red   plain") and "pwned" not in shown[0]
+        assert shown[1] == "[bold]not bold[/bold] [/nix/store/abc-foo] [link=https://evil]x[/link]"
+        assert shown[2] == "progress 100%"
+        assert not any(ch in "".join(shown) for ch in "\x1b\x07\r")
+        await pilot.pause(0.1)
+        painted = [log.render_line(y).text for y in range(log.size.height)]
+        assert any("[bold]not bold[/bold] [/nix/store/abc-foo]" in text for text in painted)  # literal on screen
+
+
 async def test_merge_and_deploy_runs_through_the_confirmation_and_the_deploy_screen(sim, tmp_path):
     app = make_app(sim, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
@@ -246,6 +287,121 @@ async def test_merge_and_deploy_runs_through_the_confirmation_and_the_deploy_scr
         assert log.line_count > 0  # the last host's output streamed in
         await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
+
+
+async def test_login_screen_asks_for_the_password_the_config_lacks(shared, tmp_path):
+    app = make_app(shared.sim, tmp_path, ask_login=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, LoginScreen), "the login screen")
+        await pilot.press(*"wrong", "enter")
+        error = app.screen.query_one("#login-error")
+        await wait_for(pilot, lambda: "Logging in" not in error.content.plain and error.content.plain, "an error")
+        assert isinstance(app.screen, LoginScreen) and app.screen.query_one("#password").value == ""
+        await pilot.press(*shared.sim.scenario.password, "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "the login screen to close")
+        await fleet_ready(pilot)
+        header = app.screen.query_one(StatusHeader)
+        await wait_for(pilot, lambda: "dashboard ● live" in header.content.plain, "live")
+
+
+async def test_login_asks_for_a_totp_code_when_the_dashboard_wants_one(sim_factory, tmp_path):
+    sim = await sim_factory(fast_scenario(totp_secret="JBSWY3DPEHPK3PXP"))
+    app = make_app(sim, tmp_path, ask_login=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, LoginScreen), "the login screen")
+        login = app.screen
+        await pilot.press(*sim.scenario.password, "enter")
+        await wait_for(pilot, lambda: login.has_class("-totp"), "the TOTP field")
+        assert "TOTP" in login.query_one("#login-error").content.plain
+        assert login.query_one("#totp").has_focus
+        await pilot.press(*totp(sim.scenario.totp_secret), "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "the login screen to close")
+        await fleet_ready(pilot)
+
+
+async def test_palette_runs_actions_and_finds_hosts(shared, tmp_path):
+    app = make_app(shared.sim, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        g = await fleet_ready(pilot)
+        await pilot.press("ctrl+p", *"by stat")
+        await wait_for(pilot, lambda: _palette_has(app, "Sort hosts by status"), "the palette hit")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: g.sort_mode.value == "status", "the new sort order")
+        assert g.visible_ids[0] == "hsb8"  # offline sorts before the healthy hosts
+        await pilot.press("ctrl+p", *"web")
+        await wait_for(pilot, lambda: _palette_has(app, "Host web-01"), "the host hit")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: g.cursor_host == "web-01", "the cursor on web-01")
+        await pilot.press("ctrl+p", *"hold")  # binding-derived commands act on the focused widget
+        await wait_for(pilot, lambda: _palette_has(app, "Hold"), "the Hold command")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.service.held() == {"web-01"}, "web-01 held")
+
+
+async def start_deploy(pilot: Any, hosts: list[str]) -> Any:
+    """Select ``hosts``, press m, confirm with y; returns the app's DeployView."""
+    app = pilot.app
+    g = await fleet_ready(pilot)
+    await prs_ready(pilot)
+    for host in hosts:
+        g.move_to(host)
+        await pilot.press("space")
+    await pilot.press("m")
+    assert isinstance(app.screen, DeployConfirmScreen)
+    await pilot.press("y")
+    await wait_for(pilot, lambda: isinstance(app.screen, DeployScreen), "the deploy screen")
+    return app.deploy_view
+
+
+async def test_failed_deploy_shows_the_failure_panel_and_per_host_logs(sim, tmp_path):
+    sim.dashboard.set_fault("hsb0", "switch_fails")
+    app = make_app(sim, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await start_deploy(pilot, ["gpc0", "hsb0", "csb0"])
+        await wait_for(pilot, lambda: view.finished, "the deploy to finish", timeout=60)
+        assert view.succeeded is False
+        assert {h: view.rows[h].state for h in view.order} == {"gpc0": "ok", "hsb0": "failed", "csb0": "skipped"}
+        screen = app.screen
+        await pilot.pause(0.1)
+        assert screen.has_class("-failed")
+        panel = _render(screen.query_one("#failure").content)
+        assert "✗ hsb0 failed in switch" in panel and "alert only" in panel
+        log = screen.query_one(HostLog)
+        await pilot.press("i")  # every host interleaved
+        assert "Output: all hosts" in screen.query_one("#log-title").content.plain
+        assert any(line.startswith("gpc0 │ ") for line in log.lines)
+        assert any(line.startswith("hsb0 │ ") for line in log.lines)
+        table = screen.query_one("DataTable")
+        table.move_cursor(row=0)
+        await pilot.press("enter")  # gpc0's own log
+        assert screen.query_one("#log-title").content.plain.startswith(" Output: gpc0")
+        assert log.lines and not any(line.startswith("gpc0 │ ") for line in log.lines)
+
+
+async def test_cancel_asks_first_then_stops_the_run(sim_factory, tmp_path):
+    sim = await sim_factory(fast_scenario(speed=5.0))  # slow enough to cancel mid-run
+    app = make_app(sim, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await start_deploy(pilot, ["gpc0", "hsb0"])
+        await wait_for(pilot, lambda: view.rows["gpc0"].state == "running", "gpc0 to start")
+        await pilot.press("c")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")  # keep going
+        assert isinstance(app.screen, DeployScreen) and not view.cancel_requested
+        await pilot.press("c", "y")
+        await wait_for(pilot, lambda: view.finished, "the run to end", timeout=60)
+        assert view.result.status.value == "cancelled"
+        assert view.rows["hsb0"].state in ("cancelled", "skipped")
+
+
+def _palette_has(app: NfuApp, title: str) -> bool:
+    from textual.command import CommandPalette
+
+    screen = app.screen
+    if not isinstance(screen, CommandPalette):
+        return False
+    options = screen.query_one("CommandList")
+    return any(title in str(options.get_option_at_index(i).prompt) for i in range(options.option_count))
 
 
 def _render(renderable: Any, width: int = 100) -> str:

@@ -305,8 +305,8 @@ def test_pr_detail_shows_loading_errors_and_explanation_in_place():
     )
     ready = SimpleNamespace(pr=pr(), explanation=expl, loading=False, error="")
     plain = render_plain(prview.pr_detail(ready, NOW), 60)
-    assert plain.index("nixpkgs abc1234 → def5678, 180 commits over 7 days") < plain.index("Lock diff")
-    assert plain.index("⚠ openssl") < plain.index("+ foo 1.0")
+    order = ["nixpkgs abc1234 → def5678, 180 commits over 7 days", "⚠ openssl", "+ foo 1.0", "Lock diff", "→ 'b' (2)"]
+    assert [plain.index(part) for part in order] == sorted(plain.index(part) for part in order)
     assert "https://github.com/alice/nixcfg/pull/42" in plain and "compare of x/y failed" in plain
     assert "NixOS/nixpkgs aaaaaaa…bbbbbbb · 180 commits" in plain
 

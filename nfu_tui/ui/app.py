@@ -102,7 +102,7 @@ class NfuApp(App[int]):
         self._batcher = EventBatcher()
         self._flush_scheduled = False
         self._unsubscribe: Callable[[], None] | None = None
-        self._login_shown = False
+        self._login_asked = False
         self._pulse_timer: Any = None
 
     # --- lifecycle --------------------------------------------------------------
@@ -212,16 +212,20 @@ class NfuApp(App[int]):
 
     def _check_login(self) -> None:
         status = self.service.status if self.service else None
-        if status is None or status.dashboard != "login-required" or self._login_shown:
-            return
+        if status is not None and status.dashboard == "live":
+            self._login_asked = False  # a later expiry asks again
+        if status is not None and status.dashboard == "login-required" and not self._login_asked:
+            self._login_asked = True  # once; after "skip" the palette offers it again
+            self.show_login()
+
+    def show_login(self) -> None:
+        """The dashboard login dialog (when the dashboard waits for a password/TOTP)."""
         from nfu_tui.ui.screens.login import LoginScreen
 
-        self._login_shown = True
-
-        def done(_ok: bool | None) -> None:
-            self._login_shown = False
-
-        self.push_screen(LoginScreen(detail=status.dashboard_detail), done)
+        status = self.service.status if self.service else None
+        if status is None or status.dashboard != "login-required" or isinstance(self.screen, LoginScreen):
+            return
+        self.push_screen(LoginScreen(detail=status.dashboard_detail))
 
     # --- intents --------------------------------------------------------------------
 

@@ -61,6 +61,8 @@ class FleetCommands(Provider):
         service = app.service
         if service is None:
             return
+        if service.status.dashboard == "login-required":
+            yield "Log in to the dashboard", "The dashboard waits for a password or TOTP code", app.show_login
         for state in service.prs:
             pr = state.pr
             yield f"PR #{pr.number}: {pr.title}", "Focus this update PR", partial(screen.focus_pr, pr.number)

@@ -171,17 +171,8 @@ def pr_detail(state: Any, now: datetime, *, changelog_limit: int = 40) -> Group:
     headline = expl.nixpkgs_headline or expl.headline
     if headline:
         text.append(headline + "\n", style="bold")
-    summary = expl.summary_text or ""
-    text.append("\nLock diff", style="bold underline")
-    parts: list[Any] = [text]
-    if summary.strip():
-        parts.append(Folded(colour_summary(summary)))
-    else:
-        text.append("\nflake.lock did not change.", style="dim")
-    text = Text()
-    parts.append(text)
     lines = list(expl.changelog.lines(changelog_limit)) if expl.changelog is not None else []
-    text.append("\nChangelog (nixpkgs)\n", style="bold underline")
+    text.append("\nChangelog (nixpkgs, security first)\n", style="bold underline")
     if lines:
         for line in lines:
             text.append(line + "\n", style=changelog_style(line))
@@ -190,13 +181,19 @@ def pr_detail(state: Any, now: datetime, *, changelog_limit: int = 40) -> Group:
     for err in expl.errors:
         text.append("⚠ ", style="yellow")
         text.append(str(err) + "\n", style="yellow")
-    if state.loading:
-        text.append("Refreshing…\n", style="italic dim")
-    text.rstrip()
+    text.append("\nLock diff", style="bold underline")
+    parts: list[Any] = [text]
+    summary = expl.summary_text or ""
+    if summary.strip():
+        parts.append(Folded(colour_summary(summary)))
+    else:
+        text.append("\nflake.lock did not change.", style="dim")
     compares = compare_lines(expl.compares)
     if compares.plain:
         parts.append(Text("\nCompare on GitHub", style="bold underline"))
         parts.append(Folded(compares))
+    if state.loading:
+        parts.append(Text("\nRefreshing…", style="italic dim"))
     return Group(*parts)
 
 

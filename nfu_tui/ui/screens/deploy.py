@@ -81,13 +81,18 @@ def failure_text(view: DeployView) -> Text | None:
         text.append(view.error)
         return text
     for row in failed:
+        summary, *more = row.detail.splitlines() or [""]
         text.append(f"✗ {row.host} failed", style="bold red")
         text.append(f" in {row.phase}" if row.phase else "", style="bold red")
-        text.append(f": {row.detail}\n" if row.detail else "\n")
-        for line in row.last_lines[-8:]:
+        text.append(f": {summary}\n" if summary else "\n")
+    text.append(NEXT_STEPS + "\n", style="italic")
+    for row in failed:
+        _, *more = row.detail.splitlines() or [""]
+        text.append(f"Last lines of {row.host}:\n", style="bold")
+        for line in (row.last_lines or tuple(more))[-8:]:
             text.append("  │ ", style="dim")
             text.append(line + "\n")
-    text.append(NEXT_STEPS, style="italic")
+    text.rstrip()
     return text
 
 
