@@ -3,7 +3,6 @@ the simulator (delay, CI, windows, supersede, notify-once, window closing mid-ru
 
 from __future__ import annotations
 
-import asyncio
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -11,22 +10,28 @@ from typing import Any
 
 import pytest
 
-from nfu_tui.config import AutomationConfig
+from nfu_tui.config import AutomationConfig, load_config, resolve_secrets
 from nfu_tui.core.automation import (
     Action,
+    AutomationRunner,
     AutoState,
     RunInfo,
     Situation,
     countdown,
     decide,
     lock_holder,
+    outside_window_warning,
     run_info,
     set_automation,
 )
+from nfu_tui.core.engine import HostFinished, RunFinished, Timeouts
+from nfu_tui.core.service import FleetService, ServiceEvent
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import DeployLock, Store
 from nfu_tui.core.windows import WindowSet
 from nfu_tui.models import CIStatus, CIVerdict, UpdatePR
+from nfu_tui.sim.scenario import HostSpec, PRSpec
+from nfu_tui.sim.testing import fast_scenario
 
 HEAD = "a" * 40
 NOW = datetime(2026, 8, 12, 14, 0, tzinfo=timezone.utc)  # a Wednesday
@@ -230,6 +235,14 @@ def test_an_open_revert_pr_stops_automation() -> None:
     assert d.describe(NOW).startswith("revert PR #44 is waiting for you")
 
 
+def test_manual_deploys_outside_a_window_need_a_confirm() -> None:
+    windows = WindowSet(["Sat 02:00-05:00 UTC"])
+    assert outside_window_warning(windows, NOW) == (
+        "Outside the maintenance windows (Sat 02:00-05:00 UTC); next window Sat 02:00. Deploy anyway?")
+    assert outside_window_warning(windows, datetime(2026, 8, 15, 3, 0, tzinfo=timezone.utc)) is None
+    assert outside_window_warning(WindowSet(), NOW) is None
+
+
 @pytest.mark.parametrize(
     ("delta", "text"),
     [(timedelta(seconds=30), "<1 min"), (timedelta(minutes=37, seconds=59), "37 min"),
@@ -290,12 +303,6 @@ def test_the_toggle_is_saved_and_audited(tmp_path: Path, store: Store) -> None:
 
 # ============================================= end to end against the simulator
 
-from nfu_tui.config import load_config, resolve_secrets  # noqa: E402
-from nfu_tui.core.automation import AutomationRunner  # noqa: E402
-from nfu_tui.core.engine import HostFinished, RunFinished, Timeouts  # noqa: E402
-from nfu_tui.core.service import FleetService, ServiceEvent  # noqa: E402
-from nfu_tui.sim.scenario import HostSpec, PRSpec  # noqa: E402
-from nfu_tui.sim.testing import fast_scenario  # noqa: E402
 
 SIM_TIMEOUTS = Timeouts(pull=20, switch=30, merge_visible=20, gate_poll=0.05, queued_poll=0.2, resume_lookup=0.5)
 SMALL = [HostSpec("gpc0", "gaming", "home"), HostSpec("hsb0", "server", "home"), HostSpec("hsb1", "server", "home")]

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from nfu_tui.cli import main
+from nfu_tui.config import Config
 from nfu_tui.core import history as hist
 from nfu_tui.core.engine import RunStarted
 from nfu_tui.core.plan import make_plan
 from nfu_tui.core.store import DB_NAME, Store
-from nfu_tui.config import Config
 from nfu_tui.models import Host, UpdatePR
 from nfu_tui.paths import state_dir
 
@@ -218,7 +218,7 @@ async def test_recorder_computes_the_diff_when_the_pr_was_not_explained(store: S
 # ======================================================================= CLI
 
 
-def test_cli_json_text_and_one_run(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_json_text_and_one_run(capsys: pytest.CaptureFixture[str]) -> None:
     db = state_dir() / DB_NAME
     db.parent.mkdir(parents=True, exist_ok=True)
     with Store(db) as s:

@@ -3,7 +3,6 @@ against the simulator (revert-commit after a canary failure, revert-pr, alert-on
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -11,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_automation import AutoHarness, sim_scenario
 
 from nfu_tui.clients._dashboard_protocol import DispatchResult
 from nfu_tui.config import Config
+from nfu_tui.core.automation import AutoState
 from nfu_tui.core.engine import HostOutcome, Outcome, RunResult, RunStarted, RunStatus
+from nfu_tui.core.history import load_history
 from nfu_tui.core.plan import make_plan
 from nfu_tui.core.rollback import (
     RevertJournal,
@@ -25,7 +27,16 @@ from nfu_tui.core.rollback import (
 )
 from nfu_tui.core.store import Store
 from nfu_tui.errors import NfuError, NotMergeable
-from nfu_tui.models import CIStatus, CIVerdict, Command, CompartmentState, Host, StatusCheck, UpdatePR
+from nfu_tui.models import (
+    CIStatus,
+    CIVerdict,
+    Command,
+    CompartmentState,
+    Host,
+    StatusCheck,
+    UpdatePR,
+)
+from nfu_tui.sim.scenario import HostSpec
 
 HEAD = "a" * 40
 MERGE = "b" * 40
@@ -253,7 +264,8 @@ async def test_revert_commit_opens_merges_and_redeploys_the_switched_hosts(store
                                            "merged", "redeploy_requested", "redeploy_started"]
     child = store.get_run(outcome.redeploy_run)
     assert [s.step for s in child.steps] == ["revert_redeploy"]
-    assert outcome.summary == "reverted PR #42 with PR #43 (merged as ddddddd); rolled back gpc0"
+    assert outcome.summary == ("reverted PR #42 with PR #43 (merged as ddddddd); rolled back gpc0; "
+                               "left as they are (had not switched): hsb0")
     actions = [(a.action, a.details.get("strategy")) for a in store.audit_entries()]
     assert actions == [("rollback", "revert-commit"), ("merge", None)]
     assert store.audit_entries()[0].github_login == "alice"
@@ -401,11 +413,7 @@ async def test_an_interrupted_host_rollback_is_never_dispatched_again(store: Sto
 
 # ============================================= end to end against the simulator
 
-from test_automation import AutoHarness, sim_scenario  # noqa: E402
 
-from nfu_tui.core.automation import AutoState  # noqa: E402
-from nfu_tui.core.history import load_history  # noqa: E402
-from nfu_tui.sim.scenario import HostSpec  # noqa: E402
 
 CANARY_FAILS = [HostSpec("gpc0", "gaming", "home"), HostSpec("hsb0", "server", "home", faults={"switch_fails"}),
                 HostSpec("hsb1", "server", "home")]

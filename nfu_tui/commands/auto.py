@@ -169,7 +169,9 @@ class _Auto:
             if self.args.once:
                 code = await self._once(service, runner)
             else:
+                self._audit(service, runner, "started")
                 await runner.run_forever()
+                self._audit(service, runner, "stopped")
         except asyncio.CancelledError:
             self.log("interrupted", level="warning", message="stopped at once; unfinished runs stay resumable")
         except Exception as exc:  # a bug: say what happened, exit non-zero so systemd restarts the service
@@ -187,6 +189,26 @@ class _Auto:
             service.store.close()
         self.log("stopped", exit_code=code)
         return code
+
+    def _audit(self, service, runner, event: str) -> None:  # type: ignore[no-untyped-def]
+        """The service's start and stop, with the automation settings in effect, in the audit trail."""
+        import os
+
+        from nfu_tui.core.store import local_actor
+        from nfu_tui.errors import StateError
+
+        auto = self.cfg.flake_updates.automation
+        details = {"event": event, "pid": os.getpid(), "automation": runner.enabled(),
+                   "delay_minutes": auto.delay_minutes, "require_ci": auto.require_ci,
+                   "deploy_strategy": auto.deploy_strategy, "windows": list(auto.maintenance_windows),
+                   "rollback": self.cfg.flake_updates.rollback.strategy if self.cfg.flake_updates.rollback.enabled
+                   else "off"}
+        if event == "stopped":
+            details = {"event": event, "pid": details["pid"], "signals": self.signals}
+        try:
+            service.store.audit("auto_service", actor=local_actor(), details=details)
+        except StateError as exc:
+            self.log("state_error", level="warning", message=exc.message)
 
     def _on_signal(self, sig: int) -> None:
         import signal

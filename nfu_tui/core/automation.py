@@ -46,7 +46,7 @@ import enum
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -385,6 +385,15 @@ def _blocked(base: dict[str, Any], reason: str, notice: Notice | None) -> Decisi
 
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
     return min((x for x in (a, b) if x is not None), default=None)
+
+
+def outside_window_warning(windows: WindowSet, now: datetime) -> str | None:
+    """For manual deploys: the warning to confirm when ``now`` is outside every maintenance
+    window (None inside one, or when no window is configured)."""
+    if windows.is_open(now):
+        return None
+    return (f"Outside the maintenance windows ({windows}); {windows.describe_next(now)}. "
+            "Deploy anyway?")
 
 
 # ===================================================== toggle and lock holder
@@ -964,6 +973,7 @@ __all__ = [
     "decide",
     "describe_holder",
     "lock_holder",
+    "outside_window_warning",
     "run_info",
     "set_automation",
     "when_text",

@@ -44,7 +44,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -57,17 +57,18 @@ from nfu_tui.core.engine import (
     interpret_command,
     interpret_dispatch,
 )
-from nfu_tui.errors import GitHubError, MergeConflict, NfuError, NotMergeable, StateError
+from nfu_tui.errors import (
+    MergeConflict,
+    NfuError,
+    NotMergeable,
+    StateError,
+)
 from nfu_tui.models import CIVerdict, CompartmentState, Notification
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("revert-commit", "revert-pr", "alert-only")
 CI_POLL_SECONDS = 30.0
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 # ================================================================ pure helpers
@@ -114,6 +115,7 @@ class RevertJournal:
     reverts_pr: int
     reverts_merge_sha: str
     hosts: tuple[str, ...]
+    failed: Mapping[str, str] = field(default_factory=dict)  # host -> why it failed in the failed run
     requested: bool = False
     revert_pr: int | None = None
     revert_head: str = ""
@@ -132,6 +134,7 @@ class RevertJournal:
             reverts_pr=int(plan.get("reverts_pr") or run.pr or 0),
             reverts_merge_sha=str(plan.get("reverts_merge_sha", "")),
             hosts=tuple(plan.get("hosts") or ()),
+            failed=dict(plan.get("failed_hosts") or {}),
         )
         for step in run.steps or ():
             d = step.data
@@ -214,7 +217,6 @@ class RollbackManager:
         on_revert_opened: Callable[[int], None] | None = None,
         sink: Callable[..., None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        clock: Callable[[], datetime] = _utcnow,
         ci_timeout: float = 30 * 60.0,
         command_timeout: float = 16 * 60.0,
         resume_lookup: float = 2.0,
@@ -231,7 +233,6 @@ class RollbackManager:
         self._on_revert_opened = on_revert_opened
         self._sink = sink or (lambda event, level="info", **fields: None)
         self._sleep = sleep
-        self._clock = clock
         self.ci_timeout = ci_timeout
         self.command_timeout = command_timeout
         self.resume_lookup = resume_lookup
@@ -381,6 +382,9 @@ class RollbackManager:
             return RollbackOutcome(j.strategy, True, "suspended; resumes from the journal", run_id, j.revert_pr,
                                    j.redeploy_run, suspended=True)
         ok, detail = result
+        left = [h for h in j.failed if h not in j.hosts]
+        if left:
+            detail += f"; left as they are (had not switched): {', '.join(left)}"
         merged = f"reverted PR #{j.reverts_pr} with PR #{j.revert_pr} (merged as {j.merge_sha[:7]})"
         return await self._finish(run_id, j, actor, ok, f"{merged}; {detail}",
                                   f"PR #{j.reverts_pr} rolled back" if ok else f"PR #{j.reverts_pr}: rollback "
