@@ -137,7 +137,7 @@ async def test_unreachable_dashboard_fails_the_cycle(sim_factory: Any, tmp_path:
     sim = await sim_factory(scenario())
     cfg = sim.write_config(tmp_path / "cfg", dashboard={"url": "http://127.0.0.1:9"},
                            flake_updates={"automation": {"enabled": True, "delay_minutes": 0}})
-    code, lines, _ = await finish(await start_auto(cfg, "--once", "--ready-timeout", "1"))
+    code, lines, _ = await finish(await start_auto(cfg, "--once", "--ready-timeout", "0.5"))
     assert code == 1 and merges(sim) == 0
     error = next(line for line in lines if line["event"] == "error")
     assert "not ready within the timeout" in error["message"] and "dashboard" in error["message"]

@@ -3,6 +3,7 @@ the simulator (delay, CI, windows, supersede, notify-once, window closing mid-ru
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -470,3 +471,34 @@ async def test_the_toggle_off_stops_automation(sim_factory: Any, tmp_path: Path)
         off = await a.runner.step(refresh=True)
         assert off.decision.state is AutoState.DISABLED and a.merges() == 0
         assert a.store.audit_entries()[0].action == "automation"
+
+
+async def test_never_deploys_while_another_process_holds_the_deploy_lock(sim_factory: Any, tmp_path: Path) -> None:
+    sim = await sim_factory(sim_scenario())
+    async with AutoHarness(sim, tmp_path) as a:
+        with DeployLock(label="the nfu-tui TUI"):  # e.g. the admin deploys by hand in the TUI
+            busy = await a.runner.step(refresh=True)
+            assert busy.decision.state is AutoState.BUSY and not busy.acted and a.merges() == 0
+            assert busy.decision.describe(a.now()) == f"deploy running in the nfu-tui TUI (pid {os.getpid()})"
+        done = await a.runner.step(refresh=True)
+        assert done.acted and done.ok and a.merges() == 1
+
+
+async def test_service_mode_finishes_a_run_when_its_offline_host_returns(sim_factory: Any, tmp_path: Path) -> None:
+    hosts = [*SMALL, HostSpec("hsb8", "server", "home", online=False, faults={"offline"})]
+    sim = await sim_factory(sim_scenario(*hosts))
+    async with AutoHarness(sim, tmp_path) as a:
+        forever = asyncio.ensure_future(a.runner.run_forever())
+        try:
+            assert await a.service.wait_until(lambda: bool(a.store.list_runs()) and run_info(
+                a.store.get_run(a.store.list_runs()[0].id)).waiting == ("hsb8",), 20)
+            (run,) = a.store.list_runs()
+            assert run.status == "running" and run.host_outcomes == {"gpc0": "ok", "hsb0": "ok", "hsb1": "ok"}
+            # A queued host blocks nothing: the PR is merged, automation is idle again.
+            assert await a.service.wait_until(lambda: a.runner.decision.state is AutoState.IDLE, 10)
+            sim.dashboard.set_online("hsb8", True)
+            assert await a.service.wait_until(lambda: a.store.get_run(run.id).status == "succeeded", 20)
+            assert a.store.get_run(run.id).host_outcomes["hsb8"] == "ok" and a.merges() == 1
+        finally:
+            a.runner.request_stop("test over")
+            await asyncio.wait_for(forever, 10)

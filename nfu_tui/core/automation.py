@@ -320,7 +320,8 @@ def decide(s: Situation) -> Decision:
         listed = ", ".join(f"#{n}" for n in pending_reverts)
         return Decision(AutoState.BLOCKED, f"revert PR {listed} is waiting for you: merge it, or close it to let "
                         "automation continue", **base)
-    candidates = [p for p in s.prs if p.superseded_by is None and p.number not in s.open_reverts]
+    candidates = [p for p in s.prs if p.superseded_by is None and p.number not in s.open_reverts
+                  and p.state == "open" and not p.merged]
     if not candidates:
         return Decision(AutoState.IDLE, "no update PR", **base)
     pr = candidates[0]
@@ -503,7 +504,7 @@ class AutomationRunner:
         self.decision = Decision(AutoState.IDLE, "starting", window=self.windows.describe_next(clock()))
         self._listeners: list[Callable[[Any], Any]] = []
         self._active: _Active | None = None
-        self._fleet_matters = True
+        self._watch: frozenset[str] | None = None  # offline hosts runs wait for; None: every fleet change
         self._acting = False
         self._stopping = False
         self._stop = asyncio.Event()
@@ -539,10 +540,18 @@ class AutomationRunner:
         self._unsubscribe.clear()
 
     def _on_service_event(self, event: Any) -> None:
-        # Fleet changes (heartbeats!) matter only while the fleet state is unknown or a run
-        # waits for offline hosts; PR and connection changes always do.
-        if event.kind in ("prs", "status") or (event.kind == "fleet" and self._fleet_matters):
+        # PR and connection changes always matter; fleet changes (every heartbeat!) only while
+        # the fleet state is unknown, or when a host a run waits for comes back online.
+        if event.kind in ("prs", "status"):
             self._wake.set()
+        elif event.kind == "fleet":
+            watch = self._watch
+            if watch is None:
+                self._wake.set()
+                return
+            changed = (event.host_ids & watch) if event.host_ids else watch
+            if any((h := self.service.host(host)) is not None and h.online for host in changed):
+                self._wake.set()
 
     # --- the situation -------------------------------------------------------------
 
@@ -599,7 +608,8 @@ class AutomationRunner:
 
     def decide(self, prs: Iterable[UpdatePR] | None = None) -> Decision:
         situation = self.situation(prs)
-        self._fleet_matters = not situation.fleet_ready or any(r.waiting for r in situation.runs if r.unfinished)
+        self._watch = None if not situation.fleet_ready else frozenset(
+            h for r in situation.runs if r.unfinished for h in r.waiting if h not in situation.online)
         decision = decide(situation)
         if not decision.same_as(self.decision):
             self._sink("decision", state=decision.state.value, text=decision.describe(self.clock()),
@@ -817,6 +827,9 @@ class AutomationRunner:
         self._sink("merge", pr=fresh.number, head=fresh.head_sha, hosts=list(plan.hosts),
                    plan=plan.describe())
         with self._lock_factory():
+            if any(r.kind == "deploy" and r.pr == fresh.number and r.head_sha == fresh.head_sha
+                   and (r.merge_sha or r.unfinished) for r in self._runs()):
+                return StepResult(again, message=f"PR #{fresh.number} was just deployed by another process")
             self._abandon_superseded_waiting(fresh.number)
             result = await self._engine_run(
                 lambda engine: engine.run(plan, actor=local_actor(), trigger="auto", queued_wait=0), gated=True)
