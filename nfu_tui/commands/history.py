@@ -19,7 +19,9 @@ PROG = "nfu-tui history"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("history", help="list deploy/rollback runs and the audit trail")
+    p = sub.add_parser("history", help="list deploy/rollback runs and the audit trail",
+                       description="Runs from the journal (what, when, who, revs, how each host fared) "
+                       "and the append-only audit trail, newest first.")
     p.add_argument("--json", action="store_true", help="machine-readable output (schema nfu-tui.history/1)")
     p.add_argument("--limit", type=int, default=20, metavar="N", help="newest N runs and audit entries (default 20)")
     p.add_argument("--run", type=int, metavar="ID", help="show one run in full")
