@@ -195,10 +195,6 @@ class Decision:
             return self.template.replace("{in}", "now")
         return self.template.replace("{in}", countdown(self.due - now))
 
-    @property
-    def due_now(self) -> bool:
-        return self.action is not Action.NONE
-
     def same_as(self, other: "Decision | None") -> bool:
         """Equal apart from the countdown (used to log a decision only when it changes)."""
         return other is not None and (self.state, self.template, self.action, self.pr, self.run_id, self.due) == (

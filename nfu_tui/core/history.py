@@ -301,12 +301,11 @@ def _audit_run(entry: Any) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def load_history(store: Any, limit: int = 20, *, clock: Callable[[], datetime] | None = None) -> History:
+def load_history(store: Any, limit: int = 20) -> History:
     """The newest ``limit`` runs (with steps) and audit entries."""
     audit = store.audit_entries(limit=max(limit * 10, 200))
     runs = tuple(record_of(store.get_run(r.id), audit) for r in store.list_runs(limit))
-    now = clock() if clock is not None else datetime.now(timezone.utc)
-    return History(runs, tuple(audit[:limit]), now)
+    return History(runs, tuple(audit[:limit]), datetime.now(timezone.utc))
 
 
 async def load_history_async(store: Any, limit: int = 20) -> History:

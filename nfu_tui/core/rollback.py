@@ -545,14 +545,6 @@ class RollbackManager:
         return RollbackOutcome(j.strategy, ok, summary, run_id, j.revert_pr,
                                RevertJournal.from_run(self.store.get_run(run_id)).redeploy_run)
 
-    async def resume_unfinished(self, *, trigger: str | None = None) -> list[RollbackOutcome]:
-        """Resume every unfinished revert/rollback run (optionally only those with ``trigger``)."""
-        outcomes = []
-        for run in self.store.unfinished_runs():
-            if run.kind in ("revert", "rollback") and (trigger is None or run.trigger == trigger):
-                outcomes.append(await self.resume(run.id))
-        return outcomes
-
     # --- per host -------------------------------------------------------------------
 
     async def rollback_host(self, host: str, *, actor: str | None = None,
