@@ -317,11 +317,17 @@ def describe_mergeability(mergeable: bool | None, state: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class DetectionRule:
-    """Which open PRs count as flake.lock update PRs (configurable, case-insensitive)."""
+    """Which open PRs count as flake.lock update PRs (configurable, case-insensitive).
+
+    ``repo`` is the repository being watched; ``fork_repos`` lists other repositories
+    whose branches are trusted as PR heads (update-flake-lock's ``push-to-fork``).
+    """
 
     labels: tuple[str, ...] = ("automated", "dependencies")
     title_patterns: tuple[str, ...] = ("flake.lock", "update flake", "bump flake")
     update_branch: str = "update_flake_lock_action"
+    repo: str = ""
+    fork_repos: tuple[str, ...] = ()
 
 
 _REVERT_TITLE = re.compile(r'^revert\s+"', re.I)
@@ -342,14 +348,45 @@ def _label_names(pr: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _full_name(repo: Any) -> str | None:
+    name = repo.get("full_name") if isinstance(repo, Mapping) else None
+    return name.lower() if isinstance(name, str) and name else None
+
+
+def head_is_trusted(pr: Mapping[str, Any], rule: DetectionRule) -> bool:
+    """True unless the PR's head lives outside the watched repository (and the trusted forks).
+
+    ``head.repo`` is ``null`` when the fork was deleted: not trusted. Bodies without
+    ``head.repo`` fall back to the owner in ``head.label`` (``owner:branch``); with
+    neither, or nothing to compare with, the head is trusted.
+    """
+    head, base = pr.get("head"), pr.get("base")
+    if not isinstance(head, Mapping):
+        return True
+    trusted = {r.lower() for r in (rule.repo, *rule.fork_repos) if r}
+    base_repo = _full_name(base.get("repo")) if isinstance(base, Mapping) else None
+    if base_repo:
+        trusted.add(base_repo)
+    if not trusted:
+        return True
+    if "repo" in head:
+        return _full_name(head["repo"]) in trusted
+    label = head.get("label")
+    if isinstance(label, str) and ":" in label:
+        return label.partition(":")[0].lower() in {t.partition("/")[0] for t in trusted}
+    return True
+
+
 def is_update_pr(pr: Mapping[str, Any], rule: DetectionRule) -> bool:
     """Candidate test on a list item: open, and a matching label, title fragment or head branch.
 
     Revert PRs (``Revert "…"`` titles, ``revert-<n>-…`` branches, as GitHub's revert
-    button makes them) are excluded: they undo an update, they are not one. The
-    caller confirms candidates with the changed files (:func:`touches_flake_lock`).
+    button makes them) are excluded: they undo an update, they are not one. So are PRs
+    whose head is in another repository (a fork's same-named branch, a deleted fork)
+    unless that repository is in ``rule.fork_repos``. The caller confirms candidates
+    with the changed files (:func:`touches_flake_lock`).
     """
-    if str(pr.get("state") or "open") != "open":
+    if str(pr.get("state") or "open") != "open" or not head_is_trusted(pr, rule):
         return False
     title = str(pr.get("title") or "")
     head_ref = _ref(pr, "head", "ref")
@@ -387,6 +424,7 @@ def pr_from_json(pr: Mapping[str, Any], *, files: tuple[str, ...] = ()) -> Updat
     """A pull-request(-simple) object → :class:`UpdatePR`. Tolerates missing fields."""
     user = pr.get("user")
     mergeable = pr.get("mergeable")
+    mergeable_state = normalize_mergeable_state(pr.get("mergeable_state"))
     return UpdatePR(
         number=int(pr.get("number") or 0),
         title=str(pr.get("title") or ""),
@@ -400,11 +438,11 @@ def pr_from_json(pr: Mapping[str, Any], *, files: tuple[str, ...] = ()) -> Updat
         updated_at=parse_time(pr.get("updated_at")),
         node_id=str(pr.get("node_id") or ""),
         labels=_label_names(pr),
-        draft=bool(pr.get("draft")),
+        draft=bool(pr.get("draft")) or mergeable_state == "draft",  # older servers say it only here
         body=str(pr.get("body") or ""),
         files=files,
         mergeable=mergeable if isinstance(mergeable, bool) else None,
-        mergeable_state=normalize_mergeable_state(pr.get("mergeable_state")),
+        mergeable_state=mergeable_state,
         state=str(pr.get("state") or "open"),
         merged=bool(pr.get("merged") or pr.get("merged_at")),
         merge_commit_sha=str(pr.get("merge_commit_sha") or "") if (pr.get("merged") or pr.get("merged_at")) else "",
@@ -552,8 +590,11 @@ def contents_payload(payload: Any, path: str) -> bytes | None:
     encoding = payload.get("encoding")
     content = payload.get("content")
     if encoding == "base64" and isinstance(content, str):
-        return decode_base64_content(content)
-    return None  # encoding "none" (1-100 MB files) or no content: ask for the raw bytes
+        data = decode_base64_content(content)
+        size = payload.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or len(data) == size:
+            return data
+    return None  # encoding "none" (1-100 MB files), no or truncated content: ask for the raw bytes
 
 
 # --- compare (§2.11) ---------------------------------------------------------------
@@ -679,7 +720,9 @@ class GraphQLResponse:
 def parse_graphql(status: int, headers: Headers, body: bytes | str | None, *, now: float) -> GraphQLResponse:
     """GraphQL envelope: non-2xx → typed error; 200 with ``errors`` keeps partial data.
 
-    Rate-limit errors arrive as HTTP 200 with ``type: RATE_LIMITED`` → GitHubRateLimited.
+    Primary and secondary rate limits may arrive as HTTP 200 (§3.1): an error of
+    ``type: RATE_LIMITED`` or one whose message names a rate limit → GitHubRateLimited,
+    waiting as §1.8 says. A REST-shaped ``{"message": …}`` body counts as one error.
     """
     if not 200 <= status < 300:
         raise error_for_response(status, headers, body, now=now)
@@ -688,11 +731,17 @@ def parse_graphql(status: int, headers: Headers, body: bytes | str | None, *, no
         raise GraphQLError("GitHub GraphQL returned a non-JSON response", status=status)
     errors = tuple(e for e in payload.get("errors") or () if isinstance(e, dict))
     data = payload.get("data") if isinstance(payload.get("data"), dict) else None
+    if not errors and data is None and payload.get("message"):
+        errors = ({"message": str(payload["message"])},)
     result = GraphQLResponse(data, errors)
-    if any(str(e.get("type") or "").upper() == "RATE_LIMITED" for e in errors):
-        reset = _int(header(headers, "x-ratelimit-reset"))
-        wait = max(0.0, reset - now) + 1 if reset is not None else 60.0
-        raise GitHubRateLimited(result.error_text(), wait_seconds=wait, status=status)
+    limited = [
+        e
+        for e in errors
+        if str(e.get("type") or "").upper() == "RATE_LIMITED" or "rate limit" in str(e.get("message") or "").lower()
+    ]
+    if limited:
+        wait = rate_limit_wait(429, headers, "", 0, now)  # as a 429: retry-after, else the reset, else 60 s
+        raise GitHubRateLimited(result.error_text(), wait_seconds=wait if wait is not None else 60.0, status=status)
     return result
 
 

@@ -63,6 +63,9 @@ _DEFAULT_RULE = DetectionRule()
 _TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 _MERGE_RETRIES = 3  # for 405 "Base branch was modified" only
 _MAX_FILES = 3000  # GitHub's cap for a PR's file list (§2.4)
+_MAX_REDIRECTS = 5
+_REPEAT_REDIRECTS = frozenset({301, 302, 307, 308})  # writes repeat method and body at the new location
+_PERMANENT_REDIRECTS = frozenset({301, 308})
 
 _REVERT_MUTATION = (
     "mutation($id: ID!, $title: String, $body: String) { "
@@ -83,9 +86,13 @@ def _quote_path(path: str) -> str:
     return "/".join(quote(seg, safe="") for seg in path.strip("/").split("/"))
 
 
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 def _origin_of(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port); the loopback names are one host (a local server may link with either)."""
     parsed = httpx.URL(url)
-    return parsed.scheme, parsed.host, parsed.port
+    return parsed.scheme, "loopback" if parsed.host in _LOOPBACK else parsed.host, parsed.port
 
 
 def _graphql_url(api_url: str) -> str:
@@ -218,12 +225,18 @@ class _Reply:
     body: bytes
     link: str | None
     cached: bool  # answered 304 and served from the ETag cache
+    url: httpx.URL  # where the answer came from (after redirects): the base of relative links
 
     def json(self) -> Any:
         data = proto.decode_json(self.body)
         if data is None:
             raise GitHubError("GitHub returned a response that is not JSON", status=self.status)
         return data
+
+    def next_url(self) -> str | None:
+        """The ``rel="next"`` link as an absolute URL (link targets may be relative, RFC 8288)."""
+        target = proto.parse_link_header(self.link).get("next")
+        return str(self.url.join(target)) if target else None
 
 
 class GitHubClient:
@@ -243,6 +256,7 @@ class GitHubClient:
         labels: Iterable[str] = _DEFAULT_RULE.labels,
         title_patterns: Iterable[str] = _DEFAULT_RULE.title_patterns,
         update_branch: str = _DEFAULT_RULE.update_branch,
+        fork_repos: Iterable[str] = (),
         required_checks: Sequence[str] = (),
         max_retries: int = 4,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -260,7 +274,13 @@ class GitHubClient:
         self._repo_path = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
         self.__read_token = _secret(token)
         self.__write_token = _secret(write_token) or self.__read_token
-        self._rule = DetectionRule(tuple(labels), tuple(title_patterns), update_branch)
+        self._rule = DetectionRule(
+            labels=tuple(labels),
+            title_patterns=tuple(title_patterns),
+            update_branch=update_branch,
+            repo=repo,
+            fork_repos=tuple(fork_repos),
+        )
         self._required = tuple(required_checks)
         self._max_retries = max_retries
         self._sleep = sleep
@@ -280,7 +300,7 @@ class GitHubClient:
             timeout=_TIMEOUT,
             follow_redirects=True,
             headers={
-                "User-Agent": user_agent,
+                "User-Agent": user_agent or DEFAULT_USER_AGENT,
                 "Accept": proto.MEDIA_JSON,
                 "X-GitHub-Api-Version": proto.API_VERSION,
             },
@@ -320,6 +340,52 @@ class GitHubClient:
             return "anonymous"
         return hashlib.sha256(b"nfu-tui:" + token.get_secret_value().encode()).hexdigest()[:16]
 
+    def _cache_key(self, url: str, accept: str, token: SecretStr | None) -> str:
+        """ETag cache key: method, full URL, ``Accept`` and token identity (§1.7, ``vary``)."""
+        return "\n".join(("GET", url, accept, self._token_id(token)))
+
+    async def _exchange(
+        self, method: str, url: str, params: Mapping[str, Any] | None, json_body: Any, headers: dict[str, str]
+    ) -> tuple[httpx.Response, bool]:
+        """One HTTP exchange and whether it was permanently redirected (§1.9).
+
+        Reads follow redirects in httpx, which drops ``Authorization`` on the way to
+        another origin. Writes follow 301/302/307/308 here with the same method and
+        body (httpx would turn a 301/302 into a GET: a comment would silently not be
+        posted), and only within the API's own origins.
+        """
+        if method in proto.IDEMPOTENT_METHODS:
+            resp = await self._http.request(method, url, params=params, json=json_body, headers=headers)
+            hops = [r.status_code for r in resp.history]
+        else:
+            resp = await self._http.request(
+                method, url, params=params, json=json_body, headers=headers, follow_redirects=False
+            )
+            hops = []
+            while resp.status_code in _REPEAT_REDIRECTS and resp.headers.get("location"):
+                if len(hops) >= _MAX_REDIRECTS:
+                    raise GitHubError(f"GitHub redirected {method} {httpx.URL(url).path} too many times")
+                target = self._absolute(str(resp.url.join(resp.headers["location"])))
+                hops.append(resp.status_code)
+                resp = await self._http.request(method, target, json=json_body, headers=headers, follow_redirects=False)
+        return resp, bool(hops) and all(code in _PERMANENT_REDIRECTS for code in hops)
+
+    def _remember_move(self, requested: httpx.URL, final: httpx.URL) -> None:
+        """After a permanent redirect of a path of this repository (renamed or transferred),
+        address the repository by its new path from now on (§1.9 "remember it")."""
+        base = self._origin.path.rstrip("/")
+        prefix = base + self._repo_path
+        path = requested.path
+        if path != prefix and not path.startswith(prefix + "/"):
+            return
+        suffix = path[len(prefix) :]
+        if _origin_of(str(final)) != _origin_of(self.api_url) or not final.path.endswith(suffix):
+            return
+        moved = final.path[: len(final.path) - len(suffix)]
+        if moved.startswith(base + "/") and moved != prefix:
+            log.info("GitHub moved %s to %s; using the new location", self.repo, moved[len(base) :])
+            self._repo_path = moved[len(base) :]
+
     def _note_headers(self, headers: httpx.Headers) -> None:
         """Track the rate budget; warn once when the pinned API version nears its end (§1.1)."""
         sunset = headers.get("sunset") or headers.get("deprecation")
@@ -351,15 +417,16 @@ class GitHubClient:
             headers["Authorization"] = f"Bearer {token.get_secret_value()}"
         cache_key: str | None = None
         cached: CachedResponse | None = None
+        requested = httpx.URL(full, params=params)
         if method == "GET":
-            cache_key = "\n".join((method, str(httpx.URL(full, params=params)), accept, self._token_id(token)))
+            cache_key = self._cache_key(str(requested), accept, token)
             cached = self._etags.get(cache_key)
             if cached is not None:
                 headers.update(cached.validators())
         attempt = 0
         while True:
             try:
-                resp = await self._http.request(method, full, params=params, json=json_body, headers=headers)
+                resp, moved = await self._exchange(method, full, params, json_body, headers)
             except httpx.TransportError as exc:
                 # Connect failures never reached GitHub, so even writes may be repeated.
                 safe = method in proto.IDEMPOTENT_METHODS or isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
@@ -376,13 +443,18 @@ class GitHubClient:
                 raise GitHubError(f"GitHub request failed: {type(exc).__name__}") from None
             self._note_headers(resp.headers)
             status, body = resp.status_code, resp.content
+            if moved and status < 400:
+                self._remember_move(requested, resp.url)
             if status == 304 and cached is not None:
-                return _Reply(200, resp.headers, cached.body, cached.link, True)
+                return _Reply(200, resp.headers, cached.body, cached.link, True, resp.url)
             if 200 <= status < 300:
                 etag, modified = resp.headers.get("etag"), resp.headers.get("last-modified")
                 if cache_key is not None and (etag or modified):
-                    self._etags.put(cache_key, CachedResponse(etag, modified, body, resp.headers.get("link")))
-                return _Reply(status, resp.headers, body, resp.headers.get("link"), False)
+                    entry = CachedResponse(etag, modified, body, resp.headers.get("link"))
+                    self._etags.put(cache_key, entry)
+                    if moved:  # the next request goes to the new location: keep it conditional
+                        self._etags.put(self._cache_key(str(resp.url), accept, token), entry)
+                return _Reply(status, resp.headers, body, resp.headers.get("link"), False, resp.url)
             now = self._clock()
             retry = proto.retry_decision(
                 method, status, resp.headers, body, attempt, now=now, rand=self._rand, max_retries=self._max_retries
@@ -418,7 +490,7 @@ class GitHubClient:
             items.extend(page)
             if limit is not None and len(items) >= limit:
                 return items[:limit], fresh
-            next_url = proto.parse_link_header(reply.link).get("next")
+            next_url = reply.next_url()
             params = None  # the next link carries the query verbatim
         return items, fresh
 
@@ -437,10 +509,14 @@ class GitHubClient:
             return list(self._update_prs)
         self._update_prs = None  # until this listing is fully processed (a failure must not pin a stale result)
         found: list[UpdatePR] = []
+        numbers: set[int] = set()
         for item in items:
             if not isinstance(item, Mapping) or not proto.is_update_pr(item, self._rule):
                 continue
             pr = proto.pr_from_json(item)
+            if pr.number in numbers:  # shifted onto the next page while we paged (§1.6)
+                continue
+            numbers.add(pr.number)
             files = await self._files_for(pr.number, pr.head_sha)
             if proto.touches_flake_lock(files):
                 found.append(pr.with_changes(files=files))
@@ -497,12 +573,12 @@ class GitHubClient:
         if not isinstance(combined, dict):
             raise GitHubError(f"unexpected combined status for {sha[:12]}")
         statuses = list(combined.get("statuses") or ())
-        next_url = proto.parse_link_header(reply.link).get("next")
+        next_url = reply.next_url()
         while next_url and len(statuses) < int(combined.get("total_count") or 0):
             reply = await self._send("GET", next_url)
             page = reply.json()
             statuses.extend((page.get("statuses") or ()) if isinstance(page, Mapping) else ())
-            next_url = proto.parse_link_header(reply.link).get("next")
+            next_url = reply.next_url()
         combined = {**combined, "statuses": statuses}
         return proto.ci_verdict([r for r in runs if isinstance(r, Mapping)], combined, self._required)
 
@@ -551,7 +627,7 @@ class GitHubClient:
                 raise GitHubError(f"unexpected compare response for {owner}/{repo}")
             pages.append(page)
             fetched += len(page.get("commits") or ())
-            url, params = proto.parse_link_header(reply.link).get("next"), None
+            url, params = reply.next_url(), None
         comparison = proto.comparison_from_pages(pages, max_commits=max_commits)
         if immutable:
             self._disk.put("compare", key, comparison.to_json())
@@ -686,7 +762,8 @@ class GitHubClient:
     async def branch_head(self, branch: str) -> str:
         """The commit SHA a branch points to."""
         data = await self._get_json(f"{self._repo_path}/git/ref/heads/{_quote_path(branch)}")
-        sha = data.get("object", {}).get("sha") if isinstance(data, Mapping) else None
+        obj = data.get("object") if isinstance(data, Mapping) else None
+        sha = obj.get("sha") if isinstance(obj, Mapping) else None
         if not isinstance(sha, str) or not sha:
             raise GitHubError(f"unexpected ref response for branch {branch}")
         return sha
