@@ -44,6 +44,9 @@ class GitHubConfig(_Section):
     graphql_url: str | None = Field(None, description="GraphQL URL; default api_url + '/graphql'")
     poll_minutes: float = Field(5.0, gt=0, le=1440, description="how often to poll for update PRs")
     update_branch: str = Field("update_flake_lock_action", min_length=1, description="head branch of update-flake-lock PRs")
+    fork_repos: list[str] = Field(
+        default_factory=list, description="owner/name of forks whose update PRs are trusted (update-flake-lock push-to-fork)"
+    )
     labels: list[str] = Field(default_factory=lambda: ["automated", "dependencies"], description="labels that mark update PRs")
     title_patterns: list[str] = Field(
         default_factory=lambda: ["flake.lock", "update flake", "bump flake"], description="case-insensitive title fragments"
@@ -58,6 +61,14 @@ class GitHubConfig(_Section):
         v = v.strip()
         if v and not REPO_RE.match(v):
             raise ValueError(f"{v!r} is not an owner/name repository slug (e.g. 'alice/nixos-config')")
+        return v
+
+    @field_validator("fork_repos")
+    @classmethod
+    def _fork_slugs(cls, v: list[str]) -> list[str]:
+        for slug in v:
+            if not REPO_RE.match(slug):
+                raise ValueError(f"{slug!r} is not an owner/name repository slug")
         return v
 
     @field_validator("api_url", "graphql_url")

@@ -244,3 +244,10 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
             main([name.replace("_", "-"), "--help"])
         assert exc.value.code == 0
         assert "usage: nfu-tui" in capsys.readouterr().out
+
+
+def test_fork_repos_are_validated(tmp_path: Path) -> None:
+    cfg = Config.model_validate({"github": {"fork_repos": ["bot/nixcfg"]}})
+    assert cfg.github.fork_repos == ["bot/nixcfg"]
+    probs = problems_for(tmp_path, '[github]\nfork_repos = ["not a slug"]\n')
+    assert any(p.startswith("github.fork_repos") for p in probs)

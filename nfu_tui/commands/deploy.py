@@ -140,28 +140,16 @@ class _Deploy:
         return DeployLock(label=f"{PROG} {what}")
 
     async def _with_clients(self) -> int:
-        from nfu_tui.clients.dashboard import DashboardClient
-        from nfu_tui.clients.github import GitHubClient
+        from nfu_tui.clients.factory import dashboard_client, github_client
         from nfu_tui.core.store import Store
         from nfu_tui.errors import NfuError
-        from nfu_tui.paths import cache_dir
 
         cfg, secrets = self.cfg, self.secrets
-        gh = cfg.github
         try:
-            dashboard = DashboardClient(
-                url=cfg.dashboard.url,
-                password=secrets.dashboard_password,
-                totp_secret=secrets.totp_secret,
-                insecure=self.args.insecure or cfg.dashboard.insecure,
-            )
+            dashboard = dashboard_client(cfg, secrets, insecure=self.args.insecure)
         except NfuError as exc:
             return _bad(exc.message)
-        github = GitHubClient(
-            api_url=gh.api_url, repo=gh.repo, token=secrets.github_token, write_token=secrets.merge_token,
-            graphql_url=gh.graphql_endpoint, cache_dir=cache_dir() / "github", labels=gh.labels,
-            title_patterns=gh.title_patterns, update_branch=gh.update_branch, required_checks=gh.required_checks,
-        )
+        github = github_client(cfg, secrets)
         async with dashboard, github:
             with Store() as store:
                 return await self._deploy(github, dashboard, store)

@@ -61,38 +61,20 @@ async def _status(cfg, secrets, *, as_json: bool, insecure: bool) -> int:  # typ
     import json
     from datetime import datetime, timezone
 
-    from nfu_tui.clients.dashboard import DashboardClient
-    from nfu_tui.clients.github import GitHubClient
+    from nfu_tui.clients.factory import dashboard_client, github_client
     from nfu_tui.core.state import AppState
     from nfu_tui.errors import NfuError
     from nfu_tui.models import COMPARTMENTS
-    from nfu_tui.paths import cache_dir
 
     held = AppState.load().held
     report: dict = {"schema": "nfu-tui.status/1", "generated_at": datetime.now(timezone.utc).isoformat()}
     failures: list[str] = []
     try:
-        dashboard = DashboardClient(
-            url=cfg.dashboard.url,
-            password=secrets.dashboard_password,
-            totp_secret=secrets.totp_secret,
-            insecure=insecure or cfg.dashboard.insecure,
-        )
+        dashboard = dashboard_client(cfg, secrets, insecure=insecure)
     except NfuError as exc:
         print(f"nfu-tui status: {exc.message}", file=sys.stderr)
         return 2
-    gh = cfg.github
-    github = GitHubClient(
-        api_url=gh.api_url,
-        repo=gh.repo,
-        token=secrets.github_token,
-        graphql_url=gh.graphql_endpoint,
-        cache_dir=cache_dir() / "github",
-        labels=gh.labels,
-        title_patterns=gh.title_patterns,
-        update_branch=gh.update_branch,
-        required_checks=gh.required_checks,
-    )
+    github = github_client(cfg, secrets)
     async with dashboard, github:
         hosts: list = []
         dash = {"url": cfg.dashboard.url, "ok": False, "error": None, "dashboard_version": None}
@@ -107,7 +89,7 @@ async def _status(cfg, secrets, *, as_json: bool, insecure: bool) -> int:  # typ
         report["dashboard"] = dash
 
         prs_out: list[dict] = []
-        ghr = {"repo": gh.repo, "ok": False, "error": None, "rate": {}}
+        ghr = {"repo": cfg.github.repo, "ok": False, "error": None, "rate": {}}
         try:
             prs = await github.list_update_prs()
             for pr in prs:
@@ -142,7 +124,7 @@ async def _status(cfg, secrets, *, as_json: bool, insecure: bool) -> int:  # typ
             ghr["ok"] = True
         except NfuError as exc:
             ghr["error"] = exc.message
-            failures.append(f"GitHub {gh.repo}: {exc.message}")
+            failures.append(f"GitHub {cfg.github.repo}: {exc.message}")
         r = github.rate
         ghr["rate"] = {"limit": r.limit, "remaining": r.remaining, "reset": r.reset_epoch}
         report["github"] = ghr

@@ -122,34 +122,16 @@ class FleetService:
     def _make_github(self) -> Any:
         if not self.config.github.repo:
             return None
-        from nfu_tui.clients.github import GitHubClient
-        from nfu_tui.paths import cache_dir
+        from nfu_tui.clients.factory import github_client
 
-        gh = self.config.github
-        return GitHubClient(
-            api_url=gh.api_url,
-            repo=gh.repo,
-            token=self.secrets.github_token,
-            write_token=self.secrets.merge_token,
-            graphql_url=gh.graphql_endpoint,
-            cache_dir=cache_dir() / "github",
-            labels=gh.labels,
-            title_patterns=gh.title_patterns,
-            update_branch=gh.update_branch,
-            required_checks=gh.required_checks,
-        )
+        return github_client(self.config, self.secrets)
 
     def _make_dashboard(self, insecure: bool) -> Any:
         if not self.config.dashboard.url:
             return None
-        from nfu_tui.clients.dashboard import DashboardClient
+        from nfu_tui.clients.factory import dashboard_client
 
-        return DashboardClient(
-            url=self.config.dashboard.url,
-            password=self.secrets.dashboard_password,
-            totp_secret=self.secrets.totp_secret,
-            insecure=insecure or self.config.dashboard.insecure,
-        )
+        return dashboard_client(self.config, self.secrets, insecure=insecure)
 
     def _make_notifier(self) -> Any:
         if not self.config.notify.webhook_url:
