@@ -115,9 +115,7 @@ async def test_filter_by_name_state_and_location(shared, tmp_path):
         assert "3/12 hosts" in app.screen.query_one("#fleet-title").content.plain
         await pilot.press("enter")  # keep the filter, back to the grid
         assert g.has_focus and g.visible_ids == ["hsb0", "hsb1", "hsb8"]
-        await pilot.press("slash", "end", "space", *"!offline")  # "hsb !offline": AND, negation
-        assert g.visible_ids == ["hsb0", "hsb1"]
-        await pilot.press("escape")  # esc in the box clears the filter
+        await pilot.press("slash", "escape")  # esc in the box clears the filter
         assert len(g.visible_ids) == 12 and g.has_focus
         await pilot.press("slash", *"hsb", "enter", "slash", *"cl", "enter")  # a new "/" starts afresh
         assert g.visible_ids == ["csb0", "csb1", "web-01"]  # location "cloud"
@@ -177,7 +175,7 @@ async def test_pending_lock_pulses_only_when_animations_are_on(shared, tmp_path,
         if animations == "full":
             await wait_for(pilot, lambda: seen.add(g.has_class("-glow")) or seen == {True, False}, "a pulse")
         else:
-            for _ in range(12):  # longer than one pulse period (0.8 s)
+            for _ in range(10):  # longer than one pulse period (0.8 s)
                 seen.add(g.has_class("-glow"))
                 await pilot.pause(0.1)
             assert seen == {False}
@@ -263,32 +261,6 @@ async def test_host_output_streams_live_and_hostile_lines_stay_inert(shared, tmp
         assert any("[bold]not bold[/bold] [/nix/store/abc-foo]" in text for text in painted)  # literal on screen
 
 
-async def test_merge_and_deploy_runs_through_the_confirmation_and_the_deploy_screen(sim, tmp_path):
-    app = make_app(sim, tmp_path)
-    async with app.run_test(size=SIZE) as pilot:
-        g = await fleet_ready(pilot)
-        await prs_ready(pilot)
-        for host in ("gpc0", "hsb0"):
-            g.move_to(host)
-            await pilot.press("space")
-        await pilot.press("m")
-        assert isinstance(app.screen, DeployConfirmScreen)
-        plan_text = _render(app.screen.query_one("#plan").content)
-        assert "gpc0" in plan_text and "hsb0" in plan_text
-        assert "not selected" in plan_text and "web-01" in plan_text
-        await pilot.press("y")
-        await wait_for(pilot, lambda: isinstance(app.screen, DeployScreen), "the deploy screen")
-        view = app.deploy_view
-        await wait_for(pilot, lambda: view.finished, "the deploy to finish", timeout=60)
-        assert view.succeeded, view.headline
-        assert [view.rows[h].state for h in view.order] == ["ok", "ok"]
-        assert sim.github.request_count("/repos/alice/nixcfg/pulls/42/merge") >= 1
-        log = app.screen.query_one(HostLog)
-        assert log.line_count > 0  # the last host's output streamed in
-        await pilot.press("escape")
-        assert isinstance(app.screen, MainScreen)
-
-
 async def test_login_screen_asks_for_the_password_the_config_lacks(shared, tmp_path):
     app = make_app(shared.sim, tmp_path, ask_login=True)
     async with app.run_test(size=SIZE) as pilot:
@@ -353,45 +325,58 @@ async def start_deploy(pilot: Any, hosts: list[str]) -> Any:
     return app.deploy_view
 
 
-async def test_failed_deploy_shows_the_failure_panel_and_per_host_logs(sim, tmp_path):
+async def test_merge_and_deploy_through_the_plan_to_a_failure_panel_with_per_host_logs(sim, tmp_path):
     sim.dashboard.set_fault("hsb0", "switch_fails")
     app = make_app(sim, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        view = await start_deploy(pilot, ["gpc0", "hsb0", "csb0"])
+        g = await fleet_ready(pilot)
+        await prs_ready(pilot)
+        for host in ("gpc0", "hsb0", "csb0"):
+            g.move_to(host)
+            await pilot.press("space")
+        await pilot.press("m")
+        assert isinstance(app.screen, DeployConfirmScreen)
+        plan = _render(app.screen.query_one("#plan").content)
+        assert plan.index("1. gpc0") < plan.index("2. hsb0") < plan.index("3. csb0")
+        assert "not selected: " in plan and "web-01" in plan
+        await pilot.press("y")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeployScreen), "the deploy screen")
+        view = app.deploy_view
         await wait_for(pilot, lambda: view.finished, "the deploy to finish", timeout=60)
+        assert sim.github.request_count("/repos/alice/nixcfg/pulls/42/merge") == 1
         assert view.succeeded is False
         assert {h: view.rows[h].state for h in view.order} == {"gpc0": "ok", "hsb0": "failed", "csb0": "skipped"}
         screen = app.screen
         await pilot.pause(0.1)
         assert screen.has_class("-failed")
         panel = _render(screen.query_one("#failure").content)
-        assert "✗ hsb0 failed in switch" in panel and "alert only" in panel
+        assert "✗ hsb0 failed in switch" in panel and "alert only" in panel and "Last lines of hsb0" in panel
         log = screen.query_one(HostLog)
+        assert log.line_count > 0  # the auto-followed host's output
         await pilot.press("i")  # every host interleaved
         assert "Output: all hosts" in screen.query_one("#log-title").content.plain
         assert any(line.startswith("gpc0 │ ") for line in log.lines)
         assert any(line.startswith("hsb0 │ ") for line in log.lines)
-        table = screen.query_one("DataTable")
-        table.move_cursor(row=0)
+        screen.query_one("DataTable").move_cursor(row=0)
         await pilot.press("enter")  # gpc0's own log
         assert screen.query_one("#log-title").content.plain.startswith(" Output: gpc0")
         assert log.lines and not any(line.startswith("gpc0 │ ") for line in log.lines)
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
 
 
 async def test_cancel_asks_first_then_stops_the_run(sim_factory, tmp_path):
-    sim = await sim_factory(fast_scenario(speed=5.0))  # slow enough to cancel mid-run
+    sim = await sim_factory(fast_scenario(speed=20.0))
     app = make_app(sim, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        view = await start_deploy(pilot, ["gpc0", "hsb0"])
-        await wait_for(pilot, lambda: view.rows["gpc0"].state == "running", "gpc0 to start")
+        view = await start_deploy(pilot, ["gpc0", "hsb0", "csb0"])
         await pilot.press("c")
-        assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("n")  # keep going
-        assert isinstance(app.screen, DeployScreen) and not view.cancel_requested
-        await pilot.press("c", "y")
+        assert isinstance(app.screen, ConfirmScreen) and not view.cancel_requested  # asks first
+        await pilot.press("y")
         await wait_for(pilot, lambda: view.finished, "the run to end", timeout=60)
         assert view.result.status.value == "cancelled"
-        assert view.rows["hsb0"].state in ("cancelled", "skipped")
+        assert view.rows["csb0"].state in ("cancelled", "skipped")  # never started
+        assert "✗ finished" in app.screen.query_one("#deploy-stage").content.plain
 
 
 def _palette_has(app: NfuApp, title: str) -> bool:

@@ -44,6 +44,7 @@ STAGES = {
     "waiting-queued": "waiting for queued offline hosts (w: stop waiting)",
     "finished": "finished",
 }
+DETAIL_WIDTH = 28  # the detail is cropped in the table; the failure panel shows it whole
 COLUMNS = (("pos", "#"), ("host", "Host"), ("state", "State"), ("phase", "Phase"), ("elapsed", "Time"), ("detail", "Detail"))
 NEXT_STEPS = (
     "Next steps (rollback: alert only for now): no further host was started. Open the host "
@@ -144,7 +145,7 @@ class DeployScreen(Screen):
         with Vertical(id="deploy-body"):
             table: DataTable = DataTable(id="deploy-hosts", cursor_type="row", zebra_stripes=True)
             for key, label in COLUMNS:
-                table.add_column(label, key=key)
+                table.add_column(label, key=key, width=DETAIL_WIDTH if key == "detail" else None)
             yield table
             with Vertical(id="deploy-log-pane"):
                 yield Static(id="log-title")
@@ -180,7 +181,7 @@ class DeployScreen(Screen):
                 table.add_row(*cells, key=host)
             else:
                 for (key, _label), cell in zip(COLUMNS, cells):
-                    table.update_cell(host, key, cell, update_width=True)
+                    table.update_cell(host, key, cell, update_width=key != "detail")
             self._shown[host] = row
 
     def _render_status(self) -> None:

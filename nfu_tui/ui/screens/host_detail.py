@@ -142,10 +142,13 @@ class HostDetailScreen(Screen):
     def _output_title(self) -> None:
         log = self.query_one(HostLog)
         text = Text(" Recent output", style="bold")
-        text.append(
-            "  following" if log.following else "  paused — end/F to follow",
-            style="dim" if log.following else "bold yellow",
-        )
+        if log.line_count == 0:
+            text.append("  none yet — a command's output streams in here", style="dim")
+        else:
+            text.append(
+                "  following" if log.following else "  paused — end/F to follow",
+                style="dim" if log.following else "bold yellow",
+            )
         self.query_one("#host-output-title", Static).update(text)
 
     def on_host_log_follow_changed(self) -> None:
@@ -156,6 +159,7 @@ class HostDetailScreen(Screen):
             self._render_host()
         if self.host_id in update.output:
             self.query_one(HostLog).sync(self._lines())
+            self._output_title()
         if update.status and self.app.service:
             self.query_one(StatusHeader).show(self.app.service.status)
 

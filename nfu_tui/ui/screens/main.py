@@ -67,17 +67,22 @@ class MainScreen(Screen):
                 yield PRList(clock, id="pr-list")
                 yield PRDetail(clock, id="pr-detail")
         yield StatusLine(id="status-line")
-        yield Footer()
 
     @property
     def grid(self) -> HostGrid:
         return self.query_one(HostGrid)
 
     def on_mount(self) -> None:
+        self.call_after_refresh(self._add_footer)
         self.app.service_updated.subscribe(self, self.apply_update)
         self.set_interval(1.0, self._tick)
         self.apply_update(ServiceUpdate(all_hosts=True, prs=True, status=True))
         self.grid.focus()
+
+    async def _add_footer(self) -> None:
+        """The footer (one widget per key) costs ~0.1 s to style: it comes after the first frame."""
+        await self.mount(Footer())
+        self.refresh_bindings()
 
     def on_resize(self) -> None:
         self.set_class(self.size.width >= WIDE, "-wide")
