@@ -10,6 +10,11 @@ locked reference the way the fetchers' ``toURL`` do (``src/libfetchers/*.cc``,
   7-character revisions for github/gitlab/sourcehut, no ``narHash`` for any type,
   and git ``ref=master``/``ref=main`` omitted.
 
+Identical lock files give no entries: nix only computes the diff when the new lock
+file differs from the old one (``lockFlake`` in ``src/libflake/flake.cc``). The diff
+assumes a full ``nix flake update`` (the update-flake-lock default), which re-locks
+every input; see :func:`diff` for what that means for relative ``path:`` inputs.
+
 Entry points: :func:`parse_lock`, :func:`diff`, :func:`render_summary`,
 :func:`render_message`, :func:`headline`, :func:`compare_targets`,
 :func:`explain_changes` and :func:`to_json`.
@@ -21,6 +26,7 @@ import base64
 import binascii
 import enum
 import json
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -85,7 +91,7 @@ class UpdateKind(str, enum.Enum):
     ADDED = "added"
     REMOVED = "removed"
     UPDATE = "update"  # same source, new lock (usually a new revision)
-    BRANCH_SWITCH = "branch-switch"  # original.ref changed, e.g. nixos-25.05 -> nixos-25.11
+    BRANCH_SWITCH = "branch-switch"  # original.ref (a tarball's channel) changed, e.g. nixos-25.05 -> nixos-25.11
     SOURCE_CHANGED = "source-changed"  # owner/repo/type/url changed: nothing to compare
     NOW_FOLLOWS = "now-follows"
     NO_LONGER_FOLLOWS = "no-longer-follows"
@@ -110,6 +116,7 @@ class LockNode:
     original: Mapping[str, Any] | None = None
     flake: bool = True
     parent: InputPath | None = None
+    build_time: bool = False  # Determinate Nix ``buildTime``
 
 
 @dataclass(frozen=True)
@@ -187,8 +194,12 @@ class LockedRef:
 
     @property
     def relative(self) -> bool:
-        """A relative ``path:`` input (has ``parent``): nix re-locks it on every update."""
-        return self.parent is not None
+        """A relative ``path:`` input (nix ``isRelative``: a path not starting with ``/``).
+
+        nix records the ``parent`` of exactly these inputs; either sign suffices.
+        """
+        path = self.locked.get("path")
+        return self.parent is not None or (self.type == "path" and isinstance(path, str) and not path.startswith("/"))
 
     @property
     def rev(self) -> str | None:
@@ -204,8 +215,7 @@ class LockedRef:
 
     @property
     def last_modified(self) -> int | None:
-        value = self.locked.get("lastModified")
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+        return _json_int(self.locked.get("lastModified"))
 
     @property
     def date(self) -> str | None:
@@ -270,7 +280,7 @@ class CompareTarget:
     new_rev: str
     paths: tuple[InputPath, ...]
     kind: UpdateKind
-    old_branch: str | None = None
+    old_branch: str | None = None  # original.ref, or a tarball's channel / FlakeHub version
     new_branch: str | None = None
 
     @property
@@ -397,6 +407,7 @@ def _parse_node(key: str, raw: Any, *, is_root: bool) -> LockNode:
         original=dict(original) if isinstance(original, Mapping) else None,
         flake=raw.get("flake", True) is not False,
         parent=tuple(parent) if isinstance(parent, list) and all(isinstance(p, str) for p in parent) else None,
+        build_time=raw.get("buildTime") is True,
     )
 
 
@@ -443,8 +454,14 @@ LockSource: TypeAlias = "LockFile | bytes | str | Mapping[str, Any]"
 def diff(old: LockSource, new: LockSource) -> list[LockChange]:
     """Nix's lock diff by input path, in nix's order (contract §6.4).
 
-    Like nix, which only prints a diff when the lock file changed, two locks with
-    the same content (whatever their node keys or version) give ``[]``.
+    Like nix, which only prints a diff when the lock file changed (``LockFile``
+    ``operator==`` compares ``toJSON``), two locks with the same content (whatever
+    their node keys or version) give ``[]``. Otherwise a relative ``path:`` input of
+    the new lock is always Updated: a full update re-locks it from ``flake.nix``
+    without the ``__final`` mark every entry read from a lock file carries, so nix's
+    ``equals`` never matches it (``computeLocks`` in ``flake.cc``). A selective
+    ``nix flake update <input>`` keeps such entries instead; that cannot be told
+    from the two lock files.
     """
     old_lock = old if isinstance(old, LockFile) else parse_lock(old)
     new_lock = new if isinstance(new, LockFile) else parse_lock(new)
@@ -480,7 +497,7 @@ def _structure(lock: LockFile) -> tuple[Any, ...]:
             (name, ("follows", edge) if isinstance(edge, tuple) else ("node", visit(edge)))
             for name, edge in sorted(node.inputs.items())
         )
-        out[slot] = (inputs, _typed(node.locked), _typed(node.original), node.flake, node.parent)
+        out[slot] = (inputs, _typed(node.locked), _typed(node.original), node.flake, node.parent, node.build_time)
         return ids[key]
 
     visit(lock.root)
@@ -495,19 +512,35 @@ def _equal(a: LockedRef | Follows, b: LockedRef | Follows) -> bool:
     if isinstance(a, Follows) and isinstance(b, Follows):
         return a.path == b.path
     if isinstance(a, LockedRef) and isinstance(b, LockedRef):
-        if a.relative or b.relative:
-            return False  # resolved against the parent's new source: always re-locked
-        return _typed(a.locked) == _typed(b.locked)
+        # The old edge was read from a file (final); a re-locked relative input is not.
+        return not b.relative and _typed(a.locked) == _typed(b.locked)
     return False
 
 
 def _typed(value: Any) -> Any:
-    """A comparison key that keeps JSON types apart (``true`` is not ``1``)."""
+    """A comparison key that keeps JSON types apart (``true`` is not ``1``).
+
+    Numbers compare as nix's ``jsonToAttrs`` reads them: as unsigned integers.
+    """
     if isinstance(value, Mapping):
         return ("o", tuple(sorted((k, _typed(v)) for k, v in value.items())))
     if isinstance(value, (list, tuple)):
         return ("a", tuple(_typed(v) for v in value))
+    number = _json_int(value)
+    if number is not None:
+        return ("int", number)
     return (type(value).__name__, value)
+
+
+def _json_int(value: Any) -> int | None:
+    """A JSON number as nix's attributes hold it (``uint64_t``); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    return None
 
 
 # --- rendering ----------------------------------------------------------------
@@ -546,6 +579,23 @@ _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(.*)", re.S)
 _QUERY_SAFE = ":@/?"
 _PATH_SAFE = ":@"
 _GIT_FLAGS = ("shallow", "lfs", "submodules", "exportIgnore", "verifyCommit")
+
+
+_SCP_RE = re.compile(r"([^/]*)@(.*):(.*)")
+
+
+def _fix_git_url(url: str) -> str:
+    """nix ``fixGitURL``, which git inputs' ``url`` goes through when read.
+
+    scp-like ``user@host:path`` becomes ``ssh://user@host/path``, a bare path a
+    ``file:`` URL, and a ``git+`` prefix is dropped (``toURL`` adds it back).
+    """
+    if not url.startswith("/") and (m := _SCP_RE.fullmatch(url)):
+        url = f"ssh://{m[1]}@{m[2]}/{m[3]}"
+    if not url.startswith(("file:", "git+file:")) and "://" not in url:
+        return ("file://" if url.startswith("/") else "file:") + url
+    scheme, colon, rest = url.partition(":")
+    return scheme[4:] + colon + rest if scheme.startswith("git+") else url
 
 
 def _format_date(ts: int | None) -> str | None:
@@ -663,9 +713,10 @@ def _attr_str(value: Any) -> str | None:
     """nix ``attrsToQuery`` for one value (ints in decimal, booleans as 1/0)."""
     if isinstance(value, bool):
         return "1" if value else "0"
-    if isinstance(value, (int, str)):
-        return str(value)
-    return None
+    if isinstance(value, str):
+        return value
+    number = _json_int(value)
+    return None if number is None else str(number)
 
 
 def _git_public_keys(locked: Mapping[str, Any]) -> dict[str, str]:
@@ -688,7 +739,7 @@ def _git_public_keys(locked: Mapping[str, Any]) -> dict[str, str]:
     if len(keys) == 1:
         return {"keytype": keys[0]["type"], "publicKey": keys[0]["key"]}
     if len(keys) > 1:
-        return {"publicKeys": json.dumps(keys, separators=(",", ":"), sort_keys=True)}
+        return {"publicKeys": json.dumps(keys, separators=(",", ":"), sort_keys=True, ensure_ascii=False)}
     return {}
 
 
@@ -718,9 +769,10 @@ def _flakeref_url(locked: Mapping[str, Any], abbreviate: bool) -> str:
             query["host"] = locked["host"]
         url = _URL(kind, None, [s.encode() for s in segments], query)
     elif kind in ("git", "mercurial"):
-        url = _parse_url(str(locked.get("url", "")))
+        raw_url = str(locked.get("url", ""))
+        url = _parse_url(_fix_git_url(raw_url) if kind == "git" else raw_url)
         if url is None:
-            return str(locked.get("url", ""))
+            return raw_url
         prefix = "git" if kind == "git" else "hg"
         if not (kind == "git" and url.scheme == "git"):
             url.scheme = f"{prefix}+{url.scheme}"
@@ -795,7 +847,7 @@ def github_coordinates(ref: LockedRef) -> tuple[str, str, str] | None:
         return None
     url = str(locked.get("url", ""))
     if kind == "git" and rev:
-        m = _GITHUB_GIT_RE.match(url)
+        m = _GITHUB_GIT_RE.match(_fix_git_url(url))
         return (m["owner"], m["repo"], rev) if m else None
     if kind in ("tarball", "file"):
         if m := _GITHUB_ARCHIVE_RE.match(url):
@@ -838,6 +890,34 @@ def _source_id(ref: LockedRef) -> tuple[str, ...]:
     return (kind,)
 
 
+_CHANNEL_NAME_RE = re.compile(r"https?://(?:channels\.nixos\.org|nixos\.org/channels)/(?P<name>[^/?#]+)", re.I)
+_FLAKEHUB_VERSION_RE = re.compile(
+    r"https://flakehub\.com/f/[^/]+/[^/]+/(?P<version>[^/?#]+?)(?:\.tar\.gz)?(?:[?#].*)?$", re.I
+)
+_ARCHIVE_REF_RE = re.compile(r"https://github\.com/[^/]+/[^/]+/archive/(?P<ref>.+?)\.(?:tar\.gz|zip)(?:[?#].*)?$", re.I)
+
+
+def _branch(ref: LockedRef) -> str | None:
+    """What the input tracks: ``original.ref``; for a tarball, its channel or version.
+
+    ``https://channels.nixos.org/nixos-25.11/nixexprs.tar.xz`` tracks ``nixos-25.11``,
+    ``https://flakehub.com/f/NixOS/nixpkgs/0.2511`` tracks ``0.2511``, a GitHub
+    archive of a branch tracks that branch; any other tarball its original URL.
+    """
+    if ref.original_ref is not None or ref.type not in ("tarball", "file"):
+        return ref.original_ref
+    url = (ref.original or {}).get("url")
+    if not isinstance(url, str):
+        return None
+    if m := _CHANNEL_NAME_RE.match(url):
+        return m["name"]
+    if m := _FLAKEHUB_VERSION_RE.match(url):
+        return m["version"]
+    if m := _ARCHIVE_REF_RE.match(url):
+        return m["ref"]
+    return url
+
+
 def _short(ref: LockedRef) -> str:
     return ref.short_rev or ref.date or ref.url(Style.DETERMINATE)
 
@@ -857,8 +937,8 @@ def _compare(
         new_rev=b[2],
         paths=(path,),
         kind=kind,
-        old_branch=old.original_ref,
-        new_branch=new.original_ref,
+        old_branch=_branch(old),
+        new_branch=_branch(new),
     )
 
 
@@ -892,9 +972,9 @@ def explain_change(
             kind, label = UpdateKind.RELOCKED, "re-locked (unchanged)"
         elif _source_id(old) != _source_id(new):
             kind, label = UpdateKind.SOURCE_CHANGED, f"source changed to {new.url(Style.DETERMINATE)}"
-        elif old.original_ref != new.original_ref:
+        elif _branch(old) != _branch(new):
             kind = UpdateKind.BRANCH_SWITCH
-            label = f"branch switch {old.original_ref or '(default)'} → {new.original_ref or '(default)'}"
+            label = f"branch switch {_branch(old) or '(default)'} → {_branch(new) or '(default)'}"
         else:
             kind, label = UpdateKind.UPDATE, f"{_short(old)} → {_short(new)}"
     compare = None if kind is UpdateKind.SOURCE_CHANGED else _compare(change.path, kind, old_eff, new_eff)
@@ -927,17 +1007,14 @@ def compare_targets(
 
 
 def _nixpkgs_path(lock: LockFile) -> InputPath | None:
+    """The root input ``nixpkgs``, else the shortest path to a NixOS/nixpkgs source."""
     if "nixpkgs" in lock.root_node.inputs:
         return ("nixpkgs",)
     candidates = []
     for path, raw in lock.all_inputs().items():
         if isinstance(raw, str):
-            locked = lock.nodes[raw].locked or {}
-            if (
-                locked.get("type") == "github"
-                and str(locked.get("owner", "")).lower() == "nixos"
-                and str(locked.get("repo", "")).lower() == "nixpkgs"
-            ):
+            coords = github_coordinates(lock.locked_ref(raw))
+            if coords and (coords[0].lower(), coords[1].lower()) == ("nixos", "nixpkgs"):
                 candidates.append(path)
     return min(candidates, key=lambda p: (len(p), p)) if candidates else None
 
@@ -965,9 +1042,10 @@ def _others(n: int) -> str:
 def headline(changes: Sequence[LockChange], old_lock: LockFile, new_lock: LockFile) -> str | None:
     """One line for a PR list, e.g. ``nixpkgs abc1234 → def5678 (+7 days) and 3 other inputs``.
 
-    nixpkgs is the root input ``nixpkgs``, else the first github ``NixOS/nixpkgs``
-    input; follows are resolved so a root ``nixpkgs`` that follows another input
-    still counts. None when nothing changed.
+    nixpkgs is the root input ``nixpkgs``, else the shortest input path to a
+    NixOS/nixpkgs source (github, git, channel or FlakeHub tarball, as in
+    :func:`github_coordinates`); follows are resolved so a root ``nixpkgs`` that
+    follows another input still counts. None when nothing changed.
     """
     if not changes:
         return None
