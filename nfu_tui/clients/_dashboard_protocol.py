@@ -11,6 +11,7 @@ asyncio: the async shell in :mod:`nfu_tui.clients.dashboard` feeds it bytes.
 from __future__ import annotations
 
 import enum
+import html
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -124,18 +125,26 @@ StreamEvent = Connected | Disconnected | Message
 _ZERO_TIME_PREFIX = "0001-01-01"
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 _CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+# Go's time.Time.String(): "2025-12-28 15:30:05.123456789 +0100 CET m=+0.5" (a DB column may hold it)
+_GO_STRING_TIME = re.compile(
+    r"(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d(?:\.\d+)?) ([+-]\d\d)(\d\d)(?: [A-Za-z][\w+-]*)?(?: m=[+-][\d.]+)?"
+)
 
 
 def parse_time(value: Any) -> datetime | None:
     """Parse any of the dashboard's time formats (§1.3) to an aware UTC datetime.
 
     RFC 3339 with or without fraction (nanoseconds are cut to microseconds), any
-    offset, ``Z``, a space instead of ``T``; naive values are taken as UTC. ``""``,
-    ``null``, Go's zero time and garbage give ``None``.
+    offset, ``Z``, a space instead of ``T``, Go's ``time.Time.String()`` form; naive
+    values are taken as UTC. ``""``, ``null``, Go's zero time and garbage give ``None``.
     """
     if not isinstance(value, str) or not value or value.startswith(_ZERO_TIME_PREFIX):
         return None
-    text = _FRACTION.sub(r"\1", value.strip())
+    text = value.strip()
+    go = _GO_STRING_TIME.fullmatch(text)
+    if go is not None:
+        text = f"{go[1]}T{go[2]}{go[3]}:{go[4]}"
+    text = _FRACTION.sub(r"\1", text)
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
@@ -364,7 +373,8 @@ def interpret_login(status: int, location: str) -> None:
 
     Success iff a redirect to exactly ``/`` (an absolute URL with that path is accepted,
     e.g. from a reverse proxy). Otherwise raises :class:`LoginFailed` carrying the
-    dashboard's ``error`` text, with ``needs_totp``/``rate_limited`` set accordingly.
+    dashboard's ``error`` text, with ``needs_totp``/``rate_limited`` set accordingly, or
+    :class:`DashboardUnavailable` for the dashboard's own failures (``Server error``, 5xx).
     """
     if status in REDIRECT_STATUSES:
         path, query = _location_path(location)
@@ -386,6 +396,8 @@ def interpret_login(status: int, location: str) -> None:
                 )
             if error == "Invalid password":
                 raise LoginFailed("Wrong dashboard password.", status=status)
+            if error == "Server error":  # the session could not be stored: the dashboard's fault, retry later
+                raise DashboardUnavailable("Login failed: the dashboard could not store the session.", status=status)
             raise LoginFailed(f"Login refused: {error or 'no reason given'}.", status=status)
         raise LoginFailed(f"Login answered with an unexpected redirect to {path or '?'}.", status=status)
     if status >= 500:
@@ -396,15 +408,24 @@ def interpret_login(status: int, location: str) -> None:
     )
 
 
+_MAX_AGE = re.compile(r";\s*max-age\s*=\s*(-?\d+)", re.IGNORECASE)
+
+
 def session_cookie(set_cookie_headers: Iterable[str]) -> str | None:
-    """The ``nixfleet_session`` value from ``Set-Cookie`` headers (``None`` if absent or cleared)."""
+    """The ``nixfleet_session`` value from ``Set-Cookie`` headers (``None`` if absent or cleared).
+
+    The last header for the cookie wins, as in a browser: a server may clear an old
+    session (empty value or ``Max-Age`` ≤ 0, §2.6) before setting the new one.
+    """
+    found: str | None = None
     for header in set_cookie_headers:
         first = header.split(";", 1)[0]
         name, sep, value = first.partition("=")
         if sep and name.strip() == SESSION_COOKIE:
-            value = value.strip().strip('"')
-            return value or None
-    return None
+            max_age = _MAX_AGE.search(header)
+            cleared = max_age is not None and int(max_age.group(1)) <= 0
+            found = None if cleared else (value.strip().strip('"') or None)
+    return found
 
 
 _CSRF_BODY = re.compile(r"""data-csrf-token\s*=\s*["']([^"']*)["']""")
@@ -414,18 +435,18 @@ _FOOTER_VERSION = re.compile(r"NixFleet\s+v?(\d+\.\d+[\w.+-]*|dev)\s*\(")
 _LOGIN_VERSION = re.compile(r"^\s*v(\d+\.\d+[\w.+-]*|dev)\s*$", re.MULTILINE)
 
 
-def scrape_csrf(html: str) -> str | None:
+def scrape_csrf(page: str) -> str | None:
     """The CSRF token of ``GET /`` (``<body data-csrf-token="…">``, else the logout form field)."""
     for pattern in (_CSRF_BODY, _CSRF_INPUT):
-        match = pattern.search(html)
+        match = pattern.search(page)
         if match and match.group(1):
-            return match.group(1)
+            return html.unescape(match.group(1))  # a template may escape it (Go html/template: + → &#43;)
     return None
 
 
-def scrape_version(html: str) -> str | None:
+def scrape_version(page: str) -> str | None:
     """The dashboard version from its footer (``NixFleet 3.1.5 (abc1234)``) or login page (``v3.1.5``)."""
-    text = _TAGS.sub("\n", html)
+    text = _TAGS.sub("\n", page)
     match = _FOOTER_VERSION.search(text) or _LOGIN_VERSION.search(text)
     return match.group(1) if match else None
 
@@ -520,14 +541,15 @@ def parse_dispatch(data: Any, hosts: list[str]) -> list[DispatchResult]:
 
     UPPERCASE statuses with a ``command_id`` are successes (``started``); lowercase
     ``blocked`` carries a validation code; ``error`` (or anything without a command id)
-    is an error.
+    is an error. Results come in request order, so an entry without ``host_id`` belongs
+    to the host requested at its position.
     """
     out: list[DispatchResult] = []
-    for raw in _list(data, "results"):
+    for index, raw in enumerate(_list(data, "results")):
         if not isinstance(raw, Mapping):
             continue
         status = _str(raw.get("status"))
-        host_id = _str(raw.get("host_id"))
+        host_id = _str(raw.get("host_id")) or (hosts[index] if index < len(hosts) else "")
         command_id = _str(raw.get("command_id"))
         if status.lower() == "blocked":
             out.append(DispatchResult(host_id, "blocked", status, "", _str(raw.get("code")), _str(raw.get("message"))))
@@ -616,11 +638,15 @@ class SyncTracker:
 
     * ``init``/``full_state`` are always accepted, whatever their version (also lower).
     * A ``delta`` before the first snapshot is ignored; ``version == local + 1`` applies;
-      anything else is a gap → ``RESYNC`` once, then gaps are ignored until the
+      ``version <= local`` is ignored: a snapshot's version is read before its state is
+      assembled and deltas apply strictly in order, so that change is already reflected
+      (a late or duplicated delta, §4.4 races 1–3, must not cost a ``full_state``).
+      Anything else is a gap → ``RESYNC`` once, then gaps are ignored until the
       ``full_state`` arrives (at most one outstanding ``get_state``).
-    * A ``sync`` beacon whose version differs from the local one → ``RESYNC``. If a
-      requested ``full_state`` never comes (lost in a full server buffer), the second
-      mismatching beacon after the request asks again.
+    * A ``sync`` beacon ahead of the local version → ``RESYNC`` (one behind it was read
+      before deltas that are already applied: ignored). If a requested ``full_state``
+      never comes (lost in a full server buffer), the second mismatching beacon after
+      the request asks again.
     """
 
     version: int | None = None
@@ -641,15 +667,19 @@ class SyncTracker:
             self.synced = True
             self.awaiting_full_state = False
             return SyncAction.SNAPSHOT
+        local = self.version
         if msg_type == "delta":
             if not self.synced:
                 return SyncAction.IGNORE
-            if version is not None and self.version is not None and version == self.version + 1:
-                self.version = version
-                return SyncAction.APPLY
+            if version is not None and local is not None:
+                if version == local + 1:
+                    self.version = version
+                    return SyncAction.APPLY
+                if version <= local:  # already reflected (late, duplicated)
+                    return SyncAction.IGNORE
             return self._gap()
         if msg_type == "sync":
-            if not self.synced or (version is not None and version == self.version):
+            if not self.synced or (version is not None and local is not None and version <= local):
                 return SyncAction.IGNORE
             if self.awaiting_full_state:
                 self._beacons_since_request += 1

@@ -11,14 +11,20 @@ of the contract (§4.4, via :class:`~nfu_tui.clients._dashboard_protocol.SyncTra
 * applying is idempotent: host ``fields`` are shallow-merged, ``update_status`` per
   compartment (absent = unchanged, ``null`` = unknown); commands are upserted by id
   (a terminal command is never set back to a running state, which makes late legacy
-  ``command_state`` frames and snapshot/delta overlap harmless); events are deduplicated
-  by id;
+  ``command_state`` frames and snapshot/delta overlap harmless; a legacy frame never
+  overwrites the running state the sync stream gave a known command); events are
+  deduplicated by id;
+* a snapshot's ``commands`` is a window (the dashboard's 50 newest rows), not the
+  whole set: known commands it does not list are kept (bounded by ``max_commands``),
+  so a finish seen just before a resync is not lost;
 * ``host_updated`` for an unknown id (a newly registered agent) asks for a resync.
 
 It also keeps per-host output ring buffers (sanitized on ingest, attributed to the
-host's current command) and per-host ``operation_progress``. Every ``apply*`` returns
-:class:`FleetChange` records so a UI can coalesce redraws; :meth:`FleetModel.snapshot`
-returns an immutable :class:`FleetSnapshot`. Pure: no I/O, no asyncio, no Textual.
+host's command that reached the agent, or to the one that just finished: late lines
+travel through the legacy queue) and per-host ``operation_progress``. Every
+``apply*`` returns :class:`FleetChange` records so a UI can coalesce redraws;
+:meth:`FleetModel.snapshot` returns an immutable :class:`FleetSnapshot`. Pure: no
+I/O, no asyncio, no Textual.
 """
 
 from __future__ import annotations
@@ -154,6 +160,11 @@ class FleetSnapshot:
         return None
 
 
+def _running(command: Command) -> bool:
+    """Non-terminal and past ``VALIDATING``: the agent has (or had) the command (§6.5)."""
+    return not command.terminal and command.status != "VALIDATING"
+
+
 class FleetModel:
     """Mutable fleet state fed by dashboard messages; see the module docstring."""
 
@@ -171,7 +182,8 @@ class FleetModel:
         self._hosts: dict[str, Host] = {}
         self._by_hostname: dict[str, str] = {}
         self._commands: dict[str, Command] = {}
-        self._active: dict[str, str] = {}  # host id → id of its newest non-terminal command
+        # host id → its newest non-terminal command that reached the agent (not VALIDATING)
+        self._active: dict[str, str] = {}
         self._finished: dict[str, tuple[str, float]] = {}  # host id → (command id, finished at)
         self._events: deque[Event] = deque(maxlen=max_events)
         self._event_ids: set[int] = set()
@@ -338,16 +350,20 @@ class FleetModel:
             host = host_from_json(row, self._dashboard_version)
             if host is not None:
                 self._put_host(host)
-        self._commands = {}
-        self._active = {}
         for row in payload.get("commands") or ():
             command = command_from_json(row)
-            if command is not None:
+            if command is None:
+                continue
+            old = self._commands.get(command.id)
+            if old is None or not old.terminal or command.terminal:  # never resurrect a finished one
                 self._commands[command.id] = command
+        if len(self._commands) > self._max_commands:
+            self._evict_commands()
+        self._active = {}
         for command in sorted(self._commands.values(), key=lambda c: (c.created_at, c.id)):
             host = self._hosts.get(command.host_id)
             # Non-terminal rows of idle hosts are orphans of a dashboard restart (§8 #34).
-            if not command.terminal and host is not None and host.busy:
+            if _running(command) and host is not None and host.busy:
                 self._active[command.host_id] = command.id
         self._events.clear()
         self._event_ids.clear()
@@ -441,12 +457,13 @@ class FleetModel:
                 return []
         self._commands[command.id] = command
         host_id = command.host_id
-        if not command.terminal:
+        if _running(command):
             self._active[host_id] = command.id
-        else:
+        elif command.terminal:
             if self._active.get(host_id) == command.id:
                 del self._active[host_id]
-            self._finished[host_id] = (command.id, self._clock())
+            if command.status != "BLOCKED":  # a blocked command never reached the agent: no output
+                self._finished[host_id] = (command.id, self._clock())
         if old is None and len(self._commands) > self._max_commands:
             self._evict_commands()
         self._snapshot = None
@@ -496,7 +513,12 @@ class FleetModel:
         if msg_type == "command_output":
             return self._output_frame(payload)
         if msg_type == "command_state":
-            return self._upsert_command(command_from_json(payload.get("command")))
+            command = command_from_json(payload.get("command"))
+            if command is not None and not command.terminal and command.id in self._commands:
+                # Its sync twin (same broadcast) carries the state; through the other queue
+                # this copy may be older than what the deltas already said (§4.4 race 7).
+                return []
+            return self._upsert_command(command)
         if msg_type == "operation_progress":
             host_id = self._resolve_host(payload.get("host_id"))
             phases = progress_from_json(payload)
@@ -518,7 +540,12 @@ class FleetModel:
         return []
 
     def _attribution(self, host_id: str, command_name: str) -> tuple[str, str]:
-        """(command id, op) for a new output line of ``host_id``."""
+        """(command id, op) for a new output line of ``host_id``.
+
+        The agent gets a command only once it is ``EXECUTING`` (§6.5), so a ``VALIDATING``
+        one owns no output yet (it is not in ``_active``); lines then belong to the command
+        that just finished.
+        """
         if command_name:  # e.g. "theme-color" lines: not a lifecycle command
             return "", command_name
         command_id = self._active.get(host_id)
