@@ -42,11 +42,12 @@ def start_simulator(directory: Path, hosts: int, heartbeat: float) -> subprocess
 
 
 async def run(config: Path, hosts: int, seconds: float) -> dict[str, float]:
+    from textual import events
+
     from nfu_tui.config import load_config, resolve_secrets
     from nfu_tui.core.service import FleetService
     from nfu_tui.ui.app import NfuApp
     from nfu_tui.ui.widgets.host_grid import HostGrid
-    from textual import events
 
     cfg = load_config(config)
     service = FleetService(cfg, resolve_secrets(cfg, env={}, use_gh=False))

@@ -17,11 +17,14 @@ import pytest
 from rich.console import Console
 
 from nfu_tui.config import load_config, resolve_secrets
+from nfu_tui.core.plan import DeployPlan, PlanEntry
 from nfu_tui.core.service import FleetService
 from nfu_tui.core.state import AppState
+from nfu_tui.core.store import Store
 from nfu_tui.core.totp import totp
 from nfu_tui.sim.runner import SimulatorThread
 from nfu_tui.sim.testing import fast_scenario
+from nfu_tui.ui import fleetview as fv
 from nfu_tui.ui.app import NfuApp
 from nfu_tui.ui.screens.confirm import ConfirmScreen, DeployConfirmScreen
 from nfu_tui.ui.screens.deploy import DeployScreen
@@ -29,6 +32,7 @@ from nfu_tui.ui.screens.help import HelpScreen
 from nfu_tui.ui.screens.host_detail import HostDetailScreen
 from nfu_tui.ui.screens.login import LoginScreen
 from nfu_tui.ui.screens.main import MainScreen
+from nfu_tui.ui.screens.resume import ResumeScreen
 from nfu_tui.ui.widgets.header import StatusHeader
 from nfu_tui.ui.widgets.host_grid import HostGrid
 from nfu_tui.ui.widgets.log_view import HostLog
@@ -174,6 +178,9 @@ async def test_pending_lock_pulses_only_when_animations_are_on(shared, tmp_path,
         seen: set[bool] = set()
         if animations == "full":
             await wait_for(pilot, lambda: seen.add(g.has_class("-glow")) or seen == {True, False}, "a pulse")
+            await pilot.hover(HostGrid, offset=(fv.cell_x(g.columns, "lock") + 1, 1))  # csb0's Lock cell
+            tooltip = str(g.tooltip)
+            assert tooltip.startswith("Lock: ok — flake.lock is current") and "Update PR pending: nixpkgs" in tooltip
         else:
             for _ in range(10):  # longer than one pulse period (0.8 s)
                 seen.add(g.has_class("-glow"))
@@ -183,14 +190,22 @@ async def test_pending_lock_pulses_only_when_animations_are_on(shared, tmp_path,
 
 async def test_live_update_of_a_host_from_the_dashboard_stream(shared, tmp_path):
     app = make_app(shared.sim, tmp_path)
+    dashboard = shared.sim.dashboard
     async with app.run_test(size=SIZE) as pilot:
         g = await fleet_ready(pilot)
         assert "● online" in g.row_text("gpc0")
-        shared.call(shared.sim.dashboard.set_online, "gpc0", False)
+        shared.call(dashboard.set_online, "gpc0", False)
         await wait_for(pilot, lambda: "○" in (g.row_text("gpc0") or ""), "gpc0 to go offline")
         assert "10 online" in app.screen.query_one("#fleet-title").content.plain
-        shared.call(shared.sim.dashboard.set_online, "gpc0", True)  # the agent registers again
+        shared.call(dashboard.set_online, "gpc0", True)  # the agent registers again
         await wait_for(pilot, lambda: "● online" in (g.row_text("gpc0") or ""), "gpc0 back online")
+        lock = fv.cell_x(g.columns, "lock")
+        shared.call(dashboard.fleet.drop_lock_hash)  # version.json without lockHash: Lock turns red
+        try:
+            await wait_for(pilot, lambda: (g.row_text("gpc0") or "")[lock : lock + 3] == " ✗ ", "a red Lock")
+        finally:
+            shared.call(dashboard.remote_changed)
+        await wait_for(pilot, lambda: (g.row_text("gpc0") or "")[lock : lock + 3] != " ✗ ", "the Lock to recover")
 
 
 async def test_dashboard_disconnect_and_reconnect_show_in_the_header(sim, tmp_path):
@@ -377,6 +392,47 @@ async def test_cancel_asks_first_then_stops_the_run(sim_factory, tmp_path):
         assert view.result.status.value == "cancelled"
         assert view.rows["csb0"].state in ("cancelled", "skipped")  # never started
         assert "✗ finished" in app.screen.query_one("#deploy-stage").content.plain
+
+
+def interrupted_run(sim: Any, hosts: list[str]) -> int:
+    """Journal a deploy run of PR #42 as a crashed process leaves it (nothing done yet)."""
+    plan = DeployPlan(
+        pr_number=42, head_sha=sim.github.pr_head(42), strategy="all", max_parallel=1, canary_wait_minutes=0,
+        entries=tuple(PlanEntry(h, wave=1) for h in hosts),
+    )
+    with Store() as store:
+        return store.create_run("deploy", actor="alice@box", trigger="manual", pr=42, head_sha=plan.head_sha,
+                                plan=plan.to_dict())
+
+
+async def test_an_interrupted_run_is_offered_for_resume_at_start(sim, tmp_path):
+    run_id = interrupted_run(sim, ["gpc0"])
+    app = make_app(sim, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), "the resume dialog")
+        text = _render(app.screen.query_one("#run").content)
+        assert f"Deploy run #{run_id} of PR #42 did not finish" in text and "0 of 1 finished" in text
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeployScreen), "the deploy screen")
+        view = app.deploy_view
+        assert view.run_id == run_id
+        await wait_for(pilot, lambda: view.finished, "the resumed run to finish", timeout=60)
+        assert view.succeeded and view.rows["gpc0"].state == "ok"
+    with Store() as store:
+        assert store.get_run(run_id).status == "succeeded"
+
+
+async def test_an_interrupted_run_can_be_abandoned(shared, tmp_path):
+    run_id = interrupted_run(shared.sim, ["gpc0", "hsb0"])
+    app = make_app(shared.sim, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), "the resume dialog")
+        await pilot.press("a")
+        store = app.service.store
+        await wait_for(pilot, lambda: store.get_run(run_id).status == "abandoned", "the run abandoned")
+        assert isinstance(app.screen, MainScreen) and app.deploy_view is None
+        assert store.audit_entries(1)[0].action == "abandon"
+    assert shared.sim.github.request_count("/repos/alice/nixcfg/pulls/42/merge") == 0
 
 
 def _palette_has(app: NfuApp, title: str) -> bool:

@@ -11,7 +11,8 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.text import Text
 
-from nfu_tui.models import CIStatus, CIVerdict, CompartmentState as S, Host, StatusCheck, UpdatePR
+from nfu_tui.models import CIStatus, CIVerdict, Host, StatusCheck, UpdatePR
+from nfu_tui.models import CompartmentState as S
 from nfu_tui.ui import fleetview as fv
 from nfu_tui.ui import prview
 from nfu_tui.ui.fleetview import HostFilter, HostMeta, Progress, SortMode
@@ -97,10 +98,12 @@ def test_every_compartment_state_has_a_glyph_and_style():
     assert len(glyphs) == 5  # no two states share a glyph: readable without colour
 
 
-def test_pending_update_marks_the_lock_cell():
+def test_pending_update_marks_an_ok_lock_cell_but_never_hides_a_problem():
     runs = fv.cell_runs(host("x"), pending_lock=True)
     assert runs[2] == (f" {fv.PENDING_GLYPH} ", "pending")
     assert all(style == "ok" for _, style in runs[:2] + runs[3:])
+    broken = host("y", lock=StatusCheck(S.ERROR, "Remote version missing lockHash"))
+    assert fv.cell_runs(broken, pending_lock=True)[2] == (" ✗ ", "error")
 
 
 def test_row_shows_name_connection_command_and_badges():
@@ -141,11 +144,14 @@ def test_progress_text_drops_the_bar_when_narrow():
     assert fv.progress_text(None, "", 20) == ""
 
 
-def test_compartment_at_maps_columns_to_cells():
-    cols = fv.layout(80)
-    x = sum(c.width + 1 for c in cols[:2])  # start of the cells column
-    assert [fv.compartment_at(cols, x + i * 3 + 1) for i in range(5)] == ["agent", "git", "lock", "system", "tests"]
+@pytest.mark.parametrize("width", [80, 160])
+def test_cell_positions_and_compartment_at_agree(width):
+    cols = fv.layout(width)
+    names = ["agent", "git", "lock", "system", "tests"]
+    assert [fv.compartment_at(cols, fv.cell_x(cols, n) + 1) for n in names] == names
     assert fv.compartment_at(cols, 0) is None
+    row = "".join(t for t, _ in fv.row_runs(host("x"), HostMeta(), cols, now=NOW, pending_lock=True))
+    assert row[fv.cell_x(cols, "lock") : fv.cell_x(cols, "lock") + 3] == f" {fv.PENDING_GLYPH} "
 
 
 # --- sorting and filtering --------------------------------------------------------------

@@ -36,6 +36,8 @@ class FleetServiceAPI(Protocol):
 
     status: Any
     prs: list[Any]
+    store: Any  # nfu_tui.core.store.Store (journal + audit)
+    lock_label: str
 
     def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]: ...
     async def start(self) -> None: ...
@@ -53,6 +55,8 @@ class FleetServiceAPI(Protocol):
     def host_config(self, host_id: str) -> Any: ...
     def plan(self, pr_number: int, host_ids: list[str] | None = None) -> Any: ...
     async def deploy(self, plan: Any) -> Any: ...
+    async def resume(self, run_id: int) -> Any: ...
+    def unfinished_runs(self) -> list[Any]: ...
     def cancel_deploy(self) -> None: ...
 
 
@@ -123,6 +127,14 @@ class NfuApp(App[int]):
         self._unsubscribe = self.service.subscribe(self._on_service_event)
         self.service_updated.publish(ServiceUpdate(all_hosts=True, prs=True, status=True))
         await self.service.start()
+        unfinished = [run for run in self.service.unfinished_runs() if run.kind == "deploy"]
+        if unfinished:
+            run = max(unfinished, key=lambda r: r.id)
+            busy = self._deploy_lock_holder()
+            if busy is None:
+                self.offer_resume(run)
+            else:  # not interrupted: another process is deploying it right now
+                self.notify(f"Run #{run.id} (PR #{run.pr}): {busy}", title="Deploy in progress", markup=False)
 
     async def _stop_service(self) -> None:
         if self._unsubscribe is not None:
@@ -291,16 +303,65 @@ class NfuApp(App[int]):
         from nfu_tui.ui.deployview import DeployView
 
         self.deploy_view = DeployView.from_plan(plan, self.clock)
-        self._deploy(plan)
+        self._deploy(plan, None)
         self.show_deploy()
 
+    def offer_resume(self, run: Any) -> None:
+        """Ask what to do with a deploy run the journal says was interrupted."""
+        from nfu_tui.ui.deployview import DeployView
+        from nfu_tui.ui.screens.resume import ResumeScreen
+
+        def chosen(choice: str | None) -> None:
+            if choice == "resume" and not self.deploy_running:
+                self.deploy_view = DeployView.from_run(run, self.clock)
+                self._deploy(None, run.id)
+                self.show_deploy()
+            elif choice == "abandon":
+                self._abandon(run)
+            else:
+                self.notify(
+                    f"Run #{run.id} stays unfinished; it is offered again at the next start "
+                    f"(or: nfu-tui deploy --resume {run.id}).",
+                    title="Unfinished deploy",
+                    markup=False,
+                )
+
+        self.push_screen(ResumeScreen(run), chosen)
+
     @work(group="deploy", exclusive=True, exit_on_error=False, description="merge & deploy")
-    async def _deploy(self, plan: Any) -> None:
+    async def _deploy(self, plan: Any, resume_run_id: int | None) -> None:
         assert self.service is not None
-        result = await self.service.deploy(plan)
+        if resume_run_id is None:
+            result = await self.service.deploy(plan)
+        else:
+            result = await self.service.resume(resume_run_id)
         if self.deploy_view is not None:
             self.deploy_view.finish(result)
             self.publish(ServiceUpdate(status=True))
+
+    def _deploy_lock_holder(self) -> str | None:
+        """Who holds the cross-process deploy lock right now, or None when it is free."""
+        from nfu_tui.core.store import DeployLock
+        from nfu_tui.errors import DeployLocked
+
+        assert self.service is not None
+        try:
+            with DeployLock(label=self.service.lock_label):
+                return None
+        except DeployLocked as exc:
+            return exc.message
+
+    @work(group="abandon", exit_on_error=False, description="abandon the unfinished run")
+    async def _abandon(self, run: Any) -> None:
+        from nfu_tui.core.store import DeployLock, local_actor
+
+        assert self.service is not None
+        store = self.service.store
+        with DeployLock(label=self.service.lock_label):  # never under a deploy that is running
+            store.finish_run(run.id, "abandoned", f"abandoned by {local_actor()} in the TUI")
+            store.audit("abandon", actor=local_actor(), pr=run.pr, details={"run": run.id})
+        self.notify(f"Run #{run.id} (PR #{run.pr}) abandoned; nothing on GitHub or the hosts was changed.",
+                    title="Unfinished deploy", markup=False)
 
     def show_deploy(self) -> None:
         from nfu_tui.ui.screens.deploy import DeployScreen

@@ -86,6 +86,18 @@ class DeployView:
         view.headline = f"Merging PR #{plan.pr_number}…"
         return view
 
+    @classmethod
+    def from_run(cls, run: Any, clock: Callable[[], datetime]) -> "DeployView":
+        """An interrupted run from the journal (``store.Run``): its plan, hosts already done marked."""
+        view = cls.from_plan(DeployPlan.from_dict(run.plan), clock)
+        view.run_id = run.id
+        view.merge_sha = run.merge_sha or ""
+        for host, outcome in run.host_outcomes.items():
+            if host in view.rows and outcome in DONE_STATES:
+                view._set(host, state=outcome, detail="done before the interruption")
+        view.headline = f"Resuming run #{run.id}…"
+        return view
+
     # --- derived ----------------------------------------------------------------
 
     @property

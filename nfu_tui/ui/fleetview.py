@@ -13,7 +13,7 @@ the same in 16-colour and ``NO_COLOR`` terminals:
  ✗    error      failure (red)
  ⟳    working    an operation is running (blue)
  ?    unknown    no signal yet (grey)
- ⇡    pending    Lock only: an update PR is waiting to be merged
+ ⇡    pending    Lock only: current, and an update PR is waiting
 ====  =========  ===========================================
 """
 
@@ -48,7 +48,7 @@ LEGEND: tuple[tuple[str, str, str], ...] = (
     ("✗", "error", "failure"),
     ("⟳", "working", "an operation is running"),
     ("?", "unknown", "no signal yet"),
-    (PENDING_GLYPH, "pending", "Lock: an update PR is waiting (pulses)"),
+    (PENDING_GLYPH, "pending", "Lock current, an update PR is waiting (pulses)"),
     ("●", "online", "agent connected"),
     ("○", "offline", "agent disconnected (with last seen)"),
     ("◆", "selected", "part of the next deploy"),
@@ -335,11 +335,15 @@ def _crop_runs(runs: list[Run], width: int) -> list[Run]:
 
 
 def cell_runs(host: Host, pending_lock: bool) -> list[Run]:
-    """The five compartment cells ``Agent Git Lock System Tests``, 3 cells each."""
+    """The five compartment cells ``Agent Git Lock System Tests``, 3 cells each.
+
+    A pending update PR shows in a Lock that is otherwise ok; a Lock with a problem of its
+    own (outdated, error, working) keeps showing that.
+    """
     runs: list[Run] = []
     for name in COMPARTMENTS:
         state = host.compartment(name).state
-        if name == "lock" and pending_lock:
+        if name == "lock" and pending_lock and state is CompartmentState.OK:
             runs.append((f" {PENDING_GLYPH} ", "pending"))
         else:
             runs.append((f" {STATE_GLYPHS[state]} ", state.value))
@@ -407,6 +411,16 @@ def header_runs(cols: tuple[Column, ...]) -> list[Run]:
         else:
             runs.append((fit(col.title, col.width), "header"))
     return runs
+
+
+def cell_x(cols: tuple[Column, ...], compartment: str) -> int:
+    """Column where ``compartment``'s 3-cell glyph box starts in a row."""
+    offset = 0
+    for col in cols:
+        if col.key == "cells":
+            return offset + COMPARTMENTS.index(compartment) * CELL_WIDTH
+        offset += col.width + 1
+    raise ValueError("the layout has no compartment cells")
 
 
 def compartment_at(cols: tuple[Column, ...], x: int) -> str | None:

@@ -180,7 +180,7 @@ class DeployScreen(Screen):
             if host not in self._shown:
                 table.add_row(*cells, key=host)
             else:
-                for (key, _label), cell in zip(COLUMNS, cells):
+                for (key, _label), cell in zip(COLUMNS, cells, strict=True):
                     table.update_cell(host, key, cell, update_width=key != "detail")
             self._shown[host] = row
 

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 from rich.segment import Segment
 from rich.style import Style
+from rich.text import Text
 from textual import events
 from textual.binding import Binding
 from textual.geometry import Size
@@ -27,7 +28,7 @@ from nfu_tui.ui.fleetview import HostFilter, HostMeta, Progress, SortMode
 
 _CELL_STYLES = frozenset({"ok", "outdated", "error", "working", "unknown", "pending"})
 STYLE_NAMES = (
-    "base header cursor cursor-mark selected name dim online offline progress held canary badge".split()
+    ["base", "header", "cursor", "cursor-mark", "selected", "name", "dim", "online", "offline", "progress", "held", "canary", "badge"]
     + sorted(_CELL_STYLES)
 )
 
@@ -173,6 +174,11 @@ class HostGrid(ScrollView, can_focus=True):
         self._filter = HostFilter.parse(text)
         self._reorder()
         self.post_message(self.ViewChanged())
+
+    @property
+    def columns(self) -> tuple[fv.Column, ...]:
+        """The current column layout (depends on the width)."""
+        return self._cols
 
     @property
     def visible_ids(self) -> list[str]:
@@ -491,7 +497,7 @@ class HostGrid(ScrollView, can_focus=True):
 
     def on_mouse_move(self, event: events.MouseMove) -> None:
         row = self._row_at(event.y)
-        tooltip = None
+        tooltip = ""
         if row is not None:
             host = self._hosts[self._order[row]]
             comp = fv.compartment_at(self._cols, event.x)
@@ -500,5 +506,4 @@ class HostGrid(ScrollView, can_focus=True):
                 tooltip = f"{fv.COMPARTMENT_TITLES[comp]}: {check.state.value} — {check.message or 'no message'}"
                 if comp == "lock" and self._pending_lock and self._pending_text:
                     tooltip += f"\n{self._pending_text}"
-        if tooltip != self.tooltip:
-            self.tooltip = tooltip
+        self.tooltip = Text(tooltip) if tooltip else None  # dashboard text: never markup
