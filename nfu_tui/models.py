@@ -55,7 +55,8 @@ UNKNOWN_CHECK = StatusCheck()
 AVAILABLE_OPS: tuple[str, ...] = ("pull", "switch", "test", "reboot")
 
 TERMINAL_COMMAND_STATES = frozenset(
-    {"SUCCESS", "ERROR", "TIMEOUT", "SKIPPED", "BLOCKED", "PARTIAL", "KILLED", "STALE_BINARY", "SUSPICIOUS"}
+    {"SUCCESS", "ERROR", "TIMEOUT", "SKIPPED", "BLOCKED", "PARTIAL", "KILLED", "STALE_BINARY", "SUSPICIOUS",
+     "ORPHANED"}  # ORPHANED: given up after a dashboard restart (§6.4, CORE-003 recovery)
 )
 
 

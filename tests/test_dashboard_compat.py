@@ -326,6 +326,29 @@ def test_output_is_not_attributed_to_a_command_that_never_reached_the_agent() ->
     assert [(line.command_id, line.op) for line in lines] == [(PULL["id"], "pull"), (forced["id"], "switch")]
 
 
+def test_host_added_for_a_known_host_leaves_its_connection_state_alone() -> None:
+    """§3.2/§4.5: ``POST /api/hosts`` upserts (type/location/device/color; status untouched) and
+    emits ``host_added`` with the 8-field payload (``status:"offline"``, ``pending_command:null``)
+    also for an existing host. That must not make an online, busy host look offline and idle."""
+    model = FleetModel()
+    model.apply(snapshot(10, [host("hsb1", pending_command="switch")]))
+    payload = {"device_type": "desktop", "host_type": "nixos", "hostname": "hsb1", "id": "hsb1", "location": "work",
+               "pending_command": None, "status": "offline", "theme_color": "#bb9af7"}  # fmt: skip
+    model.apply(delta(11, {"type": "host_added", "id": "hsb1", "payload": payload}))
+    h = model.host("hsb1")
+    assert (h.location, h.device_type, h.theme_color) == ("work", "desktop", "#bb9af7")
+    assert h.online and h.busy and h.pending_command == "switch"
+
+
+def test_orphaned_command_is_finished() -> None:
+    """§6.4 ``ORPHANED`` ("Dashboard restarted", CORE-003 recovery): an implementation that runs
+    the startup recovery lists such rows in init; the dashboard will never finish them."""
+    model = FleetModel()
+    orphan = at(PULL_EXEC, "ORPHANED", error="Dashboard restarted")
+    model.apply(snapshot(10, [host("hsb1")], [orphan]))
+    assert model.command(PULL["id"]).terminal and model.snapshot().active_command("hsb1") is None
+
+
 def test_init_null_arrays_empty_strings_and_legacy_status() -> None:
     """§4.4 fresh install; §5.1 ``""`` strings and ``pending_command``; §5.2 legacy ``running``."""
     model = FleetModel()
@@ -681,6 +704,8 @@ class Stage:
     """
 
     def __init__(self, *hosts: dict) -> None:
+        self.answer: Callable[[str, str, str], DispatchResult] = lambda op, h, cid: DispatchResult(
+            h, "started", "EXECUTING", cid)
         self.queue: asyncio.Queue[dict] = asyncio.Queue()
         self.version = 10
         self.queue.put_nowait(snapshot(self.version, list(hosts)))
@@ -729,7 +754,7 @@ class Stage:
         self.dispatched.append((op, h, force))
         cid = f"20251228-1530{len(self.dispatched):02d}.000-7777"
         self.push(*self.on_dispatch(op, h, force, cid))  # deltas before the HTTP answer (§4.7, §8 #23)
-        return [DispatchResult(h, "started", "EXECUTING", cid)]
+        return [self.answer(op, h, cid)]
 
     async def kill(self, host_id: str, signal: str = "SIGTERM") -> str:
         self.kills.append(host_id)
@@ -858,3 +883,21 @@ async def test_engine_judges_a_command_the_dashboard_forgot(tmp_path: Path) -> N
     stage.on_dispatch = on_dispatch
     result, _ = await run_engine(stage, tmp_path, Timeouts(pull=600, switch=600, resume_lookup=0.05), guard=5)
     assert "did not finish" not in result.outcome("hsb1").detail
+
+
+@pytest.mark.skip(reason="engine: see report")
+async def test_engine_does_not_hammer_a_host_whose_send_failed(tmp_path: Path) -> None:
+    """§3.4/§6.2 ``send_failed``: the DB says online but the dashboard has no agent socket (or
+    its queue is full), so the host stays *online* in the model. The engine requeues it as
+    offline and, seeing it online, dispatches again at once, in a loop without any delay."""
+    stage = Stage(host("hsb1"))
+    send_failed = DispatchResult("hsb1", "blocked", "blocked", "", "send_failed", "Failed to send command to agent")
+
+    def answer(op: str, h: str, cid: str) -> DispatchResult:
+        if len(stage.dispatched) == 10:  # stop the loop: the socket's unregister finally arrives
+            stage.push(host_updated(stage.next_version(), h, status="offline"))
+        return send_failed
+
+    stage.answer = answer
+    await run_engine(stage, tmp_path, FAST)
+    assert len(stage.dispatched) <= 2

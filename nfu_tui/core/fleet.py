@@ -87,6 +87,11 @@ _REST_FIELDS = (
 )
 
 
+# What POST /api/hosts overwrites on an existing host (§3.2); its host_added payload's
+# status ("offline") and pending_command (null) are not the host's state.
+_HOST_ADDED_UPDATES = ("host_type", "location", "device_type", "theme_color")
+
+
 class ChangeKind(str, enum.Enum):
     HOST_CHANGED = "host_changed"
     HOST_ADDED = "host_added"
@@ -393,8 +398,8 @@ class FleetModel:
             data = dict(payload) if isinstance(payload, Mapping) else {}
             data.setdefault("id", entity)
             host_id = str(data.get("id") or "")
-            if host_id in self._hosts:
-                return self._merge_host(host_id, data)
+            if host_id in self._hosts:  # an upsert of a known host: its status stays (§3.2)
+                return self._merge_host(host_id, {k: data[k] for k in _HOST_ADDED_UPDATES if k in data})
             host = host_from_json(data, self._dashboard_version)
             if host is None:
                 return []
