@@ -19,17 +19,27 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import httpx
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from nfu_tui.clients import _dashboard_protocol as p
-from nfu_tui.clients._dashboard_protocol import Connected, Disconnected, DispatchResult, Message, SyncAction
+from nfu_tui.clients._dashboard_protocol import (
+    Connected,
+    DispatchResult,
+    Message,
+    SyncAction,
+)
 from nfu_tui.clients.dashboard import DashboardClient
 from nfu_tui.config import Config
-from nfu_tui.core.engine import DeployEngine, HostProgress, HostStarted, RunStatus, Timeouts
+from nfu_tui.core.engine import (
+    DeployEngine,
+    HostProgress,
+    HostStarted,
+    RunStatus,
+    Timeouts,
+)
 from nfu_tui.core.fleet import FleetModel
 from nfu_tui.core.live import LiveFleet
 from nfu_tui.core.plan import make_plan
@@ -375,6 +385,7 @@ class Dash:
         self.requests: list[httpx.Request] = []
         self.login_answers: list[httpx.Response] = []
         self.valid_cookie = COOKIE
+        self.unauthorized = 302  # how a missing session is answered under /api: 302 → /login, or 401
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -384,6 +395,8 @@ class Dash:
                 return self.login_answers.pop(0)
             return login_ok()
         if f"nixfleet_session={self.valid_cookie}" not in request.headers.get("cookie", ""):
+            if self.unauthorized == 401 and request.url.path.startswith("/api/"):
+                return text(401, "Unauthorized")
             return httpx.Response(302, headers={"location": "/login"},
                                   content=b'<a href="/login">Found</a>.\n' if request.method == "GET" else b"")
         if key == ("GET", "/"):
@@ -403,9 +416,10 @@ class Dash:
 
 
 def login_ok(cookie: str = COOKIE, *extra: str) -> httpx.Response:
+    """§2.1 success: 302 to ``/`` with the §2.3 cookie (after any ``extra`` Set-Cookie headers)."""
+    attributes = "Path=/; Expires=Mon, 29 Dec 2099 14:30:05 GMT; HttpOnly; SameSite=Lax"
     headers = [("location", "/"), *[("set-cookie", c) for c in extra],
-               ("set-cookie", f"nixfleet_session={cookie}; Path=/; Expires=Mon, 29 Dec 2099 14:30:05 GMT; HttpOnly; "
-                              "SameSite=Lax")]  # fmt: skip
+               ("set-cookie", f"nixfleet_session={cookie}; {attributes}")]  # fmt: skip
     return httpx.Response(302, headers=headers)
 
 
@@ -442,6 +456,25 @@ async def test_rest_relogin_on_server_error_reports_unavailable_not_a_bad_passwo
     async with client_for(dash) as c:
         with pytest.raises(DashboardUnavailable):
             await c.hosts()
+
+
+async def test_plain_401_on_the_api_is_a_lost_session() -> None:
+    """§2.5: ``requireCSRF`` has a 401 ``Unauthorized`` branch for a missing session; an
+    implementation that checks it before ``requireAuth`` answers 401, not 302. Log in again
+    once — but a JSON 401 (dispatch's ``Invalid TOTP code``, §3.4) is not a session problem."""
+    dash = Dash()
+    dash.unauthorized = 401
+    dash.routes[("POST", "/api/hosts/hsb1/refresh")] = lambda r: jsonr(200, {"host_id": "hsb1", "online": True})
+    dash.routes[("POST", "/api/dispatch")] = [jsonr(401, {"error": "Invalid TOTP code"})]
+    async with client_for(dash) as c:
+        await c.login()
+        dash.valid_cookie = "rotated" + COOKIE[7:]  # the dashboard forgot the session
+        dash.login_answers = [login_ok(dash.valid_cookie)]
+        assert (await c.refresh_host("hsb1"))["online"] is True
+        with pytest.raises(DashboardError) as info:
+            await c.dispatch("reboot", ["hsb1"])
+    assert dash.count("POST", "/login") == 2 and dash.count("POST", "/api/hosts/hsb1/refresh") == 2
+    assert info.value.status == 401 and "Invalid TOTP code" in info.value.message
 
 
 async def test_rate_limited_login_is_not_hammered() -> None:

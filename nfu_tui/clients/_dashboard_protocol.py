@@ -368,6 +368,13 @@ def is_login_redirect(status: int, location: str) -> bool:
     return status in REDIRECT_STATUSES and _location_path(location)[0] == "/login"
 
 
+def session_refused(status: int, location: str, body: bytes) -> bool:
+    """The dashboard does not accept the session: a redirect to ``/login`` (§2.5), or the
+    plain-text 401 ``Unauthorized`` of ``requireCSRF``'s missing-session branch (reachable
+    when an implementation checks CSRF first). JSON 401s are TOTP refusals (§3.4, §3.12)."""
+    return is_login_redirect(status, location) or (status == 401 and body.strip() == b"Unauthorized")
+
+
 def interpret_login(status: int, location: str) -> None:
     """Check a ``POST /login`` answer (redirects not followed, §2.1).
 
@@ -472,7 +479,7 @@ def error_message(status: int, content_type: str, body: bytes) -> str:
 def check_response(method: str, path: str, status: int, content_type: str, location: str, body: bytes) -> None:
     """Raise the typed error for a non-2xx answer to ``method path``.
 
-    302 → ``/login``: :class:`SessionExpired`; 403 ``Forbidden`` on a mutating call:
+    302 → ``/login`` or a plain 401: :class:`SessionExpired`; 403 ``Forbidden`` on a mutating call:
     :class:`CsrfRejected`; 502/503/504: :class:`DashboardUnavailable`; 500 with an empty
     body: :class:`DashboardError` explaining that the handler crashed; other 4xx/5xx:
     :class:`DashboardError` with the server's message and ``status``.
@@ -480,7 +487,7 @@ def check_response(method: str, path: str, status: int, content_type: str, locat
     if 200 <= status < 300:
         return
     where = f"{method} {path}"
-    if is_login_redirect(status, location):
+    if session_refused(status, location, body):
         raise SessionExpired(f"{where}: the dashboard session has expired.", status=status)
     if status in REDIRECT_STATUSES:
         raise DashboardError(f"{where}: unexpected redirect to {location or '?'}.", status=status)

@@ -47,6 +47,7 @@ from nfu_tui.clients._dashboard_protocol import (
     scrape_csrf,
     scrape_version,
     session_cookie,
+    session_refused,
 )
 from nfu_tui.core.fleet import FleetChange, FleetModel, FleetSnapshot
 from nfu_tui.core.totp import totp as totp_code_for
@@ -144,8 +145,9 @@ class DashboardClient:
     """Session-handling client of one NixFleet dashboard (see the module docstring).
 
     Every REST call logs in lazily, re-logs in once when the session turned out to be
-    expired (a 302 to ``/login`` happens before any handler runs, so retrying is safe
-    for POSTs too) and re-scrapes the CSRF token once on a 403 ``Forbidden``.
+    expired (a 302 to ``/login`` or a plain 401 happens before any handler runs, so
+    retrying is safe for POSTs too) and re-scrapes the CSRF token once on a 403
+    ``Forbidden``.
     """
 
     def __init__(
@@ -261,7 +263,7 @@ class DashboardClient:
 
     async def _refresh_csrf(self) -> None:
         response = await self._send("GET", "/")
-        if is_login_redirect(response.status_code, response.headers.get("location", "")):
+        if session_refused(response.status_code, response.headers.get("location", ""), response.content):
             self._cookie = None
             raise SessionExpired("The dashboard session was not accepted right after login.")
         check_response("GET", "/", response.status_code, response.headers.get("content-type", ""), "", response.content)
@@ -331,7 +333,8 @@ class DashboardClient:
     async def _request(
         self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None
     ) -> httpx.Response:
-        """Send with session + CSRF, re-login once on 302→/login, re-scrape CSRF once on 403."""
+        """Send with session + CSRF, re-login once when the session is refused (302 → /login or a
+        plain 401), re-scrape CSRF once on 403 ``Forbidden``."""
         await self._ensure_session()
         mutating = method.upper() not in SAFE_METHODS
         relogged = rescraped = False
@@ -340,7 +343,7 @@ class DashboardClient:
             headers = {"X-CSRF-Token": self._csrf or ""} if mutating else None
             response = await self._send(method, path, json=json, params=params, headers=headers)
             status = response.status_code
-            if is_login_redirect(status, response.headers.get("location", "")):
+            if session_refused(status, response.headers.get("location", ""), response.content):
                 if relogged:
                     raise SessionExpired(f"{method} {path}: the dashboard keeps refusing the session.", status=status)
                 relogged = True
