@@ -636,6 +636,32 @@ async def test_sequence_a_pull_with_every_race() -> None:
         ("From github.com:o/nixcfg", PULL["id"]), ("HEAD is now at 9f8e7d6 flake.lock: Update", PULL["id"])]
 
 
+async def test_stream_retries_a_login_the_dashboard_failed_to_store() -> None:
+    """§2.1 ``/login?error=Server+error``: the stream reports it and retries; it does not end
+    as if the password were wrong."""
+
+    async def script(ws: ServerConnection, srv: Replay) -> None:
+        await srv.send(ws, snapshot(1, [host("hsb1")]))
+        await ws.wait_closed()
+
+    dash = Dash()
+    dash.login_answers = [login_error("Server+error")]
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+
+    events: list[Any] = []
+    async with Replay(script) as srv, client_for(dash, url=f"http://127.0.0.1:{srv.port}", sleep=sleep) as c:
+        async with asyncio.timeout(10):
+            async for ev in c.stream():
+                events.append(ev)
+                if isinstance(ev, Message):
+                    break
+    assert [type(e).__name__ for e in events] == ["Disconnected", "Connected", "Message"]
+    assert "could not store the session" in events[0].reason and delays == [1.0]
+
+
 async def test_sequence_b_switch_reconnect_with_a_long_running_warning() -> None:
     """§4.7 B + §6.7: a long switch passes ``RUNNING_WARNING``, exits 0 → ``AWAITING_RECONNECT``,
     the agent goes offline, re-registers (registration field set), then ``SUCCESS``."""
