@@ -45,7 +45,7 @@ ONLINE = ["csb0", "csb1", "gpc0", "hsb0", "hsb1", "imac0", "mba-mbp-work", "mbp-
 @pytest.fixture(scope="module")
 def shared() -> Iterator[SimulatorThread]:
     """A simulator in its own thread: ``shared.sim`` is it, ``shared.call`` runs hooks on its loop."""
-    runner = SimulatorThread(fast_scenario(heartbeat_seconds=0.5))
+    runner = SimulatorThread(fast_scenario(heartbeat_seconds=5.0))
     with runner:
         yield runner
 
@@ -217,6 +217,19 @@ async def test_dashboard_disconnect_and_reconnect_show_in_the_header(sim, tmp_pa
         sim.dashboard.restart_dashboard()  # drops every browser connection
         await wait_for(pilot, lambda: "dashboard ⟳ reconnecting…" in header.content.plain, "reconnecting")
         await wait_for(pilot, lambda: "dashboard ● live" in header.content.plain, "live again")
+
+
+async def test_github_rate_limit_shows_in_the_header_after_a_refresh(sim, tmp_path):
+    app = make_app(sim, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await fleet_ready(pilot)
+        await prs_ready(pilot)
+        header = app.screen.query_one(StatusHeader)
+        await wait_for(pilot, lambda: "GitHub ✓ 4," in header.content.plain, "the rate budget")
+        sim.github.faults.exhaust(reset_in=600)
+        await pilot.press("r")  # poll now
+        await wait_for(pilot, lambda: "GitHub ⧗ rate-limited" in header.content.plain, "the rate-limit state")
+        assert "rate" in str(header.tooltip).lower()
 
 
 async def test_help_lists_every_binding_and_closes(shared, tmp_path):

@@ -30,7 +30,7 @@ SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40"
 
 @pytest.fixture(scope="module")
 def snap_sim() -> Iterator[tuple[SimulatorThread, datetime]]:
-    runner = SimulatorThread(fast_scenario(heartbeat_seconds=1.0))
+    runner = SimulatorThread(fast_scenario(heartbeat_seconds=5.0))
     with runner:
         yield runner, datetime.now(timezone.utc)
 

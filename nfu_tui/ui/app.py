@@ -12,6 +12,8 @@ factory after the first frame, and connecting happens in a worker.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
@@ -107,6 +109,7 @@ class NfuApp(App[int]):
         self._flush_scheduled = False
         self._unsubscribe: Callable[[], None] | None = None
         self._login_asked = False
+        self._stopped = False
         self._pulse_timer: Any = None
 
     # --- lifecycle --------------------------------------------------------------
@@ -137,11 +140,14 @@ class NfuApp(App[int]):
                 self.notify(f"Run #{run.id} (PR #{run.pr}): {busy}", title="Deploy in progress", markup=False)
 
     async def _stop_service(self) -> None:
+        """Disconnect (bounded: quitting must not hang on a dead connection)."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        if self.service is not None:
-            await self.service.stop()
+        if self.service is not None and not self._stopped:
+            self._stopped = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.service.stop(), timeout=5)
 
     async def action_quit(self) -> None:
         if not self.deploy_running:

@@ -107,18 +107,20 @@ class MainScreen(Screen):
             changed, removed = [], []
             for host_id in update.hosts:
                 host = service.host(host_id)
-                (removed.append(host_id) if host is None else changed.append(host))
-            new = [h for h in changed if grid.host(h.id) is None]
-            if new:
-                settings = {h: self._settings(h) for h in grid.visible_ids}
-                settings.update({h.id: self._settings(h.id) for h in new})
-                grid.set_settings(settings)
+                if host is None:
+                    removed.append(host_id)
+                else:
+                    changed.append(host)
+            if any(grid.host(h.id) is None for h in changed):  # a new host: (re)read every host's settings
+                grid.set_settings({h.id: self._settings(h.id) for h in service.hosts()})
             grid.update_hosts(changed, removed)
         held = service.held()
         if held != set(grid.held):
             grid.set_held(held)
         if update.prs or update.all_hosts:
             self._show_prs()
+        if update.prs or update.status:
+            self._status_line()
         if update.status:
             self.query_one(StatusHeader).show(service.status)
         if update.fleet or update.prs:
@@ -127,10 +129,6 @@ class MainScreen(Screen):
     def _settings(self, host_id: str) -> HostSettings:
         cfg = self.app.service.host_config(host_id)
         return HostSettings(canary=cfg.canary, priority=cfg.priority, auto_update=cfg.auto_update)
-
-    def refresh_settings(self) -> None:
-        grid = self.grid
-        grid.set_settings({h: self._settings(h) for h in grid.visible_ids})
 
     def _show_prs(self) -> None:
         service = self.app.service
@@ -141,6 +139,12 @@ class MainScreen(Screen):
         pending = service.pending_update()
         headline = service.update_headline() if pending is not None else None
         self.grid.set_pending(pending is not None, f"Update PR pending: {headline}" if headline else "")
+
+    def _status_line(self) -> None:
+        """The pending update PR, else what keeps GitHub from telling us."""
+        service = self.app.service
+        pending = service.pending_update()
+        headline = service.update_headline() if pending is not None else None
         detail = ""
         if service.status.github in ("error", "rate-limited") and service.status.github_detail:
             detail = f"GitHub: {service.status.github_detail}"
