@@ -9,6 +9,7 @@ from nfu_tui.core import engine as eng
 from nfu_tui.core.plan import make_plan
 from nfu_tui.models import Host
 from nfu_tui.ui.deployview import DeployView
+from nfu_tui.ui.fleetview import Progress
 from nfu_tui.ui.screens.deploy import failure_text, row_cells
 
 T0 = datetime(2026, 5, 17, 12, 0, 0, tzinfo=timezone.utc)
@@ -70,7 +71,16 @@ def test_a_failed_run_folds_into_rows_stage_and_a_failure_panel():
     assert "[bold]not markup[/bold] [/nix/store/abc]" in panel.plain  # shown literally
     assert "alert only" in panel.plain
     cells = [c.plain for c in row_cells(view.rows["gpc0"], at(40))]
-    assert cells[:5] == ["1", "gpc0 ★", "✗ failed", "switch", "0:27"]
+    assert cells[:6] == ["1", "gpc0 ★", "✗ failed", "switch", "", "0:27"]
+
+
+def test_a_running_row_shows_the_dashboard_progress():
+    view = DeployView.from_plan(plan(), lambda: at(0))
+    view.apply(eng.HostStarted(at=at(1), run_id=7, host="hsb0", phase="pull"))
+    cells = [c.plain for c in row_cells(view.rows["hsb0"], at(5), Progress("pull", 2, 4))]
+    assert cells[3:6] == ["pull", "2/4 ▰▰▱▱▱", "0:04"]
+    idle = [c.plain for c in row_cells(view.rows["gpc0"], at(5), Progress("pull", 2, 4))]
+    assert idle[4] == ""  # only running rows show progress
 
 
 def test_refused_merge_and_worker_errors_explain_themselves():

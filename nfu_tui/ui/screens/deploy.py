@@ -9,6 +9,7 @@ hosts. Lines are sanitized by the core and shown as plain text.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -20,6 +21,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 
 from nfu_tui.ui.deployview import STATE_GLYPHS, DeployView, HostRow
+from nfu_tui.ui.fleetview import Progress, progress_text
 from nfu_tui.ui.messages import ServiceUpdate
 from nfu_tui.ui.widgets.header import StatusHeader
 from nfu_tui.ui.widgets.log_view import HostLog, appended
@@ -44,8 +46,12 @@ STAGES = {
     "waiting-queued": "waiting for queued offline hosts (w: stop waiting)",
     "finished": "finished",
 }
-DETAIL_WIDTH = 28  # the detail is cropped in the table; the failure panel shows it whole
-COLUMNS = (("pos", "#"), ("host", "Host"), ("state", "State"), ("phase", "Phase"), ("elapsed", "Time"), ("detail", "Detail"))
+DETAIL_WIDTH = 14  # the detail is cropped in the table; the failure panel shows it whole
+PROGRESS_WIDTH = 10
+COLUMNS = (
+    ("pos", "#"), ("host", "Host"), ("state", "State"), ("phase", "Phase"), ("progress", "Progress"),
+    ("elapsed", "Time"), ("detail", "Detail"),
+)
 NEXT_STEPS = (
     "Next steps (rollback: alert only for now): no further host was started. Open the host "
     "(esc, then enter on it) to read its compartments and output, fix the configuration and "
@@ -53,13 +59,18 @@ NEXT_STEPS = (
 )
 
 
-def row_cells(row: HostRow, now) -> list[Text]:
+def row_cells(row: HostRow, now: datetime, progress: Progress | None = None) -> list[Text]:
+    """Cells of a host's row; ``progress`` is the dashboard's op progress while it runs."""
     style = ROW_STYLES.get(row.state, "")
+    bar = ""
+    if row.state == "running" and progress is not None and progress.total > 0:
+        bar = progress_text(Progress("", progress.current, progress.total), "", PROGRESS_WIDTH).strip()
     return [
         Text(str(row.position), style="dim"),
         Text(row.host + (" ★" if row.canary else ""), style="bold"),
         Text(f"{STATE_GLYPHS.get(row.state, '?')} {row.state}", style=style),
         Text(row.phase),
+        Text(bar, style="blue"),
         Text(row.elapsed(now)),
         Text(row.detail, style="dim", no_wrap=True, overflow="ellipsis"),
     ]
@@ -145,7 +156,8 @@ class DeployScreen(Screen):
         with Vertical(id="deploy-body"):
             table: DataTable = DataTable(id="deploy-hosts", cursor_type="row", zebra_stripes=True)
             for key, label in COLUMNS:
-                table.add_column(label, key=key, width=DETAIL_WIDTH if key == "detail" else None)
+                width = {"detail": DETAIL_WIDTH, "progress": PROGRESS_WIDTH}.get(key)
+                table.add_column(label, key=key, width=width)
             yield table
             with Vertical(id="deploy-log-pane"):
                 yield Static(id="log-title")
@@ -176,12 +188,12 @@ class DeployScreen(Screen):
             row = self.view.rows[host]
             if self._shown.get(host) == row and row.state != "running":
                 continue
-            cells = row_cells(row, now)
+            cells = row_cells(row, now, self.app.host_progress(host))
             if host not in self._shown:
                 table.add_row(*cells, key=host)
             else:
                 for (key, _label), cell in zip(COLUMNS, cells, strict=True):
-                    table.update_cell(host, key, cell, update_width=key != "detail")
+                    table.update_cell(host, key, cell, update_width=key not in ("detail", "progress"))
             self._shown[host] = row
 
     def _render_status(self) -> None:
@@ -277,7 +289,7 @@ class DeployScreen(Screen):
     # --- updates -----------------------------------------------------------------------
 
     def apply_update(self, update: ServiceUpdate) -> None:
-        if update.deploy or update.status:
+        if update.deploy or update.status or update.all_hosts or update.hosts & self.view.rows.keys():
             self._render_rows()
             self._render_status()
             self._pick_log_host()
