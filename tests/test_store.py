@@ -422,3 +422,18 @@ def test_describe_holder_variants(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_local_actor_is_user_at_host() -> None:
     user, _, host = local_actor().partition("@")
     assert user and host
+
+
+def test_abandon_run_closes_and_audits(tmp_path) -> None:
+    from nfu_tui.core.store import Store
+    from nfu_tui.errors import StateError
+
+    with Store(tmp_path / "db.sqlite3") as store:
+        run_id = store.create_run("deploy", actor="alice@box", pr=42)
+        run = store.abandon_run(run_id, actor="alice@box", where="the TUI")
+        assert run.pr == 42
+        assert store.get_run(run_id).status == "abandoned"
+        entry = store.audit_entries(limit=1)[0]
+        assert entry.action == "abandon" and entry.details == {"run": run_id} and entry.pr == 42
+        with pytest.raises(StateError, match="already abandoned"):
+            store.abandon_run(run_id, actor="alice@box")

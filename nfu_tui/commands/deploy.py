@@ -70,16 +70,15 @@ def _fail(message: str) -> int:
 
 
 def _abandon(run_id: int) -> int:
-    from nfu_tui.core.store import Store, local_actor
-    from nfu_tui.errors import StateError
+    from nfu_tui.core.store import DeployLock, Store, local_actor
+    from nfu_tui.errors import DeployLocked, StateError
 
     try:
-        with Store() as store:
-            run = store.get_run(run_id)
-            if run.finished:
-                return _bad(f"run #{run_id} is already {run.status}")
-            store.finish_run(run_id, "abandoned", f"abandoned by {local_actor()}")
-            store.audit("abandon", actor=local_actor(), pr=run.pr, details={"run": run_id})
+        with Store() as store, DeployLock(label=f"{PROG} --abandon"):
+            run = store.abandon_run(run_id, actor=local_actor(), where=PROG)
+    except DeployLocked as exc:
+        print(f"{PROG}: {exc.message}", file=sys.stderr)
+        return 1
     except StateError as exc:
         return _bad(exc.message)
     print(f"run #{run_id} (PR #{run.pr}) abandoned; nothing on GitHub or the hosts was changed")

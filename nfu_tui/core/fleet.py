@@ -236,6 +236,10 @@ class FleetModel:
     def command(self, command_id: str) -> Command | None:
         return self._commands.get(command_id)
 
+    def progress(self, host_id: str) -> Progress | None:
+        """The latest phase progress of a host's running op (no snapshot needed)."""
+        return self._progress.get(host_id)
+
     def output(self, host_id: str, command_id: str | None = None) -> list[OutputLine]:
         """Buffered output of a host, oldest first; only one command's lines if ``command_id``."""
         lines = self._output.get(host_id, ())

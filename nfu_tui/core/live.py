@@ -82,7 +82,7 @@ class LiveFleet:
         return [line.text for line in self.model.output(host_id)]
 
     def progress(self, host_id: str) -> tuple[str, int, int] | None:
-        p = self.model.snapshot().progress.get(host_id)
+        p = self.model.progress(host_id)
         return (p.phase, p.current, p.total) if p is not None else None
 
     def active_command(self, host_id: str) -> Command | None:

@@ -545,6 +545,20 @@ class FleetService:
         if self.engine is not None and self.engine.running:
             self.engine.cancel(release_hosts=release_hosts)
 
+    def stop_waiting(self) -> None:
+        """Stop waiting for queued offline hosts; the run ends "waiting" (resumable)."""
+        if self.engine is not None and self.engine.running:
+            self.engine.stop_waiting()
+
+    def abandon_run(self, run_id: int, *, where: str = "the TUI") -> None:
+        """Mark an unfinished run abandoned (audited); nothing on GitHub or the hosts changes.
+
+        Taken under the deploy lock, so a run that another process is executing is never
+        abandoned under it (raises DeployLocked).
+        """
+        with DeployLock(label=self.lock_label):
+            self.store.abandon_run(run_id, actor=local_actor(), where=where, github_login=self._github_login)
+
     @property
     def deploying(self) -> bool:
         return self.engine is not None and self.engine.running

@@ -411,6 +411,17 @@ class Store:
                 (status, summary, now, now, run_id),
             )
 
+    def abandon_run(self, run_id: int, *, actor: str, where: str = "", github_login: str | None = None) -> Run:
+        """Close an unfinished run as ``abandoned`` and audit it; StateError if it already finished.
+
+        Nothing on GitHub or the hosts changes. Callers hold the :class:`DeployLock`, so a
+        run another process is executing is never abandoned under it.
+        """
+        run = self.get_run(run_id)
+        self.finish_run(run_id, "abandoned", f"abandoned by {actor}" + (f" in {where}" if where else ""))
+        self.audit("abandon", actor=actor, github_login=github_login, pr=run.pr, details={"run": run_id})
+        return run
+
     @staticmethod
     def _status(conn: sqlite3.Connection, run_id: int) -> str:
         row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
