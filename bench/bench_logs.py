@@ -114,7 +114,7 @@ def main() -> None:
     decoded = [json.loads(frame) for frame in batch]
     model = prepared_model(args.hosts, args.buffer)
     rate("model (sanitize + buffer)", args.lines, lambda: ingest_decoded(model, decoded))
-    del decoded
+    decoded.clear()  # free the decoded frames before the next measurement
     model = prepared_model(args.hosts, args.buffer)
     rate("whole path (+ json.loads)", args.lines, lambda: ingest(model, batch))
     kept = sum(len(model.output(f"host-{i:02d}")) for i in range(args.hosts))

@@ -11,6 +11,7 @@ from nfu_tui.config import load_config, resolve_secrets
 from nfu_tui.core.service import FleetService, ServiceEvent
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import Store
+from nfu_tui.errors import LoginFailed
 from nfu_tui.models import CIVerdict
 
 
@@ -97,7 +98,7 @@ async def test_login_required_without_password(sim, sim_config: Path) -> None:
     await svc.start()
     try:
         await wait_for(lambda: svc.status.dashboard == "login-required")
-        with pytest.raises(Exception):
+        with pytest.raises(LoginFailed):
             await svc.login("wrong-password")
         await svc.login(sim.info()["password"])
         await wait_for(lambda: svc.status.dashboard == "live")
