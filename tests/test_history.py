@@ -282,3 +282,14 @@ async def test_history_screen_lists_runs_and_opens_one(store: Store) -> None:
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, HistoryScreen)
+
+
+def test_a_run_waiting_for_offline_hosts_says_so(tmp_path) -> None:
+    from nfu_tui.core.history import record_of
+    from nfu_tui.core.store import Store
+
+    with Store(tmp_path / "db.sqlite3") as store:
+        run_id = store.create_run("deploy", actor="alice@box", pr=42)
+        assert record_of(store.get_run(run_id)).status == "running"
+        store.record(run_id, "waiting", hosts=["hsb8"])
+        assert record_of(store.get_run(run_id)).status == "waiting"

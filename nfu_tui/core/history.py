@@ -18,7 +18,7 @@ audit entries of the run (the engine and the rollback write it).
     {"schema": "nfu-tui.history/1", "generated_at": ISO-8601,
      "runs": [{"id": int, "kind": "deploy"|"revert"|"rollback", "pr": int|null, "title": str,
                "trigger": "manual"|"auto", "actor": "user@host", "github_login": str|null,
-               "status": "running"|"paused"|"succeeded"|"failed"|"cancelled"|"abandoned",
+               "status": "running"|"paused"|"waiting"|"succeeded"|"failed"|"cancelled"|"abandoned",
                "started_at": ISO-8601, "finished_at": ISO-8601|null,
                "head_sha": str|null, "merge_sha": str|null, "summary": str,
                "headline": str|null, "lock_diff": str,          # nix's "Flake lock file updates" entries
@@ -286,9 +286,12 @@ def record_of(run: Any, audit: Iterable[Any] = ()) -> RunRecord:
         timeline.append(TimelineEntry(step.at, step.step, step.host, step_text(step.step, data, step.host)))
     login = next((a.github_login for a in sorted(audit, key=lambda a: a.id)
                   if a.github_login and _audit_run(a) == run.id), None)
+    status = run.status
+    if status == "running" and run.steps and run.steps[-1].step == "waiting":
+        status = "waiting"  # every reachable host is done; queued offline hosts remain
     return RunRecord(
         id=run.id, kind=run.kind, pr=run.pr, title=str(context.get("title", "")), trigger=run.trigger,
-        actor=run.actor, github_login=login, status=run.status, started_at=run.created_at,
+        actor=run.actor, github_login=login, status=status, started_at=run.created_at,
         finished_at=run.finished_at, head_sha=run.head_sha, merge_sha=run.merge_sha, summary=run.summary,
         headline=str(context.get("headline", "")), lock_diff=str(context.get("lock_diff", "")),
         plan=_plan_lines(run.kind, plan), hosts=tuple(hosts.values()), related_runs=tuple(dict.fromkeys(related)),
