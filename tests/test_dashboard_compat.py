@@ -8,8 +8,8 @@ with the §4.4 races replayed by a tiny ``websockets`` server on 127.0.0.1, REST
 through ``httpx.MockTransport`` with the real body styles (chi's plain text, empty-body
 panics, 302-only login with its ``error`` variants and cookie attributes).
 
-Engine findings that need a change in ``nfu_tui/core/engine.py`` are reproduced at the
-end and skipped with ``reason="engine: see report"``.
+The engine findings of the review (cancel, send_failed, TIMEOUT_PENDING, a forgotten
+command) are reproduced at the end.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,11 @@ from nfu_tui.clients._dashboard_protocol import (
 from nfu_tui.clients.dashboard import DashboardClient
 from nfu_tui.config import Config
 from nfu_tui.core.engine import (
+    CancelRequested,
     DeployEngine,
     HostProgress,
     HostStarted,
+    Outcome,
     RunStatus,
     Timeouts,
 )
@@ -847,7 +850,8 @@ class Stage:
 
 
 async def run_engine(stage: Stage, tmp_path: Path, timeouts: Timeouts, *, guard: float = 20,
-                     cancel_when: Callable[[Any], bool] | None = None) -> tuple[Any, list[Any]]:
+                     cancel_when: Callable[[Any], bool] | None = None,
+                     release: bool = False) -> tuple[Any, list[Any]]:
     config = Config.model_validate({"flake_updates": {"automation": {"canary_wait_minutes": 0}}, "hosts": {}})
     store = Store(tmp_path / "journal.sqlite3")
     view = LiveFleet(stage)
@@ -856,7 +860,7 @@ async def run_engine(stage: Stage, tmp_path: Path, timeouts: Timeouts, *, guard:
     def on_event(ev: Any) -> None:
         events.append(ev)
         if cancel_when is not None and cancel_when(ev):
-            engine.cancel()
+            engine.cancel(release_hosts=release)
 
     engine = DeployEngine(stage, stage, view, store, config, lock=lambda: DeployLock(tmp_path, label="compat"),
                           on_event=on_event, timeouts=timeouts)
@@ -893,26 +897,43 @@ async def test_engine_sees_a_finish_that_a_resync_immediately_dropped(tmp_path: 
     assert [(op, force) for op, _, force in stage.dispatched] == [("pull", True), ("switch", True)]
 
 
-# ---------------------------------------------------------------- engine findings (skipped)
+# ---------------------------------------------------------------- engine findings
 
 
-@pytest.mark.skip(reason="engine: see report")
-async def test_engine_cancel_must_not_kill_a_switch_awaiting_reconnect(tmp_path: Path) -> None:
+@pytest.mark.parametrize("release", [False, True])
+async def test_engine_cancel_must_not_kill_a_switch_awaiting_reconnect(tmp_path: Path, release: bool) -> None:
     """§3.7/§6.6: ``/kill`` turns an ``AWAITING_RECONNECT`` switch into ``KILLING``; the agent's
     re-registration then no longer completes it (HandleAgentReconnect only accepts
     AWAITING_RECONNECT) and the host refuses every op with ``command_pending`` until
     ``timeout-action ignore``. A cancel must stop scheduling and let the running command
-    finish (following it to its real outcome), never send ``/kill``."""
+    finish (following it to its real outcome), never send ``/kill`` — nor release a switch
+    that has finished, even when asked to release hosts."""
     stage = Stage(host("hsb1"))
-    stage.on_dispatch = lambda op, h, force, cid: stage.lifecycle(
-        cid, h, op, until="AWAITING_RECONNECT" if op == "switch" else "SUCCESS")
-    result, _ = await run_engine(stage, tmp_path, FAST,
-                                 cancel_when=lambda ev: isinstance(ev, HostStarted) and ev.phase == "switch")
-    assert stage.kills == []
+    switch: dict[str, Any] = {}
+
+    def on_dispatch(op: str, h: str, force: bool, cid: str) -> list[dict]:
+        if op == "switch":
+            switch["id"] = cid
+        return stage.lifecycle(cid, h, op, until="AWAITING_RECONNECT" if op == "switch" else "SUCCESS")
+
+    def cancel_when(ev: Any) -> bool:
+        if isinstance(ev, CancelRequested):  # the agent comes back: registration, then SUCCESS (§4.7 B3)
+            run = at(command(switch["id"], "hsb1", "switch", "AWAITING_RECONNECT"), "AWAITING_RECONNECT",
+                     started_at="2025-12-28T15:30:06+01:00")
+            stage.push(host_updated(stage.next_version(), "hsb1", status="online", pending_command=None),
+                       cmd_delta(stage.next_version(), at(run, "SUCCESS", exit_code=0,
+                                                          finished_at="2025-12-28T15:31:30+01:00")))
+        return isinstance(ev, HostStarted) and ev.phase == "switch"
+
+    stage.on_dispatch = on_dispatch
+    result, events = await run_engine(stage, tmp_path, FAST, cancel_when=cancel_when, release=release)
+    assert stage.kills == [] and stage.actions == []
     assert result.status is RunStatus.CANCELLED
+    assert result.outcome("hsb1").outcome is Outcome.OK and result.still_running == ()
+    (cancel,) = [ev for ev in events if isinstance(ev, CancelRequested)]
+    assert cancel.still_running == ("hsb1",) and "cannot stop a running command" in cancel.line()
 
 
-@pytest.mark.skip(reason="engine: see report")
 async def test_engine_reports_timeout_pending_as_needing_a_user_action(tmp_path: Path) -> None:
     """§6.7: ``TIMEOUT_PENDING`` is non-terminal and waits for ``timeout-action``; the engine
     must say so (a progress event while it waits, and a failure detail naming the state and
@@ -922,9 +943,9 @@ async def test_engine_reports_timeout_pending_as_needing_a_user_action(tmp_path:
     result, events = await run_engine(stage, tmp_path, Timeouts(pull=0.5, switch=0.5, resume_lookup=0.05))
     assert any(isinstance(ev, HostProgress) and "TIMEOUT_PENDING" in ev.message for ev in events)
     assert "timeout-action" in result.outcome("hsb1").detail
+    assert stage.actions == [] and stage.kills == []
 
 
-@pytest.mark.skip(reason="engine: see report")
 async def test_engine_judges_a_command_the_dashboard_forgot(tmp_path: Path) -> None:
     """§6.8/§8 #34: after a dashboard restart the lifecycle has forgotten the command; its DB
     row stays ``EXECUTING`` forever (init lists it), the agent's re-registration made the host
@@ -941,10 +962,15 @@ async def test_engine_judges_a_command_the_dashboard_forgot(tmp_path: Path) -> N
 
     stage.on_dispatch = on_dispatch
     result, _ = await run_engine(stage, tmp_path, Timeouts(pull=600, switch=600, resume_lookup=0.05), guard=5)
-    assert "did not finish" not in result.outcome("hsb1").detail
+    o = result.outcome("hsb1")
+    assert "did not finish" not in o.detail
+    # The pull is judged done by the generation (the merge commit); the switch left no System
+    # result since it started (checked_at 12:02Z < 14:30Z): failed, saying why.
+    assert [(op, force) for op, _, force in stage.dispatched] == [("pull", True), ("switch", True)]
+    assert o.outcome is Outcome.FAILED and o.phase == "switch"
+    assert "lost track of the switch" in o.detail and "no switch result since it started" in o.detail
 
 
-@pytest.mark.skip(reason="engine: see report")
 async def test_engine_does_not_hammer_a_host_whose_send_failed(tmp_path: Path) -> None:
     """§3.4/§6.2 ``send_failed``: the DB says online but the dashboard has no agent socket (or
     its queue is full), so the host stays *online* in the model. The engine requeues it as
@@ -958,5 +984,6 @@ async def test_engine_does_not_hammer_a_host_whose_send_failed(tmp_path: Path) -
         return send_failed
 
     stage.answer = answer
-    await run_engine(stage, tmp_path, FAST)
+    result, _ = await run_engine(stage, tmp_path, replace(FAST, send_retry=0.05))
     assert len(stage.dispatched) <= 2
+    assert "Failed to send command to agent" in result.outcome("hsb1").detail

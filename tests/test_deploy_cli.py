@@ -90,7 +90,8 @@ def test_deploy_prints_one_line_per_state_change(sim_thread: Any, tmp_path: Path
     assert events[1].startswith("merge requested: PR #42 at ") and events[2].startswith("merged PR #42 as ")
     expected = [r"a1 pull started \(force\)", r"a1 pull: done.*", r"a1 switch started \(force\)", r"a1: ok.*",
                 r"a2 pull started \(force\)", r"a2 pull: done.*", r"a2 switch started \(force\)", r"a2: ok.*"]
-    host_events = [e for e in events if e.startswith("a")]
+    # "switched; waiting for the agent to reconnect" shows only when the engine looks in that short window.
+    host_events = [e for e in events if e.startswith("a") and "waiting for the agent to restart" not in e]
     assert len(host_events) == len(expected)
     assert all(re.fullmatch(p, e) for p, e in zip(expected, host_events)), host_events
     assert "PR #42: succeeded (2 ok)" in out
@@ -228,9 +229,11 @@ async def test_ctrl_c_cancels_and_reports_what_still_runs(sim: Any, tmp_path: Pa
     out, _ = await proc.communicate()
     text = "".join(seen) + out.decode()
     assert proc.returncode == 1, text
-    assert "cancel requested: no new host will start; kill sent, but the dashboard cannot stop" in text
-    assert "PR #42: cancelled" in text and "still running on the host(s): a2" in text
+    assert ("cancel requested: no new host will start; a2: its switch keeps running (the dashboard cannot stop "
+            "a running command, contract §3.7); following it to its outcome") in text
+    assert "PR #42: cancelled" in text and "a2: ok" in text and "a3: cancelled" in text  # a2 followed to its end
     assert ("a3", "pull") not in ops(sim)
+    assert all(c.kill_initiated_at is None for c in sim.dashboard.commands.values())  # never asked to kill
     with Store() as store:
         assert store.list_runs()[0].status == "cancelled"
 

@@ -19,6 +19,7 @@ from nfu_tui.core.engine import (
     DeployEngine,
     EngineEvent,
     HostFinished,
+    HostProgress,
     HostStarted,
     JournalState,
     MergeRefused,
@@ -29,17 +30,21 @@ from nfu_tui.core.engine import (
     Timeouts,
     WaitingForCanaries,
     ci_refusal,
+    command_status_note,
     health_problems,
     inert_lines,
     interpret_command,
     interpret_dispatch,
+    judge_lost_command,
     merge_refusal,
     notification_for,
     switch_needs_force,
+    system_verdict,
+    unfinished_detail,
 )
 from nfu_tui.core.plan import make_plan
 from nfu_tui.core.store import DeployLock, Store
-from nfu_tui.errors import DeployLocked, MergeConflict, NotMergeable, StateError
+from nfu_tui.errors import DashboardUnavailable, DeployLocked, MergeConflict, NotMergeable, StateError
 from nfu_tui.models import CIStatus, CIVerdict, Command, CompartmentState, Host, StatusCheck, UpdatePR
 
 HEAD = "a" * 40
@@ -104,7 +109,8 @@ def test_ci_refusal(ci: CIStatus, require: bool, expected: str | None) -> None:
         (DispatchResult("h", "started", "EXECUTING", "20251228-1"), "started", "", ""),
         (DispatchResult("h", "started", "EXECUTING", ""), "fail", "", "no command id"),
         (DispatchResult("h", "blocked", "blocked", "", "offline", "Host is offline"), "offline", "offline", "unreachable"),
-        (DispatchResult("h", "blocked", "blocked", "", "send_failed", "Failed to send"), "offline", "send_failed", ""),
+        (DispatchResult("h", "blocked", "blocked", "", "send_failed", "Failed to send"), "retry", "send_failed",
+         "could not send the switch to the agent (dashboard: Failed to send)"),
         (DispatchResult("h", "blocked", "blocked", "", "busy", 'Command "pull" already running'), "fail", "busy",
          "busy with another command"),
         (DispatchResult("h", "blocked", "blocked", "", "command_pending", "x"), "fail", "command_pending", "busy"),
@@ -160,6 +166,84 @@ def test_interpret_command(command: Command, ok: bool, fragment: str) -> None:
 )
 def test_switch_needs_force(after: str, before: str, merge: str, force: bool) -> None:
     assert switch_needs_force(after, before, merge) is force
+
+
+@pytest.mark.parametrize(
+    ("op", "status", "fragments"),
+    [
+        ("switch", "RUNNING_WARNING", ["RUNNING_WARNING", "10 min warning", "normal for big builds", "still waiting"]),
+        ("pull", "running_warning", ["RUNNING_WARNING", "2 min warning", "still waiting"]),
+        ("pull", "TIMEOUT_PENDING", ["TIMEOUT_PENDING", "5 min hard timeout", "late result still counts",
+                                     "wait / ignore"]),
+        ("switch", "AWAITING_RECONNECT", ["reconnect", "90 s"]),
+        ("switch", "KILLING", ["KILLING", "cannot stop the process"]),
+    ],
+)
+def test_command_status_note(op: str, status: str, fragments: list[str]) -> None:
+    note = command_status_note(op, status)
+    assert all(f in note for f in fragments), note
+
+
+def test_command_status_note_is_silent_for_plain_running_states() -> None:
+    assert command_status_note("pull", "EXECUTING") == "" and command_status_note("pull", "VALIDATING") == ""
+
+
+def test_unfinished_detail() -> None:
+    pending = unfinished_detail("switch", "TIMEOUT_PENDING", 35.5, "switch")
+    assert pending.startswith("switch still TIMEOUT_PENDING after 35.5 min")
+    assert all(word in pending for word in ("timeout-action", "wait (more time", "ignore (releases", "kill (only"))
+    assert unfinished_detail("pull", "EXECUTING", 6, "pull") == (
+        "pull did not finish within 6 min (dashboard status EXECUTING, pending_command='pull'); check the host")
+    assert unfinished_detail("pull", "", 6) == "pull did not finish within 6 min (no result); check the host"
+
+
+T0 = datetime(2025, 12, 28, 14, 30, 6, 140012, tzinfo=timezone.utc)
+
+
+def at_gen(generation: str = "1234567") -> Host:
+    return Host("h", "h", status="online", generation=generation)
+
+
+def with_system(state: CompartmentState, checked_at: str, message: str = "m") -> Host:
+    return at_gen().with_changes(system=StatusCheck(state, message, checked_at))
+
+
+@pytest.mark.parametrize(
+    ("host", "since", "verdict"),
+    [
+        (with_system(CompartmentState.OK, "2025-12-28T14:30:06Z"), T0, True),  # same second: the fraction is dropped
+        (with_system(CompartmentState.ERROR, "2025-12-28T15:40:00+01:00"), T0, False),  # any offset
+        (with_system(CompartmentState.OK, "2025-12-28T14:30:05Z"), T0, None),  # before the start
+        (with_system(CompartmentState.WORKING, "2025-12-28T14:31:00Z"), T0, None),
+        (with_system(CompartmentState.OK, ""), T0, None),  # synthesised by gating: no time
+        (with_system(CompartmentState.OK, "2025-12-28T14:31:00Z"), None, None),
+        (None, T0, None),
+    ],
+)
+def test_system_verdict(host: Host | None, since: datetime | None, verdict: bool | None) -> None:
+    assert system_verdict(host, since) is verdict
+
+
+@pytest.mark.parametrize(
+    ("op", "host", "before", "verdict", "fragment"),
+    [
+        ("pull", at_gen(MERGE[:7]), "1234567", True, "now bbbbbbb, the merge commit"),
+        ("pull", at_gen("9999999"), "1234567", True, "moved from 1234567 to 9999999"),
+        ("pull", at_gen(), "1234567", False, "generation 1234567 is not the merge commit bbbbbbb; verify"),
+        ("pull", at_gen(""), "", False, "generation (unknown)"),
+        ("switch", with_system(CompartmentState.OK, "2025-12-28T14:32:00Z", "Last switch succeeded"), "", True,
+         "System ok since it started (Last switch succeeded)"),
+        ("switch", with_system(CompartmentState.ERROR, "2025-12-28T14:32:00Z", "Switch failed (exit 1)"), "", False,
+         "System error since it started: Switch failed (exit 1)"),
+        ("switch", with_system(CompartmentState.WORKING, "2025-12-28T14:32:00Z"), "", None, "still reports the switch"),
+        ("switch", with_system(CompartmentState.OK, "2025-12-28T12:02:11Z"), "", False, "no switch result since"),
+        ("switch", None, "", False, "no longer lists the host"),
+    ],
+)
+def test_judge_lost_command(op: str, host: Host | None, before: str, verdict: bool | None, fragment: str) -> None:
+    got, detail = judge_lost_command(op, host, T0, MERGE, before)
+    assert got is verdict and fragment in detail
+    assert detail.startswith(f"the dashboard lost track of the {op} (restarted?)")
 
 
 def test_health_problems() -> None:
@@ -247,6 +331,7 @@ class FakePorts:
         self.commands: dict[str, Command] = {}
         self.kills: list[str] = []
         self.ignored: list[str] = []
+        self.states_asked = 0
         self.running_now = 0
         self.max_running = 0
         self.changed = asyncio.Event()
@@ -315,9 +400,16 @@ class FakePorts:
         return "sent"
 
     async def timeout_action(self, host: str, action: str, minutes: int | None = None) -> None:
+        """``ignore`` as the dashboard does it (§3.8): the running command turns SKIPPED, nothing stops."""
+        assert action == "ignore"
         self.ignored.append(host)
+        for cid, c in list(self.commands.items()):
+            if c.host_id == host and not c.terminal:
+                self.commands[cid] = Command(cid, host, c.op, "SKIPPED", error="Cancelled by user")
+        self._tick()
 
     async def command_states(self) -> dict[str, Command]:
+        self.states_asked += 1
         return {c.host_id: c for c in self.commands.values() if not c.terminal}
 
     # fleet view
@@ -327,8 +419,15 @@ class FakePorts:
     def hosts(self) -> list[Host]:
         return list(self.hosts_.values())
 
-    def output_lines(self, host_id: str) -> list[str]:
-        return list(self.scripts.get(host_id, Script()).lines)
+    def output_lines(self, host_id: str, command_id: str | None = None) -> list[str]:
+        lines = self.scripts.get(host_id, Script()).lines
+        return [f"{command_id}: {line}" for line in lines] if command_id else list(lines)
+
+    def command(self, command_id: str) -> Command | None:
+        return self.commands.get(command_id)
+
+    def active_command(self, host_id: str) -> Command | None:
+        return next((c for c in reversed(self.commands.values()) if c.host_id == host_id and not c.terminal), None)
 
     async def wait_until(self, predicate: Any, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
@@ -371,10 +470,16 @@ def store(tmp_path: Path) -> Store:
 
 
 def engine_for(ports: FakePorts, store: Store, config: Config, tmp_path: Path, **kw: Any) -> tuple[DeployEngine, list]:
+    """An engine on ``ports``; its events are collected and wake ``ports.wait_until`` waiters."""
     events: list[EngineEvent] = []
+
+    def collect(event: EngineEvent) -> None:
+        events.append(event)
+        ports._tick()
+
     timeouts = kw.pop("timeouts", Timeouts(pull=5, switch=5, gate_poll=0.01, queued_poll=0.05, resume_lookup=0.05))
     eng = DeployEngine(ports, ports, ports, store, config, lock=lambda: DeployLock(tmp_path, label="test"),
-                       on_event=events.append, timeouts=timeouts, **kw)
+                       on_event=collect, timeouts=timeouts, **kw)
     return eng, events
 
 
@@ -461,7 +566,8 @@ async def test_failure_stops_scheduling_running_hosts_finish(store: Store, tmp_p
     assert failures == ["h1"]
     failed = result.outcome("h1")
     assert failed.outcome is Outcome.FAILED and failed.phase == "switch" and "exit 1" in failed.detail
-    assert failed.last_lines == ("error: build failed",)
+    (switch,) = [c.id for c in ports.commands.values() if c.host_id == "h1" and c.op == "switch"]
+    assert failed.last_lines == (f"{switch}: error: build failed",)  # sanitised, that command's lines only
     started = set(ports.order("pull"))
     assert {"h0", "h1"} <= started and "h5" not in started
     for host in hosts:
@@ -564,7 +670,7 @@ async def test_switch_lock_outdated_retried_with_force(store: Store, tmp_path: P
     assert result.outcome("gpc0").outcome is Outcome.FAILED  # the fake still blocks: reported, not hidden
 
 
-async def test_cancel_kills_and_reports_still_running(store: Store, tmp_path: Path) -> None:
+async def test_cancel_releases_only_on_request_and_never_kills(store: Store, tmp_path: Path) -> None:
     ports = FakePorts(FLEET, {"hsb0": Script(switch="hang")})
     config = cfg()
     eng, events = engine_for(ports, store, config, tmp_path)
@@ -576,16 +682,185 @@ async def test_cancel_kills_and_reports_still_running(store: Store, tmp_path: Pa
     eng.subscribe(on_event)
     result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
     assert result.status is RunStatus.CANCELLED and result.still_running == ("hsb0",)
-    assert ports.kills == ["hsb0"] and ports.ignored == ["hsb0"]
+    assert ports.kills == [] and ports.ignored == ["hsb0"]
     o = result.outcome("hsb0")
-    assert o.outcome is Outcome.CANCELLED and "cannot stop a running command" in o.detail and "released" in o.detail
+    assert o.outcome is Outcome.CANCELLED and o.phase == "switch"
+    assert "released in the dashboard" in o.detail and "may still be running on hsb0" in o.detail
     assert result.outcome("gpc0").outcome is Outcome.OK
     assert result.outcome("hsb1").outcome is Outcome.CANCELLED and result.outcome("csb0").outcome is Outcome.CANCELLED
     assert "hsb1" not in ports.order("pull")
     cancel_events = [e for e in events if isinstance(e, CancelRequested)]
     assert len(cancel_events) == 1 and cancel_events[0].still_running == ("hsb0",)
+    assert "cannot stop a running command" in cancel_events[0].line()
+    assert any(isinstance(e, HostProgress) and e.host == "hsb0" and "timeout-action ignore" in e.message
+               for e in events)
     run = store.get_run(result.run_id)
     assert run.status == "cancelled" and run.cancel_requested
+    assert [s.host for s in run.steps if s.step == "host_released"] == ["hsb0"]
+    assert "still running on the host(s): hsb0" in result.message
+
+
+@pytest.mark.parametrize("op", ["pull", "switch"])
+async def test_cancel_follows_a_running_command_to_its_real_outcome(store: Store, tmp_path: Path, op: str) -> None:
+    """Without release nothing is sent to the dashboard: the running command finishes on its own and
+    counts as what it was; a host whose pull finished after the cancel is not switched."""
+    ports = FakePorts(FLEET[:2], {"gpc0": Script(**{op: "hang"})})
+    config = cfg()
+    eng, events = engine_for(ports, store, config, tmp_path)
+    task = asyncio.create_task(eng.run(plan_for(ports, config), actor="t", queued_wait=0))
+    assert await ports.wait_until(lambda: (op, "gpc0") in [(o, h) for o, h, _ in ports.dispatched], 5)
+    eng.cancel()
+    assert await ports.wait_until(lambda: any(isinstance(e, CancelRequested) for e in events), 5)
+    (cid,) = [c.id for c in ports.commands.values() if c.op == op and not c.terminal]
+    await ports._finish(cid, "SUCCESS")
+    result = await task
+    assert result.status is RunStatus.CANCELLED and result.still_running == ()
+    assert ports.kills == [] and ports.ignored == []
+    o = result.outcome("gpc0")
+    if op == "pull":
+        assert o.outcome is Outcome.CANCELLED and o.detail == "pulled; the switch was not started: the deploy was cancelled"
+        assert ports.order("switch") == []
+    else:
+        assert o.outcome is Outcome.OK
+    assert result.outcome("hsb0").outcome is Outcome.CANCELLED and "hsb0" not in ports.order("pull")
+    (cancel,) = [e for e in events if isinstance(e, CancelRequested)]
+    assert cancel.still_running == ("gpc0",) and f"gpc0: its {op} keeps running" in cancel.line()
+
+
+async def test_send_failed_is_retried_once_then_fails_with_the_dashboards_message(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET[:2], {"gpc0": Script(pull="blocked:send_failed")})
+    config = cfg()
+    eng, events = engine_for(ports, store, config, tmp_path, timeouts=Timeouts(
+        pull=5, switch=5, gate_poll=0.01, queued_poll=0.05, resume_lookup=0.05, send_retry=0.05))
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert ports.order("pull") == ["gpc0", "gpc0"]  # once more, not in a loop
+    o = result.outcome("gpc0")
+    assert o.outcome is Outcome.FAILED and o.phase == "pull"
+    assert "could not send the pull to the agent (dashboard: blocked by fake), twice" in o.detail
+    assert result.outcome("hsb0").outcome is Outcome.SKIPPED
+    assert any(isinstance(e, HostProgress) and "trying once more" in e.message for e in events)
+
+
+async def test_send_failed_then_offline_is_queued(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET[:1], {"gpc0": Script(pull="blocked:send_failed")})
+    config = cfg(deploy_strategy="all")
+    eng, _ = engine_for(ports, store, config, tmp_path)
+    eng.subscribe(lambda ev: ports.set_online("gpc0", False)
+                  if isinstance(ev, HostProgress) and "trying once more" in ev.message else None)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert ports.order("pull") == ["gpc0"]
+    assert result.status is RunStatus.WAITING and result.outcome("gpc0").outcome is Outcome.QUEUED
+
+
+@pytest.mark.parametrize("started", [True, False])
+async def test_dispatch_error_is_checked_against_the_dashboard(store: Store, tmp_path: Path, started: bool) -> None:
+    """An empty-body 500 / transport error after the dashboard may already have started the command."""
+    ports = FakePorts(FLEET[:1])
+    real = ports.dispatch
+
+    async def dispatch(op: str, hosts: list[str], *, force: bool = False) -> list[DispatchResult]:
+        if op == "pull":
+            if started:
+                await real(op, hosts, force=force)
+            else:
+                ports.dispatched.append((op, hosts[0], force))
+            raise DashboardUnavailable("dashboard answered 500 with an empty body")
+        return await real(op, hosts, force=force)
+
+    ports.dispatch = dispatch  # type: ignore[method-assign]
+    config = cfg()
+    eng, events = engine_for(ports, store, config, tmp_path)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    o = result.outcome("gpc0")
+    if started:
+        assert result.status is RunStatus.SUCCEEDED and ports.order("pull") == ["gpc0"]
+        assert any(isinstance(e, HostProgress) and "started the pull as cmd-1" in e.message for e in events)
+    else:
+        assert o.outcome is Outcome.FAILED and "no pull command appeared for gpc0" in o.detail
+        assert "500 with an empty body" in o.detail
+
+
+async def test_warning_states_are_reported_and_guards_follow_the_dashboard(store: Store, tmp_path: Path) -> None:
+    """RUNNING_WARNING keeps the engine waiting past its guard; TIMEOUT_PENDING at the guard fails the
+    host naming the dashboard's timeout actions; a ``wait`` from the dashboard extends the guard."""
+    ports = FakePorts(FLEET[:2], {"gpc0": Script(switch="hang"), "hsb0": Script(switch="hang")})
+    config = cfg(max_parallel=1)
+    guard = 0.2
+    eng, events = engine_for(ports, store, config, tmp_path, timeouts=Timeouts(
+        pull=5, switch=guard, gate_poll=0.01, queued_poll=0.05, resume_lookup=0.05))
+
+    def set_status(host: str, status: str) -> None:
+        (cid,) = [c.id for c in ports.commands.values() if c.host_id == host and c.op == "switch"]
+        ports.commands[cid] = replace_status(ports.commands[cid], status)
+        ports._tick()
+
+    def progress(host: str, fragment: str) -> bool:
+        return any(isinstance(e, HostProgress) and e.host == host and fragment in e.message for e in events)
+
+    task = asyncio.create_task(eng.run(plan_for(ports, config), actor="t", queued_wait=0))
+    assert await ports.wait_until(lambda: ("switch", "gpc0") in [(o, h) for o, h, _ in ports.dispatched], 5)
+    set_status("gpc0", "RUNNING_WARNING")
+    assert await ports.wait_until(lambda: progress("gpc0", "RUNNING_WARNING"), 5)
+    await asyncio.sleep(3 * guard)  # well past the guard: still followed, because the dashboard says "warning"
+    set_status("gpc0", "EXECUTING")  # someone chose timeout-action wait in the dashboard
+    assert await ports.wait_until(lambda: progress("gpc0", "gave it more time"), 5)
+    (cid,) = [c.id for c in ports.commands.values() if c.host_id == "gpc0" and c.op == "switch"]
+    await ports._finish(cid, "SUCCESS")
+    assert await ports.wait_until(lambda: ("switch", "hsb0") in [(o, h) for o, h, _ in ports.dispatched], 5)
+    set_status("hsb0", "TIMEOUT_PENDING")
+    assert await ports.wait_until(lambda: progress("hsb0", "TIMEOUT_PENDING: past the dashboard's 30 min"), 5)
+    result = await task
+    assert result.outcome("gpc0").outcome is Outcome.OK
+    o = result.outcome("hsb0")
+    assert o.outcome is Outcome.FAILED and "still TIMEOUT_PENDING" in o.detail
+    assert all(word in o.detail for word in ("timeout-action", "wait", "ignore", "kill"))
+    assert ports.ignored == [] and ports.kills == []  # the engine never chooses a timeout action itself
+    assert ports.states_asked == 4  # one look-up per command (these hosts always look idle), not per wake-up
+
+
+def replace_status(c: Command, status: str) -> Command:
+    return Command(c.id, c.host_id, c.op, status, c.created_at, c.started_at)
+
+
+async def test_a_command_the_dashboard_forgot_is_judged_from_the_host(store: Store, tmp_path: Path) -> None:
+    """Dashboard restart: command-states no longer holds the command, its record stays EXECUTING.
+    The pull is judged by the generation; the switch waits while System says working, then by System."""
+    ports = FakePorts(FLEET[:1], {"gpc0": Script(pull="hang", switch="hang")})
+    real_states = ports.command_states
+
+    async def forgetful() -> dict[str, Command]:
+        await real_states()
+        return {}
+
+    ports.command_states = forgetful  # type: ignore[method-assign]
+    config = cfg()
+    eng, events = engine_for(ports, store, config, tmp_path)
+    task = asyncio.create_task(eng.run(plan_for(ports, config), actor="t", queued_wait=0))
+    assert await ports.wait_until(lambda: ports.states_asked >= 1, 5)
+    ports.hosts_["gpc0"] = ports.hosts_["gpc0"].with_changes(generation=MERGE[:7])  # the pull got through
+    ports._tick()
+    assert await ports.wait_until(lambda: ports.order("switch") == ["gpc0"], 5)
+    ports.hosts_["gpc0"] = ports.hosts_["gpc0"].with_changes(system=StatusCheck(CompartmentState.WORKING,
+                                                                                 "Switch in progress..."))
+    ports._tick()
+    assert await ports.wait_until(lambda: any("still reports the switch running" in e.line() for e in events), 5)
+    stamp = (datetime.now(timezone.utc) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ports.hosts_["gpc0"] = ports.hosts_["gpc0"].with_changes(
+        system=StatusCheck(CompartmentState.OK, "Last switch succeeded", stamp))
+    ports._tick()
+    result = await task
+    assert result.status is RunStatus.SUCCEEDED, result.summary()
+    assert "lost track of the pull" in result.outcome("gpc0").detail
+    assert "reported System ok since it started (Last switch succeeded)" in result.outcome("gpc0").detail
+
+
+async def test_failure_excerpt_is_the_failed_commands_output(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET[:1], {"gpc0": Script(switch="ERROR", lines=["building", "error: boom"])})
+    config = cfg()
+    eng, _ = engine_for(ports, store, config, tmp_path)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    (switch,) = [c.id for c in ports.commands.values() if c.op == "switch"]
+    assert result.outcome("gpc0").last_lines == (f"{switch}: building", f"{switch}: error: boom")
 
 
 async def test_queued_host_deployed_when_it_comes_online(store: Store, tmp_path: Path) -> None:
@@ -741,7 +1016,6 @@ async def test_resume_waits_for_an_unnamed_switch_still_running(store: Store, tm
     store.record(run_id, "pull_done", host="gpc0")
     store.record(run_id, "host_started", host="gpc0", phase="switch")
     eng, events = engine_for(ports, store, config, tmp_path)
-    eng.subscribe(lambda ev: ports._tick())
     task = asyncio.create_task(eng.resume(run_id, actor="t", queued_wait=0))
     assert await ports.wait_until(lambda: any("still running" in e.line() for e in events), 5)
     stamp = (datetime.now(timezone.utc) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -967,22 +1241,27 @@ async def test_e2e_failing_ci_refused(sim_factory: Any, tmp_path: Path) -> None:
         assert d.merge_requests() == 0 and d.ops() == []
 
 
-async def test_e2e_cancel_mid_deploy(sim_factory: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("release", [False, True])
+async def test_e2e_cancel_mid_deploy(sim_factory: Any, tmp_path: Path, release: bool) -> None:
     hosts = [HostSpec("a1", "desktop"), HostSpec("a2", "desktop", faults={"slow"}), HostSpec("a3", "desktop")]
     sim = await sim_factory(scenario(*hosts))
     async with Deploy(sim, tmp_path) as d:
         eng = d.engine()
-        eng.subscribe(lambda ev: eng.cancel() if isinstance(ev, HostStarted) and ev.host == "a2"
+        eng.subscribe(lambda ev: eng.cancel(release_hosts=release) if isinstance(ev, HostStarted) and ev.host == "a2"
                       and ev.phase == "switch" else None)
         result = await eng.run(await d.plan(), actor="tester", queued_wait=0)
-        assert result.status is RunStatus.CANCELLED and result.still_running == ("a2",)
+        assert result.status is RunStatus.CANCELLED
         assert result.outcome("a1").outcome is Outcome.OK
         a2 = result.outcome("a2")
-        assert a2.outcome is Outcome.CANCELLED and "may still be running on a2" in a2.detail
+        (switch,) = [c for c in sim.dashboard.commands.values() if c.host_id == "a2" and c.op == "switch"]
+        assert switch.kill_initiated_at is None  # never asked to kill
+        if release:
+            assert a2.outcome is Outcome.CANCELLED and "may still be running on a2" in a2.detail
+            assert result.still_running == ("a2",) and switch.status == "SKIPPED"
+        else:  # followed to its real end
+            assert a2.outcome is Outcome.OK and result.still_running == () and switch.status == "SUCCESS"
         assert result.outcome("a3").outcome is Outcome.CANCELLED
         assert "a3" not in {h for h, _ in d.ops()}
-        (switch,) = [c for c in sim.dashboard.commands.values() if c.host_id == "a2" and c.op == "switch"]
-        assert switch.kill_initiated_at is not None  # the kill was really asked for
         assert d.store.get_run(result.run_id).status == "cancelled"
 
 

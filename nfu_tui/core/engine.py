@@ -14,10 +14,48 @@ Reliability rules:
 * **One deploy at a time**, across processes: the deploy lock is held for the whole run.
 * **Stop on the first failure**: no new host starts, running hosts finish, the rest are
   reported ``skipped``.
-* **Cancel** stops scheduling and asks the dashboard to kill running commands; the
-  dashboard cannot really stop them (contract §3.7, §8 #28), which the result says.
+* **Cancel** stops scheduling: no new host and no next phase (a host cancelled after its
+  pull is not switched) starts. The dashboard cannot stop a running command (contract
+  §3.7, §6.6, §8 #28), and its ``/kill`` is harmful: with a busy agent the command
+  turns ``ERROR`` while the process keeps running, with an idle agent or a switch in
+  ``AWAITING_RECONNECT`` it stays ``KILLING`` and the host refuses every later op
+  (``command_pending``) until someone sends ``ignore``. So the engine **never sends
+  kill**: it says which hosts are still running and follows their commands to their
+  real outcome (a switch that succeeds is ``ok``). Only on explicit request
+  (``cancel(release_hosts=True)``) it sends ``timeout-action ignore`` for running
+  commands, which frees the host in the dashboard while the process keeps running on
+  it (outcome ``cancelled``, host listed in ``RunResult.still_running``) — never for a
+  switch in ``AWAITING_RECONNECT``: it has finished, and the dashboard completes it
+  when the agent reconnects.
 * Cancelling the asyncio task that runs :meth:`DeployEngine.run` (process shutdown) is
   *not* a user cancel: the journal is left unfinished so the run can be resumed.
+
+Following a command (contract §6.4–§6.8):
+
+* Its non-terminal states are reported as :class:`HostProgress`: ``RUNNING_WARNING``
+  (normal for big builds; waiting goes on), ``TIMEOUT_PENDING`` (past the dashboard's
+  hard timeout: it still accepts a late result, but the host refuses new commands
+  until a timeout action is chosen in the dashboard), ``AWAITING_RECONNECT``, ``KILLING``.
+* Client-side guards (:class:`Timeouts`) are counted from the dispatch and sized above
+  the dashboard's hard timeouts. They are extended when the dashboard gives the command
+  more time (back to ``EXECUTING`` after a warning: someone chose ``timeout-action
+  wait``), when a switch reaches ``AWAITING_RECONNECT`` (the dashboard decides within
+  90 s), and while it is ``RUNNING_WARNING`` (its hard timeout has not passed). A command
+  still ``TIMEOUT_PENDING`` at the guard fails the host with a detail naming the state
+  and the dashboard's actions. The engine never sends a timeout action by itself.
+* A command the dashboard forgot (restart: the host turns idle, ``/api/command-states``
+  no longer holds it, its row stays ``EXECUTING``; §6.8, §8 #34) is noticed while the
+  host is idle (command-states is asked at most every ``Timeouts.lost_check`` s) and
+  judged from the host's state: the generation for a pull, the System compartment
+  reported after the start for a switch (kept waiting while the agent still reports
+  System ``working``); without such evidence the host fails saying so.
+* ``send_failed`` (the dashboard lists the host online but could not hand it the
+  command, §3.4, §6.2) is retried once after ``Timeouts.send_retry`` s unless the host
+  goes offline meanwhile (then it is queued like any offline host); a second
+  ``send_failed`` fails the host with the dashboard's message.
+* A dispatch that errors (transport error, empty-body 500) may still have started the
+  command, whose deltas come before the response: the fleet model and command-states
+  are checked for a new command of that op on the host before the host fails.
 
 Hooks for later features: ``may_start_host`` (a gate consulted before each new host is
 started, e.g. maintenance windows; the engine pauses while it says no) and
@@ -39,6 +77,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, ContextManager, Iterable, Mapping, Protocol, Sequence
 
+from nfu_tui.clients._dashboard_protocol import parse_time
 from nfu_tui.config import Config
 from nfu_tui.core.plan import DeployPlan, PlanEntry
 from nfu_tui.core.sanitize import sanitize_line
@@ -71,13 +110,17 @@ class FleetView(Protocol):
 
     def hosts(self) -> list[Host]: ...
 
-    async def wait_for_command(self, command_id: str, timeout: float) -> Command:
-        """The command once terminal; ``TimeoutError`` after ``timeout`` seconds."""
+    def command(self, command_id: str) -> Command | None:
+        """The command as last seen on the stream (any status), None if never seen."""
+
+    def active_command(self, host_id: str) -> Command | None:
+        """The command really running on a host (non-terminal, host busy), if any."""
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """True as soon as ``predicate()`` holds (re-checked on fleet changes), False on timeout."""
 
-    def output_lines(self, host_id: str) -> list[str]: ...
+    def output_lines(self, host_id: str, command_id: str | None = None) -> list[str]:
+        """A host's output lines; only those of ``command_id`` when given."""
 
 
 class GitHubPort(Protocol):
@@ -94,8 +137,6 @@ class GitHubPort(Protocol):
 
 class DashboardPort(Protocol):
     async def dispatch(self, op: str, hosts: list[str], *, force: bool = False) -> list[Any]: ...
-
-    async def kill(self, host: str, signal: str = "SIGTERM") -> str: ...
 
     async def timeout_action(self, host: str, action: str, minutes: int | None = None) -> None: ...
 
@@ -197,7 +238,19 @@ class Timeouts:
     merge_visible: float = 120.0  # default branch must contain the merge commit
     gate_poll: float = 30.0  # re-ask may_start_host while it says no
     queued_poll: float = 30.0  # re-check offline hosts (also woken by fleet changes)
-    resume_lookup: float = 2.0  # how long to look for a journaled command in the fleet model
+    resume_lookup: float = 2.0  # how long to look for a command in the fleet model (resume, after a lookup)
+    lost_check: float = 15.0  # at most this often ask command-states whether an idle host's command is forgotten
+    send_retry: float = 5.0  # after send_failed: wait this long for the host to go offline, then dispatch once more
+
+
+RECONNECT_GRACE = 120.0
+"""Seconds a switch in ``AWAITING_RECONNECT`` is followed at least (the dashboard decides within 90 s)."""
+
+_RUNNING_STATES = frozenset({"EXECUTING", "RUNNING_WARNING", "TIMEOUT_PENDING", "KILLING", "AWAITING_RECONNECT"})
+"""Statuses of a command that has reached the agent (a release after a cancel waits for one)."""
+
+DASHBOARD_TIMEOUTS = {"pull": (2, 5), "switch": (10, 30), "test": (5, 10)}
+"""op → (warning, hard) timeout in minutes as the dashboard enforces them (§6.7); others (5, 15)."""
 
 
 # ================================================================== events
@@ -391,14 +444,18 @@ def ci_refusal(ci: CIStatus, *, require_ci: bool) -> str | None:
 class DispatchDecision:
     """What to do with one host's ``/api/dispatch`` result."""
 
-    action: str  # started | offline | fail | current
+    action: str  # started | offline | retry | fail | current
     command_id: str = ""
     message: str = ""
     code: str = ""  # the dashboard's validation code, if blocked
 
 
 def interpret_dispatch(result: Any, op: str, host: str) -> DispatchDecision:
-    """Map a dispatch result (started / blocked with a §6.2 code / error) to an action."""
+    """Map a dispatch result (started / blocked with a §6.2 code / error) to an action.
+
+    ``send_failed`` is ``retry``: the dashboard lists the host online but could not hand
+    the agent the command (no socket yet noticed as gone, or a full queue); nothing ran.
+    """
     if result is None:
         return DispatchDecision("fail", message=f"the dashboard returned no result for {host}")
     if getattr(result, "started", False):
@@ -410,8 +467,11 @@ def interpret_dispatch(result: Any, op: str, host: str) -> DispatchDecision:
     message = str(getattr(result, "message", "") or "")
     said = f" (dashboard: {message})" if message else ""
     if getattr(result, "blocked", False):
-        if code in ("offline", "send_failed"):
+        if code == "offline":
             return DispatchDecision("offline", message=f"host unreachable{said}", code=code)
+        if code == "send_failed":
+            return DispatchDecision("retry", message=f"the dashboard could not send the {op} to the agent{said}",
+                                    code=code)
         if code in ("busy", "command_pending"):
             return DispatchDecision("fail", message=f"host is busy with another command{said}; left untouched", code=code)
         if code == "already_current":
@@ -452,6 +512,85 @@ def switch_needs_force(generation_after_pull: str, generation_before_pull: str, 
     if merge_sha and merge_sha.lower().startswith(gen[:7]):
         return True
     return gen != generation_before_pull.strip().lower()
+
+
+def command_status_note(op: str, status: str) -> str:
+    """The progress line for a non-terminal command status (§6.4, §6.7); "" for plain running states."""
+    warning, hard = DASHBOARD_TIMEOUTS.get(op, (5, 15))
+    status = status.upper()
+    if status == "RUNNING_WARNING":
+        return (f"RUNNING_WARNING: running longer than the dashboard's {warning} min warning"
+                + ("; normal for big builds" if op == "switch" else "") + "; still waiting")
+    if status == "TIMEOUT_PENDING":
+        return (f"TIMEOUT_PENDING: past the dashboard's {hard} min hard timeout; a late result still counts, but "
+                "the host refuses new commands until a timeout action (wait / ignore) is chosen in the dashboard")
+    if status == "AWAITING_RECONNECT":
+        return "switched; waiting for the agent to restart and reconnect (the dashboard allows 90 s)"
+    if status == "KILLING":
+        return "KILLING: a kill was sent from the dashboard; it cannot stop the process (contract §3.7)"
+    return ""
+
+
+def unfinished_detail(op: str, status: str, minutes: float, pending_command: str = "") -> str:
+    """Why a host failed when its command was still not terminal at the client-side guard."""
+    if status.upper() == "TIMEOUT_PENDING":
+        return (f"{op} still TIMEOUT_PENDING after {minutes:g} min: past the dashboard's hard timeout; it may still "
+                "be running on the host, which refuses new commands until a timeout-action is chosen in the "
+                "dashboard: wait (more time; a late result still counts), ignore (releases the host; the process "
+                "keeps running) or kill (only marks it; it does not stop the process, contract §3.7)")
+    state = f"dashboard status {status.upper()}" if status else "no result"
+    if pending_command:
+        state += f", pending_command={pending_command!r}"
+    return f"{op} did not finish within {minutes:g} min ({state}); check the host"
+
+
+def system_verdict(host: Host | None, since: datetime | None) -> bool | None:
+    """True/False when the host reported System ok/error at or after ``since``, else None.
+
+    The dashboard stamps System with second precision (and its own clock), so ``since``
+    is compared without its fraction.
+    """
+    if host is None or since is None:
+        return None
+    checked = parse_time(host.system.checked_at)
+    if checked is None or checked < since.replace(microsecond=0):
+        return None
+    if host.system.state is CompartmentState.OK:
+        return True
+    if host.system.state is CompartmentState.ERROR:
+        return False
+    return None
+
+
+def judge_lost_command(op: str, host: Host | None, since: datetime | None, merge_sha: str,
+                       generation_before: str = "") -> tuple[bool | None, str]:
+    """Verdict on a command the dashboard no longer tracks (restart, §6.8, §8 #34), from the host's state.
+
+    Returns (True, detail) done, (False, detail) failed or unknowable, (None, detail)
+    still running by the host's own report (keep waiting). A pull is done when the
+    host's generation is the merge commit (or moved since before the pull: the branch
+    went past the merge); a switch by the System compartment reported since it started.
+    """
+    lost = f"the dashboard lost track of the {op} (restarted?)"
+    if host is None:
+        return False, f"{lost} and no longer lists the host; verify it manually"
+    if op == "switch":
+        verdict = system_verdict(host, since)
+        if verdict is True:
+            return True, f"{lost}; the host reported System ok since it started ({host.system.message})"
+        if verdict is False:
+            return False, f"{lost}; the host reported System error since it started: {host.system.message}"
+        if host.system.state is CompartmentState.WORKING:
+            return None, f"{lost}; the host still reports the switch running (System working)"
+        return False, f"{lost} and the host reported no switch result since it started; verify the host manually"
+    gen = host.generation.strip().lower()
+    before = generation_before.strip().lower()
+    if gen and merge_sha and merge_sha.lower().startswith(gen[:7]):
+        return True, f"{lost}; the host's generation is now {gen}, the merge commit"
+    if gen and before and gen != before:
+        return True, f"{lost}; the host's generation moved from {before} to {gen}"
+    return False, (f"{lost} and the host's generation {gen or '(unknown)'} is not the merge commit "
+                   f"{merge_sha[:7] or '(unknown)'}; verify the host and deploy again")
 
 
 def health_problems(host: Host | None) -> list[str]:
@@ -579,9 +718,12 @@ class _Run:
     running: dict[str, asyncio.Task[HostOutcome]] = field(default_factory=dict)
     phase: dict[str, str] = field(default_factory=dict)
     failure: str = ""  # set on the first failure: stop scheduling
-    still_running: list[str] = field(default_factory=list)
+    still_running: list[str] = field(default_factory=list)  # released after a cancel: the process may still run
     journaled: set[str] = field(default_factory=set)  # hosts whose outcome is in the journal
     cancel_reported: bool = False
+    command: dict[str, str] = field(default_factory=dict)  # host -> id of the command followed last
+    released: set[str] = field(default_factory=set)  # hosts released in the dashboard after a cancel
+    release_tried: set[str] = field(default_factory=set)  # hosts whose release was attempted or declined
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -645,11 +787,13 @@ class DeployEngine:
         return self._run.run_id if self._run else None
 
     def cancel(self, *, release_hosts: bool = False) -> None:
-        """Stop scheduling, ask the dashboard to kill running commands, record "cancelled".
+        """Stop scheduling; running commands are followed to their outcome; the run ends "cancelled".
 
-        ``release_hosts`` additionally sends ``timeout-action ignore`` for hosts whose
-        command is still running, which frees them in the dashboard (the process on the
-        host keeps running; contract §3.8).
+        Nothing is killed: the dashboard cannot stop a running command and its kill
+        strands hosts (module docstring). ``release_hosts`` (may be given in a later call)
+        sends ``timeout-action ignore`` for hosts whose command is still running, which
+        frees them in the dashboard while the process keeps running on the host
+        (contract §3.8); a switch in ``AWAITING_RECONNECT`` is never released.
         """
         self._release_on_cancel = self._release_on_cancel or release_hosts
         self._cancel.set()
@@ -858,7 +1002,7 @@ class DeployEngine:
                 problems.append(f"{host}: {', '.join(found)}")
                 outcome = HostOutcome(host, Outcome.FAILED, "health",
                                       f"unhealthy {r.plan.canary_wait_minutes:g} min after the switch: {', '.join(found)}",
-                                      inert_lines(self.fleet.output_lines(host)))
+                                      self._excerpt(r, host))
                 await self._host_done(r, outcome)
         passed = not problems
         self.store.record(r.run_id, "canary_gate", passed=passed, problems=problems)
@@ -896,16 +1040,16 @@ class DeployEngine:
         # Hosts interrupted mid-flight in a previous process go first: they already started.
         pending.sort(key=lambda h: 0 if h in r.journal.in_flight else 1)
         while True:
-            if self._cancel.is_set():
-                await self._cancel_running(r)
-                break
-            for host in list(waiting):
+            cancelled = self._cancel.is_set()
+            if cancelled and not r.cancel_reported:
+                await self._report_cancel(r)
+            for host in list(waiting if not cancelled else ()):
                 h = self.fleet.host(host)
                 if h is not None and h.online:
                     waiting.remove(host)
                     pending.append(host)
                     await self._emit(HostProgress(run_id=r.run_id, host=host, phase="queue", message="back online"))
-            while pending and not r.failure and len(r.running) < max(1, r.plan.max_parallel):
+            while pending and not r.failure and not cancelled and len(r.running) < max(1, r.plan.max_parallel):
                 if not await self._gate_open():
                     if not paused:
                         paused = True
@@ -919,16 +1063,24 @@ class DeployEngine:
                 host = pending.pop(0)
                 r.running[host] = asyncio.create_task(self._host_task(r, host), name=f"deploy {host}")
             waiting_done = (
-                not waiting or bool(r.failure) or self._stop_waiting.is_set()
+                not waiting or bool(r.failure) or cancelled or self._stop_waiting.is_set()
                 or (deadline is not None and loop.time() >= deadline)
             )
-            if not r.running and (not pending or r.failure) and waiting_done:
+            if not r.running and (not pending or r.failure or cancelled) and waiting_done:
                 break
             await self._wait_for_change(r, waiting, paused, deadline)
             for host, task in list(r.running.items()):
                 if task.done():
                     del r.running[host]
                     outcome = task.result()
+                    if host in r.released and outcome.outcome is Outcome.FAILED:
+                        phase = outcome.phase or r.phase.get(host, "")
+                        outcome = replace(outcome, outcome=Outcome.CANCELLED, detail=(
+                            f"released in the dashboard after the cancel (timeout-action ignore); the {phase} may "
+                            f"still be running on {host} ({outcome.detail})"))
+                        r.still_running.append(host)
+                    if outcome.outcome is Outcome.QUEUED and self._cancel.is_set():
+                        outcome = self._not_started(r, host, queued=True)
                     if outcome.outcome is Outcome.QUEUED:
                         waiting.append(host)  # went offline before it could start: wait for it
                         await self._emit(HostQueued(run_id=r.run_id, host=host, reason=outcome.detail))
@@ -946,7 +1098,7 @@ class DeployEngine:
         extra: list[asyncio.Future[Any]] = [waker]
         timeout: float | None = None
         loop = asyncio.get_running_loop()
-        if waiting and not r.failure:
+        if waiting and not r.failure and not self._cancel.is_set():
             limit = self.timeouts.queued_poll
             if deadline is not None:
                 limit = min(limit, max(0.0, deadline - loop.time()))
@@ -1004,36 +1156,32 @@ class DeployEngine:
                 except Exception:
                     log.exception("on_failure hook failed for %s", outcome.host)
 
-    async def _cancel_running(self, r: _Run) -> None:
-        self.store.record(r.run_id, "cancel_requested", running=sorted(r.running))
-        notes: list[str] = []
-        for host, task in list(r.running.items()):
-            phase = r.phase.get(host, "pull")
-            note = await self._try_kill(host, phase)
-            notes.append(note)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            r.still_running.append(host)
-            await self._host_done(r, HostOutcome(host, Outcome.CANCELLED, phase, note,
-                                                 inert_lines(self.fleet.output_lines(host))))
-        r.running.clear()
-        await self._emit(CancelRequested(run_id=r.run_id, still_running=tuple(r.still_running), notes=tuple(notes)))
+    async def _report_cancel(self, r: _Run) -> None:
+        """Journal and announce the cancel: which hosts are still running, and that they go on."""
+        running = sorted(r.running)
+        self.store.record(r.run_id, "cancel_requested", running=running, release=self._release_on_cancel)
+        notes = [
+            f"{host}: its {r.phase.get(host, 'deploy')} keeps running (the dashboard cannot stop a running command, "
+            "contract §3.7); following it to its outcome" for host in running
+        ]
+        await self._emit(CancelRequested(run_id=r.run_id, still_running=tuple(running), notes=tuple(notes)))
 
-    async def _try_kill(self, host: str, phase: str) -> str:
+    async def _release(self, r: _Run, host: str, op: str, status: str) -> None:
+        """``timeout-action ignore`` for a running command after ``cancel(release_hosts=True)``; once per host."""
+        r.release_tried.add(host)
+        if status == "AWAITING_RECONNECT":
+            await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=(
+                "not released: the switch has finished; the dashboard completes it when the agent reconnects")))
+            return
         try:
-            await self.dashboard.kill(host)
-            note = (f"kill sent, but the dashboard cannot stop a running command (contract §3.7): "
-                    f"the {phase} may still be running on {host}")
+            await self.dashboard.timeout_action(host, "ignore")
         except DashboardError as exc:
-            note = f"kill failed ({exc}); the {phase} may still be running on {host}"
-        if self._release_on_cancel:
-            try:
-                await self.dashboard.timeout_action(host, "ignore")
-                note += "; released in the dashboard (timeout-action ignore)"
-            except DashboardError as exc:
-                note += f"; release failed ({exc})"
-        return note
+            message = f"release failed ({exc}); following the {op} to its outcome"
+        else:
+            r.released.add(host)
+            self.store.record(r.run_id, "host_released", host=host, phase=op)
+            message = f"released in the dashboard (timeout-action ignore); the {op} keeps running on the host"
+        await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=message))
 
     # --- one host -----------------------------------------------------------------
 
@@ -1043,13 +1191,23 @@ class DeployEngine:
         except asyncio.CancelledError:
             raise
         except NfuError as exc:
-            return self._failed(host, r.phase.get(host, "pull"), f"{exc.title}: {exc}")
+            return self._failed(r, host, r.phase.get(host, "pull"), f"{exc.title}: {exc}")
         except Exception as exc:  # never let one host's bug kill the run silently
             log.exception("deploying %s failed unexpectedly", host)
-            return self._failed(host, r.phase.get(host, "pull"), f"internal error: {exc!r}")
+            return self._failed(r, host, r.phase.get(host, "pull"), f"internal error: {exc!r}")
 
-    def _failed(self, host: str, phase: str, detail: str) -> HostOutcome:
-        return HostOutcome(host, Outcome.FAILED, phase, detail, inert_lines(self.fleet.output_lines(host)))
+    def _excerpt(self, r: _Run, host: str) -> tuple[str, ...]:
+        """The last lines of the command followed last on ``host`` (all its lines if none was)."""
+        command_id = r.command.get(host)
+        return inert_lines(self.fleet.output_lines(host, command_id) if command_id else self.fleet.output_lines(host))
+
+    def _failed(self, r: _Run, host: str, phase: str, detail: str) -> HostOutcome:
+        return HostOutcome(host, Outcome.FAILED, phase, detail, self._excerpt(r, host))
+
+    def _cancelled_before(self, host: str, phase: str, done: str = "") -> HostOutcome:
+        """A host whose next phase is not started because the deploy was cancelled."""
+        text = f"{done}; " if done else ""
+        return HostOutcome(host, Outcome.CANCELLED, phase, f"{text}the {phase} was not started: the deploy was cancelled")
 
     async def _deploy_host(self, r: _Run, host: str) -> HostOutcome:
         resume = r.journal.in_flight.pop(host, None)
@@ -1063,11 +1221,15 @@ class DeployEngine:
                 return outcome
             pulled = True  # the pull finished before the switch was started
         if not pulled:
+            if self._cancel.is_set():
+                return self._cancelled_before(host, "pull")
             resumed_pull = resume if resume is not None and resume[0] == "pull" else None
-            result = await self._pull(r, host, resumed_pull)
+            result = await self._pull(r, host, resumed_pull, gen_before)
             if isinstance(result, HostOutcome):
                 return result
             pull_note = result
+        if self._cancel.is_set():
+            return self._cancelled_before(host, "switch", "pulled")
         h = self.fleet.host(host) or Host(id=host)
         force = switch_needs_force(h.generation, gen_before, r.merge_sha) or pulled
         outcome = await self._switch(r, host, force)
@@ -1079,12 +1241,54 @@ class DeployEngine:
         r.phase[host] = op
         self.store.record(r.run_id, "host_started", host=host, phase=op, force=force)
         await self._emit(HostStarted(run_id=r.run_id, host=host, phase=op, force=force))
-        results = await self.dashboard.dispatch(op, [host], force=force)
-        mine = next((x for x in results if getattr(x, "host_id", host) == host), None)
-        decision = interpret_dispatch(mine, op, host)
+        decision = await self._dispatch(r, host, op, force)
+        if decision.action == "retry":  # send_failed (§3.4, §6.2): nothing ran; once more, unless it went offline
+            await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=(
+                f"{decision.message}; trying once more in {self.timeouts.send_retry:g} s")))
+            if await self.fleet.wait_until(lambda: not ((x := self.fleet.host(host)) and x.online),
+                                           self.timeouts.send_retry):
+                return DispatchDecision("offline", message=f"went offline ({decision.message})", code=decision.code)
+            decision = await self._dispatch(r, host, op, force)
+            if decision.action == "retry":
+                decision = DispatchDecision("fail", code=decision.code, message=(
+                    f"{decision.message}, twice, although it lists the host online; check the agent's connection"))
         if decision.action == "started":
             self.store.record(r.run_id, "command_dispatched", host=host, phase=op, command_id=decision.command_id)
         return decision
+
+    async def _dispatch(self, r: _Run, host: str, op: str, force: bool) -> DispatchDecision:
+        """One dispatch; an error answer is checked against the dashboard before it counts as a failure."""
+        before = self.fleet.active_command(host)
+        try:
+            results = await self.dashboard.dispatch(op, [host], force=force)
+        except DashboardError as exc:
+            # The dispatch may have happened (its deltas come before the answer, §3.4): look for it.
+            found = await self._dispatched_anyway(host, op, before.id if before is not None else "")
+            if not found:
+                return DispatchDecision("fail", message=f"{exc.title}: {exc}; no {op} command appeared for {host} "
+                                                        "on the dashboard")
+            await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=(
+                f"the dispatch answered with an error ({exc}), but the dashboard started the {op} as {found}")))
+            return DispatchDecision("started", command_id=found)
+        mine = next((x for x in results if getattr(x, "host_id", host) == host), None)
+        return interpret_dispatch(mine, op, host)
+
+    async def _dispatched_anyway(self, host: str, op: str, before: str) -> str:
+        """The id of an ``op`` command started on ``host`` by a dispatch that answered with an error, or ""."""
+
+        def started() -> str:
+            cmd = self.fleet.active_command(host)
+            return cmd.id if cmd is not None and cmd.op == op and cmd.id != before else ""
+
+        if await self.fleet.wait_until(lambda: bool(started()), self.timeouts.resume_lookup):
+            return started()
+        try:
+            entry = (await self.dashboard.command_states()).get(host)
+        except DashboardError:
+            return ""
+        if entry is not None and entry.op == op and not entry.terminal and entry.id != before:
+            return entry.id
+        return ""
 
     def _offline(self, r: _Run, host: str, phase: str, message: str) -> HostOutcome:
         if r.plan.strategy == "all":
@@ -1092,21 +1296,100 @@ class DeployEngine:
             return HostOutcome(host, Outcome.QUEUED, phase, message)
         return HostOutcome(host, Outcome.SKIPPED, phase, f"went offline before {phase}: {message}")
 
-    async def _await_command(self, host: str, op: str, command_id: str, guard: float) -> tuple[bool, str]:
-        try:
-            cmd = await self.fleet.wait_for_command(command_id, guard)
-        except (TimeoutError, asyncio.TimeoutError):
-            h = self.fleet.host(host)
-            state = f"dashboard shows pending_command={h.pending_command!r}" if h and h.pending_command else "no result"
-            return False, f"{op} did not finish within {guard / 60:g} min ({state}); check the host"
-        return interpret_command(cmd)
+    async def _await_command(self, r: _Run, host: str, op: str, command_id: str, *,
+                             known: Command | None = None, gen_before: str = "") -> tuple[bool, str]:
+        """Follow ``command_id`` to its end: (succeeded, detail); the policy is in the module docstring.
 
-    async def _pull(self, r: _Run, host: str, resume: tuple[str, str, str] | None) -> HostOutcome | str:
+        ``known`` is the command as command-states gave it (used until the stream has it).
+        """
+        r.command[host] = command_id
+        loop = asyncio.get_running_loop()
+        guard = self.timeouts.pull if op == "pull" else self.timeouts.switch
+        began = loop.time()
+        deadline = began + guard
+        dispatched_at = self._clock()
+        since: datetime | None = None  # when it started, by the dashboard's clock
+        shown = ""  # the last status announced
+        next_lookup = loop.time()  # earliest next command-states look-up while the host looks idle
+        lost = False
+        lost_note = ""
+        while True:
+            cmd = self.fleet.command(command_id) or known
+            if cmd is not None and cmd.terminal:
+                return interpret_command(cmd)
+            now = loop.time()
+            status = cmd.status.upper() if cmd is not None else ""
+            if cmd is not None and since is None:
+                since = parse_time(cmd.started_at) or parse_time(cmd.created_at)
+            if status and status != shown:
+                note = command_status_note(op, status)
+                if status == "EXECUTING" and shown in ("RUNNING_WARNING", "TIMEOUT_PENDING"):
+                    deadline = max(deadline, now + guard)
+                    note = "running again: the dashboard gave it more time (timeout-action wait)"
+                if status == "AWAITING_RECONNECT":
+                    deadline = max(deadline, now + min(guard, RECONNECT_GRACE))
+                shown = status
+                if note:
+                    await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=note))
+            if (self._cancel.is_set() and self._release_on_cancel and host not in r.release_tried
+                    and status in _RUNNING_STATES):
+                await self._release(r, host, op, status)
+            h = self.fleet.host(host)
+            # A known, running command on a host that looks idle: finished a moment ago, or forgotten.
+            if cmd is not None and not lost and h is not None and not h.pending_command and now >= next_lookup:
+                next_lookup = now + self.timeouts.lost_check
+                tracked = await self._dashboard_tracks(host, command_id)
+                if isinstance(tracked, Command):
+                    return interpret_command(tracked)
+                lost = not tracked
+            if lost:
+                verdict, detail = judge_lost_command(op, self.fleet.host(host), since or dispatched_at, r.merge_sha,
+                                                     gen_before)
+                if verdict is not None:
+                    return verdict, detail
+                if detail != lost_note:
+                    lost_note = detail
+                    await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=detail))
+            if now >= deadline:
+                if status != "RUNNING_WARNING" or lost:
+                    return False, unfinished_detail(op, status, round((now - began) / 60, 1),
+                                                    h.pending_command if h is not None else "")
+                deadline = now + guard  # its hard timeout has not passed on the dashboard: keep waiting
+            await self._wait_for_news(command_id, host, max(0.0, min(1.0, deadline - loop.time())))
+
+    async def _wait_for_news(self, command_id: str, host: str, timeout: float) -> None:
+        """Until the command or its host changes in the fleet view (or ``timeout`` s)."""
+        seen = (self.fleet.command(command_id), self.fleet.host(host))
+        await self.fleet.wait_until(lambda: (self.fleet.command(command_id), self.fleet.host(host)) != seen, timeout)
+
+    async def _dashboard_tracks(self, host: str, command_id: str) -> Command | bool:
+        """Whether the dashboard still tracks a command whose host looks idle.
+
+        The command itself when it turned out finished (a terminal leftover in
+        command-states, or its finish reaching the stream), True while command-states
+        holds it running (or cannot be asked), False when it is forgotten.
+        """
+        try:
+            entry = (await self.dashboard.command_states()).get(host)
+        except DashboardError as exc:
+            log.info("command-states unavailable while following %s: %s", command_id, exc)
+            return True
+        if entry is not None and entry.id == command_id:
+            return entry if entry.terminal else True
+
+        def finished() -> bool:
+            cmd = self.fleet.command(command_id)
+            return cmd is not None and cmd.terminal
+
+        # Not held: finished a moment ago (its deltas may still be on the way), or forgotten.
+        if await self.fleet.wait_until(finished, self.timeouts.resume_lookup):
+            return self.fleet.command(command_id) or False
+        return False
+
+    async def _pull(self, r: _Run, host: str, resume: tuple[str, str, str] | None, gen_before: str) -> HostOutcome | str:
         """Pull (forced: right after a merge version.json may still be stale, §8 #42). Returns a note or an outcome."""
-        command_id = ""
-        if resume is not None and resume[1]:
-            command_id = await self._live_command(resume[1], host)
-        if not command_id:
+        known = await self._known_command(resume[1], host) if resume is not None and resume[1] else None
+        if known is None:
             decision = await self._start(r, host, "pull", True)
             if decision.action == "offline":
                 return self._offline(r, host, "pull", decision.message)
@@ -1114,14 +1397,15 @@ class DeployEngine:
                 detail = decision.message
                 if decision.action == "current":
                     detail = f"the dashboard refused the forced pull as already current ({decision.message})"
-                return self._failed(host, "pull", detail)
+                return self._failed(r, host, "pull", detail)
             command_id = decision.command_id
         else:
+            command_id = known.id
             r.phase[host] = "pull"
             await self._emit(HostProgress(run_id=r.run_id, host=host, phase="pull", message="following the interrupted pull"))
-        ok, detail = await self._await_command(host, "pull", command_id, self.timeouts.pull)
+        ok, detail = await self._await_command(r, host, "pull", command_id, known=known, gen_before=gen_before)
         if not ok:
-            return self._failed(host, "pull", detail)
+            return self._failed(r, host, "pull", detail)
         self.store.record(r.run_id, "pull_done", host=host, detail=detail)
         await self._emit(HostProgress(run_id=r.run_id, host=host, phase="pull", message=f"done{' (' + detail + ')' if detail else ''}"))
         return f"pull {detail}" if detail else ""
@@ -1135,31 +1419,28 @@ class DeployEngine:
         if decision.action == "offline":
             return self._offline(r, host, "switch", decision.message)
         if decision.action != "started":
-            return self._failed(host, "switch", decision.message)
-        return await self._follow_switch(host, decision.command_id)
+            return self._failed(r, host, "switch", decision.message)
+        return await self._follow_switch(r, host, decision.command_id)
 
-    async def _follow_switch(self, host: str, command_id: str) -> HostOutcome:
-        ok, detail = await self._await_command(host, "switch", command_id, self.timeouts.switch)
+    async def _follow_switch(self, r: _Run, host: str, command_id: str, known: Command | None = None) -> HostOutcome:
+        ok, detail = await self._await_command(r, host, "switch", command_id, known=known)
         if not ok:
-            return self._failed(host, "switch", detail)
+            return self._failed(r, host, "switch", detail)
         return HostOutcome(host, Outcome.OK, "switch", detail)
 
     # --- resume -------------------------------------------------------------------
 
-    async def _live_command(self, command_id: str, host: str) -> str:
-        """``command_id`` if the dashboard still knows it (running, or finished recently), else ""."""
+    async def _known_command(self, command_id: str, host: str) -> Command | None:
+        """The journaled command as the dashboard knows it now (command-states or the stream), else None."""
         try:
             states = await self.dashboard.command_states()
         except DashboardError:
             states = {}
         active = states.get(host)
         if active is not None and active.id == command_id:
-            return command_id
-        try:
-            await self.fleet.wait_for_command(command_id, self.timeouts.resume_lookup)
-        except (TimeoutError, asyncio.TimeoutError):
-            return ""
-        return command_id
+            return active  # running, or a finished leftover (§3.6): either way, its state now
+        await self.fleet.wait_until(lambda: self.fleet.command(command_id) is not None, self.timeouts.resume_lookup)
+        return self.fleet.command(command_id)
 
     async def _resume_switch(self, r: _Run, host: str, resume: tuple[str, str, str]) -> HostOutcome | None:
         """Settle a switch that was in flight when the previous process died.
@@ -1170,8 +1451,9 @@ class DeployEngine:
         _, command_id, started_at = resume
         r.phase[host] = "switch"
         await self._emit(HostProgress(run_id=r.run_id, host=host, phase="switch", message="checking the interrupted switch"))
-        if command_id and await self._live_command(command_id, host):
-            return await self._follow_switch(host, command_id)
+        known = await self._known_command(command_id, host) if command_id else None
+        if known is not None:
+            return await self._follow_switch(r, host, known.id, known)
         try:
             states = await self.dashboard.command_states()
         except DashboardError:
@@ -1179,7 +1461,7 @@ class DeployEngine:
         active = states.get(host)
         if active is not None and active.op == "switch" and not active.terminal:
             self.store.record(r.run_id, "command_dispatched", host=host, phase="switch", command_id=active.id)
-            return await self._follow_switch(host, active.id)
+            return await self._follow_switch(r, host, active.id, active)
         h = self.fleet.host(host)
         if h is not None and h.pending_command == "switch":
             # Running, but we cannot name its command: wait until the host is idle, then judge by System.
@@ -1187,19 +1469,16 @@ class DeployEngine:
                                           message="a switch is still running on the dashboard; waiting for it"))
             if not await self.fleet.wait_until(lambda: not ((x := self.fleet.host(host)) and x.busy),
                                                self.timeouts.switch):
-                return self._failed(host, "switch", f"still busy with a switch after {self.timeouts.switch / 60:g} min")
+                return self._failed(r, host, "switch", f"still busy with a switch after {self.timeouts.switch / 60:g} min")
             h = self.fleet.host(host)
-        since = _parse_iso(started_at)
-        checked = _parse_iso(h.system.checked_at) if h is not None else None
-        # The dashboard stamps System with second precision (and its own clock).
-        if h is not None and checked is not None and since is not None and checked >= since.replace(microsecond=0):
-            if h.system.state is CompartmentState.ERROR:
-                return self._failed(host, "switch", f"the interrupted switch failed: {h.system.message}")
-            if h.system.state is CompartmentState.OK:
-                return HostOutcome(host, Outcome.OK, "switch", f"the interrupted switch completed ({h.system.message})")
+        verdict = system_verdict(h, parse_time(started_at))
+        if verdict is False:
+            return self._failed(r, host, "switch", f"the interrupted switch failed: {h.system.message}")
+        if verdict is True:
+            return HostOutcome(host, Outcome.OK, "switch", f"the interrupted switch completed ({h.system.message})")
         if command_id:
-            return self._failed(host, "switch", "the interrupted switch's outcome is unknown (its command is no longer "
-                                                "known to the dashboard); verify the host manually")
+            return self._failed(r, host, "switch", "the interrupted switch's outcome is unknown (its command is no longer "
+                                                   "known to the dashboard); verify the host manually")
         return None  # never dispatched (or left no trace at all): start it
 
     # --- finishing ----------------------------------------------------------------
@@ -1268,17 +1547,6 @@ _JOURNAL_STATUS = {
 }
 
 
-def _parse_iso(value: str) -> datetime | None:
-    if not value:
-        return None
-    text = value.strip().replace("Z", "+00:00")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
 def _steps_of(stored: Any) -> list[tuple[str, Mapping[str, Any], str]]:
     """(step, data, at) tuples from a stored :class:`~nfu_tui.core.store.Run`."""
     return [
@@ -1312,10 +1580,14 @@ __all__ = [
     "Unpaused",
     "WaitingForCanaries",
     "ci_refusal",
+    "command_status_note",
     "health_problems",
     "interpret_command",
     "interpret_dispatch",
+    "judge_lost_command",
     "merge_refusal",
     "notification_for",
     "switch_needs_force",
+    "system_verdict",
+    "unfinished_detail",
 ]

@@ -78,8 +78,13 @@ class LiveFleet:
     def hosts(self) -> list[Host]:
         return list(self.model.snapshot().hosts.values())
 
-    def output_lines(self, host_id: str) -> list[str]:
-        return [line.text for line in self.model.output(host_id)]
+    def output_lines(self, host_id: str, command_id: str | None = None) -> list[str]:
+        """A host's buffered output (sanitized), only ``command_id``'s lines when given."""
+        return [line.text for line in self.model.output(host_id, command_id)]
+
+    def command(self, command_id: str) -> Command | None:
+        """The command as the stream last described it (any status), or None if never seen."""
+        return self.model.command(command_id)
 
     def progress(self, host_id: str) -> tuple[str, int, int] | None:
         p = self.model.progress(host_id)

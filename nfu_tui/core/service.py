@@ -288,8 +288,11 @@ class FleetService:
     def host(self, host_id: str) -> Host | None:
         return self.live.host(host_id)
 
-    def output_lines(self, host_id: str) -> list[str]:
-        return self.live.output_lines(host_id)
+    def output_lines(self, host_id: str, command_id: str | None = None) -> list[str]:
+        return self.live.output_lines(host_id, command_id)
+
+    def command(self, command_id: str) -> Command | None:
+        return self.live.command(command_id)
 
     def progress(self, host_id: str) -> tuple[str, int, int] | None:
         return self.live.progress(host_id)
