@@ -22,11 +22,12 @@ from nfu_tui.core.rollback import (
     RevertJournal,
     RollbackManager,
     failed_hosts,
+    find_revert,
     rollback_plan,
     switched_hosts,
 )
 from nfu_tui.core.store import Store
-from nfu_tui.errors import NfuError, NotMergeable
+from nfu_tui.errors import GitHubServerError, NfuError, NotMergeable
 from nfu_tui.models import (
     CIStatus,
     CIVerdict,
@@ -108,6 +109,31 @@ def test_rollback_plan_has_no_canary_wave() -> None:
     assert flat.canary_wait_minutes == 0
 
 
+def test_find_revert_matches_this_merges_revert_only() -> None:
+    original = pull(42)
+    title = 'Revert "flake.lock: Update"'
+
+    def open_pr(number: int, head_ref: str, **kw: Any) -> UpdatePR:
+        return pull(number, head_ref=head_ref, state="open", merged=False, merge_commit_sha="", **kw)
+
+    branch = open_pr(50, "revert-42-update_flake_lock_action", title="anything")
+    suffixed = open_pr(47, "revert-42-update_flake_lock_action-2")
+    by_hand = open_pr(48, "undo-lock", title=title, body="Reverts alice/nixos-config#42")
+    assert find_revert([branch], original) == branch
+    assert find_revert([branch, suffixed, by_hand], original) == suffixed  # the oldest of several
+    assert find_revert([by_hand], original) == by_hand
+    for other in (
+        open_pr(51, "revert-41-update_flake_lock_action", title=title),  # reverts another PR
+        open_pr(52, "revert-42-update_flake_lock_action-x"),
+        open_pr(53, "undo-lock", title=title, body="Reverts alice/nixos-config#420"),
+        open_pr(54, "undo-lock", title=title),  # the title alone: every update PR has that title
+        open_pr(55, "revert-42-update_flake_lock_action", base_ref="release"),
+        pull(56, head_ref="revert-42-update_flake_lock_action"),  # closed (merged)
+        original,
+    ):
+        assert find_revert([other], original) is None, other.number
+
+
 # =========================================================== in-memory ports
 
 
@@ -154,6 +180,8 @@ class Ports:
     def __init__(self) -> None:
         self.prs = {42: pull(42)}
         self.reverts: list[tuple[str, str | None]] = []
+        self.revert_error: Exception | None = None  # raised by revert_pull (after opening the PR if revert_opens)
+        self.revert_opens = True
         self.merges: list[tuple[int, str]] = []
         self.merge_errors: list[Exception] = []
         self.ci = [CIStatus(CIVerdict.GREEN)]
@@ -170,10 +198,17 @@ class Ports:
 
     async def revert_pull(self, node_id: str, *, title: str | None = None, body: str | None = None) -> UpdatePR:
         self.reverts.append((node_id, title))
-        pr = pull(43, title=title or "", head_ref="revert-42-update_flake_lock_action", head_sha=REVERT_HEAD,
-                  state="open", merged=False, merge_commit_sha="")
-        self.prs[43] = pr
+        number = max(self.prs) + 1
+        pr = pull(number, title=title or "", head_ref="revert-42-update_flake_lock_action", head_sha=REVERT_HEAD,
+                  state="open", merged=False, merge_commit_sha="", body=body or "")
+        if self.revert_opens:
+            self.prs[number] = pr
+        if self.revert_error is not None:
+            raise self.revert_error
         return pr
+
+    async def open_pulls_into(self, base: str) -> list[UpdatePR]:
+        return [pr for pr in self.prs.values() if pr.state == "open" and pr.base_ref == base]
 
     async def merge(self, number: int, sha: str, *, method: str = "merge") -> str:
         self.merges.append((number, sha))
@@ -216,7 +251,7 @@ class Ports:
     def hosts(self) -> list[Host]:
         return list(self.hosts_.values())
 
-    def output_lines(self, host_id: str) -> list[str]:
+    def output_lines(self, host_id: str, command_id: str | None = None) -> list[str]:
         return ["\x1b[31merror:\x1b[0m rollback failed"]
 
     async def wait_for_command(self, command_id: str, timeout: float) -> Command:
@@ -317,6 +352,42 @@ async def test_resume_after_the_revert_was_opened_does_not_open_another(store: S
     steps = [s.step for s in store.get_run(run_id).steps]
     assert steps[-4:] == ["resumed", "merged", "redeploy_requested", "redeploy_started"]
     assert next(s for s in store.get_run(run_id).steps if s.step == "merged").data["note"] == "already merged"
+
+
+async def test_resume_after_revert_requested_reuses_the_open_revert(store: Store) -> None:
+    """Crashed between ``revert_requested`` and GitHub's reply, which had opened the revert PR."""
+    failed = failed_run(store)
+    h = Harness(store)
+    run_id = store.create_run("revert", actor="t", trigger="auto", pr=42, plan={
+        "strategy": "revert-commit", "failed_run": failed, "reverts_pr": 42, "reverts_merge_sha": MERGE,
+        "hosts": ["gpc0"]})
+    store.record(run_id, "revert_requested", pr=42)
+    await h.ports.revert_pull("PR_42", title='Revert "flake.lock: Update"', body="nfu-tui: the deploy of #42 …")
+    h.ports.reverts.clear()
+    outcome = await h.manager.resume(run_id)
+    assert outcome.ok and outcome.revert_pr == 43, outcome.summary
+    assert h.ports.reverts == [] and h.ports.merges == [(43, REVERT_HEAD)]
+    opened = [s for s in store.get_run(run_id).steps if s.step == "revert_opened"]
+    assert [(s.data["revert_pr"], s.data["found"]) for s in opened] == [(43, True)]
+    assert "using the open revert #43" in h.ports.comments[0][1]
+
+
+@pytest.mark.parametrize("opened", [True, False])
+async def test_revert_answered_with_a_server_error(store: Store, opened: bool) -> None:
+    """A 5xx does not say GitHub did nothing: the revert it opened anyway is found and used."""
+    failed = failed_run(store)
+    h = Harness(store)
+    h.ports.revert_opens = opened
+    h.ports.revert_error = GitHubServerError("GitHub answered 502")
+    outcome = await h.manager.after_failure(failed)
+    assert len(h.ports.reverts) == 1
+    steps = store.get_run(outcome.run_id).steps
+    if opened:
+        assert outcome.ok and outcome.revert_pr == 43 and h.ports.merges == [(43, REVERT_HEAD)], outcome.summary
+        assert next(s for s in steps if s.step == "revert_opened").data["found"] is True
+    else:
+        assert not outcome.ok and "GitHub answered 502" in outcome.summary
+        assert not any(s.step == "revert_opened" for s in steps) and h.ports.merges == []
 
 
 async def test_resume_continues_an_interrupted_redeploy(store: Store) -> None:
@@ -490,6 +561,32 @@ async def test_alert_only_notifies_and_leaves_everything(sim_factory: Any, tmp_p
         assert [r.kind for r in a.store.list_runs()] == ["deploy"]
         assert "PR #42 deploy failed on hsb0 — not rolled back" in a.titles()
         assert any(e.action == "rollback" and e.details["strategy"] == "alert-only" for e in a.store.audit_entries())
+
+
+async def test_resumed_revert_reuses_the_pr_github_opened_before_the_crash(sim_factory: Any, tmp_path: Path) -> None:
+    """Against the simulator's ``revertPullRequest``: the mutation went through, the process died
+    before journaling its reply; resuming opens no second revert PR and merges the first."""
+    sim = await sim_factory(sim_scenario())
+    async with AutoHarness(sim, tmp_path, rollback="revert-commit") as a:
+        github = a.service.github
+        merge_sha = await github.merge(42, (await github.get_pull(42)).head_sha)
+        failed = failed_run(a.store, {"gpc0": ("failed", "switch")})
+        run_id = a.store.create_run("revert", actor="t", trigger="auto", pr=42, plan={
+            "strategy": "revert-commit", "failed_run": failed, "reverts_pr": 42, "reverts_merge_sha": merge_sha,
+            "hosts": []})
+        a.store.record(run_id, "revert_requested", pr=42, merge_sha=merge_sha)
+        original = await github.get_pull(42)
+        first = await github.revert_pull(original.node_id, title=f'Revert "{original.title}"')  # reply lost
+        manager = RollbackManager.for_service(a.service)
+        outcome = await manager.resume(run_id)
+        assert outcome.ok and outcome.revert_pr == first.number, outcome.summary
+        mutations = [r for r in sim.github.request_log if r.method == "POST" and r.path.endswith("/graphql")]
+        assert len(mutations) == 1  # only the one before the "crash"
+        assert a.merges(first.number) == 1
+        assert not [pr for pr in await github.open_pulls_into("main") if pr.head_ref.startswith("revert-42-")]
+        run = a.store.get_run(run_id)
+        assert run.status == "succeeded"
+        assert [s.data["found"] for s in run.steps if s.step == "revert_opened"] == [True]
 
 
 async def test_per_host_rollback_through_the_dashboard(sim_factory: Any, tmp_path: Path) -> None:

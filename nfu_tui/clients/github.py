@@ -808,6 +808,16 @@ class GitHubClient:
             log.warning("revertPullRequest created #%s with errors: %s", number, result.error_text())
         return await self.get_pull(int(number), wait_mergeable=False)
 
+    async def open_pulls_into(self, base: str) -> list[UpdatePR]:
+        """Every open pull request into branch ``base`` (all pages), as list items give them.
+
+        No mergeability and no files (pull-request-simple, §2.1). Filter the result
+        yourself too: ``base`` only narrows the listing (and keeps its ETag entry apart
+        from the update-PR poll's, whose 304 handling relies on it).
+        """
+        items, _ = await self._get_pages(f"{self._repo_path}/pulls", {"state": "open", "base": base, "per_page": 100})
+        return [proto.pr_from_json(item) for item in items if isinstance(item, Mapping)]
+
     async def comment(self, number: int, body: str) -> None:
         await self._send("POST", f"{self._repo_path}/issues/{number}/comments", json_body={"body": body}, write=True)
 

@@ -24,11 +24,17 @@ not). Hosts whose pull or switch failed did not switch and are named in the summ
 
 Journal: a ``revert`` run (``plan`` = strategy, failed run, reverted PR and merge
 sha, hosts) with the steps ``revert_requested`` → ``revert_opened(revert_pr,
-head_sha, url)`` → ``merge_requested`` → ``merged(sha)`` → ``redeploy_requested(hosts)``
+head_sha, url, found)`` → ``merge_requested`` → ``merged(sha)`` → ``redeploy_requested(hosts)``
 → ``redeploy_started(run)``; the redeploy is an engine ``deploy`` run that carries a
 ``revert_redeploy(parent)`` step. :meth:`RollbackManager.resume` continues from the
 last step (a merge request is repeated safely thanks to the sha guard; an
 interrupted redeploy is resumed by the engine).
+
+Opening the revert is idempotent: ``revertPullRequest`` is not, and a crash between
+``revert_requested`` and GitHub's reply (or a 5xx / lost connection after GitHub acted)
+would open a second revert PR on the next attempt. So before asking for one, and again
+when asking failed, the open PRs into the base branch are searched for one that reverts
+this merge (:func:`find_revert`); one found is journaled (``found: true``) and used.
 
 Per-host rollback (grid / deploy screen, after a confirm): the dashboard's
 ``rollback`` op on one host, journaled as a ``rollback`` run (``host_started``,
@@ -43,9 +49,10 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from nfu_tui.core.engine import (
@@ -56,6 +63,7 @@ from nfu_tui.core.engine import (
     inert_lines,
     interpret_command,
     interpret_dispatch,
+    system_verdict,
 )
 from nfu_tui.errors import (
     MergeConflict,
@@ -63,7 +71,7 @@ from nfu_tui.errors import (
     NotMergeable,
     StateError,
 )
-from nfu_tui.models import CIVerdict, CompartmentState, Notification
+from nfu_tui.models import CIVerdict, Notification, UpdatePR
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +82,28 @@ CI_POLL_SECONDS = 30.0
 # ================================================================ pure helpers
 
 
-def _parse_time(value: str) -> datetime | None:
-    """An ISO-8601 timestamp from the dashboard (``Z`` or offset; naive = UTC)."""
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00")) if value else None
-    except ValueError:
-        return None
-    return parsed if parsed is None or parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+def revert_title(original: UpdatePR) -> str:
+    """The title nfu-tui gives a revert PR (GitHub's own default, too)."""
+    return f'Revert "{original.title}"'
+
+
+def find_revert(prs: Iterable[UpdatePR], original: UpdatePR) -> UpdatePR | None:
+    """The open PR among ``prs`` that reverts the merged ``original`` (the oldest if several), or None.
+
+    ``revertPullRequest`` pushes the branch ``revert-<n>-<headRef>`` (a ``-<k>`` suffix,
+    for when that name was taken, is accepted too) and opens the PR into the original's
+    base. A revert opened another way counts when it has the revert title and names
+    ``#<n>`` in its body (ours does; so does the web UI's default ``Reverts owner/repo#<n>``).
+    """
+    n = original.number
+    branch = re.compile(re.escape(f"revert-{n}-{original.head_ref}") + r"(-\d+)?")
+    named = re.compile(rf"#{n}(?!\d)")
+    found = [
+        pr for pr in prs
+        if pr.state == "open" and pr.number != n and (not original.base_ref or pr.base_ref == original.base_ref)
+        and (branch.fullmatch(pr.head_ref) or (pr.title == revert_title(original) and named.search(pr.body)))
+    ]
+    return min(found, key=lambda pr: pr.number, default=None)
 
 
 def last_outcomes(run: Any) -> dict[str, tuple[str, str, str, tuple[str, ...]]]:
@@ -394,25 +417,42 @@ class RollbackManager:
         original = await self.github.get_pull(j.reverts_pr, wait_mergeable=False)
         if not original.merged or not original.node_id:
             raise _Failed(f"PR #{j.reverts_pr} is not merged on GitHub; there is nothing to revert")
-        self.store.record(run_id, "revert_requested", pr=j.reverts_pr, merge_sha=original.merge_commit_sha,
-                          repeated=j.requested)
         bad = failed_hosts(self.store.get_run(j.failed_run)) if j.failed_run else {}
-        body = (f"nfu-tui: the deploy of #{j.reverts_pr} (run #{j.failed_run}) failed on "
-                f"{', '.join(bad) or 'a host'}. This reverts it"
-                + (f"; {len(j.hosts)} host(s) that had switched will be rolled back." if j.strategy == "revert-commit"
-                   and j.hosts else "."))
-        revert = await self.github.revert_pull(original.node_id, title=f'Revert "{original.title}"', body=body)
+        revert = await self._open_revert_of(original)  # a previous attempt (or someone) may have opened it
+        found = revert is not None
+        if revert is None:
+            self.store.record(run_id, "revert_requested", pr=j.reverts_pr, merge_sha=original.merge_commit_sha,
+                              repeated=j.requested)
+            body = (f"nfu-tui: the deploy of #{j.reverts_pr} (run #{j.failed_run}) failed on "
+                    f"{', '.join(bad) or 'a host'}. This reverts it"
+                    + (f"; {len(j.hosts)} host(s) that had switched will be rolled back."
+                       if j.strategy == "revert-commit" and j.hosts else "."))
+            try:
+                revert = await self.github.revert_pull(original.node_id, title=revert_title(original), body=body)
+            except NfuError:
+                # A 5xx or a lost connection does not say GitHub did nothing: look before failing.
+                revert = await self._open_revert_of(original)
+                if revert is None:
+                    raise
+                found = True
         self.store.record(run_id, "revert_opened", revert_pr=revert.number, head_sha=revert.head_sha,
-                          url=revert.html_url, base_sha=revert.base_sha)
+                          url=revert.html_url, base_sha=revert.base_sha, found=found)
         j.revert_pr, j.revert_head, j.revert_url = revert.number, revert.head_sha, revert.html_url
-        self._sink("revert_opened", run=run_id, revert_pr=revert.number, head=revert.head_sha)
+        self._sink("revert_found" if found else "revert_opened", run=run_id, revert_pr=revert.number,
+                   head=revert.head_sha)
         await self._record_context(run_id, revert)
         if self._on_revert_opened is not None:
             self._on_revert_opened(revert.number)
         plan = ("merging it and rolling back the hosts that had switched" if j.strategy == "revert-commit"
                 else "merge it to roll back")
-        await self._comment(j.reverts_pr, f"nfu-tui: deploy failed on {', '.join(bad) or 'a host'}; opened the "
-                                          f"revert #{revert.number} ({plan}).")
+        verb = "using the open revert" if found else "opened the revert"
+        await self._comment(j.reverts_pr, f"nfu-tui: deploy failed on {', '.join(bad) or 'a host'}; {verb} "
+                                          f"#{revert.number} ({plan}).")
+
+    async def _open_revert_of(self, original: UpdatePR) -> UpdatePR | None:
+        """The open PR reverting ``original`` (full detail), if there is one."""
+        found = find_revert(await self.github.open_pulls_into(original.base_ref or "main"), original)
+        return await self.github.get_pull(found.number, wait_mergeable=False) if found is not None else None
 
     async def _record_context(self, run_id: int, revert: Any) -> None:
         """The revert's lock diff for the history (best effort)."""
@@ -575,14 +615,16 @@ class RollbackManager:
             cmd = await self.fleet.wait_for_command(command_id, self.command_timeout)
         except (TimeoutError, asyncio.TimeoutError):
             return self._host_failed(host, f"the rollback did not finish within {self.command_timeout / 60:g} min; "
-                                           "check the host")
+                                           "check the host", command_id)
         ok, detail = interpret_command(cmd)
         if ok:
             return HostOutcome(host, Outcome.OK, "rollback", detail or "rolled back to the previous generation")
-        return self._host_failed(host, detail)
+        return self._host_failed(host, detail, command_id)
 
-    def _host_failed(self, host: str, detail: str) -> HostOutcome:
-        return HostOutcome(host, Outcome.FAILED, "rollback", detail, inert_lines(self.fleet.output_lines(host)))
+    def _host_failed(self, host: str, detail: str, command_id: str | None = None) -> HostOutcome:
+        """A failed rollback with the last lines of its command (of the host, when the command is unknown)."""
+        return HostOutcome(host, Outcome.FAILED, "rollback", detail,
+                           inert_lines(self.fleet.output_lines(host, command_id)))
 
     async def _resume_host_rollback(self, run: Any) -> HostRollbackResult:
         from nfu_tui.core.store import local_actor
@@ -616,13 +658,11 @@ class RollbackManager:
     def _from_system(self, host: str, since: datetime | None) -> HostOutcome:
         """Judge an interrupted rollback by the System compartment reported after it started."""
         h = self.fleet.host(host)
-        checked = _parse_time(h.system.checked_at) if h is not None else None
-        if h is not None and checked is not None and since is not None and checked >= since \
-                and "rollback" in h.system.message.lower():
-            if h.system.state is CompartmentState.OK:
-                return HostOutcome(host, Outcome.OK, "rollback", f"the interrupted rollback completed ({h.system.message})")
-            if h.system.state is CompartmentState.ERROR:
-                return self._host_failed(host, f"the interrupted rollback failed ({h.system.message})")
+        verdict = system_verdict(h, since) if h is not None and "rollback" in h.system.message.lower() else None
+        if verdict is True:
+            return HostOutcome(host, Outcome.OK, "rollback", f"the interrupted rollback completed ({h.system.message})")
+        if verdict is False:
+            return self._host_failed(host, f"the interrupted rollback failed ({h.system.message})")
         return self._host_failed(host, "the interrupted rollback's outcome is unknown (not repeated: a second "
                                        "rollback would go back one more generation); verify the host")
 
@@ -648,7 +688,9 @@ __all__ = [
     "RollbackOutcome",
     "STRATEGIES",
     "failed_hosts",
+    "find_revert",
     "last_outcomes",
+    "revert_title",
     "rollback_plan",
     "switched_hosts",
 ]
