@@ -223,3 +223,23 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], m
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nfu-tui sim: ") and message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("hosts = 3\n", "hosts must be an array of tables"),
+        ('seed = "x"\n', "scenario.seed"),
+        ("speed = true\n", "scenario.speed"),
+        ('[[prs]]\nnumber = "42"\n', "prs[0].number"),
+        ('[[hosts]]\nname = "a"\nonline = 1\n', "hosts[0].online"),
+        ('[[hosts]]\nname = "a"\nfaults = ["explode"]\n', "unknown fault(s) explode"),
+    ],
+)
+def test_bad_scenarios_are_one_clear_error(tmp_path, text: str, message: str) -> None:
+    from nfu_tui.sim.scenario import ScenarioError, load_scenario
+
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError, match=re.escape(message)):
+        load_scenario(path)

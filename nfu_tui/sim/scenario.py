@@ -38,6 +38,7 @@ TOML shape (every key optional)::
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import tomllib
 from dataclasses import dataclass, field
@@ -156,11 +157,35 @@ class ScenarioError(ValueError):
     pass
 
 
+def _rows(value: Any, key: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(row, dict) for row in value):
+        raise ScenarioError(f"{key} must be an array of tables ([[{key}]] sections)")
+    return value
+
+
+def _check_type(f: dataclasses.Field[Any], value: Any, where: str) -> None:
+    """Type-check a scenario value against its field's default (bool, int, float, str or a list)."""
+    if f.default is not dataclasses.MISSING and f.default is not None:
+        want: tuple[type, ...] = (type(f.default),)
+        if want == (float,):
+            want = (int, float)
+        ok = isinstance(value, want) and not (isinstance(value, bool) and bool not in want)
+    elif f.default_factory is not dataclasses.MISSING:
+        ok = isinstance(value, list)
+    else:  # a required field: its annotation is a plain type name
+        want = {"int": int, "str": str}.get(str(f.type), object)
+        ok = isinstance(value, want) and not isinstance(value, bool)
+    if not ok:
+        raise ScenarioError(f"{where}.{f.name}: {value!r} has the wrong type")
+
+
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    known = set(cls.__dataclass_fields__)
-    unknown = set(data) - known
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
     if unknown:
         raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    for key, value in data.items():
+        _check_type(fields[key], value, where)
     return cls(**data)
 
 
@@ -173,7 +198,7 @@ def parse_scenario(data: dict[str, Any], *, hosts: int | None = None) -> Scenari
         scn.hosts = generated_hosts(hosts, scn.seed)
     elif host_rows is not None:
         scn.hosts = []
-        for i, row in enumerate(host_rows):
+        for i, row in enumerate(_rows(host_rows, "hosts")):
             spec = _build(HostSpec, dict(row), f"hosts[{i}]")
             spec.faults = set(spec.faults)
             bad = spec.faults - HOST_FAULTS
@@ -186,7 +211,7 @@ def parse_scenario(data: dict[str, Any], *, hosts: int | None = None) -> Scenari
         scn.hosts = default_scenario(seed=scn.seed).hosts
     if pr_rows is not None:
         scn.prs = []
-        for i, row in enumerate(pr_rows):
+        for i, row in enumerate(_rows(pr_rows, "prs")):
             pr = _build(PRSpec, dict(row), f"prs[{i}]")
             if pr.ci not in CI_STATES:
                 raise ScenarioError(f"prs[{i}]: ci must be one of {sorted(CI_STATES)}")
