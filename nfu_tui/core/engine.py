@@ -20,7 +20,9 @@ Reliability rules:
   turns ``ERROR`` while the process keeps running, with an idle agent or a switch in
   ``AWAITING_RECONNECT`` it stays ``KILLING`` and the host refuses every later op
   (``command_pending``) until someone sends ``ignore``. So the engine **never sends
-  kill**: it says which hosts are still running and follows their commands to their
+  kill** (the product brief's "try the dashboard's kill" is deliberately not followed;
+  the contract shows it strands hosts): it says which hosts are still running, and that
+  the dashboard cannot stop them, and follows their commands to their
   real outcome (a switch that succeeds is ``ok``). Only on explicit request
   (``cancel(release_hosts=True)``) it sends ``timeout-action ignore`` for running
   commands, which frees the host in the dashboard while the process keeps running on
@@ -63,7 +65,9 @@ started, e.g. maintenance windows; the engine pauses while it says no) and
 
 Pure decision helpers (:func:`merge_refusal`, :func:`ci_refusal`,
 :func:`interpret_dispatch`, :func:`interpret_command`, :func:`switch_needs_force`,
-:func:`health_problems`, :class:`JournalState`) are unit-tested directly.
+:func:`command_status_note`, :func:`unfinished_detail`, :func:`system_verdict`,
+:func:`judge_lost_command`, :func:`health_problems`, :class:`JournalState`) are
+unit-tested directly.
 """
 
 from __future__ import annotations
@@ -1351,9 +1355,11 @@ class DeployEngine:
                     lost_note = detail
                     await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=detail))
             if now >= deadline:
-                if status != "RUNNING_WARNING" or lost:
-                    return False, unfinished_detail(op, status, round((now - began) / 60, 1),
-                                                    h.pending_command if h is not None else "")
+                minutes = round((now - began) / 60, 1)
+                if lost:
+                    return False, f"{lost_note}; still not finished after {minutes:g} min; verify the host"
+                if status != "RUNNING_WARNING":
+                    return False, unfinished_detail(op, status, minutes, h.pending_command if h is not None else "")
                 deadline = now + guard  # its hard timeout has not passed on the dashboard: keep waiting
             await self._wait_for_news(command_id, host, max(0.0, min(1.0, deadline - loop.time())))
 
