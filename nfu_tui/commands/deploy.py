@@ -6,9 +6,10 @@
 
 Prints the plan, asks for confirmation on a terminal (``--yes`` skips it; without a
 terminal ``--yes`` is required), then one line per state change
-(``12:03:04 gpc0 pull started``). Ctrl-C cancels the deploy (no new host starts; the
-dashboard is asked to kill running commands); a second Ctrl-C, or SIGTERM, stops the
-process and leaves the run resumable with ``--resume``.
+(``12:03:04 gpc0 pull started``). Ctrl-C cancels the deploy: no new host starts, and
+the commands already running are followed to their real outcome (the dashboard cannot
+stop them). A second Ctrl-C, or SIGTERM, stops the process at once and leaves the run
+resumable with ``--resume``.
 
 Exit codes: 0 success (hosts still offline and queued are not failures), 1 a host
 failed, the merge was refused, the deploy was cancelled, or a service could not be
