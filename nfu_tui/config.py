@@ -361,6 +361,26 @@ def resolve_secrets(cfg: Config, *, env: dict[str, str] | None = None, use_gh: b
     return s
 
 
+def load_settings(path: str | Path | None = None) -> tuple[Config, Secrets]:
+    """The configuration and its resolved secrets; ConfigError (message for the user) when bad."""
+    cfg = load_config(path)
+    return cfg, resolve_secrets(cfg)
+
+
+def missing_settings(cfg: Config, secrets: Secrets, *, token: bool = True, password: bool = True) -> list[str]:
+    """What a command that talks to both services lacks, one sentence each (empty = complete)."""
+    problems = [
+        f"{key} not configured (see `nfu-tui config check`)"
+        for key, value in (("github.repo", cfg.github.repo), ("dashboard.url", cfg.dashboard.url))
+        if not value
+    ]
+    if token and secrets.github_token is None:
+        problems.append("no GitHub token (set NIXFLEET_GITHUB_TOKEN, github.token_file, or log in with `gh auth login`)")
+    if password and secrets.dashboard_password is None:
+        problems.append("no dashboard password (set dashboard.password_file or NIXFLEET_PASSWORD)")
+    return problems
+
+
 # --- starter file -------------------------------------------------------------
 
 STARTER: dict[str, Any] = {

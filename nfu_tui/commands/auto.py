@@ -59,29 +59,19 @@ def run(args: argparse.Namespace) -> int:
     if args.stop_grace < 0 or args.ready_timeout <= 0:
         print(f"{PROG}: --stop-grace must be >= 0 and --ready-timeout > 0", file=sys.stderr)
         return 2
-    from nfu_tui.config import ConfigLoadError, load_config, resolve_secrets
+    from nfu_tui.config import load_settings, missing_settings
     from nfu_tui.errors import ConfigError
 
     log = JsonLog(sys.stdout)
     try:
-        cfg = load_config(args.config)
-        secrets = resolve_secrets(cfg)
-    except ConfigLoadError as exc:
-        log("config_error", level="error", message=exc.message)
-        print(exc.message, file=sys.stderr)
-        return 2
+        cfg, secrets = load_settings(args.config)
     except ConfigError as exc:
         log("config_error", level="error", message=exc.message)
         print(f"{PROG}: {exc.message}", file=sys.stderr)
         return 2
     for warning in secrets.warnings:
         log("config_warning", level="warning", message=warning)
-    problems = [f"{k} not configured" for k, v in (("github.repo", cfg.github.repo),
-                                                   ("dashboard.url", cfg.dashboard.url)) if not v]
-    if secrets.github_token is None:
-        problems.append("no GitHub token (NIXFLEET_GITHUB_TOKEN, github.token_file or `gh auth login`)")
-    if secrets.dashboard_password is None:
-        problems.append("no dashboard password (dashboard.password_file or NIXFLEET_PASSWORD)")
+    problems = missing_settings(cfg, secrets)
     if problems:
         for problem in problems:
             log("config_error", level="error", message=problem)

@@ -94,24 +94,18 @@ class _Deploy:
         self.interrupts = 0
 
     async def main(self) -> int:
-        from nfu_tui.config import ConfigLoadError, load_config, resolve_secrets
+        from nfu_tui.config import load_settings, missing_settings
         from nfu_tui.errors import ConfigError, DeployLocked, NfuError
 
         try:
-            cfg = load_config(self.args.config)
-            secrets = resolve_secrets(cfg)
-        except ConfigLoadError as exc:
-            print(exc.message, file=sys.stderr)
-            return 2
+            cfg, secrets = load_settings(self.args.config)
         except ConfigError as exc:
             return _bad(exc.message)
         for warning in secrets.warnings:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
-        missing = [k for k, v in (("github.repo", cfg.github.repo), ("dashboard.url", cfg.dashboard.url)) if not v]
-        if missing:
-            return _bad(f"{' and '.join(missing)} not configured (see `nfu-tui config check`)")
-        if secrets.github_token is None:
-            return _bad("no GitHub token (set NIXFLEET_GITHUB_TOKEN, github.token_file, or log in with `gh auth login`)")
+        problems = missing_settings(cfg, secrets, password=False)  # asked for below on a terminal
+        if problems:
+            return _bad("; ".join(problems))
         if secrets.dashboard_password is None:
             if not sys.stdin.isatty():
                 return _bad("no dashboard password (set dashboard.password_file or NIXFLEET_PASSWORD)")

@@ -32,27 +32,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from nfu_tui.config import ConfigLoadError, load_config, resolve_secrets
+    from nfu_tui.config import load_settings, missing_settings
     from nfu_tui.errors import ConfigError
 
     try:
-        cfg = load_config(args.config)
-        secrets = resolve_secrets(cfg)
-    except ConfigLoadError as exc:
-        print(exc.message, file=sys.stderr)
-        return 2
+        cfg, secrets = load_settings(args.config)
     except ConfigError as exc:
         print(f"nfu-tui status: {exc.message}", file=sys.stderr)
         return 2
-    missing = [k for k, v in (("github.repo", cfg.github.repo), ("dashboard.url", cfg.dashboard.url)) if not v]
-    if missing:
-        print(f"nfu-tui status: {' and '.join(missing)} not configured (see `nfu-tui config check`)", file=sys.stderr)
-        return 2
-    if secrets.dashboard_password is None:
-        print(
-            "nfu-tui status: no dashboard password (set dashboard.password_file or NIXFLEET_PASSWORD)",
-            file=sys.stderr,
-        )
+    problems = missing_settings(cfg, secrets, token=False)  # a public repository can be read without one
+    if problems:
+        print("nfu-tui status: " + "; ".join(problems), file=sys.stderr)
         return 2
     return asyncio.run(_status(cfg, secrets, as_json=args.json, insecure=args.insecure))
 

@@ -8,15 +8,11 @@ from typing import Any
 
 
 def run(args: argparse.Namespace) -> int:
-    from nfu_tui.config import ConfigLoadError, load_config, resolve_secrets
+    from nfu_tui.config import load_settings
     from nfu_tui.errors import ConfigError
 
     try:
-        cfg = load_config(args.config)
-        secrets = resolve_secrets(cfg)
-    except ConfigLoadError as exc:
-        print(exc.message, file=sys.stderr)
-        return 2
+        cfg, secrets = load_settings(args.config)
     except ConfigError as exc:
         print(f"nfu-tui: {exc.message}", file=sys.stderr)
         return 2
