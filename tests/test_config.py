@@ -250,3 +250,18 @@ def test_fork_repos_are_validated(tmp_path: Path) -> None:
     assert cfg.github.fork_repos == ["bot/nixcfg"]
     probs = problems_for(tmp_path, '[github]\nfork_repos = ["not a slug"]\n')
     assert any(p.startswith("github.fork_repos") for p in probs)
+
+
+def test_tui_refuses_plain_http_to_a_remote_dashboard_before_starting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[dashboard]\nurl = "http://fleet.example.com"\n')
+    assert main(["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "refusing plain http://" in err and "--insecure" in err
+
+
+def test_tui_without_anything_configured_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[github]\npoll_minutes = 5\n")
+    assert main(["--config", str(cfg)]) == 2
+    assert "config init" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from typing import Any
 
 
 def run(args: argparse.Namespace) -> int:
-    from nfu_tui.config import load_settings
+    from nfu_tui.config import is_loopback_url, load_settings
     from nfu_tui.errors import ConfigError
 
     try:
@@ -20,6 +20,14 @@ def run(args: argparse.Namespace) -> int:
         print(
             "nfu-tui: nothing to show: neither github.repo nor dashboard.url is configured.\n"
             "  Create a configuration with `nfu-tui config init`, or try `nfu-tui demo`.",
+            file=sys.stderr,
+        )
+        return 2
+    url = cfg.dashboard.url
+    if url.startswith("http://") and not (args.insecure or cfg.dashboard.insecure or is_loopback_url(url)):
+        print(
+            f"nfu-tui: refusing plain http:// to {url}: the dashboard password would travel in clear.\n"
+            "  Use https://, or pass --insecure (or set dashboard.insecure = true) if you really mean it.",
             file=sys.stderr,
         )
         return 2
