@@ -27,7 +27,7 @@ from nfu_tui.core.fleet import ChangeKind, FleetChange, FleetModel
 from nfu_tui.core.live import LiveFleet
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import DeployLock, Store, local_actor
-from nfu_tui.errors import GitHubRateLimited, LoginFailed, NfuError
+from nfu_tui.errors import GitHubNotFound, GitHubRateLimited, LoginFailed, NfuError
 from nfu_tui.models import Command, Host, Notification, RateBudget, UpdatePR
 
 log = logging.getLogger(__name__)
@@ -339,7 +339,11 @@ class FleetService:
         assert self.github is not None
         prs = await self.github.list_update_prs()
         for number in sorted(self.tracked_prs - {p.number for p in prs}):
-            extra = await self.github.get_pull(number, wait_mergeable=False)
+            try:
+                extra = await self.github.get_pull(number, wait_mergeable=False)
+            except GitHubNotFound:  # deleted (or the repo moved on): stop tracking it, keep polling
+                self.tracked_prs.discard(number)
+                continue
             if extra.state == "open" and not extra.merged:
                 prs.append(extra)
             else:
