@@ -377,8 +377,9 @@ async def test_merge_and_deploy_through_the_plan_to_a_failure_panel_with_per_hos
         screen = app.screen
         await pilot.pause(0.1)
         assert screen.has_class("-failed")
-        panel = _render(screen.query_one("#failure").content)
-        assert "✗ hsb0 failed in switch" in panel and "alert only" in panel and "Last lines of hsb0" in panel
+        panel = _render(screen.query_one("#failure-text").content)
+        assert "✗ hsb0 failed in switch" in panel and "Last lines of hsb0" in panel
+        assert "(rollback strategy: revert-commit)" in panel and " b  roll back now: revert PR #42" in panel
         log = screen.query_one(HostLog)
         assert log.line_count > 0  # the auto-followed host's output
         await pilot.press("i")  # every host interleaved

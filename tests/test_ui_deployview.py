@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from nfu_tui.config import Config
+from nfu_tui.config import Config, RollbackConfig
 from nfu_tui.core import engine as eng
 from nfu_tui.core.plan import make_plan
 from nfu_tui.models import Host
 from nfu_tui.ui.deployview import DeployView
 from nfu_tui.ui.fleetview import Progress
-from nfu_tui.ui.screens.deploy import failure_text, row_cells
+from nfu_tui.ui.screens.deploy import can_roll_back, failure_text, next_steps, row_cells
 
 T0 = datetime(2026, 5, 17, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -65,11 +65,11 @@ def test_a_failed_run_folds_into_rows_stage_and_a_failure_panel():
     assert view.apply(finished) is True
     assert view.finished and view.succeeded is False
     assert view.counts() == (2, 3)
-    panel = failure_text(view)
+    panel = failure_text(view, RollbackConfig(strategy="alert-only"))
     assert panel is not None
     assert "✗ gpc0 failed in switch: exit 1" in panel.plain
     assert "[bold]not markup[/bold] [/nix/store/abc]" in panel.plain  # shown literally
-    assert "alert only" in panel.plain
+    assert "(rollback strategy: alert-only)" in panel.plain and "Nothing is reverted automatically" in panel.plain
     cells = [c.plain for c in row_cells(view.rows["gpc0"], at(40))]
     assert cells[:6] == ["1", "gpc0 ★", "✗ failed", "switch", "", "0:27"]
 
@@ -105,3 +105,61 @@ def test_queued_hosts_leave_the_run_waiting():
         view.apply(eng.HostFinished(at=at(3), run_id=7, host=host, outcome=eng.HostOutcome(host, eng.Outcome.OK)))
     assert view.stage == "waiting-queued"
     assert view.counts() == (2, 3)
+
+
+def failed_view(**changes) -> DeployView:
+    """A finished manual run of PR #42 (merged) in which gpc0 failed."""
+    view = DeployView.from_plan(plan(), lambda: at(0))
+    view.apply(eng.Merged(at=at(1), run_id=7, pr_number=42, merge_sha="m" * 40))
+    failed = eng.HostOutcome("gpc0", eng.Outcome.FAILED, "switch", "exit 1")
+    view.finish(result(eng.RunStatus.FAILED, [failed]))
+    for key, value in changes.items():
+        setattr(view, key, value)
+    return view
+
+
+def test_next_steps_follow_the_rollback_strategy():
+    revert = next_steps(failed_view(), RollbackConfig(strategy="revert-commit")).plain
+    assert " b  roll back now: revert PR #42, redeploy the hosts that had switched" in revert
+    assert " h  hold gpc0" in revert and " R  roll the highlighted host back alone" in revert
+    pr = next_steps(failed_view(), RollbackConfig(strategy="revert-pr")).plain
+    assert " b  open a revert PR of #42 now" in pr
+    alert = next_steps(failed_view(), RollbackConfig(strategy="alert-only")).plain
+    assert " b " not in alert and "Nothing is reverted automatically" in alert
+    off = next_steps(failed_view(), RollbackConfig(enabled=False)).plain
+    assert "(rollback strategy: disabled)" in off and " b " not in off
+    auto = next_steps(failed_view(trigger="auto"), RollbackConfig()).plain
+    assert " b " not in auto and "Automation applies the strategy (revert-commit) itself" in auto
+    redeploy = next_steps(failed_view(recovery=True), RollbackConfig()).plain
+    assert " b " not in redeploy and "rollback's redeploy" in redeploy
+    held = next_steps(failed_view(), RollbackConfig(), held={"gpc0"}).plain
+    assert " h " not in held and "gpc0 held" in held
+    started = failed_view(rollback_note="⟳ rolling back (revert-commit)…")
+    assert not can_roll_back(started, RollbackConfig())
+    assert "Rollback: ⟳ rolling back (revert-commit)…" in next_steps(started, RollbackConfig()).plain
+    assert can_roll_back(failed_view(), RollbackConfig()) and not can_roll_back(failed_view(merge_sha=""), RollbackConfig())
+
+
+def test_the_result_is_the_final_word_when_it_arrives_before_the_last_events():
+    view = DeployView.from_plan(plan(), lambda: at(9))
+    outcome = eng.HostOutcome("gpc0", eng.Outcome.OK, "switch")
+    res = result(eng.RunStatus.SUCCEEDED, [outcome])
+    view.finish(res)  # the deploy worker returned before the batched events were applied
+    late = [
+        eng.HostStarted(at=at(3), run_id=7, host="gpc0", phase="pull"),
+        eng.RunFinished(at=at(5), run_id=7, result=res, notification=eng.notification_for(res)),
+    ]
+    assert [view.apply(e) for e in late] == [False, True]  # the toast still comes with RunFinished
+    assert view.finished and view.rows["gpc0"].state == "ok" and len(view.events) == 2
+
+
+def test_a_run_started_elsewhere_is_shown_from_the_journal(tmp_path):
+    from nfu_tui.core.store import Store
+
+    with Store(tmp_path / "j.sqlite3") as store:
+        run_id = store.create_run("deploy", actor="root@box", trigger="auto", pr=43, plan=plan().to_dict())
+        store.record(run_id, "revert_redeploy", parent=1)
+        view = DeployView.from_run(store.get_run(run_id), lambda: at(0), resumed=False)
+    assert (view.run_id, view.trigger, view.recovery) == (run_id, "auto", True)
+    assert view.headline == f"automatic run #{run_id} started" and view.order == ["gpc0", "hsb0", "hsb8"]
+    assert view.rows["gpc0"].state == "waiting"

@@ -66,3 +66,57 @@ async def test_lines_are_painted_literally():
         log.show_lines(["[bold]x[/bold] [/nix/store/abc] [red]r"])
         await pilot.pause()
         assert log.render_line(0).text.startswith("[bold]x[/bold] [/nix/store/abc] [red]r")
+
+
+# --- pure texts: the automation badge and status line, span tidying ------------------------
+
+
+def _decision(state: str, template: str, **kw):
+    from nfu_tui.core.automation import AutoState, Decision
+
+    return Decision(AutoState(state), template, **kw)
+
+
+def test_the_automation_badge_and_line_say_what_automation_does():
+    from datetime import datetime, timedelta, timezone
+
+    from nfu_tui.ui.widgets.header import AutomationStatus, automation_badge, automation_text, header_text
+
+    now = datetime(2026, 8, 12, 14, 0, tzinfo=timezone.utc)
+    waiting = _decision("waiting-delay", "merging PR #42 in {in} — waiting for CI", due=now + timedelta(minutes=37),
+                        window="next window Sat 02:00")
+    on = AutomationStatus(waiting, enabled=True)
+    assert automation_badge(on) == ("auto wait", "cyan")
+    assert automation_text(on, now).plain == " ⚙ AUTO  merging PR #42 in 37 min — waiting for CI · next window Sat 02:00"
+    assert automation_text(on, now + timedelta(minutes=36, seconds=30)).plain.endswith("<1 min — waiting for CI · next window Sat 02:00")
+    window = _decision("waiting-window", "PR #42 ready — next window Sat 02:00", window="next window Sat 02:00")
+    assert automation_text(AutomationStatus(window, enabled=True), now).plain.count("next window") == 1
+    # the runner reports "busy" while it runs a rollback with automation off: still "off"
+    busy = AutomationStatus(_decision("busy", "deploying PR #43 (run #4)"), enabled=False)
+    assert automation_badge(busy) == ("auto off", "dim") and automation_text(busy, now) is None
+    assert automation_badge(AutomationStatus()) is None  # before the first decision
+    failed = AutomationStatus(waiting, "RuntimeError: boom; retrying in 30 s", enabled=True)
+    assert automation_badge(failed) == ("auto ✗", "bold red")
+    assert "automation stopped: RuntimeError: boom" in automation_text(failed, now).plain
+    status = type("S", (), {"dashboard": "live", "github": "ok", "rate": None, "last_poll": None})()
+    line = header_text(status, now, compact=True, automation=on).plain
+    assert line.startswith(" nfu-tui  │ auto wait │ dash ● live") and len(line) <= 80
+
+
+def test_unlead_keeps_runs_from_starting_with_a_space():
+    from rich.text import Span, Text
+
+    from nfu_tui.ui.spans import GAP, unlead
+
+    text = Text()
+    text.append("✗ hsb0 failed", style="bold red")
+    text.append(" in switch", style="bold red")  # leading space of a foreground span: moved out
+    text.append(": boom\n")
+    text.append(" o ", style="bold reverse")  # a badge keeps its spaces
+    text.append(" deploy anyway")  # unstyled text after spaces: the spaces get their own run
+    unlead(text)
+    plain = text.plain
+    assert plain == "✗ hsb0 failed in switch: boom\n o  deploy anyway"
+    assert Span(14, 23, "bold red") in text.spans
+    assert Span(30, 33, "bold reverse") in text.spans and Span(33, 34, GAP) in text.spans
+    assert all(plain[s.start] != " " for s in text.spans if s.style not in ("bold reverse", GAP))

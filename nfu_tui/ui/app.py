@@ -4,7 +4,15 @@ The app never talks HTTP. It subscribes to the :class:`FleetService` (``subscrib
 coalesces its events (:class:`~nfu_tui.ui.messages.EventBatcher`) and publishes at most
 one :class:`~nfu_tui.ui.messages.ServiceUpdate` per flush interval on the
 ``service_updated`` signal, which the screens subscribe to. Intents (hold, refresh,
-login, deploy) run in workers with ``exit_on_error=False``; a failure becomes a toast.
+login, deploy, rollback) run in workers with ``exit_on_error=False``; a failure becomes
+a toast.
+
+Automation: once the service is started the app creates an
+:class:`~nfu_tui.core.automation.AutomationRunner` (also when automation is off: it
+installs the recorder that journals each run's lock diff, and it runs rollbacks) and
+runs it in a worker that survives the runner's failures. Its decisions feed the
+header and the status line; deploys it starts (and rollback redeploys) show on the
+deploy screen like manual ones.
 
 Start-up is kept fast: the service (and with it httpx/websockets) may be built by a
 factory after the first frame, and connecting happens in a worker.
@@ -14,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,9 +37,15 @@ from nfu_tui.models import Host
 from nfu_tui.ui.fleetview import HostMeta, Progress
 from nfu_tui.ui.messages import EventBatcher, ServiceUpdate
 from nfu_tui.ui.screens.main import MainScreen
+from nfu_tui.ui.widgets.header import AutomationStatus
 
 if TYPE_CHECKING:
     from nfu_tui.ui.deployview import DeployView
+
+log = logging.getLogger(__name__)
+
+AUTOMATION_RETRY = 30.0
+"""Seconds before the automation loop starts again after an unexpected error."""
 
 
 class FleetServiceAPI(Protocol):
@@ -39,6 +54,7 @@ class FleetServiceAPI(Protocol):
     status: Any
     prs: list[Any]
     store: Any  # nfu_tui.core.store.Store (journal + audit)
+    config: Any  # nfu_tui.config.Config
     lock_label: str
 
     def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]: ...
@@ -52,14 +68,18 @@ class FleetServiceAPI(Protocol):
     def update_headline(self) -> str | None: ...
     async def login(self, password: str, totp: str | None = None) -> None: ...
     async def refresh(self) -> None: ...
+    async def github_login(self) -> str | None: ...
     def held(self) -> set[str]: ...
     async def set_hold(self, host_ids: list[str], held: bool) -> None: ...
     def host_config(self, host_id: str) -> Any: ...
+    def automation_enabled(self) -> bool: ...
     def plan(self, pr_number: int, host_ids: list[str] | None = None) -> Any: ...
     async def deploy(self, plan: Any) -> Any: ...
     async def resume(self, run_id: int) -> Any: ...
     def unfinished_runs(self) -> list[Any]: ...
-    def cancel_deploy(self) -> None: ...
+    def cancel_deploy(self, *, release_hosts: bool = False) -> None: ...
+    def stop_waiting(self) -> None: ...
+    def abandon_run(self, run_id: int, *, where: str = "the TUI") -> None: ...
 
 
 def _fleet_commands() -> type:
@@ -73,8 +93,29 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def automation_question(config: Any, windows: Any) -> str:
+    """What turning automation on means, in the words of the configuration."""
+    auto = config.flake_updates.automation
+    rollback = config.flake_updates.rollback
+    ci = "CI is green" if auto.require_ci else "CI is green (or there is no CI: require_ci = false)"
+    hosts = {
+        "all": "every host not held (offline ones when they come back)",
+        "online-only": "the hosts online at the time (not held)",
+        "none": "no host: merge only",
+    }[auto.deploy_strategy]
+    when = "at any time (no maintenance window configured)" if windows.always_open else f"only in the maintenance windows ({windows})"
+    after = f"rollback strategy {rollback.strategy}" if rollback.enabled else "no rollback (rollback.enabled = false)"
+    return (
+        "Turn full automation on?\n\n"
+        f"nfu-tui then merges the newest update PR by itself once it is {auto.delay_minutes:g} min old and {ci}, "
+        f"{when}, and deploys it to {hosts}, {auto.max_parallel} at a time, canaries first. "
+        f"On a failure: {after}.\n\n"
+        "The setting is saved (shared with `nfu-tui auto`) and written to the audit trail. A turns it off again."
+    )
+
+
 class NfuApp(App[int]):
-    """nfu-tui: fleet grid, update PRs, merge & deploy."""
+    """nfu-tui: fleet grid, update PRs, merge & deploy, automation, rollback, history."""
 
     TITLE = "nfu-tui"
     CSS_PATH = "app.tcss"
@@ -84,6 +125,14 @@ class NfuApp(App[int]):
         Binding("q", "quit", "Quit", tooltip="Quit nfu-tui", id="app.quit"),
         Binding("question_mark", "help", "Help", key_display="?", tooltip="Every key binding and the legend", id="app.help"),
         Binding("r", "refresh", "Refresh", show=False, tooltip="Poll GitHub and resync the dashboard now", id="app.refresh"),
+        Binding(
+            "A", "toggle_automation", "Automation on/off", show=False,
+            tooltip="Turn full automation on (asks first) or off; saved and audited", id="app.automation",
+        ),
+        Binding(
+            "H", "history", "History", show=False,
+            tooltip="Past runs (lock diff, plan, host outcomes, timeline) and the audit trail", id="app.history",
+        ),
     ]
 
     def __init__(
@@ -94,7 +143,9 @@ class NfuApp(App[int]):
         clock: Callable[[], datetime] = utcnow,
         flush_interval: float = 0.1,
         bell: bool = True,
+        automation_kw: Mapping[str, Any] | None = None,
     ) -> None:
+        """``automation_kw``: extra keyword arguments for the AutomationRunner (tests: ``engine_kw``)."""
         super().__init__()
         if service is None and service_factory is None:
             raise ValueError("NfuApp needs a service or a service_factory")
@@ -105,12 +156,17 @@ class NfuApp(App[int]):
         self.ring_bell = bell
         self.service_updated: Signal[ServiceUpdate] = Signal(self, "service-updated")
         self.deploy_view: DeployView | None = None
+        self.runner: Any = None  # nfu_tui.core.automation.AutomationRunner once the service started
+        self.automation = AutomationStatus()
+        self._automation_kw = dict(automation_kw or {})
         self._batcher = EventBatcher()
         self._flush_scheduled = False
         self._unsubscribe: Callable[[], None] | None = None
         self._login_asked = False
         self._stopped = False
         self._pulse_timer: Any = None
+        self._offers: list[Any] = []  # unfinished runs still to offer (resume/abandon/later)
+        self._rolling_back: set[str] = set()  # hosts whose per-host rollback runs now
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -130,17 +186,55 @@ class NfuApp(App[int]):
         self._unsubscribe = self.service.subscribe(self._on_service_event)
         self.service_updated.publish(ServiceUpdate(all_hosts=True, prs=True, status=True))
         await self.service.start()
-        unfinished = [run for run in self.service.unfinished_runs() if run.kind == "deploy"]
-        if unfinished:
-            run = max(unfinished, key=lambda r: r.id)
-            busy = self._deploy_lock_holder()
-            if busy is None:
-                self.offer_resume(run)
-            else:  # not interrupted: another process is deploying it right now
-                self.notify(f"Run #{run.id} (PR #{run.pr}): {busy}", title="Deploy in progress", markup=False)
+        self._start_automation()
+        self._offer_unfinished()
+
+    def _start_automation(self) -> None:
+        """Create the runner (it also records lock diffs and runs rollbacks) and run it."""
+        from nfu_tui.core.automation import AutomationRunner
+        from nfu_tui.errors import NfuError
+
+        try:
+            self.runner = AutomationRunner(self.service, clock=self.clock, **self._automation_kw)
+        except NfuError as exc:  # e.g. the journal cannot be read
+            self._automation_failed(exc.message)
+            return
+        self.runner.subscribe(self._on_decision)
+        self._run_automation()
+
+    @work(group="automation", exclusive=True, exit_on_error=False, description="automation")
+    async def _run_automation(self) -> None:
+        """The runner's loop; an unexpected error is shown and the loop starts again later."""
+        runner = self.runner
+        while not runner.stopping:
+            try:
+                await runner.run_forever()
+            except Exception as exc:  # noqa: BLE001 - automation must never take the app down
+                log.exception("automation failed")
+                self._automation_failed(f"{type(exc).__name__}: {exc}; retrying in {AUTOMATION_RETRY:g} s")
+                await asyncio.sleep(AUTOMATION_RETRY)
+                self.automation = AutomationStatus(self.automation.decision, enabled=self.automation.enabled)
+
+    def _automation_failed(self, message: str) -> None:
+        self.automation = AutomationStatus(self.automation.decision, message, self.automation.enabled)
+        self.notify(message, title="Automation stopped", severity="error", timeout=10, markup=False)
+        self.publish(ServiceUpdate(automation=True))
+
+    def _on_decision(self, decision: Any) -> None:
+        """Each decision of the runner; screens re-render when it changed (the countdown ticks on its own)."""
+        before = self.automation
+        assert self.service is not None
+        self.automation = AutomationStatus(decision, before.error, self.service.automation_enabled())
+        previous = before.decision
+        if (previous is None or not decision.same_as(previous) or decision.window != previous.window
+                or before.enabled != self.automation.enabled):
+            self.publish(ServiceUpdate(automation=True))
 
     async def _stop_service(self) -> None:
-        """Disconnect (bounded: quitting must not hang on a dead connection)."""
+        """Stop automation and disconnect (bounded: quitting must not hang on a dead connection)."""
+        if self.runner is not None:
+            self.runner.request_stop("nfu-tui quit")
+            self.runner.close()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -156,19 +250,25 @@ class NfuApp(App[int]):
             return
         from nfu_tui.ui.screens.confirm import ConfirmScreen
 
+        automatic = self.runner is not None and self.runner.acting
+
         def answered(yes: bool | None) -> None:
             if yes:
-                self.cancel_deploy()
-                self.exit(0)  # on_unmount stops the service
+                if not automatic:
+                    self.cancel_deploy()
+                self.exit(0)  # on_unmount stops automation and the service
 
-        self.push_screen(
-            ConfirmScreen(
+        if automatic:
+            question = (
+                "Automation is deploying. Quit anyway? No new host starts; the run stays in the journal and "
+                "automation resumes it at the next start. Commands already running on hosts finish on their own."
+            )
+        else:
+            question = (
                 "A deploy is running. Quit anyway? The run is cancelled: no new host starts; "
-                "commands already running on hosts finish on their own.",
-                yes="Quit",
-            ),
-            answered,
-        )
+                "commands already running on hosts finish on their own."
+            )
+        self.push_screen(ConfirmScreen(question, yes="Quit"), answered)
 
     async def on_unmount(self) -> None:
         await self._stop_service()
@@ -179,25 +279,54 @@ class NfuApp(App[int]):
         self._batcher.add(event)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.set_timer(self.flush_interval, self._flush)
+            self.set_timer(self.flush_interval, self._flush_events)
 
-    def _flush(self) -> None:
+    def _flush_events(self) -> None:
         self._flush_scheduled = False
         if self._batcher.empty:
             return
         update = self._batcher.take()
         for note in update.notifications:
             self.notify(note.message, title=note.title, severity=note.severity, markup=False)
-        if update.deploy and self.deploy_view is not None:
-            for event in update.deploy:
-                if self.deploy_view.apply(event):  # the run finished: toast + bell
-                    note = event.notification
-                    self.notify(note.message, title=note.title, severity=note.severity, timeout=15, markup=False)
-                    if self.ring_bell:
-                        self.bell()
+        for event in update.deploy:
+            self._apply_deploy_event(event)
         if update.status:
             self._check_login()
         self.service_updated.publish(update)
+
+    def _apply_deploy_event(self, event: Any) -> None:
+        """Fold an engine event into the deploy view; a run the app did not start gets a new view."""
+        from nfu_tui.core import engine as eng
+
+        if not isinstance(event, eng.EngineEvent):
+            return
+        view = self.deploy_view
+        if isinstance(event, eng.RunStarted) and not _shows(view, event.run_id):
+            view = self._follow_run(event)
+        if view is None or not _shows(view, event.run_id):
+            return
+        if view.apply(event):  # the run just finished: toast + bell
+            note = event.notification
+            self.notify(note.message, title=note.title, severity=note.severity, timeout=15, markup=False)
+            if self.ring_bell:
+                self.bell()
+
+    def _follow_run(self, event: Any) -> DeployView | None:
+        """A run started by automation or a rollback: show it like a deploy of our own."""
+        from nfu_tui.errors import NfuError
+        from nfu_tui.ui.deployview import DeployView
+
+        assert self.service is not None
+        try:
+            run = self.service.store.get_run(event.run_id)
+        except NfuError:
+            return None
+        view = self.deploy_view = DeployView.from_run(run, self.clock, resumed=event.resumed)
+        who = "Automation" if run.trigger == "auto" else "nfu-tui"
+        verb = "resumed" if event.resumed else "started"
+        what = f"the rollback's redeploy of PR #{run.pr}" if view.recovery else f"deploy run #{run.id} of PR #{run.pr}"
+        self.notify(f"{who} {verb} {what} — D shows it.", title=f"Run #{run.id}", markup=False)
+        return view
 
     def publish(self, update: ServiceUpdate) -> None:
         """Re-render screens as if the service had reported ``update``."""
@@ -220,6 +349,10 @@ class NfuApp(App[int]):
             priority=cfg.priority,
             auto_update=cfg.auto_update,
         )
+
+    def automation_status(self) -> AutomationStatus:
+        """For the headers: the runner's latest decision (or why automation stopped)."""
+        return self.automation
 
     def _pulse(self) -> None:
         screen = self.screen_stack[0] if self.screen_stack else None
@@ -276,6 +409,162 @@ class NfuApp(App[int]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
+    def action_history(self) -> None:
+        from nfu_tui.ui.screens.history import HistoryScreen, RunDetailScreen
+
+        if self.service is None:
+            self.notify("The journal opens once nfu-tui has started.", title="History")
+            return
+        if isinstance(self.screen, RunDetailScreen):
+            self.pop_screen()
+        if not isinstance(self.screen, HistoryScreen):
+            self.push_screen(HistoryScreen(self.service.store))
+
+    # --- automation -----------------------------------------------------------------
+
+    def windows(self) -> Any:
+        """The configured maintenance windows (a ``WindowSet``)."""
+        if self.runner is not None:
+            return self.runner.windows
+        from nfu_tui.core.windows import WindowSet
+
+        assert self.service is not None
+        return WindowSet(self.service.config.flake_updates.automation.maintenance_windows)
+
+    def action_toggle_automation(self) -> None:
+        """``A``: off at once; on after a confirm that says what automation will do."""
+        from nfu_tui.ui.screens.confirm import ConfirmScreen
+
+        if self.service is None or self.runner is None:
+            self.notify("Automation can be switched once nfu-tui is connected.", title="Automation", severity="warning")
+            return
+        if self.service.automation_enabled():
+            self._set_automation(False)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._set_automation(True)
+
+        question = automation_question(self.service.config, self.windows())
+        self.push_screen(ConfirmScreen(question, yes="Turn on", width=76), answered)
+
+    @work(group="automation-toggle", exclusive=True, exit_on_error=False, description="switch automation")
+    async def _set_automation(self, enabled: bool) -> None:
+        from nfu_tui.core.store import local_actor
+
+        assert self.service is not None and self.runner is not None
+        login = await self.service.github_login()
+        self.runner.set_enabled(enabled, actor=local_actor(), github_login=login, source="tui")
+        decision = self.runner.decide()  # show the new state now; the loop acts on it
+        if enabled:
+            message = f"Automation on: {decision.describe(self.clock())}."
+        elif self.runner.acting:
+            message = "Automation off. The run in progress goes on (c on the deploy screen cancels it)."
+        else:
+            message = "Automation off: nothing is merged or deployed without you."
+        self.notify(message, title="Automation", markup=False)
+
+    # --- rollback -------------------------------------------------------------------
+
+    def request_host_rollback(self, host_id: str) -> None:
+        """``R``: the dashboard's ``rollback`` op on one host, after a confirm."""
+        from nfu_tui.ui.screens.confirm import ConfirmScreen
+
+        if self.service is None or self.runner is None:
+            self.notify("Rollback is possible once nfu-tui is connected.", title="Rollback", severity="warning")
+            return
+        host = self.service.host(host_id)
+        if host is None:
+            self.notify(f"{host_id} is not known to the dashboard.", title="Rollback", severity="warning", markup=False)
+            return
+        if host_id in self._rolling_back:
+            self.notify(f"{host_id} is being rolled back already.", title="Rollback", markup=False)
+            return
+        if not host.online:
+            self.notify(f"{host_id} is offline: the dashboard cannot run a rollback on it.", title="Rollback",
+                        severity="warning", markup=False)
+            return
+        question = (
+            f"Roll {host_id} back to its previous NixOS generation?\n\n"
+            f"The dashboard runs its rollback op on {host_id} only; nothing changes on GitHub. "
+            "The rollback is journaled and audited; if nfu-tui is interrupted it is followed, never sent twice "
+            "(a second rollback would go back one more generation)."
+        )
+        if host.busy:
+            question += f"\n\n{host_id} is running a command now; the dashboard refuses a second one."
+        if host_id not in self.service.held():
+            question += f"\n\nTo keep the next deploy off {host_id}, hold it too (h)."
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._rolling_back.add(host_id)
+                self._rollback_host(host_id)
+
+        self.push_screen(ConfirmScreen(question, yes=f"Roll back {host_id}", width=72), answered)
+
+    @work(group="host-rollback", exit_on_error=False, description="roll a host back")
+    async def _rollback_host(self, host_id: str) -> None:
+        """The outcome arrives as the rollback's own notification (toast + webhook)."""
+        assert self.runner is not None
+        self.notify(f"Rolling {host_id} back…", title="Rollback", markup=False)
+        try:
+            await self.runner.rollback_host(host_id)
+        finally:
+            self._rolling_back.discard(host_id)
+
+    def request_roll_back(self, view: DeployView) -> None:
+        """Roll back the failed run per ``rollback.strategy``, after a confirm."""
+        from nfu_tui.core.rollback import switched_hosts
+        from nfu_tui.errors import NfuError
+        from nfu_tui.ui.screens.confirm import ConfirmScreen
+
+        if self.service is None or self.runner is None or view.run_id is None:
+            return
+        settings = self.service.config.flake_updates.rollback
+        pr = view.plan.pr_number
+        try:
+            switched = switched_hosts(self.service.store.get_run(view.run_id))
+        except NfuError as exc:
+            self.notify(exc.message, title=exc.title, severity="error", markup=False)
+            return
+        if settings.strategy == "revert-commit":
+            hosts = ", ".join(switched) if switched else "no host (none had switched)"
+            question = (
+                f"Roll back PR #{pr} now?\n\nnfu-tui opens a revert PR of its merge ({view.merge_sha[:7]}), merges it "
+                "(waiting for CI only when GitHub requires it) and redeploys the hosts that had switched to the "
+                f"previous lock: {hosts}. Held hosts are skipped; maintenance windows do not apply (recovery)."
+            )
+        else:
+            question = (
+                f"Open a revert PR of PR #{pr} now?\n\nIt is listed with the update PRs; merge & deploy it like an "
+                "update (m). Automation merges nothing else while it is open."
+            )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._roll_back(view)
+
+        self.push_screen(ConfirmScreen(question, yes="Roll back", width=72), answered)
+
+    @work(group="rollback", exclusive=True, exit_on_error=False, description="roll back")
+    async def _roll_back(self, view: DeployView) -> None:
+        from nfu_tui.errors import NfuError
+
+        assert self.service is not None and self.runner is not None and view.run_id is not None
+        strategy = self.service.config.flake_updates.rollback.strategy
+        view.rollback_note = f"⟳ rolling back ({strategy})…"
+        self.publish(ServiceUpdate(status=True))
+        try:
+            outcome = await self.runner.roll_back(view.run_id)
+        except NfuError as exc:
+            view.rollback_note = f"✗ rollback not started: {exc.message}"
+            raise
+        else:
+            view.rollback_note = ("✓ " if outcome.ok else "✗ ") + outcome.summary
+        finally:
+            self.publish(ServiceUpdate(status=True))
+
     # --- deploy -------------------------------------------------------------------------
 
     @property
@@ -283,12 +572,13 @@ class NfuApp(App[int]):
         return self.deploy_view is not None and not self.deploy_view.finished
 
     def plan_deploy(self, pr_number: int, host_ids: list[str] | None) -> None:
-        """Build the plan and ask for confirmation; deploy when confirmed."""
+        """Build the plan and ask for confirmation (warning outside the maintenance windows); deploy when confirmed."""
+        from nfu_tui.core.automation import outside_window_warning
         from nfu_tui.errors import NfuError
         from nfu_tui.ui.screens.confirm import DeployConfirmScreen
 
         assert self.service is not None
-        if self.deploy_running:
+        if self.deploy_running or (self.runner is not None and self.runner.acting):
             self.notify("A deploy is already running.", title="Deploy", severity="warning")
             self.show_deploy()
             return
@@ -298,12 +588,13 @@ class NfuApp(App[int]):
             self.notify(exc.message, title=exc.title, severity="error", markup=False)
             return
         state = next((s for s in self.service.prs if s.pr.number == pr_number), None)
+        warning = outside_window_warning(self.windows(), self.clock())
 
         def confirmed(ok: bool | None) -> None:
             if ok:
                 self.start_deploy(plan)
 
-        self.push_screen(DeployConfirmScreen(plan, state), confirmed)
+        self.push_screen(DeployConfirmScreen(plan, state, window_warning=warning), confirmed)
 
     def start_deploy(self, plan: Any) -> None:
         from nfu_tui.ui.deployview import DeployView
@@ -312,27 +603,84 @@ class NfuApp(App[int]):
         self._deploy(plan, None)
         self.show_deploy()
 
+    # --- unfinished runs ------------------------------------------------------------------
+
+    def _offer_unfinished(self) -> None:
+        """At start: offer each unfinished run the admin has to decide on (automation resumes its own)."""
+        from nfu_tui.core.automation import run_info
+
+        assert self.service is not None
+        runs = self.service.unfinished_runs()
+        automatic = self.runner is not None and self.service.automation_enabled()
+        left_to_automation = [r for r in runs if automatic and r.trigger == "auto"]
+        if left_to_automation:
+            ids = ", ".join(f"#{r.id}" for r in left_to_automation)
+            self.notify(f"Automation resumes the unfinished run(s) {ids} (in a maintenance window).",
+                        title="Unfinished runs", markup=False)
+        offers = [r for r in runs if r not in left_to_automation]
+        if not offers:
+            return
+        busy = self._deploy_lock_holder()
+        if busy is not None:  # not interrupted: another process is running it right now
+            self.notify(f"{len(offers)} unfinished run(s): {busy}", title="Deploy in progress", markup=False)
+            return
+        self._offers = sorted(offers, key=lambda r: (not run_info(r).recovery, r.id))
+        self._offer_next()
+
+    def _offer_next(self) -> None:
+        if self._offers:
+            self.offer_resume(self._offers.pop(0))
+
     def offer_resume(self, run: Any) -> None:
-        """Ask what to do with a deploy run the journal says was interrupted."""
-        from nfu_tui.ui.deployview import DeployView
+        """Ask what to do with a run the journal says was interrupted."""
         from nfu_tui.ui.screens.resume import ResumeScreen
 
         def chosen(choice: str | None) -> None:
-            if choice == "resume" and not self.deploy_running:
-                self.deploy_view = DeployView.from_run(run, self.clock)
-                self._deploy(None, run.id)
-                self.show_deploy()
-            elif choice == "abandon":
+            if choice == "resume":
+                self._resume(run)
+                if self._offers:
+                    rest = ", ".join(f"#{r.id}" for r in self._offers)
+                    self.notify(f"Still unfinished: {rest}; offered again at the next start.",
+                                title="Unfinished runs", markup=False)
+                    self._offers.clear()
+                return
+            if choice == "abandon":
                 self._abandon(run)
             else:
                 self.notify(
-                    f"Run #{run.id} stays unfinished; it is offered again at the next start "
-                    f"(or: nfu-tui deploy --resume {run.id}).",
-                    title="Unfinished deploy",
+                    f"Run #{run.id} stays unfinished; it is offered again at the next start"
+                    + (f" (or: nfu-tui deploy --resume {run.id})." if run.kind == "deploy" else "."),
+                    title="Unfinished run",
                     markup=False,
                 )
+            self._offer_next()
 
         self.push_screen(ResumeScreen(run), chosen)
+
+    def _resume(self, run: Any) -> None:
+        from nfu_tui.ui.deployview import DeployView
+
+        if self.deploy_running:
+            self.notify("A deploy is running; resume the run after it.", title="Resume", severity="warning")
+            return
+        if run.kind == "deploy":
+            self.deploy_view = DeployView.from_run(run, self.clock)
+            self._deploy(None, run.id)
+            self.show_deploy()
+        else:
+            self._resume_rollback(run)
+
+    @work(group="resume-rollback", exclusive=True, exit_on_error=False, description="resume the rollback")
+    async def _resume_rollback(self, run: Any) -> None:
+        """A ``revert`` (under the deploy lock) or per-host ``rollback`` run, continued from its journal."""
+        from nfu_tui.core.store import DeployLock
+
+        assert self.service is not None and self.runner is not None
+        lock = DeployLock(label=self.service.lock_label) if run.kind == "revert" else contextlib.nullcontext()
+        with lock:
+            outcome = await self.runner.rollback.resume(run.id)
+        self.notify(outcome.summary, title=f"Run #{run.id} resumed", severity="information" if outcome.ok else "error",
+                    markup=False)
 
     @work(group="deploy", exclusive=True, exit_on_error=False, description="merge & deploy")
     async def _deploy(self, plan: Any, resume_run_id: int | None) -> None:
@@ -359,15 +707,11 @@ class NfuApp(App[int]):
 
     @work(group="abandon", exit_on_error=False, description="abandon the unfinished run")
     async def _abandon(self, run: Any) -> None:
-        from nfu_tui.core.store import DeployLock, local_actor
-
         assert self.service is not None
-        store = self.service.store
-        with DeployLock(label=self.service.lock_label):  # never under a deploy that is running
-            store.finish_run(run.id, "abandoned", f"abandoned by {local_actor()} in the TUI")
-            store.audit("abandon", actor=local_actor(), pr=run.pr, details={"run": run.id})
-        self.notify(f"Run #{run.id} (PR #{run.pr}) abandoned; nothing on GitHub or the hosts was changed.",
-                    title="Unfinished deploy", markup=False)
+        self.service.abandon_run(run.id, where="the TUI")  # under the deploy lock; audited
+        self.notify(f"Run #{run.id}" + (f" (PR #{run.pr})" if run.pr else "")
+                    + " abandoned; nothing on GitHub or the hosts was changed.",
+                    title="Unfinished run", markup=False)
 
     def show_deploy(self) -> None:
         from nfu_tui.ui.screens.deploy import DeployScreen
@@ -378,15 +722,15 @@ class NfuApp(App[int]):
         if not isinstance(self.screen, DeployScreen):
             self.push_screen(DeployScreen(self.deploy_view))
 
-    def cancel_deploy(self) -> None:
+    def cancel_deploy(self, *, release_hosts: bool = False) -> None:
+        """Stop scheduling new hosts; ``release_hosts`` also frees still-running hosts in the dashboard."""
         if self.service is not None and self.deploy_running:
-            self.service.cancel_deploy()
+            self.service.cancel_deploy(release_hosts=release_hosts)
 
     def stop_waiting(self) -> None:
         """Stop waiting for queued offline hosts (the run ends "waiting", resumable)."""
-        engine = getattr(self.service, "engine", None)
-        if engine is not None and engine.running:
-            engine.stop_waiting()
+        if self.service is not None:
+            self.service.stop_waiting()
 
     # --- errors -------------------------------------------------------------------------
 
@@ -402,6 +746,15 @@ class NfuApp(App[int]):
         else:
             title, message = f"{event.worker.description or 'Background task'} failed", f"{type(error).__name__}: {error}"
         self.notify(message, title=title, severity="error", timeout=10, markup=False)
-        if event.worker.group == "deploy" and self.deploy_view is not None:
+        if event.worker.group == "deploy" and self.deploy_view is not None and not self.deploy_view.finished:
             self.deploy_view.fail(message)
             self.publish(ServiceUpdate(status=True))
+
+
+def _shows(view: DeployView | None, run_id: int | None) -> bool:
+    """Whether ``view`` is the view of run ``run_id`` (a fresh view of our own adopts the first run id)."""
+    if view is None:
+        return False
+    if view.run_id is None:
+        return not view.finished
+    return run_id is None or view.run_id == run_id

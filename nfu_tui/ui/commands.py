@@ -1,5 +1,5 @@
 """Command palette (``ctrl+p``): every action bound on the calling screen, plus
-sort modes, update PRs and hosts by name.
+the automation toggle (titled by its state), sort modes, update PRs and hosts by name.
 
 Titles are shown as plain :class:`~textual.content.Content` and help texts are escaped:
 PR titles and host names come from outside and may contain ``[`` … ``]``.
@@ -39,7 +39,7 @@ class FleetCommands(Provider):
             binding = active.binding
             if not binding.description or binding.system or binding.action in seen:
                 continue
-            if binding.action in ("command_palette",):
+            if binding.action in ("command_palette", "toggle_automation"):  # the latter: see _extra_commands
                 continue
             seen.add(binding.action)
             title = binding.description
@@ -53,12 +53,19 @@ class FleetCommands(Provider):
 
         screen = self.screen
         app: Any = self.app
+        service = app.service
+        if service is not None and app.runner is not None:
+            on = service.automation_enabled()
+            yield (
+                "Turn automation off" if on else "Turn automation on",
+                "Automation merges and deploys update PRs by itself (A; turning it on asks first)",
+                app.action_toggle_automation,
+            )
         if not isinstance(screen, MainScreen):
             return
         for mode in SortMode:
             yield f"Sort hosts by {mode.value}", "Change the fleet grid order", partial(setattr, screen.grid, "sort_mode", mode)
         yield "Show deploy", "Open the current or last deploy run", app.show_deploy
-        service = app.service
         if service is None:
             return
         if service.status.dashboard == "login-required":

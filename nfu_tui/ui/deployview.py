@@ -75,6 +75,9 @@ class DeployView:
     result: Any = None  # engine RunResult once finished
     error: str = ""
     cancel_requested: bool = False
+    rollback_note: str = ""  # the "roll back now" the admin started from the failure panel, and how it went
+    trigger: str = "manual"  # "auto": automation started it (and rolls it back itself)
+    recovery: bool = False  # the redeploy of a rollback (never rolled back again)
 
     @classmethod
     def from_plan(cls, plan: DeployPlan, clock: Callable[[], datetime]) -> "DeployView":
@@ -87,15 +90,22 @@ class DeployView:
         return view
 
     @classmethod
-    def from_run(cls, run: Any, clock: Callable[[], datetime]) -> "DeployView":
-        """An interrupted run from the journal (``store.Run``): its plan, hosts already done marked."""
+    def from_run(cls, run: Any, clock: Callable[[], datetime], *, resumed: bool = True) -> "DeployView":
+        """A run from the journal (``store.Run``): its plan, hosts already done marked.
+
+        ``resumed``: an interrupted run continued now; else a run that just started
+        elsewhere (automation, a rollback's redeploy).
+        """
         view = cls.from_plan(DeployPlan.from_dict(run.plan), clock)
         view.run_id = run.id
         view.merge_sha = run.merge_sha or ""
+        view.trigger = run.trigger
+        view.recovery = any(step.step == "revert_redeploy" for step in run.steps or ())
         for host, outcome in run.host_outcomes.items():
             if host in view.rows and outcome in DONE_STATES:
                 view._set(host, state=outcome, detail="done before the interruption")
-        view.headline = f"Resuming run #{run.id}…"
+        who = "automatic" if run.trigger == "auto" else run.trigger
+        view.headline = f"Resuming run #{run.id}…" if resumed else f"{who} run #{run.id} started"
         return view
 
     # --- derived ----------------------------------------------------------------
@@ -150,6 +160,8 @@ class DeployView:
             self.run_id = event.run_id
         stamp = event.at.astimezone().strftime("%H:%M:%S")
         self.events.append(f"{stamp} {event.line()}")
+        if self.result is not None:  # the engine's result came before its last events: it is the final word
+            return isinstance(event, eng.RunFinished)
         if isinstance(event, eng.RunStarted):
             self.stage = "merging"
             for host in event.hosts:

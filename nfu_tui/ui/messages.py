@@ -24,6 +24,7 @@ class ServiceUpdate:
     output: frozenset[str] = frozenset()
     deploy: tuple[Any, ...] = ()
     notifications: tuple[Any, ...] = ()
+    automation: bool = False  # the automation state changed (published by the app, not the service)
 
     @property
     def fleet(self) -> bool:

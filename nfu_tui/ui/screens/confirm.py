@@ -1,4 +1,5 @@
-"""Confirmation dialogs: a plain yes/no, and the Merge & Deploy plan."""
+"""Confirmation dialogs: a plain yes/no, and the Merge & Deploy plan (with the
+outside-the-maintenance-window warning that needs its own key)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from textual.widgets import Button, Static
 
 from nfu_tui.core.plan import DeployPlan, SkipReason
 from nfu_tui.ui import prview
+from nfu_tui.ui.spans import unlead
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -34,12 +36,15 @@ class ConfirmScreen(ModalScreen[bool]):
     ConfirmScreen Button { margin-left: 2; }
     """
 
-    def __init__(self, question: str, *, yes: str = "Yes", no: str = "Cancel") -> None:
+    def __init__(self, question: str, *, yes: str = "Yes", no: str = "Cancel", width: int = 64) -> None:
         super().__init__()
         self._question, self._yes, self._no = question, yes, no
+        self._width = width
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        box = Vertical()
+        box.styles.width = self._width
+        with box:
             yield Static(Text(self._question))
             with Horizontal():
                 yield Button(f"{self._yes} (y)", variant="error", id="yes")
@@ -116,7 +121,7 @@ def plan_text(plan: DeployPlan, state: Any | None) -> Text:
     if not plan.entries and not plan.queued and not plan.merge_only:
         text.append("\nNothing to deploy: no host qualifies (the PR would still be merged).", style="bold yellow")
     text.rstrip()
-    return text
+    return unlead(text)
 
 
 def _entry(text: Text, n: int | None, entry: Any) -> None:
@@ -124,15 +129,21 @@ def _entry(text: Text, n: int | None, entry: Any) -> None:
     text.append(f"{entry.host:<16} ", style="bold")
     text.append(entry.reason, style="cyan" if entry.canary else "dim")
     if entry.badges:
-        text.append("  " + " · ".join(entry.badges), style="yellow")
+        text.append("  ")
+        text.append(" · ".join(entry.badges), style="yellow")
     text.append("\n")
 
 
 class DeployConfirmScreen(ModalScreen[bool]):
-    """``m``: shows what Merge & Deploy will do; nothing happens until ``y``."""
+    """``m``: shows what Merge & Deploy will do; nothing happens until ``y``.
+
+    Outside the maintenance windows (``window_warning``) the warning sits above the
+    plan and ``y`` only works after ``o`` (deploy outside the window) was pressed.
+    """
 
     BINDINGS = [
         Binding("y", "answer(True)", "Merge & Deploy", id="deploy-confirm.yes"),
+        Binding("o", "override_window", "Outside the window", tooltip="Confirm deploying outside the maintenance windows (then y)", id="deploy-confirm.override"),
         Binding("n,escape", "answer(False)", "Cancel", id="deploy-confirm.no"),
         Binding("j,down", "scroll(1)", "Down", show=False),
         Binding("k,up", "scroll(-1)", "Up", show=False),
@@ -145,35 +156,81 @@ class DeployConfirmScreen(ModalScreen[bool]):
         border: thick $warning; background: $surface; padding: 0 1;
         border-title-align: center; border-title-style: bold;
     }
+    DeployConfirmScreen.-outside > Vertical { border: thick $error; }
+    DeployConfirmScreen #window-warning {
+        height: auto; border: heavy $error; background: $error 15%; padding: 0 1; margin-bottom: 1;
+    }
+    DeployConfirmScreen #window-warning.-acknowledged { border: heavy $warning; background: $warning 10%; }
     DeployConfirmScreen VerticalScroll { height: auto; max-height: 100%; }
     DeployConfirmScreen Horizontal { dock: bottom; height: 3; align-horizontal: right; }
     DeployConfirmScreen Button { margin-left: 2; }
     """
 
-    def __init__(self, plan: DeployPlan, state: Any | None) -> None:
+    def __init__(self, plan: DeployPlan, state: Any | None, *, window_warning: str | None = None) -> None:
         super().__init__()
         self.plan = plan
         self._state = state
+        self.window_warning = window_warning
+        self.window_acknowledged = False
 
     def compose(self) -> ComposeResult:
         box = Vertical()
         box.border_title = f"Merge & Deploy PR #{self.plan.pr_number}?"
         with box:
+            if self.window_warning:
+                yield Static(self._warning_text(), id="window-warning")
             with VerticalScroll():
                 yield Static(plan_text(self.plan, self._state), id="plan")
             with Horizontal():
-                yield Button("Merge & Deploy (y)", variant="warning", id="yes")
+                yield Button("Merge & Deploy (y)", variant="warning", id="yes", disabled=bool(self.window_warning))
                 yield Button("Cancel (esc)", id="no")
 
     def on_mount(self) -> None:
+        self.set_class(bool(self.window_warning), "-outside")
         self.query_one("#no", Button).focus()
+
+    def _warning_text(self) -> Text:
+        text = Text()
+        if self.window_acknowledged:
+            text.append("⚠ Outside the maintenance windows — confirmed. ", style="bold yellow")
+            text.append("y merges and deploys now.")
+            return unlead(text)
+        text.append("⚠ ", style="bold red")
+        text.append(self.window_warning or "", style="bold")
+        text.append("\n")
+        text.append("o", style="bold reverse")
+        text.append(" deploy outside the window, then ")
+        text.append("y", style="bold reverse")
+        text.append("; esc cancels.")
+        return unlead(text)
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
+        self.action_answer(event.button.id == "yes")
 
     def action_answer(self, yes: bool) -> None:
+        if yes and self.window_warning and not self.window_acknowledged:
+            self.app.bell()
+            self.notify("Outside the maintenance windows: press o first to deploy anyway.", title="Merge & Deploy",
+                        severity="warning")
+            return
         self.dismiss(yes)
+
+    def action_override_window(self) -> None:
+        if not self.window_warning or self.window_acknowledged:
+            return
+        self.window_acknowledged = True
+        warning = self.query_one("#window-warning", Static)
+        warning.add_class("-acknowledged")
+        warning.update(self._warning_text())
+        yes = self.query_one("#yes", Button)
+        yes.disabled = False
+        yes.label = "Merge & Deploy outside the window (y)"
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "override_window":
+            return bool(self.window_warning) and not self.window_acknowledged
+        return True
 
     def action_scroll(self, step: int) -> None:
         self.query_one(VerticalScroll).scroll_relative(y=step, animate=False)

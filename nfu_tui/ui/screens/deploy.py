@@ -2,27 +2,34 @@
 
 It renders the app's :class:`~nfu_tui.ui.deployview.DeployView` (folded from the
 engine's events), so it can be closed (``esc``) and reopened (``D``) while the run goes
-on. Logs: the focused host's output streams in as it arrives (``enter`` on a row picks
+on; when another run starts (automation, a rollback's redeploy) it switches to it.
+Logs: the focused host's output streams in as it arrives (``enter`` on a row picks
 the host; until then the log follows whichever host is running); ``i`` interleaves all
 hosts. Lines are sanitized by the core and shown as plain text.
+
+After a failure the panel names the failing host, its last lines and the next steps
+for the configured ``rollback.strategy``: ``b`` rolls back now, ``h`` holds the failing
+host, ``R`` rolls the highlighted host back on its own (the dashboard's rollback op).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 
 from nfu_tui.ui.deployview import STATE_GLYPHS, DeployView, HostRow
 from nfu_tui.ui.fleetview import Progress, progress_text
 from nfu_tui.ui.messages import ServiceUpdate
+from nfu_tui.ui.spans import unlead
 from nfu_tui.ui.widgets.header import StatusHeader
 from nfu_tui.ui.widgets.log_view import HostLog, appended
 
@@ -52,11 +59,6 @@ COLUMNS = (
     ("pos", "#"), ("host", "Host"), ("state", "State"), ("phase", "Phase"), ("progress", "Progress"),
     ("elapsed", "Time"), ("detail", "Detail"),
 )
-NEXT_STEPS = (
-    "Next steps (rollback: alert only for now): no further host was started. Open the host "
-    "(esc, then enter on it) to read its compartments and output, fix the configuration and "
-    "let a new update PR through, or roll the host back from the dashboard."
-)
 
 
 def row_cells(row: HostRow, now: datetime, progress: Progress | None = None) -> list[Text]:
@@ -76,8 +78,59 @@ def row_cells(row: HostRow, now: datetime, progress: Progress | None = None) -> 
     ]
 
 
-def failure_text(view: DeployView) -> Text | None:
-    """The panel under the table when something failed: what, the last lines, what now."""
+def _key(text: Text, key: str, what: str) -> None:
+    text.append(f" {key} ", style="bold reverse")
+    text.append(f" {what}\n")
+
+
+def can_roll_back(view: DeployView, rollback: Any) -> bool:
+    """Whether ``b`` (roll back now per the strategy) applies to this finished run."""
+    return (
+        rollback is not None and rollback.enabled and rollback.strategy != "alert-only"
+        and view.finished and bool(view.failures()) and bool(view.merge_sha)
+        and view.trigger != "auto" and not view.recovery and not view.rollback_note
+    )
+
+
+def next_steps(view: DeployView, rollback: Any, held: Collection[str] = ()) -> Text:
+    """What the admin can do now, per ``flake_updates.rollback`` (``rollback``: its settings)."""
+    text = Text()
+    failing = [r.host for r in view.failures()]
+    strategy = rollback.strategy if rollback is not None else "alert-only"
+    text.append("Next steps", style="bold")
+    text.append(f" (rollback strategy: {strategy if rollback is None or rollback.enabled else 'disabled'})\n",
+                style="dim")
+    if view.rollback_note:
+        text.append("Rollback: ", style="bold")
+        text.append(view.rollback_note + "\n")
+    elif can_roll_back(view, rollback):
+        pr = view.plan.pr_number
+        if strategy == "revert-commit":
+            _key(text, "b", f"roll back now: revert PR #{pr}, redeploy the hosts that had switched")
+        else:
+            _key(text, "b", f"open a revert PR of #{pr} now; merge & deploy it like an update")
+    elif view.trigger == "auto" and rollback is not None and rollback.enabled and view.merge_sha:
+        text.append(f"Automation applies the strategy ({strategy}) itself; H shows the history.\n", style="italic")
+    elif view.recovery:
+        text.append("This run was a rollback's redeploy: it is not rolled back again.\n", style="italic")
+    elif strategy == "alert-only" or (rollback is not None and not rollback.enabled):
+        text.append("Nothing is reverted automatically.\n", style="italic")
+    not_held = [h for h in failing if h not in held]
+    if not_held:
+        _key(text, "h", f"hold {', '.join(not_held)}: deploys and automation skip it")
+    elif failing:
+        text.append(" ✓ ", style="bold green")
+        text.append(f" {', '.join(failing)} held: deploys and automation skip it\n", style="yellow")
+    _key(text, "R", "roll the highlighted host back alone (dashboard rollback op)")
+    _key(text, "enter", "show the highlighted host's output")
+    return text
+
+
+def failure_text(view: DeployView, rollback: Any = None, held: Collection[str] = ()) -> Text | None:
+    """The panel under the table when something failed: what, what now, the last lines.
+
+    ``rollback`` is the ``flake_updates.rollback`` configuration, ``held`` the held hosts.
+    """
     failed = view.failures()
     refused = view.result is not None and getattr(view.result.status, "value", "") == "refused"
     if not failed and not refused and not view.error:
@@ -87,17 +140,16 @@ def failure_text(view: DeployView) -> Text | None:
         text.append("✗ Merge refused: ", style="bold red")
         text.append(view.result.message or view.headline)
         text.append("\nNothing was merged or deployed.", style="dim")
-        return text
+        return unlead(text)
     if view.error and not failed:
         text.append("✗ The deploy stopped: ", style="bold red")
         text.append(view.error)
-        return text
+        return unlead(text)
     for row in failed:
-        summary, *more = row.detail.splitlines() or [""]
-        text.append(f"✗ {row.host} failed", style="bold red")
-        text.append(f" in {row.phase}" if row.phase else "", style="bold red")
+        summary = (row.detail.splitlines() or [""])[0]
+        text.append(f"✗ {row.host} failed" + (f" in {row.phase}" if row.phase else ""), style="bold red")
         text.append(f": {summary}\n" if summary else "\n")
-    text.append(NEXT_STEPS + "\n", style="italic")
+    text.append_text(next_steps(view, rollback, held))
     for row in failed:
         _, *more = row.detail.splitlines() or [""]
         text.append(f"Last lines of {row.host}:\n", style="bold")
@@ -105,7 +157,7 @@ def failure_text(view: DeployView) -> Text | None:
             text.append("  │ ", style="dim")
             text.append(line + "\n")
     text.rstrip()
-    return text
+    return unlead(text)
 
 
 class DeployScreen(Screen):
@@ -117,8 +169,15 @@ class DeployScreen(Screen):
         Binding("escape", "app.pop_screen", "Back", tooltip="Back to the fleet; the deploy goes on", id="deploy.back"),
         Binding("enter", "focus_log", "Show log", tooltip="Show the highlighted host's output", id="deploy.log"),
         Binding("i", "interleave", "All logs", tooltip="Toggle all hosts' output interleaved", id="deploy.interleave"),
-        Binding("c", "cancel", "Cancel", tooltip="Cancel the deploy (asks first)", id="deploy.cancel"),
+        Binding(
+            "c", "cancel", "Cancel",
+            tooltip="Cancel the deploy: no new host starts (asks first); again: release running hosts in the dashboard",
+            id="deploy.cancel",
+        ),
         Binding("w", "stop_waiting", "Stop waiting", show=False, tooltip="Stop waiting for queued offline hosts", id="deploy.stop-waiting"),
+        Binding("b", "roll_back", "Roll back", tooltip="After a failure: roll back now per rollback.strategy (asks first)", id="deploy.roll-back"),
+        Binding("h", "hold_failed", "Hold failed", tooltip="Hold the failing host(s): deploys and automation skip them", id="deploy.hold-failed"),
+        Binding("R", "rollback_host", "Host rollback", show=False, tooltip="Roll the highlighted host back alone: the dashboard's rollback op (asks first)", id="deploy.rollback-host"),
         Binding("tab", "switch_focus", "Table/log", show=False, id="deploy.switch"),
     ]
 
@@ -136,6 +195,16 @@ class DeployScreen(Screen):
     DeployScreen #log-title { height: 1; background: $panel; padding: 0 1; }
     DeployScreen #failure { height: auto; max-height: 12; display: none; border-top: heavy $error; padding: 0 1; overflow-y: auto; }
     DeployScreen.-failed #failure { display: block; }
+    DeployScreen.-finished ProgressBar { display: none; }
+    /* narrow and failed: the panel replaces the log (enter toggles the highlighted host's output) */
+    DeployScreen.-failed.-narrow #deploy-body { height: auto; max-height: 50%; }
+    DeployScreen.-failed.-narrow #deploy-hosts { height: auto; }
+    DeployScreen.-failed.-narrow #deploy-log-pane { display: none; }
+    DeployScreen.-failed.-narrow #failure { height: 1fr; max-height: 100%; }
+    DeployScreen.-failed.-narrow.-show-log #deploy-body { height: 1fr; max-height: 100%; }
+    DeployScreen.-failed.-narrow.-show-log #deploy-hosts { height: 1fr; }
+    DeployScreen.-failed.-narrow.-show-log #deploy-log-pane { display: block; }
+    DeployScreen.-failed.-narrow.-show-log #failure { display: none; }
     """
 
     def __init__(self, view: DeployView) -> None:
@@ -148,7 +217,7 @@ class DeployScreen(Screen):
         self._auto_host: str | None = None
 
     def compose(self) -> ComposeResult:
-        yield StatusHeader(self.app.clock, id="header")
+        yield StatusHeader(self.app.clock, self.app.automation_status, id="header")
         yield Static(id="deploy-title")
         with Horizontal(id="deploy-progress-row"):
             yield Static(id="deploy-stage")
@@ -162,7 +231,7 @@ class DeployScreen(Screen):
             with Vertical(id="deploy-log-pane"):
                 yield Static(id="log-title")
                 yield HostLog(id="deploy-log")
-        yield Static(id="failure")
+        yield VerticalScroll(Static(id="failure-text"), id="failure")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -173,6 +242,7 @@ class DeployScreen(Screen):
 
     def on_resize(self) -> None:
         self.set_class(self.size.width >= 120, "-wide")
+        self.set_class(self.size.width < 120, "-narrow")
 
     # --- rendering ---------------------------------------------------------------
 
@@ -199,24 +269,30 @@ class DeployScreen(Screen):
     def _render_status(self) -> None:
         view = self.view
         done, total = view.counts()
-        title = Text(" Merge & Deploy ", style="bold")
-        title.append(view.summary(), style="dim")
-        self.query_one("#deploy-title", Static).update(title)
+        title = Text("Merge & Deploy ", style="bold")
+        title.append(view.summary() + (" · automatic" if view.trigger == "auto" else ""), style="dim")
+        self.query_one("#deploy-title", Static).update(unlead(title))
         stage = Text(STAGES.get(view.stage, view.stage), style="bold")
         if view.finished:
             ok = view.succeeded
             stage = Text("✓ finished" if ok else "✗ finished", style="bold green" if ok else "bold red")
+        elif view.cancel_requested and self._running_host() is not None:
+            stage = Text("cancelling: waiting for the running hosts (c: release them)", style="bold yellow")
         if view.headline:
             stage.append(f" — {view.headline}", style="dim")
-        self.query_one("#deploy-stage", Static).update(stage)
+        self.query_one("#deploy-stage", Static).update(unlead(stage))
         bar = self.query_one(ProgressBar)
         bar.update(total=max(1, total), progress=done)
-        failure = failure_text(view)
+        service = self.app.service
+        rollback = service.config.flake_updates.rollback if service is not None else None
+        failure = failure_text(view, rollback, service.held() if service is not None else ())
         self.set_class(failure is not None, "-failed")
+        self.set_class(view.finished, "-finished")
         if failure is not None:
-            self.query_one("#failure", Static).update(failure)
+            self.query_one("#failure-text", Static).update(failure)
         header = self.query_one(StatusHeader)
-        header.show(self.app.service.status if self.app.service else None)
+        header.show(service.status if service else None)
+        self.refresh_bindings()
 
     def _tick(self) -> None:
         self._render_rows()
@@ -260,7 +336,9 @@ class DeployScreen(Screen):
         text.append(
             "  following" if log.following else "  paused — end/F to follow", style="dim" if log.following else "bold yellow"
         )
-        self.query_one("#log-title", Static).update(text)
+        if self.has_class("-failed", "-narrow"):
+            text.append("  (enter: failure panel)", style="dim")
+        self.query_one("#log-title", Static).update(unlead(text))
 
     def on_host_log_follow_changed(self) -> None:
         self._log_title()
@@ -288,7 +366,21 @@ class DeployScreen(Screen):
 
     # --- updates -----------------------------------------------------------------------
 
+    def set_view(self, view: DeployView) -> None:
+        """Show another run (automation or a rollback started one): rows, logs and panel start over."""
+        self.view = view
+        self._shown.clear()
+        self._log_host, self._auto_host, self._interleaved, self._sources = None, None, False, {}
+        self.query_one(DataTable).clear()
+        self.query_one(HostLog).show_lines([])
+        self._render_all()
+
     def apply_update(self, update: ServiceUpdate) -> None:
+        if self.app.deploy_view is not None and self.app.deploy_view is not self.view:
+            self.set_view(self.app.deploy_view)
+            return
+        if update.automation:
+            self.query_one(StatusHeader).tick()
         if update.deploy or update.status or update.all_hosts or update.hosts & self.view.rows.keys():
             self._render_rows()
             self._render_status()
@@ -307,9 +399,15 @@ class DeployScreen(Screen):
         return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
 
     def action_focus_log(self) -> None:
+        """Show the highlighted host's output; narrow and failed, enter again returns to the panel."""
         host = self._highlighted_host()
         if host is None:
             return
+        if self.has_class("-failed", "-narrow"):
+            showing = self.has_class("-show-log") and self._log_host == host and not self._interleaved
+            self.set_class(not showing, "-show-log")
+            if showing:
+                return
         self._interleaved = False
         self._log_host = host
         self._show_host_log(host)
@@ -320,6 +418,8 @@ class DeployScreen(Screen):
 
     def action_interleave(self) -> None:
         self._interleaved = not self._interleaved
+        if self.has_class("-failed", "-narrow"):
+            self.set_class(self._interleaved, "-show-log")
         if self._interleaved:
             service = self.app.service
             lines: list[str] = []
@@ -339,14 +439,34 @@ class DeployScreen(Screen):
                 self._log_title()
 
     def action_cancel(self) -> None:
+        """First ``c``: stop scheduling. Again while hosts still run: release them in the dashboard."""
         from nfu_tui.ui.screens.confirm import ConfirmScreen
 
         if self.view.finished:
             self.app.notify("The deploy has already finished.", title="Cancel")
             return
+        running = [h for h in self.view.order if self.view.rows[h].state == "running"]
+        if self.view.cancel_requested:
+            if not running:
+                self.app.notify("Cancel requested; the run ends in a moment.", title="Cancel")
+                return
+            names = ", ".join(running)
+            question = (
+                f"Release {names} in the dashboard? The dashboard stops waiting for the running command "
+                "(timeout action \"ignore\") so the host takes new commands again, but the process keeps "
+                f"running on the host and its result is not followed. {names} is reported cancelled."
+            )
+
+            def release(yes: bool | None) -> None:
+                if yes:
+                    self.app.cancel_deploy(release_hosts=True)
+
+            self.app.push_screen(ConfirmScreen(question, yes="Release", no="Keep waiting", width=72), release)
+            return
         question = (
-            "Cancel the deploy? No new host will start. Commands already running on hosts "
-            "cannot be stopped by the dashboard; they finish on their own."
+            "Cancel the deploy? No new host will start. The dashboard cannot stop a command that "
+            "already runs: running hosts are followed to their real outcome (c again offers to release "
+            "them in the dashboard)."
         )
 
         def answered(yes: bool | None) -> None:
@@ -360,6 +480,31 @@ class DeployScreen(Screen):
     def action_stop_waiting(self) -> None:
         if self.view.stage == "waiting-queued":
             self.app.stop_waiting()
+
+    def action_roll_back(self) -> None:
+        self.app.request_roll_back(self.view)
+
+    def action_hold_failed(self) -> None:
+        held = self.app.service.held() if self.app.service else set()
+        hosts = [r.host for r in self.view.failures() if r.host not in held]
+        if hosts:
+            self.app.set_hold(hosts, True)
+
+    def action_rollback_host(self) -> None:
+        host = self._highlighted_host()
+        if host is not None:
+            self.app.request_host_rollback(host)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "roll_back":
+            service = self.app.service
+            return can_roll_back(self.view, service.config.flake_updates.rollback if service else None)
+        if action == "hold_failed":
+            held = self.app.service.held() if self.app.service else set()
+            return any(r.host not in held for r in self.view.failures())
+        if action in ("cancel", "stop_waiting"):
+            return not self.view.finished
+        return True
 
     def action_switch_focus(self) -> None:
         table = self.query_one(DataTable)

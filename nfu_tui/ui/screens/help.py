@@ -37,9 +37,12 @@ def key_label(keys: str) -> str:
 def binding_sections() -> list[tuple[str, list[Binding]]]:
     """Every binding of the app, grouped by where it applies (imported lazily: screens import this)."""
     from nfu_tui.ui.app import NfuApp
+    from nfu_tui.ui.screens.confirm import DeployConfirmScreen
     from nfu_tui.ui.screens.deploy import DeployScreen
+    from nfu_tui.ui.screens.history import HistoryScreen
     from nfu_tui.ui.screens.host_detail import HostDetailScreen
     from nfu_tui.ui.screens.main import MainScreen
+    from nfu_tui.ui.screens.resume import ResumeScreen
     from nfu_tui.ui.widgets.host_grid import HostGrid
     from nfu_tui.ui.widgets.log_view import HostLog
 
@@ -50,6 +53,9 @@ def binding_sections() -> list[tuple[str, list[Binding]]]:
         ("Fleet grid", list(HostGrid.BINDINGS)),
         ("Host detail", list(HostDetailScreen.BINDINGS)),
         ("Deploy", list(DeployScreen.BINDINGS)),
+        ("Deploy plan", list(DeployConfirmScreen.BINDINGS)),
+        ("Resume dialog", list(ResumeScreen.BINDINGS)),
+        ("History", [*HistoryScreen.BINDINGS, Binding("enter", "open", "Open run", tooltip="Lock diff, plan, host outcomes, timeline")]),
         ("Logs", list(HostLog.BINDINGS)),
     ]
 

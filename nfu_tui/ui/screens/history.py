@@ -21,6 +21,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from nfu_tui.core import history as hist
+from nfu_tui.ui.spans import unlead
 
 STATUS_STYLES = {
     "succeeded": "green",
@@ -66,7 +67,7 @@ def run_summary(r: hist.RunRecord) -> Text:
         text.append(" · ".join(x for x in revs if x) + "\n", style="dim")
     if r.summary:
         text.append(r.summary)
-    return text
+    return unlead(text)
 
 
 def hosts_table(r: hist.RunRecord) -> Table | Text:
@@ -120,6 +121,24 @@ class RunDetailScreen(Screen):
         yield Footer()
 
 
+HOST_GLYPHS = {"ok": "✓", "failed": "✗", "skipped": "–", "cancelled": "⊘", "queued": "◌"}
+NARROW = 110  # below this width the tables drop a column and shorten dates
+
+
+def host_counts(r: hist.RunRecord) -> Text:
+    """``✓10 ✗1 –2``: each host outcome with its count, coloured (compact Hosts cell)."""
+    text = Text(no_wrap=True)
+    for outcome, n in sorted(r.counts.items()):
+        if text:
+            text.append(" ")
+        text.append(f"{HOST_GLYPHS.get(outcome, outcome)}{n}", style=OUTCOME_STYLES.get(outcome, ""))
+    return text or Text("–", style="dim")
+
+
+def _cell(value: str, style: str = "") -> Text:
+    return Text(value, style=style, no_wrap=True, overflow="ellipsis")
+
+
 class HistoryScreen(Screen):
     """Runs (newest first) and the audit trail; ``enter`` opens a run."""
 
@@ -139,20 +158,21 @@ class HistoryScreen(Screen):
         self.store = store
         self.limit = limit
         self.history: hist.History | None = None
+        self._narrow: bool | None = None  # the layout the tables were filled for
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(" Runs — enter opens one", style="bold"), classes="history-title")
+        yield Static(Text("Runs — enter opens one", style="bold"), id="runs-title", classes="history-title")
         yield DataTable(id="history-runs", cursor_type="row", zebra_stripes=True)
-        yield Static(Text(" Audit trail", style="bold"), classes="history-title")
+        yield Static(Text("Audit trail", style="bold"), classes="history-title")
         yield DataTable(id="history-audit", cursor_type="row")
         yield Footer()
 
     def on_mount(self) -> None:
-        runs = self.query_one("#history-runs", DataTable)
-        runs.add_columns("Run", "When", "What", "Trigger", "Status", "Hosts", "By")
-        audit = self.query_one("#history-audit", DataTable)
-        audit.add_columns("When", "Action", "PR", "Who", "Details")
         self.action_reload()
+
+    def on_resize(self) -> None:
+        if self.history is not None and (self.size.width < NARROW) != self._narrow:
+            self.show(self.history)
 
     def action_reload(self) -> None:
         self._load()
@@ -162,23 +182,35 @@ class HistoryScreen(Screen):
         self.show(await hist.load_history_async(self.store, self.limit))
 
     def show(self, history: hist.History) -> None:
-        """Fill both tables from ``history``."""
+        """Fill both tables from ``history`` (narrow: short dates, compact host counts, no "By" column)."""
         self.history = history
+        narrow = self._narrow = self.size.width < NARROW
+        when = "%m-%d %H:%M" if narrow else "%Y-%m-%d %H:%M"
+        title = Text(f"Runs ({len(history.runs)}) — enter opens one", style="bold")
+        self.query_one("#runs-title", Static).update(title)
         runs = self.query_one("#history-runs", DataTable)
-        runs.clear()
+        runs.clear(columns=True)
+        if narrow:
+            runs.add_columns("Run", "When", "What", "Trigger", "Status", "Hosts")
+        else:
+            runs.add_columns("Run", "When", "What", "Trigger", "Status", "Hosts", "By")
         for r in history.runs:
-            runs.add_row(
-                Text(f"#{r.id}"), Text(hist.local_time(r.started_at, "%Y-%m-%d %H:%M")), Text(r.what()),
-                Text(r.trigger), Text(r.status, style=STATUS_STYLES.get(r.status, "")), Text(r.hosts_line()),
-                Text(hist.who(r)), key=str(r.id),
-            )
+            cells = [
+                _cell(f"#{r.id}"), _cell(hist.local_time(r.started_at, when)), _cell(r.what()), _cell(r.trigger),
+                _cell(r.status, STATUS_STYLES.get(r.status, "")),
+                host_counts(r) if narrow else _cell(r.hosts_line()),
+            ]
+            if not narrow:
+                cells.append(_cell(hist.who(r)))
+            runs.add_row(*cells, key=str(r.id))
         audit = self.query_one("#history-audit", DataTable)
-        audit.clear()
+        audit.clear(columns=True)
+        audit.add_columns("When", "Action", "PR", "Who", "Details")
         for a in history.audit:
             details = ", ".join(f"{k}={v}" for k, v in sorted(a.details.items()))
-            audit.add_row(Text(hist.local_time(a.at, "%Y-%m-%d %H:%M")), Text(a.action),
-                          Text(f"#{a.pr}" if a.pr else ""),
-                          Text(a.actor + (f" ({a.github_login})" if a.github_login else "")), Text(details))
+            who = a.actor if narrow else a.actor + (f" ({a.github_login})" if a.github_login else "")
+            audit.add_row(_cell(hist.local_time(a.at, when)), _cell(a.action), _cell(f"#{a.pr}" if a.pr else ""),
+                          _cell(who), _cell(details))
 
     @on(DataTable.RowSelected, "#history-runs")
     def _open(self, event: DataTable.RowSelected) -> None:
@@ -189,4 +221,4 @@ class HistoryScreen(Screen):
             self.app.push_screen(RunDetailScreen(record))
 
 
-__all__ = ["HistoryScreen", "RunDetailScreen", "diff_text"]
+__all__ = ["HistoryScreen", "RunDetailScreen", "diff_text", "host_counts"]

@@ -95,6 +95,11 @@ class HostDetailScreen(Screen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="host.back"),
         Binding("h", "toggle_hold", "Hold", tooltip="Hold/unhold this host", id="host.hold"),
+        Binding(
+            "R", "rollback", "Roll back",
+            tooltip="Roll this host back to its previous generation: the dashboard's rollback op (asks first)",
+            id="host.rollback",
+        ),
     ]
 
     DEFAULT_CSS = """
@@ -109,7 +114,7 @@ class HostDetailScreen(Screen):
         self.host_id = host_id
 
     def compose(self) -> ComposeResult:
-        yield StatusHeader(self.app.clock, id="header")
+        yield StatusHeader(self.app.clock, self.app.automation_status, id="header")
         yield Static(id="host-summary")
         yield Static(id="host-compartments")
         yield Static(id="host-output-title")
@@ -160,8 +165,11 @@ class HostDetailScreen(Screen):
         if self.host_id in update.output:
             self.query_one(HostLog).sync(self._lines())
             self._output_title()
-        if update.status and self.app.service:
+        if (update.status or update.automation) and self.app.service:
             self.query_one(StatusHeader).show(self.app.service.status)
+
+    def action_rollback(self) -> None:
+        self.app.request_host_rollback(self.host_id)
 
     def action_toggle_hold(self) -> None:
         held = self.app.service.held() if self.app.service else set()

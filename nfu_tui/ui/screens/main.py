@@ -18,7 +18,8 @@ from textual.widget import Widget
 from textual.widgets import Footer, Input, Static
 
 from nfu_tui.ui.messages import ServiceUpdate
-from nfu_tui.ui.widgets.header import StatusHeader, StatusLine
+from nfu_tui.ui.spans import unlead
+from nfu_tui.ui.widgets.header import StatusHeader, StatusLine, automation_text
 from nfu_tui.ui.widgets.host_grid import HostGrid, HostSettings
 from nfu_tui.ui.widgets.pr_panel import PRDetail, PRList
 
@@ -56,7 +57,7 @@ class MainScreen(Screen):
 
     def compose(self) -> ComposeResult:
         clock = self.app.clock
-        yield StatusHeader(clock, id="header")
+        yield StatusHeader(clock, self.app.automation_status, id="header")
         with Horizontal(id="panes"):
             with Vertical(id="fleet-pane", classes="pane"):
                 yield Static(id="fleet-title", classes="pane-title")
@@ -90,6 +91,8 @@ class MainScreen(Screen):
 
     def _tick(self) -> None:
         self.query_one(StatusHeader).tick()
+        if self.app.automation.on or self.app.automation.error:
+            self._status_line()  # the countdown
 
     # --- service updates ------------------------------------------------------
 
@@ -119,9 +122,9 @@ class MainScreen(Screen):
             grid.set_held(held)
         if update.prs or update.all_hosts:
             self._show_prs()
-        if update.prs or update.status:
+        if update.prs or update.status or update.automation:
             self._status_line()
-        if update.status:
+        if update.status or update.automation:
             self.query_one(StatusHeader).show(service.status)
         if update.fleet or update.prs:
             self._titles()
@@ -141,14 +144,15 @@ class MainScreen(Screen):
         self.grid.set_pending(pending is not None, f"Update PR pending: {headline}" if headline else "")
 
     def _status_line(self) -> None:
-        """The pending update PR, else what keeps GitHub from telling us."""
+        """Automation's next action while it is on; else the pending update PR, or what keeps GitHub from telling us."""
         service = self.app.service
         pending = service.pending_update()
         headline = service.update_headline() if pending is not None else None
         detail = ""
         if service.status.github in ("error", "rate-limited") and service.status.github_detail:
             detail = f"GitHub: {service.status.github_detail}"
-        self.query_one(StatusLine).show(headline, pending.pr.number if pending else None, detail)
+        auto = automation_text(self.app.automation, self.app.clock())
+        self.query_one(StatusLine).show(headline, pending.pr.number if pending else None, detail, auto)
 
     def _show_detail(self, number: int | None) -> None:
         service = self.app.service
@@ -176,13 +180,13 @@ class MainScreen(Screen):
             title.append(f" · filter: {self.query_one(FilterInput).value}", style="italic")
         if not wide:
             title.append(f"  [tab] PRs ({n_prs})", style="dim")
-        self.query_one("#fleet-title", Static).update(title)
+        self.query_one("#fleet-title", Static).update(unlead(title))
         pr_title = Text(no_wrap=True, overflow="ellipsis")
         pr_title.append(" Update PRs ", style="bold")
         pr_title.append(f"{n_prs} open", style="dim")
         if not wide:
             pr_title.append("  [tab] next · fleet", style="dim")
-        self.query_one("#pr-title", Static).update(pr_title)
+        self.query_one("#pr-title", Static).update(unlead(pr_title))
 
     # --- grid and PR events ---------------------------------------------------
 
@@ -200,6 +204,10 @@ class MainScreen(Screen):
     @on(HostGrid.HoldRequested)
     def _hold(self, event: HostGrid.HoldRequested) -> None:
         self.app.set_hold(list(event.host_ids), event.held)
+
+    @on(HostGrid.RollbackRequested)
+    def _rollback(self, event: HostGrid.RollbackRequested) -> None:
+        self.app.request_host_rollback(event.host_id)
 
     @on(PRList.Focused)
     def _pr_focused(self, event: PRList.Focused) -> None:

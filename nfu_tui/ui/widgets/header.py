@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from textual.widgets import Static
 
 from nfu_tui.models import RateBudget
 from nfu_tui.ui.fleetview import PENDING_GLYPH, ago
+from nfu_tui.ui.spans import unlead
 
 DASHBOARD_STATES: dict[str, tuple[str, str]] = {
     "live": ("● live", "green"),
@@ -29,24 +31,97 @@ GITHUB_STATES: dict[str, tuple[str, str]] = {
 }
 
 
+AUTO_BADGES: dict[str, tuple[str, str]] = {
+    "disabled": ("auto off", "dim"),
+    "idle": ("auto on", "green"),
+    "waiting-delay": ("auto wait", "cyan"),
+    "waiting-ci": ("auto wait", "cyan"),
+    "waiting-window": ("auto wait", "cyan"),
+    "waiting-fleet": ("auto wait", "cyan"),
+    "paused": ("auto paused", "yellow"),
+    "blocked": ("auto ⚠", "bold yellow"),
+    "busy": ("auto ⟳", "bold blue"),
+    "ready": ("auto ⟳", "bold blue"),
+}
+AUTO_ERROR_BADGE = ("auto ✗", "bold red")
+
+
+@dataclass(frozen=True, slots=True)
+class AutomationStatus:
+    """What the app knows about automation: the runner's latest decision, or why it stopped."""
+
+    decision: Any = None  # nfu_tui.core.automation.Decision
+    error: str = ""
+    enabled: bool = False  # the toggle (the runner also decides "busy" while it runs a rollback with automation off)
+
+    @property
+    def known(self) -> bool:
+        return self.decision is not None or bool(self.error)
+
+    @property
+    def on(self) -> bool:
+        return self.enabled and self.decision is not None and self.decision.state.value != "disabled"
+
+
+def automation_badge(auto: AutomationStatus | None) -> tuple[str, str] | None:
+    """The header's short automation label and style (None before the first decision)."""
+    if auto is None or not auto.known:
+        return None
+    if auto.error:
+        return AUTO_ERROR_BADGE
+    state = auto.decision.state.value if auto.enabled else "disabled"
+    return AUTO_BADGES.get(state, (f"auto {state}", "dim"))
+
+
+def automation_text(auto: AutomationStatus | None, now: datetime) -> Text | None:
+    """The status line while automation is on (or failed): next action with countdown, window.
+
+    ``⚙ AUTO  merging PR #42 in 37 min — waiting for CI · next window Sat 02:00``; None when off.
+    """
+    if auto is None or not (auto.on or auto.error):
+        return None
+    text = Text(no_wrap=True, overflow="ellipsis")
+    if auto.error:
+        text.append(" ⚙ AUTO ", style="bold reverse red")
+        text.append(f" automation stopped: {auto.error}", style="bold red")
+        return unlead(text)
+    decision = auto.decision
+    blocked = decision.state.value in ("blocked", "paused")
+    text.append(" ⚙ AUTO ", style="bold reverse yellow" if blocked else "bold reverse cyan")
+    text.append(" " + decision.describe(now), style="bold")
+    if decision.window and decision.window not in decision.template:
+        text.append(f" · {decision.window}", style="dim")
+    return unlead(text)
+
+
 def rate_text(rate: RateBudget | None) -> str:
     if rate is None or rate.remaining is None or rate.limit is None:
         return ""
     return f"{rate.remaining:,}/{rate.limit:,}"
 
 
-def header_text(status: Any, now: datetime, *, title: str = "nfu-tui", compact: bool = False) -> Text:
-    """``nfu-tui │ dashboard ● live │ GitHub ✓ 4,987/5,000 │ polled 12s ago``.
+def header_text(
+    status: Any, now: datetime, *, title: str = "nfu-tui", compact: bool = False,
+    automation: AutomationStatus | None = None,
+) -> Text:
+    """``nfu-tui │ auto off │ dashboard ● live │ GitHub ✓ 4,987/5,000 │ polled 12s ago``.
 
     ``status`` is the service's ``ConnectionStatus`` (or None before the service exists).
+    The automation badge comes first so that it survives truncation at 80 columns.
+    Separators end the previous span (a span never starts with a space: some SVG
+    renderers drop a leading space).
     """
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(f" {title} ", style="bold reverse")
     sep = (" │ ", "dim")
+    badge = automation_badge(automation)
+    if badge is not None:
+        text.append(*sep)
+        text.append(*badge)
     if status is None:
         text.append(*sep)
         text.append("starting…", style="dim")
-        return text
+        return unlead(text)
     label, style = DASHBOARD_STATES.get(status.dashboard, (status.dashboard, "dim"))
     text.append(*sep)
     text.append("dash " if compact else "dashboard ", style="dim")
@@ -65,13 +140,19 @@ def header_text(status: Any, now: datetime, *, title: str = "nfu-tui", compact: 
     else:
         age = ago(status.last_poll, now)
         text.append("polled " + ("just now" if age == "now" else f"{age} ago"), style="dim")
-    return text
+    return unlead(text)
 
 
-def header_tooltip(status: Any) -> Text | None:
+def header_tooltip(status: Any, automation: AutomationStatus | None = None, now: datetime | None = None) -> Text | None:
     if status is None:
         return None
-    lines = [f"Dashboard: {status.dashboard}" + (f" — {status.dashboard_detail}" if status.dashboard_detail else "")]
+    lines = []
+    if automation is not None and automation.error:
+        lines.append(f"Automation: stopped — {automation.error}")
+    elif automation is not None and automation.decision is not None and now is not None:
+        decision = automation.decision
+        lines.append(f"Automation: {decision.describe(now)}" + (f" · {decision.window}" if decision.window else ""))
+    lines += [f"Dashboard: {status.dashboard}" + (f" — {status.dashboard_detail}" if status.dashboard_detail else "")]
     lines.append(f"GitHub: {status.github}" + (f" — {status.github_detail}" if status.github_detail else ""))
     if status.last_poll is not None:
         lines.append(f"Last poll: {status.last_poll.astimezone():%Y-%m-%d %H:%M:%S %Z}")
@@ -85,15 +166,22 @@ class StatusHeader(Static):
     StatusHeader { height: 1; background: $panel; color: $foreground; }
     """
 
-    def __init__(self, clock: Callable[[], datetime], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], datetime],
+        automation: Callable[[], AutomationStatus | None] = lambda: None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._clock = clock
+        self._automation = automation
         self._status: Any = None
 
     def show(self, status: Any) -> None:
         self._status = status
-        self.update(header_text(status, self._clock(), compact=self.size.width < 90))
-        self.tooltip = header_tooltip(status)
+        now, auto = self._clock(), self._automation()
+        self.update(header_text(status, now, compact=self.size.width < 90, automation=auto))
+        self.tooltip = header_tooltip(status, auto, now)
 
     def tick(self) -> None:
         self.show(self._status)
@@ -107,12 +195,12 @@ def status_line_text(headline: str | None, pr_number: int | None, detail: str = 
     text = Text(no_wrap=True, overflow="ellipsis")
     if headline:
         text.append(f" {PENDING_GLYPH} ", style="bold reverse yellow")
-        text.append(f" Update PR pending: {headline}", style="bold")
+        text.append(f" Update PR pending: {headline}  ", style="bold")
         if pr_number is not None:
-            text.append(f"  (#{pr_number} · m merge & deploy)", style="dim")
+            text.append(f"(#{pr_number} · m merge & deploy)", style="dim")
     else:
         text.append(" " + (detail or "No update PR pending"), style="dim")
-    return text
+    return unlead(text)
 
 
 class StatusLine(Static):
@@ -121,6 +209,7 @@ class StatusLine(Static):
     StatusLine.-pending { background: $warning 15%; }
     """
 
-    def show(self, headline: str | None, pr_number: int | None, detail: str = "") -> None:
-        self.set_class(bool(headline), "-pending")
-        self.update(status_line_text(headline, pr_number, detail))
+    def show(self, headline: str | None, pr_number: int | None, detail: str = "", automation: Text | None = None) -> None:
+        """The pending PR line, or ``automation`` (see :func:`automation_text`) while automation is on."""
+        self.set_class(bool(headline) and automation is None, "-pending")
+        self.update(automation if automation is not None else status_line_text(headline, pr_number, detail))

@@ -60,6 +60,11 @@ class HostGrid(ScrollView, can_focus=True):
         Binding("a", "select_online", "All online", show=False, tooltip="Select every online host shown", id="grid.select-online"),
         Binding("escape", "clear", "Clear", show=False, tooltip="Clear the selection, then the filter", id="grid.clear"),
         Binding("h", "toggle_hold", "Hold", tooltip="Hold/unhold the focused or selected hosts", id="grid.hold"),
+        Binding(
+            "R", "rollback", "Roll back", show=False,
+            tooltip="Roll the focused host back to its previous generation: the dashboard's rollback op (asks first)",
+            id="grid.rollback",
+        ),
         Binding("enter", "open", "Details", show=False, tooltip="Host detail: compartments and recent output", id="grid.open"),
         Binding("s", "cycle_sort", "Sort", show=False, tooltip="Sort by name → status → priority", id="grid.sort"),
     ]
@@ -121,6 +126,13 @@ class HostGrid(ScrollView, can_focus=True):
             super().__init__()
             self.host_ids = host_ids
             self.held = held
+
+    class RollbackRequested(Message):
+        """``R`` on a host: roll it back (the app asks first)."""
+
+        def __init__(self, host_id: str) -> None:
+            super().__init__()
+            self.host_id = host_id
 
     class ViewChanged(Message):
         """Sort mode, filter or visible count changed (for the pane title)."""
@@ -406,6 +418,10 @@ class HostGrid(ScrollView, can_focus=True):
         ids = tuple(self.targets())
         if ids:
             self.post_message(self.HoldRequested(ids, held=not all(h in self._held for h in ids)))
+
+    def action_rollback(self) -> None:
+        if self.cursor_host:
+            self.post_message(self.RollbackRequested(self.cursor_host))
 
     def action_open(self) -> None:
         if self.cursor_host:
