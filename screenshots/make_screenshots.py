@@ -3,8 +3,9 @@
 
 nfu-tui runs on the real FleetService against the embedded simulator (default
 scenario; ``hsb0`` fails its switch, ``gpc0`` is a canary, ``hsb1`` is held) at 120×36:
-fleet grid → PR panel → help → merge & deploy plan → deploy in progress → the failed
-deploy → host detail. Usage: ``.venv/bin/python screenshots/make_screenshots.py``.
+fleet grid → automation on (countdown) → PR panel → help → merge & deploy plan → deploy
+in progress → the failed deploy (failure panel) → host detail → history → one run.
+Usage: ``.venv/bin/python screenshots/make_screenshots.py``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ async def session(base: Path) -> None:
     from nfu_tui.sim.testing import fast_scenario
     from nfu_tui.ui.app import NfuApp
     from nfu_tui.ui.screens.deploy import DeployScreen
+    from nfu_tui.ui.screens.history import HistoryScreen
     from nfu_tui.ui.widgets.host_grid import HostGrid
 
     sim = Simulator(fast_scenario(speed=8.0, heartbeat_seconds=1.0))
@@ -47,7 +49,7 @@ async def session(base: Path) -> None:
         sim.dashboard.set_fault("hsb0", "switch_fails")
         path = sim.write_config(
             base / "cfg",
-            flake_updates={"automation": {"canary_wait_minutes": 0}},
+            flake_updates={"automation": {"canary_wait_minutes": 0, "delay_minutes": 24 * 60}},
             hosts={"gpc0": {"canary": True}, "web-01": {"priority": 5}, "workstation": {"auto_update": False}},
         )
         cfg = load_config(path)
@@ -69,6 +71,15 @@ async def session(base: Path) -> None:
             grid.move_to("hsb1")
             await pilot.pause(0.3)
             shot("fleet")
+            await pilot.press("A", "y")  # automation on: the PR waits for its delay
+            await until(pilot, lambda: app.automation.on, "automation on")
+            await pilot.pause(0.3)
+            app.clear_notifications()
+            await pilot.pause(0.2)
+            shot("automation")
+            await pilot.press("A")  # off again before the manual deploy
+            await until(pilot, lambda: not app.automation.on, "automation off")
+            app.clear_notifications()
             await pilot.press("tab")
             await pilot.pause(0.2)
             shot("prs")
@@ -88,6 +99,9 @@ async def session(base: Path) -> None:
             )
             shot("deploy")
             await until(pilot, lambda: view.finished, "the end of the run", timeout=120)
+            await pilot.pause(0.5)
+            app.clear_notifications()
+            app.screen.query_one("DataTable").move_cursor(row=2)  # hsb0, the failed host
             await pilot.pause(0.3)
             shot("deploy-failed")
             await pilot.press("escape")
@@ -95,6 +109,13 @@ async def session(base: Path) -> None:
             await pilot.press("enter")
             await pilot.pause(0.3)
             shot("host")
+            await pilot.press("escape", "H")
+            await until(pilot, lambda: isinstance(app.screen, HistoryScreen) and app.screen.history, "the history")
+            await pilot.pause(0.3)
+            shot("history")
+            await pilot.press("enter")  # the newest run: the failed deploy
+            await pilot.pause(0.3)
+            shot("history-run")
     finally:
         await sim.stop()
 
