@@ -160,3 +160,14 @@ def test_many_subjects_with_a_seeded_generator() -> None:
     assert log.commits == 2000 and log.classified == 2000
     assert sum(e.commits for e in log.entries) == 2000
     assert len(log.entries) == len({s.split(":")[0] for s in subjects})
+
+
+def test_date_versions_are_not_major_bumps() -> None:
+    log = build_changelog([
+        "linux-firmware: 20260617 -> 20260631",
+        "rust-analyzer: 2025-11-24 -> 2026-11-15",
+        "foo: unstable-2026-10-01 -> unstable-2026-11-01",
+        "fish: 4.2.1 -> 5.0.0",
+    ])
+    assert log.count(Category.MAJOR) == 1
+    assert any("fish 4.2.1 → 5.0.0 (major)" in line for line in log.lines())

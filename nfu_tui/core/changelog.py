@@ -275,9 +275,14 @@ def security_ids(text: str) -> set[str]:
     return {m.upper() if m[:1] in "cC" else "GHSA-" + m[5:].lower() for m in _IDS.findall(text[:_BODY_LIMIT])}
 
 
+_DATE_VERSION = re.compile(r"^(?:unstable-)?(?:19|20)\d{2}-?[01]\d-?[0-3]\d")
+
+
 def _is_major(old: str | None, new: str | None) -> bool:
     if not old or not new:
         return False
+    if _DATE_VERSION.match(old) or _DATE_VERSION.match(new):
+        return False  # date versions (firmware snapshots, unstable-2026-11-15) move every release
     a = [d.lstrip("0") or "0" for d in _DIGITS.findall(old[:64])[:2]]
     b = [d.lstrip("0") or "0" for d in _DIGITS.findall(new[:64])[:2]]
     if not a or not b:
