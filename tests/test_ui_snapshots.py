@@ -294,8 +294,8 @@ def write_journal(store: Store, clock: Clock) -> None:
     store.record(deploy, "host_started", host="hsb0", phase="pull")
     store.record(deploy, "host_finished", host="hsb0", outcome="failed", phase="switch",
                  detail="switch error (exit 1): command failed",
-                 log_excerpt=["error: builder for '/nix/store/idwy7afik6kv8ncpgk33h8ki7q17g1s7-coreutils-9.5.drv' "
-                              "failed with exit code 2", "error: 1 dependencies of derivation failed to build"])
+                 log_excerpt=[("error: builder for '/nix/store/idwy7afik6kv8ncpgk33h8ki7q17g1s7-coreutils-9.5.drv' "
+                               "failed with exit code 2"), "error: 1 dependencies of derivation failed to build"])
     store.record(deploy, "host_finished", host="csb0", outcome="skipped", phase="", detail="not started")
     store.finish_run(deploy, "failed", "PR #42: failed (1 ok, 1 failed, 1 skipped)")
     clock.now = t + timedelta(minutes=5)

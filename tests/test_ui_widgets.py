@@ -80,7 +80,12 @@ def _decision(state: str, template: str, **kw):
 def test_the_automation_badge_and_line_say_what_automation_does():
     from datetime import datetime, timedelta, timezone
 
-    from nfu_tui.ui.widgets.header import AutomationStatus, automation_badge, automation_text, header_text
+    from nfu_tui.ui.widgets.header import (
+        AutomationStatus,
+        automation_badge,
+        automation_text,
+        header_text,
+    )
 
     now = datetime(2026, 8, 12, 14, 0, tzinfo=timezone.utc)
     waiting = _decision("waiting-delay", "merging PR #42 in {in} — waiting for CI", due=now + timedelta(minutes=37),
@@ -120,3 +125,28 @@ def test_unlead_keeps_runs_from_starting_with_a_space():
     assert Span(14, 23, "bold red") in text.spans
     assert Span(30, 33, "bold reverse") in text.spans and Span(33, 34, GAP) in text.spans
     assert all(plain[s.start] != " " for s in text.spans if s.style not in ("bold reverse", GAP))
+
+
+def test_the_resume_dialog_says_what_the_journal_knows(tmp_path):
+    from nfu_tui.core.store import Store
+    from nfu_tui.ui.screens.resume import run_text
+
+    with Store(tmp_path / "journal.sqlite3") as store:
+        deploy = store.create_run("deploy", actor="alice@box", pr=42, head_sha="a" * 40,
+                                  plan={"pr_number": 42, "entries": [{"host": "gpc0"}, {"host": "hsb0"}]})
+        store.record(deploy, "merged", sha="b" * 40)
+        store.record(deploy, "host_finished", host="gpc0", outcome="ok", phase="switch")
+        store.record(deploy, "host_started", host="hsb0", phase="switch")
+        revert = store.create_run("revert", actor="alice@box", pr=42, plan={
+            "strategy": "revert-commit", "failed_run": deploy, "reverts_pr": 42, "hosts": ["gpc0"]})
+        store.record(revert, "revert_opened", revert_pr=43, head_sha="c" * 40, url="")
+        store.record(revert, "merge_requested", pr=43, sha="c" * 40)
+        text = run_text(store.get_run(deploy)).plain
+        assert f"Deploy run #{deploy} of PR #42 did not finish" in text and "Merge: done as bbbbbbb" in text
+        assert "Hosts: 1 of 2 finished (gpc0 ok)" in text
+        assert "In flight: hsb0 (switch) — resume follows its command on the dashboard" in text
+        text = run_text(store.get_run(revert)).plain
+        assert f"Rollback run #{revert} of PR #42 did not finish" in text
+        assert f"Strategy: revert-commit after the failed run #{deploy}" in text
+        assert "Revert PR: #43, merge requested" in text and "Redeploy: not started (gpc0 to redeploy)" in text
+        assert "never opening or merging a revert twice" in text

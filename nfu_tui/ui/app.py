@@ -209,7 +209,7 @@ class NfuApp(App[int]):
         while not runner.stopping:
             try:
                 await runner.run_forever()
-            except Exception as exc:  # noqa: BLE001 - automation must never take the app down
+            except Exception as exc:  # automation must never take the app down
                 log.exception("automation failed")
                 self._automation_failed(f"{type(exc).__name__}: {exc}; retrying in {AUTOMATION_RETRY:g} s")
                 await asyncio.sleep(AUTOMATION_RETRY)

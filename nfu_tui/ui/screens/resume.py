@@ -43,6 +43,11 @@ def _deploy_facts(run: Any, text: Text) -> None:
     text.append(f"{len(done)} of {len(planned)} finished")
     if done:
         text.append(" (" + ", ".join(f"{h} {o}" for h, o in sorted(done.items())) + ")", style="dim")
+    flying = run.hosts_in_flight if run.steps is not None else {}
+    if flying:
+        text.append("\nIn flight: ", style="bold")
+        text.append(", ".join(f"{h} ({phase})" if phase else h for h, phase in sorted(flying.items())))
+        text.append(" — resume follows its command on the dashboard", style="dim")
     waiting = _waiting_for(run)
     if waiting:
         text.append("\nWaiting for offline hosts: ", style="bold")
