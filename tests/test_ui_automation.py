@@ -56,9 +56,11 @@ class Clock:
 
 
 def make_app(sim: Any, tmp_path: Path, *, clock: Callable[[], datetime] | None = None, **overrides: Any) -> NfuApp:
+    """The app on a FleetService for ``sim``; ``overrides`` are config tables. The default flush
+    interval: Pilot's keys wait for an idle app, which a faster flush under streaming output delays."""
     cfg = load_config(sim.write_config(tmp_path / "cfg", **overrides))
     service = FleetService(cfg, resolve_secrets(cfg, env={}, use_gh=False))
-    app = NfuApp(service, flush_interval=0.02, **({"clock": clock} if clock else {}))
+    app = NfuApp(service, **({"clock": clock} if clock else {}))
     app.animation_level = "none"
     return app
 
@@ -71,12 +73,13 @@ async def wait_for(pilot: Any, predicate: Callable[[], Any], what: str, timeout:
         await pilot.pause(0.05)
 
 
-async def ready(pilot: Any, hosts: int = 12) -> HostGrid:
-    """The fleet is shown and the update PR explained."""
+async def ready(pilot: Any, hosts: int = 12, *, explained: bool = False) -> HostGrid:
+    """The fleet is shown and the update PR listed (``explained``: with CI and lock diff, ~1.5 s more)."""
     app = pilot.app
     grid = app.screen_stack[0].query_one(HostGrid)
-    await wait_for(pilot, lambda: grid.total == hosts, "the fleet")
-    await wait_for(pilot, lambda: app.service.prs and app.service.prs[0].explanation is not None, "the PR")
+    await wait_for(pilot, lambda: grid.total == hosts and app.runner is not None, "the fleet")
+    await wait_for(pilot, lambda: app.service.prs and (app.service.prs[0].explanation is not None or not explained),
+                   "the PR")
     return grid
 
 
@@ -97,7 +100,7 @@ def merges(sim: Any, number: int) -> int:
 async def test_automation_toggle_asks_first_counts_down_and_is_audited(shared, tmp_path):
     app = make_app(shared.sim, tmp_path, flake_updates={"automation": {"delay_minutes": 1440.5}})
     async with app.run_test(size=SIZE) as pilot:
-        await ready(pilot)
+        await ready(pilot, explained=True)
         await wait_for(pilot, lambda: "auto off" in header(app), "the automation badge")
         store = app.service.store
         await pilot.press("A")
@@ -229,6 +232,9 @@ async def test_failure_panel_holds_the_failing_host_and_rolls_back_per_strategy(
 
 async def test_an_interrupted_host_rollback_is_resumed_without_sending_it_again(shared, tmp_path):
     with Store() as store:
+        revert = store.create_run("revert", actor="alice@box", pr=42, plan={"strategy": "revert-pr"})
+        store.record(revert, "revert_opened", revert_pr=4242, head_sha="c" * 40, url="")  # deleted on GitHub since
+        store.finish_run(revert, "succeeded", "revert PR #4242 opened")
         run_id = store.create_run("rollback", actor="alice@box", plan={"op": "rollback", "hosts": ["gpc0"]})
         store.record(run_id, "host_started", host="gpc0", phase="rollback")
     app = make_app(shared.sim, tmp_path)
@@ -245,7 +251,12 @@ async def test_an_interrupted_host_rollback_is_resumed_without_sending_it_again(
         await pilot.press("H")  # the history lists it
         assert isinstance(app.screen, HistoryScreen)
         await wait_for(pilot, lambda: app.screen.history is not None, "the history")
-        assert [r.id for r in app.screen.history.runs] == [run_id]
+        assert [r.id for r in app.screen.history.runs] == [run_id, revert]
+        # The runner tracks the revert PRs the journal names; one GitHub no longer has stops nothing.
+        await wait_for(pilot, lambda: 4242 not in app.service.tracked_prs, "the deleted revert PR dropped")
+        await pilot.press("r")  # poll again
+        await wait_for(pilot, lambda: app.service.status.github == "ok", "GitHub ok")
+        assert [s.pr.number for s in app.service.prs] == [42]
 
 
 def _palette_has(app: NfuApp, title: str) -> bool:
@@ -258,16 +269,28 @@ def _palette_has(app: NfuApp, title: str) -> bool:
     return any(title in str(options.get_option_at_index(i).prompt) for i in range(options.option_count))
 
 
-async def test_a_revert_pr_that_no_longer_exists_does_not_stop_github_polling(shared, tmp_path):
-    """The runner tracks the revert PRs the journal names; a deleted one must not break every poll."""
-    with Store() as store:
-        run_id = store.create_run("revert", actor="alice@box", pr=42, plan={"strategy": "revert-pr"})
-        store.record(run_id, "revert_opened", revert_pr=4242, head_sha="c" * 40, url="")
-        store.finish_run(run_id, "succeeded", "revert PR #4242 opened")
-    app = make_app(shared.sim, tmp_path)
+async def test_cancel_then_release_the_running_host_in_the_dashboard(sim_factory, tmp_path):
+    """The dashboard cannot stop a running command: cancel stops scheduling; c again offers to
+    release the host (timeout action "ignore"), which ends the run at once."""
+    hosts = [HostSpec("hsb0", "server", "home", faults={"slow"}), HostSpec("csb0", "server", "cloud")]
+    sim = await sim_factory(fast_scenario(hosts=hosts, speed=1.0))
+    app = make_app(sim, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await ready(pilot)
-        await wait_for(pilot, lambda: app.runner is not None and 4242 not in app.service.tracked_prs, "untracked")
-        await pilot.press("r")  # poll again: still fine
-        await wait_for(pilot, lambda: "GitHub ✓" in header(app), "GitHub ok")
-        assert app.service.status.github == "ok" and [s.pr.number for s in app.service.prs] == [42]
+        await ready(pilot, len(hosts))
+        await pilot.press("m", "y")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeployScreen), "the deploy screen")
+        view = app.deploy_view
+        await wait_for(pilot, lambda: view.rows["hsb0"].state == "running", "hsb0 running")
+        await pilot.press("c")
+        assert "cannot stop a command" in plain(app.screen.query_one("Static").content)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: "c: release them" in app.screen.query_one("#deploy-stage").content.plain,
+                       "the cancelling stage")
+        assert not view.finished  # hsb0's command still runs: followed, not killed
+        await pilot.press("c")
+        assert "Release hsb0 in the dashboard?" in plain(app.screen.query_one("Static").content)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: view.finished, "the run to end")
+        assert view.result.status.value == "cancelled" and view.result.still_running == ("hsb0",)
+        assert view.rows["csb0"].state in ("cancelled", "skipped")  # never started
+        assert not [c for c in sim.dashboard.commands.values() if c.op == "kill" or c.status == "KILLING"]

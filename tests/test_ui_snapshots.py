@@ -206,23 +206,6 @@ def test_history(snap_compare, snap_sim, tmp_path, utc, size):
     assert snap_compare(app, terminal_size=size, run_before=history)
 
 
-def test_history_run_detail(snap_compare, snap_sim, tmp_path, utc):
-    """enter on the failed run: summary, plan, host outcomes with the log excerpt, timeline, lock diff."""
-    clock = Clock()
-    app = build_app(snap_sim, tmp_path, "history-run", store=Store(clock=clock))
-    write_journal(app.service.store, clock)
-
-    async def failed_run(pilot: Any) -> None:
-        await wait(pilot, lambda: app.runner is not None)
-        await pilot.press("H")
-        await wait(pilot, lambda: getattr(app.screen, "history", None) is not None)
-        app.screen.query_one("#history-runs").move_cursor(row=3)
-        await pilot.press("enter")
-        await pilot.pause(0.2)
-
-    assert snap_compare(app, terminal_size=(80, 24), run_before=failed_run)
-
-
 def test_unfinished_run_modal(snap_compare, snap_sim, tmp_path, utc):
     """At start: a deploy run that died after gpc0 — resume, abandon or later."""
     runner, _ = snap_sim
