@@ -482,7 +482,9 @@ class DeployScreen(Screen):
             self.app.stop_waiting()
 
     def action_roll_back(self) -> None:
-        self.app.request_roll_back(self.view)
+        service = self.app.service
+        if service is not None and can_roll_back(self.view, service.config.flake_updates.rollback):
+            self.app.request_roll_back(self.view)
 
     def action_hold_failed(self) -> None:
         held = self.app.service.held() if self.app.service else set()
