@@ -188,12 +188,8 @@ class HistoryScreen(Screen):
         when = "%m-%d %H:%M" if narrow else "%Y-%m-%d %H:%M"
         title = Text(f"Runs ({len(history.runs)}) — enter opens one", style="bold")
         self.query_one("#runs-title", Static).update(title)
-        runs = self.query_one("#history-runs", DataTable)
-        runs.clear(columns=True)
-        if narrow:
-            runs.add_columns("Run", "When", "What", "Trigger", "Status", "Hosts")
-        else:
-            runs.add_columns("Run", "When", "What", "Trigger", "Status", "Hosts", "By")
+        labels = ["Run", "When", "What", "Trigger", "Status", "Hosts"] + ([] if narrow else ["By"])
+        rows: list[tuple[str, list[Text]]] = []
         for r in history.runs:
             cells = [
                 _cell(f"#{r.id}"), _cell(hist.local_time(r.started_at, when)), _cell(r.what()), _cell(r.trigger),
@@ -202,15 +198,28 @@ class HistoryScreen(Screen):
             ]
             if not narrow:
                 cells.append(_cell(hist.who(r)))
-            runs.add_row(*cells, key=str(r.id))
-        audit = self.query_one("#history-audit", DataTable)
-        audit.clear(columns=True)
-        audit.add_columns("When", "Action", "PR", "Who", "Details")
+            rows.append((str(r.id), cells))
+        self._fill(self.query_one("#history-runs", DataTable), labels, rows)
+        rows = []
         for a in history.audit:
             details = ", ".join(f"{k}={v}" for k, v in sorted(a.details.items()))
             who = a.actor if narrow else a.actor + (f" ({a.github_login})" if a.github_login else "")
-            audit.add_row(_cell(hist.local_time(a.at, when)), _cell(a.action), _cell(f"#{a.pr}" if a.pr else ""),
-                          _cell(who), _cell(details))
+            rows.append((str(a.id), [_cell(hist.local_time(a.at, when)), _cell(a.action),
+                                     _cell(f"#{a.pr}" if a.pr else ""), _cell(who), _cell(details)]))
+        self._fill(self.query_one("#history-audit", DataTable), ["When", "Action", "PR", "Who", "Details"], rows)
+
+    def _fill(self, table: DataTable, labels: list[str], rows: list[tuple[str, list[Text]]]) -> None:
+        """Columns sized to their content up front (no reflow when the table catches up), the last
+        one cut with an ellipsis to what the screen has left."""
+        widths = [max([len(label)] + [row[i].cell_len for _, row in rows]) for i, label in enumerate(labels)]
+        room = self.size.width - sum(widths[:-1]) - 2 * len(widths) - 1  # cell padding, scrollbar
+        if room > 0:
+            widths[-1] = max(min(widths[-1], room), len(labels[-1]))
+        table.clear(columns=True)
+        for label, width in zip(labels, widths, strict=True):
+            table.add_column(label, width=width)
+        for key, cells in rows:
+            table.add_row(*cells, key=key)
 
     @on(DataTable.RowSelected, "#history-runs")
     def _open(self, event: DataTable.RowSelected) -> None:
