@@ -294,3 +294,29 @@ async def test_cancel_then_release_the_running_host_in_the_dashboard(sim_factory
         assert view.result.status.value == "cancelled" and view.result.still_running == ("hsb0",)
         assert view.rows["csb0"].state in ("cancelled", "skipped")  # never started
         assert not [c for c in sim.dashboard.commands.values() if c.op == "kill" or c.status == "KILLING"]
+
+
+async def test_a_crash_in_the_automation_loop_is_shown_and_retried_not_fatal(shared, tmp_path, monkeypatch):
+    from nfu_tui.core.automation import AutomationRunner
+    from nfu_tui.ui import app as app_module
+
+    calls: list[int] = []
+    real = AutomationRunner.run_forever
+
+    async def crashing_once(self: AutomationRunner) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        await real(self)
+
+    monkeypatch.setattr(AutomationRunner, "run_forever", crashing_once)
+    monkeypatch.setattr(app_module, "AUTOMATION_RETRY", 0.5)
+    app = make_app(shared.sim, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "auto ✗" in header(app), "the failure in the header")
+        line = app.screen.query_one(StatusLine).content.plain
+        assert "automation stopped: RuntimeError: boom; retrying in 0.5 s" in line
+        await wait_for(pilot, lambda: len(calls) == 2 and "auto off" in header(app), "the loop running again")
+        await wait_for(pilot, lambda: "Update PR pending" in app.screen.query_one(StatusLine).content.plain,
+                       "the status line back to the pending PR")
+        assert app.is_running

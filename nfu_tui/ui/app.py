@@ -214,6 +214,7 @@ class NfuApp(App[int]):
                 self._automation_failed(f"{type(exc).__name__}: {exc}; retrying in {AUTOMATION_RETRY:g} s")
                 await asyncio.sleep(AUTOMATION_RETRY)
                 self.automation = AutomationStatus(self.automation.decision, enabled=self.automation.enabled)
+                self.publish(ServiceUpdate(automation=True))
 
     def _automation_failed(self, message: str) -> None:
         self.automation = AutomationStatus(self.automation.decision, message, self.automation.enabled)
