@@ -287,10 +287,11 @@ def test_lock_summary_is_coloured_by_line_kind():
     text = prview.colour_summary(summary)
     assert text.plain == summary.rstrip("\n")
     styles = {text.plain[s.start : s.end].split("\n")[0]: str(s.style) for s in text.spans}
-    assert styles["• Updated input 'nixpkgs':"] == "bold"
+    assert styles["• Updated input 'nixpkgs':"] == "bold yellow"
     assert styles["  → 'github:NixOS/nixpkgs/def5678' (2026-05-17)"] == "green"
     assert styles["    'github:NixOS/nixpkgs/abc1234' (2026-05-10)"] == "red"
     assert styles["• Added input 'foo':"] == "bold green"
+    assert styles["    'github:a/foo/1234567' (2026-05-17)"] == "green"  # an added input's edge is new, not old
     assert styles["• Removed input 'bar'"] == "bold red"
 
 

@@ -74,24 +74,21 @@ def pr_entry(pr: UpdatePR, now: datetime) -> Text:
     return text
 
 
+DIFF_STYLES = {"added": "bold green", "removed": "bold red", "updated": "bold yellow", "old": "red", "new": "green",
+               "plain": "dim"}
+
+
 def colour_summary(summary: str) -> Text:
-    """Colour nix's lock-file summary: headings bold, old refs red, new refs green."""
+    """Colour nix's lock-file summary like a diff: headings bold, old refs red, new refs green.
+
+    Line kinds come from :func:`nfu_tui.core.history.classify_diff` (an added input's only
+    edge is new, not old), shared with the history screen.
+    """
+    from nfu_tui.core.history import classify_diff
+
     text = Text()
-    for line in summary.splitlines():
-        stripped = line.lstrip()
-        if line.startswith("• Added"):
-            style = "bold green"
-        elif line.startswith("• Removed"):
-            style = "bold red"
-        elif line.startswith("•"):
-            style = "bold"
-        elif stripped.startswith("→"):
-            style = "green"
-        elif stripped.startswith("'"):
-            style = "red"
-        else:
-            style = "dim"
-        text.append(line, style=style)
+    for kind, line in classify_diff(summary):
+        text.append(line, style=DIFF_STYLES[kind])
         text.append("\n")
     text.rstrip()
     return text

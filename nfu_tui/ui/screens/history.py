@@ -21,6 +21,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from nfu_tui.core import history as hist
+from nfu_tui.ui.prview import colour_summary
 from nfu_tui.ui.spans import unlead
 
 STATUS_STYLES = {
@@ -32,16 +33,7 @@ STATUS_STYLES = {
     "paused": "bold yellow",
 }
 OUTCOME_STYLES = {"ok": "green", "failed": "bold red", "skipped": "dim", "cancelled": "yellow", "queued": "cyan"}
-DIFF_STYLES = {"added": "bold green", "removed": "bold red", "updated": "bold yellow", "old": "red", "new": "green",
-               "plain": ""}
-
-
-def diff_text(lock_diff: str) -> Text:
-    """nix's lock diff, coloured like a diff: old revs red, new revs green."""
-    text = Text()
-    for kind, line in hist.classify_diff(lock_diff):
-        text.append(line + "\n", style=DIFF_STYLES[kind])
-    return text
+diff_text = colour_summary  # the same colouring as the PR panel
 
 
 def _section(title: str) -> Text:
