@@ -195,9 +195,10 @@ class _Deploy:
             except StateError as exc:
                 return _bad(exc.message)
         await self._login(dashboard)
-        self.watch = RunWatch()
+        self.watch: RunWatch | None = None  # from the first fleet state on: lost/back lines
         view = LiveFleet(dashboard, on_stream=lambda event, _changes: self._on_stream(view, event))
         await view.start()
+        self.watch = RunWatch()
         try:
             if run_id is None:
                 targets = None
@@ -328,6 +329,8 @@ class _Deploy:
         """A line when the dashboard connection is lost (the first failure) and when the fleet state is back."""
         from nfu_tui.clients._dashboard_protocol import Disconnected
 
+        if self.watch is None:
+            return
         if isinstance(event, Disconnected):
             line = self.watch.connection(False, event.reason)
         elif view.model.synced:
@@ -340,6 +343,7 @@ class _Deploy:
     def _on_engine_event(self, event) -> None:  # type: ignore[no-untyped-def]
         import time
 
+        assert self.watch is not None
         self.watch.engine(event)
         self.said_at = time.monotonic()
         _print_event(event)
@@ -354,7 +358,7 @@ class _Deploy:
         self.said_at = time.monotonic()
         while True:
             quiet = time.monotonic() - self.said_at
-            if quiet >= QUIET_SECONDS:
+            if quiet >= QUIET_SECONDS and self.watch is not None:
                 self._say(self.watch.waiting())
                 continue
             await asyncio.sleep(QUIET_SECONDS - quiet)
