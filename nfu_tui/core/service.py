@@ -52,6 +52,7 @@ class ConnectionStatus:
     github_detail: str = ""
     rate: RateBudget = RateBudget()
     last_poll: datetime | None = None
+    unreachable_since: datetime | None = None  # the live fleet state was lost then: hosts are unknown now
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +152,8 @@ class FleetService:
             self._tasks.append(asyncio.create_task(self._poll_loop(), name="nfu-github-poll"))
 
     async def stop(self) -> None:
-        if self.engine is not None and self.engine.running:
-            self.engine.cancel()
+        """Disconnect. A deploy still running is not cancelled: its task is interrupted by its owner and the
+        run stays resumable in the journal (the engine treats a cancelled task as a shutdown)."""
         tasks = self._tasks + list(self._explaining.values())
         for task in tasks:
             task.cancel()
@@ -194,6 +195,11 @@ class FleetService:
                 log.exception("service listener failed")
 
     def _set_status(self, **changes: Any) -> None:
+        dashboard = changes.get("dashboard", self.status.dashboard)
+        if dashboard == "live":
+            changes["unreachable_since"] = None
+        elif self.status.dashboard == "live":
+            changes["unreachable_since"] = datetime.now(timezone.utc)
         self.status = replace(self.status, **changes)
         self._emit(ServiceEvent("status"))
 
