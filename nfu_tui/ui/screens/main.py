@@ -53,7 +53,7 @@ class MainScreen(Screen):
         Binding("slash", "filter", "Filter", tooltip="Filter hosts by name, location or state", id="main.filter"),
         Binding("m", "merge_deploy", "Merge & Deploy", tooltip="Plan a merge & deploy of the focused PR", id="main.merge-deploy"),
         Binding(
-            "c", "converge", "Converge",
+            "c", "converge", "Converge", show=False,
             tooltip="Bring every host behind the default branch (or the selected ones) to its head: no merge; "
                     "shows the plan first",
             id="main.converge",
