@@ -156,7 +156,9 @@ async def test_e2e_converge_after_a_cancelled_run_brings_every_host_to_main_with
             assert entry.behind.endswith("behind") and f"→ {head[:7]}" in entry.behind
         assert {s.host: s.detail for s in plan.skipped} == {"a1": f"at main {head[:7]}"}
 
-        result = await d.engine().run(plan, actor="tester", queued_wait=0)
+        # Journaled as a process that died right after confirming leaves it, then resumed from the journal.
+        run_id = d.store.create_run("converge", actor="tester", head_sha=plan.head_sha, plan=plan.to_dict())
+        result = await d.engine().resume(run_id, actor="tester", queued_wait=0)
         assert result.status is RunStatus.SUCCEEDED, result.summary()
         assert result.summary().startswith(f"converge to main {head[:7]}: succeeded")
         assert sim.github.default_branch_head()[0] == head  # nothing merged, the branch did not move

@@ -341,7 +341,8 @@ class NfuApp(App[int]):
         view = self.deploy_view = DeployView.from_run(run, self.clock, resumed=event.resumed)
         who = "Automation" if run.trigger == "auto" else "nfu-tui"
         verb = "resumed" if event.resumed else "started"
-        what = f"the rollback's redeploy of PR #{run.pr}" if view.recovery else f"deploy run #{run.id} of PR #{run.pr}"
+        what = (f"the rollback's redeploy of PR #{run.pr}" if view.recovery
+                else f"{view.plan.subject} (run #{run.id})" if view.plan.converge else f"deploy run #{run.id} of PR #{run.pr}")
         self.notify(f"{who} {verb} {what} — D shows it.", title=f"Run #{run.id}", markup=False)
         return view
 
@@ -703,7 +704,7 @@ class NfuApp(App[int]):
             else:
                 self.notify(
                     f"Run #{run.id} stays unfinished; it is offered again at the next start"
-                    + (f" (or: nfu-tui deploy --resume {run.id})." if run.kind == "deploy" else "."),
+                    + (f" (or: nfu-tui deploy --resume {run.id})." if run.kind in ("deploy", "converge") else "."),
                     title="Unfinished run",
                     markup=False,
                 )
@@ -717,7 +718,7 @@ class NfuApp(App[int]):
         if self.deploy_running:
             self.notify("A deploy is running; resume the run after it.", title="Resume", severity="warning")
             return
-        if run.kind == "deploy":
+        if run.kind in ("deploy", "converge"):
             self.deploy_view = DeployView.from_run(run, self.clock)
             self._deploy(None, run.id)
             self.show_deploy()
