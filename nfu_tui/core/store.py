@@ -276,6 +276,9 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Sequence[str]] = MIGR
         for version in range(found, len(migrations)):
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if conn.execute("PRAGMA user_version").fetchone()[0] > version:  # another process was first
+                    conn.execute("COMMIT")
+                    continue
                 for statement in migrations[version]:
                     conn.execute(statement)
                 if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
