@@ -183,3 +183,21 @@ async def test_e2e_converge_while_an_update_pr_is_open_targets_main_not_the_pr(s
         assert plan.entries == () and plan.head_sha == head  # every host is at main; PR #42 stays open
         pr = await d.service.github.get_pull(42)
         assert pr.state == "open" and pr.head_sha != head
+
+
+async def test_e2e_converge_deploys_a_host_that_was_offline_during_the_pr_run(sim_factory: Any, tmp_path: Path) -> None:
+    hosts = [HostSpec("a1", "desktop"), HostSpec("a2", "desktop", online=False, faults={"offline"})]
+    sim = await sim_factory(scenario(*hosts))
+    async with Deploy(sim, tmp_path) as d:
+        first = await d.engine().run(await d.plan(), actor="tester", queued_wait=0)
+        assert first.status is RunStatus.WAITING and first.hosts_with(Outcome.QUEUED) == ["a2"]
+        head, _ = sim.github.default_branch_head()
+        offline = await d.service.plan_converge()
+        assert [e.host for e in offline.queued] == ["a2"] and offline.entries == ()  # queued like a PR run
+        sim.dashboard.set_online("a2", True)
+        assert await d.service.wait_until(lambda: (h := d.service.host("a2")) is not None and h.online, 10)
+        plan = await d.service.plan_converge()
+        assert [e.host for e in plan.entries] == ["a2"]
+        result = await d.engine().run(plan, actor="tester", queued_wait=0)
+        assert result.status is RunStatus.SUCCEEDED, result.summary()
+        assert sim.dashboard.hosts["a2"].generation == head[:7] and d.merge_requests() == 1
