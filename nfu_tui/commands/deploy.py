@@ -116,7 +116,7 @@ class _Deploy:
         problems = missing_settings(cfg, secrets, password=False)  # asked for below on a terminal
         if problems:
             return _bad("; ".join(problems))
-        if secrets.dashboard_password is None:
+        if secrets.dashboard_password is None and not cfg.uses_ssh:
             if not sys.stdin.isatty():
                 return _bad("no dashboard password (set dashboard.password_file or NIXFLEET_PASSWORD)")
             import getpass
