@@ -375,3 +375,61 @@ async def test_deploy_killed_mid_switch_then_resumed(sim: Any, tmp_path: Path) -
         assert first.switches == 1 and slow.switches == 1  # the interrupted switch was followed, not repeated
     finally:
         bed.close()
+
+
+@pytest.fixture
+async def async_bed(sim: Any, tmp_path: Path) -> Any:
+    """``sim`` on this loop, its repository exported for the hosts (re-exported whenever a branch moves)."""
+    ensure_sshd()
+    remote = tmp_path / "remote.git"
+    sim.github.export_git(remote)
+    sim.github.on_branch_moved(lambda _branch, _sha: sim.github.export_git(remote))
+    b = SshBed(tmp_path / "bed", remote)
+    b.setup()
+    yield b
+    b.close()
+
+
+@pytest.mark.parametrize("sim", [NO_DASHBOARD_HOSTS], indirect=True)
+async def test_auto_once_merges_and_deploys_over_ssh_and_history_lists_it(sim: Any, async_bed: SshBed,
+                                                                          tmp_path: Path) -> None:
+    hosts = [async_bed.add("c1"), async_bed.add("h2")]
+    cfg = write_config(sim, async_bed, tmp_path, {"c1": {"canary": True}})
+    data = __import__("tomllib").loads(Path(cfg).read_text())
+    data["flake_updates"] = {"automation": {"enabled": True, "delay_minutes": 0, "canary_wait_minutes": 0}}
+    Path(cfg).write_text(tomli_w.dumps(data))
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "nfu_tui", "--config", cfg, "auto", "--once",
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert proc.returncode == 0, (err.decode(), lines)
+    done = {line["host"]: line["outcome"] for line in lines if line["event"] == "host_finished"}
+    assert done == {"c1": "ok", "h2": "ok"}, lines
+    merge_sha = sim.github.default_branch_head()[0]
+    assert all(h.current_rev == merge_sha and h.switches == 1 for h in hosts)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "nfu_tui", "--config", cfg, "history",
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert "#42" in out.decode() and "succeeded" in out.decode(), out.decode()
+
+
+@pytest.mark.parametrize("sim", [NO_DASHBOARD_HOSTS], indirect=True)
+async def test_the_tui_shows_the_ssh_fleet(sim: Any, async_bed: SshBed, tmp_path: Path) -> None:
+    from nfu_tui.config import load_config, resolve_secrets
+    from nfu_tui.core.service import FleetService
+    from nfu_tui.ui.app import NfuApp
+    from nfu_tui.ui.widgets.host_grid import HostGrid
+
+    async_bed.add("web1")
+    async_bed.add("web2").knob("failed-units", "nginx.service")
+    cfg = load_config(write_config(sim, async_bed, tmp_path, {}))
+    app = NfuApp(FleetService(cfg, resolve_secrets(cfg, env={}, use_gh=False)), flush_interval=0.02)
+    async with app.run_test(size=(120, 40)) as pilot:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while not (app.service.status.dashboard == "live" and app.screen_stack[0].query_one(HostGrid).total == 2
+                   and app.service.host("web2").system.state is CompartmentState.ERROR):
+            assert loop.time() < deadline, app.service.status
+            await pilot.pause(0.05)
+        assert app.service.host("web1").git.state is CompartmentState.OK

@@ -256,6 +256,7 @@ class SshFleet:
         self._running: dict[str, _Running] = {}  # host → its running command
         self._failed_units: dict[str, frozenset[str]] = {}
         self._facts: dict[str, dict[str, str]] = {}  # host → its last probe's facts
+        self._asked: set[str] = set()  # hosts asked for a previous process's command
         self._version = 0
         self._queue: asyncio.Queue[tuple[str, Any]] | None = None
         self._probe_now = asyncio.Event()
@@ -350,9 +351,12 @@ class SshFleet:
         for cmd in self._commands.values():
             if cmd.host_id not in out or (cmd.created_at, cmd.id) >= (out[cmd.host_id].created_at, out[cmd.host_id].id):
                 out[cmd.host_id] = cmd
-        unknown = [name for name in self.hosts if name not in out]
+        # Asked once per host and process (only a previous process can have left a command there).
+        unknown = [name for name in self.hosts if name not in out and name not in self._asked]
         found = await asyncio.gather(*(self._adopt(name) for name in unknown), return_exceptions=True)
         for name, cmd in zip(unknown, found):
+            if not isinstance(cmd, BaseException):
+                self._asked.add(name)
             if isinstance(cmd, Command):
                 out[name] = cmd
         return out
@@ -615,8 +619,9 @@ class SshFleet:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15.0)
                 continue
-            if state == "running":
-                continue  # tail ended early (log rotated?): follow again
+            if state == "running":  # tail ended early (log removed?): follow again, without spinning
+                await asyncio.sleep(1.0)
+                continue
             break
         if state.startswith("rc="):
             try:
