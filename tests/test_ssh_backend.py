@@ -433,3 +433,39 @@ async def test_the_tui_shows_the_ssh_fleet(sim: Any, async_bed: SshBed, tmp_path
             assert loop.time() < deadline, app.service.status
             await pilot.pause(0.05)
         assert app.service.host("web1").git.state is CompartmentState.OK
+
+
+@pytest.mark.parametrize("sim_thread", [NO_DASHBOARD_HOSTS], indirect=True)
+def test_a_host_lost_mid_run_is_queued_and_deployed_on_resume(sim_bed: tuple[Any, SshBed], tmp_path: Path,
+                                                              capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from nfu_tui.clients import _github_protocol
+
+    monkeypatch.setattr(_github_protocol, "mergeable_poll_delays", lambda total=30.0: (0.05,) * int(total / 0.05))
+    sim, bed = sim_bed
+    first, lost = bed.add("a1"), bed.add("a2")
+    first.knob("switch-steps", "15")
+    cfg = write_config(sim, bed, tmp_path, {"a1": {"priority": 1}, "a2": {"priority": 2}})
+
+    def drop_a2_during_a1s_switch() -> None:
+        deadline = time.monotonic() + 60
+        while not (first.state / "switch-pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        lost.stop()
+
+    dropper = threading.Thread(target=drop_a2_during_a1s_switch)
+    dropper.start()
+    code = main(["--config", cfg, "deploy", "--pr", "42", "--yes"])
+    dropper.join()
+    out, err = capsys.readouterr()
+    merge_sha = sim.github.default_branch_head()[0]
+    assert code == 0, out + err  # a queued offline host is not a failure
+    assert "a2 still offline" in out, out
+    assert first.current_rev == merge_sha and lost.generation == 1
+    lost.start()
+    code = main(["--config", cfg, "deploy", "--resume", "--yes"])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert lost.current_rev == merge_sha and first.switches == 1, out
