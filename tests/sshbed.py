@@ -1,16 +1,10 @@
 """A test bed of NixOS hosts reached over real OpenSSH (``sshd`` on 127.0.0.1, one per host).
 
-Each :class:`BedHost` has its own host key, port and directory; its sessions get
-``PATH``/``HOME``/``NFU_STATE`` through ``SetEnv`` (contract ssh-hosts.md: no
-ForceCommand, which would refuse signals). Stand-in ``nixos-rebuild``,
-``nixos-version``, ``systemctl`` and ``readlink`` (which maps ``/run/…`` into the
-host's state directory) read and change ``state/``: generations with their
-configuration revision and kernel, the booted system, failed units. Real ``git``
-fetches from a bare repository exported from the simulated GitHub (same commit SHAs).
-
-Knobs (files in ``state/``): ``fail-build`` (the build fails), ``switch-steps`` (0.1 s
-build steps, default 2), ``next-kernel`` (the next switch's kernel), ``failed-units``
-(units failing now), ``units-fail-after-switch`` (failing after the next switch).
+Each :class:`BedHost` has its own host key, port and directory (prepared by
+:func:`nfu_tui.sim.sshhosts.prepare_host`: stand-in nix tools, a real git clone of the
+bare repository exported from the simulated GitHub, the state directory and its knobs);
+its sessions get ``PATH``/``HOME``/``NFU_STATE`` through ``SetEnv`` (contract
+ssh-hosts.md: no ForceCommand, which would refuse signals).
 """
 
 from __future__ import annotations
@@ -26,59 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from nfu_tui.sim.sshhosts import git, missing_tools, prepare_host, session_env
+
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-
-NIXOS_REBUILD = r"""#!/bin/bash
-set -u
-S="$NFU_STATE"
-shift  # switch
-flake=""; rollback=0
-while [ $# -gt 0 ]; do case "$1" in --flake) flake="$2"; shift 2;; --rollback) rollback=1; shift;; *) shift;; esac; done
-echo "building the system configuration..." >&2
-echo $$ > "$S/switch-pid"
-steps=$(cat "$S/switch-steps" 2>/dev/null || echo 2)
-for i in $(seq 1 "$steps"); do echo "building [$i/$steps] /nix/store/x$i-unit.drv" >&2; sleep 0.1; done
-if [ -f "$S/fail-build" ]; then echo "error: builder for '/nix/store/abc-nixos-system.drv' failed with exit code 1" >&2; exit 1; fi
-gen=$(cat "$S/gen")
-if [ "$rollback" = 1 ]; then
-  [ "$gen" -gt 1 ] || { echo "error: no previous generation" >&2; exit 1; }
-  new=$((gen - 1))
-  echo "switching to generation $new (rollback)"
-else
-  rev=$(git -C "${flake%%#*}" rev-parse HEAD) || exit 1
-  new=$(( $(ls -d "$S"/store/sys-* | wc -l) + 1 ))
-  k=$(cat "$S/next-kernel" 2>/dev/null || cat "$S/store/sys-$gen/kname")
-  mkdir -p "$S/store/sys-$new"
-  echo "$rev" > "$S/store/sys-$new/rev"; echo "$k" > "$S/store/sys-$new/kname"
-  for f in kernel initrd kernel-modules; do touch "$S/store/$f-$k"; ln -s "../$f-$k" "$S/store/sys-$new/$f"; done
-  echo "activating the configuration (generation $new, ${flake#*#})..."
-fi
-ln -sfn "$S/store/sys-$new" "$S/run/current-system"
-echo "$new" > "$S/gen"
-[ -f "$S/units-fail-after-switch" ] && mv "$S/units-fail-after-switch" "$S/failed-units"
-echo done >> "$S/switches"
-exit 0
-"""
-
-NIXOS_VERSION = r"""#!/bin/bash
-rev=$(cat "$NFU_STATE/run/current-system/rev" 2>/dev/null)
-printf '{"configurationRevision":"%s","nixosVersion":"25.05.20250601.abcdef0"}\n' "$rev"
-"""
-
-SYSTEMCTL = r"""#!/bin/bash
-f="$NFU_STATE/failed-units"
-case "$1" in
-  is-system-running) if [ -s "$f" ]; then echo degraded; exit 1; fi; echo running ;;
-  --failed) [ -s "$f" ] && while read -r u; do echo "$u loaded failed failed $u"; done < "$f"; exit 0 ;;
-  *) echo "systemctl stand-in: $*" >&2; exit 1 ;;
-esac
-"""
-
-READLINK = r"""#!/bin/bash
-args=()
-for a in "$@"; do case "$a" in /run/*) args+=("$NFU_STATE$a");; *) args+=("$a");; esac; done
-exec /usr/bin/readlink "${args[@]}"
-"""
 
 
 def _free_port() -> int:
@@ -98,15 +42,10 @@ def ensure_sshd() -> None:
         pytest.skip("no OpenSSH server (install openssh-server: `apt-get install -y openssh-server`)")
     if os.geteuid() != 0:
         pytest.skip("the SSH test bed runs sshd with root logins by key: run the tests as root")
-    for tool in ("ssh-keygen", "git", "setsid", "tail"):
+    for tool in ["ssh-keygen", *missing_tools()]:
         if not shutil.which(tool):
             pytest.skip(f"the SSH test bed needs {tool}")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-
-
-def _git(*args: str, cwd: Path | None = None) -> str:
-    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(cwd or "/tmp")}
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, env=env).stdout.strip()
 
 
 @dataclass
@@ -145,7 +84,7 @@ class BedHost:
 
     @property
     def checkout(self) -> str:
-        return _git("rev-parse", "HEAD", cwd=self.repo)
+        return git("rev-parse", "HEAD", cwd=self.repo)
 
     def start(self) -> None:
         self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.root / "sshd_config")],
@@ -221,32 +160,14 @@ class SshBed:
         root = self.root / name
         port = _free_port()
         host = BedHost(name, root, port)
-        for sub in ("bin", "home", "state/run", "state/store"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        for script, text in (("nixos-rebuild", NIXOS_REBUILD), ("nixos-version", NIXOS_VERSION),
-                             ("systemctl", SYSTEMCTL), ("readlink", READLINK)):
-            path = root / "bin" / script
-            path.write_text(text)
-            path.chmod(0o755)
+        prepare_host(root, self.remote, kernel=kernel)
         self.new_host_key(host)
         (root / "sshd_config").write_text(
             f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root}/hostkey\nPidFile {root}/sshd.pid\n"
             f"AuthorizedKeysFile {self.root}/authorized_keys\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
             "MaxSessions 64\nMaxStartups 64\nLogLevel ERROR\n"
-            f"SetEnv PATH={root}/bin:/usr/local/bin:/usr/bin:/bin HOME={root}/home NFU_STATE={root}/state\n")
-        _git("clone", "-q", f"file://{self.remote}", str(host.repo))
-        head = host.checkout
-        state = host.state
-        (state / "store" / "sys-1").mkdir()
-        (state / "store" / "sys-1" / "rev").write_text(head + "\n")
-        (state / "store" / "sys-1" / "kname").write_text(kernel + "\n")
-        for f in ("kernel", "initrd", "kernel-modules"):
-            (state / "store" / f"{f}-{kernel}").touch()
-            (state / "store" / "sys-1" / f).symlink_to(f"../{f}-{kernel}")
-        (state / "run" / "current-system").symlink_to(state / "store" / "sys-1")
-        (state / "run" / "booted-system").symlink_to(state / "store" / "sys-1")
-        (state / "gen").write_text("1\n")
+            "SetEnv " + " ".join(f"{k}={v}" for k, v in session_env(root).items()) + "\n")
         if trusted:
             self.trust(host)
         host.start()

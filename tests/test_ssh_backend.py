@@ -469,3 +469,41 @@ def test_a_host_lost_mid_run_is_queued_and_deployed_on_resume(sim_bed: tuple[Any
     out, err = capsys.readouterr()
     assert code == 0, out + err
     assert lost.current_rev == merge_sha and first.switches == 1, out
+
+
+# --- the demo's in-process SSH hosts (no sshd, no root) ----------------------------------------
+
+
+@pytest.mark.parametrize("sim_thread", [fast_scenario(hosts=[__import__("nfu_tui.sim.scenario", fromlist=["HostSpec"])
+                                                             .HostSpec(name, faults=faults) for name, faults in
+                                                             (("a1", set()), ("a2", {"switch_fails"}),
+                                                              ("a3", {"offline"}))], speed=400.0)],
+                         indirect=True)
+def test_demo_ssh_hosts_serve_the_scenario(sim_thread: Any, tmp_path: Path, capsys: Any,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from nfu_tui.clients import _github_protocol
+    from nfu_tui.commands.demo import DEMO_SETTINGS
+    from nfu_tui.sim.runner import _merge
+    from nfu_tui.sim.sshhosts import missing_tools, serve_scenario
+
+    if missing_tools():
+        pytest.skip(f"the simulated SSH hosts need {', '.join(missing_tools())}")
+    monkeypatch.setattr(_github_protocol, "mergeable_poll_delays", lambda total=30.0: (0.05,) * int(total / 0.05))
+    sim = sim_thread.sim
+    server, ssh_settings = sim_thread.call(serve_scenario, sim, tmp_path / "hosts")
+    try:
+        settings = {"flake_updates": {"automation": {"canary_wait_minutes": 0}}, "hosts": {"a1": {"canary": True}}}
+        _merge(settings, ssh_settings)
+        assert set(DEMO_SETTINGS) <= {"github", "flake_updates", "hosts"}
+        cfg = str(sim.write_config(tmp_path / "cfg", **settings))
+        assert main(["--config", cfg, "status"]) == 0
+        out = capsys.readouterr().out
+        assert "Fleet: 3 hosts, 2 online  (ssh)" in out and "a3 (" in out and "unreachable" in out
+        code = main(["--config", cfg, "deploy", "--pr", "42", "--yes", "--hosts", "a1,a2"])
+        out, err = capsys.readouterr()
+    finally:
+        sim_thread.call(server.close)
+    merge_sha = sim.github.default_branch_head()[0]
+    rev = (tmp_path / "hosts" / "a1" / "state" / "run" / "current-system" / "rev").read_text().strip()
+    assert code == 1 and rev == merge_sha, out + err
+    assert "a2: failed (switch)" in out and "failed with exit code 1" in out
