@@ -37,11 +37,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import itertools
 import json
 import logging
 import shlex
-import time
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -260,8 +259,6 @@ class SshFleet:
         self._version = 0
         self._queue: asyncio.Queue[tuple[str, Any]] | None = None
         self._probe_now = asyncio.Event()
-        self._ids = itertools.count(1)
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
     def from_config(cls, cfg: Any, github: Any = None) -> "SshFleet":
@@ -279,8 +276,9 @@ class SshFleet:
         await self.aclose()
 
     async def aclose(self) -> None:
-        for task in list(self._tasks) + [r.task for r in self._running.values() if r.task is not None]:
-            task.cancel()
+        for running in self._running.values():  # stop following; the commands run on (a new process adopts them)
+            if running.task is not None:
+                running.task.cancel()
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
@@ -391,6 +389,9 @@ class SshFleet:
         except asyncssh.PermissionDenied:
             raise SshError(f"{host.name} ({host.where}): authentication refused (check the SSH agent or "
                            "ssh.identity_file)") from None
+        except (asyncssh.KeyImportError, ValueError) as exc:  # e.g. a passphrase-protected identity_file
+            raise SshError(f"{host.name}: cannot use ssh.identity_file {self.identity_file}: {exc} (use the SSH "
+                           "agent for a key with a passphrase)") from None
         except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
             reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else (
                 getattr(exc, "reason", "") or getattr(exc, "strerror", "") or str(exc) or type(exc).__name__)
@@ -429,16 +430,17 @@ class SshFleet:
     # --- probing ----------------------------------------------------------------------
 
     async def _poll_loop(self) -> None:
+        """Probe every ``poll_seconds`` (or at once on :meth:`request_state`); the first round came before init."""
         while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._probe_now.wait(), self.poll_seconds)
+            self._probe_now.clear()
             try:
                 await self.probe_all()
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep polling; the rows say what went wrong per host
                 log.exception("SSH probe round failed")
-            self._probe_now.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._probe_now.wait(), self.poll_seconds)
 
     async def probe_all(self) -> None:
         await self._refresh_target()
@@ -464,7 +466,7 @@ class SshFleet:
         except SshError as exc:
             self._update(name, {"status": "offline", "update_status": {
                 "system": _check("unknown" if not isinstance(exc, HostKeyRefused) else "error", exc.message)}},
-                reachable=False, error=exc.message)
+                reachable=False)
             return
         facts = self._facts[name] = parse_probe(str(done.stdout or ""))
         self._update(name, self._row_from(host, facts))
@@ -535,7 +537,7 @@ class SshFleet:
         if self._queue is not None:
             self._queue.put_nowait(("message", {"type": "delta", "version": self._version, "payload": change}))
 
-    def _update(self, name: str, fields: dict[str, Any], *, reachable: bool = True, error: str = "") -> None:
+    def _update(self, name: str, fields: dict[str, Any], *, reachable: bool = True) -> None:
         row = self._rows[name]
         status = dict(row.get("update_status") or {})
         status.update(fields.get("update_status") or {})
@@ -581,7 +583,7 @@ class SshFleet:
                                       message="the default branch head is unknown (GitHub not reachable)")
         if op == "test" and not host.test_command:
             return DispatchResult(name, "blocked", code="no_tests", message="no test_command configured for the host")
-        command_id = f"ssh-{int(time.time())}-{next(self._ids)}-{name}"
+        command_id = f"ssh-{uuid.uuid4().hex[:16]}"  # also a file name and a shell word on the host
         try:
             if op == "switch":  # units failing already are not the switch's fault
                 await self.probe(name)
@@ -607,6 +609,17 @@ class SshFleet:
         running.task = asyncio.create_task(self._follow_command(running), name=f"nfu-ssh-{cmd.id}")
 
     async def _follow_command(self, running: _Running) -> None:
+        try:
+            await self._follow_to_end(running)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never leave a command EXECUTING forever because of a bug here
+            log.exception("following %s failed", running.command.id)
+            cmd = running.command
+            self._put_command(Command(cmd.id, cmd.host_id, cmd.op, "ERROR", cmd.created_at, cmd.started_at, _now(),
+                                      None, f"nfu-tui lost track of it ({exc!r}); verify the host"))
+
+    async def _follow_to_end(self, running: _Running) -> None:
         cmd = running.command
         name = cmd.host_id
         delay = 1.0
@@ -615,7 +628,7 @@ class SshFleet:
                 await self._tail(running)
                 state = str((await self._run(name, result_script(cmd.id, running.pgid))).stdout or "").strip()
             except SshError as exc:  # the host went away: the command runs on; keep trying
-                self._update(name, {"status": "offline"}, reachable=False, error=exc.message)
+                self._update(name, {"status": "offline"}, reachable=False)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15.0)
                 continue
