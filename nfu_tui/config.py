@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from nfu_tui.core.sanitize import add_secret
 from nfu_tui.errors import ConfigError
 
 REPO_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
@@ -358,6 +359,7 @@ def resolve_secrets(cfg: Config, *, env: dict[str, str] | None = None, use_gh: b
         s.dashboard_password_source = f"file {cfg.dashboard.password_file}"
     if cfg.dashboard.totp_secret_file:
         s.totp_secret = read_secret_file(cfg.dashboard.totp_secret_file, "TOTP secret", s.warnings)
+    add_secret(s.github_token, s.merge_token, s.dashboard_password, s.totp_secret)  # redacted from now on
     return s
 
 

@@ -50,6 +50,7 @@ from nfu_tui.clients._dashboard_protocol import (
     session_refused,
 )
 from nfu_tui.core.fleet import FleetChange, FleetModel, FleetSnapshot
+from nfu_tui.core.sanitize import add_secret
 from nfu_tui.core.totp import totp as totp_code_for
 from nfu_tui.errors import (
     CsrfRejected,
@@ -166,6 +167,7 @@ class DashboardClient:
         self._base, self._ws_url = _validate_url(url, insecure)
         self._password = _secret(password)
         self._totp_secret = _secret(totp_secret)
+        add_secret(self._password, self._totp_secret)  # never shown, whatever the dashboard echoes
         self._sleep = sleep
         self._user_agent = user_agent
         self._timeout = timeout
@@ -220,6 +222,7 @@ class DashboardClient:
     def set_password(self, password: SecretStr | str) -> None:
         """Supply the password typed into a login screen."""
         self._password = _secret(password)
+        add_secret(self._password)
 
     # ------------------------------------------------------------------- session
 
@@ -255,6 +258,7 @@ class DashboardClient:
         cookie = session_cookie(response.headers.get_list("set-cookie"))
         if cookie is None:
             raise LoginFailed("The dashboard accepted the login but set no session cookie.")
+        add_secret(cookie)  # learned at run time: redacted from every text from now on
         self._cookie = cookie
         self._session += 1
         self._manual_totp = totp_code is not None and self._totp_secret is None
@@ -271,6 +275,7 @@ class DashboardClient:
         token = scrape_csrf(html)
         if token is None:
             raise DashboardError("The dashboard page carries no CSRF token; is the URL a NixFleet dashboard?")
+        add_secret(token)
         self._csrf = token
         self.dashboard_version = scrape_version(html) or self.dashboard_version
 

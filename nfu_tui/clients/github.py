@@ -34,6 +34,7 @@ from nfu_tui.core import changelog as changelog_mod
 from nfu_tui.core import flakelock
 from nfu_tui.core.changelog import Changelog
 from nfu_tui.core.flakelock import CompareTarget, LockChange, LockedRef, LockFile
+from nfu_tui.core.sanitize import add_secret
 from nfu_tui.errors import (
     ConfigError,
     GitHubError,
@@ -274,6 +275,7 @@ class GitHubClient:
         self._repo_path = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
         self.__read_token = _secret(token)
         self.__write_token = _secret(write_token) or self.__read_token
+        add_secret(self.__read_token, self.__write_token)  # never shown, whatever a server echoes
         self._rule = DetectionRule(
             labels=tuple(labels),
             title_patterns=tuple(title_patterns),

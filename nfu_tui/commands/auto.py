@@ -90,10 +90,12 @@ class JsonLog:
         import json
         from datetime import datetime, timezone
 
+        from nfu_tui.core.sanitize import sanitize_data
+
         record = {"ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "level": level,
                   "event": event, **fields}
-        try:
-            self.stream.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+        try:  # every field passes the redaction boundary: no secret, valid UTF-8, no control sequences
+            self.stream.write(json.dumps(sanitize_data(record), ensure_ascii=False) + "\n")
             self.stream.flush()
         except (OSError, ValueError):
             pass  # stdout closed (e.g. the journal went away): keep working
@@ -135,12 +137,16 @@ class _Auto:
 
         from nfu_tui.core.automation import AutomationRunner
         from nfu_tui.core.service import FleetService
-        from nfu_tui.errors import NfuError
+        from nfu_tui.errors import NfuError, StateError
 
         _install_log_bridge(self.log)
         self.main_task = asyncio.current_task()
         try:
             service = FleetService(self.cfg, self.secrets, lock_label="nfu-tui auto", insecure=self.args.insecure)
+        except StateError as exc:  # the state directory cannot be used: an operational failure
+            self.log("error", level="error", title=exc.title, message=str(exc))
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 1
         except NfuError as exc:
             self.log("error", level="error", title=exc.title, message=str(exc))
             return 2

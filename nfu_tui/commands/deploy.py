@@ -76,12 +76,14 @@ def _abandon(run_id: int) -> int:
 
     try:
         with Store() as store, DeployLock(label=f"{PROG} --abandon"):
-            run = store.abandon_run(run_id, actor=local_actor(), where=PROG)
+            try:
+                run = store.abandon_run(run_id, actor=local_actor(), where=PROG)
+            except StateError as exc:  # no such run, or it has finished
+                return _bad(exc.message)
     except DeployLocked as exc:
-        print(f"{PROG}: {exc.message}", file=sys.stderr)
-        return 1
-    except StateError as exc:
-        return _bad(exc.message)
+        return _fail(exc.message)
+    except StateError as exc:  # the state directory cannot be used
+        return _fail(str(exc))
     print(f"run #{run_id} (PR #{run.pr}) abandoned; nothing on GitHub or the hosts was changed")
     return 0
 
