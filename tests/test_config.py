@@ -26,7 +26,7 @@ token_file = "{tok}"
 poll_minutes = 5
 
 [dashboard]
-url = "https://fleet.example.com"
+url = "https://fleet.acme.test"
 password_file = "{pw}"
 
 [flake_updates.automation]

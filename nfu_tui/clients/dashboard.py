@@ -24,6 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from nfu_tui import __version__
+from nfu_tui.clients._limits import body_cap
 from nfu_tui.clients._dashboard_protocol import (
     GET_STATE,
     SAFE_METHODS,
@@ -85,6 +86,7 @@ BACKOFF_MAX = 30.0
 # silent this long; pings/pongs are handled by the library and do not count.
 WS_IDLE_TIMEOUT = 75.0
 WS_MAX_MESSAGE = 64 * 1024 * 1024  # init with thousands of hosts is several MB
+MAX_BODY_BYTES = WS_MAX_MESSAGE  # REST answers: the same bound as a /ws frame
 
 
 class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
@@ -123,7 +125,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _validate_url(url: str, insecure: bool) -> tuple[str, str]:
+def validate_url(url: str, insecure: bool) -> tuple[str, str]:
     """(REST base URL without trailing slash, ``/ws`` URL) or :class:`DashboardError`."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -164,7 +166,7 @@ class DashboardClient:
         timeout: float = 30.0,
         ws_idle_timeout: float = WS_IDLE_TIMEOUT,
     ) -> None:
-        self._base, self._ws_url = _validate_url(url, insecure)
+        self._base, self._ws_url = validate_url(url, insecure)
         self._password = _secret(password)
         self._totp_secret = _secret(totp_secret)
         add_secret(self._password, self._totp_secret)  # never shown, whatever the dashboard echoes
@@ -179,6 +181,7 @@ class DashboardClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             headers={"User-Agent": user_agent},
             cookies=http.cookiejar.CookieJar(policy=_RejectAllCookies()),
+            event_hooks={"response": [body_cap(MAX_BODY_BYTES, DashboardError, "The dashboard")]},
         )
         self._cookie: str | None = None
         self._csrf: str | None = None

@@ -37,6 +37,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nfu_tui.commands import number
+
 PROG = "nfu-tui auto"
 
 
@@ -47,18 +49,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Detect, wait, merge and deploy update PRs automatically, without the TUI.",
     )
     p.add_argument("--once", action="store_true", help="one detection cycle (act if due), then exit (for timers)")
-    p.add_argument("--stop-grace", type=float, default=60.0, metavar="SECONDS",
-                   help="on SIGTERM, how long to let the host or merge in flight finish (default 60)")
-    p.add_argument("--ready-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="--once: how long to wait for the dashboard and GitHub (default 60)")
+    p.add_argument("--stop-grace", type=number(0, 3600), default=60.0, metavar="SECONDS",
+                   help="on SIGTERM, how long to let the host or merge in flight finish (default 60, at most 3600)")
+    p.add_argument("--ready-timeout", type=number(0, 3600, above=True), default=60.0, metavar="SECONDS",
+                   help="--once: how long to wait for the dashboard and GitHub (default 60, at most 3600)")
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    if args.stop_grace < 0 or args.ready_timeout <= 0:
-        print(f"{PROG}: --stop-grace must be >= 0 and --ready-timeout > 0", file=sys.stderr)
-        return 2
     from nfu_tui.config import load_settings, missing_settings
     from nfu_tui.errors import ConfigError
 

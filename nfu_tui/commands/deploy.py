@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nfu_tui.commands import WEEK_MINUTES, number
+
 PROG = "nfu-tui deploy"
 
 
@@ -39,9 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hosts", metavar="A,B", help="deploy only these hosts (comma-separated)")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    p.add_argument("--wait-offline", type=float, default=0.0, metavar="MIN",
-                   help="keep waiting this many minutes for queued offline hosts (default 0: leave them queued "
-                        "in the journal for a later --resume or the TUI)")
+    p.add_argument("--wait-offline", type=number(0, WEEK_MINUTES), default=0.0, metavar="MIN",
+                   help="keep waiting this many minutes (at most a week) for queued offline hosts (default 0: leave "
+                        "them queued in the journal for a later --resume or the TUI)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,8 +55,6 @@ def run(args: argparse.Namespace) -> int:
         return _bad("--hosts only applies to --pr")
     if args.dry_run and args.abandon is not None:
         return _bad("--dry-run does not apply to --abandon")
-    if args.wait_offline < 0:
-        return _bad("--wait-offline must not be negative")
     if args.abandon is not None:
         return _abandon(args.abandon)
     return asyncio.run(_Deploy(args).main())

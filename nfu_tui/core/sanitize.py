@@ -368,14 +368,21 @@ class RedactingStream:
     error: further output is dropped quietly and the command carries on.
     """
 
+    buffer = None  # no way around the boundary: binary writers fall back to write()
+
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.closed_by_reader = False
 
     def write(self, text: str) -> int:
         if not self.closed_by_reader:
+            safe = redact(text)
             try:
-                self.inner.write(redact(text))
+                try:
+                    self.inner.write(safe)
+                except UnicodeEncodeError:  # a non-UTF-8 locale: the output (• → ✓) is UTF-8 anyway
+                    self.inner.flush()
+                    self.inner.buffer.write(safe.encode("utf-8"))
             except BrokenPipeError:
                 self._reader_gone()
         return len(text)
