@@ -11,6 +11,7 @@ errors or logs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.cookiejar
 import ipaddress
 import logging
@@ -485,13 +486,27 @@ class DashboardClient:
             logger=ws_log,
         )
 
+    @contextlib.asynccontextmanager
+    async def _open_ws(self) -> AsyncIterator[ClientConnection]:
+        """An open ``/ws`` connection, closed with 1000 (normal closure) however its use ends.
+
+        websockets' own ``async with`` closes with 1011 (internal error) when an exception
+        leaves the block — and a cancelled task (quitting, a stopped deploy) or a consumer
+        that stops iterating is such an exception, though for us it is a normal end.
+        """
+        ws = await self._ws_connect()
+        try:
+            yield ws
+        finally:
+            await ws.close()
+
     async def full_state(self) -> FleetSnapshot:
         """One-shot fleet state: open ``/ws``, take ``init``, close (for ``nfu-tui status``)."""
         for attempt in range(2):
             await self._ensure_session()
             model = FleetModel(dashboard_version=self.dashboard_version)
             try:
-                async with self._ws_connect() as ws:
+                async with self._open_ws() as ws:
                     model.apply_event(Connected(self._ws_url))
                     async with asyncio.timeout(self._timeout):
                         while not model.synced:
@@ -547,7 +562,7 @@ class DashboardClient:
             reason = ""
             try:
                 await self._ensure_session()
-                async with self._ws_connect() as ws:
+                async with self._open_ws() as ws:
                     self._ws = ws
                     yield Connected(self._ws_url)
                     delay = BACKOFF_START

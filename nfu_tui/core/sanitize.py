@@ -88,13 +88,13 @@ _B64_URL = "A-Za-z0-9_-"
 _SHAPES = re.compile(
     r"""
     (?P<auth>\b(?:proxy-)?authorization["']?\s*[:=]\s*["']?)(?P<scheme>(?:bearer|token|basic|digest)\s+)?[^\s,;"']+
-  | (?P<cookie>\b(?:set-)?cookie["']?\s*[:=]\s*)[^\r\n]+
+  | (?P<cookie>\b(?:set-)?cookie["']?\s*[:=]\s*)[^\r\n"'\\<>]+
   | (?P<bearer>\bbearer\s+)[A-Za-z0-9._~+/-]+=*
   | (?P<tokenword>\btoken\s+)[A-Za-z0-9_.-]{16,}
   | \b(?:gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{16,})
   | (?P<jkey>"[\w-]*(?:password|passwd|passphrase|secret|token|session|csrf|api[_-]?key)[\w-]*"\s*:\s*)"(?:[^"\\]|\\.)*"
   | (?P<key>\b[\w-]*(?:password|passwd|passphrase|secret|token|session|csrf|api[_-]?key)[\w-]*\s*=\s*)(?:"[^"]*"|[^\s&;,"'<>]+)
-  | (?P<userinfo>\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@
+  | (?P<userinfo>\b[a-z][a-z0-9+.-]*://[^/\s:@"'\\]+:)[^/\s@"'\\]+@
     """,
     re.IGNORECASE | re.VERBOSE,
 )
