@@ -273,11 +273,13 @@ class Store:
     """The journal + audit database (``state_dir()/nfu-tui.sqlite3`` by default)."""
 
     def __init__(self, path: Path | str | None = None, *, clock: Callable[[], datetime] = _utcnow) -> None:
-        self.path = Path(path) if path is not None else ensure_dir(state_dir()) / DB_NAME
+        self.path = Path(path) if path is not None else state_dir() / DB_NAME
         self._clock = clock
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         try:
+            if path is None:
+                ensure_dir(self.path.parent)
             self._open()
         except StateError as exc:  # schema newer than this version
             self.close()
