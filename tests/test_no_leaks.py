@@ -162,3 +162,57 @@ def test_no_secret_in_anything_written_and_garbled_output_is_harmless(sim_thread
     leaks = [(name, where) for name, secret in secret_forms(sim).items() for where, data in written.items()
              if secret in data]
     assert not leaks
+
+
+# --- the other sinks, one by one ------------------------------------------------------------
+
+TOKEN = "ghp_" + "Lk3" * 12
+
+
+def test_the_json_log_of_auto_redacts_every_field() -> None:
+    import io
+
+    from nfu_tui.commands.auto import JsonLog
+    from nfu_tui.core.sanitize import redactor
+
+    redactor.add(TOKEN)
+    out = io.StringIO()
+    JsonLog(out)("crashed", level="error", message=f"GitHubError: Bearer {TOKEN} \udcff",
+                 traceback=f"Traceback:\n  \x1b[1mline\x1b[0m {TOKEN}\n", nested={"lines": [f"token {TOKEN}"]})
+    record = json.loads(out.getvalue())
+    assert TOKEN not in out.getvalue()
+    assert record["message"] == "GitHubError: Bearer *** \ufffd"
+    assert record["traceback"] == "Traceback:\n  line ***\n" and record["nested"] == {"lines": ["token ***"]}
+
+
+def test_log_records_are_redacted_when_made(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from nfu_tui.core.sanitize import install_log_redaction, redactor
+
+    factory = logging.getLogRecordFactory()
+    try:
+        install_log_redaction()
+        install_log_redaction()  # idempotent
+        redactor.add(TOKEN)
+        with caplog.at_level(logging.WARNING):
+            logging.getLogger("nfu_tui.test").warning("request failed: %s (%s)", f"Bearer {TOKEN}", "\udcff")
+        assert caplog.records[-1].getMessage() == "request failed: Bearer *** (\ufffd)"
+    finally:
+        logging.setLogRecordFactory(factory)
+
+
+async def test_tui_toasts_pass_the_redaction_boundary(sim: Any, tmp_path: Path) -> None:
+    from nfu_tui.config import load_config, resolve_secrets
+    from nfu_tui.core.sanitize import redactor
+    from nfu_tui.core.service import FleetService
+    from nfu_tui.ui.app import NfuApp
+
+    cfg = load_config(sim.write_config(tmp_path / "cfg"))
+    app = NfuApp(FleetService(cfg, resolve_secrets(cfg, env={}, use_gh=False)), flush_interval=0.02)
+    async with app.run_test(size=(100, 30)) as pilot:
+        redactor.add(TOKEN)
+        app.notify(f"GitHub said: Bearer {TOKEN}\x1b]0;title\x07 \udcff", title=f"token {TOKEN}", markup=False)
+        await pilot.pause()
+        (toast,) = [n for n in app._notifications if "GitHub said" in n.message]
+        assert toast.message == "GitHub said: Bearer *** \ufffd" and toast.title == "token ***"
