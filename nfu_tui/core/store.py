@@ -320,7 +320,10 @@ class Store:
             raise StateError(f"{self.path}: {exc.message}", hint=exc.hint) from None
         except (sqlite3.Error, OSError) as exc:
             self.close()
-            raise StateError(f"cannot open the state database {self.path}: {exc}", hint=_DAMAGED_HINT) from exc
+            folder = self.path.parent
+            hint = (f"the state directory {folder} must be writable (or set NFU_TUI_STATE_DIR)"
+                    if folder.is_dir() and not os.access(folder, os.W_OK) else _DAMAGED_HINT)
+            raise StateError(f"cannot open the state database {self.path}: {exc}", hint=hint) from exc
 
     def _open(self) -> None:
         if not self.path.exists():
