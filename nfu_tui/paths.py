@@ -65,6 +65,21 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
+def unwritable_state_dir() -> str | None:
+    """Why the state directory cannot be used (created and written), or None when it can.
+
+    A cheap check for the TUI, which opens its journal only after the first frame."""
+    directory = state_dir()
+    try:
+        ensure_dir(directory)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(directory) else ""
+        return f"cannot create the state directory {directory}: {exc.strerror or exc}{where}"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"the state directory {directory} is not writable (or set {STATE_DIR_ENV})"
+    return None
+
+
 class FileTooLarge(ValueError):
     """A file passed the size limit of :func:`read_bounded` (``limit`` bytes)."""
 

@@ -94,7 +94,7 @@ def test_an_unwritable_state_dir_is_a_clear_error_in_every_command(sim_thread: A
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the state directory should be\n")
     env = {"NFU_TUI_STATE_DIR": str(blocker / "state")}  # cannot be created (also as root)
-    for args in (["status"], ["deploy", "--pr", "42", "--yes"], ["deploy", "--abandon", "1"], ["auto", "--once"]):
+    for args in ([], ["status"], ["deploy", "--pr", "42", "--yes"], ["deploy", "--abandon", "1"], ["auto", "--once"]):
         done = cli(config, *args, env=env, capture_output=True)
         err = done.stderr.decode()
         assert done.returncode == 1, (args, err)

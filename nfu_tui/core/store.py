@@ -321,7 +321,7 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             self.close()
             folder = self.path.parent
-            hint = (f"the state directory {folder} must be writable (or set NFU_TUI_STATE_DIR)"
+            hint = (f"the state directory {folder} must be writable, or set NFU_TUI_STATE_DIR"
                     if folder.is_dir() and not os.access(folder, os.W_OK) else _DAMAGED_HINT)
             raise StateError(f"cannot open the state database {self.path}: {exc}", hint=hint) from exc
 
