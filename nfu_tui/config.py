@@ -51,7 +51,8 @@ class GitHubConfig(_Section):
     merge_token_file: Path | None = Field(None, description="optional second token used only for writes (merge, revert)")
     api_url: str = Field("https://api.github.com", description="REST base URL")
     graphql_url: str | None = Field(None, description="GraphQL URL; default api_url + '/graphql'")
-    poll_minutes: Minutes = Field(5.0, gt=0, le=1440, description="how often to poll for update PRs")
+    poll_minutes: float = Field(5.0, strict=True, allow_inf_nan=False, gt=0, le=1440,
+                                description="how often to poll for update PRs (at most a day)")
     update_branch: str = Field("update_flake_lock_action", min_length=1, description="head branch of update-flake-lock PRs")
     fork_repos: list[str] = Field(
         default_factory=list, description="owner/name of forks whose update PRs are trusted (update-flake-lock push-to-fork)"

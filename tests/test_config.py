@@ -285,6 +285,8 @@ def test_tui_without_anything_configured_says_what_to_do(tmp_path: Path, capsys:
         ("[hosts.gpc0]\ncanary = \"yes\"", "hosts.gpc0.canary", "true or false (without quotes) (got 'yes')"),
         ("[hosts.gpc0]\npriority = false", "hosts.gpc0.priority", "whole number"),
         ("[github]\npoll_minutes = inf", "github.poll_minutes", "finite number"),
+        ("[github]\npoll_minutes = 2000", "github.poll_minutes", "1440"),
+        ("[github]\npoll_minutes = false", "github.poll_minutes", "number (got false)"),
         ("[dashboard]\ninsecure = \"true\"", "dashboard.insecure", "true or false"),
         ("github = \"alice/nixcfg\"", "github", "must be a table"),
         ("[hosts]\ngpc0 = 1", "hosts.gpc0", "must be a table"),
