@@ -83,8 +83,6 @@ def valid_text(text: object) -> str:
 
 # --- 2. secrets -----------------------------------------------------------------------
 
-_B64_STD = "A-Za-z0-9+/"
-_B64_URL = "A-Za-z0-9_-"
 _SHAPES = re.compile(
     r"""
     (?P<auth>\b(?:proxy-)?authorization["']?\s*[:=]\s*["']?)(?P<scheme>(?:bearer|token|basic|digest)\s+)?[^\s,;"']+
