@@ -299,12 +299,13 @@ async def test_revert_commit_opens_merges_and_redeploys_the_switched_hosts(store
                                            "merged", "redeploy_requested", "redeploy_started"]
     child = store.get_run(outcome.redeploy_run)
     assert [s.step for s in child.steps] == ["revert_redeploy"]
-    assert outcome.summary == ("reverted PR #42 with PR #43 (merged as ddddddd); rolled back gpc0; "
-                               "left as they are (had not switched): hsb0")
+    assert outcome.summary == ("Reverted PR #42 with PR #43 (merged as ddddddd). Rolled back: gpc0 (switched). "
+                               "Left as they are (had not switched): hsb0 (switch: switch error (exit 1): command "
+                               "failed).")
     actions = [(a.action, a.details.get("strategy")) for a in store.audit_entries()]
     assert actions == [("rollback", "revert-commit"), ("merge", None)]
     assert store.audit_entries()[0].github_login == "alice"
-    assert [n.title for n in h.notes] == ["PR #42 rolled back"]
+    assert [n.title for n in h.notes] == ["PR #42 rolled back on gpc0"]
     assert h.opened == [43]
     assert [n for n, _ in h.ports.comments] == [42] and "#43" in h.ports.comments[0][1]
 
@@ -329,7 +330,7 @@ async def test_red_ci_on_a_required_revert_stops_with_an_alert(store: Store) -> 
     h.ports.ci = [CIStatus(CIVerdict.RED, "build failed")]
     outcome = await h.manager.after_failure(failed)
     assert not outcome.ok and h.engine.plans == []
-    assert "its CI is failing" in outcome.summary and "revert PR #43 is open: merge it by hand" in outcome.summary
+    assert "its CI is failing" in outcome.summary and "revert PR #43 is open: merge it on GitHub, then `nfu-tui deploy --pr 43`" in outcome.summary
     assert store.get_run(outcome.run_id).status == "failed"
     assert [n.severity for n in h.notes] == ["error"]
 
@@ -413,8 +414,9 @@ async def test_revert_pr_opens_and_stops(store: Store) -> None:
     assert h.ports.merges == [] and h.engine.plans == []
     assert h.opened == [43]  # shown with the update PRs for the admin to merge
     run = store.get_run(outcome.run_id)
-    assert run.status == "succeeded" and "merge it from the TUI" in run.summary
-    assert [n.title for n in h.notes] == ["PR #42: revert PR #43 opened"]
+    assert run.status == "succeeded" and "`nfu-tui deploy --pr 43`" in run.summary
+    assert "from the TUI" not in run.summary  # a headless admin reads this too
+    assert [n.title for n in h.notes] == ["PR #42 deploy failed: revert PR #43 waits for you"]
 
 
 async def test_alert_only_changes_nothing(store: Store) -> None:
@@ -503,7 +505,7 @@ async def test_canary_failure_with_revert_commit_rolls_the_switched_hosts_back(s
     async with AutoHarness(sim, tmp_path, hosts=CANARIES) as a:
         result = await a.runner.step(refresh=True)
         assert result.acted and not result.ok
-        assert "rollback: reverted PR #42 with PR #" in result.message and "rolled back gpc0" in result.message
+        assert "rollback: Reverted PR #42 with PR #" in result.message and "Rolled back: gpc0" in result.message
         failed, revert, redeploy = sorted(a.store.list_runs(), key=lambda r: r.id)
         assert (failed.kind, failed.status, failed.host_outcomes) == (
             "deploy", "failed", {"gpc0": "ok", "hsb0": "failed", "hsb1": "skipped"})
@@ -523,7 +525,7 @@ async def test_canary_failure_with_revert_commit_rolls_the_switched_hosts_back(s
         assert runs[redeploy.id].related_runs == (revert.id,)
         assert runs[failed.id].hosts[1].log_excerpt, "the failing host's log excerpt is kept"
         assert runs[revert.id].lock_diff.startswith("• Updated input")
-        assert "PR #42 rolled back" in a.titles()
+        assert "PR #42 rolled back on gpc0" in a.titles()
         after = await a.runner.step(refresh=True)
         assert after.decision.state is AutoState.IDLE and not after.acted
 
@@ -601,3 +603,38 @@ async def test_per_host_rollback_through_the_dashboard(sim_factory: Any, tmp_pat
         assert (run.kind, run.status, run.host_outcomes) == ("rollback", "succeeded", {"hsb0": "ok"})
         assert a.store.audit_entries()[0].action == "rollback_host"
         assert "hsb0 rolled back" in a.titles()
+
+
+async def test_a_canary_that_goes_offline_after_its_switch_is_rolled_back_when_it_reconnects(
+        sim_factory: Any, tmp_path: Path) -> None:
+    """A switch that breaks networking: the canary switches, then drops off. The rollback queues it,
+    stays open (never "succeeded" while it runs the bad generation) and rolls it back once it is back."""
+    hosts = [HostSpec("gpc0", "gaming", "home", faults={"offline_after_switch"}), HostSpec("hsb0", "server", "home"),
+             HostSpec("hsb1", "server", "home")]
+    sim = await sim_factory(sim_scenario(*hosts))
+    before = lock_hash(sim, sim.github.default_branch_head()[0])
+    async with AutoHarness(sim, tmp_path, hosts={"gpc0": {"canary": True}}, canary_wait_minutes=0.02) as a:
+        result = await a.runner.step(refresh=True)
+        assert result.acted and not result.ok, result.message
+        failed, revert, redeploy = sorted(a.store.list_runs(), key=lambda r: r.id)
+        assert failed.host_outcomes == {"gpc0": "failed", "hsb0": "skipped", "hsb1": "skipped"}
+        assert revert.kind == "revert" and revert.status == "running", revert.summary
+        assert redeploy.status == "running" and redeploy.host_outcomes == {}
+        plan = a.store.get_run(revert.id).plan
+        assert plan["hosts"] == ["gpc0"] and "health check" in plan["host_states"]["gpc0"]
+        assert a.titles()[-1] == "PR #42 rollback waiting for gpc0 (offline)"
+        assert "gpc0 (switched, then failed its health check" in a.notes[-1].message
+        assert sim.dashboard.hosts["gpc0"].agent.lock_hash != before  # still on the bad generation
+        blocked = await a.runner.step(refresh=True)
+        assert blocked.decision.state is AutoState.WAITING_FLEET and not blocked.acted
+        assert f"rollback run #{revert.id} (PR #42) waits for gpc0" in blocked.decision.describe(a.now())
+        assert a.store.get_run(revert.id).status == "running"
+        sim.dashboard.set_online("gpc0", True)
+        assert await a.service.wait_until(lambda: (h := a.service.host("gpc0")) is not None and h.online, 10)
+        back = await a.runner.step(refresh=True)
+        assert back.acted and back.ok, back.message
+        assert a.store.get_run(revert.id).status == "succeeded"
+        assert a.store.get_run(redeploy.id).host_outcomes == {"gpc0": "ok"}
+        assert sim.dashboard.hosts["gpc0"].agent.lock_hash == before
+        assert a.titles()[-1] == "PR #42 rolled back on gpc0"
+        assert (await a.runner.step(refresh=True)).decision.state is AutoState.IDLE

@@ -290,8 +290,10 @@ def decide(s: Situation) -> Decision:
     base.update(notices=tuple(notices))
 
     wake: list[datetime] = []
-    # Unfinished automatic runs come first: recovery (rollbacks) before deploys, oldest first.
-    for run in sorted((r for r in s.runs if r.unfinished and r.trigger == "auto"), key=lambda r: (not r.recovery, r.id)):
+    # Unfinished automatic runs come first: recovery (rollbacks) before deploys, oldest first. A rollback
+    # waiting for an offline host is finished when the host is back, whoever started it.
+    mine = (r for r in s.runs if r.unfinished and (r.trigger == "auto" or (r.recovery and r.waiting)))
+    for run in sorted(mine, key=lambda r: (not r.recovery, r.id)):
         may_run = run.recovery or s.windows.is_open(s.now)
         what = f"run #{run.id}" + (f" (PR #{run.pr})" if run.pr else "")
         if run.waiting:
@@ -310,6 +312,12 @@ def decide(s: Situation) -> Decision:
                         due=start, wake_at=start, **base)
     wake_at = min(wake) if wake else None
     base.update(wake_at=wake_at)
+    rollback = next((r for r in sorted(s.runs, key=lambda r: r.id) if r.kind == "revert" and r.unfinished
+                     and r.waiting), None)
+    if rollback is not None:
+        return Decision(AutoState.WAITING_FLEET, f"rollback run #{rollback.id} (PR #{rollback.pr}) waits for "
+                        f"{', '.join(rollback.waiting)} to come back online; nothing else is merged until then "
+                        f"(give up: nfu-tui deploy --abandon {rollback.id})", run_id=rollback.id, **base)
 
     pending_reverts = sorted(p.number for p in s.prs if p.number in s.open_reverts)
     if pending_reverts:

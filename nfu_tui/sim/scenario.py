@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 HOST_FAULTS = frozenset(
-    {"offline", "slow", "pull_fails", "switch_fails", "never_reconnects", "offline_mid_deploy"}
+    {"offline", "slow", "pull_fails", "switch_fails", "never_reconnects", "offline_mid_deploy",
+     "offline_after_switch"}
 )
 CI_STATES = frozenset({"success", "pending", "failure", "none"})
 
