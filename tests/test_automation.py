@@ -31,6 +31,7 @@ from nfu_tui.core.state import AppState
 from nfu_tui.core.store import DeployLock, Store
 from nfu_tui.core.windows import WindowSet
 from nfu_tui.models import CIStatus, CIVerdict, UpdatePR
+from nfu_tui.sim.github import WEB
 from nfu_tui.sim.scenario import HostSpec, PRSpec
 from nfu_tui.sim.testing import fast_scenario
 
@@ -319,12 +320,13 @@ class AutoHarness:
     """A FleetService + AutomationRunner on a started simulator, with a movable clock."""
 
     def __init__(self, sim: Any, tmp_path: Path, *, hosts: dict[str, Any] | None = None,
-                 rollback: str = "revert-commit", **automation: Any) -> None:
+                 rollback: str = "revert-commit", webhook: str = "", store_clock: Any = None,
+                 **automation: Any) -> None:
         automation = {"enabled": True, "delay_minutes": 0, "canary_wait_minutes": 0, **automation}
         self.sim = sim
         self.cfg = load_config(sim.write_config(tmp_path / "cfg", hosts=hosts or {}, flake_updates={
-            "automation": automation, "rollback": {"strategy": rollback}}))
-        self.store = Store(tmp_path / "journal.sqlite3")
+            "automation": automation, "rollback": {"strategy": rollback}}, notify={"webhook_url": webhook}))
+        self.store = Store(tmp_path / "journal.sqlite3", **({"clock": store_clock} if store_clock else {}))
         self.state = AppState.load(tmp_path / "state.json")
         self.service = FleetService(self.cfg, resolve_secrets(self.cfg, use_gh=False), store=self.store,
                                     state=self.state, lock_label="test auto")
@@ -462,6 +464,67 @@ async def test_red_ci_is_not_merged_and_notified_once(sim_factory: Any, tmp_path
         sim.github.set_ci(42, "failure")
         await a.runner.step(refresh=True)
         assert a.titles().count("PR #42: CI failing") == 2 and a.merges() == 0
+
+
+class Receiver:
+    """A loopback ntfy-style webhook that counts the bodies it accepted (and can be down)."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.accepted: list[tuple[str, str, str]] = []  # (title, body, click)
+        self.refused = 0
+
+    async def __aenter__(self) -> "Receiver":
+        from aiohttp import web
+
+        async def handler(request: web.Request) -> web.Response:
+            body = (await request.read()).decode()
+            if self.status >= 300:
+                self.refused += 1
+            else:
+                self.accepted.append((request.headers.get("Title", ""), body, request.headers.get("Click", "")))
+            return web.Response(status=self.status, text="{}")
+
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", handler)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/nfu-alerts"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+
+async def test_an_alert_survives_a_webhook_outage_and_a_restart_and_is_delivered_once(
+        sim_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    sim = await sim_factory(sim_scenario(prs=[PRSpec(42, labels=["dependencies"], ci="failure")]))
+    async with Receiver() as hook:
+        hook.status = 503  # ntfy is down
+        async with AutoHarness(sim, tmp_path, webhook=hook.url) as a:
+            for _ in range(2):
+                blocked = await a.runner.step(refresh=True)
+                assert blocked.decision.state is AutoState.BLOCKED
+            assert hook.refused == 1 and hook.accepted == []  # one attempt; the retry is later (backoff)
+            (pending,) = a.store.undelivered_notifications()
+            assert (pending.title, pending.attempts) == ("PR #42: CI failing", 1)
+            assert pending.next_attempt_at > datetime.now(timezone.utc) + timedelta(seconds=10)
+        # nfu-tui restarts (an hour later, the retry is due) and ntfy is back.
+        hook.status = 200
+        later = lambda: datetime.now(timezone.utc) + timedelta(hours=1)  # noqa: E731
+        async with AutoHarness(sim, tmp_path, webhook=hook.url, store_clock=later) as b:
+            assert await b.service.wait_until(lambda: not b.store.undelivered_notifications(), 10)
+            for _ in range(2):
+                assert (await b.runner.step(refresh=True)).decision.state is AutoState.BLOCKED
+            await b.service.outbox.deliver_due()
+        assert [(title, click) for title, _, click in hook.accepted] == [
+            ("PR #42: CI failing", f"{WEB}/{sim.github.repo}/pull/42")]  # exactly once
+        assert "CI is failing on PR #42" in hook.accepted[0][1]
 
 
 async def test_the_toggle_off_stops_automation(sim_factory: Any, tmp_path: Path) -> None:

@@ -246,10 +246,11 @@ class _Deploy:
         import signal
 
         from nfu_tui.core.engine import DeployEngine
-        from nfu_tui.core.notify import WebhookNotifier
+        from nfu_tui.core.notify import Outbox, WebhookNotifier
         from nfu_tui.core.store import local_actor
 
-        notifier = WebhookNotifier(self.cfg.notify.webhook_url) if self.cfg.notify.webhook_url else None
+        # Through the durable outbox: what this process cannot deliver, nfu-tui auto (or the TUI) retries.
+        notifier = Outbox(store, WebhookNotifier(self.cfg.notify.webhook_url)) if self.cfg.notify.webhook_url else None
         engine = DeployEngine(github, dashboard, view, store, self.cfg, notifier=notifier,
                               lock=contextlib.nullcontext,  # this command already holds the deploy lock
                               on_event=_print_event)

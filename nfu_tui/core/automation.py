@@ -59,6 +59,7 @@ from nfu_tui.models import CIVerdict, Notification, UpdatePR
 log = logging.getLogger(__name__)
 
 RECOVERY_KINDS = ("revert", "rollback")
+_LEVELS = {"error": "error", "warning": "warning"}  # notification severity -> log level
 
 
 def _utcnow() -> datetime:
@@ -230,8 +231,8 @@ def when_text(dt: datetime, now: datetime) -> str:
 # ================================================================ the decision
 
 
-def _pr_notification(title: str, message: str, severity: str, pr: int, *tags: str) -> Notification:
-    return Notification(title, message, severity, ["nfu-tui", f"pr-{pr}", *tags])
+def _pr_notification(title: str, message: str, severity: str, pr: UpdatePR, *tags: str) -> Notification:
+    return Notification(title, message, severity, ["nfu-tui", f"pr-{pr.number}", *tags], click=pr.html_url)
 
 
 def _ci_wait_reason(pr: UpdatePR, require_ci: bool) -> str:
@@ -275,7 +276,7 @@ def decide(s: Situation) -> Decision:
         Notice(f"superseded:{p.number}", str(p.superseded_by), _pr_notification(
             f"PR #{p.number} superseded by PR #{p.superseded_by}",
             f"PR #{p.number} ({p.title}) will not be merged: the newer update PR #{p.superseded_by} replaces it.",
-            "information", p.number, "fast_forward"))
+            "information", p, "fast_forward"))
         for p in s.prs if p.superseded_by is not None and p.number not in s.open_reverts
     ]
     base.update(notices=tuple(notices), superseded=superseded)
@@ -341,21 +342,21 @@ def decide(s: Situation) -> Decision:
     if refused is not None:
         reason = f"PR #{n} not merged: {refused.refused}"
         return _blocked(base, reason, Notice(f"refused:{n}", pr.head_sha, _pr_notification(
-            f"PR #{n} not merged automatically", reason, "warning", n, "no_entry")))
+            f"PR #{n} not merged automatically", reason, "warning", pr, "no_entry")))
     blocked = _block(pr)
     if blocked is not None:
         key, reason = blocked
         return _blocked(base, reason, Notice(f"{key}:{n}", pr.head_sha, _pr_notification(
-            f"PR #{n} needs you", reason, "warning", n, "warning")))
+            f"PR #{n} needs you", reason, "warning", pr, "warning")))
     ci = pr.ci
     if ci is not None and ci.verdict is CIVerdict.RED:
         reason = f"CI is failing on PR #{n}" + (f": {ci.summary}" if ci.summary else "") + "; not merging"
         return _blocked(base, reason, Notice(f"ci-red:{n}", pr.head_sha, _pr_notification(
-            f"PR #{n}: CI failing", reason, "error", n, "x")))
+            f"PR #{n}: CI failing", reason, "error", pr, "x")))
     if ci is not None and ci.verdict is CIVerdict.NO_CI and s.config.require_ci:
         reason = (f"no CI ran on PR #{n}; set flake_updates.automation.require_ci = false to merge it without CI")
         return _blocked(base, reason, Notice(f"no-ci:{n}", pr.head_sha, _pr_notification(
-            f"PR #{n}: no CI", reason, "warning", n, "warning")))
+            f"PR #{n}: no CI", reason, "warning", pr, "warning")))
 
     last = pr.updated_at or pr.created_at
     if last is None:
@@ -629,14 +630,21 @@ class AutomationRunner:
         for notice in decision.notices:
             if not state.should_notify(notice.key, notice.value):
                 continue
-            n = notice.notification
-            self._sink("notify", level="warning" if n.severity != "information" else "info", title=n.title,
-                       message=n.message, severity=n.severity)
+            n = replace(notice.notification, event_id=f"notice:{notice.key}:{notice.value}")
+            # Into the durable outbox first (delivered and retried from there), then marked as decided.
+            sent = self._enqueue(n)
             await asyncio.to_thread(state.mark_notified, notice.key, notice.value)
-            await self._notify(n)
+            if sent is not None:
+                await sent
+
+    def _enqueue(self, n: Notification) -> Any:
+        self._sink("notify", level=_LEVELS.get(n.severity, "info"), title=n.title, message=n.message,
+                   severity=n.severity)
+        return self.service.notify(n)
 
     async def _notify(self, n: Notification) -> None:
-        """Toast (the service's "notify" event) and webhook, waiting for the webhook to answer."""
+        """Toast (the service's "notify" event) and webhook (through the outbox), waiting for the first
+        delivery attempt."""
         sent = self.service.notify(n)
         if sent is not None:
             await sent

@@ -617,21 +617,11 @@ def inert_lines(lines: Iterable[str], limit: int = LAST_LINES) -> tuple[str, ...
     return tuple(sanitize_line(line, max_len=LINE_MAX) for line in tail)
 
 
-def notification_for(result: RunResult) -> Notification:
-    """The toast/webhook message for a finished run."""
-    n = result.pr_number
-    tags = ["nfu-tui", f"pr-{n}"]
-    if result.status is RunStatus.SUCCEEDED:
-        return Notification(f"PR #{n} deployed", result.summary(), "information", tags + ["white_check_mark"])
-    if result.status is RunStatus.WAITING:
-        waiting = ", ".join(result.hosts_with(Outcome.QUEUED))
-        return Notification(f"PR #{n} deployed; waiting for {waiting}", result.summary(), "information", tags)
-    if result.status is RunStatus.CANCELLED:
-        return Notification(f"PR #{n} deploy cancelled", result.summary(), "warning", tags + ["warning"])
-    if result.status is RunStatus.REFUSED:
-        return Notification(f"PR #{n} not merged", result.message, "warning", tags + ["no_entry"])
-    failed = ", ".join(result.hosts_with(Outcome.FAILED)) or "the run"
-    return Notification(f"PR #{n} deploy failed on {failed}", result.summary(), "error", tags + ["rotating_light"])
+def notification_for(result: RunResult, plan: DeployPlan | None = None, link: str = "") -> Notification:
+    """The toast/webhook message for a finished run (:func:`nfu_tui.core.notify.run_notification`)."""
+    from nfu_tui.core.notify import run_notification
+
+    return run_notification(result, plan, link)
 
 
 # ================================================================= journal state
@@ -1518,7 +1508,10 @@ class DeployEngine:
             self.store.finish_run(r.run_id, _JOURNAL_STATUS[status], result.summary())
         self._audit(r, "deploy", status=status.value, summary=result.summary(),
                     outcomes={o.host: o.outcome.value for o in outcomes})
-        note = notification_for(result)
+        from nfu_tui.core.notify import pr_link
+
+        note = notification_for(result, r.plan, pr_link(self.config.github.api_url, self.config.github.repo,
+                                                        r.plan.pr_number))
         await self._emit(RunFinished(run_id=r.run_id, result=result, notification=note))
         if self.notifier is not None:
             try:

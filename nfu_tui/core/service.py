@@ -99,6 +99,9 @@ class FleetService:
         self.dashboard = dashboard if dashboard is not None else self._make_dashboard(insecure)
         self.live = LiveFleet(self.dashboard, self.fleet, on_stream=self._on_stream)
         self.notifier = notifier if notifier is not None else self._make_notifier()
+        from nfu_tui.core.notify import Outbox
+
+        self.outbox = Outbox(self.store, self.notifier)  # every webhook notification goes through it
         self.lock_label = lock_label
         self.status = ConnectionStatus(
             dashboard="connecting" if self.dashboard else "disabled",
@@ -148,6 +151,8 @@ class FleetService:
             self._tasks.append(asyncio.create_task(self._dashboard_loop(), name="nfu-dashboard"))
         if self.github is not None:
             self._tasks.append(asyncio.create_task(self._poll_loop(), name="nfu-github-poll"))
+        if self.outbox.enabled:
+            self._tasks.append(asyncio.create_task(self.outbox.run(), name="nfu-outbox"))
 
     async def stop(self) -> None:
         if self.engine is not None and self.engine.running:
@@ -197,11 +202,12 @@ class FleetService:
         self._emit(ServiceEvent("status"))
 
     def notify(self, notification: Notification) -> asyncio.Future[Any] | None:
-        """Tell the user (toast/log) and, when configured, the webhook (returned: await it to be sure it went)."""
+        """Tell the user (toast/log) and, when configured, the webhook through the durable outbox: written
+        to the store now, delivered (and retried) in the background. The returned future is the first
+        delivery attempt (await it to know whether it went at once)."""
         self._emit(ServiceEvent("notify", payload=notification))
-        if self.notifier is not None:
-            return asyncio.ensure_future(self.notifier.send(notification))
-        return None
+        event_id = self.outbox.enqueue(notification)
+        return asyncio.ensure_future(self.outbox.deliver(event_id)) if event_id else None
 
     # ------------------------------------------------------------- dashboard
 
@@ -528,7 +534,7 @@ class FleetService:
             self,
             self.store,
             self.config,
-            notifier=self.notifier,
+            notifier=self.outbox if self.outbox.enabled else None,
             on_event=lambda ev: self._emit(ServiceEvent("deploy", payload=ev)),
             **kw,
         )
