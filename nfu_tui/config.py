@@ -106,6 +106,9 @@ class AutomationConfig(_Section):
     max_parallel: int = Field(1, ge=1, le=64)
     canary_wait_minutes: float = Field(10, ge=0)
     maintenance_windows: list[str] = Field(default_factory=list)
+    min_window_minutes: float = Field(30, ge=0, le=24 * 60, description=(
+        "merge only when the open window has at least this long left (more when past runs of this fleet "
+        "took longer)"))
 
     @field_validator("maintenance_windows")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from nfu_tui.config import AutomationConfig, load_config, resolve_secrets
 from nfu_tui.core.automation import (
+    needed_room,
     Action,
     AutomationRunner,
     AutoState,
@@ -166,13 +168,22 @@ def test_windows_gate_the_merge_and_the_text_names_the_next_window() -> None:
     saturday = datetime(2026, 8, 15, 2, 0, tzinfo=timezone.utc)
     assert d.state is AutoState.WAITING_WINDOW and d.action is Action.NONE
     assert d.due == saturday and d.wake_at == saturday
-    assert d.describe(NOW) == "PR #42 ready — next window Sat 02:00"
+    assert d.describe(NOW) == "PR #42 ready — next window Sat 02:00 UTC"
     inside = decide(situation(ready, windows=windows, now=saturday + timedelta(minutes=5)))
-    assert inside.action is Action.MERGE and inside.window == "window open until Sat 05:00"
+    assert inside.action is Action.MERGE and inside.window == "window open until Sat 05:00 UTC"
+    # A window with too little room left for a run is not used: merge at the next one.
+    late = decide(situation(ready, windows=windows, now=saturday + timedelta(hours=2, minutes=40)))
+    assert late.state is AutoState.WAITING_WINDOW and late.action is Action.NONE
+    assert late.describe(NOW) == ("PR #42 ready — the window closes at Sat 05:00 UTC, too soon for a run (~30 min); "
+                                  "next window Sat 2026-08-22 02:00 UTC")
+    assert late.due == saturday + timedelta(days=7)
+    roomy = situation(ready, windows=windows, now=saturday + timedelta(hours=2))
+    assert decide(roomy).action is Action.MERGE
+    assert decide(replace(roomy, room=needed_room([timedelta(minutes=70)], 30))).action is Action.NONE
     # A delay ending outside every window merges at the next window start.
     later = decide(situation(pr(), windows=windows))
     assert later.due == saturday and later.describe(NOW) == \
-        "merging PR #42 in 2 d 12 h (next window Sat 02:00) — CI green"
+        "merging PR #42 in 2 d 12 h (next window Sat 02:00 UTC) — CI green"
 
 
 def test_nothing_is_merged_while_the_dashboard_is_unknown() -> None:
@@ -205,7 +216,7 @@ def test_interrupted_automatic_runs_resume_first_inside_a_window() -> None:
     ready = pr(43, head_sha="b" * 40, updated_at=NOW - timedelta(hours=2))
     outside = decide(situation(ready, windows=windows, runs=(paused,)))
     assert outside.state is AutoState.PAUSED and outside.run_id == 3 and outside.action is Action.NONE
-    assert outside.describe(NOW) == "run #3 (PR #42) paused — resumes in 12 h 00 min (next window Thu 02:00)"
+    assert outside.describe(NOW) == "run #3 (PR #42) paused — resumes in 12 h 00 min (next window Thu 02:00 UTC)"
     inside = decide(situation(ready, windows=windows, runs=(paused,), now=NOW.replace(hour=2, minute=30)))
     assert (inside.action, inside.run_id) == (Action.RESUME, 3)
     # Rollbacks are recovery: they resume at once, windows or not.
@@ -240,7 +251,7 @@ def test_an_open_revert_pr_stops_automation() -> None:
 def test_manual_deploys_outside_a_window_need_a_confirm() -> None:
     windows = WindowSet(["Sat 02:00-05:00 UTC"])
     assert outside_window_warning(windows, NOW) == (
-        "Outside the maintenance windows (Sat 02:00-05:00 UTC); next window Sat 02:00. Deploy anyway?")
+        "Outside the maintenance windows (Sat 02:00-05:00 UTC); next window Sat 02:00 UTC. Deploy anyway?")
     assert outside_window_warning(windows, datetime(2026, 8, 15, 3, 0, tzinfo=timezone.utc)) is None
     assert outside_window_warning(WindowSet(), NOW) is None
 
@@ -409,7 +420,7 @@ async def test_waits_for_a_window_and_pauses_when_it_closes_mid_run(sim_factory:
         closed = await a.runner.step(refresh=True)
         assert closed.decision.state is AutoState.WAITING_WINDOW and not closed.acted
         weekday = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[_at(2).weekday()]
-        assert closed.decision.describe(a.now()) == f"PR #42 ready — next window {weekday} 02:00"
+        assert closed.decision.describe(a.now()) == f"PR #42 ready — next window {weekday} 02:00 UTC"
         assert closed.decision.due == _at(2)
         assert a.merges() == 0
 

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from nfu_tui.config import AutomationConfig
-from nfu_tui.core.windows import WEEKDAYS, WindowSet, local_zone
+from nfu_tui.core.windows import WindowSet
 from nfu_tui.models import CIVerdict, Notification, UpdatePR
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,7 @@ class Situation:
     busy: str = ""  # non-empty: who is deploying right now
     fleet_ready: bool = True  # the dashboard's fleet state is known
     online: frozenset[str] = frozenset()  # hosts online now
+    room: timedelta = timedelta(minutes=30)  # how much of an open window a new run needs (needed_room)
 
 
 @dataclass(frozen=True)
@@ -216,16 +217,10 @@ def countdown(delta: timedelta) -> str:
     return f"{days} d {hours} h"
 
 
-def when_text(dt: datetime, now: datetime) -> str:
-    """Local ``HH:MM`` today, ``Sat 02:00`` within a week, else the date."""
-    tz = local_zone()
-    local, today = dt.astimezone(tz), now.astimezone(tz).date()
-    days = (local.date() - today).days
-    if days == 0:
-        return f"{local:%H:%M}"
-    if 0 < days < 7:
-        return f"{WEEKDAYS[local.weekday()]} {local:%H:%M}"
-    return f"{WEEKDAYS[local.weekday()]} {local:%Y-%m-%d %H:%M}"
+def needed_room(durations: Iterable[timedelta], min_minutes: float) -> timedelta:
+    """How much of a window a new run needs: the longest of the recent run ``durations`` of this fleet,
+    at least ``min_minutes``."""
+    return max([timedelta(minutes=min_minutes), *durations])
 
 
 # ================================================================ the decision
@@ -369,7 +364,7 @@ def decide(s: Situation) -> Decision:
         if due == delay_end:
             text = f"merging PR #{n} in {{in}}{tail}"
         else:
-            text = f"merging PR #{n} in {{in}} (next window {when_text(due, s.now)}){tail}"
+            text = f"merging PR #{n} in {{in}} (next window {s.windows.display(due, s.now)}){tail}"
         return Decision(AutoState.WAITING_DELAY, text, due=due, **{**base, "wake_at": _earliest(wake_at, due)})
     if ci_wait:
         return Decision(AutoState.WAITING_CI, f"PR #{n}: {ci_wait}", **base)
@@ -380,6 +375,13 @@ def decide(s: Situation) -> Decision:
     if not s.windows.is_open(s.now):
         start = s.windows.next_open(s.now)
         return Decision(AutoState.WAITING_WINDOW, f"PR #{n} ready — {window}", due=start,
+                        **{**base, "wake_at": _earliest(wake_at, start)})
+    closes = s.windows.closes_at(s.now)
+    if closes is not None and closes - s.now < s.room:
+        start = s.windows.next_open(closes)
+        return Decision(AutoState.WAITING_WINDOW, f"PR #{n} ready — the window closes at "
+                        f"{s.windows.display(closes, s.now)}, too soon for a run (~{countdown(s.room)}); "
+                        f"next window {s.windows.display(start, s.now)}", due=start,
                         **{**base, "wake_at": _earliest(wake_at, start)})
     return Decision(AutoState.READY, f"merging PR #{n} now", Action.MERGE, **base)
 
@@ -586,6 +588,16 @@ class AutomationRunner:
         infos.extend(run_info(r) for r in unfinished.values())  # older than the listed window
         return infos
 
+    def _run_durations(self, last: int = 5) -> list[timedelta]:
+        """How long the last deploy runs of this fleet took that ran straight through (succeeded the same day)."""
+        found = []
+        for run in self.service.store.list_runs(40):
+            if run.kind == "deploy" and run.status == "succeeded" and run.finished_at is not None:
+                took = run.finished_at - run.created_at
+                if took < timedelta(hours=12):
+                    found.append(took)
+        return found[:last]
+
     def situation(self, prs: Iterable[UpdatePR] | None = None) -> Situation:
         """The current situation (re-reads the shared app state: the toggle may change in another process)."""
         from nfu_tui.errors import StateError
@@ -604,7 +616,9 @@ class AutomationRunner:
         hosts = service.hosts()
         superseded = {int(key.split(":", 1)[1]): newer for key, newer in service.state.notified.items()
                       if key.startswith("superseded:") and key.split(":", 1)[1].isdigit()}
+        auto = self.config.flake_updates.automation
         return Situation(
+            room=needed_room(self._run_durations(), auto.min_window_minutes),
             now=self.clock(), enabled=self.enabled(), config=self.config.flake_updates.automation,
             windows=self.windows, prs=pr_list, runs=runs, open_reverts=reverts, superseded_earlier=superseded,
             busy=busy,
@@ -1001,5 +1015,5 @@ __all__ = [
     "outside_window_warning",
     "run_info",
     "set_automation",
-    "when_text",
+    "needed_room",
 ]
