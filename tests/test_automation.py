@@ -4,6 +4,7 @@ the simulator (delay, CI, windows, supersede, notify-once, window closing mid-ru
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -332,12 +333,13 @@ class AutoHarness:
 
     def __init__(self, sim: Any, tmp_path: Path, *, hosts: dict[str, Any] | None = None,
                  rollback: str = "revert-commit", webhook: str = "", store_clock: Any = None,
-                 **automation: Any) -> None:
+                 store_path: Path | None = None, **automation: Any) -> None:
         automation = {"enabled": True, "delay_minutes": 0, "canary_wait_minutes": 0, **automation}
         self.sim = sim
-        self.cfg = load_config(sim.write_config(tmp_path / "cfg", hosts=hosts or {}, flake_updates={
-            "automation": automation, "rollback": {"strategy": rollback}}, notify={"webhook_url": webhook}))
-        self.store = Store(tmp_path / "journal.sqlite3", **({"clock": store_clock} if store_clock else {}))
+        self.cfg_path = sim.write_config(tmp_path / "cfg", hosts=hosts or {}, flake_updates={
+            "automation": automation, "rollback": {"strategy": rollback}}, notify={"webhook_url": webhook})
+        self.cfg = load_config(self.cfg_path)
+        self.store = Store(store_path or tmp_path / "journal.sqlite3", **({"clock": store_clock} if store_clock else {}))
         self.state = AppState.load(tmp_path / "state.json")
         self.service = FleetService(self.cfg, resolve_secrets(self.cfg, use_gh=False), store=self.store,
                                     state=self.state, lock_label="test auto")
@@ -446,6 +448,54 @@ async def test_waits_for_a_window_and_pauses_when_it_closes_mid_run(sim_factory:
         assert resumed.acted and resumed.ok, resumed.message
         final = a.store.get_run(run.id)
         assert final.status == "succeeded" and set(final.host_outcomes.values()) == {"ok"}
+        assert a.switched() == ["gpc0", "hsb0", "hsb1"] and a.merges() == 1
+
+
+async def test_a_window_closing_mid_run_starts_no_host_step_after_the_close(
+        sim_factory: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """hsb0's pull finishes after the close: its switch waits, pulled, for the next window; the pause
+    is notified and `status --json` shows the paused run with every host's state."""
+    from nfu_tui.cli import main
+    from nfu_tui.core.engine import HostProgress
+    from nfu_tui.paths import ensure_dir, state_dir
+
+    sim = await sim_factory(sim_scenario())
+    store_path = ensure_dir(state_dir()) / "nfu-tui.sqlite3"  # where `nfu-tui status` reads it
+    async with AutoHarness(sim, tmp_path, maintenance_windows=["daily 02:00-03:00 UTC"], store_path=store_path) as a:
+        def close_when_hsb0_pulled(event: ServiceEvent) -> None:
+            p = event.payload
+            if (event.kind == "deploy" and isinstance(p, HostProgress) and (p.host, p.phase) == ("hsb0", "pull")
+                    and p.message.startswith("done")):
+                a.fixed = _at(3, 5)
+
+        a.service.subscribe(close_when_hsb0_pulled)
+        a.fixed = _at(2, 10)
+        first = await a.runner.step(refresh=True)
+        assert first.acted and first.suspended, first.message
+        (run,) = a.store.list_runs()
+        paused = a.store.get_run(run.id)
+        started = [(s.host, s.data["phase"]) for s in paused.steps if s.step == "host_started"]
+        assert started == [("gpc0", "pull"), ("gpc0", "switch"), ("hsb0", "pull")]  # no switch after the close
+        assert [s.host for s in paused.steps if s.step == "switch_deferred"] == ["hsb0"]
+        assert paused.status == "paused" and paused.host_outcomes == {"gpc0": "ok"}
+        weekday = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[_at(2, days=2).weekday()]
+        note = a.notes[-1]
+        assert note.title == f"PR #42 deploy paused until {weekday} 02:00 UTC", a.titles()
+        assert "Left: hsb0 (pulled, switch waiting); hsb1 (not started)." in note.message
+        assert f"`nfu-tui deploy --resume {run.id}`" in note.message
+        assert all("may_start_host" not in s.data.get("reason", "") for s in paused.steps)
+        assert await asyncio.to_thread(main, ["--config", str(a.cfg_path), "status", "--json"]) == 0
+        (shown,) = json.loads(capsys.readouterr().out)["runs"]
+        assert (shown["id"], shown["state"], shown["pr"]) == (run.id, "paused", 42)
+        assert shown["hosts"] == [{"host": "gpc0", "state": "ok"}, {"host": "hsb0", "state": "pulled, switch waiting"},
+                                  {"host": "hsb1", "state": "not started"}]
+        a.fixed = _at(2, 1, days=2)
+        resumed = await a.runner.step()
+        assert resumed.acted and resumed.ok, resumed.message
+        final = a.store.get_run(run.id)
+        assert final.status == "succeeded" and set(final.host_outcomes.values()) == {"ok"}
+        pulls = [s.host for s in final.steps if s.step == "host_started" and s.data["phase"] == "pull"]
+        assert pulls == ["gpc0", "hsb0", "hsb1"]  # hsb0 was not pulled twice
         assert a.switched() == ["gpc0", "hsb0", "hsb1"] and a.merges() == 1
 
 

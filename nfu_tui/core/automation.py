@@ -454,6 +454,7 @@ class _Active:
     merging: bool = False
     suspend_reason: str = ""
     suspended: bool = False
+    window_closed: bool = False  # suspended because the maintenance window closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -892,6 +893,32 @@ class AutomationRunner:
                               message=f"{result.summary()}; rollback: {outcome.summary}")
         return StepResult(decision, acted=True, ok=result.ok, message=result.summary())
 
+    async def _notify_paused(self, run_id: int) -> None:
+        """The run stopped at a window's close: when it goes on, and which hosts are left."""
+        from nfu_tui.core.notify import pr_link
+
+        run = self.service.store.get_run(run_id)
+        now = self.clock()
+        start = self.windows.next_open(now)
+        when = self.windows.display(start, now)
+        from nfu_tui.core.history import run_hosts
+
+        left = run_hosts(run)
+        done = [h for h, state in left.items() if state == "ok"]
+        rest = {h: state for h, state in left.items() if state != "ok"}
+        lines = [f"The maintenance window closed during run #{run_id} (PR #{run.pr}); no host step starts until "
+                 f"the next window, {when}, when automation resumes it."]
+        if done:
+            lines.append(f"Deployed: {', '.join(done)}.")
+        if rest:
+            lines.append("Left: " + "; ".join(f"{h} ({state})" for h, state in rest.items()) + ".")
+        lines.append(f"To finish it now, outside the window: `nfu-tui deploy --resume {run_id}`.")
+        github = self.config.github
+        await self._notify(Notification(
+            f"PR #{run.pr} deploy paused until {when}", " ".join(lines), "warning",
+            ["nfu-tui", f"pr-{run.pr}", "pause_button"], click=pr_link(github.api_url, github.repo, run.pr or 0),
+            event_id=f"paused:{run_id}:{start.isoformat()}"))
+
     def _abandon_superseded_waiting(self, pr: int) -> None:
         """Older automatic runs still waiting for offline hosts are replaced by this new deploy."""
         store = self.service.store
@@ -910,6 +937,7 @@ class AutomationRunner:
         kwargs.setdefault("lock", contextlib.nullcontext)
         if gated:
             kwargs["may_start_host"] = self._gate
+            kwargs["describe_gate"] = self._gate_text
         elif "may_start_host" not in kwargs:
             kwargs["may_start_host"] = lambda: not self._stopping
         engine = self.service.make_engine(**kwargs)
@@ -918,6 +946,11 @@ class AutomationRunner:
 
     def _gate(self) -> bool:
         return not self._stopping and self.windows.is_open(self.clock())
+
+    def _gate_text(self) -> str:
+        if self._stopping:
+            return "nfu-tui is stopping"
+        return f"outside the maintenance window ({self.windows.describe_next(self.clock())})"
 
     async def _engine_run(self, start: Callable[[Any], Any], *, gated: bool) -> Any:
         """Run ``start(engine)`` in a task; None when it was suspended (window closed, shutdown)."""
@@ -938,7 +971,9 @@ class AutomationRunner:
             if task.cancelled():
                 if active.run_id is not None:
                     self._journal(active, "suspended", reason=active.suspend_reason or "interrupted")
-                self._sink("suspended", run=active.run_id, reason=active.suspend_reason)
+                self._sink("suspended", level="warning", run=active.run_id, reason=active.suspend_reason)
+                if active.window_closed and active.run_id is not None:
+                    await self._notify_paused(active.run_id)
                 return None
             return task.result()
         finally:
@@ -984,7 +1019,7 @@ class AutomationRunner:
             self._publish(self.decision)
         elif isinstance(event, eng.HostStarted):
             active.in_flight.add(event.host)
-        elif isinstance(event, eng.HostFinished):
+        elif isinstance(event, (eng.HostFinished, eng.HostQueued)):
             active.in_flight.discard(event.host)
         elif isinstance(event, eng.MergeRequested):
             active.merging = True
@@ -992,9 +1027,11 @@ class AutomationRunner:
             active.merging = False
         elif isinstance(event, eng.Paused) and not self._stopping:
             now = self.clock()
+            active.window_closed = True
             self._suspend(active, f"maintenance window closed; {self.windows.describe_next(now)}")
         elif isinstance(event, eng.Unpaused) and not self._stopping:
             active.suspend_reason = ""  # the window opened again before the run could be suspended
+            active.window_closed = False
         if active.suspend_reason:
             self._suspend(active, active.suspend_reason)
 

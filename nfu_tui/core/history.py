@@ -299,6 +299,62 @@ def record_of(run: Any, audit: Iterable[Any] = ()) -> RunRecord:
     )
 
 
+def run_hosts(run: Any) -> dict[str, str]:
+    """host -> its state in a run loaded with its steps: the outcome of a finished host, else where it
+    stands (``pulled, switch waiting``, ``in flight (pull)``, ``queued (offline)``, ``not started``)."""
+    from nfu_tui.core.engine import JournalState
+
+    plan = run.plan or {}
+    order = [str(e.get("host")) for key in ("entries", "queued") for e in plan.get(key) or ()]
+    queued = {str(e.get("host")) for e in plan.get("queued") or ()}
+    st = JournalState.from_run(run)
+    found: dict[str, str] = {}
+    for host in order + [h for h in st.finished if h not in order]:
+        if host in st.finished:
+            found[host] = st.finished[host].outcome.value
+        elif st.in_flight.get(host, ("",))[0] == "switch":
+            found[host] = "interrupted (switch)"
+        elif host in st.pulled:
+            found[host] = "pulled, switch waiting"
+        elif host in st.in_flight:
+            found[host] = f"interrupted ({st.in_flight[host][0]})"
+        elif host in queued:
+            found[host] = "queued (offline)"
+        else:
+            found[host] = "not started"
+    return found
+
+
+def open_run(run: Any) -> dict[str, Any]:
+    """An unfinished run (loaded with its steps) for ``status``: its state — ``paused`` (maintenance
+    window), ``waiting`` (offline hosts), ``interrupted`` (automation resumes it) or ``blocked`` (a
+    manual run: the admin resumes it) —, why, what to do next, and every host with its state."""
+    steps = list(run.steps or ())
+    last = steps[-1] if steps else None
+    waiting = list(last.data.get("hosts") or []) if last is not None and last.step == "waiting" else []
+    suspended = next((s for s in reversed(steps) if s.step in ("suspended", "paused", "resumed")), None)
+    reason = str(suspended.data.get("reason", "")) if suspended is not None and suspended.step != "resumed" else ""
+    if waiting:
+        state, reason = "waiting", f"waiting for {', '.join(waiting)} to come back online"
+        next_ = "resumed when they are back (nfu-tui auto or the TUI)"
+    elif run.status == "paused" or "maintenance window" in reason:
+        state = "paused"
+        next_ = f"automation resumes it in the next window; now: nfu-tui deploy --resume {run.id}"
+    elif run.trigger == "auto":
+        state, reason = "interrupted", reason or "interrupted"
+        next_ = "automation resumes it"
+    else:
+        state, reason = "blocked", reason or "interrupted"
+        next_ = f"nfu-tui deploy --resume {run.id} (or the TUI), or nfu-tui deploy --abandon {run.id}"
+    if run.kind == "deploy":
+        hosts = run_hosts(run)
+    else:
+        plan = run.plan or {}
+        hosts = {str(h): ("waiting (offline)" if h in waiting else "to roll back") for h in plan.get("hosts") or ()}
+    return {"id": run.id, "kind": run.kind, "pr": run.pr, "trigger": run.trigger, "state": state, "reason": reason,
+            "next": next_, "hosts": [{"host": h, "state": st} for h, st in hosts.items()]}
+
+
 def _audit_run(entry: Any) -> int | None:
     value = entry.details.get("run") if isinstance(entry.details, Mapping) else None
     return value if isinstance(value, int) else None
