@@ -626,3 +626,29 @@ async def test_service_mode_finishes_a_run_when_its_offline_host_returns(sim_fac
         finally:
             a.runner.request_stop("test over")
             await asyncio.wait_for(forever, 10)
+
+
+def test_no_merge_when_no_host_qualifies_for_an_automatic_deploy() -> None:
+    d = decide(situation(pr(updated_at=NOW - timedelta(hours=2)), deployable=False))
+    assert d.state is AutoState.BLOCKED and d.action is Action.NONE
+    assert "no host qualifies" in d.describe(NOW) and "nfu-tui deploy --pr 42 --merge-only" in d.describe(NOW)
+    assert [n.notification.title for n in d.notices] == ["PR #42 not merged: no host to deploy"]
+
+
+@pytest.mark.parametrize("strategy, title, body", [
+    ("none", "PR #42 merged, not deployed", 'deploy_strategy = "none": no host was deployed'),
+    ("online-only", "PR #42 deployed to gpc0, hsb0, hsb1; left behind: hsb8",
+     "Left behind: hsb8: offline (strategy online-only)."),
+    ("all", "PR #42 deployed to gpc0, hsb0, hsb1; waiting for hsb8 (offline)", "Waiting (offline): hsb8"),
+])
+async def test_run_notifications_say_what_really_happened(sim_factory: Any, tmp_path: Path, strategy: str,
+                                                          title: str, body: str) -> None:
+    sim = await sim_factory(sim_scenario(*SMALL, HostSpec("hsb8", "server", "home", online=False, faults={"offline"})))
+    async with AutoHarness(sim, tmp_path, deploy_strategy=strategy) as a:
+        result = await a.runner.step(refresh=True)
+        assert result.acted and result.ok, result.message
+        (note,) = [e.notification for e in a.events if isinstance(e, RunFinished)]
+        assert note.title == title and body in note.message
+        assert note.click == f"{sim.github.url}/{sim.github.repo}/pull/42"
+        if strategy == "none":
+            assert a.switched() == [] and a.merges() == 1

@@ -310,6 +310,16 @@ async def test_revert_commit_opens_merges_and_redeploys_the_switched_hosts(store
     assert [n for n, _ in h.ports.comments] == [42] and "#43" in h.ports.comments[0][1]
 
 
+async def test_a_revert_without_a_host_to_roll_back_says_so(store: Store) -> None:
+    failed = failed_run(store, {"hsb0": ("failed", "pull"), "hsb1": ("skipped", "")})
+    h = Harness(store)
+    outcome = await h.manager.after_failure(failed, trigger="auto", actor="alice@box")
+    assert outcome.ok and h.engine.plans == []
+    (note,) = h.notes
+    assert note.title == "PR #42 reverted; no host needed a rollback"
+    assert "No host had switched to PR #42" in note.message and "Rolled back" not in note.message
+
+
 async def test_revert_waits_for_green_ci_only_when_github_requires_it(store: Store) -> None:
     failed = failed_run(store)
     h = Harness(store)

@@ -173,6 +173,7 @@ class Situation:
     fleet_ready: bool = True  # the dashboard's fleet state is known
     online: frozenset[str] = frozenset()  # hosts online now
     room: timedelta = timedelta(minutes=30)  # how much of an open window a new run needs (needed_room)
+    deployable: bool = True  # an automatic plan has a host to deploy (or deploy_strategy = "none")
 
 
 @dataclass(frozen=True)
@@ -372,6 +373,11 @@ def decide(s: Situation) -> Decision:
         return Decision(AutoState.WAITING_CI, f"PR #{n}: reading its changed files", **base)
     if not s.fleet_ready:
         return Decision(AutoState.WAITING_FLEET, f"PR #{n} ready — waiting for the dashboard's fleet state", **base)
+    if not s.deployable:
+        reason = (f"PR #{n} is not merged: no host qualifies for an automatic deploy (all held or auto_update = "
+                  f"false); release a hold, or merge it without a deploy: nfu-tui deploy --pr {n} --merge-only")
+        return _blocked(base, reason, Notice(f"no-host:{n}", pr.head_sha, _pr_notification(
+            f"PR #{n} not merged: no host to deploy", reason, "warning", pr, "warning")))
     if not s.windows.is_open(s.now):
         start = s.windows.next_open(s.now)
         return Decision(AutoState.WAITING_WINDOW, f"PR #{n} ready — {window}", due=start,
@@ -618,7 +624,11 @@ class AutomationRunner:
         superseded = {int(key.split(":", 1)[1]): newer for key, newer in service.state.notified.items()
                       if key.startswith("superseded:") and key.split(":", 1)[1].isdigit()}
         auto = self.config.flake_updates.automation
+        from nfu_tui.core.plan import make_plan
+
+        plan = make_plan(hosts, self.config, service.state.held, automatic=True, overrides=service.state.overrides)
         return Situation(
+            deployable=bool(plan.hosts) or plan.merge_only,
             room=needed_room(self._run_durations(), auto.min_window_minutes),
             now=self.clock(), enabled=self.enabled(), config=self.config.flake_updates.automation,
             windows=self.windows, prs=pr_list, runs=runs, open_reverts=reverts, superseded_earlier=superseded,

@@ -1507,7 +1507,7 @@ class DeployEngine:
             waiting = [h for h, o in r.outcomes.items() if o.outcome is Outcome.QUEUED]
             return RunStatus.WAITING, f"waiting for {', '.join(waiting)} to come back online"
         if r.plan.merge_only:
-            return RunStatus.SUCCEEDED, f"merged as {r.merge_sha[:7]}; no deploy (strategy none)"
+            return RunStatus.SUCCEEDED, f"merged as {r.merge_sha[:7]}, not deployed (merge only)"
         return RunStatus.SUCCEEDED, ""
 
     async def _finish(self, r: _Run, status: RunStatus, message: str) -> RunResult:
