@@ -895,7 +895,8 @@ class AutomationRunner:
     async def _after_run(self, decision: Decision, result: Any, *, may_roll_back: bool = True) -> StepResult:
         from nfu_tui.core.engine import Outcome, RunStatus
 
-        self._sink("run_result", run=result.run_id, status=result.status.value, summary=result.summary())
+        self._sink("run_result", level="info" if result.ok else "error", run=result.run_id,
+                   status=result.status.value, summary=result.summary())
         failed = result.status is RunStatus.FAILED and bool(result.merge_sha) and bool(result.hosts_with(Outcome.FAILED))
         if failed and may_roll_back:
             outcome = await self.rollback.after_failure(result.run_id, trigger="auto")
