@@ -489,6 +489,12 @@ async def test_a_window_closing_mid_run_starts_no_host_step_after_the_close(
         assert (shown["id"], shown["state"], shown["pr"]) == (run.id, "paused", 42)
         assert shown["hosts"] == [{"host": "gpc0", "state": "ok"}, {"host": "hsb0", "state": "pulled, switch waiting"},
                                   {"host": "hsb1", "state": "not started"}]
+        from nfu_tui.core.history import load_history
+
+        (record,) = load_history(a.store).runs
+        assert [(h.host, h.outcome) for h in record.hosts] == [
+            ("gpc0", "ok"), ("hsb0", "pulled, switch waiting"), ("hsb1", "not started")]
+        assert any("outside the maintenance window" in t.text for t in record.timeline)
         a.fixed = _at(2, 1, days=2)
         resumed = await a.runner.step()
         assert resumed.acted and resumed.ok, resumed.message

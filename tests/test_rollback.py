@@ -533,6 +533,7 @@ async def test_canary_failure_with_revert_commit_rolls_the_switched_hosts_back(s
         runs = {r.id: r for r in load_history(a.store).runs}
         assert runs[revert.id].related_runs == (failed.id, redeploy.id)
         assert runs[redeploy.id].related_runs == (revert.id,)
+        assert runs[failed.id].related_runs == (revert.id,)  # and back: the failed run names its rollback
         assert runs[failed.id].hosts[1].log_excerpt, "the failing host's log excerpt is kept"
         assert runs[revert.id].lock_diff.startswith("• Updated input")
         assert "PR #42 rolled back on gpc0" in a.titles()

@@ -26,7 +26,12 @@ audit entries of the run (the engine and the rollback write it).
                "hosts": [{"host", "outcome", "phase", "detail", "log_excerpt": [str]}],
                "related_runs": [int],                           # failed run <-> revert <-> its redeploy
                "timeline": [{"at": ISO-8601, "step": str, "host": str|null, "text": str}]}],
-     "audit": [{"id", "at", "action", "actor", "github_login", "pr", "details": {...}}]}
+     "audit": [{"id", "at", "action", "actor", "github_login", "pr", "details": {...}}],
+     "undelivered_notifications": [{"id", "title", "created_at", "attempts", "last_error", "next_attempt_at"}]}
+
+A paused or waiting run lists every planned host: those without an outcome yet with their
+state (``pulled, switch waiting``, ``queued (offline)``, ``not started``). A failed run names
+the revert runs started for it in ``related_runs``, and the revert names the failed run.
 
 Runs are newest first; ``--limit N`` bounds both lists.
 """
@@ -186,6 +191,7 @@ class History:
     runs: tuple[RunRecord, ...]
     audit: tuple[Any, ...]  # nfu_tui.core.store.AuditEntry, newest first
     generated_at: datetime
+    undelivered: tuple[Any, ...] = ()  # nfu_tui.core.store.OutboxEntry: notifications not delivered yet
 
 
 def step_text(step: str, data: Mapping[str, Any], host: str | None) -> str:
@@ -261,11 +267,12 @@ def _plan_lines(kind: str, plan: Mapping[str, Any]) -> tuple[str, ...]:
     return ()
 
 
-def record_of(run: Any, audit: Iterable[Any] = ()) -> RunRecord:
-    """A :class:`RunRecord` from a stored run with its steps and the audit entries (any order)."""
+def record_of(run: Any, audit: Iterable[Any] = (), rollbacks: Iterable[int] = ()) -> RunRecord:
+    """A :class:`RunRecord` from a stored run with its steps and the audit entries (any order);
+    ``rollbacks``: the revert runs started after this (failed) run (see :func:`rollbacks_of`)."""
     context: Mapping[str, Any] = {}
     hosts: dict[str, HostRecord] = {}
-    related: list[int] = []
+    related: list[int] = list(rollbacks)
     timeline = []
     plan = run.plan or {}
     if run.kind == "revert" and plan.get("failed_run"):
@@ -289,6 +296,10 @@ def record_of(run: Any, audit: Iterable[Any] = ()) -> RunRecord:
     status = run.status
     if status == "running" and run.steps and run.steps[-1].step == "waiting":
         status = "waiting"  # every reachable host is done; queued offline hosts remain
+    if not run.finished and run.kind == "deploy":  # every host of a paused or waiting run, with its state
+        for host, state in run_hosts(run).items():
+            if host not in hosts:
+                hosts[host] = HostRecord(host, state)
     return RunRecord(
         id=run.id, kind=run.kind, pr=run.pr, title=str(context.get("title", "")), trigger=run.trigger,
         actor=run.actor, github_login=login, status=status, started_at=run.created_at,
@@ -360,11 +371,27 @@ def _audit_run(entry: Any) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def rollbacks_of(store: Any, limit: int = 200) -> dict[int, list[int]]:
+    """failed run id -> the revert runs started for it (the revert names its failed run in its plan)."""
+    found: dict[int, list[int]] = {}
+    for r in store.list_runs(limit):
+        if r.kind == "revert" and isinstance((r.plan or {}).get("failed_run"), int):
+            found.setdefault(r.plan["failed_run"], []).insert(0, r.id)
+    return found
+
+
+def load_run(store: Any, run_id: int) -> RunRecord:
+    """One run with its links both ways (StateError when unknown)."""
+    return record_of(store.get_run(run_id), store.audit_entries(limit=1000), rollbacks_of(store).get(run_id, ()))
+
+
 def load_history(store: Any, limit: int = 20) -> History:
-    """The newest ``limit`` runs (with steps) and audit entries."""
+    """The newest ``limit`` runs (with steps) and audit entries, and the undelivered notifications."""
     audit = store.audit_entries(limit=max(limit * 10, 200))
-    runs = tuple(record_of(store.get_run(r.id), audit) for r in store.list_runs(limit))
-    return History(runs, tuple(audit[:limit]), datetime.now(timezone.utc))
+    links = rollbacks_of(store)
+    runs = tuple(record_of(store.get_run(r.id), audit, links.get(r.id, ())) for r in store.list_runs(limit))
+    return History(runs, tuple(audit[:limit]), datetime.now(timezone.utc),
+                   tuple(store.undelivered_notifications()))
 
 
 async def load_history_async(store: Any, limit: int = 20) -> History:
@@ -400,7 +427,10 @@ def audit_json(a: Any) -> dict[str, Any]:
 def history_json(h: History) -> dict[str, Any]:
     """The ``nfu-tui.history/1`` document (see the module docs)."""
     return {"schema": SCHEMA, "generated_at": _iso(h.generated_at), "runs": [run_json(r) for r in h.runs],
-            "audit": [audit_json(a) for a in h.audit]}
+            "audit": [audit_json(a) for a in h.audit],
+            "undelivered_notifications": [
+                {"id": e.id, "title": e.title, "created_at": _iso(e.created_at), "attempts": e.attempts,
+                 "last_error": e.last_error, "next_attempt_at": _iso(e.next_attempt_at)} for e in h.undelivered]}
 
 
 def local_time(dt: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
@@ -472,6 +502,11 @@ def format_history(h: History, *, details: bool = False) -> list[str]:
         lines.append("No runs in the journal yet.")
     for r in h.runs:
         lines.extend(format_run(r, details=details))
+        lines.append("")
+    if h.undelivered:
+        lines.append("Undelivered notifications (retried by nfu-tui auto or the TUI):")
+        lines.extend(f"  {local_time(e.created_at)}  {e.title} — {e.attempts} attempt(s)"
+                     + (f", last error {e.last_error}" if e.last_error else "") for e in h.undelivered)
         lines.append("")
     lines.append("Audit trail (newest first):" if h.audit else "The audit trail is empty.")
     lines.extend(f"  {audit_line(a)}" for a in h.audit)
