@@ -641,6 +641,7 @@ class AutomationRunner:
         self._watch = None if not situation.fleet_ready else frozenset(
             h for r in situation.runs if r.unfinished for h in r.waiting if h not in situation.online)
         decision = decide(situation)
+        self.service.refresh_attention()  # the header's paused/waiting runs and unsent notifications
         if not decision.same_as(self.decision):
             self._sink("decision", state=decision.state.value, text=decision.describe(self.clock()),
                        pr=decision.pr, run=decision.run_id, action=decision.action.value,

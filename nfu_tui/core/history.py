@@ -366,6 +366,19 @@ def open_run(run: Any) -> dict[str, Any]:
             "next": next_, "hosts": [{"host": h, "state": st} for h, st in hosts.items()]}
 
 
+def attention_text(runs: Iterable[Any], undelivered: int, *, deploying: bool = False) -> str:
+    """The header's short note on what waits for attention: ``run #12 paused · ✉ 1 unsent`` ("" when
+    nothing). ``deploying``: a deploy runs now somewhere, so an unfinished run is not taken as interrupted."""
+    shown = [r for r in (open_run(run) for run in runs)
+             if r["state"] in ("paused", "waiting") or (r["state"] == "blocked" and not deploying)]
+    parts = [f"run #{r['id']} {r['state']}" for r in shown[:2]]
+    if len(shown) > 2:
+        parts.append(f"{len(shown) - 2} more open")
+    if undelivered:
+        parts.append(f"✉ {undelivered} unsent")
+    return " · ".join(parts)
+
+
 def _audit_run(entry: Any) -> int | None:
     value = entry.details.get("run") if isinstance(entry.details, Mapping) else None
     return value if isinstance(value, int) else None

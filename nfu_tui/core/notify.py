@@ -213,9 +213,10 @@ class Outbox:
     """
 
     def __init__(self, store: Any, notifier: Any, *, clock: Callable[[], datetime] = _utcnow,
-                 rng: Callable[[], float] = random.random) -> None:
+                 rng: Callable[[], float] = random.random, on_change: Callable[[], None] | None = None) -> None:
         self.store = store
         self.notifier = notifier
+        self._on_change = on_change
         self._clock = clock
         self._rng = rng
         self._wake = asyncio.Event()
@@ -257,7 +258,8 @@ class Outbox:
             return 0
         delivered = 0
         async with self._lock:
-            for entry in self.store.claim_notifications(CLAIM_SECONDS):
+            claimed = self.store.claim_notifications(CLAIM_SECONDS)
+            for entry in claimed:
                 n = Notification(entry.title, entry.message, entry.severity, list(entry.tags), entry.click, entry.id)
                 if await self.notifier.send(n):
                     self.store.notification_delivered(entry.id)
@@ -270,6 +272,8 @@ class Outbox:
                 if attempts >= FAILING_AFTER:
                     log.warning("notification %r still undelivered after %d attempts (%s); next attempt at %s",
                                 entry.title, attempts, error, later.astimezone().strftime("%H:%M:%S"))
+        if claimed and self._on_change is not None:
+            self._on_change()
         return delivered
 
     def undelivered(self) -> list[Any]:

@@ -27,7 +27,7 @@ from nfu_tui.core.fleet import ChangeKind, FleetChange, FleetModel
 from nfu_tui.core.live import LiveFleet
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import DeployLock, Store, local_actor
-from nfu_tui.errors import GitHubNotFound, GitHubRateLimited, LoginFailed, NfuError
+from nfu_tui.errors import GitHubNotFound, GitHubRateLimited, LoginFailed, NfuError, StateError
 from nfu_tui.models import Command, Host, Notification, RateBudget, UpdatePR
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class ConnectionStatus:
     github_detail: str = ""
     rate: RateBudget = RateBudget()
     last_poll: datetime | None = None
+    attention: str = ""  # paused/waiting/blocked runs and unsent notifications (history.attention_text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,8 @@ class FleetService:
         self.notifier = notifier if notifier is not None else self._make_notifier()
         from nfu_tui.core.notify import Outbox
 
-        self.outbox = Outbox(self.store, self.notifier)  # every webhook notification goes through it
+        # Every webhook notification goes through it; the header shows what stays unsent.
+        self.outbox = Outbox(self.store, self.notifier, on_change=self.refresh_attention)
         self.lock_label = lock_label
         self.status = ConnectionStatus(
             dashboard="connecting" if self.dashboard else "disabled",
@@ -146,7 +148,8 @@ class FleetService:
     # ------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Start the dashboard stream and the GitHub poll loop in the background."""
+        """Start the dashboard stream, the GitHub poll loop and the notification outbox in the background."""
+        self.refresh_attention()
         if self.dashboard is not None:
             self._tasks.append(asyncio.create_task(self._dashboard_loop(), name="nfu-dashboard"))
         if self.github is not None:
@@ -200,6 +203,20 @@ class FleetService:
     def _set_status(self, **changes: Any) -> None:
         self.status = replace(self.status, **changes)
         self._emit(ServiceEvent("status"))
+
+    def refresh_attention(self) -> None:
+        """Re-read the paused/waiting/blocked runs and the unsent notifications for the header."""
+        from nfu_tui.core.automation import lock_holder
+        from nfu_tui.core.history import attention_text
+
+        try:
+            text = attention_text(self.store.unfinished_runs(), len(self.outbox.undelivered()),
+                                  deploying=self.deploying or lock_holder(DeployLock().path) is not None)
+        except StateError as exc:
+            log.warning("cannot read the journal: %s", exc.message)
+            return
+        if text != self.status.attention:
+            self._set_status(attention=text)
 
     def notify(self, notification: Notification) -> asyncio.Future[Any] | None:
         """Tell the user (toast/log) and, when configured, the webhook through the durable outbox: written
@@ -535,10 +552,15 @@ class FleetService:
             self.store,
             self.config,
             notifier=self.outbox if self.outbox.enabled else None,
-            on_event=lambda ev: self._emit(ServiceEvent("deploy", payload=ev)),
+            on_event=self._on_engine_event,
             **kw,
         )
         return engine
+
+    def _on_engine_event(self, event: Any) -> None:
+        self._emit(ServiceEvent("deploy", payload=event))
+        if type(event).__name__ in ("RunStarted", "Paused", "RunFinished"):
+            self.refresh_attention()
 
     async def deploy(self, plan: Any, *, trigger: str = "manual", **engine_kw: Any) -> Any:
         """Merge and deploy ``plan`` with the engine; progress arrives as "deploy" events."""
