@@ -24,6 +24,7 @@ from nfu_tui.core.rollback import (
     failed_hosts,
     find_revert,
     rollback_plan,
+    rollback_targets,
     switched_hosts,
 )
 from nfu_tui.core.store import Store
@@ -75,6 +76,37 @@ def test_switched_and_failed_hosts(store: Store) -> None:
     assert failed_hosts(run) == {"b": "health: switch error (exit 1): command failed",
                                  "c": "pull: switch error (exit 1): command failed",
                                  "d": "switch: switch error (exit 1): command failed"}
+
+
+def test_rollback_targets_are_decided_from_the_journal_and_the_fleet(store: Store) -> None:
+    """Every host whose switch started counts (it may run the new generation), unless the fleet shows
+    the switch failed since it started; a pull failure never switched."""
+    run_id = store.create_run("deploy", actor="t", trigger="auto", pr=42, head_sha=HEAD)
+    store.record(run_id, "merged", sha=MERGE)
+    for host in ("a", "b", "c", "d"):
+        store.record(run_id, "host_started", host=host, phase="pull")
+    for host in ("a", "b", "c"):
+        store.record(run_id, "host_started", host=host, phase="switch")
+    store.record(run_id, "host_finished", host="a", outcome="failed", phase="switch",
+                 detail="agent did not reconnect within 90 s after the switch (verify the host manually)")
+    store.record(run_id, "host_finished", host="b", outcome="failed", phase="switch", detail="switch error (exit 1)")
+    store.record(run_id, "host_finished", host="c", outcome="ok", phase="switch")
+    store.record(run_id, "host_finished", host="d", outcome="failed", phase="pull", detail="pull error")
+    store.finish_run(run_id, "failed", "x")
+    later = (datetime.now(timezone.utc) + timedelta(seconds=5)).isoformat()
+    fleet = {"a": Host("a", "a", status="offline"),
+             "b": online("b").with_changes(system=StatusCheck(CompartmentState.ERROR, "Switch failed", later)),
+             "c": online("c")}
+
+    class Fleet:
+        def host(self, name: str) -> Host | None:
+            return fleet.get(name)
+
+    targets = rollback_targets(store.get_run(run_id), Fleet())
+    assert list(targets) == ["a", "c"]
+    assert targets["a"].startswith("switch failed (agent did not reconnect") and targets["a"].endswith("offline now")
+    assert targets["c"] == "switched"
+    assert switched_hosts(store.get_run(run_id)) == ["a", "b", "c"]  # without the fleet's word, b may have switched
 
 
 def test_revert_journal_folds_the_steps(store: Store) -> None:

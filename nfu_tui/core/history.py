@@ -206,6 +206,7 @@ def step_text(step: str, data: Mapping[str, Any], host: str | None) -> str:
         "host_started": lambda: f"{who}{data.get('phase', '')} started" + (" (force)" if data.get("force") else ""),
         "command_dispatched": lambda: f"{who}{data.get('phase', '')} command {data.get('command_id', '')}",
         "pull_done": lambda: f"{who}pull done" + (f" ({data['detail']})" if data.get("detail") else ""),
+        "switch_deferred": lambda: f"{who}pulled; its switch waits: {data.get('reason', '')}",
         "host_requeued": lambda: f"{who}queued again: {data.get('reason', '')}",
         "host_finished": lambda: f"{who}{data.get('outcome', '')}" + (f" ({data['phase']})" if data.get("phase")
                                                                         and data.get("outcome") != "ok" else "")

@@ -66,6 +66,7 @@ from nfu_tui.core.engine import (
     interpret_dispatch,
     system_verdict,
 )
+from nfu_tui.core.notify import pr_link
 from nfu_tui.errors import (
     MergeConflict,
     NfuError,
@@ -409,9 +410,12 @@ class RollbackManager:
         n = failed.pr
         lines = [f"{host}: {why}" for host, why in bad.items()]
         message = ("Rollback strategy alert-only: nothing was reverted or rolled back. "
-                   "Roll hosts back from the grid or hold them. " + "; ".join(lines))
+                   "Roll the hosts back in the TUI (grid) or hold them. " + "; ".join(lines))
+        github = self.config.github
         await self._tell(Notification(f"PR #{n} deploy failed on {', '.join(bad) or 'a host'} — not rolled back",
-                                      message, "error", ["nfu-tui", f"pr-{n}", "rotating_light"]))
+                                      message, "error", ["nfu-tui", f"pr-{n}", "rotating_light"],
+                                      click=pr_link(github.api_url, github.repo, n or 0),
+                                      event_id=f"alert-only:{failed.id}"))
         await self._comment(n, f"nfu-tui: deploy run #{failed.id} failed ({'; '.join(lines) or 'see the journal'}). "
                                "Rollback strategy `alert-only`: nothing was reverted.")
         await self._audit("rollback", actor=actor, pr=n, details={
