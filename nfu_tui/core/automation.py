@@ -22,15 +22,22 @@ Rules (the product owner's issue):
   blocks and is notified once per (PR, head sha); a re-run that turns green unblocks.
 * A PR that changes more than ``flake.lock``, a draft, a conflicting PR or one that
   GitHub reports ``blocked``/``behind`` is left for a human.
-* Merges and new hosts start only **inside a maintenance window**. When a window
-  closes mid-run, no new host starts; the run is suspended (journaled ``paused``,
-  then ``suspended``), the deploy lock is released, and the run is resumed in the
-  next window. Rollbacks (``revert``/``rollback`` runs and their redeploys) are
-  recovery and ignore windows.
+* Merges and host steps happen only **inside a maintenance window**, and a merge only
+  when the window has **room** for a run: at least ``min_window_minutes``, or the
+  longest of this fleet's recent straight-through deploys (:func:`needed_room`). When a
+  window closes mid-run, no host step starts (not even the switch of a host whose pull
+  finished: it waits, pulled); the run is suspended (journaled ``paused``, then
+  ``suspended``), the pause is notified (next window, hosts left), the deploy lock is
+  released, and the run is resumed in the next window. Rollbacks (``revert``/``rollback``
+  runs and their redeploys) are recovery and ignore windows.
+* Nothing is merged when no host qualifies for the automatic plan (all held or
+  ``auto_update = false``) unless ``deploy_strategy = "none"`` (merge only).
 * **Unfinished runs**: ``trigger = "auto"`` runs are resumed automatically, rollbacks
   first, then oldest first (interrupted ones at once or in the next window; runs that ended ``waiting``
   for offline hosts when one of those hosts is back online). Manual runs are left to
-  the admin (the TUI or ``nfu-tui deploy --resume``) and reported once.
+  the admin (the TUI or ``nfu-tui deploy --resume``) and reported once — except a rollback
+  waiting for an offline host, which is finished when the host is back, whoever started
+  it. While a rollback waits, nothing else is merged.
 * While a revert PR opened by the ``revert-pr`` strategy is open, automation merges
   nothing else: the admin decides first.
 * One deploy at a time: the runner holds the :class:`~nfu_tui.core.store.DeployLock`
@@ -59,7 +66,6 @@ from nfu_tui.models import CIVerdict, Notification, UpdatePR
 log = logging.getLogger(__name__)
 
 RECOVERY_KINDS = ("revert", "rollback")
-_LEVELS = {"error": "error", "warning": "warning"}  # notification severity -> log level
 
 
 def _utcnow() -> datetime:
@@ -664,7 +670,9 @@ class AutomationRunner:
                 await sent
 
     def _enqueue(self, n: Notification) -> Any:
-        self._sink("notify", level=_LEVELS.get(n.severity, "info"), title=n.title, message=n.message,
+        from nfu_tui.core.notify import LOG_LEVELS
+
+        self._sink("notify", level=LOG_LEVELS.get(n.severity, "info"), title=n.title, message=n.message,
                    severity=n.severity)
         return self.service.notify(n)
 

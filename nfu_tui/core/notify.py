@@ -67,6 +67,7 @@ logging.getLogger("httpx").addFilter(_httpx_redactor)
 TIMEOUT_SECONDS = 10.0
 MAX_BODY_BYTES = 4096
 PRIORITIES = {"error": "high", "warning": "default", "information": "low"}
+LOG_LEVELS = {"error": "error", "warning": "warning", "information": "info"}  # severity -> JSON log level
 _USER_AGENT = "nfu-tui"
 
 

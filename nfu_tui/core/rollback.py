@@ -18,9 +18,15 @@ Strategies after a deploy run failed on a host (only when the PR was merged):
 ``alert-only``
     Notify (and comment on the PR); leave everything as it is.
 
-"Hosts that had switched" are those whose last outcome in the failed run is ``ok``,
-or ``failed`` in the ``health`` phase (the switch went through, the canary check did
-not). Hosts whose pull or switch failed did not switch and are named in the summary.
+The hosts rolled back are every host that ran (or may run) the bad generation
+(:func:`rollback_targets`): its outcome is ``ok``, or its switch was started in the failed
+run, whatever happened after (failed health check, went offline, unknown outcome), unless
+the fleet shows the switch failed (System ``error`` since it started). Hosts whose pull
+failed never switched and are named in the summary. An offline host is queued: the
+redeploy ends ``waiting``, the revert run journals ``waiting(hosts)`` and stays open (its
+notification says so) until the host is back and rolled back — automation resumes it
+then; it is never ``succeeded`` while a host is still on the bad generation. Held hosts
+are skipped and named; the run is then not ``succeeded`` either.
 
 Journal: a ``revert`` run (``plan`` = strategy, failed run, reverted PR and merge
 sha, hosts) with the steps ``revert_requested`` → ``revert_opened(revert_pr,
@@ -66,7 +72,7 @@ from nfu_tui.core.engine import (
     interpret_dispatch,
     system_verdict,
 )
-from nfu_tui.core.notify import pr_link
+from nfu_tui.core.notify import LOG_LEVELS, pr_link
 from nfu_tui.errors import (
     MergeConflict,
     NfuError,
@@ -128,8 +134,6 @@ def rollback_targets(run: Any, fleet: Any = None) -> dict[str, str]:
     switch failed and that reported System ``error`` since the switch started did not
     activate the new generation and is left out. Hosts whose pull failed never switched.
     """
-    from nfu_tui.core.engine import system_verdict
-
     switch_started: dict[str, Any] = {}
     for step in run.steps or ():
         if step.step == "host_started" and step.host and step.data.get("phase") == "switch":
@@ -356,8 +360,8 @@ class RollbackManager:
         return self._login
 
     async def _tell(self, n: Notification) -> None:
-        self._sink("notify", level={"error": "error", "warning": "warning"}.get(n.severity, "info"), title=n.title,
-                   message=n.message, severity=n.severity)
+        self._sink("notify", level=LOG_LEVELS.get(n.severity, "info"), title=n.title, message=n.message,
+                   severity=n.severity)
         if self._notify is not None:
             result = self._notify(n)
             if inspect.isawaitable(result):

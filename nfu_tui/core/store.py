@@ -20,6 +20,10 @@ of its rows and this module offers no way to change them (a guard against mistak
 not against someone with a shell who can drop the triggers). Values under keys that
 look like secrets (token, password, …) are replaced by ``***`` before they are stored.
 
+The **notification outbox** (table ``outbox``, see :class:`~nfu_tui.core.notify.Outbox`)
+keeps every notification by its stable event id until a delivery succeeded: attempts,
+the next attempt, the last error, and a short claim so two processes never send one twice.
+
 The **deploy lock** (:class:`DeployLock`) is an exclusive ``flock`` on a file in the
 state directory: one deploy at a time across the TUI, ``nfu-tui auto`` and
 ``nfu-tui deploy``. The kernel drops it when its process dies, so a stale file never
