@@ -189,7 +189,8 @@ def test_invalid_urls_are_config_errors(url: str) -> None:
     _no_secrets(str(info.value))
 
 
-async def test_outbox_delivers_once_per_event_and_retries_with_capped_backoff(server: Recorder, tmp_path) -> None:
+async def test_outbox_delivers_once_per_event_and_retries_with_capped_backoff(server: Recorder, tmp_path,
+                                                                              caplog) -> None:
     now = [datetime(2026, 8, 1, 2, 0, tzinfo=timezone.utc)]
     store = Store(tmp_path / "j.sqlite3", clock=lambda: now[0])
     n = Notification("PR #42: CI failing", "red", "error", ["x"], click="https://github.com/o/r/pull/42",
@@ -205,15 +206,21 @@ async def test_outbox_delivers_once_per_event_and_retries_with_capped_backoff(se
         now[0] += timedelta(seconds=30)
         await outbox.deliver_due()
         assert store.undelivered_notifications()[0].next_attempt_at == now[0] + timedelta(seconds=60)
+        now[0] += timedelta(seconds=60)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="nfu_tui.core.notify"):
+            await outbox.deliver_due()  # the third failure: it is failing, said at warning
+        assert any("still undelivered after 3 attempts (HTTP 503)" in r.getMessage() for r in caplog.records)
+        assert store.undelivered_notifications()[0].next_attempt_at == now[0] + timedelta(seconds=120)
         server.status = 200
         now[0] += timedelta(minutes=5)
         # Another process sharing the store: one of the two delivers, the claim keeps the other away.
         other = Outbox(store, notifier, clock=lambda: now[0])
         assert sorted(await asyncio.gather(outbox.deliver_due(), other.deliver_due())) == [0, 1]
-        assert store.undelivered_notifications() == [] and store.notification(n.event_id).attempts == 3
+        assert store.undelivered_notifications() == [] and store.notification(n.event_id).attempts == 4
         assert await outbox.send(n) is True  # already delivered: never sent again
-    assert [r["headers"].get("Click") for r in server.requests] == [n.click] * 3
-    assert len(server.requests) == 3  # two refused, one accepted
+    assert [r["headers"].get("Click") for r in server.requests] == [n.click] * 4
+    assert len(server.requests) == 4  # three refused, one accepted
 
 
 def test_retry_delay_doubles_up_to_an_hour_with_jitter() -> None:

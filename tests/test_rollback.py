@@ -3,6 +3,7 @@ against the simulator (revert-commit after a canary failure, revert-pr, alert-on
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -672,11 +673,14 @@ async def test_a_canary_that_goes_offline_after_its_switch_is_rolled_back_when_i
         assert blocked.decision.state is AutoState.WAITING_FLEET and not blocked.acted
         assert f"rollback run #{revert.id} (PR #42) waits for gpc0" in blocked.decision.describe(a.now())
         assert a.store.get_run(revert.id).status == "running"
-        sim.dashboard.set_online("gpc0", True)
-        assert await a.service.wait_until(lambda: (h := a.service.host("gpc0")) is not None and h.online, 10)
-        back = await a.runner.step(refresh=True)
-        assert back.acted and back.ok, back.message
-        assert a.store.get_run(revert.id).status == "succeeded"
+        # The service notices the reconnect by itself (nfu-tui auto; `auto --once` does the same on its next run).
+        forever = asyncio.ensure_future(a.runner.run_forever())
+        try:
+            sim.dashboard.set_online("gpc0", True)
+            assert await a.service.wait_until(lambda: a.store.get_run(revert.id).status == "succeeded", 20)
+        finally:
+            a.runner.request_stop("test over")
+            await asyncio.wait_for(forever, 10)
         assert a.store.get_run(redeploy.id).host_outcomes == {"gpc0": "ok"}
         assert sim.dashboard.hosts["gpc0"].agent.lock_hash == before
         assert a.titles()[-1] == "PR #42 rolled back on gpc0"
