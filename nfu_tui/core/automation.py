@@ -605,7 +605,7 @@ class AutomationRunner:
         """How long the last deploy runs of this fleet took that ran straight through (succeeded the same day)."""
         found = []
         for run in self.service.store.list_runs(40):
-            if run.kind == "deploy" and run.status == "succeeded" and run.finished_at is not None:
+            if run.kind in ("deploy", "converge") and run.status == "succeeded" and run.finished_at is not None:
                 took = run.finished_at - run.created_at
                 if took < timedelta(hours=12):
                     found.append(took)
@@ -891,7 +891,7 @@ class AutomationRunner:
         info = run_info(run)
         self._sink("resume", run=run.id, kind=run.kind, pr=run.pr)
         with self._lock_factory():
-            if run.kind != "deploy":
+            if run.kind not in ("deploy", "converge"):
                 outcome = await self.rollback.resume(run.id)
                 return StepResult(decision, acted=True, ok=outcome.ok, suspended=outcome.suspended,
                                   message=outcome.summary)

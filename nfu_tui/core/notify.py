@@ -328,7 +328,8 @@ def run_notification(result: Any, plan: Any = None, link: str = "") -> Notificat
     from nfu_tui.core.engine import Outcome, RunStatus
 
     n = result.pr_number
-    tags = ["nfu-tui", f"pr-{n}"]
+    what = result.subject.capitalize() if getattr(result, "subject", "") else f"PR #{n}"  # or a converge
+    tags = ["nfu-tui", "converge" if what != f"PR #{n}" else f"pr-{n}"]
     deployed = result.hosts_with(Outcome.OK)
     waiting = result.hosts_with(Outcome.QUEUED)
     failed = [o for o in result.outcomes if o.outcome is Outcome.FAILED]
@@ -338,7 +339,7 @@ def run_notification(result: Any, plan: Any = None, link: str = "") -> Notificat
     status = result.status
     lines: list[str] = []
     if result.merge_sha:
-        lines.append(f"PR #{n} merged as {result.merge_sha[:7]}.")
+        lines.append(f"{what} merged as {result.merge_sha[:7]}.")
     if deployed:
         lines.append(f"Deployed: {', '.join(deployed)}.")
     if waiting:
@@ -355,30 +356,31 @@ def run_notification(result: Any, plan: Any = None, link: str = "") -> Notificat
     if left:
         lines.append("Left behind: " + "; ".join(s.describe() for s in skipped) + ".")
     if status is RunStatus.REFUSED:
-        return Notification(f"PR #{n} not merged", result.message, "warning", tags + ["no_entry"], link,
+        return Notification(f"{what} not merged", result.message, "warning", tags + ["no_entry"], link,
                             f"run:{result.run_id}:refused")
     behind = [o.host for o in unfinished] + left
     if status is RunStatus.SUCCEEDED and merge_only:
         lines.append(f'deploy_strategy = "none": no host was deployed. Deploy it: `nfu-tui deploy --pr {n}`.')
-        title, severity, extra = f"PR #{n} merged, not deployed", "information", ["white_check_mark"]
+        title, severity, extra = f"{what} merged, not deployed", "information", ["white_check_mark"]
     elif status is RunStatus.SUCCEEDED and not deployed and not behind:
-        title, severity, extra = f"PR #{n} merged; no host deployed", "warning", ["warning"]
+        title, severity, extra = f"{what}: no host deployed", "warning", ["warning"]
     elif status in (RunStatus.SUCCEEDED, RunStatus.WAITING):
-        title = f"PR #{n} deployed" + (f" to {', '.join(deployed)}" if behind or waiting else "")
+        title = f"{what} deployed" + (f" to {', '.join(deployed)}" if behind or waiting else "")
         if waiting:
             title += f"; waiting for {', '.join(waiting)} (offline)"
         if behind:
             title += f"; left behind: {', '.join(behind)}"
-            lines.append(f"To deploy them later: `nfu-tui deploy --pr {n} --hosts {','.join(behind)}`.")
+            later = f"--pr {n}" if what == f"PR #{n}" else "--converge"
+            lines.append(f"To deploy them later: `nfu-tui deploy {later} --hosts {','.join(behind)}`.")
         severity = "information" if not behind else "warning"
         extra = ["white_check_mark"]
     elif status is RunStatus.CANCELLED:
-        title, severity, extra = f"PR #{n} deploy cancelled", "warning", ["warning"]
-        if result.merge_sha:
-            lines.append(f"To finish it: `nfu-tui deploy --pr {n}`.")
+        title, severity, extra = f"{what} deploy cancelled", "warning", ["warning"]
+        if result.merge_sha or what != f"PR #{n}":
+            lines.append("To finish it: `nfu-tui deploy --converge`.")
     else:
         where = ", ".join(o.host for o in failed) or "the run"
-        title, severity, extra = f"PR #{n} deploy failed on {where}", "error", ["rotating_light"]
+        title, severity, extra = f"{what} deploy failed on {where}", "error", ["rotating_light"]
         if result.message:
             lines.append(f"Stopped: {result.message}.")
     if not lines:
