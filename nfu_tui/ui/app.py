@@ -542,7 +542,7 @@ class NfuApp(App[int]):
         settings = self.service.config.flake_updates.rollback
         pr = view.plan.pr_number
         try:
-            switched = switched_hosts(self.service.store.get_run(view.run_id))
+            switched = switched_hosts(self.service.store.get_run(view.run_id), self.service)
         except NfuError as exc:
             self.notify(exc.message, title=exc.title, severity="error", markup=False)
             return
