@@ -116,7 +116,7 @@ class AutomationConfig(_Section):
     max_parallel: Count = Field(1, ge=1, le=MAX_PARALLEL)
     canary_wait_minutes: Minutes = Field(10, description="how long canaries must stay healthy (at most a week)")
     maintenance_windows: list[str] = Field(default_factory=list)
-    min_window_minutes: Minutes = Field(30, le=24 * 60, description=(
+    min_window_minutes: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=24 * 60)] = Field(30, description=(
         "merge only when the open window has at least this long left (more when past runs of this fleet "
         "took longer)"))
 
