@@ -507,3 +507,13 @@ def test_demo_ssh_hosts_serve_the_scenario(sim_thread: Any, tmp_path: Path, caps
     rev = (tmp_path / "hosts" / "a1" / "state" / "run" / "current-system" / "rev").read_text().strip()
     assert code == 1 and rev == merge_sha, out + err
     assert "a2: failed (switch)" in out and "failed with exit code 1" in out
+
+
+def test_the_grid_and_host_detail_show_a_reboot_badge_only_when_known_needed() -> None:
+    from nfu_tui.models import Host
+    from nfu_tui.ui import fleetview as fv
+
+    meta = fv.HostMeta(canary=True)
+    assert fv.badges(meta, Host(id="a", reboot_needed=True))[0] == ("reboot", "outdated")
+    for unknown_or_no in (None, False):
+        assert ("reboot", "outdated") not in fv.badges(meta, Host(id="a", reboot_needed=unknown_or_no))

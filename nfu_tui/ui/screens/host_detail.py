@@ -55,11 +55,12 @@ def host_summary(host: Host, meta: fv.HostMeta, progress: fv.Progress | None, no
     if host.os_version:
         facts.append(host.os_version)
     text.append(" · ".join(facts), style="dim")
-    badges = fv.badges(meta)
+    badges = fv.badges(meta, host)
     if badges:
         text.append("  ")
         for label, kind_ in badges:
-            text.append(label, style={"held": "bold reverse yellow", "canary": "bold cyan"}.get(kind_, "dim"))
+            text.append(label, style={"held": "bold reverse yellow", "canary": "bold cyan",
+                                      "outdated": "bold yellow"}.get(kind_, "dim"))
     if host.busy:
         text.append("\nRunning: ", style="bold blue")
         text.append(fv.progress_text(progress, host.pending_command, 40))
