@@ -517,3 +517,24 @@ def test_the_grid_and_host_detail_show_a_reboot_badge_only_when_known_needed() -
     assert fv.badges(meta, Host(id="a", reboot_needed=True))[0] == ("reboot", "outdated")
     for unknown_or_no in (None, False):
         assert ("reboot", "outdated") not in fv.badges(meta, Host(id="a", reboot_needed=unknown_or_no))
+
+
+async def test_the_test_op_runs_the_hosts_tests_and_fills_the_tests_compartment(bed: SshBed) -> None:
+    bed.add("good")
+    bed.add("bad")
+    bed.add("none")
+    async with fleet_for(bed, tests_good="test -f flake.nix && echo checks passed",
+                         tests_bad="echo 'check vm-test failed' >&2; exit 3") as fleet:
+        live = LiveFleet(fleet)
+        await live.start()
+        try:
+            good, bad, none = await fleet.dispatch("test", ["good", "bad", "none"])
+            assert none.blocked and none.code == "no_tests"
+            g, b = await finished(live, good.command_id), await finished(live, bad.command_id)
+            assert await live.wait_until(lambda: (live.host("bad").tests.state, live.host("good").tests.state)
+                                         == (CompartmentState.ERROR, CompartmentState.OK), 10)
+            assert "checks passed" in live.output_lines("good", g.id)
+            assert "check vm-test failed" in live.output_lines("bad", b.id)
+        finally:
+            await live.stop()
+    assert (g.status, b.status, b.exit_code) == ("SUCCESS", "ERROR", 3)

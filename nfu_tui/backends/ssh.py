@@ -180,7 +180,8 @@ def op_command(host: SshHost, op: str, target: str = "", branch: str = "") -> st
 def launch_script(command_id: str, op: str, command: str) -> str:
     """Start ``command`` in its own session (survives the SSH session); print its process group id."""
     q = shlex.quote
-    inner = 'eval "$1" > "$0/$2.log" 2>&1; echo $? > "$0/$2.rc.tmp"; mv "$0/$2.rc.tmp" "$0/$2.rc"'
+    # In a subshell: an ``exit`` in the command must not skip writing its code.
+    inner = '( eval "$1" ) > "$0/$2.log" 2>&1; echo $? > "$0/$2.rc.tmp"; mv "$0/$2.rc.tmp" "$0/$2.rc"'
     return (
         f'd="{STATE_DIR}"; mkdir -p "$d" || exit 97\n'
         f': > "$d/{command_id}.log"\n'
