@@ -170,6 +170,12 @@ class NfuApp(App[int]):
 
     # --- lifecycle --------------------------------------------------------------
 
+    def get_system_commands(self, screen: Any) -> Any:
+        """Of Textual's own palette commands only theme, keys and quit (ours: ``FleetCommands``)."""
+        for command in super().get_system_commands(screen):
+            if command.title in ("Theme", "Keys", "Quit"):
+                yield command
+
     def get_default_screen(self) -> MainScreen:
         return MainScreen()
 
@@ -405,10 +411,10 @@ class NfuApp(App[int]):
         await self.service.refresh()
 
     def action_help(self) -> None:
-        from nfu_tui.ui.screens.help import HelpScreen
+        from nfu_tui.ui.screens.help import SCREEN_SECTIONS, HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(SCREEN_SECTIONS.get(type(self.screen).__name__)))
 
     def action_history(self) -> None:
         from nfu_tui.ui.screens.history import HistoryScreen, RunDetailScreen

@@ -22,7 +22,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 
@@ -32,6 +32,7 @@ from nfu_tui.ui.messages import ServiceUpdate
 from nfu_tui.ui.spans import unlead
 from nfu_tui.ui.widgets.header import StatusHeader
 from nfu_tui.ui.widgets.log_view import HostLog, appended
+from nfu_tui.ui.widgets.scrolling import KeyTable, Scroller
 
 if TYPE_CHECKING:
     from nfu_tui.ui.app import NfuApp
@@ -223,7 +224,7 @@ class DeployScreen(Screen):
             yield Static(id="deploy-stage")
             yield ProgressBar(total=max(1, len(self.view.rows)), show_eta=False, id="deploy-progress")
         with Vertical(id="deploy-body"):
-            table: DataTable = DataTable(id="deploy-hosts", cursor_type="row", zebra_stripes=True)
+            table = KeyTable(id="deploy-hosts", cursor_type="row", zebra_stripes=True)
             for key, label in COLUMNS:
                 width = {"detail": DETAIL_WIDTH, "progress": PROGRESS_WIDTH}.get(key)
                 table.add_column(label, key=key, width=width)
@@ -231,7 +232,7 @@ class DeployScreen(Screen):
             with Vertical(id="deploy-log-pane"):
                 yield Static(id="log-title")
                 yield HostLog(id="deploy-log")
-        yield VerticalScroll(Static(id="failure-text"), id="failure")
+        yield Scroller(Static(id="failure-text"), id="failure")
         yield Footer()
 
     def on_mount(self) -> None:

@@ -16,13 +16,13 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from nfu_tui.core import history as hist
 from nfu_tui.ui.prview import colour_summary
 from nfu_tui.ui.spans import unlead
+from nfu_tui.ui.widgets.scrolling import KeyTable, Scroller
 
 STATUS_STYLES = {
     "succeeded": "green",
@@ -92,7 +92,7 @@ class RunDetailScreen(Screen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="history.detail.back")]
 
     DEFAULT_CSS = """
-    RunDetailScreen VerticalScroll { padding: 0 1; }
+    RunDetailScreen Scroller { padding: 0 1; }
     RunDetailScreen Static { margin-bottom: 1; }
     """
 
@@ -102,7 +102,7 @@ class RunDetailScreen(Screen):
 
     def compose(self) -> ComposeResult:
         r = self.record
-        with VerticalScroll(id="run-detail"):
+        with Scroller(id="run-detail"):
             yield Static(run_summary(r), id="run-summary")
             if r.plan:
                 yield Static(Group(_section("Plan"), Text("\n".join(r.plan))), id="run-plan")
@@ -154,9 +154,9 @@ class HistoryScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Runs — enter opens one", style="bold"), id="runs-title", classes="history-title")
-        yield DataTable(id="history-runs", cursor_type="row", zebra_stripes=True)
+        yield KeyTable(id="history-runs", cursor_type="row", zebra_stripes=True)
         yield Static(Text("Audit trail", style="bold"), classes="history-title")
-        yield DataTable(id="history-audit", cursor_type="row")
+        yield KeyTable(id="history-audit", cursor_type="row")
         yield Footer()
 
     def on_mount(self) -> None:

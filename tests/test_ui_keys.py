@@ -1,0 +1,179 @@
+"""Keys that never get in the way: bursts of scroll keys, the grid's keys in every table and
+list, the dialog's keys in the footer, help at the current screen, a palette of actions.
+
+A "burst" posts all key events at once, without waiting between them (as a fast typist or
+a held key does): each must count.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import events
+from textual.command import CommandPalette
+from textual.widgets import Footer
+
+from nfu_tui.ui.screens.confirm import DeployConfirmScreen
+from nfu_tui.ui.screens.deploy import DeployScreen
+from nfu_tui.ui.screens.help import HelpScreen
+from nfu_tui.ui.screens.main import FilterInput, MainScreen
+from nfu_tui.ui.widgets.log_view import HostLog
+from nfu_tui.ui.widgets.pr_panel import PRDetail
+from nfu_tui.ui.widgets.scrolling import KeyTable, Scroller
+from test_ui_app import fleet_ready, make_app, prs_ready, shared, start_deploy, wait_for  # noqa: F401
+
+NARROW = (80, 24)
+
+
+async def burst(pilot: Any, key: str, n: int = 10) -> None:
+    """Post ``n`` presses of ``key`` in one go (no pause between them), then let the app catch up."""
+    app = pilot.app
+    char = key if len(key) == 1 else None
+    for _ in range(n):
+        app._driver.send_message(events.Key(key, char))
+    await pilot.pause(0.3)
+
+
+def footer_keys(screen: Any) -> set[str]:
+    footer = screen.query_one(Footer)
+    return {key.description for key in footer.query("FooterKey")}
+
+
+async def test_a_burst_of_j_scrolls_the_pr_detail_line_by_line(shared, tmp_path):
+    app = make_app(shared.sim, tmp_path)
+    async with app.run_test(size=NARROW) as pilot:
+        await fleet_ready(pilot)
+        await prs_ready(pilot)
+        await pilot.press("tab", "tab")
+        detail = app.screen.query_one(PRDetail)
+        assert detail.has_focus and detail.max_scroll_y > 12
+        await burst(pilot, "j")
+        assert detail.scroll_y == 10
+        await burst(pilot, "k", 3)
+        assert detail.scroll_y == 7
+        await burst(pilot, "G", 1)
+        assert detail.scroll_y == detail.max_scroll_y
+        await burst(pilot, "g", 1)
+        assert detail.scroll_y == 0
+        await burst(pilot, "pagedown", 2)
+        assert detail.scroll_y == min(detail.max_scroll_y, 2 * (detail.scrollable_content_region.height - 1))
+
+
+async def test_the_plan_dialog_scrolls_every_key_at_80x24(shared, tmp_path):
+    app = make_app(shared.sim, tmp_path)
+    async with app.run_test(size=NARROW) as pilot:
+        await fleet_ready(pilot)
+        await prs_ready(pilot)
+        await pilot.press("m")
+        assert isinstance(app.screen, DeployConfirmScreen)
+        await pilot.pause(0.1)
+        plan = app.screen.query_one(Scroller)
+        assert plan.has_focus and plan.max_scroll_y >= 6
+        await burst(pilot, "j", 6)
+        assert plan.scroll_y == 6
+        await burst(pilot, "k", 4)
+        assert plan.scroll_y == 2
+        await burst(pilot, "home", 1)
+        assert plan.scroll_y == 0
+        await burst(pilot, "pagedown", 1)
+        assert plan.scroll_y == min(plan.max_scroll_y, plan.scrollable_content_region.height - 1) > 0
+        await burst(pilot, "end", 1)
+        assert plan.scroll_y == plan.max_scroll_y
+        # the footer shows the dialog's keys, not the grid's
+        keys = footer_keys(app.screen)
+        assert {"Merge & Deploy", "Cancel"} <= keys and "Filter" not in keys
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
+
+
+async def test_help_opens_at_the_current_screens_section_and_scrolls_every_key(shared, tmp_path):
+    app = make_app(shared.sim, tmp_path)
+    async with app.run_test(size=NARROW) as pilot:
+        await fleet_ready(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.pause(0.2)
+        body = app.screen.query_one(Scroller)
+        section = app.screen.query_one("#help-main-screen")
+        assert body.scroll_y == section.virtual_region.y > 0
+        assert "Close" in footer_keys(app.screen)
+        start = body.scroll_y
+        await burst(pilot, "j")
+        assert body.scroll_y == start + 10
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
+
+
+async def test_the_deploy_tables_cursor_takes_the_grids_keys(sim, tmp_path):
+    app = make_app(sim, tmp_path)
+    async with app.run_test(size=NARROW) as pilot:
+        await start_deploy(pilot, [])
+        table = app.screen.query_one(KeyTable)
+        assert isinstance(app.screen, DeployScreen) and table.has_focus and table.row_count >= 11
+        await burst(pilot, "j")
+        assert table.cursor_row == 10
+        await burst(pilot, "k", 4)
+        assert table.cursor_row == 6
+        await burst(pilot, "G", 1)
+        assert table.cursor_row == table.row_count - 1
+        await burst(pilot, "g", 1)
+        assert table.cursor_row == 0
+        await burst(pilot, "end", 1)
+        assert table.cursor_row == table.row_count - 1
+        await burst(pilot, "home", 1)
+        assert table.cursor_row == 0
+        app.cancel_deploy()
+        await wait_for(pilot, lambda: app.deploy_view.finished, "the cancelled run to end", timeout=60)
+
+
+async def test_a_burst_of_k_in_a_log_scrolls_line_by_line(shared, tmp_path):
+    app = make_app(shared.sim, tmp_path)
+    async with app.run_test(size=NARROW) as pilot:
+        await fleet_ready(pilot)
+        await pilot.press("enter")
+        log = app.screen.query_one(HostLog)
+        log.show_lines([f"line {i}" for i in range(100)])
+        log.focus()
+        await pilot.pause(0.1)
+        end = log.scroll_y
+        assert end == log.max_scroll_y > 20
+        await burst(pilot, "k")
+        assert log.scroll_y == end - 10 and not log.following
+        await burst(pilot, "G", 1)
+        assert log.scroll_y == log.max_scroll_y and log.following
+
+
+async def test_the_filter_box_is_emptied_when_the_filter_is_cleared(shared, tmp_path):
+    app = make_app(shared.sim, tmp_path)
+    async with app.run_test(size=NARROW) as pilot:
+        g = await fleet_ready(pilot)
+        await pilot.press("slash", *"hsb !hsb8", "enter")
+        assert g.visible_ids == ["hsb0", "hsb1"]
+        await pilot.press("a", "escape", "escape")  # the selection, then the filter
+        assert len(g.visible_ids) == 12
+        box = app.screen.query_one(FilterInput)
+        assert box.value == "" and not box.has_class("-visible")
+        assert "filter:" not in app.screen.query_one("#fleet-title").content.plain
+
+
+def _palette_titles(app: Any) -> list[str]:
+    options = app.screen.query_one("CommandList")
+    return [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+
+
+async def test_the_palette_lists_the_products_actions_once(shared, tmp_path):
+    app = make_app(shared.sim, tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await fleet_ready(pilot)
+        await prs_ready(pilot)
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette) and _palette_titles(app), "the palette")
+        await pilot.pause(0.3)
+        titles = _palette_titles(app)
+        assert len(titles) == len(set(titles)), titles
+        for noise in ("Up", "Down", "Scroll Left", "Page down", "First host", "Show deploy"):
+            assert not any(t.split("\n")[0] == noise for t in titles), (noise, titles)
+        first_lines = {t.split("\n")[0] for t in titles}
+        for wanted in ("Merge & Deploy", "Deploy view", "Hold", "Roll back", "History", "Refresh", "Help",
+                       "Quit", "Keys", "Theme"):
+            assert wanted in first_lines, (wanted, first_lines)
