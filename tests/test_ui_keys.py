@@ -20,6 +20,7 @@ from nfu_tui.ui.screens.main import FilterInput, MainScreen
 from nfu_tui.ui.widgets.log_view import HostLog
 from nfu_tui.ui.widgets.pr_panel import PRDetail
 from nfu_tui.ui.widgets.scrolling import KeyTable, Scroller
+from nfu_tui.sim.testing import fast_scenario
 from test_ui_app import fleet_ready, make_app, prs_ready, shared, start_deploy, wait_for  # noqa: F401
 
 NARROW = (80, 24)
@@ -177,3 +178,36 @@ async def test_the_palette_lists_the_products_actions_once(shared, tmp_path):
         for wanted in ("Merge & Deploy", "Deploy view", "Hold", "Roll back", "History", "Refresh", "Help",
                        "Quit", "Keys", "Theme"):
             assert wanted in first_lines, (wanted, first_lines)
+
+
+async def test_queued_hosts_stop_waiting_from_the_footer_and_the_run_ends_paused(sim_factory, tmp_path):
+    sim = await sim_factory(fast_scenario(speed=400.0))
+    app = make_app(sim, tmp_path)
+    async with app.run_test(size=NARROW) as pilot:
+        view = await start_deploy(pilot, [])
+        screen = app.screen
+        await wait_for(pilot, lambda: view.stage == "waiting-queued", "only the queued host left", timeout=60)
+        await pilot.pause(0.2)
+        stage = screen.query_one("#deploy-stage")
+        assert "waiting for queued offline hosts" in stage.content.plain
+        assert stage.content.cell_len <= stage.size.width * stage.size.height  # wrapped, not cut
+        assert "Stop waiting" in footer_keys(screen)
+        await pilot.press("w")
+        await wait_for(pilot, lambda: view.finished, "the run to end waiting")
+        await pilot.pause(0.2)
+        text = screen.query_one("#deploy-stage").content.plain
+        assert text.startswith("◌ paused") and "finished" not in text and "1 queued" in text
+        assert "Stop waiting" not in footer_keys(screen)
+
+
+async def test_the_deploy_tables_detail_takes_the_remaining_width(sim_factory, tmp_path):
+    sim = await sim_factory(fast_scenario(speed=400.0))
+    sim.dashboard.set_fault("gpc0", "pull_fails")
+    app = make_app(sim, tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        view = await start_deploy(pilot, ["gpc0"])
+        await wait_for(pilot, lambda: view.finished, "the failed run")
+        await pilot.pause(0.3)
+        table = app.screen.query_one(KeyTable)
+        widths = [c.get_render_width(table) for c in table.columns.values()]
+        assert widths[-1] > 30 and sum(widths) == table.scrollable_content_region.width  # was cut to 14
