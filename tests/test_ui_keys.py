@@ -211,3 +211,16 @@ async def test_the_deploy_tables_detail_takes_the_remaining_width(sim_factory, t
         table = app.screen.query_one(KeyTable)
         widths = [c.get_render_width(table) for c in table.columns.values()]
         assert widths[-1] > 30 and sum(widths) == table.scrollable_content_region.width  # was cut to 14
+
+
+async def test_no_toast_covers_the_failure_panel_at_80x24(sim_factory, tmp_path):
+    sim = await sim_factory(fast_scenario(speed=400.0))
+    sim.dashboard.set_fault("gpc0", "switch_fails")
+    app = make_app(sim, tmp_path)
+    async with app.run_test(size=NARROW, notifications=True) as pilot:
+        view = await start_deploy(pilot, ["gpc0"])
+        await wait_for(pilot, lambda: view.finished, "the failed run")
+        await pilot.pause(0.5)  # the run's last events arrive after its result
+        assert app.screen.has_class("-failed") and "Next steps" in app.screen.query_one("#failure-text").content.plain
+        toasts = [n.message for n in app._notifications]
+        assert not any("failed" in message for message in toasts), toasts  # the panel says it, uncovered

@@ -314,7 +314,8 @@ class NfuApp(App[int]):
             return
         if view.apply(event):  # the run just finished: toast + bell
             note = event.notification
-            self.notify(note.message, title=note.title, severity=note.severity, timeout=15, markup=False)
+            if not (getattr(self.screen, "view", None) is view and view.failures()):  # else the failure panel says it
+                self.notify(note.message, title=note.title, severity=note.severity, timeout=15, markup=False)
             if self.ring_bell:
                 self.bell()
 
