@@ -224,3 +224,44 @@ async def test_no_toast_covers_the_failure_panel_at_80x24(sim_factory, tmp_path)
         assert app.screen.has_class("-failed") and "Next steps" in app.screen.query_one("#failure-text").content.plain
         toasts = [n.message for n in app._notifications]
         assert not any("failed" in message for message in toasts), toasts  # the panel says it, uncovered
+
+
+async def test_host_detail_agrees_with_the_grid_about_the_pending_update(shared, tmp_path):
+    app = make_app(shared.sim, tmp_path)
+    async with app.run_test(size=NARROW) as pilot:
+        g = await fleet_ready(pilot)
+        await prs_ready(pilot)
+        assert "⇡" in (g.row_text("csb0") or "")
+        await pilot.press("enter")
+        table = _render(app.screen.query_one("#host-compartments").content)
+        lock = next(line for line in table.splitlines() if line.startswith("Lock"))
+        assert "⇡ pending" in lock and "PR #42" in lock and "is current" not in lock
+
+
+async def test_host_detail_reads_the_dashboards_log_after_a_restart(sim_factory, tmp_path):
+    sim = await sim_factory(fast_scenario(speed=400.0))
+    app = make_app(sim, tmp_path)
+    async with app.run_test(size=NARROW) as pilot:
+        view = await start_deploy(pilot, ["gpc0"])
+        await wait_for(pilot, lambda: view.finished, "the deploy")
+        streamed = app.service.output_lines("gpc0")
+        assert streamed
+    app = make_app(sim, tmp_path / "restarted")  # a new process: nothing streamed yet
+    async with app.run_test(size=NARROW) as pilot:
+        g = await fleet_ready(pilot)
+        g.move_to("gpc0")
+        await pilot.press("enter")
+        log = app.screen.query_one(HostLog)
+        await wait_for(pilot, lambda: log.line_count > 0, "the dashboard's log")
+        assert any(streamed[-1] in line for line in log.lines)  # log lines carry a [HH:MM:SS] stamp
+        assert "from the dashboard's log" in app.screen.query_one("#host-output-title").content.plain
+
+
+def _render(renderable: Any, width: int = 100) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+
+    console = Console(width=width, file=StringIO(), record=True, color_system=None)
+    console.print(renderable)
+    return console.export_text()
