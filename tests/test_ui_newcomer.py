@@ -1,5 +1,6 @@
-"""Keys that never get in the way: bursts of scroll keys, the grid's keys in every table and
-list, the dialog's keys in the footer, help at the current screen, a palette of actions.
+"""A newcomer's trial (issue 13): keys that never get lost (bursts of scroll keys), the grid's
+keys in every table and list, the dialog's keys in the footer, help at the current screen, a
+palette of actions; and text and layout that never get in the way.
 
 A "burst" posts all key events at once, without waiting between them (as a fast typist or
 a held key does): each must count.
@@ -265,3 +266,12 @@ def _render(renderable: Any, width: int = 100) -> str:
     console = Console(width=width, file=StringIO(), record=True, color_system=None)
     console.print(renderable)
     return console.export_text()
+
+
+def test_the_start_banner_names_the_pr_once_and_keeps_the_m_hint_at_80_columns():
+    from nfu_tui.ui.widgets.header import status_line_text
+
+    line = status_line_text("PR #42 flake.lock: Update", 42)  # before the PR is explained
+    assert line.plain.count("#42") == 1
+    narrow = _render(status_line_text("nixpkgs abc1234 → def5678, 180 commits over 7 days " * 2, 42), 80)
+    assert "m merge & deploy #42" in narrow.splitlines()[0][:80]  # the key first: a narrow line cuts the headline
