@@ -307,7 +307,7 @@ def test_audit_details_are_written_for_people() -> None:
     details = {"outcomes": {"csb0": "ok", "csb1": "ok", "hsb0": "failed"}, "hosts": ["hsb1", "hsb2"], "run": 7,
                "enabled": True, "merge_sha": MERGE, "note": None}
     assert hist.audit_details(details) == (
-        "enabled yes · hosts: hsb1, hsb2 · merge sha bbbbbbb · note — · outcomes: ok csb0, csb1; failed hsb0 · run #7")
+        "enabled yes · hosts: hsb1, hsb2 · merge sha bbbbbbb · outcomes: ok csb0, csb1; failed hsb0 · run #7")
 
 
 async def test_history_screens_have_the_header_and_keep_the_lock_diffs_indent_at_80_columns(store: Store) -> None:

@@ -424,6 +424,8 @@ def audit_details(details: Mapping[str, Any]) -> str:
     parts = []
     for key, value in sorted(details.items()):
         label = key.replace("_", " ")
+        if value is None or value == "":
+            continue  # nothing to tell
         if key == "run" and isinstance(value, int):
             parts.append(f"run #{value}")
         elif isinstance(value, bool):
@@ -450,7 +452,7 @@ def _mapping_text(value: Mapping[str, Any]) -> str:
 def _short(value: Any) -> str:
     if isinstance(value, str) and len(value) == 40 and all(c in "0123456789abcdef" for c in value):
         return value[:7]
-    text = str(value) if value is not None else "—"
+    text = str(value)
     return text if len(text) <= 80 else text[:77] + "…"
 
 
