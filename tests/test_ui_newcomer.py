@@ -18,11 +18,14 @@ from nfu_tui.ui.screens.confirm import DeployConfirmScreen
 from nfu_tui.ui.screens.deploy import DeployScreen
 from nfu_tui.ui.screens.help import HelpScreen
 from nfu_tui.ui.screens.main import FilterInput, MainScreen
+from nfu_tui.ui.screens.resume import ResumeScreen
 from nfu_tui.ui.widgets.log_view import HostLog
 from nfu_tui.ui.widgets.pr_panel import PRDetail
 from nfu_tui.ui.widgets.scrolling import KeyTable, Scroller
 from nfu_tui.sim.testing import fast_scenario
-from test_ui_app import fleet_ready, make_app, prs_ready, shared, start_deploy, wait_for  # noqa: F401
+from test_ui_app import (  # noqa: F401
+    fleet_ready, interrupted_run, make_app, prs_ready, shared, start_deploy, wait_for,
+)
 
 NARROW = (80, 24)
 
@@ -275,3 +278,26 @@ def test_the_start_banner_names_the_pr_once_and_keeps_the_m_hint_at_80_columns()
     assert line.plain.count("#42") == 1
     narrow = _render(status_line_text("nixpkgs abc1234 → def5678, 180 commits over 7 days " * 2, 42), 80)
     assert "m merge & deploy #42" in narrow.splitlines()[0][:80]  # the key first: a narrow line cuts the headline
+
+
+async def test_the_palette_offers_an_unfinished_run_and_dialogs_show_their_keys(shared, tmp_path):
+    run_id = interrupted_run(shared.sim, ["gpc0"])
+    app = make_app(shared.sim, tmp_path)
+    async with app.run_test(size=NARROW) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), "the resume dialog")
+        await pilot.pause(0.2)
+        assert {"Resume", "Abandon", "Later"} <= footer_keys(app.screen)
+        await pilot.press("escape")  # later
+        await pilot.press("ctrl+p", *"resume")
+        wanted = f"Resume run #{run_id} (PR #42)"
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette)
+                       and any(wanted in t for t in _palette_titles(app)), "the resume command")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), "the resume dialog again")
+        await pilot.press("a")  # abandon: the shared simulator is left as it was
+        await wait_for(pilot, lambda: app.service.store.get_run(run_id).status == "abandoned", "the run abandoned")
+        await pilot.press("A")  # a plain yes/no dialog shows its own keys too
+        await pilot.pause(0.2)
+        assert {"Yes", "No"} <= footer_keys(app.screen) and "Filter" not in footer_keys(app.screen)
+        await pilot.press("n")
+    assert shared.sim.github.request_count("/repos/alice/nixcfg/pulls/42/merge") == 0
