@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -10,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 from nfu_tui.ui.fleetview import LEGEND
-from nfu_tui.ui.widgets.scrolling import Scroller
+from nfu_tui.ui.widgets.scrolling import SCROLL_BINDINGS, Scroller
 
 _KEY_NAMES = {
     "question_mark": "?",
@@ -56,7 +58,7 @@ def binding_sections() -> list[tuple[str, list[Binding]]]:
         ("Deploy plan", list(DeployConfirmScreen.BINDINGS)),
         ("Resume dialog", list(ResumeScreen.BINDINGS)),
         ("History", [*HistoryScreen.BINDINGS, Binding("enter", "open", "Open run", tooltip="Lock diff, plan, host outcomes, timeline")]),
-        ("Logs", list(HostLog.BINDINGS)),
+        ("Logs, lists and panes", [*HostLog.BINDINGS, *SCROLL_BINDINGS]),
     ]
 
 
@@ -109,7 +111,7 @@ SCREEN_SECTIONS = {
 
 
 def section_id(title: str) -> str:
-    return "help-" + title.lower().replace(" ", "-")
+    return "help-" + "-".join(re.findall(r"[a-z0-9]+", title.lower()))
 
 
 class HelpScreen(ModalScreen[None]):
