@@ -179,7 +179,7 @@ async def test_the_palette_lists_the_products_actions_once(shared, tmp_path):
         for noise in ("Up", "Down", "Scroll Left", "Page down", "First host", "Show deploy"):
             assert not any(t.split("\n")[0] == noise for t in titles), (noise, titles)
         first_lines = {t.split("\n")[0] for t in titles}
-        for wanted in ("Merge & Deploy", "Deploy view", "Hold", "Roll back", "History", "Refresh", "Help",
+        for wanted in ("Merge & Deploy", "Converge", "Deploy view", "Hold", "Roll back", "History", "Refresh", "Help",
                        "Quit", "Keys", "Theme"):
             assert wanted in first_lines, (wanted, first_lines)
 
