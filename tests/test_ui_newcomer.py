@@ -8,6 +8,7 @@ a held key does): each must count.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from textual import events
@@ -35,8 +36,10 @@ async def burst(pilot: Any, key: str, n: int = 10) -> None:
     app = pilot.app
     char = key if len(key) == 1 else None
     for _ in range(n):
-        app._driver.send_message(events.Key(key, char))
-    await pilot.pause(0.3)
+        app.post_message(events.Key(key, char))
+    while not app._message_queue.empty():  # every press handled (however slow the machine)
+        await asyncio.sleep(0.02)
+    await pilot.pause(0.1)
 
 
 def footer_keys(screen: Any) -> set[str]:
@@ -85,8 +88,8 @@ async def test_the_plan_dialog_scrolls_every_key_at_80x24(shared, tmp_path):
         await burst(pilot, "end", 1)
         assert plan.scroll_y == plan.max_scroll_y
         # the footer shows the dialog's keys, not the grid's
-        keys = footer_keys(app.screen)
-        assert {"Merge & Deploy", "Cancel"} <= keys and "Filter" not in keys
+        await wait_for(pilot, lambda: {"Merge & Deploy", "Cancel"} <= footer_keys(app.screen), "the plan's keys")
+        assert "Filter" not in footer_keys(app.screen)
         await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
 
@@ -101,7 +104,7 @@ async def test_help_opens_at_the_current_screens_section_and_scrolls_every_key(s
         body = app.screen.query_one(Scroller)
         section = app.screen.query_one("#help-main-screen")
         assert body.scroll_y == section.virtual_region.y > 0
-        assert "Close" in footer_keys(app.screen)
+        await wait_for(pilot, lambda: "Close" in footer_keys(app.screen), "the help's keys")
         start = body.scroll_y
         await burst(pilot, "j")
         assert body.scroll_y == start + 10
@@ -195,13 +198,13 @@ async def test_queued_hosts_stop_waiting_from_the_footer_and_the_run_ends_paused
         stage = screen.query_one("#deploy-stage")
         assert "waiting for queued offline hosts" in stage.content.plain
         assert stage.content.cell_len <= stage.size.width * stage.size.height  # wrapped, not cut
-        assert "Stop waiting" in footer_keys(screen)
+        await wait_for(pilot, lambda: "Stop waiting" in footer_keys(screen), "w in the footer")
         await pilot.press("w")
         await wait_for(pilot, lambda: view.finished, "the run to end waiting")
         await pilot.pause(0.2)
         text = screen.query_one("#deploy-stage").content.plain
         assert text.startswith("◌ paused") and "finished" not in text and "1 queued" in text
-        assert "Stop waiting" not in footer_keys(screen)
+        await wait_for(pilot, lambda: "Stop waiting" not in footer_keys(screen), "w gone from the footer")
 
 
 async def test_the_deploy_tables_detail_takes_the_remaining_width(sim_factory, tmp_path):
@@ -285,8 +288,7 @@ async def test_the_palette_offers_an_unfinished_run_and_dialogs_show_their_keys(
     app = make_app(shared.sim, tmp_path)
     async with app.run_test(size=NARROW) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), "the resume dialog")
-        await pilot.pause(0.2)
-        assert {"Resume", "Abandon", "Later"} <= footer_keys(app.screen)
+        await wait_for(pilot, lambda: {"Resume", "Abandon", "Later"} <= footer_keys(app.screen), "the dialog's keys")
         await pilot.press("escape")  # later
         await pilot.press("ctrl+p", *"resume")
         wanted = f"Resume run #{run_id} (PR #42)"
@@ -297,7 +299,7 @@ async def test_the_palette_offers_an_unfinished_run_and_dialogs_show_their_keys(
         await pilot.press("a")  # abandon: the shared simulator is left as it was
         await wait_for(pilot, lambda: app.service.store.get_run(run_id).status == "abandoned", "the run abandoned")
         await pilot.press("A")  # a plain yes/no dialog shows its own keys too
-        await pilot.pause(0.2)
-        assert {"Yes", "No"} <= footer_keys(app.screen) and "Filter" not in footer_keys(app.screen)
+        await wait_for(pilot, lambda: {"Yes", "No"} <= footer_keys(app.screen), "the yes/no keys")
+        assert "Filter" not in footer_keys(app.screen)
         await pilot.press("n")
     assert shared.sim.github.request_count("/repos/alice/nixcfg/pulls/42/merge") == 0
