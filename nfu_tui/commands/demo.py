@@ -24,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="keep the demo's state (holds, journal, history) here instead of a throw-away directory",
+        help="keep the demo's settings (holds, UI overrides, the automation toggle) here instead of a throw-away "
+             "directory; the journal starts afresh with each demo, as the simulator does",
     )
 
 
@@ -34,6 +35,18 @@ DEMO_SETTINGS = {
     "flake_updates": {"automation": {"canary_wait_minutes": 0.25}},
     "hosts": {"gpc0": {"canary": True, "priority": 1}, "web-01": {"auto_update": False}},
 }
+
+
+def fresh_journal() -> None:
+    """Move the last demo's journal aside (``*.previous``): the simulator starts afresh each time,
+    so its runs (merged PRs, unfinished deploys to resume) describe a fleet that no longer exists."""
+    from nfu_tui.core.store import DB_NAME
+    from nfu_tui.paths import state_dir
+
+    directory = state_dir()
+    for path in sorted(directory.glob(DB_NAME + "*")):
+        if not path.name.endswith(".previous"):
+            path.replace(path.with_name(path.name + ".previous"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,17 +81,23 @@ def run(args: argparse.Namespace) -> int:
         from nfu_tui.commands.tui import run_app
         from nfu_tui.sim.runner import SimulatorThread
 
+        if args.state_dir:
+            fresh_journal()
+
         runner = SimulatorThread(scenario)
         with runner as sim:
             settings: dict = {k: dict(v) for k, v in DEMO_SETTINGS.items()}
             server = None
             if args.backend == "ssh":
+                import shutil
+
                 from nfu_tui.sim.runner import _merge
                 from nfu_tui.sim.sshhosts import missing_tools, serve_scenario
 
                 if missing_tools():
                     print(f"nfu-tui demo: --backend ssh needs {', '.join(missing_tools())} on PATH", file=sys.stderr)
                     return 2
+                shutil.rmtree(base / "ssh-hosts", ignore_errors=True)  # fresh hosts for the fresh simulator
                 server, ssh_settings = runner.call(serve_scenario, sim, base / "ssh-hosts")
                 _merge(settings, ssh_settings)
             try:
