@@ -538,3 +538,28 @@ async def test_the_test_op_runs_the_hosts_tests_and_fills_the_tests_compartment(
         finally:
             await live.stop()
     assert (g.status, b.status, b.exit_code) == ("SUCCESS", "ERROR", 3)
+
+
+async def test_a_silent_host_neither_hangs_nor_delays_the_fleet(bed: SshBed, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nfu_tui.backends.ssh as ssh
+
+    bed.add("web")
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # accepts, never says a word
+    port = silent.sockets[0].getsockname()[1]
+    monkeypatch.setattr(ssh, "FIRST_PROBE_WAIT", 0.5)
+    hosts = [SshHost("web", "root", "127.0.0.1", bed.hosts["web"].port, repo_dir=str(bed.hosts["web"].repo)),
+             SshHost("silent", "root", "127.0.0.1", port)]
+    fleet = SshFleet(hosts, known_hosts=bed.known_hosts, identity_file=bed.identity, connect_timeout=2)
+    live = LiveFleet(fleet)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    try:
+        await live.start()
+        assert loop.time() - began < 1.9  # the first state did not wait for the silent host
+        assert live.host("web").online and live.host("silent").status == "unknown"
+        assert await live.wait_until(lambda: live.host("silent").status == "offline", 10)
+        assert "timed out" in live.host("silent").system.message
+    finally:
+        await live.stop()
+        await fleet.aclose()
+        silent.close()

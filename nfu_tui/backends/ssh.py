@@ -62,6 +62,7 @@ OPS = ("pull", "switch", "test", "rollback")
 STOP_GRACE = 3.0  # seconds between TERM and KILL on cancel
 STATE_DIR = "$HOME/.cache/nfu-tui"
 REBOOT_LINKS = ("kernel", "initrd", "kernel-modules")
+FIRST_PROBE_WAIT = 20.0  # seconds the first fleet state waits for slow hosts (LiveFleet.start allows 30)
 
 
 class SshError(DashboardError):
@@ -309,12 +310,15 @@ class SshFleet:
         """The fleet as stream events: an ``init``, then a delta per change, probing every poll."""
         self._queue = asyncio.Queue()
         yield Connected(url="ssh"), model.apply_event(Connected(url="ssh"))
-        await self.probe_all()
-        while not self._queue.empty():  # the init below holds what the first probes found
+        # The init below holds what the first probes found; a host slower than FIRST_PROBE_WAIT stays
+        # "unknown" in it and is filled in by the delta its probe sends when it ends.
+        first = asyncio.ensure_future(self.probe_all())
+        await asyncio.wait({first}, timeout=FIRST_PROBE_WAIT)
+        while not self._queue.empty():
             self._queue.get_nowait()
         message = self._init_message()
         yield Message(message), model.apply(message)
-        poller = asyncio.create_task(self._poll_loop(), name="nfu-ssh-poll")
+        poller = asyncio.create_task(self._poll_loop(first), name="nfu-ssh-poll")
         try:
             while True:
                 kind, item = await self._queue.get()
@@ -430,8 +434,13 @@ class SshFleet:
 
     # --- probing ----------------------------------------------------------------------
 
-    async def _poll_loop(self) -> None:
-        """Probe every ``poll_seconds`` (or at once on :meth:`request_state`); the first round came before init."""
+    async def _poll_loop(self, first: asyncio.Future[None]) -> None:
+        """Probe every ``poll_seconds`` (or at once on :meth:`request_state`) once the ``first`` round ended."""
+        try:
+            with contextlib.suppress(Exception):
+                await first
+        finally:
+            first.cancel()
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._probe_now.wait(), self.poll_seconds)
