@@ -563,3 +563,37 @@ async def test_a_silent_host_neither_hangs_nor_delays_the_fleet(bed: SshBed, mon
         await live.stop()
         await fleet.aclose()
         silent.close()
+
+
+# --- preview: what a PR would change, per host ---------------------------------------------------
+
+
+@pytest.mark.parametrize("sim_thread", [NO_DASHBOARD_HOSTS], indirect=True)
+def test_preview_shows_package_changes_reboot_needs_and_build_failures(sim_bed: tuple[Any, SshBed], tmp_path: Path,
+                                                                       capsys: Any) -> None:
+    sim, bed = sim_bed
+    plain, kernel, broken = bed.add("plain"), bed.add("kernel"), bed.add("broken")
+    for host in (plain, kernel):
+        host.knob("closure-diff", "firefox: 140.0.4 → 140.0.5, +1228.8 KiB\nopenssl: 3.4.0 → 3.4.1, -12.0 KiB")
+    kernel.knob("next-kernel", "6.13.0")
+    broken.knob("fail-build")
+    cfg = write_config(sim, bed, tmp_path, {})
+    code = main(["--config", cfg, "preview", "--pr", "42", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1  # a host does not build
+    hosts = {h["host"]: h for h in report["hosts"]}
+    assert report["head_sha"] == sim.github.pr_head(42)
+    assert hosts["plain"]["ok"] and hosts["plain"]["reboot_needed"] is False
+    assert hosts["plain"]["changes"] == [{"name": "firefox", "change": "140.0.4 → 140.0.5", "size_kib": 1228.8},
+                                         {"name": "openssl", "change": "3.4.0 → 3.4.1", "size_kib": -12.0}]
+    assert hosts["kernel"]["reboot_needed"] is True
+    assert {"name": "linux", "change": "6.12.1 → 6.13.0", "size_kib": 1024.0} in hosts["kernel"]["changes"]
+    assert not hosts["broken"]["ok"] and hosts["broken"]["problem"] == "the configuration does not build"
+    assert any("failed with exit code 1" in line for line in hosts["broken"]["last_lines"])
+    # Nothing was activated, nothing merged, no checkout moved.
+    assert all(h.generation == 1 and h.switches == 0 and h.checkout != report["head_sha"] for h in (plain, kernel, broken))
+    assert not [r for r in sim.github.request_log if r.method == "PUT" and r.path.endswith("/pulls/42/merge")]
+    main(["--config", cfg, "preview", "--pr", "42", "--hosts", "kernel"])
+    text = capsys.readouterr().out
+    assert "kernel: builds; 3 package change(s), closure +2240.8 KiB; reboot needed (kernel, initrd, kernel-modules" in text
+    assert "  firefox: 140.0.4 → 140.0.5 (+1228.8 KiB)" in text

@@ -95,3 +95,12 @@ def test_config_check_wants_the_known_hosts_file(tmp_path: Path, capsys: pytest.
     (tmp_path / "known_hosts").unlink()
     assert main(["--config", str(path), "config", "check"]) == 2
     assert "ssh.known_hosts" in capsys.readouterr().err
+
+
+def test_preview_needs_the_ssh_backend_and_known_hosts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dashboard = tmp_path / "dash.toml"
+    dashboard.write_text('[github]\nrepo = "alice/nixcfg"\n[dashboard]\nurl = "https://fleet.example.com"\n')
+    assert main(["--config", str(dashboard), "preview", "--pr", "1"]) == 2
+    assert 'needs fleet.backend = "ssh"' in capsys.readouterr().err
+    assert main(["--config", str(write(tmp_path, SSH)), "preview", "--pr", "1", "--hosts", "nope"]) == 2
+    assert "unknown host(s): nope (known: mac, web1)" in capsys.readouterr().err

@@ -207,6 +207,81 @@ def stop_script(pgid: int) -> str:
             f" kill -0 -- -{pgid} 2>/dev/null || exit 0; sleep 0.1; done; kill -KILL -- -{pgid} 2>/dev/null; exit 0")
 
 
+def preview_script(host: SshHost, number: int, head_ref: str, sha: str) -> str:
+    """Build the PR head's configuration without activating it, then compare it with the running system."""
+    q = shlex.quote
+    rebuild = "darwin-rebuild" if host.system == "darwin" else "nixos-rebuild"
+    return "\n".join([
+        f'd="{STATE_DIR}/preview"; rm -rf "$d"; mkdir -p "$d/src" || exit 97',
+        f"cd {q(host.repo_dir)} || exit 97",
+        f"{{ git fetch -q origin {q(f'pull/{number}/head')} || git fetch -q origin {q(head_ref)}; }} >&2 2>/dev/null",
+        f"git archive {q(sha)} | tar -x -C \"$d/src\" || {{ echo 'fetch=failed'; exit 0; }}",
+        'cd "$d"',
+        f'if ! {rebuild} build --flake "$d/src#{host.attr}" >&2; then echo "build=failed"; exit 0; fi',
+        'echo "build=ok"',
+        'nix store diff-closures /run/current-system ./result 2>/dev/null | sed "s/^/diff=/"',
+        *(f'echo "new_{link}=$(readlink -f ./result/{link} 2>/dev/null)"; '
+          f'echo "booted_{link}=$(readlink -f /run/booted-system/{link} 2>/dev/null)"' for link in REBOOT_LINKS),
+    ])
+
+
+@dataclass(frozen=True, slots=True)
+class PackageChange:
+    name: str
+    change: str  # e.g. "140.0.4 → 140.0.5", "∅ → 1.2"
+    size_kib: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostPreview:
+    """What merging a PR would change on one host (built, never activated)."""
+
+    host: str
+    ok: bool
+    problem: str = ""  # why there is no preview: unreachable, fetch or build failed
+    changes: tuple[PackageChange, ...] = ()
+    reboot_needed: bool | None = None
+    reboot_why: str = ""
+    last_lines: tuple[str, ...] = ()
+
+    @property
+    def size_kib(self) -> float:
+        return sum(c.size_kib or 0.0 for c in self.changes)
+
+
+def parse_diff_closures(lines: Iterable[str]) -> list[PackageChange]:
+    """``nix store diff-closures`` lines (``firefox: 140.0.4 → 140.0.5, +1228.8 KiB``) as changes."""
+    out = []
+    for line in lines:
+        name, sep, rest = sanitize_line(line).partition(": ")
+        if not sep or not name.strip():
+            continue
+        change, _, size = rest.rpartition(", ")
+        size_kib = None
+        if size.endswith(" KiB"):
+            try:
+                size_kib = float(size[:-4])
+            except ValueError:
+                change = rest
+        else:
+            change = rest
+        out.append(PackageChange(name.strip(), change.strip(), size_kib))
+    return out
+
+
+def preview_from(host: str, stdout: str, stderr: str) -> HostPreview:
+    facts = parse_probe(stdout)
+    tail = tuple(sanitize_line(x) for x in stderr.splitlines()[-12:])
+    if facts.get("fetch") == "failed":
+        return HostPreview(host, False, "the PR head could not be fetched on the host", last_lines=tail)
+    if facts.get("build") != "ok":
+        return HostPreview(host, False, "the configuration does not build", last_lines=tail)
+    diff = [line[5:] for line in stdout.splitlines() if line.startswith("diff=")]
+    links = {k.replace("new_", "current_"): v for k, v in facts.items() if k.startswith(("new_", "booted_"))}
+    needed, why = reboot_needed(links)
+    return HostPreview(host, True, changes=tuple(parse_diff_closures(diff)), reboot_needed=needed, reboot_why=why)
+
+
 # ------------------------------------------------------------------ the backend
 
 
@@ -363,6 +438,15 @@ class SshFleet:
             if isinstance(cmd, Command):
                 out[name] = cmd
         return out
+
+    async def preview(self, name: str, number: int, head_ref: str, sha: str, *, timeout: float = 3600.0
+                      ) -> HostPreview:
+        """Build PR ``number``'s head ``sha`` on host ``name`` (not activated) and diff it with the running system."""
+        try:
+            done = await self._run(name, preview_script(self.hosts[name], number, head_ref, sha), timeout=timeout)
+        except SshError as exc:
+            return HostPreview(name, False, exc.message)
+        return preview_from(name, str(done.stdout or ""), str(done.stderr or ""))
 
     # --- connections ----------------------------------------------------------------
 
@@ -729,4 +813,5 @@ class SshFleet:
         return finished
 
 
-__all__ = ["HostKeyRefused", "SshError", "SshFleet", "SshHost", "hosts_from_config"]
+__all__ = ["HostKeyRefused", "HostPreview", "PackageChange", "SshError", "SshFleet", "SshHost", "hosts_from_config",
+           "parse_diff_closures"]

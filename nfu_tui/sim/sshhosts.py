@@ -9,7 +9,8 @@ system links and the failed units. Commands run with ``PATH``, ``HOME`` and
 ``NFU_STATE`` pointing there — through real ``sshd`` (``SetEnv``, in the tests) or
 through :class:`SshHostsServer` (asyncssh, for ``nfu-tui demo --backend ssh``).
 
-Knobs (files in ``state/``): ``fail-build`` (the build fails), ``switch-steps`` (0.1 s
+Knobs (files in ``state/``): ``fail-build`` (the build fails), ``closure-diff`` (what
+``nix store diff-closures`` prints besides the kernel's change), ``switch-steps`` (0.1 s
 build steps, default 2), ``next-kernel`` (the next switch's kernel), ``failed-units``
 (units failing now), ``units-fail-after-switch`` (failing after the next switch).
 
@@ -31,7 +32,7 @@ from typing import Any
 NIXOS_REBUILD = r"""#!/usr/bin/env bash
 set -u
 S="$NFU_STATE"
-shift  # switch
+mode="$1"; shift  # switch | build
 flake=""; rollback=0
 while [ $# -gt 0 ]; do case "$1" in --flake) flake="$2"; shift 2;; --rollback) rollback=1; shift;; *) shift;; esac; done
 echo "building the system configuration..." >&2
@@ -40,6 +41,13 @@ steps=$(cat "$S/switch-steps" 2>/dev/null || echo 2)
 for i in $(seq 1 "$steps"); do echo "building [$i/$steps] /nix/store/x$i-unit.drv" >&2; sleep 0.1; done
 if [ -f "$S/fail-build" ]; then echo "error: builder for '/nix/store/abc-nixos-system.drv' failed with exit code 1" >&2; exit 1; fi
 gen=$(cat "$S/gen")
+if [ "$mode" = build ]; then  # ./result, nothing activated
+  k=$(cat "$S/next-kernel" 2>/dev/null || cat "$S/store/sys-$gen/kname")
+  out="$S/store/build-$$"; mkdir -p "$out"; echo "$k" > "$out/kname"
+  for f in kernel initrd kernel-modules; do touch "$S/store/$f-$k"; ln -s "../$f-$k" "$out/$f"; done
+  ln -sfn "$out" result
+  exit 0
+fi
 if [ "$rollback" = 1 ]; then
   [ "$gen" -gt 1 ] || { echo "error: no previous generation" >&2; exit 1; }
   new=$((gen - 1))
@@ -74,6 +82,15 @@ case "$1" in
 esac
 """
 
+# `nix store diff-closures CURRENT RESULT`: the lines in state/closure-diff, and the kernel's change.
+NIX = r"""#!/usr/bin/env bash
+[ "$1 $2" = "store diff-closures" ] || { echo "nix stand-in: $*" >&2; exit 1; }
+map() { case "$1" in /run/*) echo "$NFU_STATE$1";; *) echo "$1";; esac; }
+cat "$NFU_STATE/closure-diff" 2>/dev/null
+old=$(cat "$(map "$3")/kname"); new=$(cat "$(map "$4")/kname")
+[ "$old" = "$new" ] || echo "linux: $old → $new, +1024.0 KiB"
+"""
+
 # The real readlink is found on PATH after this stand-in's own directory (the first entry).
 READLINK = r"""#!/usr/bin/env bash
 args=()
@@ -82,7 +99,7 @@ PATH="${PATH#*:}" exec readlink "${args[@]}"
 """
 
 STANDINS = {"nixos-rebuild": NIXOS_REBUILD, "darwin-rebuild": NIXOS_REBUILD, "nixos-version": NIXOS_VERSION,
-            "darwin-version": NIXOS_VERSION, "systemctl": SYSTEMCTL, "readlink": READLINK}
+            "darwin-version": NIXOS_VERSION, "systemctl": SYSTEMCTL, "readlink": READLINK, "nix": NIX}
 
 NEEDED_TOOLS = ("bash", "git", "setsid", "tail", "readlink")
 
