@@ -21,6 +21,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from nfu_tui.core import history as hist
+from nfu_tui.ui import copy
 from nfu_tui.ui.prview import colour_summary
 from nfu_tui.ui.spans import unlead
 
@@ -89,7 +90,8 @@ def timeline_text(r: hist.RunRecord) -> Text:
 class RunDetailScreen(Screen):
     """One run: summary, plan, hosts (with failing hosts' log excerpts), timeline, lock diff."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="history.detail.back")]
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="history.detail.back"),
+                copy.copy_binding("history.detail.copy")]
 
     DEFAULT_CSS = """
     RunDetailScreen VerticalScroll { padding: 0 1; }
@@ -111,6 +113,10 @@ class RunDetailScreen(Screen):
             if r.lock_diff:
                 yield Static(Group(_section("Lock diff"), diff_text(r.lock_diff)), id="run-lock-diff")
         yield Footer()
+
+    def action_copy(self) -> None:
+        r = self.record
+        copy.copy(self.app, copy.merge_commit(r.id, r.merge_sha), f"Run #{r.id} merged nothing: no commit to copy.")
 
 
 HOST_GLYPHS = {"ok": "✓", "failed": "✗", "skipped": "–", "cancelled": "⊘", "queued": "◌"}
@@ -137,6 +143,7 @@ class HistoryScreen(Screen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="history.back"),
         Binding("r", "reload", "Reload", tooltip="Read the journal again", id="history.reload"),
+        copy.copy_binding("history.copy"),
     ]
 
     DEFAULT_CSS = """
@@ -212,6 +219,18 @@ class HistoryScreen(Screen):
             table.add_column(label, width=width)
         for key, cells in rows:
             table.add_row(*cells, key=key)
+
+    def action_copy(self) -> None:
+        """The merge commit of the run under the cursor."""
+        table = self.query_one("#history-runs", DataTable)
+        if self.history is None or table.row_count == 0:
+            copy.copy(self.app, None, "No run to copy.")
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        record = next((r for r in self.history.runs if str(r.id) == key), None)
+        if record is not None:
+            copy.copy(self.app, copy.merge_commit(record.id, record.merge_sha),
+                      f"Run #{record.id} merged nothing: no commit to copy.")
 
     @on(DataTable.RowSelected, "#history-runs")
     def _open(self, event: DataTable.RowSelected) -> None:
