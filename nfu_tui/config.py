@@ -158,6 +158,7 @@ class Config(_Section):
     flake_updates: FlakeUpdatesConfig = Field(default_factory=FlakeUpdatesConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     hosts: dict[str, HostConfig] = Field(default_factory=dict)
+    keys: dict[str, Any] = Field(default_factory=dict, description="binding id -> keys (see nfu_tui.keymap)")
 
     source: Path | None = Field(None, exclude=True, description="file this configuration was read from")
 
@@ -287,6 +288,11 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigLoadError(file if file.exists() else None, _problems_from(exc)) from None
+    from nfu_tui.keymap import keymap_problems
+
+    problems = [ConfigProblem(f"keys.{bid}", message, hint) for bid, message, hint in keymap_problems(cfg.keys)]
+    if problems:
+        raise ConfigLoadError(file if file.exists() else None, problems)
     cfg.source = file if file.exists() else None
     return cfg
 
@@ -464,5 +470,6 @@ def effective_summary(cfg: Config, secrets: Secrets) -> list[str]:
             if cfg.hosts
             else ""
         ),
+        f"keys remapped     {', '.join(f'{k} = {v}' for k, v in sorted(cfg.keys.items())) or '(defaults)'}",
     ]
     return lines

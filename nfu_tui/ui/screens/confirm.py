@@ -145,8 +145,8 @@ class DeployConfirmScreen(ModalScreen[bool]):
         Binding("y", "answer(True)", "Merge & Deploy", id="deploy-confirm.yes"),
         Binding("o", "override_window", "Outside the window", tooltip="Confirm deploying outside the maintenance windows (then y)", id="deploy-confirm.override"),
         Binding("n,escape", "answer(False)", "Cancel", id="deploy-confirm.no"),
-        Binding("j,down", "scroll(1)", "Down", show=False),
-        Binding("k,up", "scroll(-1)", "Up", show=False),
+        Binding("j,down", "scroll(1)", "Down", show=False, id="deploy-confirm.down"),
+        Binding("k,up", "scroll(-1)", "Up", show=False, id="deploy-confirm.up"),
     ]
 
     DEFAULT_CSS = """

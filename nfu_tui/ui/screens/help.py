@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -60,7 +62,9 @@ def binding_sections() -> list[tuple[str, list[Binding]]]:
     ]
 
 
-def help_text() -> Table:
+def help_text(keymap: Mapping[str, str] | None = None) -> Table:
+    """The help table; ``keymap`` (the config's ``[keys]``) replaces the default keys shown."""
+    keymap = keymap or {}
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
@@ -74,7 +78,8 @@ def help_text() -> Table:
             desc = Text(b.description)
             if b.tooltip and b.tooltip != b.description:
                 desc.append(f" — {b.tooltip}", style="dim")
-            table.add_row(Text(b.key_display or key_label(b.key)), desc)
+            keys = keymap.get(b.id) if b.id else None
+            table.add_row(Text(key_label(keys) if keys else b.key_display or key_label(b.key)), desc)
         table.add_row("", "")
     table.add_row(Text("Legend", style="bold underline"), Text("compartments: Agent · Git · Lock · System · Tests", style="dim"))
     for glyph, name, meaning in LEGEND:
@@ -92,8 +97,8 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS = [
         Binding("escape,q,question_mark", "dismiss", "Close", id="help.close"),
-        Binding("j,down", "scroll(1)", "Down", show=False),
-        Binding("k,up", "scroll(-1)", "Up", show=False),
+        Binding("j,down", "scroll(1)", "Down", show=False, id="help.down"),
+        Binding("k,up", "scroll(-1)", "Up", show=False, id="help.up"),
     ]
 
     DEFAULT_CSS = """
@@ -106,7 +111,7 @@ class HelpScreen(ModalScreen[None]):
     """
 
     def compose(self) -> ComposeResult:
-        scroll = VerticalScroll(Static(help_text()), id="help-body")
+        scroll = VerticalScroll(Static(help_text(getattr(self.app, "keymap", None))), id="help-body")
         scroll.border_title = "nfu-tui — keys (esc to close)"
         yield scroll
 

@@ -38,8 +38,8 @@ class HostLog(Log):
 
     BINDINGS = [
         Binding("end,F", "follow", "Follow", tooltip="Jump to the end and follow new output", id="log.follow"),
-        Binding("j,down", "scroll_down", "Down", show=False),
-        Binding("k,up", "scroll_up", "Up", show=False),
+        Binding("j,down", "scroll_down", "Down", show=False, id="log.down"),
+        Binding("k,up", "scroll_up", "Up", show=False, id="log.up"),
     ]
 
     DEFAULT_CSS = """
