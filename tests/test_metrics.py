@@ -13,7 +13,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from nfu_tui.core.metrics import is_loopback, parse_listen
+from nfu_tui.config import is_loopback_host as is_loopback
+from nfu_tui.core.metrics import parse_listen
 from nfu_tui.core.state import AppState
 from nfu_tui.sim.scenario import HostSpec, PRSpec
 from nfu_tui.sim.testing import fast_scenario

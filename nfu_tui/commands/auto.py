@@ -71,14 +71,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     listen = None
     if args.metrics_listen:
-        from nfu_tui.core.metrics import is_loopback, parse_listen
+        from nfu_tui.config import is_loopback_host
+        from nfu_tui.core.metrics import parse_listen
 
         try:
             listen = parse_listen(args.metrics_listen)
         except ValueError as exc:
             print(f"{PROG}: --metrics-listen {exc}", file=sys.stderr)
             return 2
-        if not is_loopback(listen[0]) and not args.metrics_allow_remote:
+        if not is_loopback_host(listen[0]) and not args.metrics_allow_remote:
             print(f"{PROG}: --metrics-listen {listen[0]} is not a loopback address: anyone who reaches it reads "
                   "the metrics (repository, PRs, fleet state); add --metrics-allow-remote to allow it, or "
                   "listen on 127.0.0.1 behind a reverse proxy", file=sys.stderr)
@@ -224,7 +225,8 @@ class _Auto:
 
     async def _serve_metrics(self, service, runner):  # type: ignore[no-untyped-def]
         """Start the /metrics endpoint; None (logged) when the address cannot be bound."""
-        from nfu_tui.core.metrics import FleetMetrics, is_loopback, serve_metrics
+        from nfu_tui.config import is_loopback_host
+        from nfu_tui.core.metrics import FleetMetrics, serve_metrics
 
         host, port = self.args.listen
         self.metrics = FleetMetrics(service, runner)
@@ -238,7 +240,7 @@ class _Auto:
             return None
         shown = f"[{host}]" if ":" in host else host
         self.log("metrics", url=f"http://{shown}:{bound}/metrics")
-        if not is_loopback(host):
+        if not is_loopback_host(host):
             self.log("metrics_remote", level="warning",
                      message=f"metrics are served on {host}, not only on loopback (--metrics-allow-remote)")
         return server

@@ -22,7 +22,6 @@ collector reads the service and the journal on that loop; no thread touches them
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -74,16 +73,6 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ValueError(f"{value!r}: the port must be between 0 and 65535")
     return host, port
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``; False for anything else (0.0.0.0 included)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # ------------------------------------------------------------------ the metrics
@@ -326,4 +315,4 @@ async def serve_metrics(metrics: FleetMetrics, host: str, port: int) -> tuple[An
     return runner, int(addresses[0][1]) if addresses else port
 
 
-__all__ = ["DEFAULT_PORT", "FleetMetrics", "is_loopback", "parse_listen", "serve_metrics"]
+__all__ = ["DEFAULT_PORT", "FleetMetrics", "parse_listen", "serve_metrics"]
