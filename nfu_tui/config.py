@@ -54,6 +54,13 @@ class GitHubConfig(_Section):
     merge_method: Literal["merge", "squash", "rebase"] = "merge"
     required_checks: list[str] = Field(default_factory=list, description="check names that must pass (empty = all)")
     max_compare_commits: int = Field(2500, ge=0, le=50000, description="cap on nixpkgs commits fetched per compare")
+    deployments: bool = Field(True, description="record each run as a GitHub deployment and honour other admins' "
+                                                "in-progress deployments as a lock (needs Deployments: write)")
+    deployment_environment: str = Field("fleet", min_length=1, max_length=255,
+                                        description="GitHub environment the deployments are recorded in")
+    deployment_stale_minutes: float = Field(120, gt=0, le=7 * 24 * 60,
+                                            description="another client's in-progress deployment without news for "
+                                                        "this long no longer counts as a lock")
 
     @field_validator("repo")
     @classmethod

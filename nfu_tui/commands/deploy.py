@@ -249,10 +249,21 @@ class _Deploy:
         from nfu_tui.core.notify import WebhookNotifier
         from nfu_tui.core.store import local_actor
 
+        from nfu_tui.core.deployments import for_config
+
         notifier = WebhookNotifier(self.cfg.notify.webhook_url) if self.cfg.notify.webhook_url else None
+        deployments = for_config(self.cfg, github, store, label=PROG,  # the run on GitHub, others' runs as a lock
+                                 notify=lambda n: print(f"{PROG}: warning: {n.message}", file=sys.stderr))
+
+        def on_event(event: object) -> None:
+            _print_event(event)
+            if deployments is not None:
+                deployments.on_event(event)
+
         engine = DeployEngine(github, dashboard, view, store, self.cfg, notifier=notifier,
                               lock=contextlib.nullcontext,  # this command already holds the deploy lock
-                              on_event=_print_event)
+                              remote_lock=deployments.check_lock if deployments is not None else None,
+                              on_event=on_event)
         wait = self.args.wait_offline * 60.0
         if run_id is None:
             job = engine.run(plan, actor=local_actor(), queued_wait=wait)
@@ -280,6 +291,8 @@ class _Deploy:
         finally:
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
+            if deployments is not None:
+                await deployments.close()  # the last statuses reach GitHub
         print(result.summary())
         for o in result.outcomes:
             print(f"  {o.describe()}")

@@ -465,7 +465,7 @@ class NfuApp(App[int]):
         if isinstance(self.screen, RunDetailScreen):
             self.pop_screen()
         if not isinstance(self.screen, HistoryScreen):
-            self.push_screen(HistoryScreen(self.service.store))
+            self.push_screen(HistoryScreen(self.service.store, deployments=getattr(self.service, "deployments", None)))
 
     # --- automation -----------------------------------------------------------------
 

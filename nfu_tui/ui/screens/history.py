@@ -152,9 +152,10 @@ class HistoryScreen(Screen):
     HistoryScreen #history-audit { height: 1fr; }
     """
 
-    def __init__(self, store: Any, *, limit: int = 200) -> None:
+    def __init__(self, store: Any, *, limit: int = 200, deployments: Any = None) -> None:
         super().__init__()
         self.store = store
+        self.deployments = deployments  # runs other clients recorded on GitHub (FleetDeployments)
         self.limit = limit
         self.history: hist.History | None = None
         self._narrow: bool | None = None  # the layout the tables were filled for
@@ -178,7 +179,7 @@ class HistoryScreen(Screen):
 
     @work(exclusive=True, group="history-load", description="reading the journal", exit_on_error=False)
     async def _load(self) -> None:
-        self.show(await hist.load_history_async(self.store, self.limit))
+        self.show(await hist.load_history_async(self.store, self.limit, self.deployments))
 
     def show(self, history: hist.History) -> None:
         """Fill both tables from ``history`` (narrow: short dates, compact host counts, no "By" column)."""
@@ -191,7 +192,7 @@ class HistoryScreen(Screen):
         rows: list[tuple[str, list[Text]]] = []
         for r in history.runs:
             cells = [
-                _cell(f"#{r.id}"), _cell(hist.local_time(r.started_at, when)), _cell(r.what()), _cell(r.trigger),
+                _cell(r.ref), _cell(hist.local_time(r.started_at, when)), _cell(r.what()), _cell(r.trigger),
                 _cell(r.status, STATUS_STYLES.get(r.status, "")),
                 host_counts(r) if narrow else _cell(r.hosts_line()),
             ]
