@@ -200,3 +200,30 @@ async def test_deployments_can_be_turned_off(sim: Any, tmp_path: Path) -> None:
     service = FleetService(cfg, resolve_secrets(cfg, env={}, use_gh=False))
     assert service.deployments is None
     await service.stop()
+
+
+async def test_the_tui_history_lists_runs_from_elsewhere(sim: Any, tmp_path: Path) -> None:
+    from textual.widgets import DataTable
+
+    from nfu_tui.ui.screens.history import HistoryScreen
+    from test_ui_app import make_app, wait_for
+
+    head, _ = sim.github.default_branch_head()
+    r = await api(sim, "POST", "/deployments", json={
+        "ref": head, "auto_merge": False, "required_contexts": [], "environment": "fleet",
+        "payload": {"client": "elsewhere", "actor": "bob@laptop", "run": 7, "pr": 41, "trigger": "auto",
+                    "hosts": {"web-01": {"wave": 1}}}})
+    await api(sim, "POST", f"/deployments/{r.json()['id']}/statuses",
+              json={"state": "failure", "description": "PR #41: failed (1 failed)"})
+    app = make_app(sim, tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.service is not None and app.service.fleet.synced, "the fleet")
+        await pilot.press("H")
+        await wait_for(pilot, lambda: isinstance(app.screen, HistoryScreen) and app.screen.history, "the history")
+        (run,) = app.screen.history.runs
+        assert (run.ref, run.status, run.actor, run.trigger, run.pr) == ("elsewhere", "failed", "bob@laptop", "auto", 41)
+        table = app.screen.query_one("#history-runs", DataTable)
+        assert [str(c) for c in table.get_row_at(0)][:3] == ["elsewhere", table.get_row_at(0)[1].plain,
+                                                             "deploy PR #41"]
+        await pilot.press("y")
+        assert app.clipboard == head
