@@ -35,6 +35,7 @@ DEFAULTS: dict[str, str] = {
     "main.filter": "slash",
     "main.merge-deploy": "m",
     "main.deploy-view": "D",
+    "main.converge": "c",
     "main.copy": "y",
     "filter.cancel": "escape",
     "grid.down": "j,down",
@@ -63,6 +64,7 @@ DEFAULTS: dict[str, str] = {
     "deploy.log": "enter",
     "deploy.interleave": "i",
     "deploy.cancel": "c",
+    "deploy.converge": "c",  # shown instead of cancel once the run has ended
     "deploy.stop-waiting": "w",
     "deploy.roll-back": "b",
     "deploy.hold-failed": "h",
