@@ -299,6 +299,10 @@ def test_converge_after_a_partial_deploy(sim_thread: Any, tmp_path: Path, capsys
     assert merges(sim) == 1 and sim.github.default_branch_head()[0] == head
     assert {h.generation for h in sim.dashboard.hosts.values()} == {head[:7]}
     assert [(r.kind, r.pr) for r in Store().list_runs()] == [("converge", None), ("deploy", 42)]
+    converge, deploy = sim_thread.call(sim.github.deployments)  # each run recorded on GitHub
+    assert (converge["sha"], converge["state"], converge["payload"]["subject"]) == (
+        head, "success", f"converge to main {head[:7]}")
+    assert deploy["sha"] == head and deploy["state"] == "inactive"  # the converge's success superseded it
     code, out, _ = run_cli(capsys, "--config", cfg, "deploy", "--converge", "--yes")
     assert code == 0 and "Nothing done: no host to converge." in out
     code, out, _ = run_cli(capsys, "history")

@@ -4,7 +4,7 @@ The deploy lock (:class:`~nfu_tui.core.store.DeployLock`) and the journal live o
 machine. With ``github.deployments`` on, :class:`FleetDeployments` also
 
 * **records each run** on GitHub (contract §7b): one deployment per run, for the merge
-  commit, in ``github.deployment_environment`` (``fleet``); its payload names the client,
+  commit (a converge: the branch head it deploys), in ``github.deployment_environment`` (``fleet``); its payload names the client,
   the actor, the run, the PR and each planned host; statuses go ``in_progress`` (again
   after every finished host, with the progress, so a long run stays fresh) →
   ``success`` / ``failure`` / ``inactive`` with the run's summary as description.
@@ -97,6 +97,7 @@ class RemoteRun:
 class _Tracked:
     pr: int | None
     hosts: tuple[str, ...]
+    subject: str = ""  # converge runs: "converge to main 9f8e7d6"
     deployment: int | None = None
     done: dict[str, str] = field(default_factory=dict)
 
@@ -192,18 +193,20 @@ class FleetDeployments:
         name = type(event).__name__
         run_id = event.run_id
         if name == "RunStarted":
-            tracked = self._runs[run_id] = _Tracked(event.pr_number, tuple(event.hosts))
-            if event.resumed:
-                merge_sha = self._merge_sha(run_id)
-                if merge_sha:
-                    tracked.deployment = await self._find(run_id, merge_sha) or await self._create(run_id, merge_sha)
-                    await self._status(tracked, "in_progress", f"run #{run_id} resumed by {self.actor}")
+            subject = str(getattr(event, "subject", "") or "")  # a converge: no merge, its target is known now
+            tracked = self._runs[run_id] = _Tracked(None if subject else event.pr_number, tuple(event.hosts), subject)
+            sha = event.head_sha if subject else (self._merge_sha(run_id) if event.resumed else "")
+            if sha:
+                found = await self._find(run_id, sha) if event.resumed else None
+                tracked.deployment = found or await self._create(run_id, sha)
+                await self._status(tracked, "in_progress", f"run #{run_id} resumed by {self.actor}" if event.resumed
+                                   else f"{subject}: {len(tracked.hosts)} hosts (run #{run_id})")
             return
         tracked = self._runs.get(run_id)
         if tracked is None:
             return
         if name == "Merged":
-            if tracked.deployment is None:
+            if tracked.deployment is None:  # (a converge has one from its start)
                 tracked.deployment = await self._create(run_id, event.merge_sha)
             await self._status(tracked, "in_progress", f"deploying to {len(tracked.hosts)} hosts (run #{run_id})")
         elif name == "HostFinished":
@@ -234,11 +237,12 @@ class FleetDeployments:
         hosts.update({e["host"]: {"queued": True} for e in plan.get("queued", []) if isinstance(e, Mapping)})
         tracked = self._runs.get(run_id)
         return {"nfu_tui": 1, "client": self.client, "actor": self.actor, "label": self.label, "run": run_id,
-                "pr": tracked.pr if tracked else plan.get("pr_number"), "trigger": trigger, "hosts": hosts}
+                "pr": tracked.pr if tracked else plan.get("pr_number"), "subject": tracked.subject if tracked else "",
+                "trigger": trigger, "hosts": hosts}
 
     async def _create(self, run_id: int, sha: str) -> int:
         tracked = self._runs.get(run_id)
-        pr = f"PR #{tracked.pr}" if tracked and tracked.pr else "a deploy"
+        pr = tracked.subject or (f"PR #{tracked.pr}" if tracked.pr else "a deploy") if tracked else "a deploy"
         record = await self.github.create_deployment(
             sha, environment=self.environment, payload=self._payload(run_id),
             description=f"nfu-tui run #{run_id}: {pr} by {self.actor}")
