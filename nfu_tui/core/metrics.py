@@ -236,7 +236,7 @@ class _StateCollector(Collector):
             return
         last: dict[str, Any] = {}
         for run in runs:  # newest first
-            if run.kind == "deploy" and run.trigger in RUN_TRIGGERS and run.trigger not in last:
+            if run.kind in ("deploy", "converge") and run.trigger in RUN_TRIGGERS and run.trigger not in last:
                 try:
                     steps = service.store.get_run(run.id).steps or ()
                 except StateError:
@@ -246,7 +246,8 @@ class _StateCollector(Collector):
                     last[run.trigger] = run
         status = GaugeMetricFamily(
             "nfu_last_deploy_status",
-            "Status of the last deploy run (not a rollback's redeploy) per trigger (1 = current), from the journal.",
+            "Status of the last deploy or converge run (not a rollback's redeploy) per trigger (1 = current), "
+            "from the journal.",
             labels=["trigger", "status"])
         stamp = GaugeMetricFamily(
             "nfu_last_deploy_timestamp_seconds",
