@@ -554,6 +554,9 @@ def effective_summary(cfg: Config, secrets: Secrets) -> list[str]:
         f"github token      {shown(secrets.github_token, secrets.github_token_source)}",
         f"github merge tok  {shown(secrets.merge_token, 'file') if secrets.merge_token else '(same as read token)'}",
         f"poll every        {cfg.github.poll_minutes:g} min",
+        f"deployments       " + (f"on: environment {cfg.github.deployment_environment!r}, another client's run is a "
+                                 f"lock for {cfg.github.deployment_stale_minutes:g} min without news"
+                                 if cfg.github.deployments else "off (local deploy lock only)"),
         f"dashboard.url     {cfg.dashboard.url or '(not set)'}",
         f"dashboard pass    {shown(secrets.dashboard_password, secrets.dashboard_password_source) if secrets.dashboard_password else '(asked at start)'}",
         f"totp secret       {'***' if secrets.totp_secret else '(not set)'}",
