@@ -118,15 +118,21 @@ def last_outcomes(run: Any) -> dict[str, tuple[str, str, str, tuple[str, ...]]]:
 
 
 def switched_hosts(run: Any) -> list[str]:
-    """Hosts that had switched in ``run``: outcome ``ok``, or ``failed`` in the ``health`` phase."""
+    """Hosts that had switched in ``run``: outcome ``ok`` or ``unverified``, or ``failed`` after the switch
+    (``health``, ``verify`` or ``test`` phase)."""
     return [h for h, (outcome, phase, _, _) in last_outcomes(run).items()
-            if outcome == Outcome.OK.value or (outcome == Outcome.FAILED.value and phase == "health")]
+            if outcome in (Outcome.OK.value, Outcome.UNVERIFIED.value)
+            or (outcome == Outcome.FAILED.value and phase in ("health", "verify", "test"))]
 
 
 def failed_hosts(run: Any) -> dict[str, str]:
-    """host -> "phase: detail" for the hosts that failed in ``run``."""
+    """host -> "phase: detail" for the hosts whose failure in ``run`` is proven (command ERROR/TIMEOUT/KILLED,
+    failed tests, System error): nothing else is ever rolled back. Unknown outcomes are not failures."""
+    proven = {s.host for s in run.steps or () if s.step == "host_finished" and s.host
+              and HostOutcome.from_journal(s.host, s.data).proven_failure}
     return {h: f"{phase}: {detail}" if phase else detail
-            for h, (outcome, phase, detail, _) in last_outcomes(run).items() if outcome == Outcome.FAILED.value}
+            for h, (outcome, phase, detail, _) in last_outcomes(run).items()
+            if outcome == Outcome.FAILED.value and h in proven}
 
 
 @dataclass
@@ -336,6 +342,10 @@ class RollbackManager:
             return RollbackOutcome("disabled", True, "rollback disabled (flake_updates.rollback.enabled = false)")
         if not failed.merge_sha:
             return RollbackOutcome(settings.strategy, True, "nothing was merged: nothing to roll back")
+        if not bad:  # only a proven failure is ever rolled back (an unknown outcome alerts instead)
+            self._sink("rollback_refused", run=failed_run_id, reason="no proven failure")
+            return RollbackOutcome(settings.strategy, True,
+                                   f"run #{failed_run_id} has no proven failure: nothing rolled back")
         if settings.strategy == "alert-only":
             return await self._alert_only(failed, bad, actor)
         with self._lock():
