@@ -1119,6 +1119,8 @@ class Deploy:
         from nfu_tui.core.state import AppState
 
         config.setdefault("flake_updates", {}).setdefault("automation", {}).setdefault("canary_wait_minutes", 0)
+        config["flake_updates"].setdefault("post_switch_tests", "never")  # tests have their own cases below
+        config["flake_updates"].setdefault("verify_minutes", 0.5)
         self.sim = sim
         self.cfg = load_config(sim.write_config(tmp_path / "cfg", **config))
         self.store = Store(tmp_path / "journal.sqlite3")

@@ -889,13 +889,13 @@ class JournalState:
                 if phase == "pull":
                     st.pulled.discard(host)
                     st.switched.pop(host, None)
-                if phase == "test":
-                    continue  # after switch_done: the tests are run again on resume
+                if phase not in ("pull", "switch"):
+                    continue  # after switch_done (test, refresh-system): run again on resume
                 st.in_flight[host] = (phase, "", at)
                 st.finished.pop(host, None)
             elif step == "command_dispatched":
-                if data.get("phase") == "test":
-                    continue  # followed again on resume (the tests run again)
+                if data.get("phase") not in (None, "pull", "switch"):
+                    continue  # after switch_done: run again on resume
                 phase, _, started = st.in_flight.get(host, (str(data.get("phase", "")), "", at))
                 st.in_flight[host] = (phase, str(data.get("command_id", "")), started)
             elif step == "pull_done":
@@ -1611,7 +1611,7 @@ class DeployEngine:
         """
         r.command[host] = command_id
         loop = asyncio.get_running_loop()
-        guard = {"pull": self.timeouts.pull, "test": self.timeouts.test}.get(op, self.timeouts.switch)
+        guard = {"pull": self.timeouts.pull, "switch": self.timeouts.switch}.get(op, self.timeouts.test)
         began = loop.time()
         deadline = began + guard
         dispatched_at = self._clock()
@@ -1762,6 +1762,7 @@ class DeployEngine:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + minutes * 60.0
         shown = ""
+        refreshed = False
         while True:
             h = self.fleet.host(host)
             reached = reached_target(h, target, gen_before, since=since)
@@ -1772,6 +1773,14 @@ class DeployEngine:
                                     proven=True, executed=executed, reached=reached, verified=False)
             if reached and verdict:
                 break
+            if (reached and not refreshed and h is not None and h.online and not h.busy
+                    and h.git.state is CompartmentState.OK and h.lock.state is CompartmentState.OK
+                    and h.system.state is CompartmentState.OUTDATED):
+                # version.json has caught up, but the System the dashboard stored while it lagged
+                # stays "outdated (flake.lock is behind)" (§5.4, P3800): ask the agent to check it.
+                refreshed = True
+                await self._refresh_system(r, host)
+                continue
             why = unverified_reason(h, target, since)
             if loop.time() >= deadline:
                 if reached is False:
@@ -1792,6 +1801,17 @@ class DeployEngine:
         if mode == "never" or (mode == "auto" and not had_tests):
             return HostOutcome(host, Outcome.OK, "switch", note, executed=executed, reached=True, verified=True)
         return await self._run_tests(r, host, executed, note)
+
+    async def _refresh_system(self, r: _Run, host: str) -> None:
+        """The dashboard's ``refresh-system`` op (``nix build --dry-run`` on the host, §5.4): the agent
+        reports System ok "System is current" when the running system is the checkout's."""
+        await self._emit(HostProgress(run_id=r.run_id, host=host, phase="verify", message=(
+            "Git and Lock are ok now, but System still shows the value stored while version.json lagged; "
+            "asking the agent to check it (refresh-system)")))
+        decision = await self._start(r, host, "refresh-system", False)
+        if decision.action == "started":
+            await self._await_command(r, host, "refresh-system", decision.command_id, known=decision.found)
+        r.phase[host] = "verify"
 
     async def _run_tests(self, r: _Run, host: str, executed: str, note: str) -> HostOutcome:
         """The dashboard's ``test`` op after a verified switch: failed tests are a (proven) failure of the host."""

@@ -227,6 +227,16 @@ def _login_error(request: web.Request, message: str) -> web.Response:
     return _redirect(request, "/login?error=" + quote_plus(message))
 
 
+@dataclass
+class DispatchFault:
+    """A fault of ``/api/dispatch`` (:meth:`FakeDashboard.set_dispatch_fault`)."""
+
+    delay: float
+    lose: bool
+    ops: frozenset[str]
+    times: int
+
+
 # --- sessions and the sync hub -------------------------------------------------------
 
 
@@ -353,6 +363,8 @@ class FakeDashboard:
         self._runner: web.AppRunner | None = None
         self._beacon: asyncio.Task[None] | None = None
         self.url = ""
+        self.dispatch_fault: DispatchFault | None = None
+        self.dispatch_stalls = 0  # dispatch answers currently held back by a fault (for tests)
 
     def __repr__(self) -> str:
         return f"FakeDashboard(url={self.url!r}, hosts={len(self.fleet.hosts)})"
@@ -457,6 +469,13 @@ class FakeDashboard:
         asyncio.get_running_loop().create_task(self._close_clients())
         self._limiter.clear()
         self.fleet.restart()
+
+    def set_dispatch_fault(self, *, delay: float = 0.0, lose: bool = False, ops: Sequence[str] = ("switch",),
+                           times: int = 1) -> None:
+        """The next ``times`` ``/api/dispatch`` calls for one of ``ops`` run as usual (commands, deltas,
+        events), then their answer comes ``delay`` seconds late, or is lost (``lose``: the connection
+        is closed without an answer after the delay) — what a client sees on a slow or broken network."""
+        self.dispatch_fault = DispatchFault(delay, lose, frozenset(ops), times)
 
     def drop_next_deltas(self, n: int = 1) -> None:
         self.hub.drop += n
@@ -750,6 +769,18 @@ class FakeDashboard:
         errors = sum(1 for r in results if r["status"] in ("blocked", "error"))
         success = len(results) - errors
         status = "success" if not errors else "failed" if not success else "partial"
+        fault = self.dispatch_fault
+        if fault is not None and op in fault.ops and fault.times > 0:
+            fault.times -= 1
+            self.dispatch_stalls += 1
+            try:
+                await asyncio.sleep(fault.delay)
+            finally:
+                self.dispatch_stalls -= 1
+            if fault.lose:
+                if request.transport is not None:
+                    request.transport.close()  # no answer at all
+                return web.Response(status=500)
         return _json({"results": results, "status": status,
                       "summary": {"error": errors, "success": success, "total": len(results)}})
 
