@@ -15,7 +15,7 @@ import sys
 
 from nfu_tui import __version__
 
-COMMAND_MODULES = ("config", "lock_diff", "sim", "demo", "status", "deploy", "auto", "history")
+COMMAND_MODULES = ("config", "lock_diff", "sim", "demo", "status", "deploy", "auto", "history", "hold")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         from nfu_tui.commands import tui
 
         return tui.run(args)
-    module = importlib.import_module(f"nfu_tui.commands.{args.command.replace('-', '_')}")
+    name = getattr(args, "module", None) or args.command.replace("-", "_")  # `unhold` lives in hold.py
+    module = importlib.import_module(f"nfu_tui.commands.{name}")
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

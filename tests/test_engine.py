@@ -1112,7 +1112,8 @@ def scenario(*hosts: HostSpec, **kw: Any):
 class Deploy:
     """A FleetService (the TUI's fleet view) on a started simulator, plus helpers."""
 
-    def __init__(self, sim: Any, tmp_path: Path, **config: Any) -> None:
+    def __init__(self, sim: Any, tmp_path: Path, *, client_timeout: float | None = None, **config: Any) -> None:
+        from nfu_tui.clients.dashboard import DashboardClient
         from nfu_tui.clients.github import GitHubClient
         from nfu_tui.config import load_config, resolve_secrets
         from nfu_tui.core.service import FleetService
@@ -1129,7 +1130,11 @@ class Deploy:
         # GitHub computes `mergeable` lazily (the fake answers null first); poll it quickly here.
         github = GitHubClient(api_url=gh.api_url, repo=gh.repo, token=secrets.github_token,
                               cache_dir=tmp_path / "cache", sleep=lambda s: asyncio.sleep(min(s, 0.05)))
-        self.service = FleetService(self.cfg, secrets, store=self.store, github=github,
+        dashboard = None
+        if client_timeout is not None:  # a short HTTP timeout: a late answer is "lost" quickly
+            dashboard = DashboardClient(url=self.cfg.dashboard.url, password=secrets.dashboard_password,
+                                        timeout=client_timeout)
+        self.service = FleetService(self.cfg, secrets, store=self.store, github=github, dashboard=dashboard,
                                     state=AppState.load(tmp_path / "state.json"))
         self.events: list[EngineEvent] = []
 

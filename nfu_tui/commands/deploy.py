@@ -11,10 +11,14 @@ the commands already running are followed to their real outcome (the dashboard c
 stop them). A second Ctrl-C, or SIGTERM, stops the process at once and leaves the run
 resumable with ``--resume``.
 
-Exit codes: 0 success (hosts still offline and queued are not failures), 1 a host
-failed, the merge was refused, the deploy was cancelled, or a service could not be
-reached / refused the login, 2 bad input (unknown PR or host, bad configuration,
-no confirmation possible).
+Each host's outcome line ends with its three facts: ``[executed SUCCESS · reached ✓ ·
+verified ✓]`` (the switch's result; the host's generation is the merge commit; the
+dashboard reported System ok for it, and the tests passed where they ran).
+
+Exit codes: 0 success (hosts still offline and queued, and hosts held during the run,
+are not failures), 1 a host failed, ended ``unknown`` or ``unverified``, the merge was
+refused, the deploy was cancelled, or a service could not be reached / refused the
+login, 2 bad input (unknown PR or host, bad configuration, no confirmation possible).
 """
 
 from __future__ import annotations
@@ -247,12 +251,14 @@ class _Deploy:
 
         from nfu_tui.core.engine import DeployEngine
         from nfu_tui.core.notify import WebhookNotifier
+        from nfu_tui.core.state import AppState
         from nfu_tui.core.store import local_actor
 
         notifier = WebhookNotifier(self.cfg.notify.webhook_url) if self.cfg.notify.webhook_url else None
         engine = DeployEngine(github, dashboard, view, store, self.cfg, notifier=notifier,
                               lock=contextlib.nullcontext,  # this command already holds the deploy lock
-                              on_event=_print_event)
+                              on_event=_print_event,
+                              is_held=AppState.load().held_now)  # `nfu-tui hold` from anywhere takes effect now
         wait = self.args.wait_offline * 60.0
         if run_id is None:
             job = engine.run(plan, actor=local_actor(), queued_wait=wait)
@@ -304,7 +310,8 @@ def _print_event(event) -> None:  # type: ignore[no-untyped-def]
         return  # the summary follows
     stamp = event.at.astimezone().strftime("%H:%M:%S")
     print(f"{stamp} {event.line()}", flush=True)
-    if isinstance(event, HostFinished) and event.outcome.last_lines and event.outcome.outcome.value != "ok":
+    if isinstance(event, HostFinished) and event.outcome.last_lines and event.outcome.outcome.value in (
+            "failed", "unknown"):
         for line in event.outcome.last_lines:
             print(f"         | {line}", flush=True)
 

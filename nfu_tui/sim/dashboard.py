@@ -235,6 +235,7 @@ class DispatchFault:
     lose: bool
     ops: frozenset[str]
     times: int
+    execute: bool = True
 
 
 # --- sessions and the sync hub -------------------------------------------------------
@@ -471,11 +472,12 @@ class FakeDashboard:
         self.fleet.restart()
 
     def set_dispatch_fault(self, *, delay: float = 0.0, lose: bool = False, ops: Sequence[str] = ("switch",),
-                           times: int = 1) -> None:
+                           times: int = 1, execute: bool = True) -> None:
         """The next ``times`` ``/api/dispatch`` calls for one of ``ops`` run as usual (commands, deltas,
         events), then their answer comes ``delay`` seconds late, or is lost (``lose``: the connection
-        is closed without an answer after the delay) — what a client sees on a slow or broken network."""
-        self.dispatch_fault = DispatchFault(delay, lose, frozenset(ops), times)
+        is closed without an answer after the delay) — what a client sees on a slow or broken network.
+        ``execute=False``: the request is lost on its way in (nothing runs, no answer)."""
+        self.dispatch_fault = DispatchFault(delay, lose, frozenset(ops), times, execute)
 
     def drop_next_deltas(self, n: int = 1) -> None:
         self.hub.drop += n
@@ -760,6 +762,12 @@ class FakeDashboard:
                 return _json_error(403, "TOTP must be configured for this operation")
             if not totp_valid(self.scenario.totp_secret, body["totp"], time.time()):
                 return _json_error(401, "Invalid TOTP code")
+        fault = self.dispatch_fault
+        if fault is not None and op in fault.ops and fault.times > 0 and not fault.execute:
+            fault.times -= 1
+            if request.transport is not None:
+                request.transport.close()  # lost on the way in: nothing ran
+            return web.Response(status=500)
         results = []
         for host_id in hosts:
             if host_id not in self.fleet.hosts:
@@ -769,7 +777,6 @@ class FakeDashboard:
         errors = sum(1 for r in results if r["status"] in ("blocked", "error"))
         success = len(results) - errors
         status = "success" if not errors else "failed" if not success else "partial"
-        fault = self.dispatch_fault
         if fault is not None and op in fault.ops and fault.times > 0:
             fault.times -= 1
             self.dispatch_stalls += 1
