@@ -364,6 +364,7 @@ class FakeDashboard:
         self._runner: web.AppRunner | None = None
         self._beacon: asyncio.Task[None] | None = None
         self.url = ""
+        self._site: web.TCPSite | None = None
         self.dispatch_fault: DispatchFault | None = None
         self.dispatch_stalls = 0  # dispatch answers currently held back by a fault (for tests)
 
@@ -402,6 +403,7 @@ class FakeDashboard:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
+        self._site = site
         bound = self._runner.addresses[0]
         self.url = f"http://{bound[0]}:{bound[1]}"
         self.fleet.start()
@@ -478,6 +480,21 @@ class FakeDashboard:
         is closed without an answer after the delay) — what a client sees on a slow or broken network.
         ``execute=False``: the request is lost on its way in (nothing runs, no answer)."""
         self.dispatch_fault = DispatchFault(delay, lose, frozenset(ops), times, execute)
+
+    async def go_down(self) -> None:
+        """An outage: browsers are dropped and nothing listens any more (connections are refused).
+        The fleet and its agents go on; :meth:`come_back` listens again on the same address."""
+        await self._close_clients()
+        if self._site is not None:
+            await self._site.stop()
+
+    async def come_back(self) -> None:
+        """End an outage started by :meth:`go_down`."""
+        if self._runner is None:
+            raise RuntimeError("the fake dashboard is not started")
+        parts = urlsplit(self.url)
+        self._site = web.TCPSite(self._runner, parts.hostname, parts.port)
+        await self._site.start()
 
     def drop_next_deltas(self, n: int = 1) -> None:
         self.hub.drop += n
