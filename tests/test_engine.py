@@ -318,6 +318,7 @@ class Script:
     pull: str = "SUCCESS"
     switch: str = "SUCCESS"
     test: str = "SUCCESS"
+    system: str = "reported"  # "stale": the dashboard never reports System for the switch
     lines: list[str] = field(default_factory=list)
 
 
@@ -389,7 +390,8 @@ class FakePorts:
         self.running_now -= 1
         if c.op == "pull" and status == "SUCCESS":
             self.hosts_[c.host_id] = self.hosts_[c.host_id].with_changes(generation=MERGE[:7])
-        if c.op == "switch" and status in ("SUCCESS", "ERROR"):  # what the dashboard stores on the result
+        stale = self.scripts.get(c.host_id, Script()).system == "stale"
+        if c.op == "switch" and status in ("SUCCESS", "ERROR") and not stale:  # what the dashboard stores
             state = CompartmentState.OK if status == "SUCCESS" else CompartmentState.ERROR
             self.hosts_[c.host_id] = self.hosts_[c.host_id].with_changes(system=StatusCheck(
                 state, "Last switch succeeded" if status == "SUCCESS" else "command failed", stamp_now()))

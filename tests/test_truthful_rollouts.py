@@ -320,3 +320,48 @@ def test_hold_and_unhold_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     with Store() as store:
         assert [(e.action, e.details["hosts"]) for e in reversed(store.audit_entries())] == [
             ("hold", ["gpc0", "hsb0"]), ("unhold", ["gpc0"])]
+
+
+# ============================================= scheduling against in-memory ports
+
+from test_engine import FLEET, FakePorts, Script, cfg, engine_for, plan_for, store  # noqa: E402,F401
+
+
+async def test_an_unverified_canary_stops_the_run_without_a_rollback(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET, {"hsb1": Script(system="stale")})
+    config = cfg(hosts={"hsb1": {"canary": True}}, verify_minutes=0.005)
+    failures: list[HostOutcome] = []
+    eng, _ = engine_for(ports, store, config, tmp_path, on_failure=failures.append)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    hsb1 = result.outcome("hsb1")
+    assert (hsb1.outcome, hsb1.executed, hsb1.reached, hsb1.verified) == (Outcome.UNVERIFIED, "SUCCESS", True, False)
+    assert ports.order("switch") == ["hsb1"] and failures == []
+    assert result.status is RunStatus.UNVERIFIED and result.exit_code == 1
+    assert all(result.outcome(h).outcome is Outcome.SKIPPED and "canary hsb1 unverified" in result.outcome(h).detail
+               for h in ("gpc0", "hsb0", "csb0"))
+
+
+async def test_a_host_held_during_the_run_is_never_started(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET)
+    config = cfg()
+    held: set[str] = set()
+    eng, _ = engine_for(ports, store, config, tmp_path, is_held=held.__contains__)
+    eng.subscribe(lambda ev: held.update({"hsb1", "gpc0"}) if isinstance(ev, HostStarted) and ev.host == "gpc0"
+                  and ev.phase == "switch" else None)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert result.outcome("gpc0").outcome is Outcome.OK  # already running: it finishes its step
+    assert result.outcome("hsb1").outcome is Outcome.HELD and "hsb1" not in ports.order("pull")
+    assert ports.order("switch") == ["gpc0", "hsb0", "csb0"]
+    assert result.status is RunStatus.SUCCEEDED and result.exit_code == 0
+    assert store.get_run(result.run_id).host_outcomes["hsb1"] == "held"
+
+
+async def test_a_host_held_between_its_pull_and_its_switch_is_not_switched(store: Store, tmp_path: Path) -> None:
+    ports = FakePorts(FLEET[:2])
+    config = cfg()
+    held: set[str] = set()
+    eng, _ = engine_for(ports, store, config, tmp_path, is_held=held.__contains__)
+    eng.subscribe(lambda ev: held.add("gpc0") if isinstance(ev, HostProgress) and ev.host == "gpc0"
+                  and ev.phase == "pull" and ev.message.startswith("done") else None)
+    result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert result.outcome("gpc0").outcome is Outcome.HELD and ports.order("switch") == ["hsb0"]

@@ -1620,10 +1620,13 @@ class DeployEngine:
         next_lookup = loop.time()  # earliest next command-states look-up while the host looks idle
         lost = False
         lost_note = ""
+        def found(ev: Evidence) -> Evidence:  # without the dashboard's start time: our dispatch time
+            return ev if ev.since is not None else replace(ev, since=since or dispatched_at)
+
         while True:
             cmd = self.fleet.command(command_id) or known
             if cmd is not None and cmd.terminal:
-                return evidence_of(cmd)
+                return found(evidence_of(cmd))
             now = loop.time()
             status = cmd.status.upper() if cmd is not None else ""
             if cmd is not None and since is None:
@@ -1647,7 +1650,7 @@ class DeployEngine:
                 next_lookup = now + self.timeouts.lost_check
                 tracked = await self._dashboard_tracks(host, command_id)
                 if isinstance(tracked, Command):
-                    return evidence_of(tracked)
+                    return found(evidence_of(tracked))
                 lost = not tracked
             if lost:
                 ev = judge_lost_command(op, self.fleet.host(host), since or dispatched_at, r.merge_sha, gen_before)
