@@ -408,6 +408,8 @@ STARTER: dict[str, Any] = {
     "dashboard": {"url": "https://fleet.example.com", "password_file": "/run/agenix/nixfleet-password"},
     "flake_updates": {
         "enabled": True,
+        "verify_minutes": 5,
+        "post_switch_tests": "auto",
         "automation": {
             "enabled": False,
             "delay_minutes": 60,

@@ -12,8 +12,23 @@ Reliability rules:
   re-run, and a host that was mid-flight is inspected on the dashboard (its command is
   followed, or re-run only when it certainly did not complete).
 * **One deploy at a time**, across processes: the deploy lock is held for the whole run.
-* **Stop on the first failure**: no new host starts, running hosts finish, the rest are
-  reported ``skipped``.
+* **Outcomes from evidence, never from transport alone.** Each host ends with three
+  facts: *executed* (the switch command's result), *reached* (its generation is the merge
+  commit — see :func:`reached_target` for mirrors) and *verified* (the dashboard reports
+  System ``ok`` for that generation, waited for up to ``flake_updates.verify_minutes``,
+  asking the agent to ``refresh-system`` when the value stored while ``version.json``
+  lagged stays ``outdated``; then the host's tests per ``post_switch_tests``). ``ok`` needs
+  all three; executed and reached but not verified in time is ``unverified`` (a warning);
+  no evidence either way is ``unknown``. ``failed`` is *proven* (``HostOutcome.proven``)
+  only by a command result ERROR/TIMEOUT/KILLED, failed tests or a System error: only a
+  proven failure calls ``on_failure`` (and is ever rolled back, see
+  :mod:`nfu_tui.core.rollback`); an unknown outcome stops the run and alerts.
+* **Stop on the first failure** (or unknown outcome): no new host starts, running hosts
+  finish, the rest are reported ``skipped``. Canaries gate on verification: the rest
+  starts only when every canary is ``ok`` and still is after ``canary_wait_minutes``.
+* **Hold takes effect at once**: ``is_held`` (the shared state file) is asked before
+  each host starts and before its switch; a held host is reported ``held`` (not a
+  failure); a host already running finishes its step.
 * **Cancel** stops scheduling: no new host and no next phase (a host cancelled after its
   pull is not switched) starts. The dashboard cannot stop a running command (contract
   §3.7, §6.6, §8 #28), and its ``/kill`` is harmful: with a busy agent the command
@@ -55,18 +70,21 @@ Following a command (contract §6.4–§6.8):
   command, §3.4, §6.2) is retried once after ``Timeouts.send_retry`` s unless the host
   goes offline meanwhile (then it is queued like any offline host); a second
   ``send_failed`` fails the host with the dashboard's message.
-* A dispatch that errors (transport error, empty-body 500) may still have started the
-  command, whose deltas come before the response: the fleet model and command-states
-  are checked for a new command of that op on the host before the host fails.
+* A dispatch that errors (transport error, timeout, empty-body 500) may still have
+  started the command, whose deltas come before the response: the fleet model (finished
+  commands too), command-states and the host's events are searched for a new command of
+  that op for up to ``Timeouts.evidence`` s (shown as "outcome unknown — checking"); it is
+  followed to its real end, and without any trace the host ends ``unknown``.
 
 Hooks for later features: ``may_start_host`` (a gate consulted before each new host is
 started, e.g. maintenance windows; the engine pauses while it says no) and
-``on_failure`` (called with the failed host's outcome, e.g. to roll back).
+``on_failure`` (called with a *proven* failure only, e.g. to roll back).
 
 Pure decision helpers (:func:`merge_refusal`, :func:`ci_refusal`,
 :func:`interpret_dispatch`, :func:`interpret_command`, :func:`switch_needs_force`,
 :func:`command_status_note`, :func:`unfinished_detail`, :func:`system_verdict`,
-:func:`judge_lost_command`, :func:`health_problems`, :class:`JournalState`) are
+:func:`judge_lost_command`, :func:`health_problems`,
+:func:`command_from_events`, :func:`reached_target`, :class:`JournalState`) are
 unit-tested directly.
 """
 
