@@ -5,9 +5,10 @@ Usage: ``python bench/bench_idle_cpu.py [--seconds 6]``
 Runs the simulator in this process and ``nfu-tui deploy --pr 42 --yes`` as a child
 process against it: one online host whose switch takes a while, one offline host (queued).
 While the switch runs, the child's CPU time is sampled from ``/proc`` over three windows:
-waiting for the switch, a dashboard outage (nothing listens), and after the dashboard is
-back. Prints CPU seconds per wall second for each (target: at most 0.02, i.e. 2 % of a
-core); exits 1 when a window misses the target.
+waiting for the switch, a dashboard outage (it answers 502 and drops the WebSocket), and
+after the dashboard is back. Prints CPU seconds per wall second for each (target: at most
+0.02, i.e. 2 % of a core); exits 1 when a window misses the target. ``--code DIR`` runs the
+child from another checkout, to compare (e.g. before a change).
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ async def main(seconds: float, code: str | None) -> int:
             drain = asyncio.ensure_future(proc.stdout.read())
             await asyncio.sleep(1.0)
             figures = {"waiting for the switch": await window(proc.pid, seconds)}
-            await sim.dashboard.go_down()
+            sim.dashboard.set_unreachable(True)
             figures["dashboard outage"] = await window(proc.pid, seconds)
-            await sim.dashboard.come_back()
+            sim.dashboard.set_unreachable(False)
             await asyncio.sleep(1.0)
             figures["dashboard back"] = await window(proc.pid, seconds)
         finally:

@@ -363,8 +363,8 @@ class FakeDashboard:
         self._build = f"{self._rng.getrandbits(28):07x}"
         self._runner: web.AppRunner | None = None
         self._beacon: asyncio.Task[None] | None = None
+        self.unreachable = False  # see set_unreachable
         self.url = ""
-        self._site: web.TCPSite | None = None
         self.dispatch_fault: DispatchFault | None = None
         self.dispatch_stalls = 0  # dispatch answers currently held back by a fault (for tests)
 
@@ -403,7 +403,6 @@ class FakeDashboard:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        self._site = site
         bound = self._runner.addresses[0]
         self.url = f"http://{bound[0]}:{bound[1]}"
         self.fleet.start()
@@ -481,20 +480,12 @@ class FakeDashboard:
         ``execute=False``: the request is lost on its way in (nothing runs, no answer)."""
         self.dispatch_fault = DispatchFault(delay, lose, frozenset(ops), times, execute)
 
-    async def go_down(self) -> None:
-        """An outage: browsers are dropped and nothing listens any more (connections are refused).
-        The fleet and its agents go on; :meth:`come_back` listens again on the same address."""
-        await self._close_clients()
-        if self._site is not None:
-            await self._site.stop()
-
-    async def come_back(self) -> None:
-        """End an outage started by :meth:`go_down`."""
-        if self._runner is None:
-            raise RuntimeError("the fake dashboard is not started")
-        parts = urlsplit(self.url)
-        self._site = web.TCPSite(self._runner, parts.hostname, parts.port)
-        await self._site.start()
+    def set_unreachable(self, on: bool = True) -> None:
+        """An outage between nfu-tui and the dashboard (its reverse proxy answers 502 to everything and the
+        open WebSockets drop) while the fleet behind it goes on; ``False`` ends it."""
+        self.unreachable = on
+        if on:
+            asyncio.get_running_loop().create_task(self._close_clients())
 
     def drop_next_deltas(self, n: int = 1) -> None:
         self.hub.drop += n
@@ -559,6 +550,8 @@ class FakeDashboard:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.unreachable:
+            return _text(502, "Bad Gateway")
         try:
             resp = await handler(request)
         except web.HTTPNotFound:
