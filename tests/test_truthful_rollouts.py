@@ -125,11 +125,11 @@ def test_journal_state_keeps_a_finished_switch_for_verification() -> None:
         ("host_started", {"host": "a", "phase": "pull"}, t), ("pull_done", {"host": "a"}, t),
         ("host_started", {"host": "a", "phase": "switch"}, t),
         ("command_dispatched", {"host": "a", "phase": "switch", "command_id": "c1"}, t),
-        ("switch_done", {"host": "a", "executed": "SUCCESS", "since": t, "detail": ""}, t),
+        ("switch_done", {"host": "a", "executed": "SUCCESS", "since": t, "detail": "", "tests": True}, t),
         ("host_started", {"host": "a", "phase": "test"}, t),
         ("command_dispatched", {"host": "a", "phase": "test", "command_id": "c2"}, t),
     ])
-    assert st.in_flight == {} and st.switched == {"a": ("SUCCESS", t, "")}
+    assert st.in_flight == {} and st.switched == {"a": ("SUCCESS", t, "", True)}
 
 
 @pytest.mark.parametrize("value", [-1, 1441, math.inf, math.nan])
@@ -365,3 +365,20 @@ async def test_a_host_held_between_its_pull_and_its_switch_is_not_switched(store
                   and ev.phase == "pull" and ev.message.startswith("done") else None)
     result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
     assert result.outcome("gpc0").outcome is Outcome.HELD and ports.order("switch") == ["hsb0"]
+
+
+async def test_an_interrupted_verification_resumes_without_switching_again(sim_factory: Any, tmp_path: Path) -> None:
+    sim = await sim_factory(scenario(HostSpec("a1", "desktop"), HostSpec("a2", "desktop")))
+    sim.publish_delay = 600.0  # a1 waits in verification until version.json is published below
+    async with Deploy(sim, tmp_path, flake_updates={"verify_minutes": 1}) as d:
+        task = asyncio.create_task(d.engine().run(await d.plan(), actor="t", queued_wait=0))
+        assert await d.service.wait_until(lambda: any(m.startswith("verifying") for m in dispatch_events(d, "a1")), 20)
+        task.cancel()  # the process dies while a1 is being verified
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        (run,) = d.store.unfinished_runs()
+        sim.dashboard.remote_changed()  # version.json catches up meanwhile
+        result = await d.engine().resume(run.id, actor="t", queued_wait=0)
+        assert result.status is RunStatus.SUCCEEDED, result.summary()
+        assert (result.outcome("a1").executed, result.outcome("a1").verified) == ("SUCCESS", True)
+        assert [op for h, op in d.ops() if h == "a1"].count("switch") == 1  # verified, not switched again

@@ -886,7 +886,8 @@ class JournalState:
     finished: dict[str, HostOutcome] = field(default_factory=dict)
     in_flight: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # host -> (phase, command_id, started_at)
     pulled: set[str] = field(default_factory=set)
-    switched: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # host -> (result, since, detail)
+    switched: dict[str, tuple[str, str, str, bool]] = field(default_factory=dict)  # host -> (result, since,
+    # detail, whether its tests had reported a result before the deploy)
     canary_wait_until: str = ""
     canary_gate: bool | None = None
     cancel_requested: bool = False
@@ -928,7 +929,7 @@ class JournalState:
             elif step == "switch_done":
                 st.in_flight.pop(host, None)
                 st.switched[host] = (str(data.get("executed", "")), str(data.get("since", "")),
-                                     str(data.get("detail", "")))
+                                     str(data.get("detail", "")), bool(data.get("tests")))
             elif step == "host_finished":
                 st.in_flight.pop(host, None)
                 st.switched.pop(host, None)
@@ -1518,7 +1519,7 @@ class DeployEngine:
         had_tests = before.tests.state in (CompartmentState.OK, CompartmentState.ERROR)
         switched = r.journal.switched.pop(host, None)
         if switched is not None:  # the switch finished before the interruption: verify it
-            status, since, detail = switched
+            status, since, detail, had_tests = switched
             ev = Evidence("ok", detail, status, since=parse_time(since))
             return await self._verify(r, host, ev, gen_before, had_tests)
         pull_note = ""
@@ -1776,7 +1777,7 @@ class DeployEngine:
         if not ev.ok:
             return self._from_evidence(r, host, "switch", ev, executed=ev.status)
         self.store.record(r.run_id, "switch_done", host=host, executed=ev.status, detail=ev.detail,
-                          since=(ev.since or self._clock()).isoformat())
+                          since=(ev.since or self._clock()).isoformat(), tests=had_tests)
         return await self._verify(r, host, ev, gen_before, had_tests)
 
     async def _verify(self, r: _Run, host: str, ev: Evidence, gen_before: str, had_tests: bool) -> HostOutcome:
