@@ -241,7 +241,7 @@ async def test_a_canary_with_a_lagging_system_waits_then_proceeds_once_verified(
         assert result.status is RunStatus.SUCCEEDED, result.summary()
         gpc0 = result.outcome("gpc0")
         assert (gpc0.outcome, gpc0.reached, gpc0.verified) == (Outcome.OK, True, True)
-        waited = [m for m in dispatch_events(d, "gpc0") if m.startswith("verifying: waiting up to 1 min")]
+        waited = [m for m in dispatch_events(d, "gpc0") if m.startswith("waiting up to 1 min for the dashboard to report System ok")]
         assert waited, dispatch_events(d, "gpc0")
         order = [(type(e).__name__, e.host) for e in d.events if isinstance(e, (HostFinished, HostStarted))]
         assert order.index(("HostFinished", "gpc0")) < order.index(("HostStarted", "hsb0"))
@@ -372,7 +372,7 @@ async def test_an_interrupted_verification_resumes_without_switching_again(sim_f
     sim.publish_delay = 600.0  # a1 waits in verification until version.json is published below
     async with Deploy(sim, tmp_path, flake_updates={"verify_minutes": 1}) as d:
         task = asyncio.create_task(d.engine().run(await d.plan(), actor="t", queued_wait=0))
-        assert await d.service.wait_until(lambda: any(m.startswith("verifying") for m in dispatch_events(d, "a1")), 20)
+        assert await d.service.wait_until(lambda: any(m.startswith("waiting up to") for m in dispatch_events(d, "a1")), 20)
         task.cancel()  # the process dies while a1 is being verified
         with pytest.raises(asyncio.CancelledError):
             await task

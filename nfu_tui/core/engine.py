@@ -1821,7 +1821,7 @@ class DeployEngine:
             if why != shown:
                 shown = why
                 await self._emit(HostProgress(run_id=r.run_id, host=host, phase="verify", message=(
-                    f"verifying: waiting up to {minutes:g} min for the dashboard to report System ok for "
+                    f"waiting up to {minutes:g} min for the dashboard to report System ok for "
                     f"{target[:7]} ({why})")))
             await self.fleet.wait_until(lambda seen=h: self.fleet.host(host) != seen,
                                         max(0.0, min(30.0, deadline - loop.time())))
@@ -1959,8 +1959,6 @@ class DeployEngine:
             self.store.finish_run(r.run_id, _JOURNAL_STATUS[status], result.summary())
         self._audit(r, "converge" if r.plan.converge else "deploy", status=status.value, summary=result.summary(),
                     outcomes={o.host: o.outcome.value for o in outcomes})
-        if result.proven_failures() or status is RunStatus.UNKNOWN:
-            log.warning("deploy run #%s: %s", r.run_id, result.summary())
         note = notification_for(result)
         await self._emit(RunFinished(run_id=r.run_id, result=result, notification=note))
         if self.notifier is not None:
