@@ -138,7 +138,8 @@ class FlakeUpdatesConfig(_Section):
         description="after a switch, wait this long for the dashboard to report System ok for the new generation",
     )
     post_switch_tests: PostSwitchTests = Field(
-        "auto", description="run the dashboard's test op after a switch: auto (hosts whose tests ran before) | always | never",
+        "auto",
+        description="run the dashboard's test op after a switch: auto (hosts whose tests ran before) | always | never",
     )
     automation: AutomationConfig = Field(default_factory=AutomationConfig)
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)
@@ -160,7 +161,8 @@ class HostConfig(_Section):
     auto_update: bool = True
     priority: int | None = Field(None, ge=0, le=10000, description="lower deploys first; unset = default tiering")
     canary: bool = False
-    post_switch_tests: PostSwitchTests | None = Field(None, description="overrides flake_updates.post_switch_tests for this host")
+    post_switch_tests: PostSwitchTests | None = Field(
+        None, description="overrides flake_updates.post_switch_tests for this host")
 
 
 class Config(_Section):

@@ -769,7 +769,8 @@ def command_from_events(events: Iterable[Mapping[str, Any]], host: str, op: str,
     return found
 
 
-def reached_target(host: Host | None, target: str, generation_before: str = "", *, since: datetime | None = None) -> bool | None:
+def reached_target(host: Host | None, target: str, generation_before: str = "", *,
+                   since: datetime | None = None) -> bool | None:
     """Whether the host's configuration checkout is at ``target`` (the merge commit).
 
     True when its generation is the target's short id. Where hosts pull from a mirror
@@ -1600,7 +1601,8 @@ class DeployEngine:
         finished), from the stream, ``/api/command-states`` or the host's events; None without a trace
         after ``Timeouts.evidence`` s. Shown as "outcome unknown — checking" meanwhile."""
         await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=(
-            f"outcome unknown — checking: the {op} dispatch got no answer ({error}); looking for it on the dashboard")))
+            f"outcome unknown — checking: the {op} dispatch got no answer ({error}); "
+            "looking for it on the dashboard")))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeouts.evidence
         while True:
@@ -1688,7 +1690,8 @@ class DeployEngine:
             if now >= deadline:
                 minutes = round((now - began) / 60, 1)
                 if lost:
-                    return Evidence("unknown", f"{lost_note}; still not finished after {minutes:g} min; verify the host")
+                    return Evidence("unknown",
+                                    f"{lost_note}; still not finished after {minutes:g} min; verify the host")
                 if status != "RUNNING_WARNING":
                     return Evidence("unknown", unfinished_detail(op, status, minutes,
                                                                  h.pending_command if h is not None else ""))
@@ -1826,7 +1829,8 @@ class DeployEngine:
             await self.fleet.wait_until(lambda seen=h: self.fleet.host(host) != seen,
                                         max(0.0, min(30.0, deadline - loop.time())))
         mode = self.config.post_switch_tests(host)
-        note = "; ".join(filter(None, [ev.detail, f"verified: System ok ({h.system.message})" if h is not None else ""]))
+        verified = f"verified: System ok ({h.system.message})" if h is not None else ""
+        note = "; ".join(filter(None, [ev.detail, verified]))
         if mode == "never" or (mode == "auto" and not had_tests):
             return HostOutcome(host, Outcome.OK, "switch", note, executed=executed, reached=True, verified=True)
         return await self._run_tests(r, host, executed, note)
