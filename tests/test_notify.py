@@ -201,3 +201,19 @@ async def test_notify_once_marks_only_after_delivery(server: Recorder) -> None:
         assert await notify_once(state, "pr:42", "sha2", notifier, n) is True  # new head
     assert len(server.requests) == 3
     assert AppState.load().notified == {"pr:42": "sha2"}
+
+
+async def test_title_and_body_pass_the_redaction_boundary(server: Recorder) -> None:
+    from nfu_tui.core.sanitize import redactor
+
+    redactor.add("Fleet pw/ä+5:Zq9")
+    notifier = WebhookNotifier(f"{server.base}/alerts")
+    try:
+        n = Notification("Merge refused: Bearer ghp_0123456789abcdefABCDEF0123",
+                         "dashboard said: password=Fleet+pw%2F%C3%A4%2B5%3AZq9\x1b]0;x\x07 \udcff", "error", ("nfu-tui",))
+        assert await notifier.send(n)
+    finally:
+        await notifier.aclose()
+    (request,) = server.requests
+    assert request["headers"]["Title"] == "Merge refused: Bearer ***"
+    assert request["body"].decode() == "dashboard said: password=***;x \ufffd"  # the escape went with the value

@@ -40,6 +40,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nfu_tui.commands import number
+
 PROG = "nfu-tui auto"
 
 
@@ -50,18 +52,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Detect, wait, merge and deploy update PRs automatically, without the TUI.",
     )
     p.add_argument("--once", action="store_true", help="one detection cycle (act if due), then exit (for timers)")
-    p.add_argument("--stop-grace", type=float, default=60.0, metavar="SECONDS",
-                   help="on SIGTERM, how long to let the host or merge in flight finish (default 60)")
-    p.add_argument("--ready-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="--once: how long to wait for the dashboard and GitHub (default 60)")
+    p.add_argument("--stop-grace", type=number(0, 3600), default=60.0, metavar="SECONDS",
+                   help="on SIGTERM, how long to let the host or merge in flight finish (default 60, at most 3600)")
+    p.add_argument("--ready-timeout", type=number(0, 3600, above=True), default=60.0, metavar="SECONDS",
+                   help="--once: how long to wait for the dashboard and GitHub (default 60, at most 3600)")
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    if args.stop_grace < 0 or args.ready_timeout <= 0:
-        print(f"{PROG}: --stop-grace must be >= 0 and --ready-timeout > 0", file=sys.stderr)
-        return 2
     from nfu_tui.config import load_settings, missing_settings
     from nfu_tui.errors import ConfigError
 
@@ -97,11 +96,13 @@ class JsonLog:
         import time
         from datetime import datetime, timezone
 
+        from nfu_tui.core.sanitize import sanitize_data
+
         self.last_at = time.monotonic()
         record = {"ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "level": level,
                   "event": event, **fields}
-        try:
-            self.stream.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+        try:  # every field passes the redaction boundary: no secret, valid UTF-8, no control sequences
+            self.stream.write(json.dumps(sanitize_data(record), ensure_ascii=False) + "\n")
             self.stream.flush()
         except (OSError, ValueError):
             pass  # stdout closed (e.g. the journal went away): keep working
@@ -144,12 +145,16 @@ class _Auto:
 
         from nfu_tui.core.automation import AutomationRunner
         from nfu_tui.core.service import FleetService
-        from nfu_tui.errors import NfuError
+        from nfu_tui.errors import NfuError, StateError
 
         _install_log_bridge(self.log)
         self.main_task = asyncio.current_task()
         try:
             service = FleetService(self.cfg, self.secrets, lock_label="nfu-tui auto", insecure=self.args.insecure)
+        except StateError as exc:  # the state directory cannot be used: an operational failure
+            self.log("error", level="error", title=exc.title, message=str(exc))
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 1
         except NfuError as exc:
             self.log("error", level="error", title=exc.title, message=str(exc))
             return 2

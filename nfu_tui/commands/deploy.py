@@ -33,6 +33,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nfu_tui.commands import WEEK_MINUTES, number
+
 PROG = "nfu-tui deploy"
 
 
@@ -52,9 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hosts", metavar="A,B", help="deploy (or converge) only these hosts (comma-separated)")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    p.add_argument("--wait-offline", type=float, default=0.0, metavar="MIN",
-                   help="keep waiting this many minutes for queued offline hosts (default 0: leave them queued "
-                        "in the journal for a later --resume or the TUI)")
+    p.add_argument("--wait-offline", type=number(0, WEEK_MINUTES), default=0.0, metavar="MIN",
+                   help="keep waiting this many minutes (at most a week) for queued offline hosts (default 0: leave "
+                        "them queued in the journal for a later --resume or the TUI)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,8 +68,6 @@ def run(args: argparse.Namespace) -> int:
         return _bad("--hosts only applies to --pr and --converge")
     if args.dry_run and args.abandon is not None:
         return _bad("--dry-run does not apply to --abandon")
-    if args.wait_offline < 0:
-        return _bad("--wait-offline must not be negative")
     if args.abandon is not None:
         return _abandon(args.abandon)
     return asyncio.run(_Deploy(args).main())
@@ -89,12 +89,14 @@ def _abandon(run_id: int) -> int:
 
     try:
         with Store() as store, DeployLock(label=f"{PROG} --abandon"):
-            run = store.abandon_run(run_id, actor=local_actor(), where=PROG)
+            try:
+                run = store.abandon_run(run_id, actor=local_actor(), where=PROG)
+            except StateError as exc:  # no such run, or it has finished
+                return _bad(exc.message)
     except DeployLocked as exc:
-        print(f"{PROG}: {exc.message}", file=sys.stderr)
-        return 1
-    except StateError as exc:
-        return _bad(exc.message)
+        return _fail(exc.message)
+    except StateError as exc:  # the state directory cannot be used
+        return _fail(str(exc))
     about = f" (PR #{run.pr})" if run.pr else ""
     print(f"run #{run_id}{about} abandoned; nothing on GitHub or the hosts was changed")
     return 0

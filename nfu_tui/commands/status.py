@@ -15,7 +15,9 @@ JSON schema ``nfu-tui.status/1`` (stable; new keys may be added, none removed)::
                      "superseded_by": int | null, "headline": str | null, "summary": str | null}]}
 
 Exit 0 when both services answered, 1 on a connection or authentication failure
-(one clear line on stderr), 2 for bad or incomplete configuration.
+(one clear line on stderr per failed service; the text output says that part is
+unknown, ``--json`` has ``ok: false`` and the ``error`` for it), 2 for bad or
+incomplete configuration.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"nfu-tui status: {exc.message}", file=sys.stderr)
         return 2
+    for warning in secrets.warnings:
+        print(f"nfu-tui status: warning: {warning}", file=sys.stderr)
     problems = missing_settings(cfg, secrets, token=False)  # a public repository can be read without one
     if problems:
         print("nfu-tui status: " + "; ".join(problems), file=sys.stderr)
@@ -157,7 +161,11 @@ def _print_text(report: dict) -> None:
 
     hosts = report["hosts"]
     online = sum(1 for h in hosts if h["online"])
-    print(f"Fleet: {len(hosts)} hosts, {online} online  ({report['dashboard']['url']})")
+    dash = report["dashboard"]
+    if dash["ok"]:
+        print(f"Fleet: {len(hosts)} hosts, {online} online  ({dash['url']})")
+    else:  # not "0 hosts": nothing is known about the fleet
+        print(f"Fleet: unknown — the dashboard could not be read ({dash['url']})")
     if hosts:
         width = max(len(h["hostname"]) for h in hosts)
         print(f"  {'host'.ljust(width)}  state    A G L S T  command")
@@ -168,7 +176,9 @@ def _print_text(report: dict) -> None:
             print(f"  {sanitize_line(h['hostname']).ljust(width)}  {state:<7}  {cells}  {h['pending_command'] or '-'}{extra}")
     prs = report["update_prs"]
     print()
-    if not prs:
+    if not report["github"]["ok"]:  # not "no PRs": nothing is known about them
+        print(f"Update PRs: unknown — GitHub could not be read ({report['github']['repo']})")
+    elif not prs:
         print(f"No open update PRs in {report['github']['repo']}.")
     for pr in prs:
         sup = f"  (superseded by #{pr['superseded_by']})" if pr["superseded_by"] else ""

@@ -27,6 +27,7 @@ import logging
 
 import httpx
 
+from nfu_tui.core.sanitize import sanitize_text
 from nfu_tui.core.state import AppState
 from nfu_tui.errors import ConfigError
 from nfu_tui.models import Notification
@@ -125,16 +126,17 @@ class WebhookNotifier:
         """POST ``n``; True when the server answered 2xx. Never raises."""
         if self._url is None:
             return False
+        title, message = sanitize_text(n.title), sanitize_text(n.message)  # the redaction boundary
         headers = {
-            "Title": _header_value(n.title),
+            "Title": _header_value(title),
             "Priority": PRIORITIES.get(n.severity, "low"),
             "Content-Type": "text/plain; charset=utf-8",
         }
         if n.tags:
-            headers["Tags"] = _header_value(",".join(n.tags))
+            headers["Tags"] = _header_value(sanitize_text(",".join(n.tags)))
         try:
             async with asyncio.timeout(self._timeout):
-                response = await self._http().post(self._url, content=_body(n.message), headers=headers, auth=self._auth)
+                response = await self._http().post(self._url, content=_body(message), headers=headers, auth=self._auth)
         except Exception as exc:  # never raise: a notification must not break a deploy
             log.warning("webhook %s failed: %s", self.display_url, self._describe(exc))
             return False

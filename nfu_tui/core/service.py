@@ -25,6 +25,7 @@ from typing import Any, Literal
 from nfu_tui.config import Config, HostConfig, Secrets
 from nfu_tui.core.fleet import ChangeKind, FleetChange, FleetModel
 from nfu_tui.core.live import LiveFleet
+from nfu_tui.core.sanitize import sanitize_line
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import DeployLock, Store, local_actor
 from nfu_tui.errors import GitHubNotFound, GitHubRateLimited, LoginFailed, NfuError
@@ -195,6 +196,9 @@ class FleetService:
                 log.exception("service listener failed")
 
     def _set_status(self, **changes: Any) -> None:
+        for key in ("dashboard_detail", "github_detail"):  # exception text from outside: the redaction boundary
+            if key in changes:
+                changes[key] = sanitize_line(changes[key])
         dashboard = changes.get("dashboard", self.status.dashboard)
         if dashboard == "live":
             changes["unreachable_since"] = None

@@ -18,7 +18,10 @@ status between ``paused`` and ``running``.
 The **audit trail** is append-only: triggers in the database refuse UPDATE and DELETE
 of its rows and this module offers no way to change them (a guard against mistakes,
 not against someone with a shell who can drop the triggers). Values under keys that
-look like secrets (token, password, …) are replaced by ``***`` before they are stored.
+look like secrets (token, password, …) are replaced by ``***`` before they are stored,
+and every text written (journal and audit alike) passes the redaction boundary of
+:mod:`nfu_tui.core.sanitize` first: valid UTF-8 (a lone surrogate in a host's output
+cannot fail the write), no secret values or credential shapes, no control sequences.
 
 The **deploy lock** (:class:`DeployLock`) is an exclusive ``flock`` on a file in the
 state directory: one deploy at a time across the TUI, ``nfu-tui auto`` and
@@ -47,6 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from nfu_tui.core.sanitize import sanitize_data, sanitize_text
 from nfu_tui.errors import DeployLocked, StateError
 from nfu_tui.paths import ensure_dir, state_dir
 
@@ -172,7 +176,12 @@ def _redact(value: Any) -> Any:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    """JSON of ``value`` after the redaction boundary: valid UTF-8, no secrets, no control sequences."""
+    return json.dumps(sanitize_data(value), sort_keys=True, ensure_ascii=False)
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else sanitize_text(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,18 +307,23 @@ class Store:
     """The journal + audit database (``state_dir()/nfu-tui.sqlite3`` by default)."""
 
     def __init__(self, path: Path | str | None = None, *, clock: Callable[[], datetime] = _utcnow) -> None:
-        self.path = Path(path) if path is not None else ensure_dir(state_dir()) / DB_NAME
+        self.path = Path(path) if path is not None else state_dir() / DB_NAME
         self._clock = clock
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         try:
+            if path is None:
+                ensure_dir(self.path.parent)
             self._open()
         except StateError as exc:  # schema newer than this version
             self.close()
             raise StateError(f"{self.path}: {exc.message}", hint=exc.hint) from None
         except (sqlite3.Error, OSError) as exc:
             self.close()
-            raise StateError(f"cannot open the state database {self.path}: {exc}", hint=_DAMAGED_HINT) from exc
+            folder = self.path.parent
+            hint = (f"the state directory {folder} must be writable, or set NFU_TUI_STATE_DIR"
+                    if folder.is_dir() and not os.access(folder, os.W_OK) else _DAMAGED_HINT)
+            raise StateError(f"cannot open the state database {self.path}: {exc}", hint=hint) from exc
 
     def _open(self) -> None:
         if not self.path.exists():
@@ -400,7 +414,7 @@ class Store:
             cur = conn.execute(
                 "INSERT INTO runs (kind, pr, head_sha, merge_sha, status, plan, actor, trigger,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
-                (kind, pr, head_sha, merge_sha, _dumps(dict(plan or {})), actor, trigger, now, now),
+                (kind, pr, _text(head_sha), _text(merge_sha), _dumps(dict(plan or {})), _text(actor), trigger, now, now),
             )
             return int(cur.lastrowid)
 
@@ -419,12 +433,12 @@ class Store:
                 raise StateError(f"run {run_id} is already {status}; cannot record {step!r}")
             cur = conn.execute(
                 "INSERT INTO run_steps (run_id, at, step, host, data) VALUES (?, ?, ?, ?, ?)",
-                (run_id, now, step, None if host is None else str(host), _dumps(_redact(data))),
+                (run_id, now, step, _text(None if host is None else str(host)), _dumps(_redact(data))),
             )
             sets, args = ["updated_at = ?"], [now]
             if step == "merged":
                 sets.append("merge_sha = ?")
-                args.append(str(data["sha"]))
+                args.append(sanitize_text(str(data["sha"])))
             elif step in ("paused", "resumed"):
                 sets.append("status = ?")
                 args.append("paused" if step == "paused" else "running")
@@ -442,7 +456,7 @@ class Store:
                 raise StateError(f"run {run_id} is already {current}")
             conn.execute(
                 "UPDATE runs SET status = ?, summary = ?, updated_at = ?, finished_at = ? WHERE id = ?",
-                (status, summary, now, now, run_id),
+                (status, sanitize_text(summary), now, now, run_id),
             )
 
     def abandon_run(self, run_id: int, *, actor: str, where: str = "", github_login: str | None = None) -> Run:
@@ -544,7 +558,8 @@ class Store:
         with self._write("append to the audit trail in") as conn:
             cur = conn.execute(
                 "INSERT INTO audit (at, action, actor, github_login, pr, details) VALUES (?, ?, ?, ?, ?, ?)",
-                (_ts(self._clock()), action, actor, github_login, pr, _dumps(_redact(dict(details or {})))),
+                (_ts(self._clock()), _text(action), _text(actor), _text(github_login), pr,
+                 _dumps(_redact(dict(details or {})))),
             )
             return int(cur.lastrowid)
 

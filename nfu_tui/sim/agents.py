@@ -31,6 +31,9 @@ Per-host faults (``HostSpec.faults``, or at run time via the dashboard's ``set_f
 * ``never_reconnects`` — the switch exits 0, the agent exits and never returns → ``TIMEOUT``.
 * ``offline_mid_deploy`` — the host drops off the network in the middle of its first switch
   (→ ``AWAITING_RECONNECT`` → ``TIMEOUT``) and stays away until ``set_online(host, True)``.
+* ``garbled_output`` — the switch prints lines that are not valid text: a lone surrogate
+  (``\udcff``, sent as a legal JSON escape on ``/ws`` and as the raw byte 0xFF by
+  ``/api/hosts/{id}/output``), invalid UTF-8, escape sequences and a bidi override.
 * run time only: ``rejects_commands`` (the agent answers ``command_rejected`` as if a
   stray process were running) and ``send_fails`` (the dashboard cannot hand the command
   to the agent: ``send_failed``).
@@ -230,6 +233,11 @@ PIPELINES: dict[str, tuple[str, list[str]]] = {
 }
 
 RECONNECT_SECONDS = 90.0
+GARBLED_LINES = (
+    "warning: unreadable file name /nix/store/\udcff\udcfe-broken (lone surrogates)",
+    "\x1b[31merror:\x1b[0m \x1b]0;owned title\x07bad \udc80 byte\u202e gnirts",
+)
+"""Output of the ``garbled_output`` fault: surrogates stand for the invalid bytes a host printed."""
 RUNTIME_FAULTS = frozenset({"rejects_commands", "send_fails"})
 """Faults only settable at run time: the agent answers ``command_rejected`` / the send fails (§6.2)."""
 TERMINAL = frozenset({"SUCCESS", "ERROR", "TIMEOUT", "SKIPPED", "BLOCKED", "PARTIAL", "KILLED", "STALE_BINARY", "SUSPICIOUS"})
@@ -730,6 +738,8 @@ class SimAgent:
                else f"$ home-manager switch --flake {self.host.repo_dir}#{self.host.id}")
         self.out(cmd)
         build, copy, activate = self._switch_lines(fail)
+        if "garbled_output" in self.faults:
+            copy = [*GARBLED_LINES, *copy, *GARBLED_LINES]
         total = self.rng.uniform(20, 40)
         await self._lines(build, total * 0.15)
         self.progress("system", 1, 3, "in_progress")
