@@ -800,7 +800,7 @@ async def test_dispatch_error_is_checked_against_the_dashboard(store: Store, tmp
         assert any(isinstance(e, HostProgress) and "the dashboard has the pull (executing, cmd-1)" in e.message
                    for e in events)
     else:  # no trace of it: unknown (it used to be "failed"), the run stops, nothing is rolled back
-        assert o.outcome is Outcome.UNKNOWN and "showed no trace of a pull on gpc0" in o.detail
+        assert o.outcome is Outcome.UNKNOWN and "shows no trace of a pull on gpc0" in o.detail
         assert "500 with an empty body" in o.detail
         assert result.status is RunStatus.UNKNOWN and result.exit_code == 1 and result.proven_failures() == []
     assert any(isinstance(e, HostProgress) and e.message.startswith("outcome unknown — checking") for e in events)

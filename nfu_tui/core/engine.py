@@ -73,8 +73,9 @@ Following a command (contract §6.4–§6.8):
 * A dispatch that errors (transport error, timeout, empty-body 500) may still have
   started the command, whose deltas come before the response: the fleet model (finished
   commands too), command-states and the host's events are searched for a new command of
-  that op for up to ``Timeouts.evidence`` s (shown as "outcome unknown — checking"); it is
-  followed to its real end, and without any trace the host ends ``unknown``.
+  that op (shown as "outcome unknown — checking"; until the event log was read twice, or for
+  up to ``Timeouts.evidence`` s while the dashboard cannot be asked); it is followed to its
+  real end, and without any trace the host ends ``unknown``.
 
 Hooks for later features: ``may_start_host`` (a gate consulted before each new host is
 started, e.g. maintenance windows; the engine pauses while it says no) and
@@ -1581,8 +1582,8 @@ class DeployEngine:
             found = await self._find_dispatched(r, host, op, before, began, f"{exc.title}: {exc}")
             if found is None:
                 return DispatchDecision("unknown", message=(
-                    f"{exc.title}: {exc}; in {self.timeouts.evidence:g} s the dashboard showed no trace of a {op} "
-                    f"on {host} (no command, no event); verify the host"))
+                    f"{exc.title}: {exc}; the dashboard shows no trace of a {op} on {host} (no command, no "
+                    "event): it probably never ran; verify the host"))
             await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=(
                 f"the dispatch answered with an error ({exc}), but the dashboard has the {op} "
                 f"({found.status.lower()}{'' if found.id.startswith('events:') else ', ' + found.id})")))
@@ -1598,13 +1599,19 @@ class DeployEngine:
     async def _find_dispatched(self, r: _Run, host: str, op: str, before: set[str], began: datetime,
                                error: str) -> Command | None:
         """The ``op`` command a dispatch without an answer started on ``host`` (running or already
-        finished), from the stream, ``/api/command-states`` or the host's events; None without a trace
-        after ``Timeouts.evidence`` s. Shown as "outcome unknown — checking" meanwhile."""
+        finished), from the stream, ``/api/command-states`` or the host's events; None without a trace.
+        Shown as "outcome unknown — checking" meanwhile.
+
+        The lifecycle logs "Validating <op>" before it answers (§4.7), so once the host's event log
+        has been read twice without a trace of it the dispatch never reached the dashboard; while the
+        dashboard cannot be asked, the search goes on for ``Timeouts.evidence`` s.
+        """
         await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=(
             f"outcome unknown — checking: the {op} dispatch got no answer ({error}); "
             "looking for it on the dashboard")))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeouts.evidence
+        clean_reads = 0  # event logs read without a trace of the dispatch
         while True:
             found = self._new_command(host, op, before)
             if found is not None:
@@ -1618,8 +1625,9 @@ class DeployEngine:
                 if from_events is not None:
                     # Prefer the stream's record (it has the id) if it arrived meanwhile.
                     return self._new_command(host, op, before) or from_events
+                clean_reads += 1
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or clean_reads >= 2:
                 return None
             await self.fleet.wait_until(lambda: self._new_command(host, op, before) is not None,
                                         min(remaining, self.timeouts.evidence_poll))
