@@ -116,6 +116,9 @@ class AutomationConfig(_Section):
     max_parallel: Count = Field(1, ge=1, le=MAX_PARALLEL)
     canary_wait_minutes: Minutes = Field(10, description="how long canaries must stay healthy (at most a week)")
     maintenance_windows: list[str] = Field(default_factory=list)
+    min_window_minutes: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=24 * 60)] = Field(30, description=(
+        "merge only when the open window has at least this long left (more when past runs of this fleet "
+        "took longer)"))
 
     @field_validator("maintenance_windows")
     @classmethod
@@ -493,6 +496,7 @@ STARTER: dict[str, Any] = {
             "max_parallel": 1,
             "canary_wait_minutes": 10,
             "maintenance_windows": ["Sat 02:00-05:00"],
+            "min_window_minutes": 30,
         },
         "rollback": {"enabled": True, "strategy": "revert-commit"},
     },
@@ -558,7 +562,8 @@ def effective_summary(cfg: Config, secrets: Secrets) -> list[str]:
         f"totp secret       {'***' if secrets.totp_secret else '(not set)'}",
         f"automation        {'on' if auto.enabled else 'off'}; delay {auto.delay_minutes:g} min; CI required: {auto.require_ci}; "
         f"strategy {auto.deploy_strategy}; parallel {auto.max_parallel}; canary wait {auto.canary_wait_minutes:g} min",
-        f"windows           {', '.join(auto.maintenance_windows) or '(always open)'}",
+        f"windows           {', '.join(auto.maintenance_windows) or '(always open)'}"
+        + (f"; merge with at least {auto.min_window_minutes:g} min left" if auto.maintenance_windows else ""),
         f"verification      wait {fu.verify_minutes:g} min for System ok after a switch; "
         f"post-switch tests {fu.post_switch_tests}",
         f"rollback          {'on' if fu.rollback.enabled else 'off'} ({fu.rollback.strategy})",

@@ -366,3 +366,11 @@ def test_absurd_option_values_are_refused(argv: list[str], capsys: pytest.Captur
         main(argv)
     err = capsys.readouterr().err
     assert refused.value.code == 2 and f"argument {argv[-2]}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", [True, float("inf"), float("nan"), -1, 2000])
+def test_min_window_minutes_is_strict_and_bounded(value: object) -> None:
+    from nfu_tui.config import AutomationConfig
+
+    with pytest.raises(ValueError):
+        AutomationConfig(min_window_minutes=value)

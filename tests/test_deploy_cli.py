@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import re
 import signal
@@ -98,6 +99,11 @@ def test_deploy_prints_one_line_per_state_change(sim_thread: Any, tmp_path: Path
     assert "PR #42: succeeded (2 ok)" in out
     assert merges(sim) == 1 and ops(sim) == [("a1", "pull"), ("a1", "switch"), ("a2", "pull"), ("a2", "switch")]
     assert Store().list_runs()[0].status == "succeeded"
+    # what the run was about is journaled as for the TUI's and automation's runs
+    code, out, err = run_cli(capsys, "history", "--json")
+    run = json.loads(out)["runs"][0]
+    assert run["title"] == "flake.lock: Update" and "• Updated input 'nixpkgs':" in run["lock_diff"]
+    assert run["headline"] and run["headline"].startswith("nixpkgs ")
 
 
 @pytest.mark.parametrize("sim_thread", [FAILING], indirect=True)
@@ -119,6 +125,23 @@ def test_refused_merge_exits_1(sim_thread: Any, tmp_path: Path, capsys: Any) -> 
     assert code == 1
     assert "merge refused: PR #42 not merged: CI is failing" in out
     assert merges(sim) == 0 and ops(sim) == []
+
+
+@pytest.mark.parametrize("sim_thread", [TWO], indirect=True)
+def test_a_plan_without_a_host_merges_nothing_unless_merge_only(sim_thread: Any, tmp_path: Path, capsys: Any) -> None:
+    from nfu_tui.core.state import AppState
+
+    sim = sim_thread.sim
+    cfg = write_config(sim, tmp_path)
+    AppState.load().hold("a1")
+    code, out, err = run_cli(capsys, "--config", cfg, "deploy", "--pr", "42", "--hosts", "a1", "--yes")
+    assert code == 2 and "Nothing to deploy: no host qualifies." in out
+    assert "no host to deploy, so PR #42 is not merged" in err and "--merge-only" in err
+    assert merges(sim) == 0 and ops(sim) == [] and Store().list_runs() == []
+    code, out, err = run_cli(capsys, "--config", cfg, "deploy", "--pr", "42", "--merge-only", "--yes")
+    assert code == 0, out + err
+    assert "merge, then no deploy (merge only)" in out and "merged as" in out and "not deployed" in out
+    assert merges(sim) == 1 and ops(sim) == []
 
 
 @pytest.mark.parametrize("sim_thread", [TWO], indirect=True)

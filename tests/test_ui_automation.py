@@ -108,6 +108,8 @@ async def test_automation_toggle_asks_first_counts_down_and_is_audited(shared, t
         question = plain(app.screen.query_one("Static").content)
         assert "Turn full automation on?" in question and "1440.5 min old" in question
         assert "rollback strategy revert-commit" in question
+        assert "except held and no-auto ones" in question  # auto_update = false hosts are left out too
+        assert "Nothing is due now. First: merging PR #42 in " in question
         await pilot.press("n")
         assert isinstance(app.screen, MainScreen) and not app.service.automation_enabled()
         assert [a.action for a in store.audit_entries()] == []
@@ -126,6 +128,20 @@ async def test_automation_toggle_asks_first_counts_down_and_is_audited(shared, t
         await pilot.press("ctrl+p", *"automation")
         await wait_for(pilot, lambda: _palette_has(app, "Turn automation on"), "the palette command")
         await pilot.press("escape")
+    assert merges(shared.sim, 42) == 0
+
+
+async def test_the_automation_question_names_the_pr_due_now(shared, tmp_path):
+    app = make_app(shared.sim, tmp_path, flake_updates={"automation": {"delay_minutes": 0}})
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, explained=True)
+        await wait_for(pilot, lambda: "auto off" in header(app), "the automation badge")
+        await pilot.press("A")
+        question = plain(app.screen.query_one("Static").content)
+        assert ("Due now: PR #42 (flake.lock: Update) — turning automation on merges and deploys it right away."
+                in question)
+        await pilot.press("n")
+        assert not app.service.automation_enabled()
     assert merges(shared.sim, 42) == 0
 
 
@@ -223,11 +239,11 @@ async def test_failure_panel_holds_the_failing_host_and_rolls_back_per_strategy(
         assert merges(sim, 43) == 0
         await pilot.press("y")
         await wait_for(pilot, lambda: view.rollback_note.startswith(("✓", "✗")), "the rollback", timeout=30)
-        assert view.rollback_note.startswith("✓ reverted PR #42 with PR #43"), view.rollback_note
+        assert view.rollback_note.startswith("✓ Reverted PR #42 with PR #43"), view.rollback_note
         assert merges(sim, 43) == 1  # the revert PR, merged
         revert = next(r for r in app.service.store.list_runs() if r.kind == "revert")
         assert (revert.trigger, revert.status) == ("manual", "succeeded")
-        assert "Rollback: ✓ reverted PR #42" in plain(screen.query_one("#failure-text").content)
+        assert "Rollback: ✓ Reverted PR #42" in plain(screen.query_one("#failure-text").content)
 
 
 async def test_an_interrupted_host_rollback_is_resumed_without_sending_it_again(shared, tmp_path):

@@ -16,12 +16,14 @@ Output: one JSON object per line on stdout, flushed, e.g.
 ``merge_requested``, ``merged``, ``merge_refused``, ``host_queued``, ``host_started``,
 ``host_progress``, ``host_finished``, ``waiting_for_canaries``, ``canary_gate``,
 ``paused``, ``unpaused``, ``cancel_requested``, ``run_finished``; each with ``run``,
-``host`` and the human ``msg``), ``run_result``, ``rollback_*``, ``revert_opened``,
+``host`` and the human ``message``), ``run_result``, ``rollback_*``, ``revert_opened``,
 ``suspended``, ``stopping``, ``error``, ``log`` (library warnings) and ``stopped``;
 ``dashboard_lost`` / ``dashboard_back`` when the dashboard connection is lost and when
 its fleet state is live again, and ``waiting`` (``text``: what it waits for) when a run
 is in progress or the dashboard is lost and nothing was logged for 30 s.
-Secrets never appear.
+The human text is always under ``message``. ``level`` follows the outcome: a failed
+run, host or rollback and a non-zero exit are ``error``; a pause, a suspension, an
+undelivered notification are ``warning``. Secrets never appear.
 
 Signals: SIGTERM/SIGINT stop cleanly — no new host starts, the host or merge in
 flight finishes (at most ``--stop-grace`` seconds, default 60; after that it is
@@ -193,7 +195,7 @@ class _Auto:
             runner.close()
             await service.stop()
             service.store.close()
-        self.log("stopped", exit_code=code)
+        self.log("stopped", level="error" if code else "info", exit_code=code)
         return code
 
     def _audit(self, service, runner, event: str) -> None:  # type: ignore[no-untyped-def]
@@ -237,8 +239,10 @@ class _Auto:
             return 1
         self.log("ready", hosts=len(service.hosts()), prs=[s.pr.number for s in service.prs])
         result = await runner.run_once()
-        self.log("cycle", state=result.decision.state.value, text=result.decision.describe(runner.clock()),
-                 acted=result.acted, ok=result.ok, message=result.message)
+        await service.outbox.deliver_due()  # also retries notifications an earlier run could not deliver
+        self.log("cycle", level="info" if result.ok else "error", state=result.decision.state.value,
+                 text=result.decision.describe(runner.clock()), acted=result.acted, ok=result.ok,
+                 message=result.message)
         return 0 if result.ok else 1
 
     async def _wait_ready(self, service) -> tuple[bool, str]:  # type: ignore[no-untyped-def]
@@ -295,10 +299,14 @@ class _Auto:
             ev = event.payload
             if self.watch is not None:
                 self.watch.engine(ev)
-            fields = {"run": ev.run_id, "msg": ev.line()}
+            fields = {"run": ev.run_id, "message": ev.line()}
             if ev.host:
                 fields["host"] = ev.host
-            level = "info"
+            level = {"Paused": "warning", "MergeRefused": "warning", "CancelRequested": "warning"}.get(
+                type(ev).__name__, "info")
+            result = getattr(ev, "result", None)  # RunFinished
+            if (result is not None and not result.ok) or getattr(ev, "passed", True) is False:
+                level = "error"  # a failed run, a failed canary gate
             outcome = getattr(ev, "outcome", None)
             if outcome is not None and getattr(outcome, "outcome", None) is not None:
                 fields["outcome"] = outcome.outcome.value

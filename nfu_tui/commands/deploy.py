@@ -1,6 +1,7 @@
 """`nfu-tui deploy`: merge an update PR and deploy it without the TUI (same engine).
 
     nfu-tui deploy --pr N [--hosts a,b] [--yes] [--dry-run] [--wait-offline MIN]
+    nfu-tui deploy --pr N --merge-only [--yes]
     nfu-tui deploy --converge [--hosts a,b] [--yes] [--dry-run] [--wait-offline MIN]
     nfu-tui deploy --resume [RUN_ID] [--yes]
     nfu-tui deploy --abandon RUN_ID
@@ -22,10 +23,14 @@ Each host's outcome line ends with its three facts: ``[executed SUCCESS · reach
 verified ✓]`` (the switch's result; the host's generation is the merge commit; the
 dashboard reported System ok for it, and the tests passed where they ran).
 
+A plan without any host to deploy (every chosen host held, or excluded) merges nothing:
+it says so and exits 2. ``--merge-only`` merges the PR on purpose and deploys no host.
+
 Exit codes: 0 success (hosts still offline and queued, and hosts held during the run,
 are not failures), 1 a host failed, ended ``unknown`` or ``unverified``, the merge was
 refused, the deploy was cancelled, or a service could not be reached / refused the
-login, 2 bad input (unknown PR or host, bad configuration, no confirmation possible).
+login, 2 bad input (unknown PR or host, no host to deploy, bad configuration, no
+confirmation possible).
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="continue an unfinished deploy run (the only one if no id is given)")
     what.add_argument("--abandon", type=int, metavar="RUN_ID", help="mark an unfinished run as abandoned")
     p.add_argument("--hosts", metavar="A,B", help="deploy (or converge) only these hosts (comma-separated)")
+    p.add_argument("--merge-only", action="store_true",
+                   help="merge the PR and deploy no host (e.g. to deploy later with --converge or the TUI)")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--wait-offline", type=number(0, WEEK_MINUTES), default=0.0, metavar="MIN",
@@ -66,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         return _bad("--pr needs a positive PR number")
     if args.hosts is not None and args.pr is None and not args.converge:
         return _bad("--hosts only applies to --pr and --converge")
+    if args.merge_only and (args.pr is None or args.hosts is not None):
+        return _bad("--merge-only needs --pr and no --hosts")
     if args.dry_run and args.abandon is not None:
         return _bad("--dry-run does not apply to --abandon")
     if args.abandon is not None:
@@ -182,13 +191,14 @@ class _Deploy:
 
         from nfu_tui.core.converge import fleet_lag
         from nfu_tui.core.live import LiveFleet
-        from nfu_tui.core.plan import DeployPlan, make_plan
+        from nfu_tui.core.plan import DeployPlan, make_plan, merge_only
         from nfu_tui.core.state import AppState
         from nfu_tui.core.watch import RunWatch
         from nfu_tui.errors import GitHubNotFound, StateError
 
         args = self.args
         run_id: int | None = None
+        pr = None  # the PR of a new run (a resumed run has its context already)
         if args.pr is not None:
             try:
                 pr = await github.get_pull(args.pr, wait_mergeable=False)  # the engine re-reads it
@@ -224,6 +234,14 @@ class _Deploy:
                 else:
                     plan = make_plan(view.hosts(), self.cfg, state.held, targets=targets, pr_number=pr.number,
                                      head_sha=pr.head_sha, overrides=state.overrides)
+                    if args.merge_only:
+                        plan = merge_only(plan)
+                    elif not plan.hosts and not plan.merge_only:
+                        for line in plan.describe():
+                            print(line)
+                        return _bad(f"no host to deploy, so PR #{pr.number} is not merged; release a hold or name "
+                                    f"other hosts, or merge it without a deploy: nfu-tui deploy --pr {pr.number} "
+                                    "--merge-only")
                 if not args.converge and pr.merged:
                     print(f"PR #{pr.number} is already merged ({pr.merge_commit_sha[:7]}): deploying it")
             else:
@@ -249,7 +267,7 @@ class _Deploy:
                 if answer not in ("y", "yes"):
                     print("Nothing done.")
                     return 1
-            return await self._run_engine(github, dashboard, view, store, plan, run_id)
+            return await self._run_engine(github, dashboard, view, store, plan, run_id, pr)
         finally:
             await view.stop()
 
@@ -270,20 +288,31 @@ class _Deploy:
             raise StateError(f"several unfinished runs: {listed}; name one: --resume RUN_ID")
         return deploys[0].id
 
-    async def _run_engine(self, github, dashboard, view, store, plan, run_id) -> int:  # type: ignore[no-untyped-def]
+    async def _run_engine(self, github, dashboard, view, store, plan, run_id, pr) -> int:  # type: ignore[no-untyped-def]
         import asyncio
         import contextlib
         import signal
 
-        from nfu_tui.core.engine import DeployEngine
-        from nfu_tui.core.notify import WebhookNotifier
+        from nfu_tui.core.engine import DeployEngine, RunStarted
+        from nfu_tui.core.history import pr_context, record_context
+        from nfu_tui.core.notify import Outbox, WebhookNotifier
         from nfu_tui.core.state import AppState
         from nfu_tui.core.store import local_actor
 
-        notifier = WebhookNotifier(self.cfg.notify.webhook_url) if self.cfg.notify.webhook_url else None
+        # What the run is about (title, lock diff, headline), journaled when it starts, as the TUI does
+        context = await pr_context(github, pr) if pr is not None else None
+
+        def on_event(event) -> None:  # type: ignore[no-untyped-def]
+            if (context is not None and isinstance(event, RunStarted) and not event.resumed
+                    and event.run_id is not None):
+                record_context(store, event.run_id, {**context, "head_sha": event.head_sha})
+            self._on_engine_event(event)
+
+        # Through the durable outbox: what this process cannot deliver, nfu-tui auto (or the TUI) retries.
+        notifier = Outbox(store, WebhookNotifier(self.cfg.notify.webhook_url)) if self.cfg.notify.webhook_url else None
         engine = DeployEngine(github, dashboard, view, store, self.cfg, notifier=notifier,
                               lock=contextlib.nullcontext,  # this command already holds the deploy lock
-                              on_event=self._on_engine_event,
+                              on_event=on_event,
                               is_held=AppState.load().held_now)  # `nfu-tui hold` from anywhere takes effect now
         wait = self.args.wait_offline * 60.0
         if run_id is None:

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         with Store(path) as store:
             if args.run is not None:
                 try:
-                    record = hist.record_of(store.get_run(args.run), store.audit_entries(limit=1000))
+                    record = hist.load_run(store, args.run)
                 except StateError as exc:
                     print(f"{PROG}: {exc.message}", file=sys.stderr)
                     return 2

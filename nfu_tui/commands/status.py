@@ -12,7 +12,11 @@ JSON schema ``nfu-tui.status/1`` (stable; new keys may be added, none removed)::
      "update_prs": [{"number", "title", "author", "url", "head_sha", "base_sha", "created_at",
                      "ci": "green"|"red"|"pending"|"no-ci"|"unknown", "ci_summary",
                      "mergeable": bool | null, "mergeable_state", "lock_only": bool | null,
-                     "superseded_by": int | null, "headline": str | null, "summary": str | null}]}
+                     "superseded_by": int | null, "headline": str | null, "summary": str | null}],
+     "runs": [{"id", "kind", "pr", "trigger", "state": "paused"|"waiting"|"interrupted"|"blocked",
+               "reason": str, "next": str, "hosts": [{"host", "state"}]}],     # unfinished runs
+     "notifications": {"undelivered": [{"id", "title", "created_at", "attempts", "last_error",
+                                        "next_attempt_at"}]}}
 
 Exit 0 when both services answered, 1 on a connection or authentication failure
 (one clear line on stderr per failed service; the text output says that part is
@@ -124,6 +128,7 @@ async def _status(cfg, secrets, *, as_json: bool, insecure: bool) -> int:  # typ
         report["github"] = ghr
         report["update_prs"] = prs_out
 
+    _journal(report, failures)
     report["hosts"] = [
         {
             "id": h.id,
@@ -151,6 +156,24 @@ async def _status(cfg, secrets, *, as_json: bool, insecure: bool) -> int:  # typ
     for failure in failures:
         print(f"nfu-tui status: {failure}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _journal(report: dict, failures: list[str]) -> None:
+    """Unfinished runs and undelivered notifications from the state database."""
+    from nfu_tui.core.history import open_run
+    from nfu_tui.core.store import Store
+    from nfu_tui.errors import StateError
+
+    report["runs"], report["notifications"] = [], {"undelivered": []}
+    try:
+        with Store() as store:
+            report["runs"] = [open_run(run) for run in store.unfinished_runs()]
+            report["notifications"]["undelivered"] = [
+                {"id": e.id, "title": e.title, "created_at": e.created_at.isoformat(), "attempts": e.attempts,
+                 "last_error": e.last_error, "next_attempt_at": e.next_attempt_at.isoformat()}
+                for e in store.undelivered_notifications()]
+    except StateError as exc:
+        failures.append(exc.message)
 
 
 GLYPH = {"ok": "✓", "outdated": "↑", "error": "✗", "working": "⟳", "unknown": "?"}
@@ -188,6 +211,20 @@ def _print_text(report: dict) -> None:
         print(f"  CI {pr['ci']} · {mergeable} · {lock} · {pr['url']}")
         if pr["headline"]:
             print(f"  {sanitize_line(pr['headline'])}")
+    if report["runs"]:
+        print("\nOpen runs:")
+    for run in report["runs"]:
+        what = f"{run['kind']} PR #{run['pr']}" if run["pr"] else run["kind"]
+        print(f"  #{run['id']} {what} ({run['trigger']}) — {run['state']}: {sanitize_line(run['reason'])}")
+        if run["hosts"]:
+            print("      " + " · ".join(f"{h['host']} {h['state']}" for h in run["hosts"]))
+        print(f"      next: {run['next']}")
+    undelivered = report["notifications"]["undelivered"]
+    if undelivered:
+        oldest = undelivered[0]
+        print(f"\nNotifications: {len(undelivered)} undelivered (oldest \"{sanitize_line(oldest['title'])}\", "
+              f"{oldest['attempts']} attempt(s), last error {oldest['last_error'] or 'none yet'}); retried "
+              "by nfu-tui auto or the TUI")
     rate = report["github"]["rate"]
     if rate.get("remaining") is not None:
         print(f"\nGitHub rate budget: {rate['remaining']}/{rate['limit']}")

@@ -28,7 +28,12 @@ audit entries of the run (the engine and the rollback write it).
                           "executed": str, "reached": bool|null, "verified": bool|null, "proven": bool}],
                "related_runs": [int],                           # failed run <-> revert <-> its redeploy
                "timeline": [{"at": ISO-8601, "step": str, "host": str|null, "text": str}]}],
-     "audit": [{"id", "at", "action", "actor", "github_login", "pr", "details": {...}}]}
+     "audit": [{"id", "at", "action", "actor", "github_login", "pr", "details": {...}}],
+     "undelivered_notifications": [{"id", "title", "created_at", "attempts", "last_error", "next_attempt_at"}]}
+
+A paused or waiting run lists every planned host: those without an outcome yet with their
+state (``pulled, switch waiting``, ``queued (offline)``, ``not started``). A failed run names
+the revert runs started for it in ``related_runs``, and the revert names the failed run.
 
 Runs are newest first; ``--limit N`` bounds both lists.
 """
@@ -74,6 +79,21 @@ async def lock_diff_for(github: Any, pr: Any, lock_path: str | None = None) -> t
         return None
 
 
+async def pr_context(github: Any, pr: Any) -> dict[str, Any]:
+    """What a deploy of ``pr`` is about (title, URL, revs, lock diff, headline), read from GitHub."""
+    found = await lock_diff_for(github, pr)
+    return {"title": pr.title, "url": pr.html_url, "head_sha": pr.head_sha, "base_sha": pr.base_sha,
+            "lock_diff": found[0] if found else "", "headline": (found[1] or "") if found else ""}
+
+
+def record_context(store: Any, run_id: int, context: Mapping[str, Any]) -> None:
+    """Journal a run's ``context`` step (nothing when the run already finished, e.g. a refused merge)."""
+    try:
+        store.record(run_id, "context", **context)
+    except StateError:
+        pass
+
+
 def _context_from(state: Any, head_sha: str) -> dict[str, Any] | None:
     """The context of a run from the service's explained PR, when it explains that head."""
     if state is None or state.pr.head_sha != head_sha or state.explanation is None:
@@ -89,10 +109,7 @@ def attach_recorder(service: Any) -> Callable[[], None]:
     from nfu_tui.core.engine import RunStarted
 
     def record(run_id: int, context: Mapping[str, Any]) -> None:
-        try:
-            service.store.record(run_id, "context", **context)
-        except StateError:
-            pass  # the run already finished (e.g. a refused merge)
+        record_context(service.store, run_id, context)
 
     async def fetch(run_id: int, pr_number: int, head_sha: str) -> None:
         try:
@@ -100,9 +117,7 @@ def attach_recorder(service: Any) -> Callable[[], None]:
         except NfuError as exc:
             log.info("no context for run #%s: %s", run_id, exc)
             return
-        found = await lock_diff_for(service.github, pr)
-        record(run_id, {"title": pr.title, "url": pr.html_url, "head_sha": head_sha, "base_sha": pr.base_sha,
-                        "lock_diff": found[0] if found else "", "headline": (found[1] or "") if found else ""})
+        record(run_id, {**await pr_context(service.github, pr), "head_sha": head_sha})
 
     def on_event(event: Any) -> Any:
         payload = getattr(event, "payload", None)
@@ -202,6 +217,7 @@ class History:
     runs: tuple[RunRecord, ...]
     audit: tuple[Any, ...]  # nfu_tui.core.store.AuditEntry, newest first
     generated_at: datetime
+    undelivered: tuple[Any, ...] = ()  # nfu_tui.core.store.OutboxEntry: notifications not delivered yet
 
 
 def step_text(step: str, data: Mapping[str, Any], host: str | None) -> str:
@@ -217,6 +233,7 @@ def step_text(step: str, data: Mapping[str, Any], host: str | None) -> str:
         "command_dispatched": lambda: f"{who}{data.get('phase', '')} command {data.get('command_id', '')}",
         "pull_done": lambda: f"{who}pull done" + (f" ({data['detail']})" if data.get("detail") else ""),
         "switch_done": lambda: f"{who}switch {str(data.get('executed', '')).lower() or 'done'}; verifying",
+        "switch_deferred": lambda: f"{who}pulled; its switch waits: {data.get('reason', '')}",
         "host_requeued": lambda: f"{who}queued again: {data.get('reason', '')}",
         "host_finished": lambda: f"{who}{data.get('outcome', '')}" + (f" ({data['phase']})" if data.get("phase")
                                                                         and data.get("outcome") != "ok" else "")
@@ -278,14 +295,15 @@ def _plan_lines(kind: str, plan: Mapping[str, Any]) -> tuple[str, ...]:
     return ()
 
 
-def record_of(run: Any, audit: Iterable[Any] = ()) -> RunRecord:
-    """A :class:`RunRecord` from a stored run with its steps and the audit entries (any order)."""
+def record_of(run: Any, audit: Iterable[Any] = (), rollbacks: Iterable[int] = ()) -> RunRecord:
+    """A :class:`RunRecord` from a stored run with its steps and the audit entries (any order);
+    ``rollbacks``: the revert runs started after this (failed) run (see :func:`rollbacks_of`)."""
     from nfu_tui.core.engine import HostOutcome, Outcome
 
     OUTCOMES = {o.value for o in Outcome}  # noqa: N806
     context: Mapping[str, Any] = {}
     hosts: dict[str, HostRecord] = {}
-    related: list[int] = []
+    related: list[int] = list(rollbacks)
     timeline = []
     plan = run.plan or {}
     if run.kind == "revert" and plan.get("failed_run"):
@@ -303,6 +321,10 @@ def record_of(run: Any, audit: Iterable[Any] = ()) -> RunRecord:
                                           outcome.executed if outcome else "", outcome.reached if outcome else None,
                                           outcome.verified if outcome else None,
                                           outcome.proven_failure if outcome else False)
+        elif step.step == "waiting":  # the run ended with these hosts offline, queued for later
+            for host in data.get("hosts") or ():
+                if host not in hosts or hosts[host].outcome == "queued":
+                    hosts[host] = HostRecord(str(host), "queued", "", "offline: deployed when it is back online")
         elif step.step == "redeploy_started":
             related.append(int(data["run"]))
         elif step.step == "revert_redeploy":
@@ -313,6 +335,10 @@ def record_of(run: Any, audit: Iterable[Any] = ()) -> RunRecord:
     status = run.status
     if status == "running" and run.steps and run.steps[-1].step == "waiting":
         status = "waiting"  # every reachable host is done; queued offline hosts remain
+    if not run.finished and run.kind in ("deploy", "converge"):  # every host of a paused or waiting run, with its state
+        for host, state in run_hosts(run).items():
+            if host not in hosts:
+                hosts[host] = HostRecord(host, state)
     return RunRecord(
         id=run.id, kind=run.kind, pr=run.pr, title=str(context.get("title", "")), trigger=run.trigger,
         actor=run.actor, github_login=login, status=status, started_at=run.created_at,
@@ -323,16 +349,101 @@ def record_of(run: Any, audit: Iterable[Any] = ()) -> RunRecord:
     )
 
 
+def run_hosts(run: Any) -> dict[str, str]:
+    """host -> its state in a run loaded with its steps: the outcome of a finished host, else where it
+    stands (``pulled, switch waiting``, ``in flight (pull)``, ``queued (offline)``, ``not started``)."""
+    from nfu_tui.core.engine import JournalState
+
+    plan = run.plan or {}
+    order = [str(e.get("host")) for key in ("entries", "queued") for e in plan.get(key) or ()]
+    queued = {str(e.get("host")) for e in plan.get("queued") or ()}
+    st = JournalState.from_run(run)
+    found: dict[str, str] = {}
+    for host in order + [h for h in st.finished if h not in order]:
+        if host in st.finished:
+            found[host] = st.finished[host].outcome.value
+        elif st.in_flight.get(host, ("",))[0] == "switch":
+            found[host] = "interrupted (switch)"
+        elif host in st.pulled:
+            found[host] = "pulled, switch waiting"
+        elif host in st.in_flight:
+            found[host] = f"interrupted ({st.in_flight[host][0]})"
+        elif host in queued:
+            found[host] = "queued (offline)"
+        else:
+            found[host] = "not started"
+    return found
+
+
+def open_run(run: Any) -> dict[str, Any]:
+    """An unfinished run (loaded with its steps) for ``status``: its state — ``paused`` (maintenance
+    window), ``waiting`` (offline hosts), ``interrupted`` (automation resumes it) or ``blocked`` (a
+    manual run: the admin resumes it) —, why, what to do next, and every host with its state."""
+    steps = list(run.steps or ())
+    last = steps[-1] if steps else None
+    waiting = list(last.data.get("hosts") or []) if last is not None and last.step == "waiting" else []
+    suspended = next((s for s in reversed(steps) if s.step in ("suspended", "paused", "resumed")), None)
+    reason = str(suspended.data.get("reason", "")) if suspended is not None and suspended.step != "resumed" else ""
+    if waiting:
+        state, reason = "waiting", f"waiting for {', '.join(waiting)} to come back online"
+        next_ = "resumed when they are back (nfu-tui auto or the TUI)"
+    elif run.status == "paused" or "maintenance window" in reason:
+        state = "paused"
+        next_ = f"automation resumes it in the next window; now: nfu-tui deploy --resume {run.id}"
+    elif run.trigger == "auto":
+        state, reason = "interrupted", reason or "interrupted"
+        next_ = "automation resumes it"
+    else:
+        state, reason = "blocked", reason or "interrupted"
+        next_ = f"nfu-tui deploy --resume {run.id} (or the TUI), or nfu-tui deploy --abandon {run.id}"
+    if run.kind in ("deploy", "converge"):
+        hosts = run_hosts(run)
+    else:
+        plan = run.plan or {}
+        hosts = {str(h): ("waiting (offline)" if h in waiting else "to roll back") for h in plan.get("hosts") or ()}
+    return {"id": run.id, "kind": run.kind, "pr": run.pr, "trigger": run.trigger, "state": state, "reason": reason,
+            "next": next_, "hosts": [{"host": h, "state": st} for h, st in hosts.items()]}
+
+
+def attention_text(runs: Iterable[Any], undelivered: int, *, deploying: bool = False) -> str:
+    """The header's short note on what waits for attention: ``run #12 paused · ✉ 1 unsent`` ("" when
+    nothing). ``deploying``: a deploy runs now somewhere, so an unfinished run is not taken as interrupted."""
+    shown = [r for r in (open_run(run) for run in runs)
+             if r["state"] in ("paused", "waiting") or (r["state"] == "blocked" and not deploying)]
+    parts = [f"run #{r['id']} {r['state']}" for r in shown[:2]]
+    if len(shown) > 2:
+        parts.append(f"{len(shown) - 2} more open")
+    if undelivered:
+        parts.append(f"✉ {undelivered} unsent")
+    return " · ".join(parts)
+
+
 def _audit_run(entry: Any) -> int | None:
     value = entry.details.get("run") if isinstance(entry.details, Mapping) else None
     return value if isinstance(value, int) else None
 
 
+def rollbacks_of(store: Any, limit: int = 200) -> dict[int, list[int]]:
+    """failed run id -> the revert runs started for it (the revert names its failed run in its plan)."""
+    found: dict[int, list[int]] = {}
+    for r in store.list_runs(limit):
+        if r.kind == "revert" and isinstance((r.plan or {}).get("failed_run"), int):
+            found.setdefault(r.plan["failed_run"], []).insert(0, r.id)
+    return found
+
+
+def load_run(store: Any, run_id: int) -> RunRecord:
+    """One run with its links both ways (StateError when unknown)."""
+    return record_of(store.get_run(run_id), store.audit_entries(limit=1000), rollbacks_of(store).get(run_id, ()))
+
+
 def load_history(store: Any, limit: int = 20) -> History:
-    """The newest ``limit`` runs (with steps) and audit entries."""
+    """The newest ``limit`` runs (with steps) and audit entries, and the undelivered notifications."""
     audit = store.audit_entries(limit=max(limit * 10, 200))
-    runs = tuple(record_of(store.get_run(r.id), audit) for r in store.list_runs(limit))
-    return History(runs, tuple(audit[:limit]), datetime.now(timezone.utc))
+    links = rollbacks_of(store)
+    runs = tuple(record_of(store.get_run(r.id), audit, links.get(r.id, ())) for r in store.list_runs(limit))
+    return History(runs, tuple(audit[:limit]), datetime.now(timezone.utc),
+                   tuple(store.undelivered_notifications()))
 
 
 async def load_history_async(store: Any, limit: int = 20) -> History:
@@ -369,7 +480,10 @@ def audit_json(a: Any) -> dict[str, Any]:
 def history_json(h: History) -> dict[str, Any]:
     """The ``nfu-tui.history/1`` document (see the module docs)."""
     return {"schema": SCHEMA, "generated_at": _iso(h.generated_at), "runs": [run_json(r) for r in h.runs],
-            "audit": [audit_json(a) for a in h.audit]}
+            "audit": [audit_json(a) for a in h.audit],
+            "undelivered_notifications": [
+                {"id": e.id, "title": e.title, "created_at": _iso(e.created_at), "attempts": e.attempts,
+                 "last_error": e.last_error, "next_attempt_at": _iso(e.next_attempt_at)} for e in h.undelivered]}
 
 
 def local_time(dt: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
@@ -416,6 +530,9 @@ def format_run(r: RunRecord, *, details: bool = True) -> list[str]:
             lines.append(f"    {glyph} {h.host} {h.outcome}{phase}: {h.detail}{facts}")
         elif facts:
             lines.append(f"    {'✓' if h.outcome == 'ok' else '·'} {h.host} {h.outcome}{facts}")
+    queued = [h.host for h in r.hosts if h.outcome == "queued"]
+    if queued:
+        lines.append(f"    ◌ queued (offline, deployed when back online): {', '.join(queued)}")
     if r.summary:
         lines.append(f"  summary: {r.summary}")
     if details:
@@ -431,14 +548,44 @@ def format_run(r: RunRecord, *, details: bool = True) -> list[str]:
 def audit_line(a: Any) -> str:
     who_ = a.actor + (f" ({a.github_login})" if a.github_login else "")
     pr = f" PR #{a.pr}" if a.pr else ""
-    details = ", ".join(f"{k}={_short(v)}" for k, v in sorted(a.details.items()))
+    details = audit_details(a.details)
     return f"{local_time(a.at)}  {a.action}{pr}  {who_}" + (f"  {details}" if details else "")
+
+
+def audit_details(details: Mapping[str, Any]) -> str:
+    """An audit entry's details for people: ``run #7 · merge sha bbbbbbb · outcomes: ok csb0, csb1; failed hsb0``."""
+    parts = []
+    for key, value in sorted(details.items()):
+        label = key.replace("_", " ")
+        if value is None or value == "":
+            continue  # nothing to tell
+        if key == "run" and isinstance(value, int):
+            parts.append(f"run #{value}")
+        elif isinstance(value, bool):
+            parts.append(f"{label} {'yes' if value else 'no'}")
+        elif isinstance(value, Mapping):
+            parts.append(f"{label}: {_mapping_text(value)}")
+        elif isinstance(value, (list, tuple)):
+            parts.append(f"{label}: {', '.join(_short(v) for v in value) or 'none'}")
+        else:
+            parts.append(f"{label} {_short(value)}")
+    return " · ".join(parts)
+
+
+def _mapping_text(value: Mapping[str, Any]) -> str:
+    """``{'csb0': 'ok', 'csb1': 'ok', 'hsb0': 'failed'}`` → ``ok csb0, csb1; failed hsb0``."""
+    if value and all(isinstance(v, str) for v in value.values()):
+        groups: dict[str, list[str]] = {}
+        for k, v in value.items():
+            groups.setdefault(v, []).append(str(k))
+        return "; ".join(f"{v} {', '.join(keys)}" for v, keys in groups.items())
+    return ", ".join(f"{k} {_short(v)}" for k, v in value.items()) or "none"
 
 
 def _short(value: Any) -> str:
     if isinstance(value, str) and len(value) == 40 and all(c in "0123456789abcdef" for c in value):
         return value[:7]
-    text = value if isinstance(value, str) else repr(value)
+    text = str(value)
     return text if len(text) <= 80 else text[:77] + "…"
 
 
@@ -449,6 +596,11 @@ def format_history(h: History, *, details: bool = False) -> list[str]:
         lines.append("No runs in the journal yet.")
     for r in h.runs:
         lines.extend(format_run(r, details=details))
+        lines.append("")
+    if h.undelivered:
+        lines.append("Undelivered notifications (retried by nfu-tui auto or the TUI):")
+        lines.extend(f"  {local_time(e.created_at)}  {e.title} — {e.attempts} attempt(s)"
+                     + (f", last error {e.last_error}" if e.last_error else "") for e in h.undelivered)
         lines.append("")
     lines.append("Audit trail (newest first):" if h.audit else "The audit trail is empty.")
     lines.extend(f"  {audit_line(a)}" for a in h.audit)

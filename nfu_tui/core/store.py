@@ -23,6 +23,10 @@ and every text written (journal and audit alike) passes the redaction boundary o
 :mod:`nfu_tui.core.sanitize` first: valid UTF-8 (a lone surrogate in a host's output
 cannot fail the write), no secret values or credential shapes, no control sequences.
 
+The **notification outbox** (table ``outbox``, see :class:`~nfu_tui.core.notify.Outbox`)
+keeps every notification by its stable event id until a delivery succeeded: attempts,
+the next attempt, the last error, and a short claim so two processes never send one twice.
+
 The **deploy lock** (:class:`DeployLock`) is an exclusive ``flock`` on a file in the
 state directory: one deploy at a time across the TUI, ``nfu-tui auto`` and
 ``nfu-tui deploy``. The kernel drops it when its process dies, so a stale file never
@@ -46,7 +50,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +146,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP TABLE runs",
         "ALTER TABLE runs_v2 RENAME TO runs",
         "CREATE INDEX runs_status ON runs (status)",
+    ),
+    (  # 3: the notification outbox (see nfu_tui.core.notify.Outbox)
+        """CREATE TABLE outbox (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            title TEXT NOT NULL,
+            message TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            tags TEXT NOT NULL,
+            click TEXT NOT NULL DEFAULT '',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            claimed_until TEXT,
+            delivered_at TEXT,
+            last_error TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX outbox_due ON outbox (delivered_at, next_attempt_at)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -575,6 +596,87 @@ class Store:
                 AuditEntry(i, datetime.fromisoformat(at), action, actor, login, pr, json.loads(details))
                 for i, at, action, actor, login, pr, details in conn.execute(query, (*args, limit))
             ]
+
+
+    # --- notification outbox ------------------------------------------------------
+
+    def enqueue_notification(self, event_id: str, *, title: str, message: str, severity: str,
+                             tags: Sequence[str] = (), click: str = "") -> bool:
+        """Store a notification to deliver (committed before returning); False when ``event_id`` is
+        already in the outbox (enqueueing is idempotent)."""
+        if not event_id:
+            raise ValueError("a notification needs an event id")
+        now = _ts(self._clock())
+        with self._write("queue a notification in") as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO outbox (id, created_at, title, message, severity, tags, click,"
+                " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (event_id, now, title, message, severity, _dumps(list(tags)), click, now),
+            )
+            return cur.rowcount == 1
+
+    def claim_notifications(self, lease_seconds: float, limit: int = 20) -> list[OutboxEntry]:
+        """Undelivered notifications due now, claimed for ``lease_seconds`` (another process sharing the
+        store skips them meanwhile), oldest first."""
+        now = self._clock()
+        until = _ts(now + timedelta(seconds=lease_seconds))
+        with self._write("read the outbox of") as conn:
+            rows = conn.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= ?"
+                " AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY created_at, id LIMIT ?",
+                (_ts(now), _ts(now), limit),
+            ).fetchall()
+            conn.executemany("UPDATE outbox SET claimed_until = ? WHERE id = ?", [(until, r[0]) for r in rows])
+            return [_outbox_entry(r) for r in rows]
+
+    def notification_delivered(self, event_id: str) -> None:
+        with self._write("update the outbox of") as conn:
+            conn.execute("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, claimed_until = NULL,"
+                         " last_error = '' WHERE id = ?", (_ts(self._clock()), event_id))
+
+    def notification_failed(self, event_id: str, error: str, next_attempt_at: datetime) -> None:
+        with self._write("update the outbox of") as conn:
+            conn.execute("UPDATE outbox SET attempts = attempts + 1, claimed_until = NULL, last_error = ?,"
+                         " next_attempt_at = ? WHERE id = ?", (error, _ts(next_attempt_at), event_id))
+
+    def notification(self, event_id: str) -> OutboxEntry | None:
+        with self._read("read the outbox of") as conn:
+            row = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (event_id,)).fetchone()
+            return _outbox_entry(row) if row else None
+
+    def undelivered_notifications(self, limit: int = 100) -> list[OutboxEntry]:
+        """Notifications not delivered yet, oldest first."""
+        with self._read("read the outbox of") as conn:
+            rows = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL"
+                                " ORDER BY created_at, id LIMIT ?", (limit,)).fetchall()
+            return [_outbox_entry(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One notification in the outbox."""
+
+    id: str
+    created_at: datetime
+    title: str
+    message: str
+    severity: str
+    tags: tuple[str, ...]
+    click: str
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    last_error: str
+
+
+_OUTBOX_COLUMNS = ("id, created_at, title, message, severity, tags, click, attempts, next_attempt_at, delivered_at,"
+                   " last_error")
+
+
+def _outbox_entry(r: Sequence[Any]) -> OutboxEntry:
+    return OutboxEntry(str(r[0]), datetime.fromisoformat(r[1]), str(r[2]), str(r[3]), str(r[4]),
+                       tuple(json.loads(r[5])), str(r[6]), int(r[7]), datetime.fromisoformat(r[8]),
+                       datetime.fromisoformat(r[9]) if r[9] else None, str(r[10]))
 
 
 _RUN_COLUMNS = (

@@ -34,6 +34,9 @@ Per-host faults (``HostSpec.faults``, or at run time via the dashboard's ``set_f
 * ``garbled_output`` — the switch prints lines that are not valid text: a lone surrogate
   (``\udcff``, sent as a legal JSON escape on ``/ws`` and as the raw byte 0xFF by
   ``/api/hosts/{id}/output``), invalid UTF-8, escape sequences and a bidi override.
+* ``offline_after_switch`` — a switch that breaks networking: the first switch succeeds (the
+  agent restarts, reconnects, the command ends ``SUCCESS`` on the new generation), then the
+  host drops off the network and stays away until ``set_online(host, True)``.
 * run time only: ``rejects_commands`` (the agent answers ``command_rejected`` as if a
   stray process were running) and ``send_fails`` (the dashboard cannot hand the command
   to the agent: ``send_failed``).
@@ -764,7 +767,11 @@ class SimAgent:
         if self.connected:
             self.fleet.agent_heartbeat(self)
         await asyncio.sleep(0.5 * self._scale())
-        self.restart(self.rng.uniform(1.5, 4.0) * self._scale())  # exit 101 → systemd/launchd restart
+        down = self.rng.uniform(1.5, 4.0) * self._scale()
+        self.restart(down)  # exit 101 → systemd/launchd restart
+        if "offline_after_switch" in self.faults and self.switches == 1:
+            # Networking breaks a moment after the agent is back (a few heartbeats later).
+            self.fleet.loop.call_later(down + 3 * self.fleet.heartbeat_seconds, self.kill_process)
 
     async def _test(self) -> None:
         self.reported_tests = status_check("working", "Tests running...", self._now())

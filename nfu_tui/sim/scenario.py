@@ -48,7 +48,7 @@ from typing import Any
 
 HOST_FAULTS = frozenset(
     {"offline", "slow", "pull_fails", "switch_fails", "tests_fail", "never_reconnects", "offline_mid_deploy",
-     "garbled_output"}
+     "offline_after_switch", "garbled_output"}
 )
 CI_STATES = frozenset({"success", "pending", "failure", "none"})
 
