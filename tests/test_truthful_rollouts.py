@@ -382,3 +382,22 @@ async def test_an_interrupted_verification_resumes_without_switching_again(sim_f
         assert result.status is RunStatus.SUCCEEDED, result.summary()
         assert (result.outcome("a1").executed, result.outcome("a1").verified) == ("SUCCESS", True)
         assert [op for h, op in d.ops() if h == "a1"].count("switch") == 1  # verified, not switched again
+
+
+async def test_a_canary_that_only_went_offline_is_unverified_and_never_reverted(sim_factory: Any,
+                                                                                tmp_path: Path) -> None:
+    """The canary switched and was verified, then dropped off the network before the canary gate: not a
+    proven failure (no command error, no failed tests, no System error). Automation stops and alerts."""
+    sim = await sim_factory(sim_scenario(HostSpec("gpc0", "gaming", "home", faults={"offline_after_switch"}),
+                                         HostSpec("hsb0", "server", "home")))
+    async with AutoHarness(sim, tmp_path, hosts={"gpc0": {"canary": True}}, canary_wait_minutes=0.02) as a:
+        step = await a.runner.step(refresh=True)
+        assert step.acted and not step.ok and "rollback" not in step.message, step.message
+        (run,) = a.store.list_runs()
+        assert run.host_outcomes == {"gpc0": "unverified", "hsb0": "skipped"}
+        steps = a.store.get_run(run.id).steps
+        gpc0 = [s for s in steps if s.step == "host_finished" and s.host == "gpc0"][-1].data
+        assert gpc0["phase"] == "health" and "no longer verified" in gpc0["detail"] and "offline" in gpc0["detail"]
+        (finished,) = [e for e in a.events if isinstance(e, RunFinished)]
+        assert finished.notification.severity == "warning" and "not verified on gpc0" in finished.notification.title
+        assert not [p for p in sim.github._prs.values() if "revert" in p.head_ref]
