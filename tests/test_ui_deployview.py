@@ -72,7 +72,7 @@ def test_a_failed_run_folds_into_rows_stage_and_a_failure_panel():
     assert "[bold]not markup[/bold] [/nix/store/abc]" in panel.plain  # shown literally
     assert "(rollback strategy: alert-only)" in panel.plain and "Nothing is reverted automatically" in panel.plain
     cells = [c.plain for c in row_cells(view.rows["gpc0"], at(40))]
-    assert cells[:7] == ["1", "gpc0 ★", "✗ failed", "✗ · ·", "switch", "", "0:27"]
+    assert cells[:7] == ["1", "gpc0 ★", "✗ failed", "✗··", "switch", "", "0:27"]
 
 
 def test_a_running_row_shows_the_dashboard_progress():
@@ -181,7 +181,7 @@ def test_an_unknown_or_unproven_outcome_offers_no_rollback():
     assert "? gpc0 outcome unknown in switch: no trace of the switch" in panel
     assert "≈ hsb0 not verified in verify: System outdated" in panel
     assert "No proven failure" in panel and " b " not in panel and " h  hold gpc0" in panel
-    assert [c.plain for c in row_cells(view.rows["hsb0"], at(5))][2:4] == ["≈ unverified", "✓ ✓ ✗"]
+    assert [c.plain for c in row_cells(view.rows["hsb0"], at(5))][2:4] == ["≈ unverified", "✓✓✗"]
     unproven = failed_view()
     unproven.rows["gpc0"] = replace(unproven.rows["gpc0"], proven=False)
     assert not can_roll_back(unproven, RollbackConfig())

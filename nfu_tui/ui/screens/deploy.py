@@ -64,10 +64,10 @@ STAGES = {
 DETAIL_WIDTH = 14  # at least; the Detail column takes what the table has left (cropped; the failure panel shows it whole)
 PROGRESS_WIDTH = 10
 COLUMNS = (
-    ("pos", "#"), ("host", "Host"), ("state", "State"), ("checks", "E R V"), ("phase", "Phase"),
+    ("pos", "#"), ("host", "Host"), ("state", "State"), ("checks", "ERV"), ("phase", "Phase"),
     ("progress", "Progress"), ("elapsed", "Time"), ("detail", "Detail"),
 )
-"""``E R V``: executed (the switch's result), reached (the target commit), verified (System ok, tests)."""
+"""``ERV``: executed (the switch's result), reached (the target commit), verified (System ok, tests)."""
 
 
 def row_cells(row: HostRow, now: datetime, progress: Progress | None = None) -> list[Text]:
@@ -80,7 +80,7 @@ def row_cells(row: HostRow, now: datetime, progress: Progress | None = None) -> 
         Text(str(row.position), style="dim"),
         Text(row.host + (" ★" if row.canary else ""), style="bold"),
         Text(f"{STATE_GLYPHS.get(row.state, '?')} {row.state}", style=style),
-        Text(" ".join(row.checks), style=style),
+        Text(row.checks, style=style),
         Text(row.phase),
         Text(bar, style="blue"),
         Text(row.elapsed(now)),
