@@ -15,7 +15,8 @@ import sys
 
 from nfu_tui import __version__
 
-COMMAND_MODULES = ("config", "lock_diff", "sim", "demo", "status", "deploy", "auto", "history", "hold")
+COMMAND_MODULES = ("config", "lock_diff", "sim", "demo", "status", "deploy", "auto", "history", "hold",
+                   "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
