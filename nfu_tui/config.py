@@ -148,8 +148,19 @@ class RollbackConfig(_Section):
     strategy: Literal["revert-commit", "revert-pr", "alert-only"] = "revert-commit"
 
 
+PostSwitchTests = Literal["auto", "always", "never"]
+
+
 class FlakeUpdatesConfig(_Section):
     enabled: Flag = True
+    verify_minutes: float = Field(
+        5, strict=True, ge=0, le=1440, allow_inf_nan=False,
+        description="after a switch, wait this long for the dashboard to report System ok for the new generation",
+    )
+    post_switch_tests: PostSwitchTests = Field(
+        "auto",
+        description="run the dashboard's test op after a switch: auto (hosts whose tests ran before) | always | never",
+    )
     automation: AutomationConfig = Field(default_factory=AutomationConfig)
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)
 
@@ -187,6 +198,8 @@ class HostConfig(_Section):
     repo_dir: str = Field("/etc/nixos", min_length=1, description="the configuration checkout on the host")
     system: Literal["nixos", "darwin"] = Field("nixos", description="darwin hosts use darwin-rebuild")
     test_command: str = Field("", description="the host's tests for the test op, run in repo_dir over SSH")
+    post_switch_tests: PostSwitchTests | None = Field(
+        None, description="overrides flake_updates.post_switch_tests for this host")
 
     @field_validator("ssh")
     @classmethod
@@ -243,6 +256,10 @@ class Config(_Section):
             if missing:
                 raise ValueError(f'fleet.backend = "ssh": no ssh = "user@host:port" for host(s) {", ".join(missing)}')
         return self
+
+    def post_switch_tests(self, name: str) -> str:
+        """auto | always | never for one host (its own setting, else the global one)."""
+        return self.host(name).post_switch_tests or self.flake_updates.post_switch_tests
 
 
 def _check_http_url(v: str) -> None:
@@ -542,6 +559,8 @@ STARTER: dict[str, Any] = {
     "dashboard": {"url": "https://fleet.example.com", "password_file": "/run/agenix/nixfleet-password"},
     "flake_updates": {
         "enabled": True,
+        "verify_minutes": 5,
+        "post_switch_tests": "auto",
         "automation": {
             "enabled": False,
             "delay_minutes": 60,
@@ -635,6 +654,8 @@ def effective_summary(cfg: Config, secrets: Secrets) -> list[str]:
         f"strategy {auto.deploy_strategy}; parallel {auto.max_parallel}; canary wait {auto.canary_wait_minutes:g} min",
         f"windows           {', '.join(auto.maintenance_windows) or '(always open)'}"
         + (f"; merge with at least {auto.min_window_minutes:g} min left" if auto.maintenance_windows else ""),
+        f"verification      wait {fu.verify_minutes:g} min for System ok after a switch; "
+        f"post-switch tests {fu.post_switch_tests}",
         f"rollback          {'on' if fu.rollback.enabled else 'off'} ({fu.rollback.strategy})",
         f"notify webhook    {'***' if cfg.notify.webhook_url else '(off)'}",
         f"hosts configured  {len(cfg.hosts)}"
