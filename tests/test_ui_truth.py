@@ -100,11 +100,13 @@ async def test_c_converges_a_cancelled_run_without_a_second_merge(sim_factory, t
         assert view.result.status.value == "cancelled" and view.left_behind() == ["a2", "a3"]
         screen = app.screen
         assert isinstance(screen, DeployScreen)
-        await pilot.pause(0.1)
+        await wait_for(pilot, lambda: " c  converge: bring the 2 host(s)" in _render(
+            screen.query_one("#failure-text").content), "the failure panel's converge offer")
         panel = _render(screen.query_one("#failure-text").content)
         assert "⊘ Run cancelled: a2, a3 not deployed." in panel and " c  converge: bring the 2 host(s)" in panel
         await pilot.press("escape")
-        assert "Run #1 cancelled: 2 host(s) not deployed · c converge" in status_line(app)
+        await wait_for(pilot, lambda: "Run #1 cancelled: 2 host(s) not deployed · c converge" in status_line(app),
+                       "the status line's converge offer")
         head, _ = sim.github.default_branch_head()
         await pilot.press("c")
         await wait_for(pilot, lambda: isinstance(app.screen, DeployConfirmScreen), "the converge plan")
@@ -121,7 +123,7 @@ async def test_c_converges_a_cancelled_run_without_a_second_merge(sim_factory, t
         assert sim.github.request_count("/repos/alice/nixcfg/pulls/42/merge") == 1
         assert sim.github.default_branch_head()[0] == head
         assert app.screen.query_one("#deploy-title").content.plain.startswith(f"Converge to main {head[:7]} · run #2")
-        assert "not deployed" not in status_line(app)
+        await wait_for(pilot, lambda: "not deployed" not in status_line(app), "the status line without the cancelled run")
 
 
 async def test_quit_during_a_run_leaves_it_resumable_as_the_dialog_says(sim_factory, tmp_path):
