@@ -242,3 +242,20 @@ async def test_title_and_body_pass_the_redaction_boundary(server: Recorder) -> N
     (request,) = server.requests
     assert request["headers"]["Title"] == "Merge refused: Bearer ***"
     assert request["body"].decode() == "dashboard said: password=***;x \ufffd"  # the escape went with the value
+
+
+def test_a_cancelled_run_names_its_left_hosts_once_per_reason() -> None:
+    """A cancel leaves every not-started host with the same reason: the body says it once, not per host
+    (11 copies made the toast cover the deploy screen's next steps)."""
+    from nfu_tui.core.engine import HostOutcome, Outcome, RunResult, RunStatus
+    from nfu_tui.core.notify import run_notification
+
+    why = "not started: the deploy was cancelled"
+    left = [HostOutcome(f"h{i}", Outcome.CANCELLED, detail=why) for i in range(11)]
+    result = RunResult(1, RunStatus.CANCELLED, 42, merge_sha="2f5effc0", outcomes=(
+        HostOutcome("gpc0", Outcome.OK), *left, HostOutcome("x9", Outcome.SKIPPED, detail="held during the run")))
+    note = run_notification(result)
+    assert note.message.count(why) == 1
+    hosts = ", ".join(o.host for o in left)
+    assert f"Not deployed: {hosts} (cancelled: {why}); x9 (skipped: held during the run)." in note.message
+    assert "To finish it: `nfu-tui deploy --converge`." in note.message

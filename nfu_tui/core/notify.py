@@ -350,10 +350,12 @@ def run_notification(result: Any, plan: Any = None, link: str = "") -> Notificat
                      f"{result.run_id}`).")
     for o in failed:
         lines.append(f"Failed: {o.host} ({o.phase or 'deploy'}: {o.detail}).")
-    if unfinished:
-        lines.append("Not deployed: " + "; ".join(f"{o.host} ({o.outcome.value}"
-                                                   + (f": {o.detail}" if o.detail else "") + ")"
-                                                   for o in unfinished) + ".")
+    if unfinished:  # hosts left for the same reason (a cancel leaves them all alike) named together
+        reasons: dict[str, list[str]] = {}
+        for o in unfinished:
+            reasons.setdefault(o.outcome.value + (f": {o.detail}" if o.detail else ""), []).append(o.host)
+        lines.append("Not deployed: " + "; ".join(f"{', '.join(hosts)} ({reason})"
+                                                   for reason, hosts in reasons.items()) + ".")
     left = [s.host for s in skipped if not merge_only]
     if left:
         lines.append("Left behind: " + "; ".join(s.describe() for s in skipped) + ".")
