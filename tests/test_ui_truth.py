@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from textual.widgets import Footer
+
 from test_ui_app import SIZE, _render, fleet_ready, make_app, prs_ready, wait_for
 
 from nfu_tui.core.engine import HostFinished
@@ -19,6 +21,10 @@ from nfu_tui.ui.screens.main import MainScreen
 from nfu_tui.ui.screens.resume import ResumeScreen
 
 THREE = [HostSpec("a1", "desktop"), HostSpec("a2", "desktop"), HostSpec("a3", "desktop")]
+
+
+def footer_keys(screen: Any) -> set[str]:
+    return {key.description for key in screen.query_one(Footer).query("FooterKey")}
 
 
 def status_line(app: Any) -> str:
@@ -114,6 +120,8 @@ async def test_c_converges_a_cancelled_run_without_a_second_merge(sim_factory, t
         plan = _render(confirm.query_one("#plan").content)
         assert f"1. No merge: the target is main's head {head[:7]}" in plan
         assert "a2" in plan and f"→ {head[:7]}" in plan and f"at main {head[:7]}" in plan
+        await wait_for(pilot, lambda: {"Converge", "Cancel"} <= footer_keys(confirm), "the converge plan's keys")
+        assert "Merge & Deploy" not in footer_keys(confirm)  # a converge merges nothing
         await pilot.press("y")
         await wait_for(pilot, lambda: app.deploy_view is not view and app.deploy_view.finished, "the converge",
                        timeout=60)

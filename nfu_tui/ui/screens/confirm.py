@@ -3,6 +3,7 @@ outside-the-maintenance-window warning that needs its own key)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from rich.text import Text
@@ -181,6 +182,9 @@ class DeployConfirmScreen(ModalScreen[bool]):
         self._state = state
         self.window_warning = window_warning
         self.window_acknowledged = False
+        if plan.converge:  # the footer says what y does: a converge merges nothing
+            keys = self._bindings.key_to_bindings
+            keys["y"] = [replace(b, description="Converge") for b in keys["y"]]
 
     def compose(self) -> ComposeResult:
         box = Vertical()
@@ -207,7 +211,7 @@ class DeployConfirmScreen(ModalScreen[bool]):
         text = Text()
         if self.window_acknowledged:
             text.append("⚠ Outside the maintenance windows — confirmed. ", style="bold yellow")
-            text.append("y merges and deploys now.")
+            text.append("y deploys now." if self.plan.converge else "y merges and deploys now.")
             return unlead(text)
         text.append("⚠ ", style="bold red")
         text.append(self.window_warning or "", style="bold")
@@ -228,7 +232,7 @@ class DeployConfirmScreen(ModalScreen[bool]):
             return
         if yes and self.window_warning and not self.window_acknowledged:
             self.app.bell()
-            self.notify("Outside the maintenance windows: press o first to deploy anyway.", title="Merge & Deploy",
+            self.notify("Outside the maintenance windows: press o first to deploy anyway.", title=self._verb,
                         severity="warning")
             return
         self.dismiss(yes)
