@@ -28,7 +28,7 @@ from nfu_tui.core.automation import (
     run_info,
     set_automation,
 )
-from nfu_tui.core.engine import HostFinished, RunFinished, Timeouts
+from nfu_tui.core.engine import HostFinished, Outcome, RunFinished, Timeouts
 from nfu_tui.core.service import FleetService, ServiceEvent
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import DeployLock, Store
@@ -658,3 +658,25 @@ async def test_run_notifications_say_what_really_happened(sim_factory: Any, tmp_
         assert note.click == f"{sim.github.url}/{sim.github.repo}/pull/42"
         if strategy == "none":
             assert a.switched() == [] and a.merges() == 1
+
+
+async def test_a_manual_run_waiting_for_an_offline_host_says_who_resumes_it(sim_factory: Any, tmp_path: Path) -> None:
+    """Automation resumes only its own runs: a manual run left waiting for an offline host must not be
+    promised to "nfu-tui auto" (in its notification or in status), and automation indeed leaves it alone."""
+    from nfu_tui.core.history import open_run
+
+    sim = await sim_factory(sim_scenario(*SMALL, HostSpec("hsb8", "server", "home", online=False, faults={"offline"})))
+    async with AutoHarness(sim, tmp_path) as a:
+        plan = a.service.plan(42, ["gpc0", "hsb8"])
+        engine = a.service.make_engine(timeouts=SIM_TIMEOUTS)
+        result = await engine.run(plan, actor="alice@desk", trigger="manual", queued_wait=0)
+        assert result.status.value == "waiting" and result.hosts_with(Outcome.QUEUED) == ["hsb8"]
+        (note,) = [e.notification for e in a.events if isinstance(e, RunFinished)]
+        assert "nfu-tui auto" not in note.message and f"nfu-tui deploy --resume {result.run_id}" in note.message
+        (shown,) = [open_run(run) for run in a.store.unfinished_runs()]
+        assert shown["state"] == "waiting" and "nfu-tui auto" not in shown["next"]
+        assert f"nfu-tui deploy --resume {result.run_id}" in shown["next"]
+        sim.dashboard.set_online("hsb8", True)  # back: automation still leaves a manual run to the admin
+        assert await a.service.wait_until(lambda: a.service.fleet.host("hsb8").online, 15)
+        step = await a.runner.step()
+        assert step.decision.run_id != result.run_id and a.switched() == ["gpc0"]

@@ -622,11 +622,12 @@ def inert_lines(lines: Iterable[str], limit: int = LAST_LINES) -> tuple[str, ...
     return tuple(sanitize_line(line, max_len=LINE_MAX) for line in tail)
 
 
-def notification_for(result: RunResult, plan: DeployPlan | None = None, link: str = "") -> Notification:
+def notification_for(result: RunResult, plan: DeployPlan | None = None, link: str = "", *,
+                     trigger: str = "manual") -> Notification:
     """The toast/webhook message for a finished run (:func:`nfu_tui.core.notify.run_notification`)."""
     from nfu_tui.core.notify import run_notification
 
-    return run_notification(result, plan, link)
+    return run_notification(result, plan, link, trigger=trigger)
 
 
 # ================================================================= journal state
@@ -713,6 +714,7 @@ class _Run:
     resumed: bool
     actor: str
     merge_sha: str = ""
+    trigger: str = "manual"  # as stored: automation resumes only its own ("auto") runs
     outcomes: dict[str, HostOutcome] = field(default_factory=dict)
     running: dict[str, asyncio.Task[HostOutcome]] = field(default_factory=dict)
     phase: dict[str, str] = field(default_factory=dict)
@@ -855,7 +857,7 @@ class DeployEngine:
                 "converge" if plan.converge else "deploy", actor=actor, trigger=trigger,
                 pr=None if plan.converge else plan.pr_number, head_sha=plan.head_sha, plan=plan.to_dict(),
             )
-            return _Run(run_id, plan, JournalState(), resumed=False, actor=actor)
+            return _Run(run_id, plan, JournalState(), resumed=False, actor=actor, trigger=trigger)
         stored = self.store.get_run(resume_run_id)  # StateError when unknown
         if stored.kind not in ("deploy", "converge"):
             raise StateError(f"run #{resume_run_id} is a {stored.kind}, not a deploy")
@@ -864,7 +866,8 @@ class DeployEngine:
         journal = JournalState.from_run(stored)
         stored_plan = DeployPlan.from_dict(stored.plan)
         self.store.record(resume_run_id, "resumed", actor=actor, trigger=trigger)
-        r = _Run(resume_run_id, stored_plan, journal, resumed=True, actor=actor, merge_sha=journal.merge_sha)
+        r = _Run(resume_run_id, stored_plan, journal, resumed=True, actor=actor, merge_sha=journal.merge_sha,
+                 trigger=stored.trigger)
         r.outcomes.update(journal.finished)
         r.journaled.update(journal.finished)
         return r
@@ -1535,7 +1538,7 @@ class DeployEngine:
         from nfu_tui.core.notify import pr_link
 
         note = notification_for(result, r.plan, pr_link(self.config.github.api_url, self.config.github.repo,
-                                                        r.plan.pr_number))
+                                                        r.plan.pr_number), trigger=r.trigger)
         await self._emit(RunFinished(run_id=r.run_id, result=result, notification=note))
         if self.notifier is not None:
             try:
