@@ -299,7 +299,7 @@ async def test_the_palette_offers_an_unfinished_run_and_dialogs_show_their_keys(
         await pilot.press("a")  # abandon: the shared simulator is left as it was
         await wait_for(pilot, lambda: app.service.store.get_run(run_id).status == "abandoned", "the run abandoned")
         await pilot.press("A")  # a plain yes/no dialog shows its own keys too
-        await wait_for(pilot, lambda: {"Yes", "No"} <= footer_keys(app.screen), "the yes/no keys")
+        await wait_for(pilot, lambda: {"Turn on", "Cancel"} <= footer_keys(app.screen), "the dialog's own keys")
         assert "Filter" not in footer_keys(app.screen)
         await pilot.press("n")
     assert shared.sim.github.request_count("/repos/alice/nixcfg/pulls/42/merge") == 0

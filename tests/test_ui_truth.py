@@ -147,6 +147,8 @@ async def test_quit_during_a_run_leaves_it_resumable_as_the_dialog_says(sim_fact
         question = " ".join(_render(app.screen.query_one("Static").content, width=1000).split())
         assert f"Quitting does not cancel it: run #{view.run_id} is left resumable" in question
         assert "The next start offers to resume it" in question and "is cancelled" not in question
+        await wait_for(pilot, lambda: {"Quit, leave it resumable", "Stay"} <= footer_keys(app.screen),
+                       "the footer naming the buttons")
         await pilot.press("y")
         await wait_for(pilot, lambda: not app.is_running, "the app to exit")
     run_id = view.run_id

@@ -20,6 +20,13 @@ from nfu_tui.ui.spans import unlead
 from nfu_tui.ui.widgets.scrolling import Scroller
 
 
+def relabel(screen: Any, description: str, *keys: str) -> None:
+    """Show ``description`` in ``screen``'s footer for ``keys`` (the footer says what the buttons say)."""
+    bindings = screen._bindings.key_to_bindings
+    for key in keys:
+        bindings[key] = [replace(b, description=description) for b in bindings.get(key, ())]
+
+
 class ConfirmScreen(ModalScreen[bool]):
     """A question with two buttons; ``y`` confirms, ``n``/``esc`` cancels (the default focus)."""
 
@@ -42,6 +49,8 @@ class ConfirmScreen(ModalScreen[bool]):
         super().__init__()
         self._question, self._yes, self._no = question, yes, no
         self._width = width
+        relabel(self, yes, "y")
+        relabel(self, no, "n", "escape")
 
     def compose(self) -> ComposeResult:
         box = Vertical()
@@ -183,8 +192,7 @@ class DeployConfirmScreen(ModalScreen[bool]):
         self.window_warning = window_warning
         self.window_acknowledged = False
         if plan.converge:  # the footer says what y does: a converge merges nothing
-            keys = self._bindings.key_to_bindings
-            keys["y"] = [replace(b, description="Converge") for b in keys["y"]]
+            relabel(self, "Converge", "y")
 
     def compose(self) -> ComposeResult:
         box = Vertical()
