@@ -621,13 +621,13 @@ async def test_service_mode_finishes_a_run_when_its_offline_host_returns(sim_fac
         forever = asyncio.ensure_future(a.runner.run_forever())
         try:
             assert await a.service.wait_until(lambda: bool(a.store.list_runs()) and run_info(
-                a.store.get_run(a.store.list_runs()[0].id)).waiting == ("hsb8",), 20)
+                a.store.get_run(a.store.list_runs()[0].id)).waiting == ("hsb8",), 60)
             (run,) = a.store.list_runs()
             assert run.status == "running" and run.host_outcomes == {"gpc0": "ok", "hsb0": "ok", "hsb1": "ok"}
             # A queued host blocks nothing: the PR is merged, automation is idle again.
-            assert await a.service.wait_until(lambda: a.runner.decision.state is AutoState.IDLE, 10)
+            assert await a.service.wait_until(lambda: a.runner.decision.state is AutoState.IDLE, 30)
             sim.dashboard.set_online("hsb8", True)
-            assert await a.service.wait_until(lambda: a.store.get_run(run.id).status == "succeeded", 20)
+            assert await a.service.wait_until(lambda: a.store.get_run(run.id).status == "succeeded", 60)
             assert a.store.get_run(run.id).host_outcomes["hsb8"] == "ok" and a.merges() == 1
         finally:
             a.runner.request_stop("test over")
