@@ -134,6 +134,24 @@ async def test_c_converges_a_cancelled_run_without_a_second_merge(sim_factory, t
         await wait_for(pilot, lambda: "not deployed" not in status_line(app), "the status line without the cancelled run")
 
 
+async def test_no_toast_covers_the_cancelled_runs_panel_at_80x24(sim_factory, tmp_path):
+    """The panel names the hosts left and the converge key: the run's toast must not cover it (the cancel
+    toast, one line per host, took half the screen)."""
+    sim = await sim_factory(fast_scenario(hosts=THREE, speed=100.0, heartbeat_seconds=0.1))
+    app = make_app(sim, tmp_path, flake_updates={"automation": {"canary_wait_minutes": 0}})
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await fleet_ready_n(pilot, 3)
+        app.service.subscribe(lambda ev: app.service.cancel_deploy() if ev.kind == "deploy"
+                              and isinstance(ev.payload, HostFinished) and ev.payload.host == "a1" else None)
+        view = await start_deploy(pilot, ["a1", "a2", "a3"])
+        await wait_for(pilot, lambda: view.finished, "the cancelled run", timeout=60)
+        await wait_for(pilot, lambda: " c  converge" in _render(app.screen.query_one("#failure-text").content),
+                       "the cancelled run's panel")
+        await pilot.pause(0.5)  # the run's last events arrive after its result
+        toasts = [n.title for n in app._notifications]
+        assert not any("cancelled" in title for title in toasts), toasts  # the panel says it, uncovered
+
+
 async def test_quit_during_a_run_leaves_it_resumable_as_the_dialog_says(sim_factory, tmp_path):
     sim = await sim_factory(fast_scenario(hosts=[HostSpec("a1", "desktop", faults={"slow"}), HostSpec("a2", "desktop")],
                                           speed=5.0, heartbeat_seconds=0.1))
