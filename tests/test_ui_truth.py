@@ -175,7 +175,7 @@ async def test_quit_during_a_run_leaves_it_resumable_as_the_dialog_says(sim_fact
         assert run.status == "running" and not run.cancel_requested  # interrupted, not cancelled
     again = make_app(sim, tmp_path)
     async with again.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(again.screen, ResumeScreen), "the resume offer")
+        await wait_for(pilot, lambda: isinstance(again.screen, ResumeScreen) and again.screen.query("#run"), "the resume offer")
         assert f"Deploy run #{run_id} of PR #42 did not finish" in _render(again.screen.query_one("#run").content)
         await pilot.press("escape")
         assert isinstance(again.screen, MainScreen)
