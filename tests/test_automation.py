@@ -656,6 +656,12 @@ async def test_run_notifications_say_what_really_happened(sim_factory: Any, tmp_
         (note,) = [e.notification for e in a.events if isinstance(e, RunFinished)]
         assert note.title == title and body in note.message
         assert note.click == f"{sim.github.url}/{sim.github.repo}/pull/42"
+        if strategy == "all":  # automation's own run: it resumes it, and says so (a manual run would not)
+            from nfu_tui.core.history import open_run
+
+            assert "automation deploys it when it reconnects" in note.message
+            (shown,) = [open_run(run) for run in a.store.unfinished_runs()]
+            assert shown["next"] == "automation resumes it when they are back"
         if strategy == "none":
             assert a.switched() == [] and a.merges() == 1
 

@@ -623,11 +623,11 @@ def inert_lines(lines: Iterable[str], limit: int = LAST_LINES) -> tuple[str, ...
 
 
 def notification_for(result: RunResult, plan: DeployPlan | None = None, link: str = "", *,
-                     trigger: str = "manual") -> Notification:
+                     automation_resumes: bool = False) -> Notification:
     """The toast/webhook message for a finished run (:func:`nfu_tui.core.notify.run_notification`)."""
     from nfu_tui.core.notify import run_notification
 
-    return run_notification(result, plan, link, trigger=trigger)
+    return run_notification(result, plan, link, automation_resumes=automation_resumes)
 
 
 # ================================================================= journal state
@@ -714,7 +714,6 @@ class _Run:
     resumed: bool
     actor: str
     merge_sha: str = ""
-    trigger: str = "manual"  # as stored: automation resumes only its own ("auto") runs
     outcomes: dict[str, HostOutcome] = field(default_factory=dict)
     running: dict[str, asyncio.Task[HostOutcome]] = field(default_factory=dict)
     phase: dict[str, str] = field(default_factory=dict)
@@ -861,7 +860,7 @@ class DeployEngine:
                 "converge" if plan.converge else "deploy", actor=actor, trigger=trigger,
                 pr=None if plan.converge else plan.pr_number, head_sha=plan.head_sha, plan=plan.to_dict(),
             )
-            return _Run(run_id, plan, JournalState(), resumed=False, actor=actor, trigger=trigger)
+            return _Run(run_id, plan, JournalState(), resumed=False, actor=actor)
         stored = self.store.get_run(resume_run_id)  # StateError when unknown
         if stored.kind not in ("deploy", "converge"):
             raise StateError(f"run #{resume_run_id} is a {stored.kind}, not a deploy")
@@ -870,8 +869,7 @@ class DeployEngine:
         journal = JournalState.from_run(stored)
         stored_plan = DeployPlan.from_dict(stored.plan)
         self.store.record(resume_run_id, "resumed", actor=actor, trigger=trigger)
-        r = _Run(resume_run_id, stored_plan, journal, resumed=True, actor=actor, merge_sha=journal.merge_sha,
-                 trigger=stored.trigger)
+        r = _Run(resume_run_id, stored_plan, journal, resumed=True, actor=actor, merge_sha=journal.merge_sha)
         r.outcomes.update(journal.finished)
         r.journaled.update(journal.finished)
         return r
@@ -1542,7 +1540,8 @@ class DeployEngine:
         from nfu_tui.core.notify import pr_link
 
         note = notification_for(result, r.plan, pr_link(self.config.github.api_url, self.config.github.repo,
-                                                        r.plan.pr_number), trigger=r.trigger)
+                                                        r.plan.pr_number),
+                                automation_resumes=status is RunStatus.WAITING and self._resumed_when_back(r.run_id))
         await self._emit(RunFinished(run_id=r.run_id, result=result, notification=note))
         if self.notifier is not None:
             try:
@@ -1550,6 +1549,15 @@ class DeployEngine:
             except Exception:  # the notifier promises not to raise; be safe anyway
                 log.exception("webhook notification failed")
         return result
+
+    def _resumed_when_back(self, run_id: int) -> bool:
+        """Whether automation resumes this waiting run (its rule, from the journal: trigger, recovery)."""
+        from nfu_tui.core.automation import run_info
+
+        try:
+            return run_info(self.store.get_run(run_id)).resumed_when_back
+        except StateError:
+            return False
 
     def _audit(self, r: _Run, action: str, **details: Any) -> None:
         try:

@@ -324,10 +324,11 @@ def pr_link(api_url: str, repo: str, number: int) -> str:
     return f"{base}/{repo}/pull/{number}"
 
 
-def run_notification(result: Any, plan: Any = None, link: str = "", *, trigger: str = "manual") -> Notification:
+def run_notification(result: Any, plan: Any = None, link: str = "", *,
+                     automation_resumes: bool = False) -> Notification:
     """The toast/webhook message for a finished deploy run: a title that says what happened, a body
     with the hosts deployed, those left behind (offline, held, skipped, failed) and what to do next
-    (``trigger``: the run's, as stored — automation resumes only its own runs)."""
+    (``automation_resumes``: automation resumes this run when its offline hosts are back)."""
     from nfu_tui.core.engine import Outcome, RunStatus
 
     n = result.pr_number
@@ -348,7 +349,7 @@ def run_notification(result: Any, plan: Any = None, link: str = "", *, trigger: 
     if waiting:
         resume = f"`nfu-tui deploy --resume {result.run_id}`"
         lines.append(f"Waiting (offline): {', '.join(waiting)} — run #{result.run_id} stays open; "
-                     + (f"automation deploys it when it reconnects (by hand: {resume})." if trigger == "auto" else
+                     + (f"automation deploys it when it reconnects (by hand: {resume})." if automation_resumes else
                         f"once it is back, resume it: {resume} or the TUI (automation resumes only its own runs)."))
     for o in failed:
         lines.append(f"Failed: {o.host} ({o.phase or 'deploy'}: {o.detail}).")
