@@ -44,7 +44,7 @@ _UNWRAPPED = (None, "demo", "sim")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nfu_tui.core.sanitize import RedactingStream, install_log_redaction
+    from nfu_tui.sanitize import RedactingStream, install_log_redaction
 
     install_log_redaction()
     parser = build_parser()

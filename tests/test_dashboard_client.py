@@ -16,8 +16,8 @@ from pydantic import SecretStr
 from websockets.asyncio.server import ServerConnection, serve
 
 from nfu_tui.clients.dashboard import Connected, DashboardClient, Disconnected, Message
-from nfu_tui.core.fleet import ChangeKind, FleetModel
-from nfu_tui.core.totp import totp, verify
+from nfu_tui.clients.fleet import ChangeKind, FleetModel
+from nfu_tui.domain.totp import totp, verify
 from nfu_tui.errors import (
     CsrfRejected,
     DashboardError,

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from nfu_tui.clients import _dashboard_protocol as p
+from nfu_tui.domain import timeparse
 from nfu_tui.errors import CsrfRejected, DashboardError, DashboardUnavailable, LoginFailed, SessionExpired
 from nfu_tui.models import UNKNOWN_CHECK, CompartmentState
 
@@ -53,15 +54,15 @@ INIT_HOST = {
     ],
 )
 def test_normalize_time(raw: object, expected: str) -> None:
-    assert p.normalize_time(raw) == expected
+    assert timeparse.normalize_time(raw) == expected
 
 
 def test_parse_time_is_aware_utc() -> None:
-    parsed = p.parse_time("2025-12-28T14:30:05.123456789+02:00")
+    parsed = timeparse.parse_time("2025-12-28T14:30:05.123456789+02:00")
     assert parsed is not None and parsed.utcoffset().total_seconds() == 0
     assert (parsed.hour, parsed.microsecond) == (12, 123456)
-    assert p.parse_time("0001-01-01T00:00:00Z") is None
-    assert p.parse_time(12345) is None
+    assert timeparse.parse_time("0001-01-01T00:00:00Z") is None
+    assert timeparse.parse_time(12345) is None
 
 
 # ------------------------------------------------------------------------ hosts

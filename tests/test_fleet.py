@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from nfu_tui.clients._dashboard_protocol import Connected, Disconnected, Message
-from nfu_tui.core.fleet import ChangeKind, FleetChange, FleetModel, OutputLine
+from nfu_tui.clients.fleet import ChangeKind, FleetChange, FleetModel, OutputLine
 from nfu_tui.models import UNKNOWN_CHECK, CompartmentState
 
 

@@ -102,11 +102,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, ContextManager, Iterable, Mapping, Protocol, Sequence
 
-from nfu_tui.clients._dashboard_protocol import parse_time
 from nfu_tui.config import Config
 from nfu_tui.core.plan import DeployPlan, PlanEntry
-from nfu_tui.core.sanitize import sanitize_line
 from nfu_tui.core.store import DeployLock
+from nfu_tui.domain.timeparse import parse_time
 from nfu_tui.errors import (
     DashboardError,
     GitHubError,
@@ -116,6 +115,7 @@ from nfu_tui.errors import (
     StateError,
 )
 from nfu_tui.models import CIStatus, CIVerdict, Command, CompartmentState, Host, Notification, UpdatePR
+from nfu_tui.sanitize import sanitize_line
 
 log = logging.getLogger(__name__)
 

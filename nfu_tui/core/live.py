@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from nfu_tui.core.fleet import FleetChange, FleetModel
+from nfu_tui.clients.fleet import FleetChange, FleetModel
 from nfu_tui.errors import DashboardUnavailable
 from nfu_tui.models import Command, Host
 
