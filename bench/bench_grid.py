@@ -138,8 +138,11 @@ def main() -> int:
     print(f"key → effect, median           {r['median_ms']:.1f} ms")
     print(f"key → effect, p95              {r['p95_ms']:.1f} ms   (target < 50 ms)")
     print(f"key → effect, worst            {r['max_ms']:.1f} ms")
+    ok = r["p95_ms"] < 50 and r["cpu_share"] < 0.5
     print(f"UI process CPU                 {r['cpu_share'] * 100:.0f} % of a core   (target < 50 %)")
-    return 0
+    print(f"targets                        {'ok' if ok else 'MISSED'}  (load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores)")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

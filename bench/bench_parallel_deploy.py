@@ -24,7 +24,7 @@ From the run's journal (host_started / host_finished / canary_gate timestamps) i
 Every host must end ``ok`` (the dashboard refuses a second command on a busy host, so a
 broken one-command-per-host rule would show as failures).
 
-Usage: bench/bench_parallel_deploy.py [--hosts 200] [--parallel 20] [--speed 10]
+Usage: bench/bench_parallel_deploy.py [--hosts 200] [--parallel 20] [--speed 5]
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=200)
     parser.add_argument("--parallel", type=int, default=20)
-    parser.add_argument("--speed", type=float, default=10.0)
+    parser.add_argument("--speed", type=float, default=5.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="nfu-bench-parallel-") as tmp:
         base = Path(tmp)
