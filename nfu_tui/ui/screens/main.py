@@ -166,10 +166,10 @@ class MainScreen(Screen):
         service = self.app.shown
         stale = self._stale_notes(service)
         n_prs = len(service.prs) if service else 0
-        online = sum(1 for h in grid.visible_ids if (host := grid.host(h)) is not None and host.online)
+        online = grid.shown_online
         title = Text(no_wrap=True, overflow="ellipsis")
         title.append(" Fleet ", style="bold")
-        shown = len(grid.visible_ids)
+        shown = grid.shown_count
         count = f"{shown}/{grid.total}" if grid.host_filter.active else f"{grid.total}"
         title.append(f"{count} hosts · {online} online", style="dim")
         if grid.selected:

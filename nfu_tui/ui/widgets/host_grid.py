@@ -155,6 +155,7 @@ class HostGrid(ScrollView, can_focus=True):
         self._selected: set[str] = set()
         self._order: list[str] = []
         self._index: dict[str, int] = {}
+        self._online = 0  # online hosts among the shown ones, kept up to date per update
         self._cursor = 0
         self._sort = SortMode.NAME
         self._filter = HostFilter()
@@ -199,6 +200,16 @@ class HostGrid(ScrollView, can_focus=True):
     @property
     def total(self) -> int:
         return len(self._hosts)
+
+    @property
+    def shown_count(self) -> int:
+        """How many hosts the filter lets through."""
+        return len(self._order)
+
+    @property
+    def shown_online(self) -> int:
+        """How many of the shown hosts are online (no pass over the hosts: kept per update)."""
+        return self._online
 
     @property
     def updates_applied(self) -> int:
@@ -256,6 +267,8 @@ class HostGrid(ScrollView, can_focus=True):
             self._updates_applied += 1
             if old is None or (not reorder and self._moves(old, host)):
                 reorder = True
+            elif not reorder and old.online != host.online and host.id in self._index:
+                self._online += 1 if host.online else -1
             self._cache.pop(host.id, None)
             if not reorder and host.id in self._index:
                 self._refresh_row(self._index[host.id])
@@ -338,6 +351,7 @@ class HostGrid(ScrollView, can_focus=True):
         ids.sort(key=lambda h: fv.sort_key(self._sort, self._hosts[h], metas[h]))
         self._order = ids
         self._index = {h: i for i, h in enumerate(ids)}
+        self._online = sum(1 for h in ids if self._hosts[h].online)
         self._cache.clear()
         self.virtual_size = Size(self.size.width, len(ids) + 1)
         if current is not None and current in self._index:
