@@ -2,7 +2,8 @@
 """Fleet grid under load: 5,000 hosts, a steady ~250 host updates per second.
 
 The simulator runs in its own process (``nfu-tui sim --hosts 5000`` with a heartbeat
-every 20 s per host = 250 updates/s); this process runs the real pipeline — dashboard
+every 19 s per host ≈ 263 updates/s nominal, so that at least 250/s arrive when the
+machine is busy); this process runs the real pipeline — dashboard
 client → fleet model → FleetService → the app's coalescing → HostGrid — in a headless
 160×48 app, and presses ``j``/``k`` every 200 ms meanwhile. Prints the host updates the
 grid applied per second, the delay between a key press and its effect (from posting
@@ -116,7 +117,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--heartbeat", type=float, default=20.0, help="seconds between heartbeats of one host")
+    parser.add_argument("--heartbeat", type=float, default=19.0,
+                        help="seconds between heartbeats of one host (19: ~263/s nominal, ≥ 250/s on a busy machine)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="nfu-bench-grid-") as tmp:
         base = Path(tmp)
@@ -133,12 +135,12 @@ def main() -> int:
     print(f"grid filled after              {r['load']:.1f} s")
     print(f"measured                       {r['elapsed']:.1f} s")
     print(f"service host events            {r['events_per_s']:.1f} /s")
-    print(f"host updates applied by grid   {r['applied_per_s']:.1f} /s")
+    print(f"host updates applied by grid   {r['applied_per_s']:.1f} /s   (at least 250 /s)")
     print(f"key presses (j/k)              {r['presses']}")
     print(f"key → effect, median           {r['median_ms']:.1f} ms")
     print(f"key → effect, p95              {r['p95_ms']:.1f} ms   (target < 50 ms)")
     print(f"key → effect, worst            {r['max_ms']:.1f} ms")
-    ok = r["p95_ms"] < 50 and r["cpu_share"] < 0.5
+    ok = r["p95_ms"] < 50 and r["cpu_share"] < 0.5 and r["applied_per_s"] >= 250
     print(f"UI process CPU                 {r['cpu_share'] * 100:.0f} % of a core   (target < 50 %)")
     print(f"targets                        {'ok' if ok else 'MISSED'}  (load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores)")
