@@ -514,7 +514,9 @@ class NfuApp(App[int]):
 
     @work(group="hold", exit_on_error=False, description="hold/unhold hosts")
     async def set_hold(self, host_ids: list[str], held: bool) -> None:
-        assert self.service is not None
+        if self.service is None:
+            self.notify("Hosts can be held once nfu-tui has started.", title="Hold", severity="warning")
+            return
         await self.service.set_hold(host_ids, held)
         names = ", ".join(host_ids[:5]) + (f" and {len(host_ids) - 5} more" if len(host_ids) > 5 else "")
         self.notify(

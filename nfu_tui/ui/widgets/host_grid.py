@@ -1,9 +1,10 @@
 """The fleet grid: one line per host, rendered with the Line API.
 
-Built for 1,000 hosts and a steady stream of heartbeats: rows are rendered lazily
-(only visible lines), cached per host, and a host update re-renders just that host's
-line. The order is recomputed only when a change can affect it (sort key or filter
-membership), never per event.
+Built for 5,000 hosts and a steady stream of heartbeats: rows are rendered lazily
+(only visible lines), cached per host, and a host update repaints just that host's
+line, and only when it is on screen (no repaint at all for the many updates of hosts
+scrolled out of view). The order is recomputed only when a change can affect it (sort
+key or filter membership), never per event.
 """
 
 from __future__ import annotations
@@ -395,7 +396,10 @@ class HostGrid(ScrollView, can_focus=True):
             self.scroll_to(y=self._cursor - rows_visible + 1, animate=False, immediate=True)
 
     def _refresh_row(self, row: int) -> None:
-        self.refresh_line(row + 1)
+        """Repaint a row if it is on screen (an off-screen row is rendered when scrolled to)."""
+        top = int(self.scroll_offset.y)
+        if top <= row < top + self.scrollable_content_region.height:
+            self.refresh_line(row + 1)
 
     def action_cursor(self, delta: int) -> None:
         self._set_cursor(self._cursor + delta)
