@@ -164,6 +164,7 @@ async def test_the_app_saves_what_it_showed_live_without_secrets(sim, tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: len(app.screen.query_one(HostGrid).visible_ids) == 12, "the fleet")
         await wait_for(pilot, lambda: service.prs and service.status.last_poll is not None, "the poll")
+        await wait_for(pilot, fleetcache.cache_path().exists, "the save soon after the fleet went live")
         await pilot.press("q")
     text = fleetcache.cache_path().read_text()
     secrets = service.secrets

@@ -399,7 +399,7 @@ class NfuApp(App[int]):
             identity=fleetcache.identity(cfg.dashboard.url, cfg.github.repo),
             config_digest=self._cache_digest,
             hosts=hosts,
-            hosts_at=now if hosts_live else old.hosts_at,
+            hosts_at=(service.status.unreachable_since or now) if hosts_live else old.hosts_at,
             prs=fleetcache.summarize_prs(service.prs) if prs_live else old.prs,
             prs_at=(service.status.last_poll or now) if prs_live else old.prs_at,
             held=frozenset(service.held()),
