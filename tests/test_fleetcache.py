@@ -207,3 +207,28 @@ def test_an_unchanged_valid_configuration_paints_the_cache_first_a_changed_one_i
     assert tui.run(args) == 0  # "the same bytes validated last time": paint first, validate in the app (the decision only)
     assert calls[0]["cfg"] is None and calls[0]["cache"].config_digest == digest
     json.loads(fleetcache.cache_path().read_text())
+
+
+async def test_the_login_screen_still_asks_for_the_password_over_the_cached_fleet(sim, tmp_path):
+    from nfu_tui.ui.screens.login import LoginScreen
+    from nfu_tui.ui.screens.main import MainScreen
+
+    path = sim.write_config(tmp_path / "cfg")
+    path.write_text("\n".join(line for line in path.read_text().splitlines() if not line.startswith("password_file")) + "\n")
+    loaded: dict[str, Any] = {}
+
+    def prepare() -> None:  # as `nfu-tui` does after the first frame
+        cfg = load_config(path)
+        loaded["service_args"] = (cfg, resolve_secrets(cfg, env={}, use_gh=False))
+
+    cfg = load_config(path)
+    cache = a_cache(fleetcache.identity(cfg.dashboard.url, cfg.github.repo))
+    app = NfuApp(service_factory=lambda: FleetService(*loaded["service_args"]), prepare=prepare, cache=cache,
+                 flush_interval=0.02)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, LoginScreen), "the login screen")
+        assert "old-host" in app.screen_stack[0].query_one(HostGrid).visible_ids  # the cached fleet behind it
+        await pilot.press(*sim.scenario.password, "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "the login screen to close")
+        await wait_for(pilot, lambda: "last seen" not in titles(app)[0], "the live fleet")
+        assert "old-host" not in app.screen.query_one(HostGrid).visible_ids
