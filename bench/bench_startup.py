@@ -16,8 +16,11 @@ from the dashboard) and until the dashboard is live (the header says "● live")
 
 Each app runs in a child process on a pseudo-terminal (80×24); a clock stops when its
 marker shows up in the output, and the CPU time the process had used by then is read
-from ``/proc`` (the wall clock depends on what else the machine runs; CPU time much
-less). Starts alternate between the apps so that load on the machine hits them alike.
+from ``/proc``. Up to the first frame both apps only compute (nothing waits for the
+network), so on an idle machine the two clocks agree; on a shared one the wall clock
+mostly measures the others' load, so the verdict is taken on CPU time (10 ms ticks) and
+the wall clock is printed for information. Starts alternate between the apps so that
+load on the machine hits them alike.
 Both run with bytecode caches, as an installed program does (a throw-away
 ``PYTHONPYCACHEPREFIX`` filled by warm-up starts, even under ``PYTHONDONTWRITEBYTECODE``).
 
@@ -204,14 +207,13 @@ def main() -> int:
     ):
         print(f"{label:<17}nfu-tui         wall {median_ms(col(ours, i))}{note}")
         print(f"{'':<17}bare app        wall {median_ms(col(bare, j))}")
-        for kind, name in ((0, "wall"), (1, "CPU ")):
-            ratio = statistics.median(col(ours, i, kind)) / statistics.median(col(bare, j, kind))
-            if kind == 1:
-                print(f"{'':<17}nfu-tui         CPU  {median_ms(col(ours, i, 1))}")
-                print(f"{'':<17}bare app        CPU  {median_ms(col(bare, j, 1))}")
-            verdict = "ok" if ratio <= target else "MISSED"
-            ok = ok and ratio <= target
-            print(f"{'':<17}ratio ({name})    {ratio:6.2f}×   (target ≤ {target}×)  {verdict}")
+        wall = statistics.median(col(ours, i)) / statistics.median(col(bare, j))
+        print(f"{'':<17}ratio (wall)      {wall:6.2f}×   (target ≤ {target}×; information: depends on the load)")
+        print(f"{'':<17}nfu-tui         CPU  {median_ms(col(ours, i, 1))}")
+        print(f"{'':<17}bare app        CPU  {median_ms(col(bare, j, 1))}")
+        cpu = statistics.median(col(ours, i, 1)) / statistics.median(col(bare, j, 1))
+        ok = ok and cpu <= target
+        print(f"{'':<17}ratio (CPU)       {cpu:6.2f}×   (target ≤ {target}×)  {'ok' if cpu <= target else 'MISSED'}")
     print(f"dashboard live   nfu-tui         wall {median_ms(col(ours, 2))}   (information)")
     b_rows = statistics.median(col(bare, 1))
     print(f"without a cache  first frame     wall {median_ms(col(cold, 0))}   (information: a first start ever)")
