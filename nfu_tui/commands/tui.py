@@ -38,10 +38,11 @@ def settings(args: argparse.Namespace) -> tuple[Any, Any]:
 def run(args: argparse.Namespace) -> int:
     from nfu_tui.core import fleetcache
     from nfu_tui.errors import ConfigError
+    from nfu_tui.paths import unwritable_state_dir
 
     digest = fleetcache.config_digest(args.config, insecure=args.insecure)
     cache = fleetcache.load()
-    if cache is not None and cache.config_digest == digest:
+    if cache is not None and cache.config_digest == digest and not unwritable_state_dir():
         return run_app(None, None, insecure=args.insecure, load=lambda: settings(args), cache=cache, cache_digest=digest)
     try:
         cfg, secrets = settings(args)
@@ -50,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for warning in secrets.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    problem = unwritable_state_dir()
+    if problem:  # the journal opens after the first frame: say it here, like every command
+        print(f"nfu-tui: {problem}", file=sys.stderr)
+        return 1
     if cache is not None and cache.identity != fleetcache.identity(cfg.dashboard.url, cfg.github.repo):
         cache = None
     return run_app(cfg, secrets, insecure=args.insecure, cache=cache, cache_digest=digest)

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 from nfu_tui import __version__
 from nfu_tui.models import CIStatus, CIVerdict, CompartmentState, Host, StatusCheck, UpdatePR
-from nfu_tui.paths import config_path, ensure_dir, state_dir
+from nfu_tui.paths import FileTooLarge, config_path, ensure_dir, read_bounded, state_dir
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ MAX_HOSTS = 10_000
 MAX_PRS = 20
 MAX_TEXT = 300
 MAX_FILES = 20
+MAX_BYTES = 32 << 20  # a cache file larger than this is not read (10,000 hosts take ~6 MiB)
+CONFIG_MAX_BYTES = 1 << 20  # hashed up to this size (a bigger "configuration" is hashed as such)
 
 _HOST_FIELDS = (
     "hostname", "host_type", "device_type", "location", "status", "last_seen", "generation",
@@ -110,8 +112,8 @@ def config_digest(path: str | Path | None, *, insecure: bool = False, env: Mappi
     file = Path(path).expanduser() if path is not None else config_path()
     h = hashlib.sha256(f"nfu-tui {__version__}\n{file.absolute()}\ninsecure={insecure}\n".encode())
     try:
-        h.update(file.read_bytes())
-    except OSError as exc:
+        h.update(read_bounded(file, CONFIG_MAX_BYTES))
+    except (OSError, FileTooLarge) as exc:
         h.update(f"unreadable: {type(exc).__name__}".encode())
     for name in sorted(n for n in env if n.startswith("NIXFLEET_")):
         secret = any(word in name for word in _SECRET_WORDS)
@@ -298,10 +300,10 @@ def load(path: Path | None = None) -> FleetCache | None:
     """The saved cache, or None when there is none or it cannot be used (logged)."""
     file = path if path is not None else cache_path()
     try:
-        text = file.read_text(encoding="utf-8")
+        text = read_bounded(file, MAX_BYTES).decode("utf-8")
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, FileTooLarge) as exc:
         log.warning("ignoring the fleet cache %s: %s", file, exc)
         return None
     try:

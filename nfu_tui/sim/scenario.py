@@ -24,6 +24,7 @@ TOML shape (every key optional)::
     host_type = "nixos"          # nixos | macos
     online = true
     faults = ["switch_fails"]    # offline | slow | pull_fails | switch_fails | never_reconnects | offline_mid_deploy
+                                 # | garbled_output
     switch_seconds = 0.0         # > 0: the switch's build + activation time (else random 20-40 s)
     restart_seconds = 0.0        # > 0: the agent's restart after a switch (else random 1.5-4 s)
 
@@ -49,7 +50,8 @@ from pathlib import Path
 from typing import Any
 
 HOST_FAULTS = frozenset(
-    {"offline", "slow", "pull_fails", "switch_fails", "never_reconnects", "offline_mid_deploy"}
+    {"offline", "slow", "pull_fails", "switch_fails", "never_reconnects", "offline_mid_deploy",
+     "offline_after_switch", "garbled_output"}
 )
 CI_STATES = frozenset({"success", "pending", "failure", "none"})
 
