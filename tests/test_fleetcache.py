@@ -232,3 +232,16 @@ async def test_the_login_screen_still_asks_for_the_password_over_the_cached_flee
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "the login screen to close")
         await wait_for(pilot, lambda: "last seen" not in titles(app)[0], "the live fleet")
         assert "old-host" not in app.screen.query_one(HostGrid).visible_ids
+
+
+async def test_the_configured_keys_apply_once_the_settings_are_loaded_after_the_first_frame(sim, tmp_path):
+    from nfu_tui.ui.screens.help import HelpScreen
+
+    path = sim.write_config(tmp_path / "cfg", keys={"app.help": "f1"})
+    cfg = load_config(path)
+    app = NfuApp(service_factory=lambda: FleetService(cfg, resolve_secrets(cfg, env={}, use_gh=False)),
+                 prepare=lambda: None, cache=a_cache(fleetcache.identity(cfg.dashboard.url, cfg.github.repo)))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.service is not None and app.keymap, "the settings")
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "help on the configured key")

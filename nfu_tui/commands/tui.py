@@ -100,7 +100,7 @@ def run_app(
 
     try:
         app = NfuApp(service_factory=factory, prepare=prepare, bell=cfg.notify.bell if cfg is not None else None,
-                     cache=cache, cache_digest=cache_digest)
+                     keymap=cfg.keys if cfg is not None else None, cache=cache, cache_digest=cache_digest)
         code = int(app.run() or 0)
     except NfuError as exc:
         print(f"nfu-tui: {exc}", file=sys.stderr)

@@ -66,6 +66,7 @@ class FleetServiceAPI(Protocol):
     prs: list[Any]
     store: Any  # nfu_tui.core.store.Store (journal + audit)
     config: Any  # nfu_tui.config.Config
+    state: Any  # nfu_tui.core.state.AppState (holds, toggle, theme)
     lock_label: str
 
     def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]: ...
@@ -74,6 +75,7 @@ class FleetServiceAPI(Protocol):
     def hosts(self) -> list[Host]: ...
     def host(self, host_id: str) -> Host | None: ...
     def output_lines(self, host_id: str) -> list[str]: ...
+    async def recent_output(self, host_id: str, lines: int = 200) -> list[str]: ...
     def progress(self, host_id: str) -> tuple[str, int, int] | None: ...
     def pending_update(self) -> Any | None: ...
     def update_headline(self) -> str | None: ...
@@ -105,14 +107,15 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def automation_question(config: Any, windows: Any) -> str:
-    """What turning automation on means, in the words of the configuration."""
+def automation_question(config: Any, windows: Any, first: str = "") -> str:
+    """What turning automation on means, in the words of the configuration; ``first``: what it
+    does at once (see :func:`first_step`)."""
     auto = config.flake_updates.automation
     rollback = config.flake_updates.rollback
     ci = "CI is green" if auto.require_ci else "CI is green (or there is no CI: require_ci = false)"
     hosts = {
-        "all": "every host not held (offline ones when they come back)",
-        "online-only": "the hosts online at the time (not held)",
+        "all": "every host except held and no-auto ones (auto_update = false); offline ones when they come back",
+        "online-only": "the hosts online at the time, except held and no-auto ones (auto_update = false)",
         "none": "no host: merge only",
     }[auto.deploy_strategy]
     when = "at any time (no maintenance window configured)" if windows.always_open else f"only in the maintenance windows ({windows})"
@@ -122,8 +125,22 @@ def automation_question(config: Any, windows: Any) -> str:
         f"nfu-tui then merges the newest update PR by itself once it is {auto.delay_minutes:g} min old and {ci}, "
         f"{when}, and deploys it to {hosts}, {auto.max_parallel} at a time, canaries first. "
         f"On a failure: {after}.\n\n"
-        "The setting is saved (shared with `nfu-tui auto`) and written to the audit trail. A turns it off again."
+        + (f"{first}\n\n" if first else "")
+        + "The setting is saved (shared with `nfu-tui auto`) and written to the audit trail. A turns it off again."
     )
+
+
+def first_step(decision: Any, now: datetime, titles: Mapping[int, str]) -> str:
+    """What automation would do as soon as it is on (``decision``: its decision as if it were on)."""
+    from nfu_tui.core.automation import Action
+
+    if decision.action is Action.MERGE:
+        title = titles.get(decision.pr, "")
+        return (f"Due now: PR #{decision.pr}" + (f" ({title})" if title else "")
+                + " — turning automation on merges and deploys it right away.")
+    if decision.action is Action.RESUME:
+        return f"Due now: {decision.describe(now)} — right away."
+    return f"Nothing is due now. First: {decision.describe(now)}."
 
 
 class NfuApp(App[int]):
@@ -156,11 +173,14 @@ class NfuApp(App[int]):
         flush_interval: float = 0.1,
         bell: bool | None = True,
         automation_kw: Mapping[str, Any] | None = None,
+        keymap: Mapping[str, str] | None = None,
         prepare: Callable[[], None] | None = None,
         cache: Any = None,
         cache_digest: str | None = None,
     ) -> None:
-        """``automation_kw``: extra keyword arguments for the AutomationRunner (tests: ``engine_kw``).
+        """``automation_kw``: extra keyword arguments for the AutomationRunner (tests: ``engine_kw``);
+        ``keymap``: binding id -> keys (the config's ``[keys]``; default: the service's config,
+        applied once the service exists when it is built after the first frame).
 
         ``prepare`` runs in a thread before the factory (loading the settings); a ConfigError
         it raises ends the app with exit code 2 and :attr:`exit_message`. ``bell`` None: the
@@ -196,13 +216,26 @@ class NfuApp(App[int]):
         self._pulse_timer: Any = None
         self._offers: list[Any] = []  # unfinished runs still to offer (resume/abandon/later)
         self._rolling_back: set[str] = set()  # hosts whose per-host rollback runs now
+        self._theme_state: Any = None  # the AppState the theme is kept in until the service exists
+        if keymap is None and service is not None:
+            keymap = getattr(service.config, "keys", None)
+        self.keymap: dict[str, str] = dict(keymap or {})
+        if self.keymap:
+            self.set_keymap(self.keymap)  # validated by load_config (nfu_tui.keymap)
 
     # --- lifecycle --------------------------------------------------------------
+
+    def get_system_commands(self, screen: Any) -> Any:
+        """Of Textual's own palette commands only theme, keys and quit (ours: ``FleetCommands``)."""
+        for command in super().get_system_commands(screen):
+            if command.title in ("Theme", "Keys", "Quit"):
+                yield command
 
     def get_default_screen(self) -> MainScreen:
         return MainScreen()
 
     def on_mount(self) -> None:
+        self._restore_theme()
         if self.animation_level == "full":
             self._pulse_timer = self.set_interval(0.8, self._pulse)
         if self._cache_digest is not None:
@@ -234,6 +267,9 @@ class NfuApp(App[int]):
                 return
         if self.ring_bell is None:
             self.ring_bell = bool(self.service.config.notify.bell)
+        if not self.keymap and (keys := getattr(self.service.config, "keys", None)):
+            self.keymap = dict(keys)
+            self.set_keymap(self.keymap)
         self._check_cache_identity()
         self._unsubscribe = self.service.subscribe(self._on_service_event)
         self.service_updated.publish(ServiceUpdate(all_hosts=True, prs=True, status=True))
@@ -282,6 +318,42 @@ class NfuApp(App[int]):
         if (previous is None or not decision.same_as(previous) or decision.window != previous.window
                 or before.enabled != self.automation.enabled):
             self.publish(ServiceUpdate(automation=True))
+
+    # --- theme (kept in the state file) -------------------------------------------
+
+    def _state_for_theme(self) -> Any:
+        """The service's AppState, or (before the service exists) one read here; None if unreadable."""
+        if self.service is not None:
+            return self.service.state
+        if self._theme_state is None:
+            from nfu_tui.core.state import AppState
+            from nfu_tui.errors import StateError
+
+            try:
+                self._theme_state = AppState.load()
+            except StateError as exc:
+                self.notify(exc.message, title="Theme not restored", severity="warning", markup=False)
+                return None
+        return self._theme_state
+
+    def _restore_theme(self) -> None:
+        state = self._state_for_theme()
+        name = state.theme if state is not None else None
+        if name and name in self.available_themes:
+            self.theme = name
+
+    def watch_theme(self, theme: str) -> None:
+        """A theme chosen in the palette ("Change theme") is kept for the next start."""
+        if not self.is_running:
+            return
+        state = self._state_for_theme()
+        if state is not None and state.theme != theme:
+            from nfu_tui.errors import StateError
+
+            try:
+                state.set_theme(theme)
+            except StateError as exc:
+                self.notify(exc.message, title="Theme not saved", severity="warning", markup=False)
 
     async def _stop_service(self) -> None:
         """Stop automation and disconnect (bounded: quitting must not hang on a dead connection)."""
@@ -463,7 +535,8 @@ class NfuApp(App[int]):
             return
         if view.apply(event):  # the run just finished: toast + bell
             note = event.notification
-            self.notify(note.message, title=note.title, severity=note.severity, timeout=15, markup=False)
+            if not (getattr(self.screen, "view", None) is view and view.failures()):  # else the failure panel says it
+                self.notify(note.message, title=note.title, severity=note.severity, timeout=15, markup=False)
             if self.ring_bell:
                 self.bell()
 
@@ -563,10 +636,10 @@ class NfuApp(App[int]):
         await self.service.refresh()
 
     def action_help(self) -> None:
-        from nfu_tui.ui.screens.help import HelpScreen
+        from nfu_tui.ui.screens.help import SCREEN_SECTIONS, HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(SCREEN_SECTIONS.get(type(self.screen).__name__)))
 
     def action_history(self) -> None:
         from nfu_tui.ui.screens.history import HistoryScreen, RunDetailScreen
@@ -577,7 +650,7 @@ class NfuApp(App[int]):
         if isinstance(self.screen, RunDetailScreen):
             self.pop_screen()
         if not isinstance(self.screen, HistoryScreen):
-            self.push_screen(HistoryScreen(self.service.store))
+            self.push_screen(HistoryScreen(self.service.store, deployments=getattr(self.service, "deployments", None)))
 
     # --- automation -----------------------------------------------------------------
 
@@ -605,7 +678,13 @@ class NfuApp(App[int]):
             if yes:
                 self._set_automation(True)
 
-        question = automation_question(self.service.config, self.windows())
+        from dataclasses import replace
+
+        from nfu_tui.core.automation import decide
+
+        as_if_on = decide(replace(self.runner.situation(), enabled=True))
+        titles = {s.pr.number: s.pr.title for s in self.service.prs}
+        question = automation_question(self.service.config, self.windows(), first_step(as_if_on, self.clock(), titles))
         self.push_screen(ConfirmScreen(question, yes="Turn on", width=76), answered)
 
     @work(group="automation-toggle", exclusive=True, exit_on_error=False, description="switch automation")

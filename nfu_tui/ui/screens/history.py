@@ -8,6 +8,7 @@ that came from hosts or GitHub is shown as plain :class:`rich.text.Text`, never 
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from rich.console import Group
@@ -16,13 +17,15 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from nfu_tui.core import history as hist
-from nfu_tui.ui.prview import colour_summary
+from nfu_tui.ui import copy
+from nfu_tui.ui.prview import Folded, colour_summary
 from nfu_tui.ui.spans import unlead
+from nfu_tui.ui.widgets.header import StatusHeader
+from nfu_tui.ui.widgets.scrolling import KeyTable, Scroller
 
 STATUS_STYLES = {
     "succeeded": "green",
@@ -34,6 +37,16 @@ STATUS_STYLES = {
 }
 OUTCOME_STYLES = {"ok": "green", "failed": "bold red", "skipped": "dim", "cancelled": "yellow", "queued": "cyan"}
 diff_text = colour_summary  # the same colouring as the PR panel
+
+
+def header(app: Any) -> StatusHeader:
+    """The header line the other screens have (connection state, automation; shown by :func:`show_header`)."""
+    clock = getattr(app, "clock", lambda: datetime.now(timezone.utc))
+    return StatusHeader(clock, getattr(app, "automation_status", lambda: None), id="header")
+
+
+def show_header(screen: Screen) -> None:
+    screen.query_one(StatusHeader).show(getattr(getattr(screen.app, "service", None), "status", None))
 
 
 def _section(title: str) -> Text:
@@ -89,10 +102,11 @@ def timeline_text(r: hist.RunRecord) -> Text:
 class RunDetailScreen(Screen):
     """One run: summary, plan, hosts (with failing hosts' log excerpts), timeline, lock diff."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="history.detail.back")]
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="history.detail.back"),
+                copy.copy_binding("history.detail.copy")]
 
     DEFAULT_CSS = """
-    RunDetailScreen VerticalScroll { padding: 0 1; }
+    RunDetailScreen Scroller { padding: 0 1; }
     RunDetailScreen Static { margin-bottom: 1; }
     """
 
@@ -102,15 +116,23 @@ class RunDetailScreen(Screen):
 
     def compose(self) -> ComposeResult:
         r = self.record
-        with VerticalScroll(id="run-detail"):
+        yield header(self.app)
+        with Scroller(id="run-detail"):
             yield Static(run_summary(r), id="run-summary")
             if r.plan:
                 yield Static(Group(_section("Plan"), Text("\n".join(r.plan))), id="run-plan")
             yield Static(Group(_section("Hosts"), hosts_table(r)), id="run-hosts")
             yield Static(Group(_section("Timeline"), timeline_text(r)), id="run-timeline")
             if r.lock_diff:
-                yield Static(Group(_section("Lock diff"), diff_text(r.lock_diff)), id="run-lock-diff")
+                yield Static(Group(_section("Lock diff"), Folded(diff_text(r.lock_diff))), id="run-lock-diff")
         yield Footer()
+
+    def on_mount(self) -> None:
+        show_header(self)
+
+    def action_copy(self) -> None:
+        r = self.record
+        copy.copy(self.app, copy.merge_commit(r.id, r.merge_sha), f"Run #{r.id} merged nothing: no commit to copy.")
 
 
 HOST_GLYPHS = {"ok": "✓", "failed": "✗", "skipped": "–", "cancelled": "⊘", "queued": "◌"}
@@ -137,6 +159,7 @@ class HistoryScreen(Screen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="history.back"),
         Binding("r", "reload", "Reload", tooltip="Read the journal again", id="history.reload"),
+        copy.copy_binding("history.copy"),
     ]
 
     DEFAULT_CSS = """
@@ -145,21 +168,24 @@ class HistoryScreen(Screen):
     HistoryScreen #history-audit { height: 1fr; }
     """
 
-    def __init__(self, store: Any, *, limit: int = 200) -> None:
+    def __init__(self, store: Any, *, limit: int = 200, deployments: Any = None) -> None:
         super().__init__()
         self.store = store
+        self.deployments = deployments  # runs other clients recorded on GitHub (FleetDeployments)
         self.limit = limit
         self.history: hist.History | None = None
         self._narrow: bool | None = None  # the layout the tables were filled for
 
     def compose(self) -> ComposeResult:
+        yield header(self.app)
         yield Static(Text("Runs — enter opens one", style="bold"), id="runs-title", classes="history-title")
-        yield DataTable(id="history-runs", cursor_type="row", zebra_stripes=True)
+        yield KeyTable(id="history-runs", cursor_type="row", zebra_stripes=True)
         yield Static(Text("Audit trail", style="bold"), classes="history-title")
-        yield DataTable(id="history-audit", cursor_type="row")
+        yield KeyTable(id="history-audit", cursor_type="row")
         yield Footer()
 
     def on_mount(self) -> None:
+        show_header(self)
         self.action_reload()
 
     def on_resize(self) -> None:
@@ -171,7 +197,7 @@ class HistoryScreen(Screen):
 
     @work(exclusive=True, group="history-load", description="reading the journal", exit_on_error=False)
     async def _load(self) -> None:
-        self.show(await hist.load_history_async(self.store, self.limit))
+        self.show(await hist.load_history_async(self.store, self.limit, self.deployments))
 
     def show(self, history: hist.History) -> None:
         """Fill both tables from ``history`` (narrow: short dates, compact host counts, no "By" column)."""
@@ -184,7 +210,7 @@ class HistoryScreen(Screen):
         rows: list[tuple[str, list[Text]]] = []
         for r in history.runs:
             cells = [
-                _cell(f"#{r.id}"), _cell(hist.local_time(r.started_at, when)), _cell(r.what()), _cell(r.trigger),
+                _cell(r.ref), _cell(hist.local_time(r.started_at, when)), _cell(r.what()), _cell(r.trigger),
                 _cell(r.status, STATUS_STYLES.get(r.status, "")),
                 host_counts(r) if narrow else _cell(r.hosts_line()),
             ]
@@ -194,7 +220,7 @@ class HistoryScreen(Screen):
         self._fill(self.query_one("#history-runs", DataTable), labels, rows)
         rows = []
         for a in history.audit:
-            details = ", ".join(f"{k}={v}" for k, v in sorted(a.details.items()))
+            details = hist.audit_details(a.details)
             who = a.actor if narrow else a.actor + (f" ({a.github_login})" if a.github_login else "")
             rows.append((str(a.id), [_cell(hist.local_time(a.at, when)), _cell(a.action),
                                      _cell(f"#{a.pr}" if a.pr else ""), _cell(who), _cell(details)]))
@@ -212,6 +238,18 @@ class HistoryScreen(Screen):
             table.add_column(label, width=width)
         for key, cells in rows:
             table.add_row(*cells, key=key)
+
+    def action_copy(self) -> None:
+        """The merge commit of the run under the cursor."""
+        table = self.query_one("#history-runs", DataTable)
+        if self.history is None or table.row_count == 0:
+            copy.copy(self.app, None, "No run to copy.")
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        record = next((r for r in self.history.runs if str(r.id) == key), None)
+        if record is not None:
+            copy.copy(self.app, copy.merge_commit(record.id, record.merge_sha),
+                      f"Run #{record.id} merged nothing: no commit to copy.")
 
     @on(DataTable.RowSelected, "#history-runs")
     def _open(self, event: DataTable.RowSelected) -> None:
