@@ -3,9 +3,11 @@
 
 The simulator runs in its own process with 200 hosts whose durations are known: each
 host's switch takes a fixed time (27–33 simulated seconds, spread over the hosts), its
-pull 2.8 s, the agent's restart after the switch 2.5 s; everything runs ``--speed``
-times faster. The agents send a heartbeat right after each result (legacy repo mode), so
-a pull's post-check does not wait for the next regular heartbeat. One host is a canary (``canary_wait_minutes`` below). The client is the
+pull 2.8 s, the agent's restart after the switch 2.5 s, the post-switch tests 8 s (the
+engine verifies each host and runs its tests: ``post_switch_tests = "always"``);
+everything runs ``--speed`` times faster. The agents send a heartbeat right after each
+result and after a restart (legacy repo mode), so no step waits for the next regular
+heartbeat. One host is a canary (``canary_wait_minutes`` below). The client is the
 real ``nfu-tui deploy --pr 42 --yes`` in its own process.
 
 From the run's journal (host_started / host_finished / canary_gate timestamps) it prints
@@ -47,6 +49,7 @@ TARGET = 1.05
 PULL_S = 2.8  # the simulated pull: 0.6 + 1.2 + 1.0 s of output bursts
 AFTER_SWITCH_S = 0.5  # the agent's pause between reporting the switch and restarting
 RESTART_S = 2.0
+TEST_S = 8.0  # the post-switch test op: 8 test scripts, 1 s each (flake_updates.post_switch_tests = "always")
 CANARY_WAIT_MIN = 0.05
 
 
@@ -75,7 +78,7 @@ def scenario_toml(hosts: int, speed: float) -> str:
 
 
 def known_duration(i: int, speed: float) -> float:
-    return (PULL_S + switch_seconds(i) + AFTER_SWITCH_S + RESTART_S) / speed
+    return (PULL_S + switch_seconds(i) + AFTER_SWITCH_S + RESTART_S + TEST_S) / speed
 
 
 def greedy(durations: list[float], slots: int) -> float:
@@ -114,7 +117,8 @@ def main() -> int:
                 pass
             config = base / "sim" / "config.toml"
             data = tomllib.loads(config.read_text())
-            data["flake_updates"] = {"automation": {"max_parallel": args.parallel,
+            data["flake_updates"] = {"post_switch_tests": "always",
+                                     "automation": {"max_parallel": args.parallel,
                                                     "canary_wait_minutes": CANARY_WAIT_MIN}}
             data["hosts"] = {host_name(0): {"canary": True}}
             config.write_text(tomli_w.dumps(data))

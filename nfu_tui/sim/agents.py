@@ -522,6 +522,8 @@ class SimAgent:
         if self.up and not self.connected:
             self.connected = True
             self.fleet.agent_registered(self)
+            if self.fleet.scenario.heartbeat_after_command and self.switches:
+                self.fleet.agent_heartbeat(self)  # a restarted agent reports at once (legacy repo mode)
             self.schedule_heartbeat(self.fleet.heartbeat_seconds * self.rng.uniform(0.05, 1.0))
 
     def shutdown(self) -> None:

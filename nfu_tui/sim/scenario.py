@@ -14,7 +14,7 @@ TOML shape (every key optional)::
     token = "ghp_simulated..."   # GitHub token the fake accepts
     speed = 1.0                  # >1 makes simulated commands faster
     heartbeat_seconds = 5.0
-    heartbeat_after_command = false  # true: a heartbeat right after each command result (legacy repo mode)
+    heartbeat_after_command = false  # true: a heartbeat right after each command result and restart
     sync_seconds = 30.0
 
     [[hosts]]
@@ -99,7 +99,8 @@ class Scenario:
     speed: float = 1.0
     heartbeat_seconds: float = 5.0
     # The agent sends a heartbeat right after a command's result (legacy repo mode, contract §4 flow A
-    # step 9), so a pull's deferred post-check ends at once instead of at the next regular heartbeat.
+    # step 9) and right after it restarted from a switch, so a deferred post-check or the System
+    # verification never waits for the next regular heartbeat.
     heartbeat_after_command: bool = False
     sync_seconds: float = 30.0
     dashboard_version: str = "3.1.5"
