@@ -234,6 +234,9 @@ class _Deploy:
                 else:
                     plan = make_plan(view.hosts(), self.cfg, state.held, targets=targets, pr_number=pr.number,
                                      head_sha=pr.head_sha, overrides=state.overrides)
+                    if args.merge_only and pr.merged:
+                        return _bad(f"PR #{pr.number} is already merged ({pr.merge_commit_sha[:7]}): nothing to merge; "
+                                    f"deploy it with nfu-tui deploy --pr {pr.number} or nfu-tui deploy --converge")
                     if args.merge_only:
                         plan = merge_only(plan)
                     elif not plan.hosts and not plan.merge_only:

@@ -535,7 +535,8 @@ class NfuApp(App[int]):
             return
         if view.apply(event):  # the run just finished: toast + bell
             note = event.notification
-            if not (getattr(self.screen, "view", None) is view and view.failures()):  # else the failure panel says it
+            # Failed or left hosts: the deploy screen's panel says it (with the next steps), uncovered.
+            if not (getattr(self.screen, "view", None) is view and (view.failures() or view.left_behind())):
                 self.notify(note.message, title=note.title, severity=note.severity, timeout=15, markup=False)
             if self.ring_bell:
                 self.bell()
