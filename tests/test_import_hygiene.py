@@ -1,8 +1,9 @@
 """Import hygiene: the core never imports Textual or Rich, and the layers run one way.
 
-The first check imports the core in a fresh interpreter and looks; the second runs import-linter's
-contracts from pyproject.toml (``[tool.importlinter]``: the ``layers`` contract and the simulator's
-``forbidden`` one), which read every import statement, lazy ones inside functions included.
+The Textual check imports the core in a fresh interpreter and looks; the layers check runs
+import-linter's contracts from pyproject.toml (``[tool.importlinter]``: the ``layers`` contract and the
+simulator's ``forbidden`` one), which read every import statement, lazy ones inside functions included;
+the first-frame check keeps the TUI's start-up path free of pydantic and the HTTP stacks.
 """
 
 from __future__ import annotations
@@ -50,3 +51,16 @@ def test_layers_run_one_way() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert "Contracts: 2 kept, 0 broken." in out.stdout, out.stdout + out.stderr
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_first_frame_needs_neither_pydantic_nor_the_http_stacks() -> None:
+    """`nfu-tui` paints its first frame (the cached fleet) before validation and clients are imported."""
+    code = (
+        "import sys\n"
+        "import nfu_tui.cli, nfu_tui.commands.tui, nfu_tui.core.fleetcache, nfu_tui.ui.app\n"
+        "heavy = ('pydantic', 'httpx', 'websockets', 'sqlite3')\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in ('nfu_tui.config', 'nfu_tui.core.service'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"the first frame imports: {out.stdout.strip()}"
