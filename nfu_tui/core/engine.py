@@ -126,6 +126,9 @@ class FleetView(Protocol):
     def output_lines(self, host_id: str, command_id: str | None = None) -> list[str]:
         """A host's output lines; only those of ``command_id`` when given."""
 
+    async def settle_output(self, host_id: str, command_id: str) -> None:
+        """Add the end of a finished command's output that the stream missed (from the dashboard's log)."""
+
 
 class GitHubPort(Protocol):
     async def get_pull(self, number: int, *, wait_mergeable: bool = True) -> UpdatePR: ...
@@ -1411,6 +1414,7 @@ class DeployEngine:
             await self._emit(HostProgress(run_id=r.run_id, host=host, phase="pull", message="following the interrupted pull"))
         ok, detail = await self._await_command(r, host, "pull", command_id, known=known, gen_before=gen_before)
         if not ok:
+            await self.fleet.settle_output(host, command_id)
             return self._failed(r, host, "pull", detail)
         self.store.record(r.run_id, "pull_done", host=host, detail=detail)
         await self._emit(HostProgress(run_id=r.run_id, host=host, phase="pull", message=f"done{' (' + detail + ')' if detail else ''}"))
@@ -1431,6 +1435,7 @@ class DeployEngine:
     async def _follow_switch(self, r: _Run, host: str, command_id: str, known: Command | None = None) -> HostOutcome:
         ok, detail = await self._await_command(r, host, "switch", command_id, known=known)
         if not ok:
+            await self.fleet.settle_output(host, command_id)
             return self._failed(r, host, "switch", detail)
         return HostOutcome(host, Outcome.OK, "switch", detail)
 

@@ -291,6 +291,9 @@ class FleetService:
     def output_lines(self, host_id: str, command_id: str | None = None) -> list[str]:
         return self.live.output_lines(host_id, command_id)
 
+    async def settle_output(self, host_id: str, command_id: str) -> None:
+        await self.live.settle_output(host_id, command_id)
+
     def command(self, command_id: str) -> Command | None:
         return self.live.command(command_id)
 

@@ -31,8 +31,11 @@ Per-host faults (``HostSpec.faults``, or at run time via the dashboard's ``set_f
 * ``offline_mid_deploy`` — the host drops off the network in the middle of its first switch
   (→ ``AWAITING_RECONNECT`` → ``TIMEOUT``) and stays away until ``set_online(host, True)``.
 * run time only: ``rejects_commands`` (the agent answers ``command_rejected`` as if a
-  stray process were running) and ``send_fails`` (the dashboard cannot hand the command
-  to the agent: ``send_failed``).
+  stray process were running), ``send_fails`` (the dashboard cannot hand the command
+  to the agent: ``send_failed``) and ``late_output`` (the last lines of a failing switch
+  are stored in the host's output log at once but reach ``/ws`` only a second after the
+  command's final delta, as the real hub's separate queues allow; a client that reads the
+  excerpt at the final delta misses them unless it backfills from ``/output``).
 """
 
 from __future__ import annotations
@@ -229,7 +232,7 @@ PIPELINES: dict[str, tuple[str, list[str]]] = {
 }
 
 RECONNECT_SECONDS = 90.0
-RUNTIME_FAULTS = frozenset({"rejects_commands", "send_fails"})
+RUNTIME_FAULTS = frozenset({"rejects_commands", "send_fails", "late_output"})
 """Faults only settable at run time: the agent answers ``command_rejected`` / the send fails (§6.2)."""
 TERMINAL = frozenset({"SUCCESS", "ERROR", "TIMEOUT", "SKIPPED", "BLOCKED", "PARTIAL", "KILLED", "STALE_BINARY", "SUSPICIOUS"})
 _PRUNED = frozenset({"SUCCESS", "ERROR", "TIMEOUT", "SKIPPED", "BLOCKED"})
@@ -641,8 +644,8 @@ class SimAgent:
             for line in lines[i : i + per]:
                 self.out(line)
 
-    def out(self, line: str) -> None:
-        self.fleet.agent_output(self, line)
+    def out(self, line: str, *, late: bool = False) -> None:
+        self.fleet.agent_output(self, line, late=late)
 
     def progress(self, phase: str, current: int, total: int, status: str) -> None:
         value: dict[str, Any] = {"current": current, "total": total, "status": status}
@@ -738,7 +741,7 @@ class SimAgent:
             return
         await self._lines(copy, total * 0.6)
         if fail:
-            self.out("❌ Switch failed (exit code 1)")
+            self.out("❌ Switch failed (exit code 1)", late="late_output" in self.faults)
             self.reported_system = status_check("error", "Switch failed (exit 1)", self._now())
             self.progress("system", 0, 3, "error")
             self.fleet.agent_status(self, "switch", 1, "command failed")
@@ -1044,14 +1047,19 @@ class Fleet:
             "level": "error", "message": message, "timestamp": fmt_seconds(utcnow()),
         })
 
-    def agent_output(self, agent: SimAgent, line: str) -> None:
+    def agent_output(self, agent: SimAgent, line: str, *, late: bool = False) -> None:
+        """Store ``line`` in the host's output log and stream it (``late``: a second after what follows it)."""
         if not agent.connected:
             return
         log = self.logs.get(agent.host.id)
         if log is None or log.started < self._restarted_at:
             log = self.logs[agent.host.id] = HostLog(agent.host.id, utcnow())
         log.lines.append(f"[{datetime.now().strftime('%H:%M:%S')}] {line}")
-        self.sink.legacy("command_output", {"host_id": agent.host.id, "line": line, "command": "", "is_error": False})
+        frame = {"host_id": agent.host.id, "line": line, "command": "", "is_error": False}
+        if late:
+            self.loop.call_later(1.0, self.sink.legacy, "command_output", frame)
+        else:
+            self.sink.legacy("command_output", frame)
 
     def agent_progress(self, agent: SimAgent, phase: str, value: dict[str, Any]) -> None:
         if agent.connected:
