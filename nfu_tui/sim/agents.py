@@ -671,11 +671,8 @@ class SimAgent:
         lines = []
         if target.git_commit[:7] != self.commit[:7]:
             lines += [f"From github.com:{repo}", f"   {self.commit[:7]}..{target.git_commit[:7]}  {branch:<10} -> origin/{branch}"]
-        self.progress("pull", 1, 4, "in_progress")
         await self._lines(lines, 1.2)
-        self.progress("pull", 2, 4, "in_progress")
         self.commit, self.lock_hash = target.git_commit, target.lock_hash
-        self.progress("pull", 3, 4, "in_progress")
         await self._lines([f"HEAD is now at {target.git_commit[:7]} {target.message}"], 1.0)
         self.progress("pull", 4, 4, "complete")
         self.fleet.agent_status(self, "pull", 0, "Pull completed")
@@ -734,7 +731,6 @@ class SimAgent:
         build, copy, activate = self._switch_lines(fail)
         total = self.rng.uniform(20, 40)
         await self._lines(build, total * 0.15)
-        self.progress("system", 1, 3, "in_progress")
         if "offline_mid_deploy" in self.faults and self.switches == 1:
             await self._lines(copy[: len(copy) // 3], total * 0.2)
             self.kill_process()  # the host drops off the network mid-build; back only via set_online
@@ -746,7 +742,6 @@ class SimAgent:
             self.progress("system", 0, 3, "error")
             self.fleet.agent_status(self, "switch", 1, "command failed")
             return
-        self.progress("system", 2, 3, "in_progress")
         await self._lines(activate, total * 0.25)
         self.progress("system", 3, 3, "complete")
         self.system_commit = self.commit
@@ -1025,9 +1020,8 @@ class Fleet:
         if cmd and cmd.op == op and not cmd.terminal and cmd.status != "AWAITING_RECONNECT":
             cmd.cancel_timers()
             cmd.watching = False
-            if exit_code != 0:
-                self._finish(cmd, "ERROR", exit_code=exit_code, error=message,
-                             event=("error", f"{op} failed: {message}"))
+            if exit_code != 0:  # the event carries the agent's message alone ("command failed"), as the real one
+                self._finish(cmd, "ERROR", exit_code=exit_code, error=message, event=("error", message))
             elif op == "switch":
                 self._await_reconnect(cmd)
             else:
