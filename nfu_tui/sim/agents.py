@@ -354,9 +354,10 @@ class SimCommand:
         if self.reconnect_deadline:
             out["reconnect_deadline"] = fmt_local(self.reconnect_deadline)
         if self.post_check_deferred:
-            out["post_check_deferred"] = True
             out["deferred_exit_code"] = self.deferred_exit_code
-            out["deferred_message"] = self.deferred_message
+            if not self.terminal:  # the real lifecycle clears the flag and the message once the post-check decided
+                out["post_check_deferred"] = True
+                out["deferred_message"] = self.deferred_message
         return out
 
     def row(self) -> dict[str, Any]:
@@ -776,7 +777,8 @@ class SimAgent:
         self.reported_system = status_check("working", "Rollback in progress...", self._now())
         await self._lines(lines, 10.0)
         self.reported_system = status_check("ok", "Rollback successful (exit 0)", self._now())
-        self.reported_tests = status_check("outdated", "Tests not run — run Test to verify system", self._now())
+        self.reported_tests = status_check("outdated", "Tests not run — run Test to verify system after rollback",
+                                           self._now())
         self.fleet.agent_status(self, "rollback", 0, "Rollback completed")
 
     async def _restart(self) -> None:
@@ -978,8 +980,8 @@ class Fleet:
         h.metrics = agent.next_metrics()
         git = git_status(self.remote, h.generation, now)
         h.lock = lock = lock_status(self.remote, agent.lock_hash, now)
-        if agent.reported_system is not None:
-            reported = agent.reported_system
+        reported = agent.reported_system
+        if reported is not None:
             if lock["status"] == "outdated" and reported["status"] == "ok":
                 reported = status_check("outdated", "System outdated (flake.lock is behind)", at)
             h.system = reported
@@ -989,8 +991,10 @@ class Fleet:
         if cmd and cmd.post_check_deferred and not cmd.terminal:
             self._post_check(cmd)
         update: dict[str, Any] = {"git": git, "lock": lock}
-        system = gate_system(h.system, git, lock, at)
-        if agent.reported_system is not None or (system is not None and system is not h.system):
+        # The delta gates what this heartbeat reported, not the stored value (hub.go:handleHeartbeat): an agent
+        # that restarted reports no System, so a stored "error" shows as "not current" while Git/Lock lag.
+        system = gate_system(reported, git, lock, at)
+        if system is not None:
             update["system"] = system
         if agent.reported_tests is not None and h.tests is not None:
             update["tests"] = gate_tests_heartbeat(h.tests, system, git, lock, at)

@@ -10,10 +10,13 @@ normalised away; what stays is, per host and per channel, the order of things:
 * ``progress``: the legacy ``operation_progress`` steps (``pull 4/4 complete``);
 * ``legacy``: the statuses of the legacy ``command_state`` broadcasts;
 * ``links``: the host going offline/online while a command ran (the agent's restart);
+* ``presence``: every online/offline change of the host;
 * ``output``: whether ``command_output`` lines came;
 
-and overall the set of message kinds (top-level types, ``delta:<kind>``) and each host's
-final state (online, idle, compartment states, its last command's op and status).
+and overall the set of message kinds (top-level types, ``delta:<kind>``), the fields each kind
+carried (``shapes``: the union of their keys, for init its hosts' and commands' keys too) and
+each host's final state (online, idle, Git/Lock states, System/Tests with their messages, its last
+command's op and statuses).
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ class Trace:
     progress: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     legacy: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     links: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    presence: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     output: set[str] = field(default_factory=set)
+    shapes: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     model: FleetModel = field(default_factory=FleetModel)
     _cmd_index: dict[str, tuple[str, int]] = field(default_factory=dict)
     _status: dict[str, str] = field(default_factory=dict)
@@ -52,8 +57,17 @@ class Trace:
             sub = str(payload.get("type"))
             self.kinds.add(f"delta:{sub}")
             self._delta(sub, payload)
+            inner = payload.get("fields") or payload.get("payload") or {}
+            self.shapes[f"delta:{sub}"] |= set(inner) if isinstance(inner, dict) else set()
         else:
             self.kinds.add(kind)
+            self.shapes[kind] |= set(payload) if isinstance(payload, dict) else set()
+        if kind == "init":
+            for h in payload.get("hosts") or ():
+                self.shapes["init.hosts"] |= set(h)
+                self.shapes["init.hosts.update_status"] |= set(h.get("update_status") or {})
+            for c in payload.get("commands") or ():
+                self.shapes["init.commands"] |= set(c)
         if kind == "operation_progress":
             host = str(payload.get("host_id"))
             for phase, value in (payload.get("progress") or {}).items():
@@ -87,6 +101,7 @@ class Trace:
             status = fields.get("status")
             if status in ("online", "offline") and status != self._status.setdefault(host, status):
                 self._status[host] = status
+                self.presence[host].append(status)
                 if self._busy.get(host):
                     self.links[host].append(status)
 
@@ -95,8 +110,8 @@ class Trace:
         out: dict[str, dict[str, Any]] = {}
         for h in snap.hosts.values():
             last = self.commands.get(h.id, [""])[-1] if self.commands.get(h.id) else ""
-            out[h.id] = {"online": h.online, "busy": bool(h.pending_command),
-                         "git": h.git.state.value, "lock": h.lock.state.value, "system": h.system.state.value,
+            out[h.id] = {"online": h.online, "busy": bool(h.pending_command), "git": h.git.state.value,
+                         "lock": h.lock.state.value, "system": _text(h.system), "tests": _text(h.tests),
                          "last_command": last}
         return out
 
@@ -104,7 +119,12 @@ class Trace:
         hosts = set(self.commands) | set(self.events) | set(self.progress) | set(self.legacy)
         return {h: {"commands": self.commands.get(h, []), "events": self.events.get(h, []),
                     "progress": self.progress.get(h, []), "legacy": self.legacy.get(h, []),
-                    "links": self.links.get(h, []), "output": h in self.output} for h in sorted(hosts)}
+                    "links": self.links.get(h, []), "presence": self.presence.get(h, []),
+                    "output": h in self.output} for h in sorted(hosts)}
+
+
+def _text(check: Any) -> str:
+    return f"{check.state.value}: {check.message}"
 
 
 def _fold(seq: list[str], item: str) -> None:
@@ -130,6 +150,15 @@ class Recorder:
         async for event, _ in self.client.follow(self.trace.model):
             if isinstance(event, Message) and event.data.get("type") not in PERIODIC:
                 self.trace.add(event.data)
+
+    async def run(self, op: str, host: str, timeout: float = 120) -> str:
+        """Dispatch ``op`` on ``host`` through the recording client; its final status."""
+        (result,) = await self.client.dispatch(op, [host])
+        assert result.command_id, result
+        async with asyncio.timeout(timeout):
+            while (cmd := self.trace.model.command(result.command_id)) is None or not cmd.terminal:
+                await asyncio.sleep(0.1)
+        return cmd.status
 
     async def stop(self) -> Trace:
         if self._task is not None:
