@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from nfu_tui.core.store import DB_NAME, Store
 from nfu_tui.paths import state_dir
 from nfu_tui.sim.scenario import HostSpec, PRSpec
@@ -181,3 +183,42 @@ async def test_sigterm_mid_deploy_leaves_a_resumable_journal(sim_factory: Any, t
         assert run.status == "succeeded" and set(run.host_outcomes) == {"gpc0", "hsb0", "hsb1", "csb0"}
         assert set(run.host_outcomes.values()) == {"ok"}
     assert merges(sim) == 1
+
+
+SLOW_ONE = fast_scenario(hosts=[HostSpec("a1", "desktop", faults={"slow"})],
+                         prs=[PRSpec(42, labels=["dependencies"], ci="success")], speed=60.0, heartbeat_seconds=0.05)
+
+
+@pytest.mark.parametrize("sim_thread", [SLOW_ONE], indirect=True)
+def test_outage_during_a_run_logs_lost_back_and_what_it_waits_for(sim_thread: Any, tmp_path: Path,
+                                                                   capsys: Any, monkeypatch: Any) -> None:
+    import threading
+    import time
+
+    from nfu_tui.cli import main
+    from nfu_tui.core import watch
+
+    sim = sim_thread.sim
+    monkeypatch.setattr(watch, "QUIET_SECONDS", 0.3)
+
+    def outage() -> None:  # once the switch runs on the host: 1.5 s without the dashboard
+        deadline = time.monotonic() + 30
+        while not any(c.op == "switch" for c in list(sim.dashboard.commands.values())):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        sim_thread.call(sim.dashboard.set_unreachable, True)
+        time.sleep(1.5)
+        sim_thread.call(sim.dashboard.set_unreachable, False)
+
+    threading.Thread(target=outage, daemon=True).start()
+    code = main(["--config", str(config(sim, tmp_path)), "auto", "--once"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0, lines
+    names = events(lines)
+    lost, back = names.index("dashboard_lost"), names.index("dashboard_back")
+    assert lost < back and names.count("dashboard_lost") == 1
+    assert lines[lost]["level"] == "warning" and "hosts' states are unknown" in lines[lost]["message"]
+    waits = [line["text"] for line in lines[lost:back] if line["event"] == "waiting"]
+    assert waits and waits[0].startswith("waiting for the dashboard (unreachable since ") and "a1 switch" in waits[0]
+    assert lines[back]["message"].startswith("dashboard connection back after")

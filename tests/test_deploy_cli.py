@@ -260,3 +260,74 @@ async def test_second_deployer_refused_naming_the_holder(sim: Any, tmp_path: Pat
     assert proc.returncode == 1
     assert re.search(r"deploy running in nfu-tui auto \(pid \d+, .+@.+\) since \d\d:\d\d", err.decode())
     assert merges(sim) == 0 and ops(sim) == []
+
+
+# --- converge, and what a long run says ------------------------------------------------
+
+
+@pytest.mark.parametrize("sim_thread", [scenario(HostSpec("a1", "desktop"), HostSpec("a2", "desktop"),
+                                                  HostSpec("a3", "desktop"), **QUICK)], indirect=True)
+def test_converge_after_a_partial_deploy(sim_thread: Any, tmp_path: Path, capsys: Any) -> None:
+    sim = sim_thread.sim
+    cfg = write_config(sim, tmp_path)
+    code, out, err = run_cli(capsys, "--config", cfg, "deploy", "--pr", "42", "--hosts", "a1", "--yes")
+    assert code == 0, out + err
+    head, _ = sim.github.default_branch_head()
+    code, out, err = run_cli(capsys, "--config", cfg, "deploy", "--converge", "--dry-run")
+    assert code == 0, err
+    assert f"Converge to main ({head[:7]}), no merge: deploy 2 host(s) behind it" in out
+    assert re.search(rf"1\. a2 \(workstation\): [0-9a-f]{{7}} → {head[:7]}, \d+ commits? behind", out), out
+    assert re.search(rf"2\. a3 \(workstation\): [0-9a-f]{{7}} → {head[:7]}", out)
+    assert f"a1: at main {head[:7]}" in out
+    assert ops(sim) == [("a1", "pull"), ("a1", "switch")]  # the dry run changed nothing
+    code, out, err = run_cli(capsys, "--config", cfg, "deploy", "--converge", "--hosts", "a2,a3", "--yes")
+    assert code == 0, out + err
+    assert f"converge to main {head[:7]}: succeeded (2 ok)" in out
+    assert merges(sim) == 1 and sim.github.default_branch_head()[0] == head
+    assert {h.generation for h in sim.dashboard.hosts.values()} == {head[:7]}
+    assert [(r.kind, r.pr) for r in Store().list_runs()] == [("converge", None), ("deploy", 42)]
+    code, out, _ = run_cli(capsys, "--config", cfg, "deploy", "--converge", "--yes")
+    assert code == 0 and "Nothing done: no host to converge." in out
+    code, out, _ = run_cli(capsys, "history")
+    assert f"converge to main {head[:7]} — succeeded (manual)" in out
+
+
+@pytest.mark.parametrize("sim_thread", [scenario(HostSpec("a1", "desktop", faults={"slow"}), speed=60.0,
+                                                  heartbeat_seconds=0.05)], indirect=True)
+def test_dashboard_outage_lost_and_back_lines_and_what_it_waits_for(sim_thread: Any, tmp_path: Path, capsys: Any,
+                                                                    monkeypatch: Any) -> None:
+    import threading
+    import time
+
+    from nfu_tui.commands import deploy as deploy_cmd
+    from nfu_tui.core import engine as eng
+    from nfu_tui.core import watch
+
+    sim = sim_thread.sim
+    monkeypatch.setattr(watch, "QUIET_SECONDS", 0.3)
+    printed = deploy_cmd._print_event
+
+    def outage() -> None:  # once the switch runs on the host: 1.5 s without the dashboard
+        while not any(c.op == "switch" for c in list(sim.dashboard.commands.values())):
+            time.sleep(0.01)
+        sim_thread.call(sim.dashboard.set_unreachable, True)
+        time.sleep(1.5)
+        sim_thread.call(sim.dashboard.set_unreachable, False)
+
+    def outage_at_the_switch(event: Any) -> None:
+        printed(event)
+        if isinstance(event, eng.HostStarted) and event.phase == "switch":
+            threading.Thread(target=outage, daemon=True).start()
+
+    monkeypatch.setattr(deploy_cmd, "_print_event", outage_at_the_switch)
+    code, out, err = run_cli(capsys, "--config", write_config(sim, tmp_path), "deploy", "--pr", "42", "--yes")
+    assert code == 0, out + err
+    lines = [line[9:] for line in out.splitlines() if LINE.match(line)]
+    lost = next(i for i, line in enumerate(lines) if line.startswith("dashboard connection lost"))
+    back = next(i for i, line in enumerate(lines) if line.startswith("dashboard connection back after"))
+    assert lost < back and "hosts' states are unknown until it is back" in lines[lost]
+    assert sum(line.startswith("dashboard connection lost") for line in lines) == 1  # not once per retry
+    during = lines[lost + 1:back]
+    assert any(line.startswith("waiting for the dashboard (unreachable since ") and "a1 switch (" in line
+               for line in during), during
+    assert "a1: ok" in out

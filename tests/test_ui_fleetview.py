@@ -331,3 +331,16 @@ def render_plain(renderable, width: int = 80) -> str:
     console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
     console.print(renderable)
     return "\n".join(line.rstrip() for line in console.export_text().splitlines())
+
+
+def test_hosts_are_unknown_while_the_dashboard_is_unreachable() -> None:
+    since = NOW - timedelta(minutes=2)
+    h = host("x", last_seen=(NOW - timedelta(minutes=3)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert fv.conn_text(h, NOW) == ("● online", "online")
+    assert fv.conn_text(h, NOW, since) == ("◌ unknown", "offline")
+    seen = (NOW - timedelta(minutes=3)).astimezone().strftime("%H:%M")
+    assert fv.last_seen_live(h, since) == f"last seen live {seen}"
+    assert fv.last_seen_live(host("y"), since) == f"last seen live {since.astimezone().strftime('%H:%M')}"
+    cols = fv.layout(100)
+    row = "".join(t for t, _ in fv.row_runs(h, HostMeta(), cols, now=NOW, unreachable_since=since))
+    assert "◌ unknown" in row and "● online" not in row

@@ -759,6 +759,17 @@ class GitHubClient:
                 raise GitHubError(f"GitHub merged #{number} but returned no merge commit SHA")
             return merged_sha
 
+    async def default_branch(self) -> str:
+        """The repository's default branch (``main`` when GitHub does not say)."""
+        data = await self._get_json(self._repo_path)
+        branch = data.get("default_branch") if isinstance(data, Mapping) else None
+        return branch if isinstance(branch, str) and branch else "main"
+
+    async def commits_between(self, base: str, head: str) -> Comparison:
+        """GitHub's ``compare`` of ``base...head`` in this repository: status and counts only (one request)."""
+        owner, _, name = self.repo.partition("/")
+        return await self.compare_commits(owner, name, base, head, max_commits=1)
+
     async def branch_head(self, branch: str) -> str:
         """The commit SHA a branch points to."""
         data = await self._get_json(f"{self._repo_path}/git/ref/heads/{_quote_path(branch)}")

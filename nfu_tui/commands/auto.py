@@ -17,7 +17,10 @@ Output: one JSON object per line on stdout, flushed, e.g.
 ``host_progress``, ``host_finished``, ``waiting_for_canaries``, ``canary_gate``,
 ``paused``, ``unpaused``, ``cancel_requested``, ``run_finished``; each with ``run``,
 ``host`` and the human ``msg``), ``run_result``, ``rollback_*``, ``revert_opened``,
-``suspended``, ``stopping``, ``error``, ``log`` (library warnings) and ``stopped``.
+``suspended``, ``stopping``, ``error``, ``log`` (library warnings) and ``stopped``;
+``dashboard_lost`` / ``dashboard_back`` when the dashboard connection is lost and when
+its fleet state is live again, and ``waiting`` (``text``: what it waits for) when a run
+is in progress or the dashboard is lost and nothing was logged for 30 s.
 Secrets never appear.
 
 Signals: SIGTERM/SIGINT stop cleanly — no new host starts, the host or merge in
@@ -84,12 +87,17 @@ class JsonLog:
     """Writes ``{"ts", "level", "event", ...}`` lines and flushes each one."""
 
     def __init__(self, stream) -> None:  # type: ignore[no-untyped-def]
+        import time
+
         self.stream = stream
+        self.last_at = time.monotonic()  # when the last line was written
 
     def __call__(self, event: str, level: str = "info", **fields: object) -> None:
         import json
+        import time
         from datetime import datetime, timezone
 
+        self.last_at = time.monotonic()
         record = {"ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "level": level,
                   "event": event, **fields}
         try:
@@ -128,6 +136,7 @@ class _Auto:
         self.signals = 0
         self.main_task = None
         self.last_status: tuple[str, str] = ("", "")
+        self.watch = None  # a RunWatch from the first live fleet state on
 
     async def main(self) -> int:
         import asyncio
@@ -154,6 +163,7 @@ class _Auto:
                  dashboard=self.cfg.dashboard.url, automation="on" if runner.enabled() else "off",
                  windows=runner.windows.describe_next(runner.clock()))
         code = 0
+        ticker = asyncio.ensure_future(self._say_what_we_wait_for(runner))
         try:
             await service.start()
             if self.args.once:
@@ -171,6 +181,7 @@ class _Auto:
                      traceback=traceback.format_exc(limit=20))
             code = 1
         finally:
+            ticker.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             unsubscribe()
@@ -245,9 +256,40 @@ class _Auto:
                 return False, "not ready within the timeout: " + "; ".join(what)
             await asyncio.sleep(0.1)
 
+    async def _say_what_we_wait_for(self, runner) -> None:  # type: ignore[no-untyped-def]
+        """A ``waiting`` line after ``QUIET_SECONDS`` of silence while a run goes on or the dashboard is lost."""
+        import asyncio
+        import time
+
+        from nfu_tui.core.watch import QUIET_SECONDS
+
+        while True:
+            quiet = time.monotonic() - self.log.last_at
+            if quiet < QUIET_SECONDS:
+                await asyncio.sleep(QUIET_SECONDS - quiet)
+            elif self.watch is not None and (runner.acting or not self.watch.live):
+                self.log("waiting", text=self.watch.waiting())
+            else:
+                await asyncio.sleep(QUIET_SECONDS)
+
+    def _connection_line(self, status) -> None:  # type: ignore[no-untyped-def]
+        from nfu_tui.core.watch import RunWatch
+
+        live = status.dashboard == "live"
+        if self.watch is None:
+            if live:
+                self.watch = RunWatch()
+            return
+        line = self.watch.connection(live, status.dashboard_detail)
+        if line is not None:
+            self.log("dashboard_back" if live else "dashboard_lost", level="info" if live else "warning",
+                     message=line)
+
     def _on_service_event(self, service, event) -> None:  # type: ignore[no-untyped-def]
         if event.kind == "deploy" and event.payload is not None:
             ev = event.payload
+            if self.watch is not None:
+                self.watch.engine(ev)
             fields = {"run": ev.run_id, "msg": ev.line()}
             if ev.host:
                 fields["host"] = ev.host
@@ -261,6 +303,7 @@ class _Auto:
             self.log(_event_name(ev), level=level, **fields)
         elif event.kind == "status":
             status = service.status
+            self._connection_line(status)
             now = (f"{status.dashboard}:{status.dashboard_detail}", f"{status.github}:{status.github_detail}")
             if now != self.last_status:
                 self.last_status = now

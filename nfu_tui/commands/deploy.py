@@ -1,12 +1,19 @@
 """`nfu-tui deploy`: merge an update PR and deploy it without the TUI (same engine).
 
     nfu-tui deploy --pr N [--hosts a,b] [--yes] [--dry-run] [--wait-offline MIN]
+    nfu-tui deploy --converge [--hosts a,b] [--yes] [--dry-run] [--wait-offline MIN]
     nfu-tui deploy --resume [RUN_ID] [--yes]
     nfu-tui deploy --abandon RUN_ID
 
+``--converge`` merges nothing: it deploys the default branch's head to every online,
+not held host whose generation is behind it (the plan says who and by what), e.g. to
+finish a cancelled or failed run whose PR is already merged.
+
 Prints the plan, asks for confirmation on a terminal (``--yes`` skips it; without a
 terminal ``--yes`` is required), then one line per state change
-(``12:03:04 gpc0 pull started``). Ctrl-C cancels the deploy: no new host starts, and
+(``12:03:04 gpc0 pull started``), a line when the dashboard connection is lost and
+when it is back, and what the run waits for when nothing else was said for 30 s.
+Ctrl-C cancels the deploy: no new host starts, and
 the commands already running are followed to their real outcome (the dashboard cannot
 stop them). A second Ctrl-C, or SIGTERM, stops the process at once and leaves the run
 resumable with ``--resume``.
@@ -33,10 +40,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--pr", type=int, metavar="N", help="the update PR to merge and deploy")
+    what.add_argument("--converge", action="store_true",
+                      help="no merge: bring every host behind the default branch's head to it")
     what.add_argument("--resume", nargs="?", type=int, const=0, metavar="RUN_ID",
                       help="continue an unfinished deploy run (the only one if no id is given)")
     what.add_argument("--abandon", type=int, metavar="RUN_ID", help="mark an unfinished run as abandoned")
-    p.add_argument("--hosts", metavar="A,B", help="deploy only these hosts (comma-separated)")
+    p.add_argument("--hosts", metavar="A,B", help="deploy (or converge) only these hosts (comma-separated)")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--wait-offline", type=float, default=0.0, metavar="MIN",
@@ -49,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.pr is not None and args.pr <= 0:
         return _bad("--pr needs a positive PR number")
-    if args.hosts is not None and args.pr is None:
-        return _bad("--hosts only applies to --pr")
+    if args.hosts is not None and args.pr is None and not args.converge:
+        return _bad("--hosts only applies to --pr and --converge")
     if args.dry_run and args.abandon is not None:
         return _bad("--dry-run does not apply to --abandon")
     if args.wait_offline < 0:
@@ -82,7 +91,8 @@ def _abandon(run_id: int) -> int:
         return 1
     except StateError as exc:
         return _bad(exc.message)
-    print(f"run #{run_id} (PR #{run.pr}) abandoned; nothing on GitHub or the hosts was changed")
+    about = f" (PR #{run.pr})" if run.pr else ""
+    print(f"run #{run_id}{about} abandoned; nothing on GitHub or the hosts was changed")
     return 0
 
 
@@ -130,7 +140,7 @@ class _Deploy:
 
         if self.args.dry_run:
             return contextlib.nullcontext()
-        what = f"--pr {self.args.pr}" if self.args.pr is not None else "--resume"
+        what = f"--pr {self.args.pr}" if self.args.pr is not None else "--converge" if self.args.converge else "--resume"
         return DeployLock(label=f"{PROG} {what}")
 
     async def _with_clients(self) -> int:
@@ -164,9 +174,11 @@ class _Deploy:
     async def _deploy(self, github, dashboard, store) -> int:  # type: ignore[no-untyped-def]
         import asyncio
 
+        from nfu_tui.core.converge import fleet_lag
         from nfu_tui.core.live import LiveFleet
         from nfu_tui.core.plan import DeployPlan, make_plan
         from nfu_tui.core.state import AppState
+        from nfu_tui.core.watch import RunWatch
         from nfu_tui.errors import GitHubNotFound, StateError
 
         args = self.args
@@ -176,15 +188,17 @@ class _Deploy:
                 pr = await github.get_pull(args.pr, wait_mergeable=False)  # the engine re-reads it
             except GitHubNotFound:
                 return _bad(f"PR #{args.pr} not found in {self.cfg.github.repo} (or the token cannot see it)")
-        else:
+        elif not args.converge:
             unfinished = store.unfinished_runs()
             try:
                 run_id = self._pick_run(unfinished, args.resume)
             except StateError as exc:
                 return _bad(exc.message)
         await self._login(dashboard)
-        view = LiveFleet(dashboard)
+        self.watch: RunWatch | None = None  # from the first fleet state on: lost/back lines
+        view = LiveFleet(dashboard, on_stream=lambda event, _changes: self._on_stream(view, event))
         await view.start()
+        self.watch = RunWatch()
         try:
             if run_id is None:
                 targets = None
@@ -197,9 +211,14 @@ class _Deploy:
                     if unknown:
                         return _bad(f"unknown host(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
                 state = AppState.load()
-                plan = make_plan(view.hosts(), self.cfg, state.held, targets=targets, pr_number=pr.number,
-                                 head_sha=pr.head_sha, overrides=state.overrides)
-                if pr.merged:
+                if args.converge:
+                    branch, target, lag = await fleet_lag(github, view.hosts())
+                    plan = make_plan(view.hosts(), self.cfg, state.held, targets=targets, head_sha=target,
+                                     overrides=state.overrides, lag=lag, branch=branch)
+                else:
+                    plan = make_plan(view.hosts(), self.cfg, state.held, targets=targets, pr_number=pr.number,
+                                     head_sha=pr.head_sha, overrides=state.overrides)
+                if not args.converge and pr.merged:
                     print(f"PR #{pr.number} is already merged ({pr.merge_commit_sha[:7]}): deploying it")
             else:
                 run = store.get_run(run_id)
@@ -211,10 +230,14 @@ class _Deploy:
                 print(line)
             if args.dry_run:
                 return 0
+            if run_id is None and plan.converge and not plan.entries and not plan.queued:
+                print("Nothing done: no host to converge.")
+                return 0
             if not args.yes:
                 if not sys.stdin.isatty():
                     return _bad("refusing to deploy without confirmation: no terminal to ask on; pass --yes")
-                verb = "Resume" if run_id is not None else f"Merge PR #{plan.pr_number} and deploy"
+                verb = ("Resume" if run_id is not None else plan.subject.capitalize() if plan.converge
+                        else f"Merge PR #{plan.pr_number} and deploy")
                 # In a thread: the dashboard stream keeps being served while the user reads the plan.
                 answer = (await asyncio.to_thread(input, f"{verb}? [y/N] ")).strip().lower()
                 if answer not in ("y", "yes"):
@@ -228,7 +251,7 @@ class _Deploy:
     def _pick_run(unfinished, wanted: int) -> int:  # type: ignore[no-untyped-def]
         from nfu_tui.errors import StateError
 
-        deploys = [r for r in unfinished if r.kind == "deploy"]
+        deploys = [r for r in unfinished if r.kind in ("deploy", "converge")]
         if wanted:
             if not any(r.id == wanted for r in deploys):
                 raise StateError(f"run #{wanted} is not an unfinished deploy run")
@@ -236,7 +259,8 @@ class _Deploy:
         if not deploys:
             raise StateError("there is no unfinished deploy run to resume")
         if len(deploys) > 1:
-            listed = "; ".join(f"#{r.id} PR #{r.pr} ({r.created_at.astimezone():%Y-%m-%d %H:%M})" for r in deploys)
+            listed = "; ".join(f"#{r.id} {f'PR #{r.pr}' if r.pr else r.kind} ({r.created_at.astimezone():%Y-%m-%d %H:%M})"
+                               for r in deploys)
             raise StateError(f"several unfinished runs: {listed}; name one: --resume RUN_ID")
         return deploys[0].id
 
@@ -252,13 +276,14 @@ class _Deploy:
         notifier = WebhookNotifier(self.cfg.notify.webhook_url) if self.cfg.notify.webhook_url else None
         engine = DeployEngine(github, dashboard, view, store, self.cfg, notifier=notifier,
                               lock=contextlib.nullcontext,  # this command already holds the deploy lock
-                              on_event=_print_event)
+                              on_event=self._on_engine_event)
         wait = self.args.wait_offline * 60.0
         if run_id is None:
             job = engine.run(plan, actor=local_actor(), queued_wait=wait)
         else:
             job = engine.resume(run_id, actor=local_actor(), queued_wait=wait)
         task = asyncio.ensure_future(job)
+        ticker = asyncio.ensure_future(self._say_what_we_wait_for())
         loop = asyncio.get_running_loop()
 
         def on_sigint() -> None:
@@ -278,6 +303,7 @@ class _Deploy:
             where = f" run #{rid}" if rid else ""
             return _fail(f"stopped;{where} left unfinished: `nfu-tui deploy --resume{' ' + str(rid) if rid else ''}`")
         finally:
+            ticker.cancel()
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
         print(result.summary())
@@ -289,6 +315,53 @@ class _Deploy:
                   f"`nfu-tui deploy --resume {result.run_id}` (or the TUI) deploys them once they are online")
         sys.stdout.flush()
         return result.exit_code
+
+    # --- what the run says while it goes on ------------------------------------------
+
+    def _say(self, text: str) -> None:
+        import time
+        from datetime import datetime
+
+        self.said_at = time.monotonic()
+        print(f"{datetime.now().strftime('%H:%M:%S')} {text}", flush=True)
+
+    def _on_stream(self, view, event) -> None:  # type: ignore[no-untyped-def]
+        """A line when the dashboard connection is lost (the first failure) and when the fleet state is back."""
+        from nfu_tui.clients._dashboard_protocol import Disconnected
+
+        if self.watch is None:
+            return
+        if isinstance(event, Disconnected):
+            line = self.watch.connection(False, event.reason)
+        elif view.model.synced:
+            line = self.watch.connection(True)
+        else:
+            return
+        if line is not None:
+            self._say(line)
+
+    def _on_engine_event(self, event) -> None:  # type: ignore[no-untyped-def]
+        import time
+
+        assert self.watch is not None
+        self.watch.engine(event)
+        self.said_at = time.monotonic()
+        _print_event(event)
+
+    async def _say_what_we_wait_for(self) -> None:
+        """Every ``QUIET_SECONDS`` without a line: what the run is waiting for (sleeps in between)."""
+        import asyncio
+        import time
+
+        from nfu_tui.core.watch import QUIET_SECONDS
+
+        self.said_at = time.monotonic()
+        while True:
+            quiet = time.monotonic() - self.said_at
+            if quiet >= QUIET_SECONDS and self.watch is not None:
+                self._say(self.watch.waiting())
+                continue
+            await asyncio.sleep(QUIET_SECONDS - quiet)
 
 
 def _secret(value: str):  # type: ignore[no-untyped-def]

@@ -841,7 +841,7 @@ class AutomationRunner:
         info = run_info(run)
         self._sink("resume", run=run.id, kind=run.kind, pr=run.pr)
         with self._lock_factory():
-            if run.kind != "deploy":
+            if run.kind not in ("deploy", "converge"):
                 outcome = await self.rollback.resume(run.id)
                 return StepResult(decision, acted=True, ok=outcome.ok, suspended=outcome.suspended,
                                   message=outcome.summary)

@@ -213,6 +213,7 @@ class RunResult:
     message: str = ""
     outcomes: tuple[HostOutcome, ...] = ()
     still_running: tuple[str, ...] = ()  # hosts whose command may still run after a cancel
+    subject: str = ""  # DeployPlan.subject; "" = PR #pr_number
 
     @property
     def ok(self) -> bool:
@@ -232,7 +233,7 @@ class RunResult:
     def summary(self) -> str:
         counts = {k: len(self.hosts_with(k)) for k in Outcome}
         parts = [f"{n} {k.value}" for k, n in counts.items() if n]
-        head = f"PR #{self.pr_number}: {self.status.value}"
+        head = f"{self.subject or f'PR #{self.pr_number}'}: {self.status.value}"
         return head + (f" ({', '.join(parts)})" if parts else "") + (f": {self.message}" if self.message else "")
 
 
@@ -285,10 +286,12 @@ class RunStarted(EngineEvent):
     head_sha: str
     hosts: tuple[str, ...]
     resumed: bool = False
+    subject: str = ""  # DeployPlan.subject ("converge to main 9f8e7d6"); "" = the PR
 
     def line(self) -> str:
         verb = "resumed" if self.resumed else "started"
-        return f"run #{self.run_id} {verb}: PR #{self.pr_number} ({self.head_sha[:7]}), {len(self.hosts)} host(s)"
+        what = self.subject or f"PR #{self.pr_number} ({self.head_sha[:7]})"
+        return f"run #{self.run_id} {verb}: {what}, {len(self.hosts)} host(s)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -623,18 +626,19 @@ def inert_lines(lines: Iterable[str], limit: int = LAST_LINES) -> tuple[str, ...
 def notification_for(result: RunResult) -> Notification:
     """The toast/webhook message for a finished run."""
     n = result.pr_number
-    tags = ["nfu-tui", f"pr-{n}"]
+    what = result.subject.capitalize() if result.subject else f"PR #{n}"
+    tags = ["nfu-tui", "converge" if result.subject else f"pr-{n}"]
     if result.status is RunStatus.SUCCEEDED:
-        return Notification(f"PR #{n} deployed", result.summary(), "information", tags + ["white_check_mark"])
+        return Notification(f"{what} deployed", result.summary(), "information", tags + ["white_check_mark"])
     if result.status is RunStatus.WAITING:
         waiting = ", ".join(result.hosts_with(Outcome.QUEUED))
-        return Notification(f"PR #{n} deployed; waiting for {waiting}", result.summary(), "information", tags)
+        return Notification(f"{what} deployed; waiting for {waiting}", result.summary(), "information", tags)
     if result.status is RunStatus.CANCELLED:
-        return Notification(f"PR #{n} deploy cancelled", result.summary(), "warning", tags + ["warning"])
+        return Notification(f"{what} deploy cancelled", result.summary(), "warning", tags + ["warning"])
     if result.status is RunStatus.REFUSED:
-        return Notification(f"PR #{n} not merged", result.message, "warning", tags + ["no_entry"])
+        return Notification(f"{what} not merged", result.message, "warning", tags + ["no_entry"])
     failed = ", ".join(result.hosts_with(Outcome.FAILED)) or "the run"
-    return Notification(f"PR #{n} deploy failed on {failed}", result.summary(), "error", tags + ["rotating_light"])
+    return Notification(f"{what} deploy failed on {failed}", result.summary(), "error", tags + ["rotating_light"])
 
 
 # ================================================================= journal state
@@ -857,12 +861,12 @@ class DeployEngine:
             if plan is None:
                 raise ValueError("a plan is needed to start a new run")
             run_id = self.store.create_run(
-                "deploy", actor=actor, trigger=trigger, pr=plan.pr_number, head_sha=plan.head_sha,
-                plan=plan.to_dict(),
+                "converge" if plan.converge else "deploy", actor=actor, trigger=trigger,
+                pr=None if plan.converge else plan.pr_number, head_sha=plan.head_sha, plan=plan.to_dict(),
             )
             return _Run(run_id, plan, JournalState(), resumed=False, actor=actor)
         stored = self.store.get_run(resume_run_id)  # StateError when unknown
-        if stored.kind != "deploy":
+        if stored.kind not in ("deploy", "converge"):
             raise StateError(f"run #{resume_run_id} is a {stored.kind}, not a deploy")
         if stored.finished:
             raise StateError(f"run #{resume_run_id} is already {stored.status}; nothing to resume")
@@ -877,9 +881,11 @@ class DeployEngine:
     async def _execute(self, r: _Run, queued_wait: float | None) -> RunResult:
         plan = r.plan
         await self._emit(RunStarted(run_id=r.run_id, pr_number=plan.pr_number, head_sha=plan.head_sha,
-                                    hosts=plan.hosts, resumed=r.resumed))
+                                    hosts=plan.hosts, resumed=r.resumed, subject=plan.subject if plan.converge else ""))
         try:
-            if not r.merge_sha:
+            if plan.converge:
+                r.merge_sha = plan.head_sha  # no merge: the target is the branch head the plan was made at
+            elif not r.merge_sha:
                 await self._merge(r)
             self._check_cancel_before_deploy(r)
             if not plan.merge_only:
@@ -903,7 +909,8 @@ class DeployEngine:
 
     def _check_cancel_before_deploy(self, r: _Run) -> None:
         if self._cancel.is_set():
-            merged = f" (PR #{r.plan.pr_number} was merged as {r.merge_sha[:7]})" if r.merge_sha else ""
+            merged = (f" (PR #{r.plan.pr_number} was merged as {r.merge_sha[:7]})"
+                      if r.merge_sha and not r.plan.converge else "")
             raise _Stop(RunStatus.CANCELLED, f"cancelled before any host was deployed{merged}")
 
     # --- merge ------------------------------------------------------------------
@@ -1513,7 +1520,8 @@ class DeployEngine:
         outcomes = tuple(r.outcomes[h] for h in order if h in r.outcomes) + tuple(
             o for h, o in r.outcomes.items() if h not in order
         )
-        result = RunResult(r.run_id, status, r.plan.pr_number, r.merge_sha, message, outcomes, tuple(r.still_running))
+        result = RunResult(r.run_id, status, r.plan.pr_number, r.merge_sha, message, outcomes, tuple(r.still_running),
+                           r.plan.subject if r.plan.converge else "")
         if status is RunStatus.WAITING:
             self.store.record(r.run_id, "waiting", hosts=result.hosts_with(Outcome.QUEUED))
         else:
@@ -1521,7 +1529,7 @@ class DeployEngine:
                 if outcome.host not in r.journaled:
                     self._journal_outcome(r, outcome)
             self.store.finish_run(r.run_id, _JOURNAL_STATUS[status], result.summary())
-        self._audit(r, "deploy", status=status.value, summary=result.summary(),
+        self._audit(r, "converge" if r.plan.converge else "deploy", status=status.value, summary=result.summary(),
                     outcomes={o.host: o.outcome.value for o in outcomes})
         note = notification_for(result)
         await self._emit(RunFinished(run_id=r.run_id, result=result, notification=note))
@@ -1534,7 +1542,7 @@ class DeployEngine:
 
     def _audit(self, r: _Run, action: str, **details: Any) -> None:
         try:
-            self.store.audit(action, actor=r.actor, github_login=self.github_login, pr=r.plan.pr_number,
+            self.store.audit(action, actor=r.actor, github_login=self.github_login, pr=r.plan.pr_number or None,
                              details={"run": r.run_id, **details})
         except (StateError, OSError) as exc:  # the journal has the facts; never stop a deploy for this
             log.warning("could not write the audit entry %s: %s", action, exc)

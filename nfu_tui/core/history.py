@@ -1,7 +1,8 @@
 """History and audit: what the journal and the audit trail say, for the CLI and the TUI.
 
 The journal (:class:`~nfu_tui.core.store.Store`) keeps every run — ``deploy``,
-``revert`` (rollback after a failure) and ``rollback`` (one host) — with its steps;
+``converge`` (the default branch's head to the hosts behind it, no merge), ``revert``
+(rollback after a failure) and ``rollback`` (one host) — with its steps;
 the audit trail keeps every merge, deploy, rollback, hold/unhold, automation toggle
 and configuration-relevant action. This module turns both into :class:`RunRecord`\\ s
 (when, who, what, how each host fared, a timeline) and formats them.
@@ -16,7 +17,7 @@ audit entries of the run (the engine and the rollback write it).
 (stable; keys may be added, none removed)::
 
     {"schema": "nfu-tui.history/1", "generated_at": ISO-8601,
-     "runs": [{"id": int, "kind": "deploy"|"revert"|"rollback", "pr": int|null, "title": str,
+     "runs": [{"id": int, "kind": "deploy"|"converge"|"revert"|"rollback", "pr": int|null, "title": str,
                "trigger": "manual"|"auto", "actor": "user@host", "github_login": str|null,
                "status": "running"|"paused"|"waiting"|"succeeded"|"failed"|"cancelled"|"abandoned",
                "started_at": ISO-8601, "finished_at": ISO-8601|null,
@@ -104,7 +105,8 @@ def attach_recorder(service: Any) -> Callable[[], None]:
 
     def on_event(event: Any) -> Any:
         payload = getattr(event, "payload", None)
-        if event.kind != "deploy" or not isinstance(payload, RunStarted) or payload.resumed or payload.run_id is None:
+        if (event.kind != "deploy" or not isinstance(payload, RunStarted) or payload.resumed or payload.run_id is None
+                or payload.subject):  # a converge run is about no PR
             return None
         context = _context_from(service.pr_state(payload.pr_number), payload.head_sha)
         if context is not None:
@@ -160,6 +162,7 @@ class RunRecord:
     hosts: tuple[HostRecord, ...]
     related_runs: tuple[int, ...]
     timeline: tuple[TimelineEntry, ...]
+    branch: str = ""  # converge runs: the default branch whose head they deploy
 
     @property
     def counts(self) -> dict[str, int]:
@@ -173,11 +176,13 @@ class RunRecord:
         return ", ".join(f"{n} {outcome}" for outcome, n in sorted(self.counts.items())) or "no host"
 
     def what(self) -> str:
-        """``deploy PR #42`` / ``revert of PR #42`` / ``rollback web-01``."""
+        """``deploy PR #42`` / ``converge to main 9f8e7d6`` / ``revert of PR #42`` / ``rollback web-01``."""
         if self.kind == "rollback":
             return "rollback " + ", ".join(h.host for h in self.hosts) if self.hosts else "rollback"
         if self.kind == "revert":
             return f"revert of PR #{self.pr}" if self.pr else "revert"
+        if self.kind == "converge":
+            return f"converge to {self.branch or 'the default branch'} {(self.head_sha or '')[:7]}".rstrip()
         return f"deploy PR #{self.pr}" if self.pr else "deploy"
 
 
@@ -239,7 +244,7 @@ def _short_time(value: Any) -> str:
 
 
 def _plan_lines(kind: str, plan: Mapping[str, Any]) -> tuple[str, ...]:
-    if kind == "deploy":
+    if kind in ("deploy", "converge"):
         from nfu_tui.core.plan import DeployPlan
 
         try:
@@ -295,7 +300,7 @@ def record_of(run: Any, audit: Iterable[Any] = ()) -> RunRecord:
         finished_at=run.finished_at, head_sha=run.head_sha, merge_sha=run.merge_sha, summary=run.summary,
         headline=str(context.get("headline", "")), lock_diff=str(context.get("lock_diff", "")),
         plan=_plan_lines(run.kind, plan), hosts=tuple(hosts.values()), related_runs=tuple(dict.fromkeys(related)),
-        timeline=tuple(timeline),
+        timeline=tuple(timeline), branch=str(plan.get("branch", "")),
     )
 
 
@@ -370,7 +375,8 @@ def format_run(r: RunRecord, *, details: bool = True) -> list[str]:
         lines.append(f"  {r.headline}")
     revs = []
     if r.head_sha:
-        revs.append(f"head {r.head_sha[:7]}")
+        revs.append(f"target {r.head_sha[:7]} ({r.branch}'s head; no merge)" if r.kind == "converge"
+                    else f"head {r.head_sha[:7]}")
     if r.merge_sha:
         revs.append(f"merged as {r.merge_sha[:7]}")
     if r.related_runs:

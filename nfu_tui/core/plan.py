@@ -24,6 +24,12 @@ most likely to serve others.
 
 An offline canary cannot gate anything: it is queued/skipped like any offline host and
 the plan carries a warning saying so.
+
+A **converge** plan (``lag`` given) merges nothing: it brings the hosts whose
+generation is behind the default branch's head (``head_sha``, the target) to it, with
+the same waves, canaries and queueing. Hosts that are not behind (at the head, ahead of
+it, or where it cannot be told) are skipped saying so; :class:`HostLag` per host comes
+from :func:`nfu_tui.core.converge.fleet_lag`.
 """
 
 from __future__ import annotations
@@ -96,6 +102,15 @@ class SkipReason(str, enum.Enum):
     NOT_SELECTED = "not-selected"
     UNKNOWN_HOST = "unknown-host"
     MERGE_ONLY = "merge-only"  # strategy none
+    NOT_BEHIND = "not-behind"  # converge: at the target already (or ahead, or cannot tell)
+
+
+@dataclass(frozen=True, slots=True)
+class HostLag:
+    """Converge: whether a host's generation is behind the target, and by what (human text)."""
+
+    behind: bool | None  # True behind; False at (or ahead of) the target; None cannot tell
+    text: str  # e.g. "a1b2c3d → 9f8e7d6, 3 commits behind"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +124,7 @@ class PlanEntry:
     tier: Tier = Tier.OTHER
     queued: bool = False  # offline now; deployed when it comes back online
     badges: tuple[str, ...] = ()
+    behind: str = ""  # converge: by what the host is behind the target
 
     @property
     def reason(self) -> str:
@@ -144,6 +160,15 @@ class DeployPlan:
     skipped: tuple[SkippedEntry, ...] = ()
     automatic: bool = False
     warnings: tuple[str, ...] = ()
+    converge: bool = False  # no merge: bring the hosts behind ``branch`` to its head ``head_sha``
+    branch: str = ""  # converge: the default branch
+
+    @property
+    def subject(self) -> str:
+        """What the run is about: ``PR #42`` or ``converge to main 9f8e7d6``."""
+        if self.converge:
+            return f"converge to {self.branch or 'the default branch'} {self.head_sha[:7]}"
+        return f"PR #{self.pr_number}"
 
     @property
     def waves(self) -> tuple[tuple[PlanEntry, ...], tuple[PlanEntry, ...]]:
@@ -171,11 +196,16 @@ class DeployPlan:
     def describe(self) -> list[str]:
         """Human lines for the confirmation dialog and the CLI."""
         sha = self.head_sha[:7] if self.head_sha else "?"
-        lines = [f"Plan for PR #{self.pr_number} (head {sha}): merge, then "
-                 + ("no deploy (strategy none)" if self.merge_only else
-                    f"deploy {len(self.entries)} host(s)"
-                    + (f", {len(self.queued)} queued until online" if self.queued else "")
-                    + f"; strategy {self.strategy}, at most {self.max_parallel} at a time")]
+        if self.converge:
+            lines = [f"Converge to {self.branch} ({sha}), no merge: deploy {len(self.entries)} host(s) behind it"
+                     + (f", {len(self.queued)} queued until online" if self.queued else "")
+                     + f"; strategy {self.strategy}, at most {self.max_parallel} at a time"]
+        else:
+            lines = [f"Plan for PR #{self.pr_number} (head {sha}): merge, then "
+                     + ("no deploy (strategy none)" if self.merge_only else
+                        f"deploy {len(self.entries)} host(s)"
+                        + (f", {len(self.queued)} queued until online" if self.queued else "")
+                        + f"; strategy {self.strategy}, at most {self.max_parallel} at a time")]
         canaries, rest = self.waves
         n = 0
         if canaries:
@@ -203,7 +233,8 @@ class DeployPlan:
         for w in self.warnings:
             lines.append(f"Warning: {w}")
         if not self.entries and not self.queued and not self.merge_only:
-            lines.append("Nothing to deploy: no host qualifies.")
+            lines.append(f"Nothing to deploy: every host is at {self.branch} or skipped." if self.converge
+                         else "Nothing to deploy: no host qualifies.")
         return lines
 
     # --- journal serialisation ------------------------------------------------
@@ -230,6 +261,7 @@ class DeployPlan:
                 tier=Tier(int(d.get("tier", Tier.OTHER))),
                 queued=bool(d.get("queued", False)),
                 badges=tuple(d.get("badges") or ()),
+                behind=str(d.get("behind", "")),
             )
 
         return cls(
@@ -246,12 +278,15 @@ class DeployPlan:
             ),
             automatic=bool(data.get("automatic", False)),
             warnings=tuple(data.get("warnings") or ()),
+            converge=bool(data.get("converge", False)),
+            branch=str(data.get("branch", "")),
         )
 
 
 def _entry_line(e: PlanEntry) -> str:
     extra = f" [{', '.join(e.badges)}]" if e.badges else ""
-    return f"{e.host} ({e.reason}){extra}"
+    behind = f": {e.behind}" if e.behind else ""
+    return f"{e.host} ({e.reason}){extra}{behind}"
 
 
 _NUM = re.compile(r"(\d+)")
@@ -306,16 +341,21 @@ def make_plan(
     pr_number: int = 0,
     head_sha: str = "",
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    lag: Mapping[str, HostLag] | None = None,
+    branch: str = "",
 ) -> DeployPlan:
     """Build the plan for ``hosts`` (the dashboard's view) under ``config``.
 
     ``held`` are the held host ids; ``targets`` restricts to a selection (None = all);
     ``automatic`` applies ``auto_update = false`` exclusions; ``overrides`` are per-host
     settings changed in the UI (keys ``auto_update``, ``priority``, ``canary``), which win
-    over the configuration file.
+    over the configuration file. ``lag`` makes it a converge plan to ``branch`` at
+    ``head_sha`` (no merge): only hosts whose lag says behind are deployed.
     """
     auto = config.flake_updates.automation
     strategy = auto.deploy_strategy
+    if lag is not None and strategy == "none":
+        strategy = "all"  # "merge only" means nothing for a converge, which merges nothing
     if strategy not in STRATEGIES:  # pragma: no cover - the config model guarantees it
         raise ValueError(f"unknown deploy strategy {strategy!r}")
     overrides = overrides or {}
@@ -354,6 +394,13 @@ def make_plan(
         if strategy == "none":
             skipped.append(SkippedEntry(name, SkipReason.MERGE_ONLY, "strategy none: merge only, no deploy"))
             continue
+        behind = ""
+        if lag is not None:
+            host_lag = lag.get(name) or HostLag(None, "cannot tell: no generation reported")
+            if host_lag.behind is not True:
+                skipped.append(SkippedEntry(name, SkipReason.NOT_BEHIND, host_lag.text))
+                continue
+            behind = host_lag.text
         tier = tier_of(host)
         entry = PlanEntry(
             host=name,
@@ -363,6 +410,7 @@ def make_plan(
             tier=tier,
             queued=not host.online,
             badges=_badges(host, s),
+            behind=behind,
         )
         key = (0 if s.canary else 1, 0 if s.priority is not None else 1, s.priority or 0, int(tier), natural_key(name))
         if host.online:
@@ -379,7 +427,7 @@ def make_plan(
     queued.sort(key=lambda kv: kv[0])
     # A queued canary deploys like any other late host: it no longer belongs to wave 0.
     queued_entries = tuple(
-        PlanEntry(e.host, 1, e.canary, e.priority, e.tier, True, e.badges) for _, e in queued
+        PlanEntry(e.host, 1, e.canary, e.priority, e.tier, True, e.badges, e.behind) for _, e in queued
     )
     return DeployPlan(
         pr_number=pr_number,
@@ -392,11 +440,14 @@ def make_plan(
         skipped=tuple(skipped),
         automatic=automatic,
         warnings=tuple(warnings),
+        converge=lag is not None,
+        branch=branch,
     )
 
 
 __all__ = [
     "DeployPlan",
+    "HostLag",
     "PlanEntry",
     "SkipReason",
     "SkippedEntry",

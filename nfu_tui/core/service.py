@@ -52,6 +52,7 @@ class ConnectionStatus:
     github_detail: str = ""
     rate: RateBudget = RateBudget()
     last_poll: datetime | None = None
+    unreachable_since: datetime | None = None  # the live fleet state was lost then: hosts are unknown now
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,7 @@ class FleetService:
         self.engine: Any = None
         self._github_login: str | None = None
         self.tracked_prs: set[int] = set()  # shown although detection skips them (revert PRs nfu-tui opened)
+        self._merged_prs: set[int] = set()  # merged by our engine: not pending, whatever a stale poll says
 
     # ------------------------------------------------------------ construction
 
@@ -150,8 +152,8 @@ class FleetService:
             self._tasks.append(asyncio.create_task(self._poll_loop(), name="nfu-github-poll"))
 
     async def stop(self) -> None:
-        if self.engine is not None and self.engine.running:
-            self.engine.cancel()
+        """Disconnect. A deploy still running is not cancelled: its task is interrupted by its owner and the
+        run stays resumable in the journal (the engine treats a cancelled task as a shutdown)."""
         tasks = self._tasks + list(self._explaining.values())
         for task in tasks:
             task.cancel()
@@ -193,6 +195,11 @@ class FleetService:
                 log.exception("service listener failed")
 
     def _set_status(self, **changes: Any) -> None:
+        dashboard = changes.get("dashboard", self.status.dashboard)
+        if dashboard == "live":
+            changes["unreachable_since"] = None
+        elif self.status.dashboard == "live":
+            changes["unreachable_since"] = datetime.now(timezone.utc)
         self.status = replace(self.status, **changes)
         self._emit(ServiceEvent("status"))
 
@@ -341,6 +348,9 @@ class FleetService:
         """One detection cycle: list update PRs, (re)explain the ones whose head or base moved."""
         assert self.github is not None
         prs = await self.github.list_update_prs()
+        listed = {p.number for p in prs}
+        self._merged_prs &= listed  # GitHub caught up: stop filtering
+        prs = [p for p in prs if p.number not in self._merged_prs]
         for number in sorted(self.tracked_prs - {p.number for p in prs}):
             try:
                 extra = await self.github.get_pull(number, wait_mergeable=False)
@@ -532,10 +542,41 @@ class FleetService:
             self.store,
             self.config,
             notifier=self.notifier,
-            on_event=lambda ev: self._emit(ServiceEvent("deploy", payload=ev)),
+            on_event=self._on_engine_event,
             **kw,
         )
         return engine
+
+    def _on_engine_event(self, event: Any) -> None:
+        from nfu_tui.core.engine import Merged
+
+        if isinstance(event, Merged):
+            self._pr_merged(event.pr_number)
+        self._emit(ServiceEvent("deploy", payload=event))
+
+    def _pr_merged(self, number: int) -> None:
+        """The engine merged PR ``number``: it is no longer pending — now, not at the next poll."""
+        self._merged_prs.add(number)
+        self.tracked_prs.discard(number)
+        self._pr_cache.pop(number, None)
+        task = self._explaining.pop(number, None)
+        if task is not None:
+            task.cancel()
+        if any(state.pr.number == number for state in self.prs):
+            self.prs = [state for state in self.prs if state.pr.number != number]
+            self._emit(ServiceEvent("prs"))
+
+    async def plan_converge(self, host_ids: list[str] | None = None) -> Any:
+        """A converge plan: the default branch's head to every host behind it (GitHub compares; no merge)."""
+        from nfu_tui.core.converge import fleet_lag
+        from nfu_tui.core.plan import make_plan
+
+        if self.github is None:
+            raise NfuError("converging needs GitHub configured (the default branch's head is the target)")
+        hosts = self.hosts()
+        branch, target, lag = await fleet_lag(self.github, hosts)
+        return make_plan(hosts, self.config, self.state.held, targets=host_ids, pr_number=0, head_sha=target,
+                         overrides=self.state.overrides, lag=lag, branch=branch)
 
     async def deploy(self, plan: Any, *, trigger: str = "manual", **engine_kw: Any) -> Any:
         """Merge and deploy ``plan`` with the engine; progress arrives as "deploy" events."""

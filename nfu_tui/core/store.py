@@ -53,7 +53,7 @@ from nfu_tui.paths import ensure_dir, state_dir
 DB_NAME = "nfu-tui.sqlite3"
 LOCK_NAME = "deploy.lock"
 
-RUN_KINDS = ("deploy", "rollback", "revert")
+RUN_KINDS = ("deploy", "rollback", "revert", "converge")
 RUN_TRIGGERS = ("manual", "auto")
 ACTIVE_STATUSES = ("running", "paused")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled", "abandoned")
@@ -116,6 +116,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
            BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END""",
         """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
            BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END""",
+    ),
+    (  # 2: runs may be "converge" runs (deploy the default branch's head, no merge)
+        """CREATE TABLE runs_v2 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL CHECK (kind IN ('deploy', 'rollback', 'revert', 'converge')),
+            pr INTEGER,
+            head_sha TEXT,
+            merge_sha TEXT,
+            status TEXT NOT NULL CHECK (status IN
+                ('running', 'paused', 'succeeded', 'failed', 'cancelled', 'abandoned')),
+            plan TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            trigger TEXT NOT NULL CHECK (trigger IN ('manual', 'auto')),
+            summary TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            finished_at TEXT
+        )""",
+        "INSERT INTO runs_v2 SELECT * FROM runs",
+        "DROP TABLE runs",
+        "ALTER TABLE runs_v2 RENAME TO runs",
+        "CREATE INDEX runs_status ON runs (status)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -239,6 +261,8 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Sequence[str]] = MIGR
 
     Each version is applied in its own transaction together with its
     ``user_version`` bump. A database newer than ``migrations`` is refused.
+    Foreign keys are off meanwhile (a table is rebuilt by copy, drop and rename, as
+    SQLite's documentation prescribes) and checked before each commit.
     """
     found = conn.execute("PRAGMA user_version").fetchone()[0]
     if found > len(migrations):
@@ -246,17 +270,27 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Sequence[str]] = MIGR
             f"the database has schema version {found}, this nfu-tui knows up to {len(migrations)}",
             hint="it was written by a newer nfu-tui; upgrade",
         )
-    for version in range(found, len(migrations)):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in migrations[version]:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        for version in range(found, len(migrations)):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute("PRAGMA user_version").fetchone()[0] > version:  # another process was first
+                    conn.execute("COMMIT")
+                    continue
+                for statement in migrations[version]:
+                    conn.execute(statement)
+                if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                    raise sqlite3.IntegrityError(f"schema version {version + 1} breaks a foreign key")
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+    finally:
+        conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
     return found
 
 

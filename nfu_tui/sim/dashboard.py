@@ -352,6 +352,7 @@ class FakeDashboard:
         self._build = f"{self._rng.getrandbits(28):07x}"
         self._runner: web.AppRunner | None = None
         self._beacon: asyncio.Task[None] | None = None
+        self.unreachable = False  # see set_unreachable
         self.url = ""
 
     def __repr__(self) -> str:
@@ -458,6 +459,13 @@ class FakeDashboard:
         self._limiter.clear()
         self.fleet.restart()
 
+    def set_unreachable(self, on: bool = True) -> None:
+        """An outage between nfu-tui and the dashboard (its reverse proxy answers 502 to everything and the
+        open WebSockets drop) while the fleet behind it goes on; ``False`` ends it."""
+        self.unreachable = on
+        if on:
+            asyncio.get_running_loop().create_task(self._close_clients())
+
     def drop_next_deltas(self, n: int = 1) -> None:
         self.hub.drop += n
 
@@ -521,6 +529,8 @@ class FakeDashboard:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.unreachable:
+            return _text(502, "Bad Gateway")
         try:
             resp = await handler(request)
         except web.HTTPNotFound:

@@ -74,6 +74,7 @@ class FleetServiceAPI(Protocol):
     def host_config(self, host_id: str) -> Any: ...
     def automation_enabled(self) -> bool: ...
     def plan(self, pr_number: int, host_ids: list[str] | None = None) -> Any: ...
+    async def plan_converge(self, host_ids: list[str] | None = None) -> Any: ...
     async def deploy(self, plan: Any) -> Any: ...
     async def resume(self, run_id: int) -> Any: ...
     def unfinished_runs(self) -> list[Any]: ...
@@ -251,25 +252,40 @@ class NfuApp(App[int]):
             return
         from nfu_tui.ui.screens.confirm import ConfirmScreen
 
+        self.push_screen(ConfirmScreen(self.quit_question(), yes="Quit, leave it resumable", no="Stay", width=72),
+                         self._quit_answered)
+
+    def quit_question(self) -> str:
+        """What quitting during a run really does: the run is interrupted, never cancelled, and left resumable."""
         automatic = self.runner is not None and self.runner.acting
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                if not automatic:
-                    self.cancel_deploy()
-                self.exit(0)  # on_unmount stops automation and the service
-
+        view = self.deploy_view
+        run = f"run #{view.run_id}" if view is not None and view.run_id is not None else "the run"
+        what = "Automation is deploying" if automatic else "A deploy is running"
+        text = (f"{what} ({run}). Quit anyway?\n\n"
+                f"Quitting does not cancel it: {run} is left resumable in the journal. No new host starts; commands "
+                "already running on hosts finish on their own (the dashboard cannot stop them). ")
         if automatic:
-            question = (
-                "Automation is deploying. Quit anyway? No new host starts; the run stays in the journal and "
-                "automation resumes it at the next start. Commands already running on hosts finish on their own."
-            )
+            text += ("At the next start automation resumes it (in a maintenance window); with automation off, "
+                     "nfu-tui offers to resume it.")
         else:
-            question = (
-                "A deploy is running. Quit anyway? The run is cancelled: no new host starts; "
-                "commands already running on hosts finish on their own."
-            )
-        self.push_screen(ConfirmScreen(question, yes="Quit"), answered)
+            text += ("The next start offers to resume it (resume follows the running hosts and never merges twice) "
+                     "or to abandon it.")
+        if view is not None and view.cancel_requested:
+            text += ("\n\nA cancel was requested but the running hosts have not finished: to end the run cancelled, "
+                     "stay until it finishes.")
+        else:
+            text += "\n\nTo cancel it instead, stay: c on the deploy screen cancels it."
+        return text
+
+    def _quit_answered(self, yes: bool | None) -> None:
+        if not yes:
+            return
+        if self.runner is not None:
+            self.runner.request_stop("nfu-tui quit")
+        # Interrupt (not cancel) the run now, so it is left resumable whatever the timing of the shutdown.
+        for group in ("deploy", "automation"):
+            self.workers.cancel_group(self, group)
+        self.exit(0)  # on_unmount stops automation and the service
 
     async def on_unmount(self) -> None:
         await self._stop_service()
@@ -325,7 +341,8 @@ class NfuApp(App[int]):
         view = self.deploy_view = DeployView.from_run(run, self.clock, resumed=event.resumed)
         who = "Automation" if run.trigger == "auto" else "nfu-tui"
         verb = "resumed" if event.resumed else "started"
-        what = f"the rollback's redeploy of PR #{run.pr}" if view.recovery else f"deploy run #{run.id} of PR #{run.pr}"
+        what = (f"the rollback's redeploy of PR #{run.pr}" if view.recovery
+                else f"{view.plan.subject} (run #{run.id})" if view.plan.converge else f"deploy run #{run.id} of PR #{run.pr}")
         self.notify(f"{who} {verb} {what} — D shows it.", title=f"Run #{run.id}", markup=False)
         return view
 
@@ -597,6 +614,43 @@ class NfuApp(App[int]):
 
         self.push_screen(DeployConfirmScreen(plan, state, window_warning=warning), confirmed)
 
+    def plan_converge(self, host_ids: list[str] | None) -> None:
+        """``c``: plan a converge (GitHub compares each host's generation to the default branch), confirm, run."""
+        if self.service is None:
+            return
+        if self.deploy_running or (self.runner is not None and self.runner.acting):
+            self.notify("A deploy is already running.", title="Converge", severity="warning")
+            self.show_deploy()
+            return
+        self._plan_converge(host_ids)
+
+    @work(group="plan", exclusive=True, exit_on_error=False, description="plan the converge")
+    async def _plan_converge(self, host_ids: list[str] | None) -> None:
+        from nfu_tui.core.automation import outside_window_warning
+        from nfu_tui.ui.screens.confirm import DeployConfirmScreen
+
+        assert self.service is not None
+        self.notify("Comparing each host's generation with the default branch…", title="Converge", timeout=3)
+        plan = await self.service.plan_converge(host_ids)
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self.start_deploy(plan)
+
+        warning = outside_window_warning(self.windows(), self.clock())
+        self.push_screen(DeployConfirmScreen(plan, None, window_warning=warning), confirmed)
+
+    def converge_hint(self) -> str:
+        """After a cancelled, failed or partly queued run: how many hosts it left behind, and the key."""
+        view = self.deploy_view
+        result = view.result if view is not None else None
+        if result is None or result.status.value not in ("cancelled", "failed", "waiting"):
+            return ""
+        behind = sum(1 for o in result.outcomes if o.outcome.value != "ok")
+        if not behind:
+            return ""
+        return f"Run #{result.run_id} {result.status.value}: {behind} host(s) not deployed · c converge"
+
     def start_deploy(self, plan: Any) -> None:
         from nfu_tui.ui.deployview import DeployView
 
@@ -650,7 +704,7 @@ class NfuApp(App[int]):
             else:
                 self.notify(
                     f"Run #{run.id} stays unfinished; it is offered again at the next start"
-                    + (f" (or: nfu-tui deploy --resume {run.id})." if run.kind == "deploy" else "."),
+                    + (f" (or: nfu-tui deploy --resume {run.id})." if run.kind in ("deploy", "converge") else "."),
                     title="Unfinished run",
                     markup=False,
                 )
@@ -664,7 +718,7 @@ class NfuApp(App[int]):
         if self.deploy_running:
             self.notify("A deploy is running; resume the run after it.", title="Resume", severity="warning")
             return
-        if run.kind == "deploy":
+        if run.kind in ("deploy", "converge"):
             self.deploy_view = DeployView.from_run(run, self.clock)
             self._deploy(None, run.id)
             self.show_deploy()

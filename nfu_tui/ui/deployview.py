@@ -86,7 +86,7 @@ class DeployView:
             view.rows[entry.host] = HostRow(
                 entry.host, i, entry.wave, entry.canary, state="queued" if entry.queued else "waiting"
             )
-        view.headline = f"Merging PR #{plan.pr_number}…"
+        view.headline = f"{plan.subject.capitalize()}: no merge…" if plan.converge else f"Merging PR #{plan.pr_number}…"
         return view
 
     @classmethod
@@ -125,6 +125,13 @@ class DeployView:
     def failures(self) -> list[HostRow]:
         return [r for r in self.rows.values() if r.state == "failed"]
 
+    def left_behind(self) -> list[str]:
+        """Once a run ended cancelled, failed or waiting (not refused): the hosts it did not bring to the target."""
+        status = getattr(getattr(self.result, "status", None), "value", "")
+        if status not in ("cancelled", "failed", "waiting"):
+            return []
+        return [h for h in self.order if self.rows[h].state != "ok"]
+
     @property
     def succeeded(self) -> bool | None:
         if self.result is None:
@@ -133,7 +140,7 @@ class DeployView:
 
     def summary(self) -> str:
         done, total = self.counts()
-        parts = [f"PR #{self.plan.pr_number}"]
+        parts = [self.plan.subject]
         if self.run_id is not None:
             parts.append(f"run #{self.run_id}")
         parts.append(f"{done}/{total} hosts")
@@ -163,7 +170,7 @@ class DeployView:
         if self.result is not None:  # the engine's result came before its last events: it is the final word
             return isinstance(event, eng.RunFinished)
         if isinstance(event, eng.RunStarted):
-            self.stage = "merging"
+            self.stage = "deploying" if self.plan.converge else "merging"
             for host in event.hosts:
                 self._row(host)
         elif isinstance(event, eng.MergeRequested):

@@ -51,6 +51,7 @@ LEGEND: tuple[tuple[str, str, str], ...] = (
     (PENDING_GLYPH, "pending", "Lock current, an update PR is waiting (pulses)"),
     ("●", "online", "agent connected"),
     ("○", "offline", "agent disconnected (with last seen)"),
+    ("◌", "unknown", "not known now: the dashboard is unreachable (with when it was last seen live)"),
     ("◆", "selected", "part of the next deploy"),
     ("HOLD", "held", "skipped by every deploy and by automation"),
     ("canary", "canary", "deployed first, checked before the rest"),
@@ -350,7 +351,16 @@ def cell_runs(host: Host, pending_lock: bool) -> list[Run]:
     return runs
 
 
-def conn_text(host: Host, now: datetime) -> tuple[str, str]:
+def last_seen_live(host: Host, unreachable_since: datetime) -> str:
+    """``last seen live 12:03``: the host's last report, or when the dashboard became unreachable."""
+    seen = parse_time(host.last_seen) or unreachable_since
+    return f"last seen live {min(seen, unreachable_since).astimezone().strftime('%H:%M')}"
+
+
+def conn_text(host: Host, now: datetime, unreachable_since: datetime | None = None) -> tuple[str, str]:
+    """The Conn column; every host is ``◌ unknown`` while the dashboard is unreachable (``unreachable_since``)."""
+    if unreachable_since is not None:
+        return "◌ unknown", "offline"
     if host.online:
         return "● online", "online"
     if host.status == "unknown":
@@ -368,8 +378,13 @@ def row_runs(
     progress: Progress | None = None,
     pending_lock: bool = False,
     cursor: bool = False,
+    unreachable_since: datetime | None = None,
 ) -> list[Run]:
-    """One grid row as styled runs, exactly ``sum(widths) + gaps`` cells wide."""
+    """One grid row as styled runs, exactly ``sum(widths) + gaps`` cells wide.
+
+    ``unreachable_since``: the dashboard is unreachable since then, so nothing about the
+    host is known now (its connection shows as unknown, its name dimmed)."""
+    live = unreachable_since is None
     runs: list[Run] = []
     for i, col in enumerate(cols):
         if i:
@@ -379,11 +394,11 @@ def row_runs(
             runs.append(("▶" if cursor else " ", "cursor-mark"))
             runs.append(("◆" if meta.selected else " ", "selected"))
         elif key == "name":
-            runs.append((fit(host.name, w), "name" if host.online else "dim"))
+            runs.append((fit(host.name, w), "name" if host.online and live else "dim"))
         elif key == "cells":
             runs.extend(cell_runs(host, pending_lock))
         elif key == "conn":
-            text, style = conn_text(host, now)
+            text, style = conn_text(host, now, unreachable_since)
             runs.append((fit(text, w), style))
         elif key == "kind":
             kind = "/".join(p for p in (host.device_type, host.location) if p)

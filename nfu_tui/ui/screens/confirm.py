@@ -78,15 +78,20 @@ def plan_text(plan: DeployPlan, state: Any | None) -> Text:
             text.append(label, style=style)
         text.append("\n\n")
     sha = plan.head_sha[:7] if plan.head_sha else "?"
-    text.append("1. Merge ", style="bold")
-    text.append(f"PR #{plan.pr_number} at head {sha} (refused if the head moved, CI is not green or it is not mergeable)\n")
+    if plan.converge:
+        text.append("1. No merge: ", style="bold")
+        text.append(f"the target is {plan.branch}'s head {sha} (the commit it points to now)\n")
+    else:
+        text.append("1. Merge ", style="bold")
+        text.append(f"PR #{plan.pr_number} at head {sha} (refused if the head moved, CI is not green or it is not "
+                    "mergeable)\n")
     if plan.merge_only:
         text.append("2. No deploy: deploy_strategy = none (merge only).\n", style="yellow")
     else:
         text.append("2. Deploy ", style="bold")
         text.append(
-            f"{len(plan.entries)} host(s): pull, then switch; at most {plan.max_parallel} at a time; "
-            f"stop on the first failure\n"
+            f"{len(plan.entries)} host(s){' behind it' if plan.converge else ''}: pull, then switch; at most "
+            f"{plan.max_parallel} at a time; stop on the first failure\n"
         )
     canaries, rest = plan.waves
     n = 0
@@ -118,7 +123,9 @@ def plan_text(plan: DeployPlan, state: Any | None) -> Text:
             text.append(", ".join(unselected) + "\n", style="dim")
     for warning in plan.warnings:
         text.append(f"\n⚠ {warning}", style="bold yellow")
-    if not plan.entries and not plan.queued and not plan.merge_only:
+    if not plan.entries and not plan.queued and plan.converge:
+        text.append(f"\nNothing to deploy: every host is at {plan.branch} or skipped.", style="bold yellow")
+    elif not plan.entries and not plan.queued and not plan.merge_only:
         text.append("\nNothing to deploy: no host qualifies (the PR would still be merged).", style="bold yellow")
     text.rstrip()
     return unlead(text)
@@ -131,6 +138,8 @@ def _entry(text: Text, n: int | None, entry: Any) -> None:
     if entry.badges:
         text.append("  ")
         text.append(" · ".join(entry.badges), style="yellow")
+    if entry.behind:
+        text.append(f"  {entry.behind}")
     text.append("\n")
 
 
@@ -175,14 +184,18 @@ class DeployConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         box = Vertical()
-        box.border_title = f"Merge & Deploy PR #{self.plan.pr_number}?"
+        converge = self.plan.converge
+        box.border_title = f"{self.plan.subject.capitalize()}?" if converge else f"Merge & Deploy PR #{self.plan.pr_number}?"
+        self._verb = "Converge" if converge else "Merge & Deploy"
+        nothing = converge and not self.plan.entries and not self.plan.queued
         with box:
             if self.window_warning:
                 yield Static(self._warning_text(), id="window-warning")
             with VerticalScroll():
                 yield Static(plan_text(self.plan, self._state), id="plan")
             with Horizontal():
-                yield Button("Merge & Deploy (y)", variant="warning", id="yes", disabled=bool(self.window_warning))
+                yield Button(f"{self._verb} (y)", variant="warning", id="yes",
+                             disabled=bool(self.window_warning) or nothing)
                 yield Button("Cancel (esc)", id="no")
 
     def on_mount(self) -> None:
@@ -209,6 +222,9 @@ class DeployConfirmScreen(ModalScreen[bool]):
         self.action_answer(event.button.id == "yes")
 
     def action_answer(self, yes: bool) -> None:
+        if yes and self.plan.converge and not self.plan.entries and not self.plan.queued:
+            self.notify("No host is behind: nothing to converge.", title="Converge")
+            return
         if yes and self.window_warning and not self.window_acknowledged:
             self.app.bell()
             self.notify("Outside the maintenance windows: press o first to deploy anyway.", title="Merge & Deploy",
@@ -225,7 +241,7 @@ class DeployConfirmScreen(ModalScreen[bool]):
         warning.update(self._warning_text())
         yes = self.query_one("#yes", Button)
         yes.disabled = False
-        yes.label = "Merge & Deploy outside the window (y)"
+        yes.label = f"{self._verb} outside the window (y)"
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "override_window":

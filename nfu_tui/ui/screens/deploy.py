@@ -10,6 +10,8 @@ hosts. Lines are sanitized by the core and shown as plain text.
 After a failure the panel names the failing host, its last lines and the next steps
 for the configured ``rollback.strategy``: ``b`` rolls back now, ``h`` holds the failing
 host, ``R`` rolls the highlighted host back on its own (the dashboard's rollback op).
+A run that ended cancelled, failed or waiting for offline hosts offers ``c``: converge,
+a deploy without a merge of the default branch's head to every host still behind it.
 """
 
 from __future__ import annotations
@@ -87,9 +89,18 @@ def can_roll_back(view: DeployView, rollback: Any) -> bool:
     """Whether ``b`` (roll back now per the strategy) applies to this finished run."""
     return (
         rollback is not None and rollback.enabled and rollback.strategy != "alert-only"
-        and view.finished and bool(view.failures()) and bool(view.merge_sha)
+        and view.finished and bool(view.failures()) and bool(view.merge_sha) and not view.plan.converge
         and view.trigger != "auto" and not view.recovery and not view.rollback_note
     )
+
+
+def converge_text(view: DeployView) -> Text:
+    """The converge offer after a run that left hosts behind."""
+    text = Text()
+    behind = view.left_behind()
+    _key(text, "c", f"converge: bring the {len(behind)} host(s) left behind ({', '.join(behind)}) and any other host "
+                    "behind the default branch to its head — no merge, the plan comes first")
+    return text
 
 
 def next_steps(view: DeployView, rollback: Any, held: Collection[str] = ()) -> Text:
@@ -113,6 +124,8 @@ def next_steps(view: DeployView, rollback: Any, held: Collection[str] = ()) -> T
         text.append(f"Automation applies the strategy ({strategy}) itself; H shows the history.\n", style="italic")
     elif view.recovery:
         text.append("This run was a rollback's redeploy: it is not rolled back again.\n", style="italic")
+    elif view.plan.converge:
+        text.append("A converge merged nothing: there is nothing to revert.\n", style="italic")
     elif strategy == "alert-only" or (rollback is not None and not rollback.enabled):
         text.append("Nothing is reverted automatically.\n", style="italic")
     not_held = [h for h in failing if h not in held]
@@ -122,6 +135,8 @@ def next_steps(view: DeployView, rollback: Any, held: Collection[str] = ()) -> T
         text.append(" ✓ ", style="bold green")
         text.append(f" {', '.join(failing)} held: deploys and automation skip it\n", style="yellow")
     _key(text, "R", "roll the highlighted host back alone (dashboard rollback op)")
+    if view.left_behind():
+        text.append_text(converge_text(view))
     _key(text, "enter", "show the highlighted host's output")
     return text
 
@@ -134,7 +149,14 @@ def failure_text(view: DeployView, rollback: Any = None, held: Collection[str] =
     failed = view.failures()
     refused = view.result is not None and getattr(view.result.status, "value", "") == "refused"
     if not failed and not refused and not view.error:
-        return None
+        if not view.left_behind():
+            return None
+        text = Text()
+        text.append(f"⊘ Run {view.result.status.value}: ", style="bold yellow")
+        text.append(f"{', '.join(view.left_behind())} not deployed.\n")
+        text.append_text(converge_text(view))
+        text.rstrip()
+        return unlead(text)
     text = Text()
     if refused:
         text.append("✗ Merge refused: ", style="bold red")
@@ -173,6 +195,12 @@ class DeployScreen(Screen):
             "c", "cancel", "Cancel",
             tooltip="Cancel the deploy: no new host starts (asks first); again: release running hosts in the dashboard",
             id="deploy.cancel",
+        ),
+        Binding(
+            "c", "converge", "Converge",
+            tooltip="After a cancelled, failed or partly queued run: bring every host behind the default branch to "
+                    "its head (no merge; the plan comes first)",
+            id="deploy.converge",
         ),
         Binding("w", "stop_waiting", "Stop waiting", show=False, tooltip="Stop waiting for queued offline hosts", id="deploy.stop-waiting"),
         Binding("b", "roll_back", "Roll back", tooltip="After a failure: roll back now per rollback.strategy (asks first)", id="deploy.roll-back"),
@@ -269,8 +297,13 @@ class DeployScreen(Screen):
     def _render_status(self) -> None:
         view = self.view
         done, total = view.counts()
-        title = Text("Merge & Deploy ", style="bold")
-        title.append(view.summary() + (" · automatic" if view.trigger == "auto" else ""), style="dim")
+        summary = view.summary() + (" · automatic" if view.trigger == "auto" else "")
+        if view.plan.converge:  # "Converge to main 9f8e7d6 · run #2 · 1/3 hosts"
+            title = Text("Converge", style="bold")
+            summary = summary.removeprefix("converge")
+        else:
+            title = Text("Merge & Deploy ", style="bold")
+        title.append(summary, style="dim")
         self.query_one("#deploy-title", Static).update(unlead(title))
         stage = Text(STAGES.get(view.stage, view.stage), style="bold")
         if view.finished:
@@ -477,6 +510,10 @@ class DeployScreen(Screen):
 
         self.app.push_screen(ConfirmScreen(question, yes="Cancel deploy", no="Keep going"), answered)
 
+    def action_converge(self) -> None:
+        if self.view.left_behind():
+            self.app.plan_converge(None)
+
     def action_stop_waiting(self) -> None:
         if self.view.stage == "waiting-queued":
             self.app.stop_waiting()
@@ -506,6 +543,8 @@ class DeployScreen(Screen):
             return any(r.host not in held for r in self.view.failures())
         if action in ("cancel", "stop_waiting"):
             return not self.view.finished
+        if action == "converge":
+            return bool(self.view.left_behind())
         return True
 
     def action_switch_focus(self) -> None:

@@ -30,14 +30,20 @@ STATE_STYLES = {
 }
 
 
-def host_summary(host: Host, meta: fv.HostMeta, progress: fv.Progress | None, now: datetime) -> Text:
-    """Title block: name, kind, connection, agent, generation, badges, running command."""
+def host_summary(host: Host, meta: fv.HostMeta, progress: fv.Progress | None, now: datetime,
+                 unreachable_since: datetime | None = None) -> Text:
+    """Title block: name, kind, connection, agent, generation, badges, running command.
+
+    While the dashboard is unreachable (``unreachable_since``) the connection is unknown."""
     text = Text()
     text.append(host.name, style="bold")
     kind = " · ".join(p for p in (host.device_type, host.location, host.host_type) if p)
     text.append(f"  {kind}", style="dim")
     text.append("  ")
-    if host.online:
+    if unreachable_since is not None:
+        text.append("◌ unknown", style="bold yellow")
+        text.append(f" — the dashboard is unreachable; {fv.last_seen_live(host, unreachable_since)}", style="dim")
+    elif host.online:
         text.append("● online", style="green")
     else:
         seen = fv.parse_time(host.last_seen)
@@ -141,7 +147,8 @@ class HostDetailScreen(Screen):
             self.query_one("#host-compartments", Static).update("")
             return
         now = self.app.clock()
-        summary.update(host_summary(host, self.app.host_meta(self.host_id), self.app.host_progress(self.host_id), now))
+        summary.update(host_summary(host, self.app.host_meta(self.host_id), self.app.host_progress(self.host_id), now,
+                                    service.status.unreachable_since))
         self.query_one("#host-compartments", Static).update(compartments_table(host, now))
 
     def _output_title(self) -> None:
@@ -160,7 +167,7 @@ class HostDetailScreen(Screen):
         self._output_title()
 
     def apply_update(self, update: ServiceUpdate) -> None:
-        if update.all_hosts or self.host_id in update.hosts:
+        if update.all_hosts or update.status or self.host_id in update.hosts:
             self._render_host()
         if self.host_id in update.output:
             self.query_one(HostLog).sync(self._lines())

@@ -52,6 +52,12 @@ class MainScreen(Screen):
         Binding("shift+tab", "next_pane(-1)", "Previous pane", show=False, id="main.prev-pane"),
         Binding("slash", "filter", "Filter", tooltip="Filter hosts by name, location or state", id="main.filter"),
         Binding("m", "merge_deploy", "Merge & Deploy", tooltip="Plan a merge & deploy of the focused PR", id="main.merge-deploy"),
+        Binding(
+            "c", "converge", "Converge", show=False,
+            tooltip="Bring every host behind the default branch (or the selected ones) to its head: no merge; "
+                    "shows the plan first",
+            id="main.converge",
+        ),
         Binding("D", "show_deploy", "Deploy view", show=False, tooltip="Show the current/last deploy", id="main.deploy-view"),
     ]
 
@@ -126,6 +132,9 @@ class MainScreen(Screen):
             self._status_line()
         if update.status or update.automation:
             self.query_one(StatusHeader).show(service.status)
+        if update.status and service.status.unreachable_since != grid.unreachable_since:
+            grid.set_unreachable(service.status.unreachable_since)
+            self._titles()
         if update.fleet or update.prs:
             self._titles()
 
@@ -151,6 +160,9 @@ class MainScreen(Screen):
         detail = ""
         if service.status.github in ("error", "rate-limited") and service.status.github_detail:
             detail = f"GitHub: {service.status.github_detail}"
+        hint = self.app.converge_hint()
+        if hint:
+            detail = f"{hint} · {detail}" if detail else hint
         auto = automation_text(self.app.automation, self.app.clock())
         self.query_one(StatusLine).show(headline, pending.pr.number if pending else None, detail, auto)
 
@@ -169,7 +181,12 @@ class MainScreen(Screen):
         title.append(" Fleet ", style="bold")
         shown = len(grid.visible_ids)
         count = f"{shown}/{grid.total}" if grid.host_filter.active else f"{grid.total}"
-        title.append(f"{count} hosts · {online} online", style="dim")
+        if grid.unreachable_since is not None:
+            since = grid.unreachable_since.astimezone().strftime("%H:%M")
+            title.append(f"{count} hosts · ", style="dim")
+            title.append(f"dashboard unreachable since {since}: states unknown", style="bold yellow")
+        else:
+            title.append(f"{count} hosts · {online} online", style="dim")
         if grid.selected:
             title.append(f" · {len(grid.selected)} selected", style="bold")
         held = len(grid.held)
@@ -277,10 +294,14 @@ class MainScreen(Screen):
             pending = service.pending_update()
             number = pending.pr.number if pending else None
         if number is None:
-            self.app.notify("There is no open update PR to deploy.", title="Nothing to deploy", severity="warning")
+            self.app.notify("There is no open update PR to deploy. c converges the hosts behind the default branch.",
+                            title="Nothing to deploy", severity="warning")
             return
         targets = sorted(self.grid.selected) or None
         self.app.plan_deploy(number, targets)
+
+    def action_converge(self) -> None:
+        self.app.plan_converge(sorted(self.grid.selected) or None)
 
     def action_show_deploy(self) -> None:
         self.app.show_deploy()

@@ -20,7 +20,7 @@ from nfu_tui.ui.spans import unlead
 
 Choice = Literal["resume", "abandon", "later"]
 
-KIND_TITLES = {"deploy": "Deploy", "revert": "Rollback", "rollback": "Host rollback"}
+KIND_TITLES = {"deploy": "Deploy", "converge": "Converge", "revert": "Rollback", "rollback": "Host rollback"}
 
 
 def _waiting_for(run: Any) -> tuple[str, ...]:
@@ -35,8 +35,12 @@ def _waiting_for(run: Any) -> tuple[str, ...]:
 
 
 def _deploy_facts(run: Any, text: Text) -> None:
-    text.append("Merge: ", style="bold")
-    text.append(f"done as {run.merge_sha[:7]}\n" if run.merge_sha else "not recorded as done\n")
+    if run.kind == "converge":
+        text.append("Target: ", style="bold")
+        text.append(f"{run.plan.get('branch') or 'the default branch'}'s head {(run.head_sha or '')[:7]} (no merge)\n")
+    else:
+        text.append("Merge: ", style="bold")
+        text.append(f"done as {run.merge_sha[:7]}\n" if run.merge_sha else "not recorded as done\n")
     done = dict(run.host_outcomes)
     planned = [e["host"] for e in (run.plan.get("entries") or [])] + [e["host"] for e in (run.plan.get("queued") or [])]
     text.append("Hosts: ", style="bold")

@@ -160,6 +160,7 @@ class HostGrid(ScrollView, can_focus=True):
         self._filter = HostFilter()
         self._pending_lock = False
         self._pending_text = ""
+        self._unreachable_since: datetime | None = None
         self._cols: tuple[fv.Column, ...] = fv.layout(80)
         self._cache: dict[str, Strip] = {}
         self._styles: dict[str, Style] = {}
@@ -277,6 +278,16 @@ class HostGrid(ScrollView, can_focus=True):
             if not pending:
                 self.remove_class("-glow")
             self._invalidate()
+
+    def set_unreachable(self, since: datetime | None) -> None:
+        """The dashboard is unreachable since ``since`` (None: live): hosts show as unknown."""
+        if since != self._unreachable_since:
+            self._unreachable_since = since
+            self._invalidate()
+
+    @property
+    def unreachable_since(self) -> datetime | None:
+        return self._unreachable_since
 
     def pulse(self) -> None:
         """Advance the Lock glow by one step (called by the app's timer)."""
@@ -471,6 +482,7 @@ class HostGrid(ScrollView, can_focus=True):
             progress=self._progress(host_id) if host.busy else None,
             pending_lock=self._pending_lock,
             cursor=row == self._cursor,
+            unreachable_since=self._unreachable_since,
         )
 
     def _row_strip(self, row: int) -> Strip:
@@ -522,4 +534,7 @@ class HostGrid(ScrollView, can_focus=True):
                 tooltip = f"{fv.COMPARTMENT_TITLES[comp]}: {check.state.value} — {check.message or 'no message'}"
                 if comp == "lock" and self._pending_lock and self._pending_text:
                     tooltip += f"\n{self._pending_text}"
+            elif self._unreachable_since is not None:
+                tooltip = (f"{host.name}: unknown — the dashboard is unreachable; "
+                           f"{fv.last_seen_live(host, self._unreachable_since)}")
         self.tooltip = Text(tooltip) if tooltip else None  # dashboard text: never markup
