@@ -143,3 +143,29 @@ def test_dashboard_restarted_mid_switch(real_fleet: FleetFactory) -> None:
     assert fleet.merges() == 1
     assert fleet.runs_of("web2", "switch --flake") <= 1  # its output during the restart may be lost, never rerun
 
+
+
+def test_converge_after_a_cancelled_run(real_fleet: FleetFactory) -> None:
+    """Ctrl-C while web2 switches: web2 is followed to its end, db1 never starts. A converge then deploys db1
+    alone (the agents' commits are a mirror's, unknown to GitHub: judged by the dashboard's Git/Lock)."""
+    fleet = real_fleet(knobs={"web2": {"switch_sleep": "3"}}, dash_env="NIXFLEET_VERSION_FETCH_TTL=1s",
+                       config=CANARY_WEB1)
+    proc = fleet.spawn("deploy", "--pr", "42", "--yes")
+    seen: list[str] = []
+    read_until(proc, "web2 switch started", seen)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    text = "".join(seen) + out
+    assert proc.returncode == 1, text + err
+    assert "PR #42: cancelled" in text and "web2: ok" in text and "db1: cancelled" in text, text
+    assert fleet.runs_of("db1", "switch") == 0
+    r = fleet.cli("deploy", "--converge", "--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "deploy 1 host(s) behind it" in r.stdout and "1. db1" in r.stdout, r.stdout
+    r = fleet.cli("deploy", "--converge", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"converge to main [0-9a-f]{7}: succeeded \(1 ok\)", r.stdout), r.stdout
+    assert fleet.merges() == 1
+    assert [fleet.runs_of(h, "switch --flake") for h in fleet.hosts] == [1, 1, 1]
+    assert [(run.kind, run.status) for run in Store().list_runs()] == [("converge", "succeeded"),
+                                                                       ("deploy", "cancelled")]
