@@ -43,6 +43,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.real)
+            item.add_marker(pytest.mark.timeout(300))  # real agents, real restarts: more than the default 120 s
 
 
 @pytest.fixture(scope="session")
