@@ -27,7 +27,7 @@ test: $(VENV)/.installed
 
 test-real: $(VENV)/.installed
 	REAL_NIXFLEET_KIT="$(abspath $(NIXFLEET_KIT))" NF_BIN="$(CURDIR)/.build/nixfleet" \
-		$(BIN)/python -m pytest -m real tests/real
+		$(BIN)/python -m pytest -m real -rfE tests/real
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run_all.py

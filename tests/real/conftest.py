@@ -46,19 +46,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.timeout(300))  # real agents, real restarts: more than the default 120 s
 
 
+SKIPPED: list[str] = []  # why the kit is unusable (said once at the end; make test-real lists no single skips)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SKIPPED:
+        terminalreporter.write_sep("=", f"the real NixFleet tests were skipped: {SKIPPED[0]}", yellow=True)
+
+
+def _skip(reason: str) -> None:
+    SKIPPED[:] = [reason]
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def nixfleet_bin() -> Path:
     """The kit's build output; skips the session's real tests with build.sh's reason when it cannot be built."""
     if not (KIT / "build.sh").is_file():
-        pytest.skip(f"real NixFleet kit not found at {KIT} (set REAL_NIXFLEET_KIT)")
+        _skip(f"real NixFleet kit not found at {KIT} (set REAL_NIXFLEET_KIT or NIXFLEET_KIT)")
     try:
         r = subprocess.run(["bash", str(KIT / "build.sh"), str(NF_BIN)], capture_output=True, text=True,
                            timeout=1200)
     except subprocess.TimeoutExpired:
-        pytest.skip("real NixFleet kit: build.sh did not finish within 20 min")
+        _skip("real NixFleet kit: build.sh did not finish within 20 min")
     if r.returncode:
         lines = r.stderr.strip().splitlines() or [f"build.sh exited {r.returncode}"]
-        pytest.skip(f"real NixFleet kit cannot be built here: {lines[-1]}")
+        _skip(f"the kit cannot be built here: {lines[-1]}")
     return NF_BIN
 
 
