@@ -130,9 +130,11 @@ class RealFleet:
         """How often ``host`` ran the fake ``nixos-rebuild`` ``what`` (e.g. ``switch --flake``)."""
         return self.host_output(host).count(f"fake-nixos-rebuild {what}")
 
-    def requests(self, method: str, path: str) -> int:
-        """How many ``method path`` requests the dashboard served (its request log, one line each)."""
-        pattern = re.compile(rf'"{method} https?://[^/]+{re.escape(path)}[ ?]')
+    def requests(self, method: str, path: str, status: int | None = None) -> int:
+        """How many ``method path`` requests the dashboard served (its request log, one line each),
+        only those answered ``status`` when given."""
+        answer = rf'.* - {status} ' if status is not None else ""
+        pattern = re.compile(rf'"{method} https?://[^/]+{re.escape(path)}[ ?]{answer}')
         log = self.rundir / "logs" / "dashboard.log"
         return sum(1 for line in log.read_text(errors="replace").splitlines() if pattern.search(line))
 

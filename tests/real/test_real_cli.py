@@ -47,6 +47,7 @@ def test_pr_deploy_over_three_agents_with_a_canary(real_fleet: FleetFactory) -> 
     assert "PR #42: succeeded (3 ok)" in out
     assert fleet.merges() == 1
     assert [fleet.runs_of(h, "switch --flake") for h in fleet.hosts] == [1, 1, 1]
+    assert fleet.requests("POST", "/api/dispatch", 200) == 6  # one pull and one switch per host
     assert Store().list_runs()[0].status == "succeeded"
     # Every agent now runs the merged commit (the harness's origin mirrors the simulator's main).
     status = json.loads(fleet.cli("status", "--json").stdout)
@@ -86,6 +87,7 @@ def test_sigkill_during_a_switch_then_resume(real_fleet: FleetFactory) -> None:
     assert "PR #42: succeeded (3 ok)" in out
     assert fleet.merges() == 1
     assert [fleet.runs_of(h, "switch --flake") for h in fleet.hosts] == [1, 1, 1]
+    assert fleet.requests("POST", "/api/dispatch", 200) == 6  # the interrupted switch was followed, not sent again
 
 
 def test_offline_agent_is_queued_and_deployed_when_back(real_fleet: FleetFactory) -> None:
@@ -102,6 +104,7 @@ def test_offline_agent_is_queued_and_deployed_when_back(real_fleet: FleetFactory
     assert proc.returncode == 0, text + err
     assert "db1 queue: back online" in text and "PR #42: succeeded (3 ok)" in text
     assert fleet.runs_of("db1", "switch --flake") == 1
+    assert fleet.requests("POST", "/api/dispatch", 200) == 6
 
 
 def test_totp_login(real_fleet: FleetFactory) -> None:
@@ -128,6 +131,7 @@ def test_session_expiry_mid_run_logs_in_again(real_fleet: FleetFactory) -> None:
     assert "PR #42: succeeded (3 ok)" in r.stdout
     assert fleet.requests("POST", "/login") >= 2  # the run outlived its first session
     assert [fleet.runs_of(h, "switch --flake") for h in fleet.hosts] == [1, 1, 1]
+    assert fleet.requests("POST", "/api/dispatch", 200) == 6
 
 
 def test_dashboard_restarted_mid_switch(real_fleet: FleetFactory) -> None:
@@ -141,7 +145,7 @@ def test_dashboard_restarted_mid_switch(real_fleet: FleetFactory) -> None:
     assert proc.returncode == 0, text + err
     assert "PR #42: succeeded (3 ok)" in text
     assert fleet.merges() == 1
-    assert fleet.runs_of("web2", "switch --flake") <= 1  # its output during the restart may be lost, never rerun
+    assert fleet.requests("POST", "/api/dispatch", 200) == 6  # web2's switch was followed across the restart, not resent
 
 
 
