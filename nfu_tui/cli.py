@@ -37,7 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands whose stdout is a terminal UI (Textual draws it) or carries the simulator's
+# fake credentials on purpose: their streams are not wrapped.
+_UNWRAPPED = (None, "demo", "sim")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from nfu_tui.core.sanitize import RedactingStream, install_log_redaction
+
+    install_log_redaction()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -45,10 +53,29 @@ def main(argv: list[str] | None = None) -> int:
 
         return tui.run(args)
     module = importlib.import_module(f"nfu_tui.commands.{args.command.replace('-', '_')}")
+    if args.command in _UNWRAPPED:
+        return _run(module, args)
+    # The redaction boundary of the CLI: whatever reaches stdout/stderr (tracebacks included)
+    # is redacted, and a reader that went away ends the output quietly.
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
+    try:
+        return _run(module, args)
+    finally:
+        sys.stdout.flush()
+        sys.stdout, sys.stderr = streams
+
+
+def _run(module, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from nfu_tui.errors import StateError
+
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except StateError as exc:  # e.g. a state directory that cannot be written
+        print(f"nfu-tui {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

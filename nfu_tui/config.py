@@ -22,14 +22,23 @@ import subprocess
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from nfu_tui.core.sanitize import add_secret
 from nfu_tui.errors import ConfigError
 
 REPO_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+
+WEEK_MINUTES = 7 * 24 * 60
+MAX_PARALLEL = 64
+
+# Strict types: TOML's ``true`` is no number and ``1`` no boolean; numbers are finite.
+Flag = Annotated[bool, Field(strict=True)]
+Count = Annotated[int, Field(strict=True)]
+Minutes = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=WEEK_MINUTES)]
 
 
 class _Section(BaseModel):
@@ -42,7 +51,8 @@ class GitHubConfig(_Section):
     merge_token_file: Path | None = Field(None, description="optional second token used only for writes (merge, revert)")
     api_url: str = Field("https://api.github.com", description="REST base URL")
     graphql_url: str | None = Field(None, description="GraphQL URL; default api_url + '/graphql'")
-    poll_minutes: float = Field(5.0, gt=0, le=1440, description="how often to poll for update PRs")
+    poll_minutes: float = Field(5.0, strict=True, allow_inf_nan=False, gt=0, le=1440,
+                                description="how often to poll for update PRs (at most a day)")
     update_branch: str = Field("update_flake_lock_action", min_length=1, description="head branch of update-flake-lock PRs")
     fork_repos: list[str] = Field(
         default_factory=list, description="owner/name of forks whose update PRs are trusted (update-flake-lock push-to-fork)"
@@ -53,7 +63,7 @@ class GitHubConfig(_Section):
     )
     merge_method: Literal["merge", "squash", "rebase"] = "merge"
     required_checks: list[str] = Field(default_factory=list, description="check names that must pass (empty = all)")
-    max_compare_commits: int = Field(2500, ge=0, le=50000, description="cap on nixpkgs commits fetched per compare")
+    max_compare_commits: Count = Field(2500, ge=0, le=50000, description="cap on nixpkgs commits fetched per compare")
 
     @field_validator("repo")
     @classmethod
@@ -88,7 +98,7 @@ class DashboardConfig(_Section):
     url: str = Field("", description="NixFleet dashboard base URL (env NIXFLEET_URL)")
     password_file: Path | None = Field(None, description="file holding the dashboard password (else env NIXFLEET_PASSWORD, or asked at start)")
     totp_secret_file: Path | None = Field(None, description="base32 TOTP secret, only for unattended runs against a TOTP-protected dashboard")
-    insecure: bool = Field(False, description="allow plain http:// to a non-loopback dashboard")
+    insecure: Flag = Field(False, description="allow plain http:// to a non-loopback dashboard")
 
     @field_validator("url")
     @classmethod
@@ -99,13 +109,16 @@ class DashboardConfig(_Section):
 
 
 class AutomationConfig(_Section):
-    enabled: bool = False
-    delay_minutes: float = Field(60, ge=0, description="wait after the PR's last update before merging")
-    require_ci: bool = Field(True, description="a PR with no CI at all needs require_ci = false to be merged automatically")
+    enabled: Flag = False
+    delay_minutes: Minutes = Field(60, description="wait after the PR's last update before merging (at most a week)")
+    require_ci: Flag = Field(True, description="a PR with no CI at all needs require_ci = false to be merged automatically")
     deploy_strategy: Literal["all", "online-only", "none"] = "all"
-    max_parallel: int = Field(1, ge=1, le=64)
-    canary_wait_minutes: float = Field(10, ge=0)
+    max_parallel: Count = Field(1, ge=1, le=MAX_PARALLEL)
+    canary_wait_minutes: Minutes = Field(10, description="how long canaries must stay healthy (at most a week)")
     maintenance_windows: list[str] = Field(default_factory=list)
+    min_window_minutes: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=24 * 60)] = Field(30, description=(
+        "merge only when the open window has at least this long left (more when past runs of this fleet "
+        "took longer)"))
 
     @field_validator("maintenance_windows")
     @classmethod
@@ -124,19 +137,19 @@ class AutomationConfig(_Section):
 
 
 class RollbackConfig(_Section):
-    enabled: bool = True
+    enabled: Flag = True
     strategy: Literal["revert-commit", "revert-pr", "alert-only"] = "revert-commit"
 
 
 class FlakeUpdatesConfig(_Section):
-    enabled: bool = True
+    enabled: Flag = True
     automation: AutomationConfig = Field(default_factory=AutomationConfig)
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)
 
 
 class NotifyConfig(_Section):
     webhook_url: str = Field("", description="ntfy-compatible webhook; empty = off")
-    bell: bool = Field(True, description="ring the terminal bell on deploy outcomes")
+    bell: Flag = Field(True, description="ring the terminal bell on deploy outcomes")
 
     @field_validator("webhook_url")
     @classmethod
@@ -147,9 +160,9 @@ class NotifyConfig(_Section):
 
 
 class HostConfig(_Section):
-    auto_update: bool = True
-    priority: int | None = Field(None, ge=0, le=10000, description="lower deploys first; unset = default tiering")
-    canary: bool = False
+    auto_update: Flag = True
+    priority: Count | None = Field(None, ge=0, le=10000, description="lower deploys first; unset = default tiering")
+    canary: Flag = False
 
 
 class Config(_Section):
@@ -241,7 +254,7 @@ def _problems_from(exc: ValidationError) -> list[ConfigProblem]:
             hint = f"did you mean '{close[0]}'?" if close else (f"known keys: {', '.join(known)}" if known else "")
             problems.append(ConfigProblem(key, "unknown key", hint))
         else:
-            msg = err["msg"].removeprefix("Value error, ")
+            msg = _user_words(err)
             hint = ""
             if "maintenance_windows" in key:
                 hint = 'e.g. "Sat 02:00-05:00 Europe/Vienna" or "Mon-Fri 22:00-23:30"'
@@ -249,6 +262,39 @@ def _problems_from(exc: ValidationError) -> list[ConfigProblem]:
                 hint = "write it as owner/name"
             problems.append(ConfigProblem(key, msg, hint))
     return problems
+
+
+_TOML_KIND = {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list", dict: "a table"}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return _TOML_KIND[type(value)]
+    return repr(value)
+
+
+def _user_words(err: Any) -> str:
+    """A pydantic error in the words of the TOML file (never an internal class name)."""
+    kind, value = err["type"], err.get("input")
+    got = f" (got {_toml_value(value)})"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"must be a table of keys, not {_TOML_KIND.get(type(value), 'a value')}"
+    if kind in ("float_type", "float_parsing", "int_type", "int_parsing", "int_from_float"):
+        whole = kind.startswith("int")
+        return f"must be a {'whole ' if whole else ''}number" + got
+    if kind == "finite_number":
+        return "must be a finite number" + got
+    if kind in ("bool_type", "bool_parsing"):
+        return "must be true or false (without quotes)" + got
+    if kind in ("string_type", "path_type"):
+        return "must be a string in quotes" + got
+    if kind == "list_type":
+        return "must be a list, e.g. [\"a\", \"b\"]" + got
+    msg = err["msg"].removeprefix("Value error, ")
+    msg = re.sub(r",? or (?:an )?instance of \w+", "", msg)
+    return msg.replace("Input should be", "must be") + (got if kind.startswith(("greater", "less", "literal")) else "")
 
 
 def default_config_path() -> Path:
@@ -307,14 +353,26 @@ class Secrets:
     warnings: list[str] = field(default_factory=list)
 
 
+SECRET_FILE_MAX_BYTES = 64 * 1024
+
+
 def read_secret_file(path: Path, what: str, warnings: list[str]) -> SecretStr:
-    """Read a secret from a file (first line, stripped); warn when group/others can read it."""
+    """Read a secret from a file (first line, stripped, at most 64 KiB); warn when group/others can read it."""
     path = Path(path).expanduser()
     try:
         st = path.stat()
-        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
+    from nfu_tui.paths import FileTooLarge, read_bounded
+
+    try:
+        data = read_bounded(path, SECRET_FILE_MAX_BYTES)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
+    except FileTooLarge as exc:
+        raise ConfigError(f"{what} file {path} is larger than {exc.limit_text}; is it the right file?") from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{what} file {path} is not UTF-8 text") from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -338,26 +396,44 @@ def gh_auth_token() -> SecretStr | None:
     return SecretStr(token) if out.returncode == 0 and token else None
 
 
-def resolve_secrets(cfg: Config, *, env: dict[str, str] | None = None, use_gh: bool = True) -> Secrets:
-    """Find each secret: env var, then the configured file, then (token only) ``gh auth token``."""
+def resolve_secrets(
+    cfg: Config, *, env: dict[str, str] | None = None, use_gh: bool = True, problems: list[str] | None = None
+) -> Secrets:
+    """Find each secret: env var, then the configured file, then (token only) ``gh auth token``.
+
+    A secret file that cannot be used raises :class:`ConfigError`; with ``problems`` given,
+    every such message is appended to it instead and the other secrets are still read
+    (``config check`` reports them all at once).
+    """
     env = os.environ if env is None else env
     s = Secrets()
+
+    def from_file(path: Path, what: str) -> SecretStr | None:
+        try:
+            return read_secret_file(path, what, s.warnings)
+        except ConfigError as exc:
+            if problems is None:
+                raise
+            problems.append(exc.message)
+            return None
+
     if env.get("NIXFLEET_GITHUB_TOKEN"):
         s.github_token, s.github_token_source = SecretStr(env["NIXFLEET_GITHUB_TOKEN"]), "env NIXFLEET_GITHUB_TOKEN"
     elif cfg.github.token_file:
-        s.github_token = read_secret_file(cfg.github.token_file, "GitHub token", s.warnings)
+        s.github_token = from_file(cfg.github.token_file, "GitHub token")
         s.github_token_source = f"file {cfg.github.token_file}"
     elif use_gh and (tok := gh_auth_token()):
         s.github_token, s.github_token_source = tok, "gh auth token"
     if cfg.github.merge_token_file:
-        s.merge_token = read_secret_file(cfg.github.merge_token_file, "GitHub merge token", s.warnings)
+        s.merge_token = from_file(cfg.github.merge_token_file, "GitHub merge token")
     if env.get("NIXFLEET_PASSWORD"):
         s.dashboard_password, s.dashboard_password_source = SecretStr(env["NIXFLEET_PASSWORD"]), "env NIXFLEET_PASSWORD"
     elif cfg.dashboard.password_file:
-        s.dashboard_password = read_secret_file(cfg.dashboard.password_file, "dashboard password", s.warnings)
+        s.dashboard_password = from_file(cfg.dashboard.password_file, "dashboard password")
         s.dashboard_password_source = f"file {cfg.dashboard.password_file}"
     if cfg.dashboard.totp_secret_file:
-        s.totp_secret = read_secret_file(cfg.dashboard.totp_secret_file, "TOTP secret", s.warnings)
+        s.totp_secret = from_file(cfg.dashboard.totp_secret_file, "TOTP secret")
+    add_secret(s.github_token, s.merge_token, s.dashboard_password, s.totp_secret)  # redacted from now on
     return s
 
 
@@ -401,12 +477,28 @@ STARTER: dict[str, Any] = {
             "max_parallel": 1,
             "canary_wait_minutes": 10,
             "maintenance_windows": ["Sat 02:00-05:00"],
+            "min_window_minutes": 30,
         },
         "rollback": {"enabled": True, "strategy": "revert-commit"},
     },
     "notify": {"webhook_url": ""},
     "hosts": {"example-host": {"auto_update": True, "priority": 1, "canary": True}},
 }
+
+
+def placeholder_problems(cfg: Config) -> list[str]:
+    """The values ``config init`` writes that still need editing (``config check`` flags them)."""
+    found = []
+    if cfg.github.repo == STARTER["github"]["repo"]:
+        found.append(f"github.repo: still the example {cfg.github.repo!r} — your NixOS config repository as owner/name")
+    if cfg.dashboard.url == STARTER["dashboard"]["url"]:
+        found.append(f"dashboard.url: still the example {cfg.dashboard.url!r} — your NixFleet dashboard's URL")
+    found += [
+        f"hosts.{name}: an example host from `config init` — rename it to one of your hosts or remove it"
+        for name in STARTER["hosts"]
+        if name in cfg.hosts
+    ]
+    return found
 
 
 def starter_toml() -> str:
@@ -451,7 +543,8 @@ def effective_summary(cfg: Config, secrets: Secrets) -> list[str]:
         f"totp secret       {'***' if secrets.totp_secret else '(not set)'}",
         f"automation        {'on' if auto.enabled else 'off'}; delay {auto.delay_minutes:g} min; CI required: {auto.require_ci}; "
         f"strategy {auto.deploy_strategy}; parallel {auto.max_parallel}; canary wait {auto.canary_wait_minutes:g} min",
-        f"windows           {', '.join(auto.maintenance_windows) or '(always open)'}",
+        f"windows           {', '.join(auto.maintenance_windows) or '(always open)'}"
+        + (f"; merge with at least {auto.min_window_minutes:g} min left" if auto.maintenance_windows else ""),
         f"rollback          {'on' if fu.rollback.enabled else 'off'} ({fu.rollback.strategy})",
         f"notify webhook    {'***' if cfg.notify.webhook_url else '(off)'}",
         f"hosts configured  {len(cfg.hosts)}"

@@ -1,11 +1,16 @@
 """Typed errors of nfu-tui.
 
-Every error carries a short ``title`` and a human ``message`` that is safe to show
-(never a token or password). Clients map transport/protocol failures to these at
-their edge; the UI and the CLI never see httpx or websockets exceptions.
+Every error carries a short ``title`` and a human ``message`` that is safe to show:
+both (and the ``hint``) pass :func:`nfu_tui.core.sanitize.sanitize_text` when the
+error is made, so a server's error body that echoes a token, password or cookie, or
+holds invalid UTF-8 or escape sequences, is redacted and made valid here, once.
+Clients map transport/protocol failures to these at their edge; the UI and the CLI
+never see httpx or websockets exceptions.
 """
 
 from __future__ import annotations
+
+from nfu_tui.core.sanitize import sanitize_text
 
 
 class NfuError(Exception):
@@ -14,11 +19,12 @@ class NfuError(Exception):
     title = "Error"
 
     def __init__(self, message: str, *, title: str | None = None, hint: str = "") -> None:
+        message = sanitize_text(message)
         super().__init__(message)
         self.message = message
         if title is not None:
-            self.title = title
-        self.hint = hint
+            self.title = sanitize_text(title)
+        self.hint = sanitize_text(hint)
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message

@@ -219,3 +219,5 @@ class Notification:
     message: str
     severity: str = "information"  # information | warning | error
     tags: list[str] = field(default_factory=list)
+    click: str = ""  # a link to open (ntfy ``Click``), e.g. the PR
+    event_id: str = ""  # stable id: the outbox sends one notification per id (empty: derived from the text)

@@ -27,3 +27,12 @@ def _isolated_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         if var.startswith("NIXFLEET_") or var in ("GH_TOKEN", "GITHUB_TOKEN"):
             monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("TEXTUAL_ANIMATIONS", "none")
+
+
+@pytest.fixture(autouse=True)
+def _forget_secrets() -> object:
+    """Secrets registered for redaction by one test do not mask text in the next."""
+    from nfu_tui.core.sanitize import redactor
+
+    yield
+    redactor.clear()

@@ -114,7 +114,7 @@ async def test_once_against_nfu_tui_sim_merges_deploys_and_logs_json_lines(tmp_p
         (run,) = store.list_runs()
         assert (run.kind, run.trigger, run.status, run.pr) == ("deploy", "auto", "succeeded", 42)
         merged = next(line for line in lines if line["event"] == "merged")
-        assert run.merge_sha and run.merge_sha[:7] in merged["msg"]
+        assert run.merge_sha and run.merge_sha[:7] in merged["message"]
 
 
 async def test_once_obeys_the_switch(sim_factory: Any, tmp_path: Path) -> None:
@@ -124,6 +124,24 @@ async def test_once_obeys_the_switch(sim_factory: Any, tmp_path: Path) -> None:
     assert lines[0]["automation"] == "off"
     cycle = next(line for line in lines if line["event"] == "cycle")
     assert (cycle["state"], cycle["text"], cycle["acted"]) == ("disabled", "automation off", False)
+
+
+async def test_a_failed_run_is_logged_at_error_with_one_message_key(sim_factory: Any, tmp_path: Path) -> None:
+    hosts = [HostSpec("gpc0", "gaming", "home", faults={"switch_fails"}), HostSpec("hsb0", "server", "home")]
+    sim = await sim_factory(fast_scenario(hosts=hosts, prs=[PRSpec(42, labels=["dependencies"], ci="success")],
+                                          speed=400.0, heartbeat_seconds=0.05))
+    cfg = sim.write_config(tmp_path / "cfg", flake_updates={
+        "automation": {"enabled": True, "delay_minutes": 0, "canary_wait_minutes": 0},
+        "rollback": {"strategy": "alert-only"}})
+    code, lines, _ = await finish(await start_auto(cfg, "--once"))
+    assert code == 1
+    by_event = {line["event"]: line for line in lines}
+    assert by_event["run_result"]["level"] == "error" and by_event["run_result"]["status"] == "failed"
+    assert by_event["run_finished"]["level"] == "error"
+    assert by_event["stopped"] == {**by_event["stopped"], "level": "error", "exit_code": 1}
+    assert not any("msg" in line for line in lines)
+    assert all("message" in line for line in lines if line["event"].startswith("host_"))
+    assert not any("may_start_host" in json.dumps(line) for line in lines)
 
 
 async def test_bad_configuration_exits_2(tmp_path: Path) -> None:

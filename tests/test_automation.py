@@ -4,7 +4,9 @@ the simulator (delay, CI, windows, supersede, notify-once, window closing mid-ru
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 
 from nfu_tui.config import AutomationConfig, load_config, resolve_secrets
 from nfu_tui.core.automation import (
+    needed_room,
     Action,
     AutomationRunner,
     AutoState,
@@ -31,6 +34,7 @@ from nfu_tui.core.state import AppState
 from nfu_tui.core.store import DeployLock, Store
 from nfu_tui.core.windows import WindowSet
 from nfu_tui.models import CIStatus, CIVerdict, UpdatePR
+from nfu_tui.sim.github import WEB
 from nfu_tui.sim.scenario import HostSpec, PRSpec
 from nfu_tui.sim.testing import fast_scenario
 
@@ -165,13 +169,22 @@ def test_windows_gate_the_merge_and_the_text_names_the_next_window() -> None:
     saturday = datetime(2026, 8, 15, 2, 0, tzinfo=timezone.utc)
     assert d.state is AutoState.WAITING_WINDOW and d.action is Action.NONE
     assert d.due == saturday and d.wake_at == saturday
-    assert d.describe(NOW) == "PR #42 ready — next window Sat 02:00"
+    assert d.describe(NOW) == "PR #42 ready — next window Sat 02:00 UTC"
     inside = decide(situation(ready, windows=windows, now=saturday + timedelta(minutes=5)))
-    assert inside.action is Action.MERGE and inside.window == "window open until Sat 05:00"
+    assert inside.action is Action.MERGE and inside.window == "window open until Sat 05:00 UTC"
+    # A window with too little room left for a run is not used: merge at the next one.
+    late = decide(situation(ready, windows=windows, now=saturday + timedelta(hours=2, minutes=40)))
+    assert late.state is AutoState.WAITING_WINDOW and late.action is Action.NONE
+    assert late.describe(NOW) == ("PR #42 ready — the window closes at Sat 05:00 UTC, too soon for a run (~30 min); "
+                                  "next window Sat 2026-08-22 02:00 UTC")
+    assert late.due == saturday + timedelta(days=7)
+    roomy = situation(ready, windows=windows, now=saturday + timedelta(hours=2))
+    assert decide(roomy).action is Action.MERGE
+    assert decide(replace(roomy, room=needed_room([timedelta(minutes=70)], 30))).action is Action.NONE
     # A delay ending outside every window merges at the next window start.
     later = decide(situation(pr(), windows=windows))
     assert later.due == saturday and later.describe(NOW) == \
-        "merging PR #42 in 2 d 12 h (next window Sat 02:00) — CI green"
+        "merging PR #42 in 2 d 12 h (next window Sat 02:00 UTC) — CI green"
 
 
 def test_nothing_is_merged_while_the_dashboard_is_unknown() -> None:
@@ -204,7 +217,7 @@ def test_interrupted_automatic_runs_resume_first_inside_a_window() -> None:
     ready = pr(43, head_sha="b" * 40, updated_at=NOW - timedelta(hours=2))
     outside = decide(situation(ready, windows=windows, runs=(paused,)))
     assert outside.state is AutoState.PAUSED and outside.run_id == 3 and outside.action is Action.NONE
-    assert outside.describe(NOW) == "run #3 (PR #42) paused — resumes in 12 h 00 min (next window Thu 02:00)"
+    assert outside.describe(NOW) == "run #3 (PR #42) paused — resumes in 12 h 00 min (next window Thu 02:00 UTC)"
     inside = decide(situation(ready, windows=windows, runs=(paused,), now=NOW.replace(hour=2, minute=30)))
     assert (inside.action, inside.run_id) == (Action.RESUME, 3)
     # Rollbacks are recovery: they resume at once, windows or not.
@@ -239,7 +252,7 @@ def test_an_open_revert_pr_stops_automation() -> None:
 def test_manual_deploys_outside_a_window_need_a_confirm() -> None:
     windows = WindowSet(["Sat 02:00-05:00 UTC"])
     assert outside_window_warning(windows, NOW) == (
-        "Outside the maintenance windows (Sat 02:00-05:00 UTC); next window Sat 02:00. Deploy anyway?")
+        "Outside the maintenance windows (Sat 02:00-05:00 UTC); next window Sat 02:00 UTC. Deploy anyway?")
     assert outside_window_warning(windows, datetime(2026, 8, 15, 3, 0, tzinfo=timezone.utc)) is None
     assert outside_window_warning(WindowSet(), NOW) is None
 
@@ -319,12 +332,14 @@ class AutoHarness:
     """A FleetService + AutomationRunner on a started simulator, with a movable clock."""
 
     def __init__(self, sim: Any, tmp_path: Path, *, hosts: dict[str, Any] | None = None,
-                 rollback: str = "revert-commit", **automation: Any) -> None:
+                 rollback: str = "revert-commit", webhook: str = "", store_clock: Any = None,
+                 store_path: Path | None = None, **automation: Any) -> None:
         automation = {"enabled": True, "delay_minutes": 0, "canary_wait_minutes": 0, **automation}
         self.sim = sim
-        self.cfg = load_config(sim.write_config(tmp_path / "cfg", hosts=hosts or {}, flake_updates={
-            "automation": automation, "rollback": {"strategy": rollback}}))
-        self.store = Store(tmp_path / "journal.sqlite3")
+        self.cfg_path = sim.write_config(tmp_path / "cfg", hosts=hosts or {}, flake_updates={
+            "automation": automation, "rollback": {"strategy": rollback}}, notify={"webhook_url": webhook})
+        self.cfg = load_config(self.cfg_path)
+        self.store = Store(store_path or tmp_path / "journal.sqlite3", **({"clock": store_clock} if store_clock else {}))
         self.state = AppState.load(tmp_path / "state.json")
         self.service = FleetService(self.cfg, resolve_secrets(self.cfg, use_gh=False), store=self.store,
                                     state=self.state, lock_label="test auto")
@@ -407,7 +422,7 @@ async def test_waits_for_a_window_and_pauses_when_it_closes_mid_run(sim_factory:
         closed = await a.runner.step(refresh=True)
         assert closed.decision.state is AutoState.WAITING_WINDOW and not closed.acted
         weekday = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[_at(2).weekday()]
-        assert closed.decision.describe(a.now()) == f"PR #42 ready — next window {weekday} 02:00"
+        assert closed.decision.describe(a.now()) == f"PR #42 ready — next window {weekday} 02:00 UTC"
         assert closed.decision.due == _at(2)
         assert a.merges() == 0
 
@@ -433,6 +448,60 @@ async def test_waits_for_a_window_and_pauses_when_it_closes_mid_run(sim_factory:
         assert resumed.acted and resumed.ok, resumed.message
         final = a.store.get_run(run.id)
         assert final.status == "succeeded" and set(final.host_outcomes.values()) == {"ok"}
+        assert a.switched() == ["gpc0", "hsb0", "hsb1"] and a.merges() == 1
+
+
+async def test_a_window_closing_mid_run_starts_no_host_step_after_the_close(
+        sim_factory: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """hsb0's pull finishes after the close: its switch waits, pulled, for the next window; the pause
+    is notified and `status --json` shows the paused run with every host's state."""
+    from nfu_tui.cli import main
+    from nfu_tui.core.engine import HostProgress
+    from nfu_tui.paths import ensure_dir, state_dir
+
+    sim = await sim_factory(sim_scenario())
+    store_path = ensure_dir(state_dir()) / "nfu-tui.sqlite3"  # where `nfu-tui status` reads it
+    async with AutoHarness(sim, tmp_path, maintenance_windows=["daily 02:00-03:00 UTC"], store_path=store_path) as a:
+        def close_when_hsb0_pulled(event: ServiceEvent) -> None:
+            p = event.payload
+            if (event.kind == "deploy" and isinstance(p, HostProgress) and (p.host, p.phase) == ("hsb0", "pull")
+                    and p.message.startswith("done")):
+                a.fixed = _at(3, 5)
+
+        a.service.subscribe(close_when_hsb0_pulled)
+        a.fixed = _at(2, 10)
+        first = await a.runner.step(refresh=True)
+        assert first.acted and first.suspended, first.message
+        (run,) = a.store.list_runs()
+        paused = a.store.get_run(run.id)
+        started = [(s.host, s.data["phase"]) for s in paused.steps if s.step == "host_started"]
+        assert started == [("gpc0", "pull"), ("gpc0", "switch"), ("hsb0", "pull")]  # no switch after the close
+        assert [s.host for s in paused.steps if s.step == "switch_deferred"] == ["hsb0"]
+        assert paused.status == "paused" and paused.host_outcomes == {"gpc0": "ok"}
+        weekday = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[_at(2, days=2).weekday()]
+        note = a.notes[-1]
+        assert note.title == f"PR #42 deploy paused until {weekday} 02:00 UTC", a.titles()
+        assert "Left: hsb0 (pulled, switch waiting); hsb1 (not started)." in note.message
+        assert f"`nfu-tui deploy --resume {run.id}`" in note.message
+        assert all("may_start_host" not in s.data.get("reason", "") for s in paused.steps)
+        assert await asyncio.to_thread(main, ["--config", str(a.cfg_path), "status", "--json"]) == 0
+        (shown,) = json.loads(capsys.readouterr().out)["runs"]
+        assert (shown["id"], shown["state"], shown["pr"]) == (run.id, "paused", 42)
+        assert shown["hosts"] == [{"host": "gpc0", "state": "ok"}, {"host": "hsb0", "state": "pulled, switch waiting"},
+                                  {"host": "hsb1", "state": "not started"}]
+        from nfu_tui.core.history import load_history
+
+        (record,) = load_history(a.store).runs
+        assert [(h.host, h.outcome) for h in record.hosts] == [
+            ("gpc0", "ok"), ("hsb0", "pulled, switch waiting"), ("hsb1", "not started")]
+        assert any("outside the maintenance window" in t.text for t in record.timeline)
+        a.fixed = _at(2, 1, days=2)
+        resumed = await a.runner.step()
+        assert resumed.acted and resumed.ok, resumed.message
+        final = a.store.get_run(run.id)
+        assert final.status == "succeeded" and set(final.host_outcomes.values()) == {"ok"}
+        pulls = [s.host for s in final.steps if s.step == "host_started" and s.data["phase"] == "pull"]
+        assert pulls == ["gpc0", "hsb0", "hsb1"]  # hsb0 was not pulled twice
         assert a.switched() == ["gpc0", "hsb0", "hsb1"] and a.merges() == 1
 
 
@@ -462,6 +531,67 @@ async def test_red_ci_is_not_merged_and_notified_once(sim_factory: Any, tmp_path
         sim.github.set_ci(42, "failure")
         await a.runner.step(refresh=True)
         assert a.titles().count("PR #42: CI failing") == 2 and a.merges() == 0
+
+
+class Receiver:
+    """A loopback ntfy-style webhook that counts the bodies it accepted (and can be down)."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.accepted: list[tuple[str, str, str]] = []  # (title, body, click)
+        self.refused = 0
+
+    async def __aenter__(self) -> "Receiver":
+        from aiohttp import web
+
+        async def handler(request: web.Request) -> web.Response:
+            body = (await request.read()).decode()
+            if self.status >= 300:
+                self.refused += 1
+            else:
+                self.accepted.append((request.headers.get("Title", ""), body, request.headers.get("Click", "")))
+            return web.Response(status=self.status, text="{}")
+
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", handler)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/nfu-alerts"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+
+async def test_an_alert_survives_a_webhook_outage_and_a_restart_and_is_delivered_once(
+        sim_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    sim = await sim_factory(sim_scenario(prs=[PRSpec(42, labels=["dependencies"], ci="failure")]))
+    async with Receiver() as hook:
+        hook.status = 503  # ntfy is down
+        async with AutoHarness(sim, tmp_path, webhook=hook.url) as a:
+            for _ in range(2):
+                blocked = await a.runner.step(refresh=True)
+                assert blocked.decision.state is AutoState.BLOCKED
+            assert hook.refused == 1 and hook.accepted == []  # one attempt; the retry is later (backoff)
+            (pending,) = a.store.undelivered_notifications()
+            assert (pending.title, pending.attempts) == ("PR #42: CI failing", 1)
+            assert pending.next_attempt_at > datetime.now(timezone.utc) + timedelta(seconds=10)
+        # nfu-tui restarts (an hour later, the retry is due) and ntfy is back.
+        hook.status = 200
+        later = lambda: datetime.now(timezone.utc) + timedelta(hours=1)  # noqa: E731
+        async with AutoHarness(sim, tmp_path, webhook=hook.url, store_clock=later) as b:
+            assert await b.service.wait_until(lambda: not b.store.undelivered_notifications(), 10)
+            for _ in range(2):
+                assert (await b.runner.step(refresh=True)).decision.state is AutoState.BLOCKED
+            await b.service.outbox.deliver_due()
+        assert [(title, click) for title, _, click in hook.accepted] == [
+            ("PR #42: CI failing", f"{WEB}/{sim.github.repo}/pull/42")]  # exactly once
+        assert "CI is failing on PR #42" in hook.accepted[0][1]
 
 
 async def test_the_toggle_off_stops_automation(sim_factory: Any, tmp_path: Path) -> None:
@@ -502,3 +632,29 @@ async def test_service_mode_finishes_a_run_when_its_offline_host_returns(sim_fac
         finally:
             a.runner.request_stop("test over")
             await asyncio.wait_for(forever, 10)
+
+
+def test_no_merge_when_no_host_qualifies_for_an_automatic_deploy() -> None:
+    d = decide(situation(pr(updated_at=NOW - timedelta(hours=2)), deployable=False))
+    assert d.state is AutoState.BLOCKED and d.action is Action.NONE
+    assert "no host qualifies" in d.describe(NOW) and "nfu-tui deploy --pr 42 --merge-only" in d.describe(NOW)
+    assert [n.notification.title for n in d.notices] == ["PR #42 not merged: no host to deploy"]
+
+
+@pytest.mark.parametrize("strategy, title, body", [
+    ("none", "PR #42 merged, not deployed", 'deploy_strategy = "none": no host was deployed'),
+    ("online-only", "PR #42 deployed to gpc0, hsb0, hsb1; left behind: hsb8",
+     "Left behind: hsb8: offline (strategy online-only)."),
+    ("all", "PR #42 deployed to gpc0, hsb0, hsb1; waiting for hsb8 (offline)", "Waiting (offline): hsb8"),
+])
+async def test_run_notifications_say_what_really_happened(sim_factory: Any, tmp_path: Path, strategy: str,
+                                                          title: str, body: str) -> None:
+    sim = await sim_factory(sim_scenario(*SMALL, HostSpec("hsb8", "server", "home", online=False, faults={"offline"})))
+    async with AutoHarness(sim, tmp_path, deploy_strategy=strategy) as a:
+        result = await a.runner.step(refresh=True)
+        assert result.acted and result.ok, result.message
+        (note,) = [e.notification for e in a.events if isinstance(e, RunFinished)]
+        assert note.title == title and body in note.message
+        assert note.click == f"{sim.github.url}/{sim.github.repo}/pull/42"
+        if strategy == "none":
+            assert a.switched() == [] and a.merges() == 1

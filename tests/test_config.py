@@ -26,7 +26,7 @@ token_file = "{tok}"
 poll_minutes = 5
 
 [dashboard]
-url = "https://fleet.example.com"
+url = "https://fleet.acme.test"
 password_file = "{pw}"
 
 [flake_updates.automation]
@@ -265,3 +265,112 @@ def test_tui_without_anything_configured_says_what_to_do(tmp_path: Path, capsys:
     cfg.write_text("[github]\npoll_minutes = 5\n")
     assert main(["--config", str(cfg)]) == 2
     assert "config init" in capsys.readouterr().err
+
+
+# --- strict, bounded settings (issue: absurd numbers, bools as numbers) ------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "words"),
+    [
+        ("[flake_updates.automation]\ndelay_minutes = inf", "flake_updates.automation.delay_minutes", "finite number"),
+        ("[flake_updates.automation]\ndelay_minutes = nan", "flake_updates.automation.delay_minutes", "finite number"),
+        ("[flake_updates.automation]\ndelay_minutes = 1e300", "flake_updates.automation.delay_minutes", "10080"),
+        ("[flake_updates.automation]\ndelay_minutes = true", "flake_updates.automation.delay_minutes", "number (got true)"),
+        ("[flake_updates.automation]\ncanary_wait_minutes = 20000", "flake_updates.automation.canary_wait_minutes", "10080"),
+        ("[flake_updates.automation]\nmax_parallel = true", "flake_updates.automation.max_parallel", "whole number (got true)"),
+        ("[flake_updates.automation]\nmax_parallel = 65", "flake_updates.automation.max_parallel", "64"),
+        ("[flake_updates.automation]\nmax_parallel = 2.5", "flake_updates.automation.max_parallel", "whole number"),
+        ("[flake_updates.automation]\nrequire_ci = 1", "flake_updates.automation.require_ci", "true or false"),
+        ("[hosts.gpc0]\ncanary = \"yes\"", "hosts.gpc0.canary", "true or false (without quotes) (got 'yes')"),
+        ("[hosts.gpc0]\npriority = false", "hosts.gpc0.priority", "whole number"),
+        ("[github]\npoll_minutes = inf", "github.poll_minutes", "finite number"),
+        ("[github]\npoll_minutes = 2000", "github.poll_minutes", "1440"),
+        ("[github]\npoll_minutes = false", "github.poll_minutes", "number (got false)"),
+        ("[dashboard]\ninsecure = \"true\"", "dashboard.insecure", "true or false"),
+        ("github = \"alice/nixcfg\"", "github", "must be a table"),
+        ("[hosts]\ngpc0 = 1", "hosts.gpc0", "must be a table"),
+    ],
+)
+def test_absurd_values_are_refused_in_the_users_words(tmp_path: Path, toml: str, key: str, words: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(ConfigLoadError) as err:
+        load_config(path)
+    (problem,) = err.value.problems
+    assert problem.key == key and words in problem.message
+    assert "instance of" not in str(err.value) and "Config" not in problem.message
+
+
+def test_numbers_written_as_integers_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[flake_updates.automation]\ndelay_minutes = 10080\ncanary_wait_minutes = 0\nmax_parallel = 64\n")
+    auto = load_config(path).flake_updates.automation
+    assert (auto.delay_minutes, auto.canary_wait_minutes, auto.max_parallel) == (10080.0, 0.0, 64)
+
+
+def test_cli_check_reports_every_problem_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    readable = secret_file(tmp_path / "pw", "hunter2", mode=0o644)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[github]\nrepo = "a/b"\ntoken_file = "/dev/zero"\nmerge_token_file = "/nonexistent/tok"\n'
+        f'[dashboard]\nurl = "http://fleet.lan"\npassword_file = "{readable}"\ntotp_secret_file = "/nonexistent/totp"\n'
+    )
+    assert main(["--config", str(cfg), "config", "check"]) == 2
+    err = capsys.readouterr().err
+    assert "4 problem(s)" in err
+    assert "GitHub token file /dev/zero is larger than 64 KiB" in err
+    assert "GitHub merge token file /nonexistent/tok" in err and "TOTP secret file /nonexistent/totp" in err
+    assert "dashboard.url: Refusing plain http:// to fleet.lan" in err and "--insecure" in err
+    assert f"warning: dashboard password file {readable} is readable by group/others" in err
+    assert "hunter2" not in err
+    # the same rule as the commands: --insecure (or dashboard.insecure) lifts it
+    assert main(["--insecure", "--config", str(cfg), "config", "check"]) == 2
+    assert "dashboard.url" not in capsys.readouterr().err
+
+
+def test_cli_check_flags_the_placeholders_of_config_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"
+    assert main(["--config", str(cfg), "config", "init"]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(cfg), "config", "check"]) == 2
+    err = capsys.readouterr().err
+    assert "github.repo: still the example 'owner/nixcfg'" in err
+    assert "dashboard.url: still the example 'https://fleet.example.com'" in err
+    assert "hosts.example-host: an example host" in err
+
+
+def test_a_secret_file_that_never_ends_fails_fast(tmp_path: Path) -> None:
+    cfg = Config.model_validate({"github": {"token_file": "/dev/zero"}})
+    with pytest.raises(ConfigError, match="larger than 64 KiB"):
+        resolve_secrets(cfg, env={}, use_gh=False)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["deploy", "--pr", "42", "--wait-offline", "nan"],
+        ["deploy", "--pr", "42", "--wait-offline", "inf"],
+        ["deploy", "--pr", "42", "--wait-offline", "-1"],
+        ["deploy", "--pr", "42", "--wait-offline", "20000"],
+        ["auto", "--stop-grace", "nan"],
+        ["auto", "--stop-grace", "1e300"],
+        ["auto", "--ready-timeout", "0"],
+        ["auto", "--ready-timeout", "-inf"],
+        ["history", "--limit", "0"],
+        ["history", "--limit", "1.5"],
+    ],
+)
+def test_absurd_option_values_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and f"argument {argv[-2]}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", [True, float("inf"), float("nan"), -1, 2000])
+def test_min_window_minutes_is_strict_and_bounded(value: object) -> None:
+    from nfu_tui.config import AutomationConfig
+
+    with pytest.raises(ValueError):
+        AutomationConfig(min_window_minutes=value)

@@ -135,6 +135,23 @@ def test_refused_merge_exits_1(sim_thread: Any, tmp_path: Path, capsys: Any) -> 
 
 
 @pytest.mark.parametrize("sim_thread", [TWO], indirect=True)
+def test_a_plan_without_a_host_merges_nothing_unless_merge_only(sim_thread: Any, tmp_path: Path, capsys: Any) -> None:
+    from nfu_tui.core.state import AppState
+
+    sim = sim_thread.sim
+    cfg = write_config(sim, tmp_path)
+    AppState.load().hold("a1")
+    code, out, err = run_cli(capsys, "--config", cfg, "deploy", "--pr", "42", "--hosts", "a1", "--yes")
+    assert code == 2 and "Nothing to deploy: no host qualifies." in out
+    assert "no host to deploy, so PR #42 is not merged" in err and "--merge-only" in err
+    assert merges(sim) == 0 and ops(sim) == [] and Store().list_runs() == []
+    code, out, err = run_cli(capsys, "--config", cfg, "deploy", "--pr", "42", "--merge-only", "--yes")
+    assert code == 0, out + err
+    assert "merge, then no deploy (merge only)" in out and "merged as" in out and "not deployed" in out
+    assert merges(sim) == 1 and ops(sim) == []
+
+
+@pytest.mark.parametrize("sim_thread", [TWO], indirect=True)
 def test_bad_input_exits_2(sim_thread: Any, tmp_path: Path, capsys: Any) -> None:
     cfg = write_config(sim_thread.sim, tmp_path)
     code, _, err = run_cli(capsys, "--config", cfg, "deploy", "--pr", "999", "--yes")

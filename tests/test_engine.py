@@ -585,7 +585,7 @@ async def test_failure_stops_scheduling_running_hosts_finish(store: Store, tmp_p
 async def test_may_start_host_gate_pauses_until_open(store: Store, tmp_path: Path) -> None:
     ports = FakePorts(FLEET[:2])
     config = cfg()
-    answers = iter([False, False, True, True])
+    answers = itertools.chain([False, False], itertools.repeat(True))  # asked before every pull and switch
     eng, events = engine_for(ports, store, config, tmp_path, may_start_host=lambda: next(answers))
     result = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
     assert result.status is RunStatus.SUCCEEDED

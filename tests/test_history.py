@@ -236,7 +236,9 @@ def test_cli_json_text_and_one_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out)["id"] == ids["deploy"]
     assert main(["history", "--run", "999"]) == 2
     assert "no run 999" in capsys.readouterr().err
-    assert main(["history", "--limit", "0"]) == 2
+    with pytest.raises(SystemExit) as refused:  # argparse: usage + one line, exit 2
+        main(["history", "--limit", "0"])
+    assert refused.value.code == 2 and "--limit" in capsys.readouterr().err
 
 
 def test_cli_on_an_empty_state_dir_creates_nothing(capsys: pytest.CaptureFixture[str]) -> None:

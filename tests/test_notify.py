@@ -8,14 +8,15 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from email.header import decode_header, make_header
 
 import httpx
 import pytest
 from aiohttp import web
 
-from nfu_tui.core.notify import MAX_BODY_BYTES, WebhookNotifier, notify_once
-from nfu_tui.core.state import AppState
+from nfu_tui.core.notify import MAX_BODY_BYTES, Outbox, WebhookNotifier, retry_delay
+from nfu_tui.core.store import Store
 from nfu_tui.errors import ConfigError
 from nfu_tui.models import Notification
 
@@ -188,16 +189,56 @@ def test_invalid_urls_are_config_errors(url: str) -> None:
     _no_secrets(str(info.value))
 
 
-async def test_notify_once_marks_only_after_delivery(server: Recorder) -> None:
-    state = AppState.load()
-    n = Notification("Update PR #42", "flake.lock bump", tags=["package"])
+async def test_outbox_delivers_once_per_event_and_retries_with_capped_backoff(server: Recorder, tmp_path,
+                                                                              caplog) -> None:
+    now = [datetime(2026, 8, 1, 2, 0, tzinfo=timezone.utc)]
+    store = Store(tmp_path / "j.sqlite3", clock=lambda: now[0])
+    n = Notification("PR #42: CI failing", "red", "error", ["x"], click="https://github.com/o/r/pull/42",
+                     event_id="notice:ci-red:42:abc")
     async with WebhookNotifier(f"{server.base}/t") as notifier:
-        server.status = 502
-        assert await notify_once(state, "pr:42", "sha1", notifier, n) is False
-        assert state.should_notify("pr:42", "sha1")  # failed: try again later
+        outbox = Outbox(store, notifier, clock=lambda: now[0], rng=lambda: 1.0)
+        server.status = 503
+        assert await outbox.send(n) is False
+        (entry,) = store.undelivered_notifications()
+        assert (entry.attempts, entry.last_error) == (1, "HTTP 503")
+        assert entry.next_attempt_at == now[0] + timedelta(seconds=30)
+        assert await outbox.send(n) is False and len(server.requests) == 1  # same event, not due: no attempt
+        now[0] += timedelta(seconds=30)
+        await outbox.deliver_due()
+        assert store.undelivered_notifications()[0].next_attempt_at == now[0] + timedelta(seconds=60)
+        now[0] += timedelta(seconds=60)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="nfu_tui.core.notify"):
+            await outbox.deliver_due()  # the third failure: it is failing, said at warning
+        assert any("still undelivered after 3 attempts (HTTP 503)" in r.getMessage() for r in caplog.records)
+        assert store.undelivered_notifications()[0].next_attempt_at == now[0] + timedelta(seconds=120)
         server.status = 200
-        assert await notify_once(state, "pr:42", "sha1", notifier, n) is True
-        assert await notify_once(AppState.load(), "pr:42", "sha1", notifier, n) is False  # other process too
-        assert await notify_once(state, "pr:42", "sha2", notifier, n) is True  # new head
-    assert len(server.requests) == 3
-    assert AppState.load().notified == {"pr:42": "sha2"}
+        now[0] += timedelta(minutes=5)
+        # Another process sharing the store: one of the two delivers, the claim keeps the other away.
+        other = Outbox(store, notifier, clock=lambda: now[0])
+        assert sorted(await asyncio.gather(outbox.deliver_due(), other.deliver_due())) == [0, 1]
+        assert store.undelivered_notifications() == [] and store.notification(n.event_id).attempts == 4
+        assert await outbox.send(n) is True  # already delivered: never sent again
+    assert [r["headers"].get("Click") for r in server.requests] == [n.click] * 4
+    assert len(server.requests) == 4  # three refused, one accepted
+
+
+def test_retry_delay_doubles_up_to_an_hour_with_jitter() -> None:
+    assert [retry_delay(k, rng=lambda: 1.0) for k in (1, 2, 3, 8, 20)] == [30, 60, 120, 3600, 3600]
+    assert retry_delay(1, rng=lambda: 0.0) == 15
+
+
+async def test_title_and_body_pass_the_redaction_boundary(server: Recorder) -> None:
+    from nfu_tui.core.sanitize import redactor
+
+    redactor.add("Fleet pw/ä+5:Zq9")
+    notifier = WebhookNotifier(f"{server.base}/alerts")
+    try:
+        n = Notification("Merge refused: Bearer ghp_0123456789abcdefABCDEF0123",
+                         "dashboard said: password=Fleet+pw%2F%C3%A4%2B5%3AZq9\x1b]0;x\x07 \udcff", "error", ("nfu-tui",))
+        assert await notifier.send(n)
+    finally:
+        await notifier.aclose()
+    (request,) = server.requests
+    assert request["headers"]["Title"] == "Merge refused: Bearer ***"
+    assert request["body"].decode() == "dashboard said: password=***;x \ufffd"  # the escape went with the value

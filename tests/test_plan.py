@@ -178,7 +178,7 @@ def test_strategy_none_merges_only() -> None:
     assert r.pop("hsb0") is SkipReason.HELD
     assert set(r.values()) == {SkipReason.MERGE_ONLY}
     assert len(r) == len(FLEET)  # every other host, including the offline one
-    assert "no deploy (strategy none)" in plan.describe()[0]
+    assert "no deploy (merge only)" in plan.describe()[0]
 
 
 def test_offline_canary_warns_and_does_not_gate() -> None:

@@ -3,6 +3,7 @@ against the simulator (revert-commit after a canary failure, revert-pr, alert-on
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -24,6 +25,7 @@ from nfu_tui.core.rollback import (
     failed_hosts,
     find_revert,
     rollback_plan,
+    rollback_targets,
     switched_hosts,
 )
 from nfu_tui.core.store import Store
@@ -75,6 +77,37 @@ def test_switched_and_failed_hosts(store: Store) -> None:
     assert failed_hosts(run) == {"b": "health: switch error (exit 1): command failed",
                                  "c": "pull: switch error (exit 1): command failed",
                                  "d": "switch: switch error (exit 1): command failed"}
+
+
+def test_rollback_targets_are_decided_from_the_journal_and_the_fleet(store: Store) -> None:
+    """Every host whose switch started counts (it may run the new generation), unless the fleet shows
+    the switch failed since it started; a pull failure never switched."""
+    run_id = store.create_run("deploy", actor="t", trigger="auto", pr=42, head_sha=HEAD)
+    store.record(run_id, "merged", sha=MERGE)
+    for host in ("a", "b", "c", "d"):
+        store.record(run_id, "host_started", host=host, phase="pull")
+    for host in ("a", "b", "c"):
+        store.record(run_id, "host_started", host=host, phase="switch")
+    store.record(run_id, "host_finished", host="a", outcome="failed", phase="switch",
+                 detail="agent did not reconnect within 90 s after the switch (verify the host manually)")
+    store.record(run_id, "host_finished", host="b", outcome="failed", phase="switch", detail="switch error (exit 1)")
+    store.record(run_id, "host_finished", host="c", outcome="ok", phase="switch")
+    store.record(run_id, "host_finished", host="d", outcome="failed", phase="pull", detail="pull error")
+    store.finish_run(run_id, "failed", "x")
+    later = (datetime.now(timezone.utc) + timedelta(seconds=5)).isoformat()
+    fleet = {"a": Host("a", "a", status="offline"),
+             "b": online("b").with_changes(system=StatusCheck(CompartmentState.ERROR, "Switch failed", later)),
+             "c": online("c")}
+
+    class Fleet:
+        def host(self, name: str) -> Host | None:
+            return fleet.get(name)
+
+    targets = rollback_targets(store.get_run(run_id), Fleet())
+    assert list(targets) == ["a", "c"]
+    assert targets["a"].startswith("switch failed (agent did not reconnect") and targets["a"].endswith("offline now")
+    assert targets["c"] == "switched"
+    assert switched_hosts(store.get_run(run_id)) == ["a", "b", "c"]  # without the fleet's word, b may have switched
 
 
 def test_revert_journal_folds_the_steps(store: Store) -> None:
@@ -302,14 +335,25 @@ async def test_revert_commit_opens_merges_and_redeploys_the_switched_hosts(store
                                            "merged", "redeploy_requested", "redeploy_started"]
     child = store.get_run(outcome.redeploy_run)
     assert [s.step for s in child.steps] == ["revert_redeploy"]
-    assert outcome.summary == ("reverted PR #42 with PR #43 (merged as ddddddd); rolled back gpc0; "
-                               "left as they are (had not switched): hsb0")
+    assert outcome.summary == ("Reverted PR #42 with PR #43 (merged as ddddddd). Rolled back: gpc0 (switched). "
+                               "Left as they are (had not switched): hsb0 (switch: switch error (exit 1): command "
+                               "failed).")
     actions = [(a.action, a.details.get("strategy")) for a in store.audit_entries()]
     assert actions == [("rollback", "revert-commit"), ("merge", None)]
     assert store.audit_entries()[0].github_login == "alice"
-    assert [n.title for n in h.notes] == ["PR #42 rolled back"]
+    assert [n.title for n in h.notes] == ["PR #42 rolled back on gpc0"]
     assert h.opened == [43]
     assert [n for n, _ in h.ports.comments] == [42] and "#43" in h.ports.comments[0][1]
+
+
+async def test_a_revert_without_a_host_to_roll_back_says_so(store: Store) -> None:
+    failed = failed_run(store, {"hsb0": ("failed", "pull"), "hsb1": ("skipped", "")})
+    h = Harness(store)
+    outcome = await h.manager.after_failure(failed, trigger="auto", actor="alice@box")
+    assert outcome.ok and h.engine.plans == []
+    (note,) = h.notes
+    assert note.title == "PR #42 reverted; no host needed a rollback"
+    assert "No host had switched to PR #42" in note.message and "Rolled back" not in note.message
 
 
 async def test_revert_waits_for_green_ci_only_when_github_requires_it(store: Store) -> None:
@@ -332,7 +376,7 @@ async def test_red_ci_on_a_required_revert_stops_with_an_alert(store: Store) -> 
     h.ports.ci = [CIStatus(CIVerdict.RED, "build failed")]
     outcome = await h.manager.after_failure(failed)
     assert not outcome.ok and h.engine.plans == []
-    assert "its CI is failing" in outcome.summary and "revert PR #43 is open: merge it by hand" in outcome.summary
+    assert "its CI is failing" in outcome.summary and "revert PR #43 is open: merge it on GitHub, then `nfu-tui deploy --pr 43`" in outcome.summary
     assert store.get_run(outcome.run_id).status == "failed"
     assert [n.severity for n in h.notes] == ["error"]
 
@@ -416,8 +460,9 @@ async def test_revert_pr_opens_and_stops(store: Store) -> None:
     assert h.ports.merges == [] and h.engine.plans == []
     assert h.opened == [43]  # shown with the update PRs for the admin to merge
     run = store.get_run(outcome.run_id)
-    assert run.status == "succeeded" and "merge it from the TUI" in run.summary
-    assert [n.title for n in h.notes] == ["PR #42: revert PR #43 opened"]
+    assert run.status == "succeeded" and "`nfu-tui deploy --pr 43`" in run.summary
+    assert "from the TUI" not in run.summary  # a headless admin reads this too
+    assert [n.title for n in h.notes] == ["PR #42 deploy failed: revert PR #43 waits for you"]
 
 
 async def test_alert_only_changes_nothing(store: Store) -> None:
@@ -506,7 +551,7 @@ async def test_canary_failure_with_revert_commit_rolls_the_switched_hosts_back(s
     async with AutoHarness(sim, tmp_path, hosts=CANARIES) as a:
         result = await a.runner.step(refresh=True)
         assert result.acted and not result.ok
-        assert "rollback: reverted PR #42 with PR #" in result.message and "rolled back gpc0" in result.message
+        assert "rollback: Reverted PR #42 with PR #" in result.message and "Rolled back: gpc0" in result.message
         failed, revert, redeploy = sorted(a.store.list_runs(), key=lambda r: r.id)
         assert (failed.kind, failed.status, failed.host_outcomes) == (
             "deploy", "failed", {"gpc0": "ok", "hsb0": "failed", "hsb1": "skipped"})
@@ -524,9 +569,10 @@ async def test_canary_failure_with_revert_commit_rolls_the_switched_hosts_back(s
         runs = {r.id: r for r in load_history(a.store).runs}
         assert runs[revert.id].related_runs == (failed.id, redeploy.id)
         assert runs[redeploy.id].related_runs == (revert.id,)
+        assert runs[failed.id].related_runs == (revert.id,)  # and back: the failed run names its rollback
         assert runs[failed.id].hosts[1].log_excerpt, "the failing host's log excerpt is kept"
         assert runs[revert.id].lock_diff.startswith("• Updated input")
-        assert "PR #42 rolled back" in a.titles()
+        assert "PR #42 rolled back on gpc0" in a.titles()
         after = await a.runner.step(refresh=True)
         assert after.decision.state is AutoState.IDLE and not after.acted
 
@@ -604,3 +650,41 @@ async def test_per_host_rollback_through_the_dashboard(sim_factory: Any, tmp_pat
         assert (run.kind, run.status, run.host_outcomes) == ("rollback", "succeeded", {"hsb0": "ok"})
         assert a.store.audit_entries()[0].action == "rollback_host"
         assert "hsb0 rolled back" in a.titles()
+
+
+async def test_a_canary_that_goes_offline_after_its_switch_is_rolled_back_when_it_reconnects(
+        sim_factory: Any, tmp_path: Path) -> None:
+    """A switch that breaks networking: the canary switches, then drops off. The rollback queues it,
+    stays open (never "succeeded" while it runs the bad generation) and rolls it back once it is back."""
+    hosts = [HostSpec("gpc0", "gaming", "home", faults={"offline_after_switch"}), HostSpec("hsb0", "server", "home"),
+             HostSpec("hsb1", "server", "home")]
+    sim = await sim_factory(sim_scenario(*hosts))
+    before = lock_hash(sim, sim.github.default_branch_head()[0])
+    async with AutoHarness(sim, tmp_path, hosts={"gpc0": {"canary": True}}, canary_wait_minutes=0.02) as a:
+        result = await a.runner.step(refresh=True)
+        assert result.acted and not result.ok, result.message
+        failed, revert, redeploy = sorted(a.store.list_runs(), key=lambda r: r.id)
+        assert failed.host_outcomes == {"gpc0": "failed", "hsb0": "skipped", "hsb1": "skipped"}
+        assert revert.kind == "revert" and revert.status == "running", revert.summary
+        assert redeploy.status == "running" and redeploy.host_outcomes == {}
+        plan = a.store.get_run(revert.id).plan
+        assert plan["hosts"] == ["gpc0"] and "health check" in plan["host_states"]["gpc0"]
+        assert a.titles()[-1] == "PR #42 rollback waiting for gpc0 (offline)"
+        assert "gpc0 (switched, then failed its health check" in a.notes[-1].message
+        assert sim.dashboard.hosts["gpc0"].agent.lock_hash != before  # still on the bad generation
+        blocked = await a.runner.step(refresh=True)
+        assert blocked.decision.state is AutoState.WAITING_FLEET and not blocked.acted
+        assert f"rollback run #{revert.id} (PR #42) waits for gpc0" in blocked.decision.describe(a.now())
+        assert a.store.get_run(revert.id).status == "running"
+        # The service notices the reconnect by itself (nfu-tui auto; `auto --once` does the same on its next run).
+        forever = asyncio.ensure_future(a.runner.run_forever())
+        try:
+            sim.dashboard.set_online("gpc0", True)
+            assert await a.service.wait_until(lambda: a.store.get_run(revert.id).status == "succeeded", 20)
+        finally:
+            a.runner.request_stop("test over")
+            await asyncio.wait_for(forever, 10)
+        assert a.store.get_run(redeploy.id).host_outcomes == {"gpc0": "ok"}
+        assert sim.dashboard.hosts["gpc0"].agent.lock_hash == before
+        assert a.titles()[-1] == "PR #42 rolled back on gpc0"
+        assert (await a.runner.step(refresh=True)).decision.state is AutoState.IDLE

@@ -437,3 +437,29 @@ def test_abandon_run_closes_and_audits(tmp_path) -> None:
         assert entry.action == "abandon" and entry.details == {"run": run_id} and entry.pr == 42
         with pytest.raises(StateError, match="already abandoned"):
             store.abandon_run(run_id, actor="alice@box")
+
+
+# --- the redaction boundary at the journal's door ---------------------------------------
+
+
+def test_hostile_text_is_journaled_valid_redacted_and_inert(store: Store) -> None:
+    from nfu_tui.core.sanitize import redactor
+
+    token = "ghp_" + "Q7" * 18
+    redactor.add(token)
+    run = store.create_run("deploy", actor="alice@box\udcff", plan={"note": f"Bearer {token}"})
+    # a lone surrogate from a JSON escape in a host's output used to raise UnicodeEncodeError here
+    store.record(run, "host_finished", host="gpc0", outcome="failed",
+                 detail=f"switch failed \udcff token {token}", log_excerpt=["\x1b[31mbad \udc80\x1b[0m", "ok"])
+    store.finish_run(run, "failed", summary=f"failed: Authorization: token {token}\udcff")
+    store.audit("merge", actor="alice", details={"error": f"echo {token}", "lines": ["\udcff"]})
+    got = store.get_run(run)
+    data = got.steps[-1].data
+    assert data["detail"] == "switch failed \ufffd token ***"
+    assert data["log_excerpt"] == ["bad \ufffd", "ok"]
+    assert got.summary == "failed: Authorization: token ***"
+    assert got.actor == "alice@box\ufffd" and got.plan == {"note": "Bearer ***"}
+    assert store.audit_entries(1)[0].details == {"error": "echo ***", "lines": ["\ufffd"]}
+    store.close()
+    raw = b"".join(p.read_bytes() for p in store.path.parent.iterdir() if p.is_file())
+    assert token.encode() not in raw

@@ -223,11 +223,11 @@ async def test_failure_panel_holds_the_failing_host_and_rolls_back_per_strategy(
         assert merges(sim, 43) == 0
         await pilot.press("y")
         await wait_for(pilot, lambda: view.rollback_note.startswith(("✓", "✗")), "the rollback", timeout=30)
-        assert view.rollback_note.startswith("✓ reverted PR #42 with PR #43"), view.rollback_note
+        assert view.rollback_note.startswith("✓ Reverted PR #42 with PR #43"), view.rollback_note
         assert merges(sim, 43) == 1  # the revert PR, merged
         revert = next(r for r in app.service.store.list_runs() if r.kind == "revert")
         assert (revert.trigger, revert.status) == ("manual", "succeeded")
-        assert "Rollback: ✓ reverted PR #42" in plain(screen.query_one("#failure-text").content)
+        assert "Rollback: ✓ Reverted PR #42" in plain(screen.query_one("#failure-text").content)
 
 
 async def test_an_interrupted_host_rollback_is_resumed_without_sending_it_again(shared, tmp_path):

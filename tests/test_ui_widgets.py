@@ -103,9 +103,14 @@ def test_the_automation_badge_and_line_say_what_automation_does():
     failed = AutomationStatus(waiting, "RuntimeError: boom; retrying in 30 s", enabled=True)
     assert automation_badge(failed) == ("auto ✗", "bold red")
     assert "automation stopped: RuntimeError: boom" in automation_text(failed, now).plain
-    status = type("S", (), {"dashboard": "live", "github": "ok", "rate": None, "last_poll": None})()
+    from nfu_tui.core.service import ConnectionStatus
+
+    status = ConnectionStatus(dashboard="live", github="ok")
     line = header_text(status, now, compact=True, automation=on).plain
     assert line.startswith(" nfu-tui  │ auto wait │ dash ● live") and len(line) <= 80
+    attention = ConnectionStatus(dashboard="live", github="ok", attention="run #12 paused · ✉ 1 unsent")
+    line = header_text(attention, now, compact=True, automation=on).plain
+    assert line.startswith(" nfu-tui  │ auto wait │ run #12 paused · ✉ 1 unsent │ dash ● live")
 
 
 def test_unlead_keeps_runs_from_starting_with_a_space():

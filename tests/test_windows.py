@@ -282,11 +282,11 @@ def test_set_picks_the_earliest_window(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not ws.is_open(now)
     assert ws.next_open(now) == at(UTC, 2025, 1, 1, 22)
     assert ws.closes_at(now) is None
-    assert ws.describe_next(now) == "next window Wed 22:00"
+    assert ws.describe_next(now) == "next window Wed 22:00 UTC"
     inside = at(UTC, 2025, 1, 1, 22, 30)
     assert ws.next_open(inside) == inside
     assert ws.closes_at(inside) == at(UTC, 2025, 1, 1, 23)
-    assert ws.describe_next(inside) == "window open until Wed 23:00"
+    assert ws.describe_next(inside) == "window open until Wed 23:00 UTC"
 
 
 def test_back_to_back_windows_merge_in_closes_at() -> None:
@@ -297,19 +297,21 @@ def test_back_to_back_windows_merge_in_closes_at() -> None:
     assert always.describe_next(at(UTC, 2025, 1, 6, 22, 30)) == "window always open"
 
 
-def test_describe_next_uses_local_time(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_describe_next_uses_the_zone_the_window_was_configured_in(monkeypatch: pytest.MonkeyPatch) -> None:
     ws = WindowSet(["Sat 02:00-05:00 Europe/Vienna"])
     now = at(UTC, 2025, 1, 1, 12)
-    monkeypatch.setenv("TZ", "Europe/Vienna")
-    assert ws.describe_next(now) == "next window Sat 02:00"
-    monkeypatch.setenv("TZ", "UTC")
-    assert ws.describe_next(now) == "next window Sat 01:00"
+    for tz in ("Europe/Vienna", "UTC", "America/New_York"):
+        monkeypatch.setenv("TZ", tz)
+        assert ws.describe_next(now) == "next window Sat 02:00 Europe/Vienna"
+    local = WindowSet(["Sat 02:00-05:00"])  # no zone: the local zone, not named
+    assert local.describe_next(now) == "next window Sat 02:00"
+    assert local.describe_next(at(UTC, 2025, 1, 4, 7, 30)) == "window open until Sat 05:00"
 
 
 def test_describe_next_shows_the_date_when_more_than_a_week_away(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TZ", "Europe/Vienna")
     ws = WindowSet(["Sun 02:00-03:00 Europe/Vienna"])  # skipped on 2025-03-30 (DST)
-    assert ws.describe_next(at(VIENNA, 2025, 3, 29, 12)) == "next window Sun 2025-04-06 02:00"
+    assert ws.describe_next(at(VIENNA, 2025, 3, 29, 12)) == "next window Sun 2025-04-06 02:00 Europe/Vienna"
 
 
 def test_invalid_spec_in_a_set_raises() -> None:

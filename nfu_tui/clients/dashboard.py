@@ -11,6 +11,7 @@ errors or logs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.cookiejar
 import ipaddress
 import logging
@@ -24,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from nfu_tui import __version__
+from nfu_tui.clients._limits import body_cap
 from nfu_tui.clients._dashboard_protocol import (
     GET_STATE,
     SAFE_METHODS,
@@ -50,6 +52,7 @@ from nfu_tui.clients._dashboard_protocol import (
     session_refused,
 )
 from nfu_tui.core.fleet import FleetChange, FleetModel, FleetSnapshot
+from nfu_tui.core.sanitize import add_secret
 from nfu_tui.core.totp import totp as totp_code_for
 from nfu_tui.errors import (
     CsrfRejected,
@@ -84,6 +87,7 @@ BACKOFF_MAX = 30.0
 # silent this long; pings/pongs are handled by the library and do not count.
 WS_IDLE_TIMEOUT = 75.0
 WS_MAX_MESSAGE = 64 * 1024 * 1024  # init with thousands of hosts is several MB
+MAX_BODY_BYTES = WS_MAX_MESSAGE  # REST answers: the same bound as a /ws frame
 
 
 class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
@@ -122,7 +126,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _validate_url(url: str, insecure: bool) -> tuple[str, str]:
+def validate_url(url: str, insecure: bool) -> tuple[str, str]:
     """(REST base URL without trailing slash, ``/ws`` URL) or :class:`DashboardError`."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -163,9 +167,10 @@ class DashboardClient:
         timeout: float = 30.0,
         ws_idle_timeout: float = WS_IDLE_TIMEOUT,
     ) -> None:
-        self._base, self._ws_url = _validate_url(url, insecure)
+        self._base, self._ws_url = validate_url(url, insecure)
         self._password = _secret(password)
         self._totp_secret = _secret(totp_secret)
+        add_secret(self._password, self._totp_secret)  # never shown, whatever the dashboard echoes
         self._sleep = sleep
         self._user_agent = user_agent
         self._timeout = timeout
@@ -177,6 +182,7 @@ class DashboardClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             headers={"User-Agent": user_agent},
             cookies=http.cookiejar.CookieJar(policy=_RejectAllCookies()),
+            event_hooks={"response": [body_cap(MAX_BODY_BYTES, DashboardError, "The dashboard")]},
         )
         self._cookie: str | None = None
         self._csrf: str | None = None
@@ -220,6 +226,7 @@ class DashboardClient:
     def set_password(self, password: SecretStr | str) -> None:
         """Supply the password typed into a login screen."""
         self._password = _secret(password)
+        add_secret(self._password)
 
     # ------------------------------------------------------------------- session
 
@@ -255,6 +262,7 @@ class DashboardClient:
         cookie = session_cookie(response.headers.get_list("set-cookie"))
         if cookie is None:
             raise LoginFailed("The dashboard accepted the login but set no session cookie.")
+        add_secret(cookie)  # learned at run time: redacted from every text from now on
         self._cookie = cookie
         self._session += 1
         self._manual_totp = totp_code is not None and self._totp_secret is None
@@ -271,6 +279,7 @@ class DashboardClient:
         token = scrape_csrf(html)
         if token is None:
             raise DashboardError("The dashboard page carries no CSRF token; is the URL a NixFleet dashboard?")
+        add_secret(token)
         self._csrf = token
         self.dashboard_version = scrape_version(html) or self.dashboard_version
 
@@ -478,13 +487,27 @@ class DashboardClient:
             logger=ws_log,
         )
 
+    @contextlib.asynccontextmanager
+    async def _open_ws(self) -> AsyncIterator[ClientConnection]:
+        """An open ``/ws`` connection, closed with 1000 (normal closure) however its use ends.
+
+        websockets' own ``async with`` closes with 1011 (internal error) when an exception
+        leaves the block — and a cancelled task (quitting, a stopped deploy) or a consumer
+        that stops iterating is such an exception, though for us it is a normal end.
+        """
+        ws = await self._ws_connect()
+        try:
+            yield ws
+        finally:
+            await ws.close()
+
     async def full_state(self) -> FleetSnapshot:
         """One-shot fleet state: open ``/ws``, take ``init``, close (for ``nfu-tui status``)."""
         for attempt in range(2):
             await self._ensure_session()
             model = FleetModel(dashboard_version=self.dashboard_version)
             try:
-                async with self._ws_connect() as ws:
+                async with self._open_ws() as ws:
                     model.apply_event(Connected(self._ws_url))
                     async with asyncio.timeout(self._timeout):
                         while not model.synced:
@@ -540,7 +563,7 @@ class DashboardClient:
             reason = ""
             try:
                 await self._ensure_session()
-                async with self._ws_connect() as ws:
+                async with self._open_ws() as ws:
                     self._ws = ws
                     yield Connected(self._ws_url)
                     delay = BACKOFF_START

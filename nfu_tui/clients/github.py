@@ -29,11 +29,13 @@ from pydantic import SecretStr
 from nfu_tui import __version__
 from nfu_tui.clients import _github_protocol as proto
 from nfu_tui.clients._github_protocol import CommitInfo, Comparison, DetectionRule
+from nfu_tui.clients._limits import body_cap
 from nfu_tui.clients.cache import CachedResponse, DiskCache, ETagCache
 from nfu_tui.core import changelog as changelog_mod
 from nfu_tui.core import flakelock
 from nfu_tui.core.changelog import Changelog
 from nfu_tui.core.flakelock import CompareTarget, LockChange, LockedRef, LockFile
+from nfu_tui.core.sanitize import add_secret
 from nfu_tui.errors import (
     ConfigError,
     GitHubError,
@@ -63,6 +65,7 @@ _DEFAULT_RULE = DetectionRule()
 _TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 _MERGE_RETRIES = 3  # for 405 "Base branch was modified" only
 _MAX_FILES = 3000  # GitHub's cap for a PR's file list (§2.4)
+MAX_BODY_BYTES = flakelock.MAX_LOCK_BYTES + 8 * 1024 * 1024  # a raw flake.lock at its cap, plus headroom
 _MAX_REDIRECTS = 5
 _REPEAT_REDIRECTS = frozenset({301, 302, 307, 308})  # writes repeat method and body at the new location
 _PERMANENT_REDIRECTS = frozenset({301, 308})
@@ -274,6 +277,7 @@ class GitHubClient:
         self._repo_path = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
         self.__read_token = _secret(token)
         self.__write_token = _secret(write_token) or self.__read_token
+        add_secret(self.__read_token, self.__write_token)  # never shown, whatever a server echoes
         self._rule = DetectionRule(
             labels=tuple(labels),
             title_patterns=tuple(title_patterns),
@@ -304,7 +308,8 @@ class GitHubClient:
                 "Accept": proto.MEDIA_JSON,
                 "X-GitHub-Api-Version": proto.API_VERSION,
             },
-            event_hooks={"request": [self._count_request]},
+            event_hooks={"request": [self._count_request],
+                         "response": [body_cap(MAX_BODY_BYTES, GitHubError, "GitHub")]},
         )
 
     def __repr__(self) -> str:

@@ -16,12 +16,14 @@ Output: one JSON object per line on stdout, flushed, e.g.
 ``merge_requested``, ``merged``, ``merge_refused``, ``host_queued``, ``host_started``,
 ``host_progress``, ``host_finished``, ``waiting_for_canaries``, ``canary_gate``,
 ``paused``, ``unpaused``, ``cancel_requested``, ``run_finished``; each with ``run``,
-``host`` and the human ``msg``), ``run_result``, ``rollback_*``, ``revert_opened``,
+``host`` and the human ``message``), ``run_result``, ``rollback_*``, ``revert_opened``,
 ``suspended``, ``stopping``, ``error``, ``log`` (library warnings) and ``stopped``;
 ``dashboard_lost`` / ``dashboard_back`` when the dashboard connection is lost and when
 its fleet state is live again, and ``waiting`` (``text``: what it waits for) when a run
 is in progress or the dashboard is lost and nothing was logged for 30 s.
-Secrets never appear.
+The human text is always under ``message``. ``level`` follows the outcome: a failed
+run, host or rollback and a non-zero exit are ``error``; a pause, a suspension, an
+undelivered notification are ``warning``. Secrets never appear.
 
 Signals: SIGTERM/SIGINT stop cleanly — no new host starts, the host or merge in
 flight finishes (at most ``--stop-grace`` seconds, default 60; after that it is
@@ -40,6 +42,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nfu_tui.commands import number
+
 PROG = "nfu-tui auto"
 
 
@@ -50,18 +54,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Detect, wait, merge and deploy update PRs automatically, without the TUI.",
     )
     p.add_argument("--once", action="store_true", help="one detection cycle (act if due), then exit (for timers)")
-    p.add_argument("--stop-grace", type=float, default=60.0, metavar="SECONDS",
-                   help="on SIGTERM, how long to let the host or merge in flight finish (default 60)")
-    p.add_argument("--ready-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="--once: how long to wait for the dashboard and GitHub (default 60)")
+    p.add_argument("--stop-grace", type=number(0, 3600), default=60.0, metavar="SECONDS",
+                   help="on SIGTERM, how long to let the host or merge in flight finish (default 60, at most 3600)")
+    p.add_argument("--ready-timeout", type=number(0, 3600, above=True), default=60.0, metavar="SECONDS",
+                   help="--once: how long to wait for the dashboard and GitHub (default 60, at most 3600)")
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    if args.stop_grace < 0 or args.ready_timeout <= 0:
-        print(f"{PROG}: --stop-grace must be >= 0 and --ready-timeout > 0", file=sys.stderr)
-        return 2
     from nfu_tui.config import load_settings, missing_settings
     from nfu_tui.errors import ConfigError
 
@@ -97,11 +98,13 @@ class JsonLog:
         import time
         from datetime import datetime, timezone
 
+        from nfu_tui.core.sanitize import sanitize_data
+
         self.last_at = time.monotonic()
         record = {"ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "level": level,
                   "event": event, **fields}
-        try:
-            self.stream.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+        try:  # every field passes the redaction boundary: no secret, valid UTF-8, no control sequences
+            self.stream.write(json.dumps(sanitize_data(record), ensure_ascii=False) + "\n")
             self.stream.flush()
         except (OSError, ValueError):
             pass  # stdout closed (e.g. the journal went away): keep working
@@ -144,12 +147,16 @@ class _Auto:
 
         from nfu_tui.core.automation import AutomationRunner
         from nfu_tui.core.service import FleetService
-        from nfu_tui.errors import NfuError
+        from nfu_tui.errors import NfuError, StateError
 
         _install_log_bridge(self.log)
         self.main_task = asyncio.current_task()
         try:
             service = FleetService(self.cfg, self.secrets, lock_label="nfu-tui auto", insecure=self.args.insecure)
+        except StateError as exc:  # the state directory cannot be used: an operational failure
+            self.log("error", level="error", title=exc.title, message=str(exc))
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 1
         except NfuError as exc:
             self.log("error", level="error", title=exc.title, message=str(exc))
             return 2
@@ -188,7 +195,7 @@ class _Auto:
             runner.close()
             await service.stop()
             service.store.close()
-        self.log("stopped", exit_code=code)
+        self.log("stopped", level="error" if code else "info", exit_code=code)
         return code
 
     def _audit(self, service, runner, event: str) -> None:  # type: ignore[no-untyped-def]
@@ -232,8 +239,10 @@ class _Auto:
             return 1
         self.log("ready", hosts=len(service.hosts()), prs=[s.pr.number for s in service.prs])
         result = await runner.run_once()
-        self.log("cycle", state=result.decision.state.value, text=result.decision.describe(runner.clock()),
-                 acted=result.acted, ok=result.ok, message=result.message)
+        await service.outbox.deliver_due()  # also retries notifications an earlier run could not deliver
+        self.log("cycle", level="info" if result.ok else "error", state=result.decision.state.value,
+                 text=result.decision.describe(runner.clock()), acted=result.acted, ok=result.ok,
+                 message=result.message)
         return 0 if result.ok else 1
 
     async def _wait_ready(self, service) -> tuple[bool, str]:  # type: ignore[no-untyped-def]
@@ -290,10 +299,14 @@ class _Auto:
             ev = event.payload
             if self.watch is not None:
                 self.watch.engine(ev)
-            fields = {"run": ev.run_id, "msg": ev.line()}
+            fields = {"run": ev.run_id, "message": ev.line()}
             if ev.host:
                 fields["host"] = ev.host
-            level = "info"
+            level = {"Paused": "warning", "MergeRefused": "warning", "CancelRequested": "warning"}.get(
+                type(ev).__name__, "info")
+            result = getattr(ev, "result", None)  # RunFinished
+            if (result is not None and not result.ok) or getattr(ev, "passed", True) is False:
+                level = "error"  # a failed run, a failed canary gate
             outcome = getattr(ev, "outcome", None)
             if outcome is not None and getattr(outcome, "outcome", None) is not None:
                 fields["outcome"] = outcome.outcome.value

@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
         default_config_path,
         effective_summary,
         load_config,
+        placeholder_problems,
         resolve_secrets,
         write_starter,
     )
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         print(f"wrote {path} — edit github.repo and dashboard.url, then run `nfu-tui config check`")
         return 0
-    # check
+    # check: every problem in one run, the same rules as the commands
     try:
         cfg = load_config(args.config)
     except ConfigLoadError as exc:
@@ -51,20 +52,26 @@ def run(args: argparse.Namespace) -> int:
         problems.append("github.repo: not set — write it as owner/name (or env NIXFLEET_GITHUB_REPO)")
     if not cfg.dashboard.url:
         problems.append("dashboard.url: not set — the NixFleet dashboard base URL (or env NIXFLEET_URL)")
-    try:
-        secrets = resolve_secrets(cfg)
-    except ConfigError as exc:
-        problems.append(f"secrets: {exc.message}")
-        secrets = None
+    else:
+        from nfu_tui.clients.dashboard import validate_url
+        from nfu_tui.errors import DashboardError
+
+        try:
+            validate_url(cfg.dashboard.url, args.insecure or cfg.dashboard.insecure)
+        except DashboardError as exc:
+            problems.append(f"dashboard.url: {exc.message}")
+    problems += placeholder_problems(cfg)
+    secret_problems: list[str] = []
+    secrets = resolve_secrets(cfg, problems=secret_problems)
+    problems += [f"secrets: {p}" for p in secret_problems]
+    for w in secrets.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     if problems:
         where = cfg.source or "configuration"
         print(f"{where}: {len(problems)} problem(s)", file=sys.stderr)
         for p in problems:
             print(f"  {p}", file=sys.stderr)
         return 2
-    assert secrets is not None
-    for w in secrets.warnings:
-        print(f"warning: {w}", file=sys.stderr)
     print("configuration OK")
     for line in effective_summary(cfg, secrets):
         print(f"  {line}")

@@ -1,6 +1,7 @@
 """`nfu-tui deploy`: merge an update PR and deploy it without the TUI (same engine).
 
     nfu-tui deploy --pr N [--hosts a,b] [--yes] [--dry-run] [--wait-offline MIN]
+    nfu-tui deploy --pr N --merge-only [--yes]
     nfu-tui deploy --converge [--hosts a,b] [--yes] [--dry-run] [--wait-offline MIN]
     nfu-tui deploy --resume [RUN_ID] [--yes]
     nfu-tui deploy --abandon RUN_ID
@@ -18,16 +19,21 @@ the commands already running are followed to their real outcome (the dashboard c
 stop them). A second Ctrl-C, or SIGTERM, stops the process at once and leaves the run
 resumable with ``--resume``.
 
+A plan without any host to deploy (every chosen host held, or excluded) merges nothing:
+it says so and exits 2. ``--merge-only`` merges the PR on purpose and deploys no host.
+
 Exit codes: 0 success (hosts still offline and queued are not failures), 1 a host
 failed, the merge was refused, the deploy was cancelled, or a service could not be
-reached / refused the login, 2 bad input (unknown PR or host, bad configuration,
-no confirmation possible).
+reached / refused the login, 2 bad input (unknown PR or host, no host to deploy, bad
+configuration, no confirmation possible).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from nfu_tui.commands import WEEK_MINUTES, number
 
 PROG = "nfu-tui deploy"
 
@@ -46,11 +52,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="continue an unfinished deploy run (the only one if no id is given)")
     what.add_argument("--abandon", type=int, metavar="RUN_ID", help="mark an unfinished run as abandoned")
     p.add_argument("--hosts", metavar="A,B", help="deploy (or converge) only these hosts (comma-separated)")
+    p.add_argument("--merge-only", action="store_true",
+                   help="merge the PR and deploy no host (e.g. to deploy later with --converge or the TUI)")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    p.add_argument("--wait-offline", type=float, default=0.0, metavar="MIN",
-                   help="keep waiting this many minutes for queued offline hosts (default 0: leave them queued "
-                        "in the journal for a later --resume or the TUI)")
+    p.add_argument("--wait-offline", type=number(0, WEEK_MINUTES), default=0.0, metavar="MIN",
+                   help="keep waiting this many minutes (at most a week) for queued offline hosts (default 0: leave "
+                        "them queued in the journal for a later --resume or the TUI)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
         return _bad("--pr needs a positive PR number")
     if args.hosts is not None and args.pr is None and not args.converge:
         return _bad("--hosts only applies to --pr and --converge")
+    if args.merge_only and (args.pr is None or args.hosts is not None):
+        return _bad("--merge-only needs --pr and no --hosts")
     if args.dry_run and args.abandon is not None:
         return _bad("--dry-run does not apply to --abandon")
-    if args.wait_offline < 0:
-        return _bad("--wait-offline must not be negative")
     if args.abandon is not None:
         return _abandon(args.abandon)
     return asyncio.run(_Deploy(args).main())
@@ -85,12 +93,14 @@ def _abandon(run_id: int) -> int:
 
     try:
         with Store() as store, DeployLock(label=f"{PROG} --abandon"):
-            run = store.abandon_run(run_id, actor=local_actor(), where=PROG)
+            try:
+                run = store.abandon_run(run_id, actor=local_actor(), where=PROG)
+            except StateError as exc:  # no such run, or it has finished
+                return _bad(exc.message)
     except DeployLocked as exc:
-        print(f"{PROG}: {exc.message}", file=sys.stderr)
-        return 1
-    except StateError as exc:
-        return _bad(exc.message)
+        return _fail(exc.message)
+    except StateError as exc:  # the state directory cannot be used
+        return _fail(str(exc))
     about = f" (PR #{run.pr})" if run.pr else ""
     print(f"run #{run_id}{about} abandoned; nothing on GitHub or the hosts was changed")
     return 0
@@ -176,7 +186,7 @@ class _Deploy:
 
         from nfu_tui.core.converge import fleet_lag
         from nfu_tui.core.live import LiveFleet
-        from nfu_tui.core.plan import DeployPlan, make_plan
+        from nfu_tui.core.plan import DeployPlan, make_plan, merge_only
         from nfu_tui.core.state import AppState
         from nfu_tui.core.watch import RunWatch
         from nfu_tui.errors import GitHubNotFound, StateError
@@ -218,6 +228,14 @@ class _Deploy:
                 else:
                     plan = make_plan(view.hosts(), self.cfg, state.held, targets=targets, pr_number=pr.number,
                                      head_sha=pr.head_sha, overrides=state.overrides)
+                    if args.merge_only:
+                        plan = merge_only(plan)
+                    elif not plan.hosts and not plan.merge_only:
+                        for line in plan.describe():
+                            print(line)
+                        return _bad(f"no host to deploy, so PR #{pr.number} is not merged; release a hold or name "
+                                    f"other hosts, or merge it without a deploy: nfu-tui deploy --pr {pr.number} "
+                                    "--merge-only")
                 if not args.converge and pr.merged:
                     print(f"PR #{pr.number} is already merged ({pr.merge_commit_sha[:7]}): deploying it")
             else:
@@ -270,10 +288,11 @@ class _Deploy:
         import signal
 
         from nfu_tui.core.engine import DeployEngine
-        from nfu_tui.core.notify import WebhookNotifier
+        from nfu_tui.core.notify import Outbox, WebhookNotifier
         from nfu_tui.core.store import local_actor
 
-        notifier = WebhookNotifier(self.cfg.notify.webhook_url) if self.cfg.notify.webhook_url else None
+        # Through the durable outbox: what this process cannot deliver, nfu-tui auto (or the TUI) retries.
+        notifier = Outbox(store, WebhookNotifier(self.cfg.notify.webhook_url)) if self.cfg.notify.webhook_url else None
         engine = DeployEngine(github, dashboard, view, store, self.cfg, notifier=notifier,
                               lock=contextlib.nullcontext,  # this command already holds the deploy lock
                               on_event=self._on_engine_event)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nfu_tui.commands import number
+
 PROG = "nfu-tui history"
 
 
@@ -23,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Runs from the journal (what, when, who, revs, how each host fared) "
                        "and the append-only audit trail, newest first.")
     p.add_argument("--json", action="store_true", help="machine-readable output (schema nfu-tui.history/1)")
-    p.add_argument("--limit", type=int, default=20, metavar="N", help="newest N runs and audit entries (default 20)")
+    p.add_argument("--limit", type=number(1, 100_000, whole=True), default=20, metavar="N",
+                   help="newest N runs and audit entries (default 20)")
     p.add_argument("--run", type=int, metavar="ID", help="show one run in full")
     p.add_argument("--details", action="store_true", help="include lock diff and timeline for every run")
 
@@ -31,9 +34,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    if args.limit < 1:
-        print(f"{PROG}: --limit must be at least 1", file=sys.stderr)
-        return 2
     from datetime import datetime, timezone
 
     from nfu_tui.core import history as hist
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         with Store(path) as store:
             if args.run is not None:
                 try:
-                    record = hist.record_of(store.get_run(args.run), store.audit_entries(limit=1000))
+                    record = hist.load_run(store, args.run)
                 except StateError as exc:
                     print(f"{PROG}: {exc.message}", file=sys.stderr)
                     return 2

@@ -35,13 +35,14 @@ def run(args: argparse.Namespace) -> int:
 
     from nfu_tui.core import flakelock
     from nfu_tui.errors import LockFileError
+    from nfu_tui.paths import FileTooLarge, read_bounded
 
     locks = []
     for name in (args.before, args.after):
         try:
-            with open(name, "rb") as fh:
-                data = fh.read()
-            locks.append(flakelock.parse_lock(data))
+            locks.append(flakelock.parse_lock(read_bounded(name, flakelock.MAX_LOCK_BYTES)))
+        except FileTooLarge as exc:
+            return _fail(name, f"larger than {exc.limit_text}: not a flake.lock")
         except LockFileError as exc:
             return _fail(name, exc.message)
         except FileNotFoundError:

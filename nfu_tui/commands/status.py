@@ -12,10 +12,16 @@ JSON schema ``nfu-tui.status/1`` (stable; new keys may be added, none removed)::
      "update_prs": [{"number", "title", "author", "url", "head_sha", "base_sha", "created_at",
                      "ci": "green"|"red"|"pending"|"no-ci"|"unknown", "ci_summary",
                      "mergeable": bool | null, "mergeable_state", "lock_only": bool | null,
-                     "superseded_by": int | null, "headline": str | null, "summary": str | null}]}
+                     "superseded_by": int | null, "headline": str | null, "summary": str | null}],
+     "runs": [{"id", "kind", "pr", "trigger", "state": "paused"|"waiting"|"interrupted"|"blocked",
+               "reason": str, "next": str, "hosts": [{"host", "state"}]}],     # unfinished runs
+     "notifications": {"undelivered": [{"id", "title", "created_at", "attempts", "last_error",
+                                        "next_attempt_at"}]}}
 
 Exit 0 when both services answered, 1 on a connection or authentication failure
-(one clear line on stderr), 2 for bad or incomplete configuration.
+(one clear line on stderr per failed service; the text output says that part is
+unknown, ``--json`` has ``ok: false`` and the ``error`` for it), 2 for bad or
+incomplete configuration.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"nfu-tui status: {exc.message}", file=sys.stderr)
         return 2
+    for warning in secrets.warnings:
+        print(f"nfu-tui status: warning: {warning}", file=sys.stderr)
     problems = missing_settings(cfg, secrets, token=False)  # a public repository can be read without one
     if problems:
         print("nfu-tui status: " + "; ".join(problems), file=sys.stderr)
@@ -120,6 +128,7 @@ async def _status(cfg, secrets, *, as_json: bool, insecure: bool) -> int:  # typ
         report["github"] = ghr
         report["update_prs"] = prs_out
 
+    _journal(report, failures)
     report["hosts"] = [
         {
             "id": h.id,
@@ -149,6 +158,24 @@ async def _status(cfg, secrets, *, as_json: bool, insecure: bool) -> int:  # typ
     return 1 if failures else 0
 
 
+def _journal(report: dict, failures: list[str]) -> None:
+    """Unfinished runs and undelivered notifications from the state database."""
+    from nfu_tui.core.history import open_run
+    from nfu_tui.core.store import Store
+    from nfu_tui.errors import StateError
+
+    report["runs"], report["notifications"] = [], {"undelivered": []}
+    try:
+        with Store() as store:
+            report["runs"] = [open_run(run) for run in store.unfinished_runs()]
+            report["notifications"]["undelivered"] = [
+                {"id": e.id, "title": e.title, "created_at": e.created_at.isoformat(), "attempts": e.attempts,
+                 "last_error": e.last_error, "next_attempt_at": e.next_attempt_at.isoformat()}
+                for e in store.undelivered_notifications()]
+    except StateError as exc:
+        failures.append(exc.message)
+
+
 GLYPH = {"ok": "✓", "outdated": "↑", "error": "✗", "working": "⟳", "unknown": "?"}
 
 
@@ -157,7 +184,11 @@ def _print_text(report: dict) -> None:
 
     hosts = report["hosts"]
     online = sum(1 for h in hosts if h["online"])
-    print(f"Fleet: {len(hosts)} hosts, {online} online  ({report['dashboard']['url']})")
+    dash = report["dashboard"]
+    if dash["ok"]:
+        print(f"Fleet: {len(hosts)} hosts, {online} online  ({dash['url']})")
+    else:  # not "0 hosts": nothing is known about the fleet
+        print(f"Fleet: unknown — the dashboard could not be read ({dash['url']})")
     if hosts:
         width = max(len(h["hostname"]) for h in hosts)
         print(f"  {'host'.ljust(width)}  state    A G L S T  command")
@@ -168,7 +199,9 @@ def _print_text(report: dict) -> None:
             print(f"  {sanitize_line(h['hostname']).ljust(width)}  {state:<7}  {cells}  {h['pending_command'] or '-'}{extra}")
     prs = report["update_prs"]
     print()
-    if not prs:
+    if not report["github"]["ok"]:  # not "no PRs": nothing is known about them
+        print(f"Update PRs: unknown — GitHub could not be read ({report['github']['repo']})")
+    elif not prs:
         print(f"No open update PRs in {report['github']['repo']}.")
     for pr in prs:
         sup = f"  (superseded by #{pr['superseded_by']})" if pr["superseded_by"] else ""
@@ -178,6 +211,20 @@ def _print_text(report: dict) -> None:
         print(f"  CI {pr['ci']} · {mergeable} · {lock} · {pr['url']}")
         if pr["headline"]:
             print(f"  {sanitize_line(pr['headline'])}")
+    if report["runs"]:
+        print("\nOpen runs:")
+    for run in report["runs"]:
+        what = f"{run['kind']} PR #{run['pr']}" if run["pr"] else run["kind"]
+        print(f"  #{run['id']} {what} ({run['trigger']}) — {run['state']}: {sanitize_line(run['reason'])}")
+        if run["hosts"]:
+            print("      " + " · ".join(f"{h['host']} {h['state']}" for h in run["hosts"]))
+        print(f"      next: {run['next']}")
+    undelivered = report["notifications"]["undelivered"]
+    if undelivered:
+        oldest = undelivered[0]
+        print(f"\nNotifications: {len(undelivered)} undelivered (oldest \"{sanitize_line(oldest['title'])}\", "
+              f"{oldest['attempts']} attempt(s), last error {oldest['last_error'] or 'none yet'}); retried "
+              "by nfu-tui auto or the TUI")
     rate = report["github"]["rate"]
     if rate.get("remaining") is not None:
         print(f"\nGitHub rate budget: {rate['remaining']}/{rate['limit']}")

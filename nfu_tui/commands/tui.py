@@ -33,6 +33,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for warning in secrets.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    from nfu_tui.paths import unwritable_state_dir
+
+    problem = unwritable_state_dir()
+    if problem:  # the journal opens after the first frame: say it here, like every command
+        print(f"nfu-tui: {problem}", file=sys.stderr)
+        return 1
     return run_app(cfg, secrets, insecure=args.insecure)
 
 

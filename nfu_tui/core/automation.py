@@ -22,15 +22,22 @@ Rules (the product owner's issue):
   blocks and is notified once per (PR, head sha); a re-run that turns green unblocks.
 * A PR that changes more than ``flake.lock``, a draft, a conflicting PR or one that
   GitHub reports ``blocked``/``behind`` is left for a human.
-* Merges and new hosts start only **inside a maintenance window**. When a window
-  closes mid-run, no new host starts; the run is suspended (journaled ``paused``,
-  then ``suspended``), the deploy lock is released, and the run is resumed in the
-  next window. Rollbacks (``revert``/``rollback`` runs and their redeploys) are
-  recovery and ignore windows.
+* Merges and host steps happen only **inside a maintenance window**, and a merge only
+  when the window has **room** for a run: at least ``min_window_minutes``, or the
+  longest of this fleet's recent straight-through deploys (:func:`needed_room`). When a
+  window closes mid-run, no host step starts (not even the switch of a host whose pull
+  finished: it waits, pulled); the run is suspended (journaled ``paused``, then
+  ``suspended``), the pause is notified (next window, hosts left), the deploy lock is
+  released, and the run is resumed in the next window. Rollbacks (``revert``/``rollback``
+  runs and their redeploys) are recovery and ignore windows.
+* Nothing is merged when no host qualifies for the automatic plan (all held or
+  ``auto_update = false``) unless ``deploy_strategy = "none"`` (merge only).
 * **Unfinished runs**: ``trigger = "auto"`` runs are resumed automatically, rollbacks
   first, then oldest first (interrupted ones at once or in the next window; runs that ended ``waiting``
   for offline hosts when one of those hosts is back online). Manual runs are left to
-  the admin (the TUI or ``nfu-tui deploy --resume``) and reported once.
+  the admin (the TUI or ``nfu-tui deploy --resume``) and reported once — except a rollback
+  waiting for an offline host, which is finished when the host is back, whoever started
+  it. While a rollback waits, nothing else is merged.
 * While a revert PR opened by the ``revert-pr`` strategy is open, automation merges
   nothing else: the admin decides first.
 * One deploy at a time: the runner holds the :class:`~nfu_tui.core.store.DeployLock`
@@ -53,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from nfu_tui.config import AutomationConfig
-from nfu_tui.core.windows import WEEKDAYS, WindowSet, local_zone
+from nfu_tui.core.windows import WindowSet
 from nfu_tui.models import CIVerdict, Notification, UpdatePR
 
 log = logging.getLogger(__name__)
@@ -171,6 +178,8 @@ class Situation:
     busy: str = ""  # non-empty: who is deploying right now
     fleet_ready: bool = True  # the dashboard's fleet state is known
     online: frozenset[str] = frozenset()  # hosts online now
+    room: timedelta = timedelta(minutes=30)  # how much of an open window a new run needs (needed_room)
+    deployable: bool = True  # an automatic plan has a host to deploy (or deploy_strategy = "none")
 
 
 @dataclass(frozen=True)
@@ -215,23 +224,17 @@ def countdown(delta: timedelta) -> str:
     return f"{days} d {hours} h"
 
 
-def when_text(dt: datetime, now: datetime) -> str:
-    """Local ``HH:MM`` today, ``Sat 02:00`` within a week, else the date."""
-    tz = local_zone()
-    local, today = dt.astimezone(tz), now.astimezone(tz).date()
-    days = (local.date() - today).days
-    if days == 0:
-        return f"{local:%H:%M}"
-    if 0 < days < 7:
-        return f"{WEEKDAYS[local.weekday()]} {local:%H:%M}"
-    return f"{WEEKDAYS[local.weekday()]} {local:%Y-%m-%d %H:%M}"
+def needed_room(durations: Iterable[timedelta], min_minutes: float) -> timedelta:
+    """How much of a window a new run needs: the longest of the recent run ``durations`` of this fleet,
+    at least ``min_minutes``."""
+    return max([timedelta(minutes=min_minutes), *durations])
 
 
 # ================================================================ the decision
 
 
-def _pr_notification(title: str, message: str, severity: str, pr: int, *tags: str) -> Notification:
-    return Notification(title, message, severity, ["nfu-tui", f"pr-{pr}", *tags])
+def _pr_notification(title: str, message: str, severity: str, pr: UpdatePR, *tags: str) -> Notification:
+    return Notification(title, message, severity, ["nfu-tui", f"pr-{pr.number}", *tags], click=pr.html_url)
 
 
 def _ci_wait_reason(pr: UpdatePR, require_ci: bool) -> str:
@@ -275,7 +278,7 @@ def decide(s: Situation) -> Decision:
         Notice(f"superseded:{p.number}", str(p.superseded_by), _pr_notification(
             f"PR #{p.number} superseded by PR #{p.superseded_by}",
             f"PR #{p.number} ({p.title}) will not be merged: the newer update PR #{p.superseded_by} replaces it.",
-            "information", p.number, "fast_forward"))
+            "information", p, "fast_forward"))
         for p in s.prs if p.superseded_by is not None and p.number not in s.open_reverts
     ]
     base.update(notices=tuple(notices), superseded=superseded)
@@ -290,8 +293,10 @@ def decide(s: Situation) -> Decision:
     base.update(notices=tuple(notices))
 
     wake: list[datetime] = []
-    # Unfinished automatic runs come first: recovery (rollbacks) before deploys, oldest first.
-    for run in sorted((r for r in s.runs if r.unfinished and r.trigger == "auto"), key=lambda r: (not r.recovery, r.id)):
+    # Unfinished automatic runs come first: recovery (rollbacks) before deploys, oldest first. A rollback
+    # waiting for an offline host is finished when the host is back, whoever started it.
+    mine = (r for r in s.runs if r.unfinished and (r.trigger == "auto" or (r.recovery and r.waiting)))
+    for run in sorted(mine, key=lambda r: (not r.recovery, r.id)):
         may_run = run.recovery or s.windows.is_open(s.now)
         what = f"run #{run.id}" + (f" (PR #{run.pr})" if run.pr else "")
         if run.waiting:
@@ -310,6 +315,12 @@ def decide(s: Situation) -> Decision:
                         due=start, wake_at=start, **base)
     wake_at = min(wake) if wake else None
     base.update(wake_at=wake_at)
+    rollback = next((r for r in sorted(s.runs, key=lambda r: r.id) if r.kind == "revert" and r.unfinished
+                     and r.waiting), None)
+    if rollback is not None:
+        return Decision(AutoState.WAITING_FLEET, f"rollback run #{rollback.id} (PR #{rollback.pr}) waits for "
+                        f"{', '.join(rollback.waiting)} to come back online; nothing else is merged until then "
+                        f"(give up: nfu-tui deploy --abandon {rollback.id})", run_id=rollback.id, **base)
 
     pending_reverts = sorted(p.number for p in s.prs if p.number in s.open_reverts)
     if pending_reverts:
@@ -333,21 +344,21 @@ def decide(s: Situation) -> Decision:
     if refused is not None:
         reason = f"PR #{n} not merged: {refused.refused}"
         return _blocked(base, reason, Notice(f"refused:{n}", pr.head_sha, _pr_notification(
-            f"PR #{n} not merged automatically", reason, "warning", n, "no_entry")))
+            f"PR #{n} not merged automatically", reason, "warning", pr, "no_entry")))
     blocked = _block(pr)
     if blocked is not None:
         key, reason = blocked
         return _blocked(base, reason, Notice(f"{key}:{n}", pr.head_sha, _pr_notification(
-            f"PR #{n} needs you", reason, "warning", n, "warning")))
+            f"PR #{n} needs you", reason, "warning", pr, "warning")))
     ci = pr.ci
     if ci is not None and ci.verdict is CIVerdict.RED:
         reason = f"CI is failing on PR #{n}" + (f": {ci.summary}" if ci.summary else "") + "; not merging"
         return _blocked(base, reason, Notice(f"ci-red:{n}", pr.head_sha, _pr_notification(
-            f"PR #{n}: CI failing", reason, "error", n, "x")))
+            f"PR #{n}: CI failing", reason, "error", pr, "x")))
     if ci is not None and ci.verdict is CIVerdict.NO_CI and s.config.require_ci:
         reason = (f"no CI ran on PR #{n}; set flake_updates.automation.require_ci = false to merge it without CI")
         return _blocked(base, reason, Notice(f"no-ci:{n}", pr.head_sha, _pr_notification(
-            f"PR #{n}: no CI", reason, "warning", n, "warning")))
+            f"PR #{n}: no CI", reason, "warning", pr, "warning")))
 
     last = pr.updated_at or pr.created_at
     if last is None:
@@ -360,7 +371,7 @@ def decide(s: Situation) -> Decision:
         if due == delay_end:
             text = f"merging PR #{n} in {{in}}{tail}"
         else:
-            text = f"merging PR #{n} in {{in}} (next window {when_text(due, s.now)}){tail}"
+            text = f"merging PR #{n} in {{in}} (next window {s.windows.display(due, s.now)}){tail}"
         return Decision(AutoState.WAITING_DELAY, text, due=due, **{**base, "wake_at": _earliest(wake_at, due)})
     if ci_wait:
         return Decision(AutoState.WAITING_CI, f"PR #{n}: {ci_wait}", **base)
@@ -368,9 +379,21 @@ def decide(s: Situation) -> Decision:
         return Decision(AutoState.WAITING_CI, f"PR #{n}: reading its changed files", **base)
     if not s.fleet_ready:
         return Decision(AutoState.WAITING_FLEET, f"PR #{n} ready — waiting for the dashboard's fleet state", **base)
+    if not s.deployable:
+        reason = (f"PR #{n} is not merged: no host qualifies for an automatic deploy (all held or auto_update = "
+                  f"false); release a hold, or merge it without a deploy: nfu-tui deploy --pr {n} --merge-only")
+        return _blocked(base, reason, Notice(f"no-host:{n}", pr.head_sha, _pr_notification(
+            f"PR #{n} not merged: no host to deploy", reason, "warning", pr, "warning")))
     if not s.windows.is_open(s.now):
         start = s.windows.next_open(s.now)
         return Decision(AutoState.WAITING_WINDOW, f"PR #{n} ready — {window}", due=start,
+                        **{**base, "wake_at": _earliest(wake_at, start)})
+    closes = s.windows.closes_at(s.now)
+    if closes is not None and closes - s.now < s.room:
+        start = s.windows.next_open(closes)
+        return Decision(AutoState.WAITING_WINDOW, f"PR #{n} ready — the window closes at "
+                        f"{s.windows.display(closes, s.now)}, too soon for a run (~{countdown(s.room)}); "
+                        f"next window {s.windows.display(start, s.now)}", due=start,
                         **{**base, "wake_at": _earliest(wake_at, start)})
     return Decision(AutoState.READY, f"merging PR #{n} now", Action.MERGE, **base)
 
@@ -443,6 +466,7 @@ class _Active:
     merging: bool = False
     suspend_reason: str = ""
     suspended: bool = False
+    window_closed: bool = False  # suspended because the maintenance window closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -577,6 +601,16 @@ class AutomationRunner:
         infos.extend(run_info(r) for r in unfinished.values())  # older than the listed window
         return infos
 
+    def _run_durations(self, last: int = 5) -> list[timedelta]:
+        """How long the last deploy runs of this fleet took that ran straight through (succeeded the same day)."""
+        found = []
+        for run in self.service.store.list_runs(40):
+            if run.kind in ("deploy", "converge") and run.status == "succeeded" and run.finished_at is not None:
+                took = run.finished_at - run.created_at
+                if took < timedelta(hours=12):
+                    found.append(took)
+        return found[:last]
+
     def situation(self, prs: Iterable[UpdatePR] | None = None) -> Situation:
         """The current situation (re-reads the shared app state: the toggle may change in another process)."""
         from nfu_tui.errors import StateError
@@ -595,7 +629,13 @@ class AutomationRunner:
         hosts = service.hosts()
         superseded = {int(key.split(":", 1)[1]): newer for key, newer in service.state.notified.items()
                       if key.startswith("superseded:") and key.split(":", 1)[1].isdigit()}
+        auto = self.config.flake_updates.automation
+        from nfu_tui.core.plan import make_plan
+
+        plan = make_plan(hosts, self.config, service.state.held, automatic=True, overrides=service.state.overrides)
         return Situation(
+            deployable=bool(plan.hosts) or plan.merge_only,
+            room=needed_room(self._run_durations(), auto.min_window_minutes),
             now=self.clock(), enabled=self.enabled(), config=self.config.flake_updates.automation,
             windows=self.windows, prs=pr_list, runs=runs, open_reverts=reverts, superseded_earlier=superseded,
             busy=busy,
@@ -607,6 +647,7 @@ class AutomationRunner:
         self._watch = None if not situation.fleet_ready else frozenset(
             h for r in situation.runs if r.unfinished for h in r.waiting if h not in situation.online)
         decision = decide(situation)
+        self.service.refresh_attention()  # the header's paused/waiting runs and unsent notifications
         if not decision.same_as(self.decision):
             self._sink("decision", state=decision.state.value, text=decision.describe(self.clock()),
                        pr=decision.pr, run=decision.run_id, action=decision.action.value,
@@ -621,14 +662,23 @@ class AutomationRunner:
         for notice in decision.notices:
             if not state.should_notify(notice.key, notice.value):
                 continue
-            n = notice.notification
-            self._sink("notify", level="warning" if n.severity != "information" else "info", title=n.title,
-                       message=n.message, severity=n.severity)
+            n = replace(notice.notification, event_id=f"notice:{notice.key}:{notice.value}")
+            # Into the durable outbox first (delivered and retried from there), then marked as decided.
+            sent = self._enqueue(n)
             await asyncio.to_thread(state.mark_notified, notice.key, notice.value)
-            await self._notify(n)
+            if sent is not None:
+                await sent
+
+    def _enqueue(self, n: Notification) -> Any:
+        from nfu_tui.core.notify import LOG_LEVELS
+
+        self._sink("notify", level=LOG_LEVELS.get(n.severity, "info"), title=n.title, message=n.message,
+                   severity=n.severity)
+        return self.service.notify(n)
 
     async def _notify(self, n: Notification) -> None:
-        """Toast (the service's "notify" event) and webhook, waiting for the webhook to answer."""
+        """Toast (the service's "notify" event) and webhook (through the outbox), waiting for the first
+        delivery attempt."""
         sent = self.service.notify(n)
         if sent is not None:
             await sent
@@ -854,13 +904,40 @@ class AutomationRunner:
     async def _after_run(self, decision: Decision, result: Any, *, may_roll_back: bool = True) -> StepResult:
         from nfu_tui.core.engine import Outcome, RunStatus
 
-        self._sink("run_result", run=result.run_id, status=result.status.value, summary=result.summary())
+        self._sink("run_result", level="info" if result.ok else "error", run=result.run_id,
+                   status=result.status.value, summary=result.summary())
         failed = result.status is RunStatus.FAILED and bool(result.merge_sha) and bool(result.hosts_with(Outcome.FAILED))
         if failed and may_roll_back:
             outcome = await self.rollback.after_failure(result.run_id, trigger="auto")
             return StepResult(decision, acted=True, ok=False, suspended=outcome.suspended,
                               message=f"{result.summary()}; rollback: {outcome.summary}")
         return StepResult(decision, acted=True, ok=result.ok, message=result.summary())
+
+    async def _notify_paused(self, run_id: int) -> None:
+        """The run stopped at a window's close: when it goes on, and which hosts are left."""
+        from nfu_tui.core.notify import pr_link
+
+        run = self.service.store.get_run(run_id)
+        now = self.clock()
+        start = self.windows.next_open(now)
+        when = self.windows.display(start, now)
+        from nfu_tui.core.history import run_hosts
+
+        left = run_hosts(run)
+        done = [h for h, state in left.items() if state == "ok"]
+        rest = {h: state for h, state in left.items() if state != "ok"}
+        lines = [f"The maintenance window closed during run #{run_id} (PR #{run.pr}); no host step starts until "
+                 f"the next window, {when}, when automation resumes it."]
+        if done:
+            lines.append(f"Deployed: {', '.join(done)}.")
+        if rest:
+            lines.append("Left: " + "; ".join(f"{h} ({state})" for h, state in rest.items()) + ".")
+        lines.append(f"To finish it now, outside the window: `nfu-tui deploy --resume {run_id}`.")
+        github = self.config.github
+        await self._notify(Notification(
+            f"PR #{run.pr} deploy paused until {when}", " ".join(lines), "warning",
+            ["nfu-tui", f"pr-{run.pr}", "pause_button"], click=pr_link(github.api_url, github.repo, run.pr or 0),
+            event_id=f"paused:{run_id}:{start.isoformat()}"))
 
     def _abandon_superseded_waiting(self, pr: int) -> None:
         """Older automatic runs still waiting for offline hosts are replaced by this new deploy."""
@@ -880,6 +957,7 @@ class AutomationRunner:
         kwargs.setdefault("lock", contextlib.nullcontext)
         if gated:
             kwargs["may_start_host"] = self._gate
+            kwargs["describe_gate"] = self._gate_text
         elif "may_start_host" not in kwargs:
             kwargs["may_start_host"] = lambda: not self._stopping
         engine = self.service.make_engine(**kwargs)
@@ -888,6 +966,11 @@ class AutomationRunner:
 
     def _gate(self) -> bool:
         return not self._stopping and self.windows.is_open(self.clock())
+
+    def _gate_text(self) -> str:
+        if self._stopping:
+            return "nfu-tui is stopping"
+        return f"outside the maintenance window ({self.windows.describe_next(self.clock())})"
 
     async def _engine_run(self, start: Callable[[Any], Any], *, gated: bool) -> Any:
         """Run ``start(engine)`` in a task; None when it was suspended (window closed, shutdown)."""
@@ -908,7 +991,9 @@ class AutomationRunner:
             if task.cancelled():
                 if active.run_id is not None:
                     self._journal(active, "suspended", reason=active.suspend_reason or "interrupted")
-                self._sink("suspended", run=active.run_id, reason=active.suspend_reason)
+                self._sink("suspended", level="warning", run=active.run_id, reason=active.suspend_reason)
+                if active.window_closed and active.run_id is not None:
+                    await self._notify_paused(active.run_id)
                 return None
             return task.result()
         finally:
@@ -954,7 +1039,7 @@ class AutomationRunner:
             self._publish(self.decision)
         elif isinstance(event, eng.HostStarted):
             active.in_flight.add(event.host)
-        elif isinstance(event, eng.HostFinished):
+        elif isinstance(event, (eng.HostFinished, eng.HostQueued)):
             active.in_flight.discard(event.host)
         elif isinstance(event, eng.MergeRequested):
             active.merging = True
@@ -962,9 +1047,11 @@ class AutomationRunner:
             active.merging = False
         elif isinstance(event, eng.Paused) and not self._stopping:
             now = self.clock()
+            active.window_closed = True
             self._suspend(active, f"maintenance window closed; {self.windows.describe_next(now)}")
         elif isinstance(event, eng.Unpaused) and not self._stopping:
             active.suspend_reason = ""  # the window opened again before the run could be suspended
+            active.window_closed = False
         if active.suspend_reason:
             self._suspend(active, active.suspend_reason)
 
@@ -985,5 +1072,5 @@ __all__ = [
     "outside_window_warning",
     "run_info",
     "set_automation",
-    "when_text",
+    "needed_room",
 ]

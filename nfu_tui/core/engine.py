@@ -59,8 +59,10 @@ Following a command (contract §6.4–§6.8):
   command, whose deltas come before the response: the fleet model and command-states
   are checked for a new command of that op on the host before the host fails.
 
-Hooks for later features: ``may_start_host`` (a gate consulted before each new host is
-started, e.g. maintenance windows; the engine pauses while it says no) and
+Hooks for later features: ``may_start_host`` (a gate consulted before every host step — a
+new host's pull and a pulled host's switch —, e.g. maintenance windows; the engine pauses while
+it says no, and a host whose pull finished waits, pulled, for its switch; ``describe_gate`` says
+why in the journal) and
 ``on_failure`` (called with the failed host's outcome, e.g. to roll back).
 
 Pure decision helpers (:func:`merge_refusal`, :func:`ci_refusal`,
@@ -623,22 +625,11 @@ def inert_lines(lines: Iterable[str], limit: int = LAST_LINES) -> tuple[str, ...
     return tuple(sanitize_line(line, max_len=LINE_MAX) for line in tail)
 
 
-def notification_for(result: RunResult) -> Notification:
-    """The toast/webhook message for a finished run."""
-    n = result.pr_number
-    what = result.subject.capitalize() if result.subject else f"PR #{n}"
-    tags = ["nfu-tui", "converge" if result.subject else f"pr-{n}"]
-    if result.status is RunStatus.SUCCEEDED:
-        return Notification(f"{what} deployed", result.summary(), "information", tags + ["white_check_mark"])
-    if result.status is RunStatus.WAITING:
-        waiting = ", ".join(result.hosts_with(Outcome.QUEUED))
-        return Notification(f"{what} deployed; waiting for {waiting}", result.summary(), "information", tags)
-    if result.status is RunStatus.CANCELLED:
-        return Notification(f"{what} deploy cancelled", result.summary(), "warning", tags + ["warning"])
-    if result.status is RunStatus.REFUSED:
-        return Notification(f"{what} not merged", result.message, "warning", tags + ["no_entry"])
-    failed = ", ".join(result.hosts_with(Outcome.FAILED)) or "the run"
-    return Notification(f"{what} deploy failed on {failed}", result.summary(), "error", tags + ["rotating_light"])
+def notification_for(result: RunResult, plan: DeployPlan | None = None, link: str = "") -> Notification:
+    """The toast/webhook message for a finished run (:func:`nfu_tui.core.notify.run_notification`)."""
+    from nfu_tui.core.notify import run_notification
+
+    return run_notification(result, plan, link)
 
 
 # ================================================================= journal state
@@ -735,6 +726,7 @@ class _Run:
     command: dict[str, str] = field(default_factory=dict)  # host -> id of the command followed last
     released: set[str] = field(default_factory=set)  # hosts released in the dashboard after a cancel
     release_tried: set[str] = field(default_factory=set)  # hosts whose release was attempted or declined
+    deferred: set[str] = field(default_factory=set)  # pulled hosts whose switch waits for the gate
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -757,6 +749,7 @@ class DeployEngine:
         lock_label: str = "nfu-tui",
         on_event: Listener | None = None,
         may_start_host: Callable[[], Awaitable[bool] | bool] | None = None,
+        describe_gate: Callable[[], str] | None = None,
         on_failure: Callable[[HostOutcome], Awaitable[None] | None] | None = None,
         timeouts: Timeouts = Timeouts(),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -771,6 +764,7 @@ class DeployEngine:
         self._lock = lock or (lambda: DeployLock(label=lock_label))
         self._listeners: list[Listener] = [on_event] if on_event else []
         self.may_start_host = may_start_host
+        self.describe_gate = describe_gate or (lambda: "no new host step may start now")
         self.on_failure = on_failure
         self.timeouts = timeouts
         self._sleep = sleep
@@ -1067,12 +1061,13 @@ class DeployEngine:
                 if not await self._gate_open():
                     if not paused:
                         paused = True
-                        self.store.record(r.run_id, "paused", reason="may_start_host said no")
-                        await self._emit(Paused(run_id=r.run_id, reason="waiting for the deploy gate (e.g. maintenance window)"))
+                        reason = self.describe_gate()
+                        self.store.record(r.run_id, "paused", reason=reason)
+                        await self._emit(Paused(run_id=r.run_id, reason=reason))
                     break
                 if paused:
                     paused = False
-                    self.store.record(r.run_id, "resumed", reason="the deploy gate opened")
+                    self.store.record(r.run_id, "resumed", reason="host steps may start again")
                     await self._emit(Unpaused(run_id=r.run_id))
                 host = pending.pop(0)
                 r.running[host] = asyncio.create_task(self._host_task(r, host), name=f"deploy {host}")
@@ -1093,6 +1088,11 @@ class DeployEngine:
                             f"released in the dashboard after the cancel (timeout-action ignore); the {phase} may "
                             f"still be running on {host} ({outcome.detail})"))
                         r.still_running.append(host)
+                    if host in r.deferred and outcome.outcome is Outcome.QUEUED:
+                        r.deferred.discard(host)  # pulled; its switch waits for the gate
+                        pending.insert(0, host)
+                        await self._emit(HostQueued(run_id=r.run_id, host=host, reason=outcome.detail))
+                        continue
                     if outcome.outcome is Outcome.QUEUED and self._cancel.is_set():
                         outcome = self._not_started(r, host, queued=True)
                     if outcome.outcome is Outcome.QUEUED:
@@ -1244,6 +1244,12 @@ class DeployEngine:
             pull_note = result
         if self._cancel.is_set():
             return self._cancelled_before(host, "switch", "pulled")
+        if not await self._gate_open():  # no host step starts while the gate is closed, a switch neither
+            r.journal.pulled.add(host)
+            r.deferred.add(host)
+            reason = self.describe_gate()
+            self.store.record(r.run_id, "switch_deferred", host=host, reason=reason)
+            return HostOutcome(host, Outcome.QUEUED, "switch", f"pulled; its switch waits: {reason}")
         h = self.fleet.host(host) or Host(id=host)
         force = switch_needs_force(h.generation, gen_before, r.merge_sha) or pulled
         outcome = await self._switch(r, host, force)
@@ -1512,7 +1518,7 @@ class DeployEngine:
             waiting = [h for h, o in r.outcomes.items() if o.outcome is Outcome.QUEUED]
             return RunStatus.WAITING, f"waiting for {', '.join(waiting)} to come back online"
         if r.plan.merge_only:
-            return RunStatus.SUCCEEDED, f"merged as {r.merge_sha[:7]}; no deploy (strategy none)"
+            return RunStatus.SUCCEEDED, f"merged as {r.merge_sha[:7]}, not deployed (merge only)"
         return RunStatus.SUCCEEDED, ""
 
     async def _finish(self, r: _Run, status: RunStatus, message: str) -> RunResult:
@@ -1531,7 +1537,10 @@ class DeployEngine:
             self.store.finish_run(r.run_id, _JOURNAL_STATUS[status], result.summary())
         self._audit(r, "converge" if r.plan.converge else "deploy", status=status.value, summary=result.summary(),
                     outcomes={o.host: o.outcome.value for o in outcomes})
-        note = notification_for(result)
+        from nfu_tui.core.notify import pr_link
+
+        note = notification_for(result, r.plan, pr_link(self.config.github.api_url, self.config.github.repo,
+                                                        r.plan.pr_number))
         await self._emit(RunFinished(run_id=r.run_id, result=result, notification=note))
         if self.notifier is not None:
             try:

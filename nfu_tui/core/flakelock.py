@@ -319,8 +319,15 @@ class ChangeNote:
 # --- parsing ------------------------------------------------------------------
 
 
+MAX_LOCK_BYTES = 32 * 1024 * 1024
+"""The largest flake.lock nfu-tui reads (real ones are kilobytes; this bounds memory)."""
+
+
 def parse_lock(data: bytes | bytearray | memoryview | str | Mapping[str, Any]) -> LockFile:
-    """Parse a flake.lock (versions 5–7). Raises :class:`LockFileError` with one sentence."""
+    """Parse a flake.lock (versions 5–7, at most :data:`MAX_LOCK_BYTES`). Raises
+    :class:`LockFileError` with one sentence."""
+    if isinstance(data, (bytes, bytearray, memoryview, str)) and len(data) > MAX_LOCK_BYTES:
+        raise LockFileError(f"larger than {MAX_LOCK_BYTES // (1 << 20)} MiB: not a flake.lock")
     if isinstance(data, (bytes, bytearray, memoryview)):
         try:
             data = bytes(data).decode("utf-8-sig")

@@ -27,7 +27,12 @@ audit entries of the run (the engine and the rollback write it).
                "hosts": [{"host", "outcome", "phase", "detail", "log_excerpt": [str]}],
                "related_runs": [int],                           # failed run <-> revert <-> its redeploy
                "timeline": [{"at": ISO-8601, "step": str, "host": str|null, "text": str}]}],
-     "audit": [{"id", "at", "action", "actor", "github_login", "pr", "details": {...}}]}
+     "audit": [{"id", "at", "action", "actor", "github_login", "pr", "details": {...}}],
+     "undelivered_notifications": [{"id", "title", "created_at", "attempts", "last_error", "next_attempt_at"}]}
+
+A paused or waiting run lists every planned host: those without an outcome yet with their
+state (``pulled, switch waiting``, ``queued (offline)``, ``not started``). A failed run names
+the revert runs started for it in ``related_runs``, and the revert names the failed run.
 
 Runs are newest first; ``--limit N`` bounds both lists.
 """
@@ -191,6 +196,7 @@ class History:
     runs: tuple[RunRecord, ...]
     audit: tuple[Any, ...]  # nfu_tui.core.store.AuditEntry, newest first
     generated_at: datetime
+    undelivered: tuple[Any, ...] = ()  # nfu_tui.core.store.OutboxEntry: notifications not delivered yet
 
 
 def step_text(step: str, data: Mapping[str, Any], host: str | None) -> str:
@@ -205,6 +211,7 @@ def step_text(step: str, data: Mapping[str, Any], host: str | None) -> str:
         "host_started": lambda: f"{who}{data.get('phase', '')} started" + (" (force)" if data.get("force") else ""),
         "command_dispatched": lambda: f"{who}{data.get('phase', '')} command {data.get('command_id', '')}",
         "pull_done": lambda: f"{who}pull done" + (f" ({data['detail']})" if data.get("detail") else ""),
+        "switch_deferred": lambda: f"{who}pulled; its switch waits: {data.get('reason', '')}",
         "host_requeued": lambda: f"{who}queued again: {data.get('reason', '')}",
         "host_finished": lambda: f"{who}{data.get('outcome', '')}" + (f" ({data['phase']})" if data.get("phase")
                                                                         and data.get("outcome") != "ok" else "")
@@ -266,11 +273,12 @@ def _plan_lines(kind: str, plan: Mapping[str, Any]) -> tuple[str, ...]:
     return ()
 
 
-def record_of(run: Any, audit: Iterable[Any] = ()) -> RunRecord:
-    """A :class:`RunRecord` from a stored run with its steps and the audit entries (any order)."""
+def record_of(run: Any, audit: Iterable[Any] = (), rollbacks: Iterable[int] = ()) -> RunRecord:
+    """A :class:`RunRecord` from a stored run with its steps and the audit entries (any order);
+    ``rollbacks``: the revert runs started after this (failed) run (see :func:`rollbacks_of`)."""
     context: Mapping[str, Any] = {}
     hosts: dict[str, HostRecord] = {}
-    related: list[int] = []
+    related: list[int] = list(rollbacks)
     timeline = []
     plan = run.plan or {}
     if run.kind == "revert" and plan.get("failed_run"):
@@ -294,6 +302,10 @@ def record_of(run: Any, audit: Iterable[Any] = ()) -> RunRecord:
     status = run.status
     if status == "running" and run.steps and run.steps[-1].step == "waiting":
         status = "waiting"  # every reachable host is done; queued offline hosts remain
+    if not run.finished and run.kind in ("deploy", "converge"):  # every host of a paused or waiting run, with its state
+        for host, state in run_hosts(run).items():
+            if host not in hosts:
+                hosts[host] = HostRecord(host, state)
     return RunRecord(
         id=run.id, kind=run.kind, pr=run.pr, title=str(context.get("title", "")), trigger=run.trigger,
         actor=run.actor, github_login=login, status=status, started_at=run.created_at,
@@ -304,16 +316,101 @@ def record_of(run: Any, audit: Iterable[Any] = ()) -> RunRecord:
     )
 
 
+def run_hosts(run: Any) -> dict[str, str]:
+    """host -> its state in a run loaded with its steps: the outcome of a finished host, else where it
+    stands (``pulled, switch waiting``, ``in flight (pull)``, ``queued (offline)``, ``not started``)."""
+    from nfu_tui.core.engine import JournalState
+
+    plan = run.plan or {}
+    order = [str(e.get("host")) for key in ("entries", "queued") for e in plan.get(key) or ()]
+    queued = {str(e.get("host")) for e in plan.get("queued") or ()}
+    st = JournalState.from_run(run)
+    found: dict[str, str] = {}
+    for host in order + [h for h in st.finished if h not in order]:
+        if host in st.finished:
+            found[host] = st.finished[host].outcome.value
+        elif st.in_flight.get(host, ("",))[0] == "switch":
+            found[host] = "interrupted (switch)"
+        elif host in st.pulled:
+            found[host] = "pulled, switch waiting"
+        elif host in st.in_flight:
+            found[host] = f"interrupted ({st.in_flight[host][0]})"
+        elif host in queued:
+            found[host] = "queued (offline)"
+        else:
+            found[host] = "not started"
+    return found
+
+
+def open_run(run: Any) -> dict[str, Any]:
+    """An unfinished run (loaded with its steps) for ``status``: its state — ``paused`` (maintenance
+    window), ``waiting`` (offline hosts), ``interrupted`` (automation resumes it) or ``blocked`` (a
+    manual run: the admin resumes it) —, why, what to do next, and every host with its state."""
+    steps = list(run.steps or ())
+    last = steps[-1] if steps else None
+    waiting = list(last.data.get("hosts") or []) if last is not None and last.step == "waiting" else []
+    suspended = next((s for s in reversed(steps) if s.step in ("suspended", "paused", "resumed")), None)
+    reason = str(suspended.data.get("reason", "")) if suspended is not None and suspended.step != "resumed" else ""
+    if waiting:
+        state, reason = "waiting", f"waiting for {', '.join(waiting)} to come back online"
+        next_ = "resumed when they are back (nfu-tui auto or the TUI)"
+    elif run.status == "paused" or "maintenance window" in reason:
+        state = "paused"
+        next_ = f"automation resumes it in the next window; now: nfu-tui deploy --resume {run.id}"
+    elif run.trigger == "auto":
+        state, reason = "interrupted", reason or "interrupted"
+        next_ = "automation resumes it"
+    else:
+        state, reason = "blocked", reason or "interrupted"
+        next_ = f"nfu-tui deploy --resume {run.id} (or the TUI), or nfu-tui deploy --abandon {run.id}"
+    if run.kind in ("deploy", "converge"):
+        hosts = run_hosts(run)
+    else:
+        plan = run.plan or {}
+        hosts = {str(h): ("waiting (offline)" if h in waiting else "to roll back") for h in plan.get("hosts") or ()}
+    return {"id": run.id, "kind": run.kind, "pr": run.pr, "trigger": run.trigger, "state": state, "reason": reason,
+            "next": next_, "hosts": [{"host": h, "state": st} for h, st in hosts.items()]}
+
+
+def attention_text(runs: Iterable[Any], undelivered: int, *, deploying: bool = False) -> str:
+    """The header's short note on what waits for attention: ``run #12 paused · ✉ 1 unsent`` ("" when
+    nothing). ``deploying``: a deploy runs now somewhere, so an unfinished run is not taken as interrupted."""
+    shown = [r for r in (open_run(run) for run in runs)
+             if r["state"] in ("paused", "waiting") or (r["state"] == "blocked" and not deploying)]
+    parts = [f"run #{r['id']} {r['state']}" for r in shown[:2]]
+    if len(shown) > 2:
+        parts.append(f"{len(shown) - 2} more open")
+    if undelivered:
+        parts.append(f"✉ {undelivered} unsent")
+    return " · ".join(parts)
+
+
 def _audit_run(entry: Any) -> int | None:
     value = entry.details.get("run") if isinstance(entry.details, Mapping) else None
     return value if isinstance(value, int) else None
 
 
+def rollbacks_of(store: Any, limit: int = 200) -> dict[int, list[int]]:
+    """failed run id -> the revert runs started for it (the revert names its failed run in its plan)."""
+    found: dict[int, list[int]] = {}
+    for r in store.list_runs(limit):
+        if r.kind == "revert" and isinstance((r.plan or {}).get("failed_run"), int):
+            found.setdefault(r.plan["failed_run"], []).insert(0, r.id)
+    return found
+
+
+def load_run(store: Any, run_id: int) -> RunRecord:
+    """One run with its links both ways (StateError when unknown)."""
+    return record_of(store.get_run(run_id), store.audit_entries(limit=1000), rollbacks_of(store).get(run_id, ()))
+
+
 def load_history(store: Any, limit: int = 20) -> History:
-    """The newest ``limit`` runs (with steps) and audit entries."""
+    """The newest ``limit`` runs (with steps) and audit entries, and the undelivered notifications."""
     audit = store.audit_entries(limit=max(limit * 10, 200))
-    runs = tuple(record_of(store.get_run(r.id), audit) for r in store.list_runs(limit))
-    return History(runs, tuple(audit[:limit]), datetime.now(timezone.utc))
+    links = rollbacks_of(store)
+    runs = tuple(record_of(store.get_run(r.id), audit, links.get(r.id, ())) for r in store.list_runs(limit))
+    return History(runs, tuple(audit[:limit]), datetime.now(timezone.utc),
+                   tuple(store.undelivered_notifications()))
 
 
 async def load_history_async(store: Any, limit: int = 20) -> History:
@@ -349,7 +446,10 @@ def audit_json(a: Any) -> dict[str, Any]:
 def history_json(h: History) -> dict[str, Any]:
     """The ``nfu-tui.history/1`` document (see the module docs)."""
     return {"schema": SCHEMA, "generated_at": _iso(h.generated_at), "runs": [run_json(r) for r in h.runs],
-            "audit": [audit_json(a) for a in h.audit]}
+            "audit": [audit_json(a) for a in h.audit],
+            "undelivered_notifications": [
+                {"id": e.id, "title": e.title, "created_at": _iso(e.created_at), "attempts": e.attempts,
+                 "last_error": e.last_error, "next_attempt_at": _iso(e.next_attempt_at)} for e in h.undelivered]}
 
 
 def local_time(dt: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
@@ -422,6 +522,11 @@ def format_history(h: History, *, details: bool = False) -> list[str]:
         lines.append("No runs in the journal yet.")
     for r in h.runs:
         lines.extend(format_run(r, details=details))
+        lines.append("")
+    if h.undelivered:
+        lines.append("Undelivered notifications (retried by nfu-tui auto or the TUI):")
+        lines.extend(f"  {local_time(e.created_at)}  {e.title} — {e.attempts} attempt(s)"
+                     + (f", last error {e.last_error}" if e.last_error else "") for e in h.undelivered)
         lines.append("")
     lines.append("Audit trail (newest first):" if h.audit else "The audit trail is empty.")
     lines.extend(f"  {audit_line(a)}" for a in h.audit)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable, Mapping
 
 from nfu_tui.config import Config, HostConfig
@@ -202,7 +202,7 @@ class DeployPlan:
                      + f"; strategy {self.strategy}, at most {self.max_parallel} at a time"]
         else:
             lines = [f"Plan for PR #{self.pr_number} (head {sha}): merge, then "
-                     + ("no deploy (strategy none)" if self.merge_only else
+                     + ("no deploy (merge only)" if self.merge_only else
                         f"deploy {len(self.entries)} host(s)"
                         + (f", {len(self.queued)} queued until online" if self.queued else "")
                         + f"; strategy {self.strategy}, at most {self.max_parallel} at a time")]
@@ -445,6 +445,13 @@ def make_plan(
     )
 
 
+def merge_only(plan: DeployPlan) -> DeployPlan:
+    """``plan`` as a merge without a deploy (``nfu-tui deploy --merge-only``): every host is skipped."""
+    skipped = tuple(SkippedEntry(e.host, SkipReason.MERGE_ONLY, "merge only, no deploy (--merge-only)")
+                    for e in plan.entries + plan.queued)
+    return replace(plan, strategy="none", entries=(), queued=(), skipped=plan.skipped + skipped, warnings=())
+
+
 __all__ = [
     "DeployPlan",
     "HostLag",
@@ -453,6 +460,7 @@ __all__ = [
     "SkippedEntry",
     "Tier",
     "make_plan",
+    "merge_only",
     "natural_key",
     "tier_of",
 ]

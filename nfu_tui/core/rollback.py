@@ -18,9 +18,15 @@ Strategies after a deploy run failed on a host (only when the PR was merged):
 ``alert-only``
     Notify (and comment on the PR); leave everything as it is.
 
-"Hosts that had switched" are those whose last outcome in the failed run is ``ok``,
-or ``failed`` in the ``health`` phase (the switch went through, the canary check did
-not). Hosts whose pull or switch failed did not switch and are named in the summary.
+The hosts rolled back are every host that ran (or may run) the bad generation
+(:func:`rollback_targets`): its outcome is ``ok``, or its switch was started in the failed
+run, whatever happened after (failed health check, went offline, unknown outcome), unless
+the fleet shows the switch failed (System ``error`` since it started). Hosts whose pull
+failed never switched and are named in the summary. An offline host is queued: the
+redeploy ends ``waiting``, the revert run journals ``waiting(hosts)`` and stays open (its
+notification says so) until the host is back and rolled back — automation resumes it
+then; it is never ``succeeded`` while a host is still on the bad generation. Held hosts
+are skipped and named; the run is then not ``succeeded`` either.
 
 Journal: a ``revert`` run (``plan`` = strategy, failed run, reverted PR and merge
 sha, hosts) with the steps ``revert_requested`` → ``revert_opened(revert_pr,
@@ -58,6 +64,7 @@ from typing import Any
 from nfu_tui.core.engine import (
     HostOutcome,
     Outcome,
+    RunResult,
     RunStarted,
     RunStatus,
     inert_lines,
@@ -65,6 +72,7 @@ from nfu_tui.core.engine import (
     interpret_dispatch,
     system_verdict,
 )
+from nfu_tui.core.notify import LOG_LEVELS, pr_link
 from nfu_tui.errors import (
     MergeConflict,
     NfuError,
@@ -117,10 +125,41 @@ def last_outcomes(run: Any) -> dict[str, tuple[str, str, str, tuple[str, ...]]]:
     return found
 
 
-def switched_hosts(run: Any) -> list[str]:
-    """Hosts that had switched in ``run``: outcome ``ok``, or ``failed`` in the ``health`` phase."""
-    return [h for h, (outcome, phase, _, _) in last_outcomes(run).items()
-            if outcome == Outcome.OK.value or (outcome == Outcome.FAILED.value and phase == "health")]
+def rollback_targets(run: Any, fleet: Any = None) -> dict[str, str]:
+    """host -> what is known of it, for every host of ``run`` that ran (or may run) its generation.
+
+    From the journal: a host whose outcome is ``ok``, or whose switch was started
+    (``host_started`` phase ``switch``) whatever happened after — it failed its health
+    check, went offline, its outcome is unknown. From the fleet's evidence: a host whose
+    switch failed and that reported System ``error`` since the switch started did not
+    activate the new generation and is left out. Hosts whose pull failed never switched.
+    """
+    switch_started: dict[str, Any] = {}
+    for step in run.steps or ():
+        if step.step == "host_started" and step.host and step.data.get("phase") == "switch":
+            switch_started[step.host] = step.at
+    found: dict[str, str] = {}
+    for host, (outcome, phase, detail, _) in last_outcomes(run).items():
+        h = fleet.host(host) if fleet is not None else None
+        if outcome == Outcome.OK.value:
+            state = "switched"
+        elif phase == "health":
+            state = f"switched, then failed its health check ({detail})" if detail else "switched, then unhealthy"
+        elif host in switch_started:
+            if outcome == Outcome.FAILED.value and system_verdict(h, switch_started[host]) is False:
+                continue  # the fleet says the switch failed: still on the previous generation
+            state = f"switch {outcome}" + (f" ({detail})" if detail else "") + ": it may run the new generation"
+        else:
+            continue
+        if h is not None and not h.online:
+            state += "; offline now"
+        found[host] = state
+    return found
+
+
+def switched_hosts(run: Any, fleet: Any = None) -> list[str]:
+    """The hosts of :func:`rollback_targets`."""
+    return list(rollback_targets(run, fleet))
 
 
 def failed_hosts(run: Any) -> dict[str, str]:
@@ -139,6 +178,7 @@ class RevertJournal:
     reverts_merge_sha: str
     hosts: tuple[str, ...]
     failed: Mapping[str, str] = field(default_factory=dict)  # host -> why it failed in the failed run
+    states: Mapping[str, str] = field(default_factory=dict)  # host -> what was known of it (rollback_targets)
     requested: bool = False
     revert_pr: int | None = None
     revert_head: str = ""
@@ -158,6 +198,7 @@ class RevertJournal:
             reverts_merge_sha=str(plan.get("reverts_merge_sha", "")),
             hosts=tuple(plan.get("hosts") or ()),
             failed=dict(plan.get("failed_hosts") or {}),
+            states=dict(plan.get("host_states") or {}),
         )
         for step in run.steps or ():
             d = step.data
@@ -177,9 +218,27 @@ class RevertJournal:
         return j
 
 
+def _stored_result(run: Any) -> RunResult:
+    """A finished deploy run of the journal as a :class:`~nfu_tui.core.engine.RunResult`."""
+    found = last_outcomes(run)
+    status = RunStatus(run.status) if run.status in {s.value for s in RunStatus} else RunStatus.FAILED
+    outcomes = tuple(HostOutcome(h, Outcome(o) if o in {x.value for x in Outcome} else Outcome.FAILED, phase, detail)
+                     for h, (o, phase, detail, _) in found.items())
+    return RunResult(run.id, status, run.pr or 0, run.merge_sha or "", run.summary, outcomes)
+
+
 def rollback_plan(plan: Any) -> Any:
-    """A redeploy plan without a canary wave (recovery must not wait for canaries)."""
-    return replace(plan, canary_wait_minutes=0.0, entries=tuple(replace(e, wave=1) for e in plan.entries))
+    """A redeploy plan without a canary wave (recovery must not wait for canaries) that waits for
+    offline hosts whatever ``deploy_strategy`` says (a rollback must reach every host)."""
+    return replace(plan, strategy="all", canary_wait_minutes=0.0,
+                   entries=tuple(replace(e, wave=1) for e in plan.entries))
+
+
+def recovery_config(config: Any) -> Any:
+    """``config`` with ``deploy_strategy = "all"``: a rollback queues offline hosts instead of skipping them."""
+    fu = config.flake_updates
+    auto = fu.automation.model_copy(update={"deploy_strategy": "all"})
+    return config.model_copy(update={"flake_updates": fu.model_copy(update={"automation": auto})})
 
 
 # ================================================================== results
@@ -194,6 +253,7 @@ class RollbackOutcome:
     revert_pr: int | None = None
     redeploy_run: int | None = None
     suspended: bool = False  # interrupted (shutdown): the journal is resumable
+    waiting: tuple[str, ...] = ()  # offline hosts still on the bad generation: the run stays open
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,8 +360,8 @@ class RollbackManager:
         return self._login
 
     async def _tell(self, n: Notification) -> None:
-        self._sink("notify", level="warning" if n.severity != "information" else "info", title=n.title,
-                   message=n.message, severity=n.severity)
+        self._sink("notify", level=LOG_LEVELS.get(n.severity, "info"), title=n.title, message=n.message,
+                   severity=n.severity)
         if self._notify is not None:
             result = self._notify(n)
             if inspect.isawaitable(result):
@@ -330,6 +390,7 @@ class RollbackManager:
         settings = self.config.flake_updates.rollback
         failed = self.store.get_run(failed_run_id)
         bad = failed_hosts(failed)
+        targets = rollback_targets(failed, self.fleet)
         where = ", ".join(bad) or "the run"
         if not settings.enabled:
             self._sink("rollback_disabled", run=failed_run_id)
@@ -342,7 +403,7 @@ class RollbackManager:
             run_id = self.store.create_run(
                 "revert", actor=actor, trigger=trigger, pr=failed.pr,
                 plan={"strategy": settings.strategy, "failed_run": failed.id, "reverts_pr": failed.pr,
-                      "reverts_merge_sha": failed.merge_sha, "hosts": switched_hosts(failed),
+                      "reverts_merge_sha": failed.merge_sha, "hosts": list(targets), "host_states": targets,
                       "failed_hosts": bad},
             )
             self._sink("rollback_started", run=run_id, strategy=settings.strategy, failed_run=failed.id,
@@ -353,9 +414,12 @@ class RollbackManager:
         n = failed.pr
         lines = [f"{host}: {why}" for host, why in bad.items()]
         message = ("Rollback strategy alert-only: nothing was reverted or rolled back. "
-                   "Roll hosts back from the grid or hold them. " + "; ".join(lines))
+                   "Roll the hosts back in the TUI (grid) or hold them. " + "; ".join(lines))
+        github = self.config.github
         await self._tell(Notification(f"PR #{n} deploy failed on {', '.join(bad) or 'a host'} — not rolled back",
-                                      message, "error", ["nfu-tui", f"pr-{n}", "rotating_light"]))
+                                      message, "error", ["nfu-tui", f"pr-{n}", "rotating_light"],
+                                      click=pr_link(github.api_url, github.repo, n or 0),
+                                      event_id=f"alert-only:{failed.id}"))
         await self._comment(n, f"nfu-tui: deploy run #{failed.id} failed ({'; '.join(lines) or 'see the journal'}). "
                                "Rollback strategy `alert-only`: nothing was reverted.")
         await self._audit("rollback", actor=actor, pr=n, details={
@@ -386,10 +450,11 @@ class RollbackManager:
             if j.revert_pr is None:
                 await self._open_revert(run_id, j)
             if j.strategy == "revert-pr":
-                summary = (f"revert PR #{j.revert_pr} opened for PR #{j.reverts_pr}; merge it from the TUI "
-                           "(automation waits for it)")
-                return await self._finish(run_id, j, actor, True, summary, f"PR #{j.reverts_pr}: revert PR "
-                                          f"#{j.revert_pr} opened", "warning")
+                summary = (f"revert PR #{j.revert_pr} of PR #{j.reverts_pr} is open; nothing is rolled back until it "
+                           f"is merged and deployed: `nfu-tui deploy --pr {j.revert_pr}` (or merge & deploy it in the "
+                           "TUI). Automation merges nothing else while it is open.")
+                return await self._finish(run_id, j, actor, True, summary, f"PR #{j.reverts_pr} deploy failed: revert "
+                                          f"PR #{j.revert_pr} waits for you", "warning", click=j.revert_url)
             if not j.merge_sha:
                 await self._merge_revert(run_id, j)
             result = await self._redeploy(run_id, j, actor)
@@ -397,21 +462,72 @@ class RollbackManager:
             text = str(exc) if isinstance(exc, _Failed) else f"{exc.title}: {exc}"
             summary = f"rollback of PR #{j.reverts_pr} failed: {text}"
             if j.revert_pr is not None and not j.merge_sha:
-                summary += f" (revert PR #{j.revert_pr} is open: merge it by hand)"
+                summary += (f" (revert PR #{j.revert_pr} is open: merge it on GitHub, then "
+                            f"`nfu-tui deploy --pr {j.revert_pr}`)")
             return await self._finish(run_id, j, actor, False, summary, f"PR #{j.reverts_pr}: rollback failed",
-                                      "error")
+                                      "error", click=j.revert_url)
         if result is None:
             self._sink("rollback_suspended", run=run_id)
             return RollbackOutcome(j.strategy, True, "suspended; resumes from the journal", run_id, j.revert_pr,
                                    j.redeploy_run, suspended=True)
-        ok, detail = result
+        return await self._report(run_id, j, actor, result)
+
+    async def _report(self, run_id: int, j: RevertJournal, actor: str, result: Any) -> RollbackOutcome:
+        """Finish (or keep open, while a host waits) a revert-commit run from its redeploy's result."""
+        n = j.reverts_pr
+
+        def named(hosts: Iterable[str]) -> str:
+            return "; ".join(f"{h} ({j.states[h]})" if j.states.get(h) else h for h in hosts)
+
+        rolled = result.hosts_with(Outcome.OK)
+        waiting = result.hosts_with(Outcome.QUEUED)
+        failed = [o for o in result.outcomes if o.outcome is Outcome.FAILED]
+        other = [o for o in result.outcomes if o.outcome not in (Outcome.OK, Outcome.QUEUED, Outcome.FAILED)]
+        reached = {o.host for o in result.outcomes}
+        left_out = [h for h in j.hosts if h not in reached]  # held (the redeploy skips held hosts)
+        lines = [f"Reverted PR #{n} with PR #{j.revert_pr} (merged as {j.merge_sha[:7]})."]
+        if not j.hosts:
+            lines.append(f"No host had switched to PR #{n}: no host needed a rollback.")
+        if rolled:
+            lines.append(f"Rolled back: {named(rolled)}.")
+        if waiting:
+            lines.append(f"Still on PR #{n}, offline: {named(waiting)} — rolled back as soon as it reconnects "
+                         f"(nfu-tui auto or the TUI resumes run #{run_id}); to give up on it: "
+                         f"`nfu-tui deploy --abandon {run_id}`.")
+        if failed:
+            lines.append("Rollback failed on: " + "; ".join(f"{o.host} ({o.phase}: {o.detail})" for o in failed)
+                         + ". Check the host; roll it back from the grid.")
+        if other:
+            lines.append("Not rolled back: " + "; ".join(o.describe() for o in other) + ".")
+        if left_out:
+            lines.append(f"Held, not rolled back (still on PR #{n}): {named(left_out)}; release the hold, then "
+                         f"`nfu-tui deploy --pr {j.revert_pr} --hosts {','.join(left_out)}`.")
         left = [h for h in j.failed if h not in j.hosts]
         if left:
-            detail += f"; left as they are (had not switched): {', '.join(left)}"
-        merged = f"reverted PR #{j.reverts_pr} with PR #{j.revert_pr} (merged as {j.merge_sha[:7]})"
-        return await self._finish(run_id, j, actor, ok, f"{merged}; {detail}",
-                                  f"PR #{j.reverts_pr} rolled back" if ok else f"PR #{j.reverts_pr}: rollback "
-                                  "redeploy failed", "warning" if ok else "error")
+            lines.append("Left as they are (had not switched): " + "; ".join(f"{h} ({j.failed[h]})" for h in left) + ".")
+        summary = " ".join(lines)
+        if waiting and not failed and not other:
+            run = self.store.get_run(run_id)
+            last = run.steps[-1] if run.steps else None
+            if last is None or last.step != "waiting" or list(last.data.get("hosts") or ()) != waiting:
+                self.store.record(run_id, "waiting", hosts=waiting)
+            self._sink("rollback_waiting", level="warning", run=run_id, hosts=waiting)
+            await self._tell(Notification(
+                f"PR #{n} rollback waiting for {', '.join(waiting)} (offline)", summary, "warning",
+                ["nfu-tui", f"pr-{n}", "hourglass"], click=j.revert_url,
+                event_id=f"rollback-waiting:{run_id}:{','.join(waiting)}"))
+            return RollbackOutcome(j.strategy, True, summary, run_id, j.revert_pr, j.redeploy_run,
+                                   waiting=tuple(waiting))
+        ok = result.status is RunStatus.SUCCEEDED and not left_out and not waiting
+        if ok:
+            title = (f"PR #{n} rolled back on {', '.join(rolled)}" if rolled
+                     else f"PR #{n} reverted; no host needed a rollback")
+        else:
+            hosts = [o.host for o in failed + other] + left_out + waiting
+            title = (f"PR #{n}: rollback incomplete on {', '.join(hosts)}" if hosts
+                     else f"PR #{n}: rollback redeploy {result.status.value}")
+        return await self._finish(run_id, j, actor, ok, summary, title, "warning" if ok else "error",
+                                  click=j.revert_url)
 
     async def _open_revert(self, run_id: int, j: RevertJournal) -> None:
         original = await self.github.get_pull(j.reverts_pr, wait_mergeable=False)
@@ -510,8 +626,9 @@ class RollbackManager:
             await self._sleep(CI_POLL_SECONDS)
             waited += CI_POLL_SECONDS
 
-    async def _redeploy(self, run_id: int, j: RevertJournal, actor: str) -> tuple[bool, str] | None:
-        """Pull + switch the switched hosts at the revert; (ok, detail), None when suspended."""
+    async def _redeploy(self, run_id: int, j: RevertJournal, actor: str) -> Any:
+        """Pull + switch the hosts that ran the bad generation at the revert: the redeploy's
+        :class:`~nfu_tui.core.engine.RunResult`, None when suspended."""
         from nfu_tui.core.plan import make_plan
 
         assert j.revert_pr is not None
@@ -525,17 +642,17 @@ class RollbackManager:
         if child_id is not None:
             child = self.store.get_run(child_id)
             if child.finished:
-                return child.status == "succeeded", child.summary
+                return _stored_result(child)
 
             async def start(engine: Any) -> Any:
                 return await engine.resume(child_id, actor=actor, queued_wait=0)
         else:
             hosts = list(j.hosts)
             if not hosts:
-                return True, "no host had switched: nothing to redeploy"
+                return RunResult(None, RunStatus.SUCCEEDED, j.revert_pr, j.merge_sha)
             held = set(self.state.held) if self.state is not None else set()
             overrides = self.state.overrides if self.state is not None else {}
-            plan = rollback_plan(make_plan(self.fleet.hosts(), self.config, held, targets=hosts,
+            plan = rollback_plan(make_plan(self.fleet.hosts(), recovery_config(self.config), held, targets=hosts,
                                            pr_number=j.revert_pr, head_sha=j.revert_head, overrides=overrides))
             self.store.record(run_id, "redeploy_requested", hosts=list(plan.hosts),
                               skipped=[s.describe() for s in plan.skipped if s.host in hosts])
@@ -546,21 +663,7 @@ class RollbackManager:
                         self._link(run_id, event.run_id)
                 engine.subscribe(link)
                 return await engine.run(plan, actor=actor, trigger=trigger, queued_wait=0)
-        result = await self._run_engine(start)
-        if result is None:
-            return None
-        ok = result.status in (RunStatus.SUCCEEDED, RunStatus.WAITING)
-        rolled = result.hosts_with(Outcome.OK)
-        parts = [f"rolled back {', '.join(rolled)}" if rolled else "no host rolled back"]
-        failed = result.hosts_with(Outcome.FAILED)
-        if failed:
-            parts.append(f"failed on {', '.join(failed)}")
-        queued = result.hosts_with(Outcome.QUEUED)
-        if queued:
-            parts.append(f"queued until online: {', '.join(queued)}")
-        if not ok and not failed:
-            parts.append(result.message or result.status.value)
-        return ok, "; ".join(parts)
+        return await self._run_engine(start)
 
     def _link(self, parent: int, child: int | None) -> None:
         if child is None:
@@ -571,7 +674,7 @@ class RollbackManager:
             self.store.record(child, "revert_redeploy", parent=parent)
 
     async def _finish(self, run_id: int, j: RevertJournal, actor: str, ok: bool, summary: str, title: str,
-                      severity: str) -> RollbackOutcome:
+                      severity: str, *, click: str = "") -> RollbackOutcome:
         run = self.store.get_run(run_id)
         if not run.finished:
             self.store.finish_run(run_id, "succeeded" if ok else "failed", summary)
@@ -580,8 +683,8 @@ class RollbackManager:
             "merge_sha": j.merge_sha, "hosts": list(j.hosts), "redeploy_run": j.redeploy_run,
             "status": "succeeded" if ok else "failed"})
         tags = ["nfu-tui", f"pr-{j.reverts_pr}", "leftwards_arrow_with_hook" if ok else "rotating_light"]
-        await self._tell(Notification(title, summary, severity, tags))
-        self._sink("rollback_finished", run=run_id, ok=ok, summary=summary)
+        await self._tell(Notification(title, summary, severity, tags, click=click, event_id=f"rollback:{run_id}"))
+        self._sink("rollback_finished", level="info" if ok else "error", run=run_id, ok=ok, summary=summary)
         return RollbackOutcome(j.strategy, ok, summary, run_id, j.revert_pr,
                                RevertJournal.from_run(self.store.get_run(run_id)).redeploy_run)
 

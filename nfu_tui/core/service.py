@@ -25,9 +25,10 @@ from typing import Any, Literal
 from nfu_tui.config import Config, HostConfig, Secrets
 from nfu_tui.core.fleet import ChangeKind, FleetChange, FleetModel
 from nfu_tui.core.live import LiveFleet
+from nfu_tui.core.sanitize import sanitize_line
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import DeployLock, Store, local_actor
-from nfu_tui.errors import GitHubNotFound, GitHubRateLimited, LoginFailed, NfuError
+from nfu_tui.errors import GitHubNotFound, GitHubRateLimited, LoginFailed, NfuError, StateError
 from nfu_tui.models import Command, Host, Notification, RateBudget, UpdatePR
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class ConnectionStatus:
     github_detail: str = ""
     rate: RateBudget = RateBudget()
     last_poll: datetime | None = None
+    attention: str = ""  # paused/waiting/blocked runs and unsent notifications (history.attention_text)
     unreachable_since: datetime | None = None  # the live fleet state was lost then: hosts are unknown now
 
 
@@ -100,6 +102,10 @@ class FleetService:
         self.dashboard = dashboard if dashboard is not None else self._make_dashboard(insecure)
         self.live = LiveFleet(self.dashboard, self.fleet, on_stream=self._on_stream)
         self.notifier = notifier if notifier is not None else self._make_notifier()
+        from nfu_tui.core.notify import Outbox
+
+        # Every webhook notification goes through it; the header shows what stays unsent.
+        self.outbox = Outbox(self.store, self.notifier, on_change=self.refresh_attention)
         self.lock_label = lock_label
         self.status = ConnectionStatus(
             dashboard="connecting" if self.dashboard else "disabled",
@@ -145,11 +151,14 @@ class FleetService:
     # ------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Start the dashboard stream and the GitHub poll loop in the background."""
+        """Start the dashboard stream, the GitHub poll loop and the notification outbox in the background."""
+        self.refresh_attention()
         if self.dashboard is not None:
             self._tasks.append(asyncio.create_task(self._dashboard_loop(), name="nfu-dashboard"))
         if self.github is not None:
             self._tasks.append(asyncio.create_task(self._poll_loop(), name="nfu-github-poll"))
+        if self.outbox.enabled:
+            self._tasks.append(asyncio.create_task(self.outbox.run(), name="nfu-outbox"))
 
     async def stop(self) -> None:
         """Disconnect. A deploy still running is not cancelled: its task is interrupted by its owner and the
@@ -195,6 +204,9 @@ class FleetService:
                 log.exception("service listener failed")
 
     def _set_status(self, **changes: Any) -> None:
+        for key in ("dashboard_detail", "github_detail"):  # exception text from outside: the redaction boundary
+            if key in changes:
+                changes[key] = sanitize_line(changes[key])
         dashboard = changes.get("dashboard", self.status.dashboard)
         if dashboard == "live":
             changes["unreachable_since"] = None
@@ -203,12 +215,27 @@ class FleetService:
         self.status = replace(self.status, **changes)
         self._emit(ServiceEvent("status"))
 
+    def refresh_attention(self) -> None:
+        """Re-read the paused/waiting/blocked runs and the unsent notifications for the header."""
+        from nfu_tui.core.automation import lock_holder
+        from nfu_tui.core.history import attention_text
+
+        try:
+            text = attention_text(self.store.unfinished_runs(), len(self.outbox.undelivered()),
+                                  deploying=self.deploying or lock_holder(DeployLock().path) is not None)
+        except StateError as exc:
+            log.warning("cannot read the journal: %s", exc.message)
+            return
+        if text != self.status.attention:
+            self._set_status(attention=text)
+
     def notify(self, notification: Notification) -> asyncio.Future[Any] | None:
-        """Tell the user (toast/log) and, when configured, the webhook (returned: await it to be sure it went)."""
+        """Tell the user (toast/log) and, when configured, the webhook through the durable outbox: written
+        to the store now, delivered (and retried) in the background. The returned future is the first
+        delivery attempt (await it to know whether it went at once)."""
         self._emit(ServiceEvent("notify", payload=notification))
-        if self.notifier is not None:
-            return asyncio.ensure_future(self.notifier.send(notification))
-        return None
+        event_id = self.outbox.enqueue(notification)
+        return asyncio.ensure_future(self.outbox.deliver(event_id)) if event_id else None
 
     # ------------------------------------------------------------- dashboard
 
@@ -541,7 +568,7 @@ class FleetService:
             self,
             self.store,
             self.config,
-            notifier=self.notifier,
+            notifier=self.outbox if self.outbox.enabled else None,
             on_event=self._on_engine_event,
             **kw,
         )
@@ -553,6 +580,8 @@ class FleetService:
         if isinstance(event, Merged):
             self._pr_merged(event.pr_number)
         self._emit(ServiceEvent("deploy", payload=event))
+        if type(event).__name__ in ("RunStarted", "Paused", "RunFinished"):
+            self.refresh_attention()
 
     def _pr_merged(self, number: int) -> None:
         """The engine merged PR ``number``: it is no longer pending — now, not at the next poll."""

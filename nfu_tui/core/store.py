@@ -18,7 +18,14 @@ status between ``paused`` and ``running``.
 The **audit trail** is append-only: triggers in the database refuse UPDATE and DELETE
 of its rows and this module offers no way to change them (a guard against mistakes,
 not against someone with a shell who can drop the triggers). Values under keys that
-look like secrets (token, password, …) are replaced by ``***`` before they are stored.
+look like secrets (token, password, …) are replaced by ``***`` before they are stored,
+and every text written (journal and audit alike) passes the redaction boundary of
+:mod:`nfu_tui.core.sanitize` first: valid UTF-8 (a lone surrogate in a host's output
+cannot fail the write), no secret values or credential shapes, no control sequences.
+
+The **notification outbox** (table ``outbox``, see :class:`~nfu_tui.core.notify.Outbox`)
+keeps every notification by its stable event id until a delivery succeeded: attempts,
+the next attempt, the last error, and a short claim so two processes never send one twice.
 
 The **deploy lock** (:class:`DeployLock`) is an exclusive ``flock`` on a file in the
 state directory: one deploy at a time across the TUI, ``nfu-tui auto`` and
@@ -43,10 +50,11 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from nfu_tui.core.sanitize import sanitize_data, sanitize_text
 from nfu_tui.errors import DeployLocked, StateError
 from nfu_tui.paths import ensure_dir, state_dir
 
@@ -139,6 +147,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs_v2 RENAME TO runs",
         "CREATE INDEX runs_status ON runs (status)",
     ),
+    (  # 3: the notification outbox (see nfu_tui.core.notify.Outbox)
+        """CREATE TABLE outbox (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            title TEXT NOT NULL,
+            message TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            tags TEXT NOT NULL,
+            click TEXT NOT NULL DEFAULT '',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            claimed_until TEXT,
+            delivered_at TEXT,
+            last_error TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX outbox_due ON outbox (delivered_at, next_attempt_at)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _DAMAGED_HINT = "if it is damaged, move it aside and nfu-tui starts a new one"
@@ -172,7 +197,12 @@ def _redact(value: Any) -> Any:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    """JSON of ``value`` after the redaction boundary: valid UTF-8, no secrets, no control sequences."""
+    return json.dumps(sanitize_data(value), sort_keys=True, ensure_ascii=False)
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else sanitize_text(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,18 +328,23 @@ class Store:
     """The journal + audit database (``state_dir()/nfu-tui.sqlite3`` by default)."""
 
     def __init__(self, path: Path | str | None = None, *, clock: Callable[[], datetime] = _utcnow) -> None:
-        self.path = Path(path) if path is not None else ensure_dir(state_dir()) / DB_NAME
+        self.path = Path(path) if path is not None else state_dir() / DB_NAME
         self._clock = clock
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         try:
+            if path is None:
+                ensure_dir(self.path.parent)
             self._open()
         except StateError as exc:  # schema newer than this version
             self.close()
             raise StateError(f"{self.path}: {exc.message}", hint=exc.hint) from None
         except (sqlite3.Error, OSError) as exc:
             self.close()
-            raise StateError(f"cannot open the state database {self.path}: {exc}", hint=_DAMAGED_HINT) from exc
+            folder = self.path.parent
+            hint = (f"the state directory {folder} must be writable, or set NFU_TUI_STATE_DIR"
+                    if folder.is_dir() and not os.access(folder, os.W_OK) else _DAMAGED_HINT)
+            raise StateError(f"cannot open the state database {self.path}: {exc}", hint=hint) from exc
 
     def _open(self) -> None:
         if not self.path.exists():
@@ -400,7 +435,7 @@ class Store:
             cur = conn.execute(
                 "INSERT INTO runs (kind, pr, head_sha, merge_sha, status, plan, actor, trigger,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
-                (kind, pr, head_sha, merge_sha, _dumps(dict(plan or {})), actor, trigger, now, now),
+                (kind, pr, _text(head_sha), _text(merge_sha), _dumps(dict(plan or {})), _text(actor), trigger, now, now),
             )
             return int(cur.lastrowid)
 
@@ -419,12 +454,12 @@ class Store:
                 raise StateError(f"run {run_id} is already {status}; cannot record {step!r}")
             cur = conn.execute(
                 "INSERT INTO run_steps (run_id, at, step, host, data) VALUES (?, ?, ?, ?, ?)",
-                (run_id, now, step, None if host is None else str(host), _dumps(_redact(data))),
+                (run_id, now, step, _text(None if host is None else str(host)), _dumps(_redact(data))),
             )
             sets, args = ["updated_at = ?"], [now]
             if step == "merged":
                 sets.append("merge_sha = ?")
-                args.append(str(data["sha"]))
+                args.append(sanitize_text(str(data["sha"])))
             elif step in ("paused", "resumed"):
                 sets.append("status = ?")
                 args.append("paused" if step == "paused" else "running")
@@ -442,7 +477,7 @@ class Store:
                 raise StateError(f"run {run_id} is already {current}")
             conn.execute(
                 "UPDATE runs SET status = ?, summary = ?, updated_at = ?, finished_at = ? WHERE id = ?",
-                (status, summary, now, now, run_id),
+                (status, sanitize_text(summary), now, now, run_id),
             )
 
     def abandon_run(self, run_id: int, *, actor: str, where: str = "", github_login: str | None = None) -> Run:
@@ -544,7 +579,8 @@ class Store:
         with self._write("append to the audit trail in") as conn:
             cur = conn.execute(
                 "INSERT INTO audit (at, action, actor, github_login, pr, details) VALUES (?, ?, ?, ?, ?, ?)",
-                (_ts(self._clock()), action, actor, github_login, pr, _dumps(_redact(dict(details or {})))),
+                (_ts(self._clock()), _text(action), _text(actor), _text(github_login), pr,
+                 _dumps(_redact(dict(details or {})))),
             )
             return int(cur.lastrowid)
 
@@ -560,6 +596,87 @@ class Store:
                 AuditEntry(i, datetime.fromisoformat(at), action, actor, login, pr, json.loads(details))
                 for i, at, action, actor, login, pr, details in conn.execute(query, (*args, limit))
             ]
+
+
+    # --- notification outbox ------------------------------------------------------
+
+    def enqueue_notification(self, event_id: str, *, title: str, message: str, severity: str,
+                             tags: Sequence[str] = (), click: str = "") -> bool:
+        """Store a notification to deliver (committed before returning); False when ``event_id`` is
+        already in the outbox (enqueueing is idempotent)."""
+        if not event_id:
+            raise ValueError("a notification needs an event id")
+        now = _ts(self._clock())
+        with self._write("queue a notification in") as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO outbox (id, created_at, title, message, severity, tags, click,"
+                " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (event_id, now, title, message, severity, _dumps(list(tags)), click, now),
+            )
+            return cur.rowcount == 1
+
+    def claim_notifications(self, lease_seconds: float, limit: int = 20) -> list[OutboxEntry]:
+        """Undelivered notifications due now, claimed for ``lease_seconds`` (another process sharing the
+        store skips them meanwhile), oldest first."""
+        now = self._clock()
+        until = _ts(now + timedelta(seconds=lease_seconds))
+        with self._write("read the outbox of") as conn:
+            rows = conn.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= ?"
+                " AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY created_at, id LIMIT ?",
+                (_ts(now), _ts(now), limit),
+            ).fetchall()
+            conn.executemany("UPDATE outbox SET claimed_until = ? WHERE id = ?", [(until, r[0]) for r in rows])
+            return [_outbox_entry(r) for r in rows]
+
+    def notification_delivered(self, event_id: str) -> None:
+        with self._write("update the outbox of") as conn:
+            conn.execute("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, claimed_until = NULL,"
+                         " last_error = '' WHERE id = ?", (_ts(self._clock()), event_id))
+
+    def notification_failed(self, event_id: str, error: str, next_attempt_at: datetime) -> None:
+        with self._write("update the outbox of") as conn:
+            conn.execute("UPDATE outbox SET attempts = attempts + 1, claimed_until = NULL, last_error = ?,"
+                         " next_attempt_at = ? WHERE id = ?", (error, _ts(next_attempt_at), event_id))
+
+    def notification(self, event_id: str) -> OutboxEntry | None:
+        with self._read("read the outbox of") as conn:
+            row = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (event_id,)).fetchone()
+            return _outbox_entry(row) if row else None
+
+    def undelivered_notifications(self, limit: int = 100) -> list[OutboxEntry]:
+        """Notifications not delivered yet, oldest first."""
+        with self._read("read the outbox of") as conn:
+            rows = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL"
+                                " ORDER BY created_at, id LIMIT ?", (limit,)).fetchall()
+            return [_outbox_entry(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One notification in the outbox."""
+
+    id: str
+    created_at: datetime
+    title: str
+    message: str
+    severity: str
+    tags: tuple[str, ...]
+    click: str
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    last_error: str
+
+
+_OUTBOX_COLUMNS = ("id, created_at, title, message, severity, tags, click, attempts, next_attempt_at, delivered_at,"
+                   " last_error")
+
+
+def _outbox_entry(r: Sequence[Any]) -> OutboxEntry:
+    return OutboxEntry(str(r[0]), datetime.fromisoformat(r[1]), str(r[2]), str(r[3]), str(r[4]),
+                       tuple(json.loads(r[5])), str(r[6]), int(r[7]), datetime.fromisoformat(r[8]),
+                       datetime.fromisoformat(r[9]) if r[9] else None, str(r[10]))
 
 
 _RUN_COLUMNS = (

@@ -351,13 +351,28 @@ class WindowSet:
         return None
 
     def describe_next(self, now: datetime) -> str:
-        """One line for the UI, in local time: ``"next window Sat 02:00"``."""
+        """One line for the UI, in the zone the window was configured in: ``"next window Sat 02:00
+        Europe/Vienna"`` (no zone name for windows in the local zone)."""
         if self.always_open:
             return "no maintenance window: deploys may run any time"
         if self.is_open(now):
             closes = self.closes_at(now)
-            return f"window open until {_display(closes, now)}" if closes else "window always open"
-        return f"next window {_display(self.next_open(now), now)}"
+            return f"window open until {self.display(closes, now)}" if closes else "window always open"
+        return f"next window {self.display(self.next_open(now), now)}"
+
+    def display(self, dt: datetime, now: datetime) -> str:
+        """``dt`` (a window boundary) as ``Sat 02:00 Europe/Vienna`` in the zone of the window it belongs to."""
+        window = self._window_at(dt)
+        tz = window.tz() if window is not None else local_zone()
+        text = _display(dt, now, tz)
+        return f"{text} {window.zone}" if window is not None and window.zone else text
+
+    def _window_at(self, dt: datetime) -> MaintenanceWindow | None:
+        """The window that starts, ends or is open at ``dt`` (the first configured one), if any."""
+        for w in self.windows:
+            if w.contains(dt) or w.current_end(dt - timedelta(seconds=1)) == dt:
+                return w
+        return None
 
     def __str__(self) -> str:
         return "; ".join(str(w) for w in self.windows) or "always open"
@@ -366,8 +381,8 @@ class WindowSet:
         return f"WindowSet({[str(w) for w in self.windows]!r})"
 
 
-def _display(dt: datetime, now: datetime) -> str:
-    tz = local_zone()
+def _display(dt: datetime, now: datetime, tz: tzinfo | None = None) -> str:
+    tz = tz or local_zone()
     local = dt.astimezone(tz)
     if (local.date() - now.astimezone(tz).date()).days >= 7:
         return f"{WEEKDAYS[local.weekday()]} {local:%Y-%m-%d %H:%M}"

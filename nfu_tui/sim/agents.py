@@ -30,6 +30,12 @@ Per-host faults (``HostSpec.faults``, or at run time via the dashboard's ``set_f
 * ``never_reconnects`` — the switch exits 0, the agent exits and never returns → ``TIMEOUT``.
 * ``offline_mid_deploy`` — the host drops off the network in the middle of its first switch
   (→ ``AWAITING_RECONNECT`` → ``TIMEOUT``) and stays away until ``set_online(host, True)``.
+* ``garbled_output`` — the switch prints lines that are not valid text: a lone surrogate
+  (``\udcff``, sent as a legal JSON escape on ``/ws`` and as the raw byte 0xFF by
+  ``/api/hosts/{id}/output``), invalid UTF-8, escape sequences and a bidi override.
+* ``offline_after_switch`` — a switch that breaks networking: the first switch succeeds (the
+  agent restarts, reconnects, the command ends ``SUCCESS`` on the new generation), then the
+  host drops off the network and stays away until ``set_online(host, True)``.
 * run time only: ``rejects_commands`` (the agent answers ``command_rejected`` as if a
   stray process were running), ``send_fails`` (the dashboard cannot hand the command
   to the agent: ``send_failed``) and ``late_output`` (the last lines of a failing switch
@@ -232,6 +238,11 @@ PIPELINES: dict[str, tuple[str, list[str]]] = {
 }
 
 RECONNECT_SECONDS = 90.0
+GARBLED_LINES = (
+    "warning: unreadable file name /nix/store/\udcff\udcfe-broken (lone surrogates)",
+    "\x1b[31merror:\x1b[0m \x1b]0;owned title\x07bad \udc80 byte\u202e gnirts",
+)
+"""Output of the ``garbled_output`` fault: surrogates stand for the invalid bytes a host printed."""
 RUNTIME_FAULTS = frozenset({"rejects_commands", "send_fails", "late_output"})
 """Faults only settable at run time: the agent answers ``command_rejected`` / the send fails (§6.2)."""
 TERMINAL = frozenset({"SUCCESS", "ERROR", "TIMEOUT", "SKIPPED", "BLOCKED", "PARTIAL", "KILLED", "STALE_BINARY", "SUSPICIOUS"})
@@ -730,6 +741,8 @@ class SimAgent:
                else f"$ home-manager switch --flake {self.host.repo_dir}#{self.host.id}")
         self.out(cmd)
         build, copy, activate = self._switch_lines(fail)
+        if "garbled_output" in self.faults:
+            copy = [*GARBLED_LINES, *copy, *GARBLED_LINES]
         total = self.rng.uniform(20, 40)
         await self._lines(build, total * 0.15)
         if "offline_mid_deploy" in self.faults and self.switches == 1:
@@ -752,7 +765,11 @@ class SimAgent:
         if self.connected:
             self.fleet.agent_heartbeat(self)
         await asyncio.sleep(0.5 * self._scale())
-        self.restart(self.rng.uniform(1.5, 4.0) * self._scale())  # exit 101 → systemd/launchd restart
+        down = self.rng.uniform(1.5, 4.0) * self._scale()
+        self.restart(down)  # exit 101 → systemd/launchd restart
+        if "offline_after_switch" in self.faults and self.switches == 1:
+            # Networking breaks a moment after the agent is back (a few heartbeats later).
+            self.fleet.loop.call_later(down + 3 * self.fleet.heartbeat_seconds, self.kill_process)
 
     async def _test(self) -> None:
         self.reported_tests = status_check("working", "Tests running...", self._now())

@@ -77,9 +77,17 @@ _COLOR_RE = re.compile(r"^#(?:[0-9a-fA-F]{6}|[0-9a-fA-F]{3})$")
 # --- pure helpers --------------------------------------------------------------
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def go_json(value: Any) -> str:
-    """JSON as Go's encoder writes it: sorted map keys, UTF-8, ``<>&`` and U+2028/9 escaped."""
+    """JSON as Go's encoder writes it: sorted map keys, UTF-8, ``<>&`` and U+2028/9 escaped.
+
+    A lone surrogate (the ``garbled_output`` fault) is written as its ``\\udcff`` escape:
+    legal JSON that a client decodes into a string it cannot encode as UTF-8.
+    """
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    text = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
@@ -354,6 +362,12 @@ class FakeDashboard:
         self._beacon: asyncio.Task[None] | None = None
         self.unreachable = False  # see set_unreachable
         self.url = ""
+        self.ws_close_codes: list[int | None] = []  # per finished /ws connection: the close code it ended with
+        # Fault: the next N requests whose path contains echo_secrets_path answer 500 with an error
+        # that repeats the password (plain, URL-encoded, base64), the Cookie header, session and CSRF token.
+        self.echo_secrets_next = 0
+        self.echo_secrets_path = ""  # exact path, or "*" for any
+        self.sessions_issued: list[Session] = []  # every session ever handed out (tests look for leaked cookies)
 
     def __repr__(self) -> str:
         return f"FakeDashboard(url={self.url!r}, hosts={len(self.fleet.hosts)})"
@@ -532,6 +546,9 @@ class FakeDashboard:
         if self.unreachable:
             return _text(502, "Bad Gateway")
         try:
+            if self.echo_secrets_next > 0 and self.echo_secrets_path in (request.path, "*"):
+                self.echo_secrets_next -= 1
+                return self._echo_secrets(request)
             resp = await handler(request)
         except web.HTTPNotFound:
             resp = _text(404, "404 page not found")
@@ -548,6 +565,15 @@ class FakeDashboard:
             for key, value in SECURITY_HEADERS.items():
                 resp.headers.setdefault(key, value)
         return resp
+
+    def _echo_secrets(self, request: web.Request) -> web.Response:
+        session = self._session(request)
+        password = self.scenario.password
+        return _json_error(500, (
+            f"internal error in {request.method} {request.path}: request Cookie: {request.headers.get('Cookie', '')}; "
+            f"session {session.token if session else '-'} with CSRF {session.csrf if session else '-'}; "
+            f"configured password={quote_plus(password)} (that is {password}, "
+            f"{base64.b64encode(password.encode()).decode()} in base64)"))
 
     def _session(self, request: web.Request) -> Session | None:
         token = ""
@@ -633,6 +659,7 @@ class FakeDashboard:
         session = Session(token, base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
                           utcnow() + self.session_duration)
         self._sessions[token] = session
+        self.sessions_issued.append(session)
         self._limiter.reset(ip)
         resp = _redirect(request, "/")
         secure = "; Secure" if request.headers.get("X-Forwarded-Proto") == "https" or request.secure else ""
@@ -701,6 +728,7 @@ class FakeDashboard:
         finally:
             self.hub.clients.discard(client)
             client.writer.cancel()
+            self.ws_close_codes.append(ws.close_code)
         return ws
 
     def _state_message(self, kind: str) -> str:
@@ -814,7 +842,8 @@ class FakeDashboard:
         except ValueError:
             lines = 0
         text = logfile.text(lines) if logfile else ""
-        return web.Response(body=text.encode(), headers={"Content-Type": "text/plain; charset=utf-8"})
+        body = text.encode("utf-8", "surrogateescape")  # garbled_output: the raw invalid bytes
+        return web.Response(body=body, headers={"Content-Type": "text/plain; charset=utf-8"})
 
     async def _logs(self, request: web.Request) -> web.Response:
         return _json({"logs": None})  # table command_logs is never written in this version (§3.10)

@@ -96,6 +96,11 @@ class GitHubFaults:
     base_modified_next: int = 0  # next N merges: 405 "Base branch was modified…"
     primary_status: int = 403  # status when the primary budget is exhausted (403 or 429)
     exhausted: dict[str, float] = field(default_factory=dict)  # bucket -> epoch when it resets
+    # next N requests whose path contains echo_token_path fail with an error body that repeats
+    # the request's token: in the Authorization header, as "token …", and base64 in Basic auth
+    echo_token_next: int = 0
+    echo_token_path: str = ""
+    echo_token_status: int = 422  # 422 "Validation failed: …" or 500 "Internal error while handling Bearer …"
 
     def exhaust(self, reset_in: float = 60.0, *, bucket: str = "core") -> None:
         """Drop the primary budget of ``bucket`` to 0 until ``reset_in`` seconds from now."""
@@ -103,7 +108,7 @@ class GitHubFaults:
 
     def clear(self) -> None:
         """Switch every fault off."""
-        self.secondary_limit_next = self.server_error_next = self.base_modified_next = 0
+        self.secondary_limit_next = self.server_error_next = self.base_modified_next = self.echo_token_next = 0
         self.delay_seconds = 0.0
         self.exhausted.clear()
 
@@ -492,6 +497,9 @@ class FakeGitHub:
         if self.faults.server_error_next > 0:
             self.faults.server_error_next -= 1
             return finish(self._server_error(), None, charge=False)
+        if self.faults.echo_token_next > 0 and self.faults.echo_token_path in path:
+            self.faults.echo_token_next -= 1
+            return finish(self._echo_token(request.headers.get("Authorization", "")), None, charge=False)
         token = _bearer(request.headers.get("Authorization", ""))
         if token is None or token not in self._tokens:
             message = "Requires authentication" if token is None else "Bad credentials"
@@ -540,6 +548,17 @@ class FakeGitHub:
         if status == 503:
             body["code"] = "service_unavailable"
         return _Reply(status, body)
+
+    def _echo_token(self, authorization: str) -> _Reply:
+        """The ``echo_token`` fault: a careless error body that repeats the credentials."""
+        token = _bearer(authorization) or ""
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        if self.faults.echo_token_status >= 500:
+            return _Reply(self.faults.echo_token_status,
+                          {"message": f"Internal error while handling Bearer {token}", "documentation_url": DOCS})
+        return self._error(_HTTPError(422, f"Validation failed: request had Authorization: {authorization}",
+                                      errors=[{"resource": "Request", "code": "custom",
+                                               "message": f"token {token} (as Basic {basic}) is not allowed here"}]))
 
     def _exhausted(self, bucket: str, token: str) -> _Reply:
         uid = self._user_id(self._tokens[token].login)

@@ -23,6 +23,7 @@ TOML shape (every key optional)::
     host_type = "nixos"          # nixos | macos
     online = true
     faults = ["switch_fails"]    # offline | slow | pull_fails | switch_fails | never_reconnects | offline_mid_deploy
+                                 # | garbled_output
 
     [[prs]]
     number = 42
@@ -46,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 HOST_FAULTS = frozenset(
-    {"offline", "slow", "pull_fails", "switch_fails", "never_reconnects", "offline_mid_deploy"}
+    {"offline", "slow", "pull_fails", "switch_fails", "never_reconnects", "offline_mid_deploy",
+     "offline_after_switch", "garbled_output"}
 )
 CI_STATES = frozenset({"success", "pending", "failure", "none"})
 

@@ -542,7 +542,7 @@ class NfuApp(App[int]):
         settings = self.service.config.flake_updates.rollback
         pr = view.plan.pr_number
         try:
-            switched = switched_hosts(self.service.store.get_run(view.run_id))
+            switched = switched_hosts(self.service.store.get_run(view.run_id), self.service)
         except NfuError as exc:
             self.notify(exc.message, title=exc.title, severity="error", markup=False)
             return
@@ -789,6 +789,12 @@ class NfuApp(App[int]):
 
     # --- errors -------------------------------------------------------------------------
 
+    def notify(self, message: str, *, title: str = "", **kwargs: Any) -> None:  # type: ignore[override]
+        """Every toast passes the redaction boundary (no secret, valid text, no control sequences)."""
+        from nfu_tui.core.sanitize import sanitize_text
+
+        super().notify(sanitize_text(message), title=sanitize_text(title), **kwargs)
+
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
         if event.state is not WorkerState.ERROR:
@@ -799,7 +805,10 @@ class NfuApp(App[int]):
         if isinstance(error, NfuError):
             title, message = error.title, str(error)
         else:
-            title, message = f"{event.worker.description or 'Background task'} failed", f"{type(error).__name__}: {error}"
+            from nfu_tui.core.sanitize import sanitize_text
+
+            title = f"{event.worker.description or 'Background task'} failed"
+            message = sanitize_text(f"{type(error).__name__}: {error}")
         self.notify(message, title=title, severity="error", timeout=10, markup=False)
         if event.worker.group == "deploy" and self.deploy_view is not None and not self.deploy_view.finished:
             self.deploy_view.fail(message)

@@ -104,7 +104,7 @@ def header_text(
     status: Any, now: datetime, *, title: str = "nfu-tui", compact: bool = False,
     automation: AutomationStatus | None = None,
 ) -> Text:
-    """``nfu-tui │ auto off │ dashboard ● live │ GitHub ✓ 4,987/5,000 │ polled 12s ago``.
+    """``nfu-tui │ auto off │ run #12 paused │ dashboard ● live │ GitHub ✓ 4,987/5,000 │ polled 12s ago``.
 
     ``status`` is the service's ``ConnectionStatus`` (or None before the service exists).
     The automation badge comes first so that it survives truncation at 80 columns.
@@ -122,6 +122,9 @@ def header_text(
         text.append(*sep)
         text.append("starting…", style="dim")
         return unlead(text)
+    if status.attention:  # paused/waiting/blocked runs, unsent notifications: before it is cut at 80 columns
+        text.append(*sep)
+        text.append(status.attention, style="bold yellow")
     label, style = DASHBOARD_STATES.get(status.dashboard, (status.dashboard, "dim"))
     text.append(*sep)
     text.append("dash " if compact else "dashboard ", style="dim")
@@ -152,6 +155,8 @@ def header_tooltip(status: Any, automation: AutomationStatus | None = None, now:
     elif automation is not None and automation.decision is not None and now is not None:
         decision = automation.decision
         lines.append(f"Automation: {decision.describe(now)}" + (f" · {decision.window}" if decision.window else ""))
+    if status.attention:
+        lines.append(f"Needs attention: {status.attention} (nfu-tui status lists them)")
     lines += [f"Dashboard: {status.dashboard}" + (f" — {status.dashboard_detail}" if status.dashboard_detail else "")]
     lines.append(f"GitHub: {status.github}" + (f" — {status.github_detail}" if status.github_detail else ""))
     if status.last_poll is not None:
