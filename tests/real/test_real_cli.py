@@ -173,3 +173,17 @@ def test_converge_after_a_cancelled_run(real_fleet: FleetFactory) -> None:
     assert [fleet.runs_of(h, "switch --flake") for h in fleet.hosts] == [1, 1, 1]
     assert [(run.kind, run.status) for run in Store().list_runs()] == [("converge", "succeeded"),
                                                                        ("deploy", "cancelled")]
+
+
+def test_auto_once_merges_and_deploys(real_fleet: FleetFactory) -> None:
+    auto = {"flake_updates": {"automation": {"enabled": True, "delay_minutes": 0, "canary_wait_minutes": 0}}}
+    fleet = real_fleet(config={**CANARY_WEB1, **auto})
+    r = fleet.cli("auto", "--once")
+    lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert r.returncode == 0, r.stdout + r.stderr
+    finished = {line["host"]: line["outcome"] for line in lines if line["event"] == "host_finished"}
+    assert finished == {"web1": "ok", "web2": "ok", "db1": "ok"}, r.stdout
+    (run,) = Store().list_runs()
+    assert (run.kind, run.trigger, run.status, run.pr) == ("deploy", "auto", "succeeded", 42)
+    assert fleet.merges() == 1 and fleet.requests("POST", "/api/dispatch", 200) == 6
+    assert fleet.info["password"] not in r.stdout + r.stderr
