@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import re
 import signal
@@ -100,6 +101,11 @@ def test_deploy_prints_one_line_per_state_change(sim_thread: Any, tmp_path: Path
     assert "PR #42: succeeded (2 ok)" in out
     assert merges(sim) == 1 and ops(sim) == [("a1", "pull"), ("a1", "switch"), ("a2", "pull"), ("a2", "switch")]
     assert Store().list_runs()[0].status == "succeeded"
+    # what the run was about is journaled as for the TUI's and automation's runs
+    code, out, err = run_cli(capsys, "history", "--json")
+    run = json.loads(out)["runs"][0]
+    assert run["title"] == "flake.lock: Update" and "• Updated input 'nixpkgs':" in run["lock_diff"]
+    assert run["headline"] and run["headline"].startswith("nixpkgs ")
 
 
 @pytest.mark.parametrize("sim_thread", [FAILING], indirect=True)

@@ -121,7 +121,8 @@ def test_text_output(store: Store) -> None:
     assert "by root@fleet (GitHub alice)" in text
     assert "✗ hsb0 failed (switch): switch error (exit 1): command failed" in text
     assert "│ error: builder failed" in text
-    assert "Audit trail (newest first):" in text and "merge PR #42  root@fleet (alice)  merge_sha=bbbbbbb" in text
+    assert "Audit trail (newest first):" in text and "merge PR #42  root@fleet (alice)  merge sha bbbbbbb · run #1" in text
+    assert "hold  bob@laptop  hosts: hsb0" in text and "enabled no · source tui" in text  # for people, not reprs
     detail = "\n".join(hist.format_run(hist.record_of(store.get_run(ids["deploy"])), details=True))
     assert "lock diff:" in detail and "→ 'github:NixOS/nixpkgs/a82ccc3'" in detail and "timeline:" in detail
 
@@ -295,3 +296,46 @@ def test_a_run_waiting_for_offline_hosts_says_so(tmp_path) -> None:
         assert record_of(store.get_run(run_id)).status == "running"
         store.record(run_id, "waiting", hosts=["hsb8"])
         assert record_of(store.get_run(run_id)).status == "waiting"
+        store.record(run_id, "host_finished", host="gpc0", outcome="ok", phase="switch")
+        record = record_of(store.get_run(run_id))
+        assert [(h.host, h.outcome) for h in record.hosts] == [("hsb8", "queued"), ("gpc0", "ok")]
+        text = "\n".join(hist.format_run(record, details=False))
+        assert "hosts: 1 ok, 1 queued" in text and "◌ queued (offline, deployed when back online): hsb8" in text
+        store.record(run_id, "host_finished", host="hsb8", outcome="ok", phase="switch")  # resumed later
+        assert {h.host: h.outcome for h in record_of(store.get_run(run_id)).hosts} == {"gpc0": "ok", "hsb8": "ok"}
+
+
+def test_audit_details_are_written_for_people() -> None:
+    details = {"outcomes": {"csb0": "ok", "csb1": "ok", "hsb0": "failed"}, "hosts": ["hsb1", "hsb2"], "run": 7,
+               "enabled": True, "merge_sha": MERGE, "note": None}
+    assert hist.audit_details(details) == (
+        "enabled yes · hosts: hsb1, hsb2 · merge sha bbbbbbb · outcomes: ok csb0, csb1; failed hsb0 · run #7")
+
+
+async def test_history_screens_have_the_header_and_keep_the_lock_diffs_indent_at_80_columns(store: Store) -> None:
+    from textual.app import App
+
+    from nfu_tui.ui.screens.history import HistoryScreen, RunDetailScreen
+    from nfu_tui.ui.widgets.header import StatusHeader
+
+    long_ref = "    'github:NixOS/nixpkgs/" + "0" * 40 + "?narHash=sha256-" + "x" * 44 + "' (2026-02-04)\n"
+    run_id = store.create_run("deploy", actor="alice@box", pr=42)
+    store.record(run_id, "context", title="flake.lock: Update", lock_diff="• Updated input 'nixpkgs':\n" + long_ref)
+
+    class Host(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(HistoryScreen(store))
+
+    app = Host()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.screen.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.screen.query_one(StatusHeader).content.plain.startswith(" nfu-tui ")
+        await pilot.press("enter")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RunDetailScreen) and screen.query_one(StatusHeader).region.y == 0
+        diff = screen.query_one("#run-lock-diff")
+        lines = [strip.text for strip in diff.render_lines(diff.region.reset_offset)]
+        body = [line for line in lines[2:] if line.strip()]  # after the title and the input line
+        assert len(body) >= 2 and all(line.startswith("    ") for line in body), lines

@@ -238,7 +238,7 @@ async def test_help_lists_every_binding_and_closes(shared, tmp_path):
         await fleet_ready(pilot)
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        text = _render(app.screen.query_one("#help-body Static").content)
+        text = "".join(_render(static.content) for static in app.screen.query("#help-body Static"))
         for needle in ("Merge & Deploy", "Filter", "Hold", "Select", "Command palette", "Cancel", "All logs", "⇡"):
             assert needle in text
         await pilot.press("escape")

@@ -108,6 +108,8 @@ async def test_automation_toggle_asks_first_counts_down_and_is_audited(shared, t
         question = plain(app.screen.query_one("Static").content)
         assert "Turn full automation on?" in question and "1440.5 min old" in question
         assert "rollback strategy revert-commit" in question
+        assert "except held and no-auto ones" in question  # auto_update = false hosts are left out too
+        assert "Nothing is due now. First: merging PR #42 in " in question
         await pilot.press("n")
         assert isinstance(app.screen, MainScreen) and not app.service.automation_enabled()
         assert [a.action for a in store.audit_entries()] == []
@@ -126,6 +128,20 @@ async def test_automation_toggle_asks_first_counts_down_and_is_audited(shared, t
         await pilot.press("ctrl+p", *"automation")
         await wait_for(pilot, lambda: _palette_has(app, "Turn automation on"), "the palette command")
         await pilot.press("escape")
+    assert merges(shared.sim, 42) == 0
+
+
+async def test_the_automation_question_names_the_pr_due_now(shared, tmp_path):
+    app = make_app(shared.sim, tmp_path, flake_updates={"automation": {"delay_minutes": 0}})
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, explained=True)
+        await wait_for(pilot, lambda: "auto off" in header(app), "the automation badge")
+        await pilot.press("A")
+        question = plain(app.screen.query_one("Static").content)
+        assert ("Due now: PR #42 (flake.lock: Update) — turning automation on merges and deploys it right away."
+                in question)
+        await pilot.press("n")
+        assert not app.service.automation_enabled()
     assert merges(shared.sim, 42) == 0
 
 

@@ -104,6 +104,7 @@ def test_queued_hosts_leave_the_run_waiting():
         view.apply(eng.HostStarted(at=at(2), run_id=7, host=host, phase="pull"))
         view.apply(eng.HostFinished(at=at(3), run_id=7, host=host, outcome=eng.HostOutcome(host, eng.Outcome.OK)))
     assert view.stage == "waiting-queued"
+    assert view.headline == "hsb8 offline: deployed when back online"  # not the last event's stale line
     assert view.counts() == (2, 3)
 
 

@@ -301,10 +301,15 @@ def test_pr_detail_shows_loading_errors_and_explanation_in_place():
     failed = SimpleNamespace(pr=pr(), explanation=None, loading=False, error="GitHub unreachable")
     assert "Could not load this PR: GitHub unreachable" in render_plain(prview.pr_detail(failed, NOW))
     changelog = SimpleNamespace(lines=lambda limit: ["⚠ openssl 3.0.14 → 3.0.15 (CVE-2026-1234)", "+ foo 1.0 (new)"][:limit])
-    target = SimpleNamespace(slug="NixOS/nixpkgs", old_rev="a" * 40, new_rev="b" * 40, url="https://github.com/NixOS/nixpkgs/compare/a...b")
+    url = "https://github.com/NixOS/nixpkgs/compare/" + "a" * 40 + "..." + "b" * 40
+    url2 = "https://github.com/NixOS/nixpkgs/compare/" + "c" * 40 + "..." + "d" * 40
+    target = SimpleNamespace(slug="NixOS/nixpkgs", old_rev="a" * 40, new_rev="b" * 40, url=url, path_names=("nixpkgs",))
+    hm = SimpleNamespace(slug="NixOS/nixpkgs", old_rev="c" * 40, new_rev="d" * 40, url=url2,
+                         path_names=("home-manager/nixpkgs",))
     expl = SimpleNamespace(
         headline="nixpkgs aaaaaaa → bbbbbbb (+7 days)",
-        compares=[SimpleNamespace(target=target, comparison=SimpleNamespace(total_commits=180), error="")],
+        compares=[SimpleNamespace(target=target, comparison=SimpleNamespace(total_commits=180), error=""),
+                  SimpleNamespace(target=hm, comparison=SimpleNamespace(total_commits=1), error="")],
         nixpkgs_headline="nixpkgs abc1234 → def5678, 180 commits over 7 days",
         summary_text="• Updated input 'nixpkgs':\n    'a' (1)\n  → 'b' (2)\n",
         changelog=changelog,
@@ -315,7 +320,15 @@ def test_pr_detail_shows_loading_errors_and_explanation_in_place():
     order = ["nixpkgs abc1234 → def5678, 180 commits over 7 days", "⚠ openssl", "+ foo 1.0", "Lock diff", "→ 'b' (2)"]
     assert [plain.index(part) for part in order] == sorted(plain.index(part) for part in order)
     assert "https://github.com/alice/nixcfg/pull/42" in plain and "compare of x/y failed" in plain
-    assert "NixOS/nixpkgs aaaaaaa…bbbbbbb · 180 commits" in plain
+    assert "nixpkgs NixOS/nixpkgs aaaaaaa…bbbbbbb · 180 commits" in plain  # the input each compare explains
+    wide = render_plain(prview.pr_detail(ready, NOW), 100)
+    assert "home-manager/nixpkgs NixOS/nixpkgs ccccccc…ddddddd · 1 commit\n" in wide
+    # URLs are terminal hyperlinks on a line of their own: cut at the pane's edge, never wrapped mid-URL
+    lines = plain.splitlines()
+    url_lines = [line for line in lines if "https://github.com/NixOS/nixpkgs/compare/" in line]
+    assert len(url_lines) == 2 and all(line.endswith("…") for line in url_lines)
+    links = {seg.style.link for seg in Console(width=60).render(prview.pr_detail(ready, NOW)) if seg.style and seg.style.link}
+    assert links == {url, url2, "https://github.com/alice/nixcfg/pull/42"}
 
 
 def test_folded_lines_keep_their_start_and_continue_indented():

@@ -197,7 +197,8 @@ def test_history(snap_compare, snap_sim, tmp_path, utc, size):
     app = build_app(snap_sim, tmp_path, f"history{size[0]}", store=Store(clock=clock))
     write_journal(app.service.store, clock)
 
-    async def history(pilot: Any) -> None:  # the history covers the whole screen: no need to wait for the fleet
+    async def history(pilot: Any) -> None:  # settled: the header line shows the connections
+        await settled(pilot)
         await wait(pilot, lambda: app.runner is not None)
         await pilot.press("H")
         await wait(pilot, lambda: getattr(app.screen, "history", None) is not None)

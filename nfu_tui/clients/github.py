@@ -166,7 +166,7 @@ def nixpkgs_headline(
     if comparison.status == "identical":
         return f"{text}, no new commits"
     if comparison.status == "behind":
-        return f"{text}, moved back {comparison.behind_by:,} commits"
+        return f"{text}, moved back {comparison.behind_by:,} commit{'s' if comparison.behind_by != 1 else ''}"
     return f"{text}, diverged: {comparison.ahead_by:,} ahead, {comparison.behind_by:,} behind"
 
 

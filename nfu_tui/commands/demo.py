@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="keep the demo's state (holds, journal, history) here instead of a throw-away directory",
+        help="keep the demo's settings (holds, UI overrides, the automation toggle) here instead of a throw-away "
+             "directory; the journal starts afresh with each demo, as the simulator does",
     )
 
 
@@ -27,6 +28,18 @@ DEMO_SETTINGS = {
     "flake_updates": {"automation": {"canary_wait_minutes": 0.25}},
     "hosts": {"gpc0": {"canary": True, "priority": 1}, "web-01": {"auto_update": False}},
 }
+
+
+def fresh_journal() -> None:
+    """Move the last demo's journal aside (``*.previous``): the simulator starts afresh each time,
+    so its runs (merged PRs, unfinished deploys to resume) describe a fleet that no longer exists."""
+    from nfu_tui.core.store import DB_NAME
+    from nfu_tui.paths import state_dir
+
+    directory = state_dir()
+    for path in sorted(directory.glob(DB_NAME + "*")):
+        if not path.name.endswith(".previous"):
+            path.replace(path.with_name(path.name + ".previous"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
         from nfu_tui.config import load_config, resolve_secrets
         from nfu_tui.commands.tui import run_app
         from nfu_tui.sim.runner import SimulatorThread
+
+        if args.state_dir:
+            fresh_journal()
 
         with SimulatorThread(scenario) as sim:
             config_path = sim.write_config(base / "sim", **DEMO_SETTINGS)

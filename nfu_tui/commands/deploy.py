@@ -193,6 +193,7 @@ class _Deploy:
 
         args = self.args
         run_id: int | None = None
+        pr = None  # the PR of a new run (a resumed run has its context already)
         if args.pr is not None:
             try:
                 pr = await github.get_pull(args.pr, wait_mergeable=False)  # the engine re-reads it
@@ -261,7 +262,7 @@ class _Deploy:
                 if answer not in ("y", "yes"):
                     print("Nothing done.")
                     return 1
-            return await self._run_engine(github, dashboard, view, store, plan, run_id)
+            return await self._run_engine(github, dashboard, view, store, plan, run_id, pr)
         finally:
             await view.stop()
 
@@ -282,20 +283,30 @@ class _Deploy:
             raise StateError(f"several unfinished runs: {listed}; name one: --resume RUN_ID")
         return deploys[0].id
 
-    async def _run_engine(self, github, dashboard, view, store, plan, run_id) -> int:  # type: ignore[no-untyped-def]
+    async def _run_engine(self, github, dashboard, view, store, plan, run_id, pr) -> int:  # type: ignore[no-untyped-def]
         import asyncio
         import contextlib
         import signal
 
-        from nfu_tui.core.engine import DeployEngine
+        from nfu_tui.core.engine import DeployEngine, RunStarted
+        from nfu_tui.core.history import pr_context, record_context
         from nfu_tui.core.notify import Outbox, WebhookNotifier
         from nfu_tui.core.store import local_actor
+
+        # What the run is about (title, lock diff, headline), journaled when it starts, as the TUI does
+        context = await pr_context(github, pr) if pr is not None else None
+
+        def on_event(event) -> None:  # type: ignore[no-untyped-def]
+            if (context is not None and isinstance(event, RunStarted) and not event.resumed
+                    and event.run_id is not None):
+                record_context(store, event.run_id, {**context, "head_sha": event.head_sha})
+            self._on_engine_event(event)
 
         # Through the durable outbox: what this process cannot deliver, nfu-tui auto (or the TUI) retries.
         notifier = Outbox(store, WebhookNotifier(self.cfg.notify.webhook_url)) if self.cfg.notify.webhook_url else None
         engine = DeployEngine(github, dashboard, view, store, self.cfg, notifier=notifier,
                               lock=contextlib.nullcontext,  # this command already holds the deploy lock
-                              on_event=self._on_engine_event)
+                              on_event=on_event)
         wait = self.args.wait_offline * 60.0
         if run_id is None:
             job = engine.run(plan, actor=local_actor(), queued_wait=wait)

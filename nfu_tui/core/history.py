@@ -78,6 +78,21 @@ async def lock_diff_for(github: Any, pr: Any, lock_path: str | None = None) -> t
         return None
 
 
+async def pr_context(github: Any, pr: Any) -> dict[str, Any]:
+    """What a deploy of ``pr`` is about (title, URL, revs, lock diff, headline), read from GitHub."""
+    found = await lock_diff_for(github, pr)
+    return {"title": pr.title, "url": pr.html_url, "head_sha": pr.head_sha, "base_sha": pr.base_sha,
+            "lock_diff": found[0] if found else "", "headline": (found[1] or "") if found else ""}
+
+
+def record_context(store: Any, run_id: int, context: Mapping[str, Any]) -> None:
+    """Journal a run's ``context`` step (nothing when the run already finished, e.g. a refused merge)."""
+    try:
+        store.record(run_id, "context", **context)
+    except StateError:
+        pass
+
+
 def _context_from(state: Any, head_sha: str) -> dict[str, Any] | None:
     """The context of a run from the service's explained PR, when it explains that head."""
     if state is None or state.pr.head_sha != head_sha or state.explanation is None:
@@ -93,10 +108,7 @@ def attach_recorder(service: Any) -> Callable[[], None]:
     from nfu_tui.core.engine import RunStarted
 
     def record(run_id: int, context: Mapping[str, Any]) -> None:
-        try:
-            service.store.record(run_id, "context", **context)
-        except StateError:
-            pass  # the run already finished (e.g. a refused merge)
+        record_context(service.store, run_id, context)
 
     async def fetch(run_id: int, pr_number: int, head_sha: str) -> None:
         try:
@@ -104,9 +116,7 @@ def attach_recorder(service: Any) -> Callable[[], None]:
         except NfuError as exc:
             log.info("no context for run #%s: %s", run_id, exc)
             return
-        found = await lock_diff_for(service.github, pr)
-        record(run_id, {"title": pr.title, "url": pr.html_url, "head_sha": head_sha, "base_sha": pr.base_sha,
-                        "lock_diff": found[0] if found else "", "headline": (found[1] or "") if found else ""})
+        record(run_id, {**await pr_context(service.github, pr), "head_sha": head_sha})
 
     def on_event(event: Any) -> Any:
         payload = getattr(event, "payload", None)
@@ -292,6 +302,10 @@ def record_of(run: Any, audit: Iterable[Any] = (), rollbacks: Iterable[int] = ()
             hosts[step.host] = HostRecord(step.host, str(data.get("outcome", "")), str(data.get("phase", "")),
                                           str(data.get("detail", "")),
                                           tuple(str(x) for x in data.get("log_excerpt") or ()))
+        elif step.step == "waiting":  # the run ended with these hosts offline, queued for later
+            for host in data.get("hosts") or ():
+                if host not in hosts or hosts[host].outcome == "queued":
+                    hosts[host] = HostRecord(str(host), "queued", "", "offline: deployed when it is back online")
         elif step.step == "redeploy_started":
             related.append(int(data["run"]))
         elif step.step == "revert_redeploy":
@@ -489,6 +503,9 @@ def format_run(r: RunRecord, *, details: bool = True) -> list[str]:
             phase = f" ({h.phase})" if h.phase else ""
             lines.append(f"    ✗ {h.host} failed{phase}: {h.detail}")
             lines.extend(f"        │ {line}" for line in h.log_excerpt[-8:])
+    queued = [h.host for h in r.hosts if h.outcome == "queued"]
+    if queued:
+        lines.append(f"    ◌ queued (offline, deployed when back online): {', '.join(queued)}")
     if r.summary:
         lines.append(f"  summary: {r.summary}")
     if details:
@@ -504,14 +521,44 @@ def format_run(r: RunRecord, *, details: bool = True) -> list[str]:
 def audit_line(a: Any) -> str:
     who_ = a.actor + (f" ({a.github_login})" if a.github_login else "")
     pr = f" PR #{a.pr}" if a.pr else ""
-    details = ", ".join(f"{k}={_short(v)}" for k, v in sorted(a.details.items()))
+    details = audit_details(a.details)
     return f"{local_time(a.at)}  {a.action}{pr}  {who_}" + (f"  {details}" if details else "")
+
+
+def audit_details(details: Mapping[str, Any]) -> str:
+    """An audit entry's details for people: ``run #7 · merge sha bbbbbbb · outcomes: ok csb0, csb1; failed hsb0``."""
+    parts = []
+    for key, value in sorted(details.items()):
+        label = key.replace("_", " ")
+        if value is None or value == "":
+            continue  # nothing to tell
+        if key == "run" and isinstance(value, int):
+            parts.append(f"run #{value}")
+        elif isinstance(value, bool):
+            parts.append(f"{label} {'yes' if value else 'no'}")
+        elif isinstance(value, Mapping):
+            parts.append(f"{label}: {_mapping_text(value)}")
+        elif isinstance(value, (list, tuple)):
+            parts.append(f"{label}: {', '.join(_short(v) for v in value) or 'none'}")
+        else:
+            parts.append(f"{label} {_short(value)}")
+    return " · ".join(parts)
+
+
+def _mapping_text(value: Mapping[str, Any]) -> str:
+    """``{'csb0': 'ok', 'csb1': 'ok', 'hsb0': 'failed'}`` → ``ok csb0, csb1; failed hsb0``."""
+    if value and all(isinstance(v, str) for v in value.values()):
+        groups: dict[str, list[str]] = {}
+        for k, v in value.items():
+            groups.setdefault(v, []).append(str(k))
+        return "; ".join(f"{v} {', '.join(keys)}" for v, keys in groups.items())
+    return ", ".join(f"{k} {_short(v)}" for k, v in value.items()) or "none"
 
 
 def _short(value: Any) -> str:
     if isinstance(value, str) and len(value) == 40 and all(c in "0123456789abcdef" for c in value):
         return value[:7]
-    text = value if isinstance(value, str) else repr(value)
+    text = str(value)
     return text if len(text) <= 80 else text[:77] + "…"
 
 

@@ -328,6 +328,13 @@ class FleetService:
     async def settle_output(self, host_id: str, command_id: str) -> None:
         await self.live.settle_output(host_id, command_id)
 
+    async def recent_output(self, host_id: str, lines: int = 200) -> list[str]:
+        """The host's recent output as the dashboard logged it (``GET /api/hosts/{id}/output``): what
+        streamed before this process started. Raw, all commands mixed (contract §3.9), sanitized."""
+        if self.dashboard is None:
+            return []
+        return await self.dashboard.output(host_id, lines)
+
     def command(self, command_id: str) -> Command | None:
         return self.live.command(command_id)
 

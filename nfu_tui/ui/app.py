@@ -63,6 +63,7 @@ class FleetServiceAPI(Protocol):
     def hosts(self) -> list[Host]: ...
     def host(self, host_id: str) -> Host | None: ...
     def output_lines(self, host_id: str) -> list[str]: ...
+    async def recent_output(self, host_id: str, lines: int = 200) -> list[str]: ...
     def progress(self, host_id: str) -> tuple[str, int, int] | None: ...
     def pending_update(self) -> Any | None: ...
     def update_headline(self) -> str | None: ...
@@ -94,14 +95,15 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def automation_question(config: Any, windows: Any) -> str:
-    """What turning automation on means, in the words of the configuration."""
+def automation_question(config: Any, windows: Any, first: str = "") -> str:
+    """What turning automation on means, in the words of the configuration; ``first``: what it
+    does at once (see :func:`first_step`)."""
     auto = config.flake_updates.automation
     rollback = config.flake_updates.rollback
     ci = "CI is green" if auto.require_ci else "CI is green (or there is no CI: require_ci = false)"
     hosts = {
-        "all": "every host not held (offline ones when they come back)",
-        "online-only": "the hosts online at the time (not held)",
+        "all": "every host except held and no-auto ones (auto_update = false); offline ones when they come back",
+        "online-only": "the hosts online at the time, except held and no-auto ones (auto_update = false)",
         "none": "no host: merge only",
     }[auto.deploy_strategy]
     when = "at any time (no maintenance window configured)" if windows.always_open else f"only in the maintenance windows ({windows})"
@@ -111,8 +113,22 @@ def automation_question(config: Any, windows: Any) -> str:
         f"nfu-tui then merges the newest update PR by itself once it is {auto.delay_minutes:g} min old and {ci}, "
         f"{when}, and deploys it to {hosts}, {auto.max_parallel} at a time, canaries first. "
         f"On a failure: {after}.\n\n"
-        "The setting is saved (shared with `nfu-tui auto`) and written to the audit trail. A turns it off again."
+        + (f"{first}\n\n" if first else "")
+        + "The setting is saved (shared with `nfu-tui auto`) and written to the audit trail. A turns it off again."
     )
+
+
+def first_step(decision: Any, now: datetime, titles: Mapping[int, str]) -> str:
+    """What automation would do as soon as it is on (``decision``: its decision as if it were on)."""
+    from nfu_tui.core.automation import Action
+
+    if decision.action is Action.MERGE:
+        title = titles.get(decision.pr, "")
+        return (f"Due now: PR #{decision.pr}" + (f" ({title})" if title else "")
+                + " — turning automation on merges and deploys it right away.")
+    if decision.action is Action.RESUME:
+        return f"Due now: {decision.describe(now)} — right away."
+    return f"Nothing is due now. First: {decision.describe(now)}."
 
 
 class NfuApp(App[int]):
@@ -170,6 +186,12 @@ class NfuApp(App[int]):
         self._rolling_back: set[str] = set()  # hosts whose per-host rollback runs now
 
     # --- lifecycle --------------------------------------------------------------
+
+    def get_system_commands(self, screen: Any) -> Any:
+        """Of Textual's own palette commands only theme, keys and quit (ours: ``FleetCommands``)."""
+        for command in super().get_system_commands(screen):
+            if command.title in ("Theme", "Keys", "Quit"):
+                yield command
 
     def get_default_screen(self) -> MainScreen:
         return MainScreen()
@@ -324,7 +346,8 @@ class NfuApp(App[int]):
             return
         if view.apply(event):  # the run just finished: toast + bell
             note = event.notification
-            self.notify(note.message, title=note.title, severity=note.severity, timeout=15, markup=False)
+            if not (getattr(self.screen, "view", None) is view and view.failures()):  # else the failure panel says it
+                self.notify(note.message, title=note.title, severity=note.severity, timeout=15, markup=False)
             if self.ring_bell:
                 self.bell()
 
@@ -422,10 +445,10 @@ class NfuApp(App[int]):
         await self.service.refresh()
 
     def action_help(self) -> None:
-        from nfu_tui.ui.screens.help import HelpScreen
+        from nfu_tui.ui.screens.help import SCREEN_SECTIONS, HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(SCREEN_SECTIONS.get(type(self.screen).__name__)))
 
     def action_history(self) -> None:
         from nfu_tui.ui.screens.history import HistoryScreen, RunDetailScreen
@@ -464,7 +487,13 @@ class NfuApp(App[int]):
             if yes:
                 self._set_automation(True)
 
-        question = automation_question(self.service.config, self.windows())
+        from dataclasses import replace
+
+        from nfu_tui.core.automation import decide
+
+        as_if_on = decide(replace(self.runner.situation(), enabled=True))
+        titles = {s.pr.number: s.pr.title for s in self.service.prs}
+        question = automation_question(self.service.config, self.windows(), first_step(as_if_on, self.clock(), titles))
         self.push_screen(ConfirmScreen(question, yes="Turn on", width=76), answered)
 
     @work(group="automation-toggle", exclusive=True, exit_on_error=False, description="switch automation")

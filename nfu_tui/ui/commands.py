@@ -1,5 +1,8 @@
-"""Command palette (``ctrl+p``): every action bound on the calling screen, plus
-the automation toggle (titled by its state), sort modes, update PRs and hosts by name.
+"""Command palette (``ctrl+p``): the product's actions bound on the calling screen (a
+binding with a tooltip is an action; cursor and scroll keys have none), plus the
+automation toggle (titled by its state), resuming an unfinished run, sort modes,
+update PRs and hosts by name. Textual's own commands are kept to theme, keys and quit
+(:meth:`NfuApp.get_system_commands`).
 
 Titles are shown as plain :class:`~textual.content.Content` and help texts are escaped:
 PR titles and host names come from outside and may contain ``[`` … ``]``.
@@ -33,13 +36,16 @@ def _highlight(matcher: Matcher, title: str) -> Content:
 class FleetCommands(Provider):
     """Actions of the focused screen (from its bindings) and fleet-specific commands."""
 
+    SKIPPED = ("command_palette", "toggle_automation", "quit")
+    """Actions listed otherwise: the palette itself, automation (titled by its state), Textual's Quit."""
+
     def _binding_commands(self) -> Iterator[Command]:
         seen: set[str] = set()
         for active in self.screen.active_bindings.values():
             binding = active.binding
-            if not binding.description or binding.system or binding.action in seen:
+            if not binding.description or not binding.tooltip or binding.system or binding.action in seen:
                 continue
-            if binding.action in ("command_palette", "toggle_automation"):  # the latter: see _extra_commands
+            if binding.action in self.SKIPPED:
                 continue
             seen.add(binding.action)
             title = binding.description
@@ -61,11 +67,15 @@ class FleetCommands(Provider):
                 "Automation merges and deploys update PRs by itself (A; turning it on asks first)",
                 app.action_toggle_automation,
             )
+        if service is not None and app.runner is not None and not app.deploy_running:
+            for run in service.unfinished_runs():
+                what = f"PR #{run.pr}" if run.pr else run.kind
+                yield (f"Resume run #{run.id} ({what})", "An unfinished run from the journal: resume or abandon it",
+                       partial(app.offer_resume, run))
         if not isinstance(screen, MainScreen):
             return
         for mode in SortMode:
             yield f"Sort hosts by {mode.value}", "Change the fleet grid order", partial(setattr, screen.grid, "sort_mode", mode)
-        yield "Show deploy", "Open the current or last deploy run", app.show_deploy
         if service is None:
             return
         if service.status.dashboard == "login-required":

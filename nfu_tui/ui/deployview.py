@@ -219,6 +219,8 @@ class DeployView:
             r.done or r.state == "queued" for r in self.rows.values()
         ) and any(r.state == "queued" for r in self.rows.values()):
             self.stage = "waiting-queued"
+            queued = [h for h in self.order if self.rows[h].state == "queued"]
+            self.headline = f"{', '.join(queued)} offline: deployed when back online"
         return False
 
     def finish(self, result: Any) -> None:

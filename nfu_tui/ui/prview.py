@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.measure import Measurement
+from rich.style import Style
 from rich.text import Text
 
 from nfu_tui.models import CIVerdict, UpdatePR
@@ -138,9 +139,8 @@ def pr_detail(state: Any, now: datetime, *, changelog_limit: int = 40) -> Group:
     ``state`` is a ``PRState`` of the service (``pr``, ``explanation``, ``loading``, ``error``).
     """
     pr: UpdatePR = state.pr
+    head = [Text(f"#{pr.number} {pr.title}", style="bold"), link(pr.html_url)]
     text = Text()
-    text.append(f"#{pr.number} {pr.title}\n", style="bold")
-    text.append(pr.html_url + "\n", style="underline dim")
     meta = [ci_label(pr), mergeable_label(pr), lock_only_label(pr), (f"by {pr.author}", "dim")]
     if pr.created_at is not None:
         meta.append((f"opened {ago(pr.created_at, now)} ago", "dim"))
@@ -164,7 +164,7 @@ def pr_detail(state: Any, now: datetime, *, changelog_limit: int = 40) -> Group:
         elif not state.error:
             text.append("No lock diff yet.\n", style="dim")
         text.rstrip()
-        return Group(text)
+        return Group(*head, text)
     headline = expl.nixpkgs_headline or expl.headline
     if headline:
         text.append(headline + "\n", style="bold")
@@ -179,32 +179,42 @@ def pr_detail(state: Any, now: datetime, *, changelog_limit: int = 40) -> Group:
         text.append("⚠ ", style="yellow")
         text.append(str(err) + "\n", style="yellow")
     text.append("\nLock diff", style="bold underline")
-    parts: list[Any] = [text]
+    parts: list[Any] = [*head, text]
     summary = expl.summary_text or ""
     if summary.strip():
         parts.append(Folded(colour_summary(summary)))
     else:
         text.append("\nflake.lock did not change.", style="dim")
     compares = compare_lines(expl.compares)
-    if compares.plain:
+    if compares:
         parts.append(Text("\nCompare on GitHub", style="bold underline"))
-        parts.append(Folded(compares))
+        parts.extend(compares)
     if state.loading:
         parts.append(Text("\nRefreshing…", style="italic dim"))
     return Group(*parts)
 
 
-def compare_lines(compares: Any) -> Text:
-    """``owner/repo abc1234…def5678 · 180 commits`` and the compare URL, per compare target."""
-    text = Text()
+def link(url: str, indent: int = 0) -> Text:
+    """``url`` as a terminal hyperlink on a line of its own, never wrapped: a narrow pane cuts
+    it with an ellipsis, and the link still opens (and copies) the whole URL."""
+    text = Text(" " * indent, no_wrap=True, overflow="ellipsis")
+    text.append(url, style=Style(underline=True, dim=True, link=url))
+    return text
+
+
+def compare_lines(compares: Any) -> list[Text]:
+    """Per compare target: the inputs it explains, ``owner/repo abc1234…def5678 · 180 commits``,
+    then the compare URL as a link (see :func:`link`)."""
+    lines: list[Text] = []
     for result in compares or ():
         target = result.target
-        text.append(target.slug, style="bold")
-        text.append(f" {target.old_rev[:7]}…{target.new_rev[:7]}", style="dim")
+        text = Text()
+        text.append(", ".join(target.path_names) or target.slug, style="bold")
+        text.append(f" {target.slug} {target.old_rev[:7]}…{target.new_rev[:7]}", style="dim")
         if result.comparison is not None:
-            text.append(f" · {result.comparison.total_commits} commits", style="dim")
+            n = result.comparison.total_commits
+            text.append(f" · {n:,} commit{'' if n == 1 else 's'}", style="dim")
         elif result.error:
             text.append(f" · {result.error}", style="yellow")
-        text.append("\n  " + target.url + "\n", style="underline dim")
-    text.rstrip()
-    return text
+        lines += [text, link(target.url, indent=2)]
+    return lines

@@ -9,13 +9,14 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, Footer, Static
 
 from nfu_tui.core.plan import DeployPlan, SkipReason
 from nfu_tui.ui import prview
 from nfu_tui.ui.spans import unlead
+from nfu_tui.ui.widgets.scrolling import Scroller
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -49,6 +50,7 @@ class ConfirmScreen(ModalScreen[bool]):
             with Horizontal():
                 yield Button(f"{self._yes} (y)", variant="error", id="yes")
                 yield Button(f"{self._no} (n)", id="no")
+        yield Footer()  # the dialog's keys, not the screen's below
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
@@ -154,8 +156,6 @@ class DeployConfirmScreen(ModalScreen[bool]):
         Binding("y", "answer(True)", "Merge & Deploy", id="deploy-confirm.yes"),
         Binding("o", "override_window", "Outside the window", tooltip="Confirm deploying outside the maintenance windows (then y)", id="deploy-confirm.override"),
         Binding("n,escape", "answer(False)", "Cancel", id="deploy-confirm.no"),
-        Binding("j,down", "scroll(1)", "Down", show=False),
-        Binding("k,up", "scroll(-1)", "Up", show=False),
     ]
 
     DEFAULT_CSS = """
@@ -170,7 +170,7 @@ class DeployConfirmScreen(ModalScreen[bool]):
         height: auto; border: heavy $error; background: $error 15%; padding: 0 1; margin-bottom: 1;
     }
     DeployConfirmScreen #window-warning.-acknowledged { border: heavy $warning; background: $warning 10%; }
-    DeployConfirmScreen VerticalScroll { height: auto; max-height: 100%; }
+    DeployConfirmScreen Scroller { height: auto; max-height: 100%; }
     DeployConfirmScreen Horizontal { dock: bottom; height: 3; align-horizontal: right; }
     DeployConfirmScreen Button { margin-left: 2; }
     """
@@ -191,16 +191,17 @@ class DeployConfirmScreen(ModalScreen[bool]):
         with box:
             if self.window_warning:
                 yield Static(self._warning_text(), id="window-warning")
-            with VerticalScroll():
+            with Scroller(id="plan-scroll"):
                 yield Static(plan_text(self.plan, self._state), id="plan")
             with Horizontal():
                 yield Button(f"{self._verb} (y)", variant="warning", id="yes",
                              disabled=bool(self.window_warning) or nothing)
                 yield Button("Cancel (esc)", id="no")
+        yield Footer()
 
     def on_mount(self) -> None:
         self.set_class(bool(self.window_warning), "-outside")
-        self.query_one("#no", Button).focus()
+        self.query_one(Scroller).focus()  # the plan's keys scroll it; y/o/n/esc answer from anywhere
 
     def _warning_text(self) -> Text:
         text = Text()
@@ -247,6 +248,3 @@ class DeployConfirmScreen(ModalScreen[bool]):
         if action == "override_window":
             return bool(self.window_warning) and not self.window_acknowledged
         return True
-
-    def action_scroll(self, step: int) -> None:
-        self.query_one(VerticalScroll).scroll_relative(y=step, animate=False)

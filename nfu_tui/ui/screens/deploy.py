@@ -24,9 +24,10 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static
+from textual.widgets.data_table import ColumnKey
 
 from nfu_tui.ui.deployview import STATE_GLYPHS, DeployView, HostRow
 from nfu_tui.ui.fleetview import Progress, progress_text
@@ -34,6 +35,7 @@ from nfu_tui.ui.messages import ServiceUpdate
 from nfu_tui.ui.spans import unlead
 from nfu_tui.ui.widgets.header import StatusHeader
 from nfu_tui.ui.widgets.log_view import HostLog, appended
+from nfu_tui.ui.widgets.scrolling import KeyTable, Scroller
 
 if TYPE_CHECKING:
     from nfu_tui.ui.app import NfuApp
@@ -52,10 +54,10 @@ STAGES = {
     "merging": "merging the PR…",
     "deploying": "deploying",
     "waiting-canaries": "waiting for the canaries",
-    "waiting-queued": "waiting for queued offline hosts (w: stop waiting)",
+    "waiting-queued": "waiting for queued offline hosts",
     "finished": "finished",
 }
-DETAIL_WIDTH = 14  # the detail is cropped in the table; the failure panel shows it whole
+DETAIL_WIDTH = 14  # at least; the Detail column takes what the table has left (cropped; the failure panel shows it whole)
 PROGRESS_WIDTH = 10
 COLUMNS = (
     ("pos", "#"), ("host", "Host"), ("state", "State"), ("phase", "Phase"), ("progress", "Progress"),
@@ -78,6 +80,11 @@ def row_cells(row: HostRow, now: datetime, progress: Progress | None = None) -> 
         Text(row.elapsed(now)),
         Text(row.detail, style="dim", no_wrap=True, overflow="ellipsis"),
     ]
+
+
+def _status(view: DeployView) -> str:
+    """The engine's run status once it returned (``succeeded``, ``waiting`` …), else ""."""
+    return getattr(getattr(view.result, "status", None), "value", "")
 
 
 def _key(text: Text, key: str, what: str) -> None:
@@ -147,7 +154,7 @@ def failure_text(view: DeployView, rollback: Any = None, held: Collection[str] =
     ``rollback`` is the ``flake_updates.rollback`` configuration, ``held`` the held hosts.
     """
     failed = view.failures()
-    refused = view.result is not None and getattr(view.result.status, "value", "") == "refused"
+    refused = _status(view) == "refused"
     if not failed and not refused and not view.error:
         if not view.left_behind():
             return None
@@ -202,7 +209,7 @@ class DeployScreen(Screen):
                     "its head (no merge; the plan comes first)",
             id="deploy.converge",
         ),
-        Binding("w", "stop_waiting", "Stop waiting", show=False, tooltip="Stop waiting for queued offline hosts", id="deploy.stop-waiting"),
+        Binding("w", "stop_waiting", "Stop waiting", tooltip="Stop waiting for queued offline hosts", id="deploy.stop-waiting"),
         Binding("b", "roll_back", "Roll back", tooltip="After a failure: roll back now per rollback.strategy (asks first)", id="deploy.roll-back"),
         Binding("h", "hold_failed", "Hold failed", tooltip="Hold the failing host(s): deploys and automation skip them", id="deploy.hold-failed"),
         Binding("R", "rollback_host", "Host rollback", show=False, tooltip="Roll the highlighted host back alone: the dashboard's rollback op (asks first)", id="deploy.rollback-host"),
@@ -211,8 +218,8 @@ class DeployScreen(Screen):
 
     DEFAULT_CSS = """
     DeployScreen #deploy-title { height: 1; background: $panel; padding: 0 1; }
-    DeployScreen #deploy-progress-row { height: 1; padding: 0 1; }
-    DeployScreen #deploy-stage { width: 1fr; height: 1; }
+    DeployScreen #deploy-progress-row { height: auto; padding: 0 1; }
+    DeployScreen #deploy-stage { width: 1fr; height: auto; }
     DeployScreen ProgressBar { width: auto; }
     DeployScreen #deploy-body { height: 1fr; }
     DeployScreen #deploy-hosts { height: 1fr; min-height: 5; }
@@ -251,7 +258,7 @@ class DeployScreen(Screen):
             yield Static(id="deploy-stage")
             yield ProgressBar(total=max(1, len(self.view.rows)), show_eta=False, id="deploy-progress")
         with Vertical(id="deploy-body"):
-            table: DataTable = DataTable(id="deploy-hosts", cursor_type="row", zebra_stripes=True)
+            table = KeyTable(id="deploy-hosts", cursor_type="row", zebra_stripes=True)
             for key, label in COLUMNS:
                 width = {"detail": DETAIL_WIDTH, "progress": PROGRESS_WIDTH}.get(key)
                 table.add_column(label, key=key, width=width)
@@ -259,7 +266,7 @@ class DeployScreen(Screen):
             with Vertical(id="deploy-log-pane"):
                 yield Static(id="log-title")
                 yield HostLog(id="deploy-log")
-        yield VerticalScroll(Static(id="failure-text"), id="failure")
+        yield Scroller(Static(id="failure-text"), id="failure")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -271,6 +278,20 @@ class DeployScreen(Screen):
     def on_resize(self) -> None:
         self.set_class(self.size.width >= 120, "-wide")
         self.set_class(self.size.width < 120, "-narrow")
+        self.call_after_refresh(self._fit_detail)
+
+    def _fit_detail(self) -> None:
+        """The Detail column takes the width the other columns leave (at least DETAIL_WIDTH)."""
+        table = self.query_one(KeyTable)
+        others = sum(c.get_render_width(table) for key, c in table.columns.items() if key.value != "detail")
+        detail = table.columns.get(ColumnKey("detail"))
+        room = table.scrollable_content_region.width - others - 2 * table.cell_padding
+        width = max(DETAIL_WIDTH, room)
+        if detail is not None and detail.width != width:
+            detail.width = width
+            table._clear_caches()  # textual 8.2.8's own steps after a column changes width
+            table._require_update_dimensions = True
+            table.refresh()
 
     # --- rendering ---------------------------------------------------------------
 
@@ -282,6 +303,7 @@ class DeployScreen(Screen):
     def _render_rows(self) -> None:
         table = self.query_one(DataTable)
         now = self.app.clock()
+        changed = False
         for host in self.view.order:
             row = self.view.rows[host]
             if self._shown.get(host) == row and row.state != "running":
@@ -293,6 +315,9 @@ class DeployScreen(Screen):
                 for (key, _label), cell in zip(COLUMNS, cells, strict=True):
                     table.update_cell(host, key, cell, update_width=key not in ("detail", "progress"))
             self._shown[host] = row
+            changed = True
+        if changed:
+            self.call_after_refresh(self._fit_detail)  # other columns may have grown
 
     def _render_status(self) -> None:
         view = self.view
@@ -306,7 +331,9 @@ class DeployScreen(Screen):
         title.append(summary, style="dim")
         self.query_one("#deploy-title", Static).update(unlead(title))
         stage = Text(STAGES.get(view.stage, view.stage), style="bold")
-        if view.finished:
+        if view.finished and _status(view) == "waiting":  # reachable hosts done, queued ones left: resumable
+            stage = Text("◌ paused", style="bold yellow")
+        elif view.finished:
             ok = view.succeeded
             stage = Text("✓ finished" if ok else "✗ finished", style="bold green" if ok else "bold red")
         elif view.cancel_requested and self._running_host() is not None:
@@ -541,7 +568,9 @@ class DeployScreen(Screen):
         if action == "hold_failed":
             held = self.app.service.held() if self.app.service else set()
             return any(r.host not in held for r in self.view.failures())
-        if action in ("cancel", "stop_waiting"):
+        if action == "stop_waiting":
+            return self.view.stage == "waiting-queued"
+        if action == "cancel":
             return not self.view.finished
         if action == "converge":
             return bool(self.view.left_behind())

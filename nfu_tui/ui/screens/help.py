@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Footer, Static
 
 from nfu_tui.ui.fleetview import LEGEND
+from nfu_tui.ui.widgets.scrolling import SCROLL_BINDINGS, Scroller
 
 _KEY_NAMES = {
     "question_mark": "?",
@@ -56,26 +58,35 @@ def binding_sections() -> list[tuple[str, list[Binding]]]:
         ("Deploy plan", list(DeployConfirmScreen.BINDINGS)),
         ("Resume dialog", list(ResumeScreen.BINDINGS)),
         ("History", [*HistoryScreen.BINDINGS, Binding("enter", "open", "Open run", tooltip="Lock diff, plan, host outcomes, timeline")]),
-        ("Logs", list(HostLog.BINDINGS)),
+        ("Logs, lists and panes", [*HostLog.BINDINGS, *SCROLL_BINDINGS]),
     ]
 
 
-def help_text() -> Table:
+KEY_WIDTH = 14
+
+
+def section_table(title: str, bindings: list[Binding]) -> Table:
+    """One section of the help: its title, then each action once with its keys and what it does."""
     table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold", no_wrap=True)
+    table.add_column(style="bold", no_wrap=True, width=KEY_WIDTH)
     table.add_column()
-    for title, bindings in binding_sections():
-        table.add_row(Text(title, style="bold underline"), "")
-        seen: set[str] = set()
-        for b in bindings:
-            if b.action in seen or not b.description:
-                continue
-            seen.add(b.action)
-            desc = Text(b.description)
-            if b.tooltip and b.tooltip != b.description:
-                desc.append(f" — {b.tooltip}", style="dim")
-            table.add_row(Text(b.key_display or key_label(b.key)), desc)
-        table.add_row("", "")
+    table.add_row(Text(title, style="bold underline"), "")
+    seen: set[str] = set()
+    for b in bindings:
+        if b.action in seen or not b.description:
+            continue
+        seen.add(b.action)
+        desc = Text(b.description)
+        if b.tooltip and b.tooltip != b.description:
+            desc.append(f" — {b.tooltip}", style="dim")
+        table.add_row(Text(b.key_display or key_label(b.key)), desc)
+    return table
+
+
+def legend_table() -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True, width=KEY_WIDTH)
+    table.add_column()
     table.add_row(Text("Legend", style="bold underline"), Text("compartments: Agent · Git · Lock · System · Tests", style="dim"))
     for glyph, name, meaning in LEGEND:
         table.add_row(Text(glyph), Text(f"{name} — {meaning}"))
@@ -87,28 +98,54 @@ def help_text() -> Table:
     return table
 
 
+SCREEN_SECTIONS = {
+    "MainScreen": "Main screen",
+    "HostDetailScreen": "Host detail",
+    "DeployScreen": "Deploy",
+    "DeployConfirmScreen": "Deploy plan",
+    "ResumeScreen": "Resume dialog",
+    "HistoryScreen": "History",
+    "RunDetailScreen": "History",
+}
+"""The section ``?`` opens at, by the name of the screen it was pressed on."""
+
+
+def section_id(title: str) -> str:
+    return "help-" + "-".join(re.findall(r"[a-z0-9]+", title.lower()))
+
+
 class HelpScreen(ModalScreen[None]):
-    """The help overlay (``esc``, ``q`` or ``?`` closes it)."""
+    """The help overlay (``esc``, ``q`` or ``?`` closes it), opened at ``section``'s keys."""
 
     BINDINGS = [
         Binding("escape,q,question_mark", "dismiss", "Close", id="help.close"),
-        Binding("j,down", "scroll(1)", "Down", show=False),
-        Binding("k,up", "scroll(-1)", "Up", show=False),
     ]
 
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll {
+    HelpScreen > Scroller {
         width: 100; max-width: 96%; height: 90%;
         border: round $accent; background: $surface; padding: 0 1;
         border-title-align: center;
     }
+    HelpScreen .help-section { margin-bottom: 1; }
     """
 
-    def compose(self) -> ComposeResult:
-        scroll = VerticalScroll(Static(help_text()), id="help-body")
-        scroll.border_title = "nfu-tui — keys (esc to close)"
-        yield scroll
+    def __init__(self, section: str | None = None) -> None:
+        super().__init__()
+        self.section = section
 
-    def action_scroll(self, step: int) -> None:
-        self.query_one(VerticalScroll).scroll_relative(y=step, animate=False)
+    def compose(self) -> ComposeResult:
+        with Scroller(id="help-body") as scroll:
+            scroll.border_title = "nfu-tui — keys (esc to close)"
+            for title, bindings in binding_sections():
+                yield Static(section_table(title, bindings), id=section_id(title), classes="help-section")
+            yield Static(legend_table(), id="help-legend")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        scroll = self.query_one(Scroller)
+        scroll.focus()
+        if self.section:
+            target = self.query_one(f"#{section_id(self.section)}")
+            self.call_after_refresh(scroll.scroll_to_widget, target, animate=False, top=True)

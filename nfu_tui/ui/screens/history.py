@@ -8,6 +8,7 @@ that came from hosts or GitHub is shown as plain :class:`rich.text.Text`, never 
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from rich.console import Group
@@ -16,13 +17,14 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from nfu_tui.core import history as hist
-from nfu_tui.ui.prview import colour_summary
+from nfu_tui.ui.prview import Folded, colour_summary
 from nfu_tui.ui.spans import unlead
+from nfu_tui.ui.widgets.header import StatusHeader
+from nfu_tui.ui.widgets.scrolling import KeyTable, Scroller
 
 STATUS_STYLES = {
     "succeeded": "green",
@@ -34,6 +36,16 @@ STATUS_STYLES = {
 }
 OUTCOME_STYLES = {"ok": "green", "failed": "bold red", "skipped": "dim", "cancelled": "yellow", "queued": "cyan"}
 diff_text = colour_summary  # the same colouring as the PR panel
+
+
+def header(app: Any) -> StatusHeader:
+    """The header line the other screens have (connection state, automation; shown by :func:`show_header`)."""
+    clock = getattr(app, "clock", lambda: datetime.now(timezone.utc))
+    return StatusHeader(clock, getattr(app, "automation_status", lambda: None), id="header")
+
+
+def show_header(screen: Screen) -> None:
+    screen.query_one(StatusHeader).show(getattr(getattr(screen.app, "service", None), "status", None))
 
 
 def _section(title: str) -> Text:
@@ -92,7 +104,7 @@ class RunDetailScreen(Screen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="history.detail.back")]
 
     DEFAULT_CSS = """
-    RunDetailScreen VerticalScroll { padding: 0 1; }
+    RunDetailScreen Scroller { padding: 0 1; }
     RunDetailScreen Static { margin-bottom: 1; }
     """
 
@@ -102,15 +114,19 @@ class RunDetailScreen(Screen):
 
     def compose(self) -> ComposeResult:
         r = self.record
-        with VerticalScroll(id="run-detail"):
+        yield header(self.app)
+        with Scroller(id="run-detail"):
             yield Static(run_summary(r), id="run-summary")
             if r.plan:
                 yield Static(Group(_section("Plan"), Text("\n".join(r.plan))), id="run-plan")
             yield Static(Group(_section("Hosts"), hosts_table(r)), id="run-hosts")
             yield Static(Group(_section("Timeline"), timeline_text(r)), id="run-timeline")
             if r.lock_diff:
-                yield Static(Group(_section("Lock diff"), diff_text(r.lock_diff)), id="run-lock-diff")
+                yield Static(Group(_section("Lock diff"), Folded(diff_text(r.lock_diff))), id="run-lock-diff")
         yield Footer()
+
+    def on_mount(self) -> None:
+        show_header(self)
 
 
 HOST_GLYPHS = {"ok": "✓", "failed": "✗", "skipped": "–", "cancelled": "⊘", "queued": "◌"}
@@ -153,13 +169,15 @@ class HistoryScreen(Screen):
         self._narrow: bool | None = None  # the layout the tables were filled for
 
     def compose(self) -> ComposeResult:
+        yield header(self.app)
         yield Static(Text("Runs — enter opens one", style="bold"), id="runs-title", classes="history-title")
-        yield DataTable(id="history-runs", cursor_type="row", zebra_stripes=True)
+        yield KeyTable(id="history-runs", cursor_type="row", zebra_stripes=True)
         yield Static(Text("Audit trail", style="bold"), classes="history-title")
-        yield DataTable(id="history-audit", cursor_type="row")
+        yield KeyTable(id="history-audit", cursor_type="row")
         yield Footer()
 
     def on_mount(self) -> None:
+        show_header(self)
         self.action_reload()
 
     def on_resize(self) -> None:
@@ -194,7 +212,7 @@ class HistoryScreen(Screen):
         self._fill(self.query_one("#history-runs", DataTable), labels, rows)
         rows = []
         for a in history.audit:
-            details = ", ".join(f"{k}={v}" for k, v in sorted(a.details.items()))
+            details = hist.audit_details(a.details)
             who = a.actor if narrow else a.actor + (f" ({a.github_login})" if a.github_login else "")
             rows.append((str(a.id), [_cell(hist.local_time(a.at, when)), _cell(a.action),
                                      _cell(f"#{a.pr}" if a.pr else ""), _cell(who), _cell(details)]))

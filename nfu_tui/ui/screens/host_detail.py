@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -66,7 +67,8 @@ def host_summary(host: Host, meta: fv.HostMeta, progress: fv.Progress | None, no
     return text
 
 
-def compartments_table(host: Host, now: datetime) -> Table:
+def compartments_table(host: Host, now: datetime, pending: str = "") -> Table:
+    """One row per compartment; ``pending`` (the pending update PR) shows in a Lock that is ok, as in the grid."""
     table = Table.grid(padding=(0, 1))
     table.add_column(no_wrap=True)
     table.add_column(no_wrap=True)
@@ -77,10 +79,15 @@ def compartments_table(host: Host, now: datetime) -> Table:
         state = check.state
         glyph = fv.STATE_GLYPHS[state]
         checked = fv.parse_time(check.checked_at)
+        label, style, message = Text(f"{glyph} {state.value}", style=STATE_STYLES[state.value]), "", check.message
+        if name == "lock" and pending and state.value == "ok":
+            label = Text(f"{fv.PENDING_GLYPH} pending", style="bold yellow")
+            message = f"{pending} (m on the fleet screen merges & deploys it)"
+            style = "yellow"
         table.add_row(
             Text(fv.COMPARTMENT_TITLES[name], style="bold"),
-            Text(f"{glyph} {state.value}", style=STATE_STYLES[state.value]),
-            Text(check.message or "—"),
+            label,
+            Text(message or "—", style=style),
             Text(_checked(checked, now)),
         )
     return table
@@ -118,6 +125,8 @@ class HostDetailScreen(Screen):
     def __init__(self, host_id: str) -> None:
         super().__init__()
         self.host_id = host_id
+        self._recent: list[str] = []  # the dashboard's log of what ran before this process started
+        self._recent_loaded = False
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.clock, self.app.automation_status, id="header")
@@ -134,9 +143,23 @@ class HostDetailScreen(Screen):
         self._output_title()
         self.query_one(StatusHeader).show(self.app.service.status if self.app.service else None)
         self.set_interval(1.0, self.query_one(StatusHeader).tick)
+        if self.app.service is not None and not self._lines():
+            self._load_recent()
 
     def _lines(self) -> list[str]:
-        return self.app.service.output_lines(self.host_id) if self.app.service else []
+        live = self.app.service.output_lines(self.host_id) if self.app.service else []
+        return self._recent + live
+
+    @work(exclusive=True, group="host-output", exit_on_error=False, description="read the host's recent output")
+    async def _load_recent(self) -> None:
+        """Nothing streamed since start: show what the dashboard logged (e.g. after a restart)."""
+        try:
+            recent = await self.app.service.recent_output(self.host_id)
+        finally:
+            self._recent_loaded = True
+        self._recent = recent
+        self.query_one(HostLog).show_lines(self._lines())
+        self._output_title()
 
     def _render_host(self) -> None:
         service = self.app.service
@@ -149,13 +172,21 @@ class HostDetailScreen(Screen):
         now = self.app.clock()
         summary.update(host_summary(host, self.app.host_meta(self.host_id), self.app.host_progress(self.host_id), now,
                                     service.status.unreachable_since))
-        self.query_one("#host-compartments", Static).update(compartments_table(host, now))
+        pending = ""
+        if service.pending_update() is not None:
+            pr = service.pending_update().pr
+            pending = f"update PR #{pr.number} pending: {service.update_headline() or pr.title}"
+        self.query_one("#host-compartments", Static).update(compartments_table(host, now, pending))
 
     def _output_title(self) -> None:
         log = self.query_one(HostLog)
         text = Text(" Recent output", style="bold")
+        if self._recent:
+            text.append("  (from the dashboard's log, then live)", style="dim")
         if log.line_count == 0:
-            text.append("  none yet — a command's output streams in here", style="dim")
+            loading = self.app.service is not None and not self._recent_loaded and not self._lines()
+            text.append("  reading the dashboard's log…" if loading else "  none yet — a command's output streams in here",
+                        style="dim")
         else:
             text.append(
                 "  following" if log.following else "  paused — end/F to follow",
@@ -167,7 +198,7 @@ class HostDetailScreen(Screen):
         self._output_title()
 
     def apply_update(self, update: ServiceUpdate) -> None:
-        if update.all_hosts or update.status or self.host_id in update.hosts:
+        if update.all_hosts or update.status or update.prs or self.host_id in update.hosts:
             self._render_host()
         if self.host_id in update.output:
             self.query_one(HostLog).sync(self._lines())

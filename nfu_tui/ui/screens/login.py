@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Footer, Input, Label, Static
 
 from nfu_tui.errors import LoginFailed, NfuError
 
@@ -58,6 +58,7 @@ class LoginScreen(ModalScreen[bool]):
             with Horizontal():
                 yield Button("Log in", variant="primary", id="login")
                 yield Button("Skip (esc)", id="skip")
+        yield Footer()
 
     def on_mount(self) -> None:
         self.set_class(self._needs_totp, "-totp")

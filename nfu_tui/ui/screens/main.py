@@ -210,6 +210,10 @@ class MainScreen(Screen):
     @on(HostGrid.ViewChanged)
     @on(HostGrid.SelectionChanged)
     def _grid_changed(self) -> None:
+        box = self.query_one(FilterInput)
+        if not self.grid.host_filter.active and box.value and not box.has_focus:  # cleared in the grid (esc)
+            box.value = ""
+            box.remove_class("-visible")
         self._titles()
 
     @on(HostGrid.Opened)

@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, Footer, Static
 
 from nfu_tui.ui.spans import unlead
 
@@ -142,6 +142,7 @@ class ResumeScreen(ModalScreen[Choice]):
                 yield Button("Resume (r)", variant="warning", id="resume")
                 yield Button("Abandon (a)", id="abandon")
                 yield Button("Later (esc)", id="later")
+        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#later", Button).focus()

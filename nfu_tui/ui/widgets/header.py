@@ -196,13 +196,16 @@ class StatusHeader(Static):
 
 
 def status_line_text(headline: str | None, pr_number: int | None, detail: str = "") -> Text:
-    """Bottom line: the pending update PR (with the key to act on it), or a quiet note."""
+    """Bottom line: the pending update PR, the key to act on it first (it survives 80 columns),
+    then the headline (``PR #42 …`` is not repeated), or a quiet note."""
     text = Text(no_wrap=True, overflow="ellipsis")
     if headline:
         text.append(f" {PENDING_GLYPH} ", style="bold reverse yellow")
-        text.append(f" Update PR pending: {headline}  ", style="bold")
         if pr_number is not None:
-            text.append(f"(#{pr_number} · m merge & deploy)", style="dim")
+            text.append(" m", style="bold")
+            text.append(f" merge & deploy #{pr_number} · ", style="dim")
+            headline = headline.removeprefix(f"PR #{pr_number} ")
+        text.append(f"Update PR pending: {headline}", style="bold")
     else:
         text.append(" " + (detail or "No update PR pending"), style="dim")
     return unlead(text)

@@ -11,6 +11,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Log
 
+from nfu_tui.ui.widgets.scrolling import KeyScroll
+
 DEFAULT_MAX_LINES = 2000
 
 
@@ -33,13 +35,11 @@ def appended(old: list[str], new: list[str]) -> list[str] | None:
     return None
 
 
-class HostLog(Log):
-    """A Log that knows whether it follows the end, and says so."""
+class HostLog(Log, KeyScroll):
+    """A Log that knows whether it follows the end, and says so (scroll keys: :class:`KeyScroll`)."""
 
     BINDINGS = [
-        Binding("end,F", "follow", "Follow", tooltip="Jump to the end and follow new output", id="log.follow"),
-        Binding("j,down", "scroll_down", "Down", show=False),
-        Binding("k,up", "scroll_up", "Up", show=False),
+        Binding("end,G,F", "follow", "Follow", tooltip="Jump to the end and follow new output", id="log.follow"),
     ]
 
     DEFAULT_CSS = """

@@ -14,6 +14,7 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from nfu_tui.ui import prview
+from nfu_tui.ui.widgets.scrolling import KeyScroll
 
 
 class PRList(OptionList):
@@ -22,6 +23,10 @@ class PRList(OptionList):
     BINDINGS = [
         Binding("j", "cursor_down", "Down", show=False, id="prs.down"),
         Binding("k", "cursor_up", "Up", show=False, id="prs.up"),
+        Binding("g", "first", "First", show=False, id="prs.first"),
+        Binding("G", "last", "Last", show=False, id="prs.last"),
+        Binding("ctrl+d", "page_down", "Page down", show=False, id="prs.page-down"),
+        Binding("ctrl+u", "page_up", "Page up", show=False, id="prs.page-up"),
     ]
 
     DEFAULT_CSS = """
@@ -75,13 +80,8 @@ class PRList(OptionList):
             self.post_message(self.Focused(int(event.option.id)))
 
 
-class PRDetail(VerticalScroll, can_focus=True):
+class PRDetail(VerticalScroll, KeyScroll, can_focus=True):
     """Scrollable detail of one PR: headline, coloured lock diff, changelog, URL."""
-
-    BINDINGS = [
-        Binding("j", "scroll_down", "Down", show=False, id="pr-detail.down"),
-        Binding("k", "scroll_up", "Up", show=False, id="pr-detail.up"),
-    ]
 
     DEFAULT_CSS = """
     PRDetail { height: 1fr; padding: 0 1; }
