@@ -15,7 +15,7 @@ import sys
 
 from nfu_tui import __version__
 
-COMMAND_MODULES = ("config", "lock_diff", "sim", "demo", "status", "deploy", "auto", "history")
+COMMAND_MODULES = ("config", "lock_diff", "sim", "demo", "status", "deploy", "auto", "history", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -64,6 +64,12 @@ class GitHubConfig(_Section):
     merge_method: Literal["merge", "squash", "rebase"] = "merge"
     required_checks: list[str] = Field(default_factory=list, description="check names that must pass (empty = all)")
     max_compare_commits: Count = Field(2500, ge=0, le=50000, description="cap on nixpkgs commits fetched per compare")
+    deployments: Flag = Field(True, description="record each run as a GitHub deployment and honour other admins' "
+                                                "in-progress deployments as a lock (needs Deployments: write)")
+    deployment_environment: str = Field("fleet", min_length=1, max_length=255,
+                                        description="GitHub environment the deployments are recorded in")
+    deployment_stale_minutes: Minutes = Field(120, gt=0, description="another client's in-progress deployment "
+                                                                     "without news for this long is no lock")
 
     @field_validator("repo")
     @classmethod
@@ -171,6 +177,7 @@ class Config(_Section):
     flake_updates: FlakeUpdatesConfig = Field(default_factory=FlakeUpdatesConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     hosts: dict[str, HostConfig] = Field(default_factory=dict)
+    keys: dict[str, Any] = Field(default_factory=dict, description="binding id -> keys (see nfu_tui.keymap)")
 
     source: Path | None = Field(None, exclude=True, description="file this configuration was read from")
 
@@ -185,7 +192,11 @@ def _check_http_url(v: str) -> None:
 
 
 def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
+    return is_loopback_host(urlsplit(url).hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``; False for anything else (0.0.0.0 included)."""
     if host == "localhost":
         return True
     try:
@@ -333,6 +344,11 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigLoadError(file if file.exists() else None, _problems_from(exc)) from None
+    from nfu_tui.keymap import keymap_problems
+
+    problems = [ConfigProblem(f"keys.{bid}", message, hint) for bid, message, hint in keymap_problems(cfg.keys)]
+    if problems:
+        raise ConfigLoadError(file if file.exists() else None, problems)
     cfg.source = file if file.exists() else None
     return cfg
 
@@ -538,6 +554,9 @@ def effective_summary(cfg: Config, secrets: Secrets) -> list[str]:
         f"github token      {shown(secrets.github_token, secrets.github_token_source)}",
         f"github merge tok  {shown(secrets.merge_token, 'file') if secrets.merge_token else '(same as read token)'}",
         f"poll every        {cfg.github.poll_minutes:g} min",
+        f"deployments       " + (f"on: environment {cfg.github.deployment_environment!r}, another client's run is a "
+                                 f"lock for {cfg.github.deployment_stale_minutes:g} min without news"
+                                 if cfg.github.deployments else "off (local deploy lock only)"),
         f"dashboard.url     {cfg.dashboard.url or '(not set)'}",
         f"dashboard pass    {shown(secrets.dashboard_password, secrets.dashboard_password_source) if secrets.dashboard_password else '(asked at start)'}",
         f"totp secret       {'***' if secrets.totp_secret else '(not set)'}",
@@ -557,5 +576,6 @@ def effective_summary(cfg: Config, secrets: Secrets) -> list[str]:
             if cfg.hosts
             else ""
         ),
+        f"keys remapped     {', '.join(f'{k} = {v}' for k, v in sorted(cfg.keys.items())) or '(defaults)'}",
     ]
     return lines

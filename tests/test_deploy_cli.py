@@ -285,6 +285,33 @@ async def test_second_deployer_refused_naming_the_holder(sim: Any, tmp_path: Pat
     assert merges(sim) == 0 and ops(sim) == []
 
 
+@pytest.mark.parametrize("sim_thread", [TWO], indirect=True)
+def test_deploy_is_recorded_as_a_github_deployment(sim_thread: Any, tmp_path: Path, capsys: Any) -> None:
+    sim = sim_thread.sim
+    code, out, err = run_cli(capsys, "--config", write_config(sim, tmp_path), "deploy", "--pr", "42", "--yes")
+    assert code == 0, out + err
+    (dep,) = sim_thread.call(sim.github.deployments)
+    assert dep["sha"] == Store().list_runs()[0].merge_sha and dep["environment"] == "fleet"
+    assert dep["state"] == "success" and dep["statuses"][-1]["description"] == "PR #42: succeeded (2 ok)"
+    assert dep["payload"]["label"] == "nfu-tui deploy" and set(dep["payload"]["hosts"]) == {"a1", "a2"}
+
+
+@pytest.mark.parametrize("sim_thread", [TWO], indirect=True)
+def test_deploy_refuses_while_another_client_deploys(sim_thread: Any, tmp_path: Path, capsys: Any) -> None:
+    import httpx
+
+    sim = sim_thread.sim
+    head, _ = sim_thread.call(sim.github.default_branch_head)
+    headers = {"User-Agent": "t", "Authorization": f"Bearer {sim.github.token}"}
+    with httpx.Client(base_url=f"{sim.github.url}/repos/{sim.github.repo}", headers=headers) as gh:
+        dep = gh.post("/deployments", json={"ref": head, "auto_merge": False, "required_contexts": [],
+                                            "environment": "fleet", "payload": {"client": "x", "actor": "bob@laptop"}})
+        gh.post(f"/deployments/{dep.json()['id']}/statuses", json={"state": "in_progress"})
+    code, out, err = run_cli(capsys, "--config", write_config(sim, tmp_path), "deploy", "--pr", "42", "--yes")
+    assert code == 1 and "a deploy runs elsewhere: bob@laptop" in err
+    assert merges(sim) == 0 and ops(sim) == [] and Store().list_runs() == []
+
+
 # --- converge, and what a long run says ------------------------------------------------
 
 
@@ -309,6 +336,10 @@ def test_converge_after_a_partial_deploy(sim_thread: Any, tmp_path: Path, capsys
     assert merges(sim) == 1 and sim.github.default_branch_head()[0] == head
     assert {h.generation for h in sim.dashboard.hosts.values()} == {head[:7]}
     assert [(r.kind, r.pr) for r in Store().list_runs()] == [("converge", None), ("deploy", 42)]
+    converge, deploy = sim_thread.call(sim.github.deployments)  # each run recorded on GitHub
+    assert (converge["sha"], converge["state"], converge["payload"]["subject"]) == (
+        head, "success", f"converge to main {head[:7]}")
+    assert deploy["sha"] == head and deploy["state"] == "inactive"  # the converge's success superseded it
     code, out, _ = run_cli(capsys, "--config", cfg, "deploy", "--converge", "--yes")
     assert code == 0 and "Nothing done: no host to converge." in out
     code, out, _ = run_cli(capsys, "history")

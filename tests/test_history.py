@@ -107,7 +107,8 @@ def test_json_document(store: Store) -> None:
     full = hist.run_json(hist.record_of(store.get_run(ids["deploy"]), store.audit_entries()))
     assert set(full) == {"id", "kind", "pr", "title", "trigger", "actor", "github_login", "status", "started_at",
                          "finished_at", "head_sha", "merge_sha", "summary", "headline", "lock_diff", "plan", "hosts",
-                         "related_runs", "timeline"}
+                         "related_runs", "timeline", "origin"}
+    assert full["origin"] is None  # a run of this journal (not another client's, from GitHub)
     assert full["hosts"][1] == {"host": "hsb0", "outcome": "failed", "phase": "switch",
                                 "detail": "switch error (exit 1): command failed",
                                 "log_excerpt": ["building...", "error: builder failed"]}

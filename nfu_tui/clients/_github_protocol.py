@@ -15,7 +15,7 @@ import http
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -761,3 +761,45 @@ def mergeable_poll_delays(total: float = 30.0) -> tuple[float, ...]:
         spent += step
         delay *= 2
     return tuple(delays)
+
+
+# --- deployments (contract §7b) ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRecord:
+    """A GitHub deployment; ``state``/``status_description``/``status_at`` from its newest status
+    (``pending`` and empty when it has none yet)."""
+
+    id: int
+    sha: str
+    ref: str
+    environment: str
+    description: str
+    creator: str
+    created_at: datetime | None
+    payload: Mapping[str, Any]
+    state: str = "pending"
+    status_description: str = ""
+    status_at: datetime | None = None
+
+
+def deployment_from_json(data: Mapping[str, Any]) -> DeploymentRecord:
+    creator = data.get("creator")
+    payload = data.get("payload")
+    return DeploymentRecord(
+        id=int(data["id"]), sha=str(data.get("sha") or ""), ref=str(data.get("ref") or ""),
+        environment=str(data.get("environment") or ""), description=str(data.get("description") or ""),
+        creator=str(creator.get("login") or "") if isinstance(creator, Mapping) else "",
+        created_at=parse_time(data.get("created_at")),
+        payload=payload if isinstance(payload, Mapping) else {},
+    )
+
+
+def with_status(record: DeploymentRecord, status: Mapping[str, Any] | None) -> DeploymentRecord:
+    """``record`` with the state of its newest status (``status`` None: none yet)."""
+    if status is None:
+        return record
+    return replace(record, state=str(status.get("state") or "pending"),
+                   status_description=str(status.get("description") or ""),
+                   status_at=parse_time(status.get("updated_at") or status.get("created_at")))

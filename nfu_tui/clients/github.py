@@ -474,9 +474,11 @@ class GitHubClient:
         return (await self._send("GET", url, params=params)).json()
 
     async def _get_pages(
-        self, url: str, params: Mapping[str, Any] | None, *, key: str | None = None, limit: int | None = None
+        self, url: str, params: Mapping[str, Any] | None, *, key: str | None = None, limit: int | None = None,
+        write: bool = False,
     ) -> tuple[list[Any], bool]:
-        """All items of a paginated list (``key`` names the array inside an object body).
+        """All items of a paginated list (``key`` names the array inside an object body; ``write``: read
+        with the write token).
 
         Returns (items, fresh) where ``fresh`` is False when every page was a 304.
         """
@@ -486,7 +488,7 @@ class GitHubClient:
         next_url: str | None = url
         while next_url and next_url not in seen:
             seen.add(next_url)
-            reply = await self._send("GET", next_url, params=params)
+            reply = await self._send("GET", next_url, params=params, write=write)
             fresh = fresh or not reply.cached
             data = reply.json() if reply.body else []
             page = data.get(key) if key and isinstance(data, Mapping) else data
@@ -839,6 +841,42 @@ class GitHubClient:
 
     async def close_pull(self, number: int) -> None:
         await self._send("PATCH", f"{self._repo_path}/pulls/{number}", json_body={"state": "closed"}, write=True)
+
+    # --- deployments (contract §7b): the run record and the lock shared across admins ------
+
+    async def create_deployment(self, sha: str, *, environment: str, description: str,
+                                payload: Mapping[str, Any]) -> proto.DeploymentRecord:
+        """A deployment of the already merged commit ``sha`` (no auto-merge, no required contexts)."""
+        reply = await self._send("POST", f"{self._repo_path}/deployments", write=True, json_body={
+            "ref": sha, "task": "deploy", "auto_merge": False, "required_contexts": [], "environment": environment,
+            "description": description[:140], "payload": dict(payload), "transient_environment": False,
+        })
+        data = reply.json()
+        if reply.status != 201 or not isinstance(data, Mapping) or "id" not in data:
+            message = data.get("message") if isinstance(data, Mapping) else ""
+            raise GitHubError(f"GitHub created no deployment ({reply.status}{': ' + str(message) if message else ''})")
+        return proto.deployment_from_json(data)
+
+    async def create_deployment_status(self, deployment_id: int, state: str, description: str = "") -> None:
+        await self._send("POST", f"{self._repo_path}/deployments/{deployment_id}/statuses", write=True,
+                         json_body={"state": state, "description": description[:140]})
+
+    async def list_deployments(self, environment: str, *, limit: int = 20,
+                               with_status: bool = True) -> list[proto.DeploymentRecord]:
+        """The environment's newest deployments (newest first), each with its newest status."""
+        items, _ = await self._get_pages(f"{self._repo_path}/deployments",
+                                         {"environment": environment, "per_page": min(limit, 100)}, limit=limit,
+                                         write=True)
+        records = [proto.deployment_from_json(item) for item in items if isinstance(item, Mapping) and "id" in item]
+        if not with_status:
+            return records
+        out = []
+        for record in records:
+            reply = await self._send("GET", f"{self._repo_path}/deployments/{record.id}/statuses",
+                                     params={"per_page": 1}, write=True)
+            statuses = reply.json() if reply.body else []
+            out.append(proto.with_status(record, statuses[0] if isinstance(statuses, list) and statuses else None))
+        return out
 
     async def viewer_login(self) -> str:
         """Login of the account that performs writes (the write token, else the read token); cached."""

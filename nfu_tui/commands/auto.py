@@ -1,6 +1,7 @@
 """`nfu-tui auto`: the automation without the TUI (a systemd service or timer).
 
     nfu-tui auto [--once] [--stop-grace SECONDS] [--ready-timeout SECONDS]
+                 [--metrics-listen HOST:PORT [--metrics-allow-remote]]
 
 Runs :class:`~nfu_tui.core.automation.AutomationRunner` on the configured GitHub
 repository and dashboard with the same state file, journal, audit trail and deploy
@@ -17,13 +18,18 @@ Output: one JSON object per line on stdout, flushed, e.g.
 ``host_progress``, ``host_finished``, ``waiting_for_canaries``, ``canary_gate``,
 ``paused``, ``unpaused``, ``cancel_requested``, ``run_finished``; each with ``run``,
 ``host`` and the human ``message``), ``run_result``, ``rollback_*``, ``revert_opened``,
-``suspended``, ``stopping``, ``error``, ``log`` (library warnings) and ``stopped``;
+``suspended``, ``stopping``, ``error``, ``metrics`` (its URL), ``metrics_remote``, ``log``
+(library warnings) and ``stopped``;
 ``dashboard_lost`` / ``dashboard_back`` when the dashboard connection is lost and when
 its fleet state is live again, and ``waiting`` (``text``: what it waits for) when a run
 is in progress or the dashboard is lost and nothing was logged for 30 s.
 The human text is always under ``message``. ``level`` follows the outcome: a failed
 run, host or rollback and a non-zero exit are ``error``; a pause, a suspension, an
 undelivered notification are ``warning``. Secrets never appear.
+
+``--metrics-listen 127.0.0.1:9464`` serves Prometheus metrics at ``/metrics``
+(:mod:`nfu_tui.core.metrics`). Only loopback addresses unless ``--metrics-allow-remote``
+is given (then a warning is logged): the metrics name the repository, PRs and host counts.
 
 Signals: SIGTERM/SIGINT stop cleanly — no new host starts, the host or merge in
 flight finishes (at most ``--stop-grace`` seconds, default 60; after that it is
@@ -58,11 +64,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="on SIGTERM, how long to let the host or merge in flight finish (default 60, at most 3600)")
     p.add_argument("--ready-timeout", type=number(0, 3600, above=True), default=60.0, metavar="SECONDS",
                    help="--once: how long to wait for the dashboard and GitHub (default 60, at most 3600)")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464)")
+    p.add_argument("--metrics-allow-remote", action="store_true",
+                   help="allow --metrics-listen on a non-loopback address (anyone who reaches it reads the metrics)")
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    listen = None
+    if args.metrics_listen:
+        from nfu_tui.config import is_loopback_host
+        from nfu_tui.core.metrics import parse_listen
+
+        try:
+            listen = parse_listen(args.metrics_listen)
+        except ValueError as exc:
+            print(f"{PROG}: --metrics-listen {exc}", file=sys.stderr)
+            return 2
+        if not is_loopback_host(listen[0]) and not args.metrics_allow_remote:
+            print(f"{PROG}: --metrics-listen {listen[0]} is not a loopback address: anyone who reaches it reads "
+                  "the metrics (repository, PRs, fleet state); add --metrics-allow-remote to allow it, or "
+                  "listen on 127.0.0.1 behind a reverse proxy", file=sys.stderr)
+            return 2
+    args.listen = listen
     from nfu_tui.config import load_settings, missing_settings
     from nfu_tui.errors import ConfigError
 
@@ -140,6 +166,13 @@ class _Auto:
         self.main_task = None
         self.last_status: tuple[str, str] = ("", "")
         self.watch = None  # a RunWatch from the first live fleet state on
+        self.metrics = None
+
+    def _sink(self, event: str, level: str = "info", **fields: object) -> None:
+        """The automation's log: JSON lines, and the metrics' rollback counter."""
+        self.log(event, level=level, **fields)
+        if self.metrics is not None:
+            self.metrics.on_sink(event, **fields)
 
     async def main(self) -> int:
         import asyncio
@@ -160,8 +193,15 @@ class _Auto:
         except NfuError as exc:
             self.log("error", level="error", title=exc.title, message=str(exc))
             return 2
-        runner = AutomationRunner(service, sink=self.log, stop_grace=self.args.stop_grace)
+        runner = AutomationRunner(service, sink=self._sink, stop_grace=self.args.stop_grace)
         self.runner = runner
+        metrics_server = None
+        if getattr(self.args, "listen", None):
+            metrics_server = await self._serve_metrics(service, runner)
+            if metrics_server is None:
+                runner.close()
+                service.store.close()
+                return 2
         unsubscribe = service.subscribe(lambda ev: self._on_service_event(service, ev))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -193,10 +233,35 @@ class _Auto:
                 loop.remove_signal_handler(sig)
             unsubscribe()
             runner.close()
+            if metrics_server is not None:
+                self.metrics.close()
+                await metrics_server.cleanup()
             await service.stop()
             service.store.close()
         self.log("stopped", level="error" if code else "info", exit_code=code)
         return code
+
+    async def _serve_metrics(self, service, runner):  # type: ignore[no-untyped-def]
+        """Start the /metrics endpoint; None (logged) when the address cannot be bound."""
+        from nfu_tui.config import is_loopback_host
+        from nfu_tui.core.metrics import FleetMetrics, serve_metrics
+
+        host, port = self.args.listen
+        self.metrics = FleetMetrics(service, runner)
+        try:
+            server, bound = await serve_metrics(self.metrics, host, port)
+        except OSError as exc:
+            self.metrics.close()
+            self.metrics = None
+            self.log("error", level="error", title="Metrics", message=f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+            print(f"{PROG}: --metrics-listen: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+            return None
+        shown = f"[{host}]" if ":" in host else host
+        self.log("metrics", url=f"http://{shown}:{bound}/metrics")
+        if not is_loopback_host(host):
+            self.log("metrics_remote", level="warning",
+                     message=f"metrics are served on {host}, not only on loopback (--metrics-allow-remote)")
+        return server
 
     def _audit(self, service, runner, event: str) -> None:  # type: ignore[no-untyped-def]
         """The service's start and stop, with the automation settings in effect, in the audit trail."""

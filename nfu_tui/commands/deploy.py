@@ -288,6 +288,7 @@ class _Deploy:
         import contextlib
         import signal
 
+        from nfu_tui.core.deployments import for_config
         from nfu_tui.core.engine import DeployEngine, RunStarted
         from nfu_tui.core.history import pr_context, record_context
         from nfu_tui.core.notify import Outbox, WebhookNotifier
@@ -295,17 +296,22 @@ class _Deploy:
 
         # What the run is about (title, lock diff, headline), journaled when it starts, as the TUI does
         context = await pr_context(github, pr) if pr is not None else None
+        deployments = for_config(self.cfg, github, store, label=PROG,  # the run on GitHub, others' runs as a lock
+                                 notify=lambda n: print(f"{PROG}: warning: {n.message}", file=sys.stderr))
 
         def on_event(event) -> None:  # type: ignore[no-untyped-def]
             if (context is not None and isinstance(event, RunStarted) and not event.resumed
                     and event.run_id is not None):
                 record_context(store, event.run_id, {**context, "head_sha": event.head_sha})
             self._on_engine_event(event)
+            if deployments is not None:
+                deployments.on_event(event)
 
         # Through the durable outbox: what this process cannot deliver, nfu-tui auto (or the TUI) retries.
         notifier = Outbox(store, WebhookNotifier(self.cfg.notify.webhook_url)) if self.cfg.notify.webhook_url else None
         engine = DeployEngine(github, dashboard, view, store, self.cfg, notifier=notifier,
                               lock=contextlib.nullcontext,  # this command already holds the deploy lock
+                              remote_lock=deployments.check_lock if deployments is not None else None,
                               on_event=on_event)
         wait = self.args.wait_offline * 60.0
         if run_id is None:
@@ -336,6 +342,8 @@ class _Deploy:
             ticker.cancel()
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
+            if deployments is not None:
+                await deployments.close()  # the last statuses reach GitHub
         print(result.summary())
         for o in result.outcomes:
             print(f"  {o.describe()}")

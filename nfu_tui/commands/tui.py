@@ -53,7 +53,7 @@ def run_app(cfg: Any, secrets: Any, *, insecure: bool = False, lock_label: str =
         return FleetService(cfg, secrets, insecure=insecure, lock_label=lock_label)
 
     try:
-        app = NfuApp(service_factory=factory, bell=cfg.notify.bell)
+        app = NfuApp(service_factory=factory, bell=cfg.notify.bell, keymap=cfg.keys)
         return int(app.run() or 0)
     except NfuError as exc:
         print(f"nfu-tui: {exc}", file=sys.stderr)

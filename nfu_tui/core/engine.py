@@ -746,6 +746,7 @@ class DeployEngine:
         *,
         notifier: Notifier | None = None,
         lock: Callable[[], ContextManager[Any]] | None = None,
+        remote_lock: Callable[[], Awaitable[None]] | None = None,
         lock_label: str = "nfu-tui",
         on_event: Listener | None = None,
         may_start_host: Callable[[], Awaitable[bool] | bool] | None = None,
@@ -762,6 +763,7 @@ class DeployEngine:
         self.config = config
         self.notifier = notifier
         self._lock = lock or (lambda: DeployLock(label=lock_label))
+        self._remote_lock = remote_lock  # raises DeployLocked when a deploy runs elsewhere (GitHub deployments)
         self._listeners: list[Listener] = [on_event] if on_event else []
         self.may_start_host = may_start_host
         self.describe_gate = describe_gate or (lambda: "no new host step may start now")
@@ -843,6 +845,8 @@ class DeployEngine:
             with contextlib.suppress(GitHubError, AttributeError):
                 self.github_login = await self.github.viewer_login()
         with self._lock():
+            if self._remote_lock is not None:
+                await self._remote_lock()  # before anything is journaled or merged
             r = self._open_run(plan, actor=actor, trigger=trigger, resume_run_id=resume_run_id)
             self._run = r
             try:

@@ -26,6 +26,7 @@ audit entries of the run (the engine and the rollback write it).
                "plan": [str],                                   # the plan as shown before the run
                "hosts": [{"host", "outcome", "phase", "detail", "log_excerpt": [str]}],
                "related_runs": [int],                           # failed run <-> revert <-> its redeploy
+               "origin": str|null,                              # another client's run, from GitHub deployments
                "timeline": [{"at": ISO-8601, "step": str, "host": str|null, "text": str}]}],
      "audit": [{"id", "at", "action", "actor", "github_login", "pr", "details": {...}}],
      "undelivered_notifications": [{"id", "title", "created_at", "attempts", "last_error", "next_attempt_at"}]}
@@ -178,6 +179,12 @@ class RunRecord:
     related_runs: tuple[int, ...]
     timeline: tuple[TimelineEntry, ...]
     branch: str = ""  # converge runs: the default branch whose head they deploy
+    origin: str = ""  # "" = this machine's journal; else where it ran (a GitHub deployment of another client)
+
+    @property
+    def ref(self) -> str:
+        """``#12`` for a journaled run, ``elsewhere`` for one another client recorded on GitHub."""
+        return "elsewhere" if self.origin else f"#{self.id}"
 
     @property
     def counts(self) -> dict[str, int]:
@@ -427,9 +434,34 @@ def load_history(store: Any, limit: int = 20) -> History:
                    tuple(store.undelivered_notifications()))
 
 
-async def load_history_async(store: Any, limit: int = 20) -> History:
-    """:func:`load_history` off the event loop (SQLite reads)."""
-    return await asyncio.to_thread(load_history, store, limit)
+async def load_history_async(store: Any, limit: int = 20, deployments: Any = None) -> History:
+    """:func:`load_history` off the event loop (SQLite reads), with the runs other clients recorded
+    on GitHub when ``deployments`` (:class:`~nfu_tui.core.deployments.FleetDeployments`) is given."""
+    history = await asyncio.to_thread(load_history, store, limit)
+    if deployments is None:
+        return history
+    remote = [remote_record(r) for r in await deployments.remote_runs(limit)]
+    epoch = datetime.min.replace(tzinfo=timezone.utc)
+    runs = sorted([*history.runs, *remote], key=lambda r: r.started_at or epoch, reverse=True)[:limit]
+    return History(tuple(runs), history.audit, history.generated_at)
+
+
+REMOTE_STATUS = {"success": "succeeded", "failure": "failed", "error": "failed", "inactive": "inactive",
+                 "in_progress": "running", "queued": "running", "pending": "running"}
+
+
+def remote_record(r: Any) -> RunRecord:
+    """A :class:`RunRecord` of a run another client recorded as a GitHub deployment."""
+    status = REMOTE_STATUS.get(r.state, r.state)
+    where = f"GitHub deployment {r.deployment_id}" + (f", their run #{r.run}" if r.run else "")
+    return RunRecord(
+        id=r.deployment_id, kind="deploy", pr=r.pr, title="", trigger=r.trigger or "?", actor=r.actor,
+        github_login=r.creator or None, status=status, started_at=r.created_at,
+        finished_at=r.updated_at if status != "running" else None, head_sha=None, merge_sha=r.sha or None,
+        summary=r.summary, headline="", lock_diff="",
+        plan=tuple(f"{i}. {h}" for i, h in enumerate(r.hosts, 1)), hosts=(), related_runs=(),
+        timeline=(), origin=where,
+    )
 
 
 # ================================================================== output
@@ -447,7 +479,7 @@ def run_json(r: RunRecord) -> dict[str, Any]:
         "summary": r.summary, "headline": r.headline or None, "lock_diff": r.lock_diff, "plan": list(r.plan),
         "hosts": [{"host": h.host, "outcome": h.outcome, "phase": h.phase, "detail": h.detail,
                    "log_excerpt": list(h.log_excerpt)} for h in r.hosts],
-        "related_runs": list(r.related_runs),
+        "related_runs": list(r.related_runs), "origin": r.origin or None,
         "timeline": [{"at": _iso(t.at), "step": t.step, "host": t.host, "text": t.text} for t in r.timeline],
     }
 
@@ -471,13 +503,13 @@ def local_time(dt: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
 
 
 def who(r: RunRecord) -> str:
-    return r.actor + (f" (GitHub {r.github_login})" if r.github_login else "")
+    return r.actor + (f" (GitHub {r.github_login})" if r.github_login else "") + (f" — {r.origin}" if r.origin else "")
 
 
 def run_heading(r: RunRecord) -> str:
     """``#12 deploy PR #42 "flake.lock: Update" — succeeded (auto)``."""
     title = f' "{r.title}"' if r.title else ""
-    return f"#{r.id} {r.what()}{title} — {r.status} ({r.trigger})"
+    return f"{r.ref} {r.what()}{title} — {r.status} ({r.trigger})"
 
 
 def format_run(r: RunRecord, *, details: bool = True) -> list[str]:

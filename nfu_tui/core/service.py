@@ -124,6 +124,7 @@ class FleetService:
         self._github_login: str | None = None
         self.tracked_prs: set[int] = set()  # shown although detection skips them (revert PRs nfu-tui opened)
         self._merged_prs: set[int] = set()  # merged by our engine: not pending, whatever a stale poll says
+        self.deployments: Any = self._make_deployments()  # nfu_tui.core.deployments.FleetDeployments or None
 
     # ------------------------------------------------------------ construction
 
@@ -140,6 +141,16 @@ class FleetService:
         from nfu_tui.clients.factory import dashboard_client
 
         return dashboard_client(self.config, self.secrets, insecure=insecure)
+
+    def _make_deployments(self) -> Any:
+        """Runs recorded as GitHub deployments, other admins' runs as a lock (``github.deployments``)."""
+        from nfu_tui.core.deployments import for_config
+
+        deployments = for_config(self.config, self.github, self.store, label=self.lock_label, notify=self.notify)
+        if deployments is None:
+            return None
+        self.subscribe(lambda ev: deployments.on_event(ev.payload) if ev.kind == "deploy" else None)
+        return deployments
 
     def _make_notifier(self) -> Any:
         if not self.config.notify.webhook_url:
@@ -163,6 +174,8 @@ class FleetService:
     async def stop(self) -> None:
         """Disconnect. A deploy still running is not cancelled: its task is interrupted by its owner and the
         run stays resumable in the journal (the engine treats a cancelled task as a shutdown)."""
+        if self.deployments is not None:
+            await self.deployments.close()  # the last statuses reach GitHub before the client closes
         tasks = self._tasks + list(self._explaining.values())
         for task in tasks:
             task.cancel()
@@ -375,8 +388,11 @@ class FleetService:
                 log.exception("GitHub poll failed")
                 self._set_status(github="error", github_detail=f"unexpected error: {exc}")
             self._refresh.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives just as the
+            # event is set (the poll then went on and stop() waited a whole poll interval)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._refresh.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._refresh.wait()
 
     async def poll_once(self) -> list[PRState]:
         """One detection cycle: list update PRs, (re)explain the ones whose head or base moved."""
@@ -569,6 +585,8 @@ class FleetService:
         if self.github is None or self.dashboard is None:
             raise NfuError("deploying needs both GitHub and the dashboard configured")
         kw.setdefault("lock", lambda: DeployLock(label=self.lock_label))
+        if self.deployments is not None:
+            kw.setdefault("remote_lock", self.deployments.check_lock)
         engine = DeployEngine(
             self.github,
             self.dashboard,

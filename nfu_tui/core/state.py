@@ -1,12 +1,12 @@
 """State the app changes itself, in ``state_dir()/state.json`` (config.toml is never written).
 
 Held hosts, per-host overrides made in the UI (priority, canary, auto_update, …), the
-automation toggle (None = follow the config) and notify-once marks.
+automation toggle (None = follow the config), the TUI's theme and notify-once marks.
 
 Concurrency: the TUI and the headless mode may run at the same time. Every save
 happens under an ``flock`` on ``state.json.lock``, re-reads the file and applies only
 *this object's changes since it last read or wrote the file* (holds added/removed,
-override keys set/cleared, notify marks set, the toggle if changed), so two processes
+override keys set/cleared, notify marks set, the toggle and the theme if changed), so two processes
 never lose each other's holds. The mutators (:meth:`AppState.hold`, …) save at once;
 direct edits of the attributes are saved by :meth:`AppState.save`.
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 STATE_NAME = "state.json"
 FORMAT_VERSION = 1
 NOTIFIED_LIMIT = 500  # notify-once marks kept (the oldest are dropped first)
-_KNOWN_KEYS = ("version", "held", "overrides", "automation_enabled", "notified")
+_KNOWN_KEYS = ("version", "held", "overrides", "automation_enabled", "notified", "theme")
 _MISSING = object()
 
 
@@ -70,6 +70,7 @@ class _Snapshot:
     automation_enabled: bool | None = None
     notified: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    theme: str | None = None
 
     def copy(self) -> "_Snapshot":
         return copy.deepcopy(self)
@@ -98,8 +99,11 @@ def _parse(text: str) -> _Snapshot:
     notified = raw.get("notified", {})
     if not isinstance(notified, dict) or not all(isinstance(v, str) for v in notified.values()):
         raise _Malformed("'notified' is not a table of strings")
+    theme = raw.get("theme")
+    if theme is not None and not isinstance(theme, str):
+        raise _Malformed("'theme' is not a string or null")
     extra = {k: v for k, v in raw.items() if k not in _KNOWN_KEYS}
-    return _Snapshot(set(held), overrides, automation, notified, extra)
+    return _Snapshot(set(held), overrides, automation, notified, extra, theme)
 
 
 def _merge_table(disk: dict[str, Any], base: dict[str, Any], mine: dict[str, Any]) -> dict[str, Any]:
@@ -124,6 +128,7 @@ class AppState:
         self.overrides: dict[str, dict[str, Any]] = {}
         self.automation_enabled: bool | None = None
         self.notified: dict[str, str] = {}
+        self.theme: str | None = None  # the TUI's theme (None = Textual's default)
         self.warnings: list[str] = []
         self._base = _Snapshot()  # the file's content when last read or written
 
@@ -166,6 +171,7 @@ class AppState:
                 ),
                 notified=_merge_table(disk.notified, self._base.notified, mine.notified),
                 extra=disk.extra,
+                theme=mine.theme if mine.theme != self._base.theme else disk.theme,
             )
             while len(merged.notified) > NOTIFIED_LIMIT:
                 del merged.notified[next(iter(merged.notified))]
@@ -208,6 +214,11 @@ class AppState:
         self.automation_enabled = enabled
         self.save()
 
+    def set_theme(self, theme: str | None) -> None:
+        """Remember the TUI's theme (saved at once)."""
+        self.theme = theme
+        self.save()
+
     # --- notify-once ----------------------------------------------------------
 
     def should_notify(self, key: str, value: str) -> bool:
@@ -223,7 +234,8 @@ class AppState:
     # --- plumbing -------------------------------------------------------------
 
     def _mine(self) -> _Snapshot:
-        return _Snapshot(set(self.held), copy.deepcopy(self.overrides), self.automation_enabled, dict(self.notified))
+        return _Snapshot(set(self.held), copy.deepcopy(self.overrides), self.automation_enabled, dict(self.notified),
+                         theme=self.theme)
 
     def _merge_overrides(
         self, disk: dict[str, dict[str, Any]], mine: dict[str, dict[str, Any]]
@@ -244,6 +256,7 @@ class AppState:
         self.overrides = copy.deepcopy(snapshot.overrides)
         self.automation_enabled = snapshot.automation_enabled
         self.notified = dict(snapshot.notified)
+        self.theme = snapshot.theme
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -301,6 +314,8 @@ class AppState:
             "automation_enabled": snapshot.automation_enabled,
             "notified": snapshot.notified,
         }
+        if snapshot.theme is not None:
+            data["theme"] = snapshot.theme
         try:
             atomic_write_text(self.path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         except OSError as exc:

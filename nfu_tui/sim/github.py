@@ -139,6 +139,27 @@ class LoggedRequest(NamedTuple):
 class _Token:
     login: str
     write: bool
+    deployments: bool = True  # fine-grained "Deployments: write"
+
+
+@dataclass
+class _Deployment:
+    id: int
+    sha: str
+    ref: str
+    task: str
+    payload: Any
+    environment: str
+    description: str | None
+    creator: str
+    created_at: float
+    transient: bool
+    production: bool
+    statuses: list[dict[str, Any]] = field(default_factory=list)  # oldest first
+
+    @property
+    def state(self) -> str:
+        return self.statuses[-1]["state"] if self.statuses else "pending"
 
 
 @dataclass
@@ -313,6 +334,8 @@ class FakeGitHub:
         self._checks: dict[str, list[_CheckRun]] = {}
         self._statuses: dict[str, list[_Status]] = {}
         self._comments: list[_Comment] = []
+        self._deployments: dict[int, _Deployment] = {}
+        self._deployment_ids = 1_200_000_000  # real ids are large: never equal to a local run number
         self._label_colors: dict[str, str] = {"dependencies": "0366d6", "automated": "ededed",
                                               "nfu:merged": "0e8a16", "revert": "d93f0b"}
         self._tokens: dict[str, _Token] = {scenario.token: _Token(self.owner, True)}
@@ -373,9 +396,19 @@ class FakeGitHub:
         """The GraphQL node id of PR ``number``."""
         return self._pr(number).node_id
 
-    def add_token(self, token: str, *, write: bool = True, login: str | None = None) -> None:
-        """Accept another token; read-only tokens get 403 on every write."""
-        self._tokens[token] = _Token(login or self.owner, write)
+    def add_token(self, token: str, *, write: bool = True, login: str | None = None, deployments: bool = True) -> None:
+        """Accept another token; read-only tokens get 403 on every write, tokens without
+        ``deployments`` 403 on every Deployments API call."""
+        self._tokens[token] = _Token(login or self.owner, write, deployments)
+
+    def set_deployments_permission(self, token: str, allowed: bool) -> None:
+        """Give or take a token's "Deployments: write" (403 on the Deployments API without it)."""
+        self._tokens[token].deployments = allowed
+
+    def deployments(self) -> list[dict[str, Any]]:
+        """Every deployment (newest first) with its state and statuses, as the tests judge them."""
+        return [{**self._deployment_obj(d), "state": d.state, "statuses": list(d.statuses)}
+                for d in sorted(self._deployments.values(), key=lambda d: d.id, reverse=True)]
 
     def set_ci(self, number_or_sha: int | str, state: str) -> None:
         """Replace the CI of a PR head (by PR number) or commit (SHA/branch): success | pending | failure | none."""
@@ -673,6 +706,14 @@ class FakeGitHub:
              "issues=write; pull_requests=write", True),
             ("DELETE", r + r"/issues/(?P<number>\d+)/labels/(?P<label>.+)", self._remove_label,
              "issues=write; pull_requests=write", True),
+            ("GET", r + r"/deployments", self._list_deployments, "deployments=read", False),
+            ("POST", r + r"/deployments", self._create_deployment, "deployments=write", True),
+            ("GET", r + r"/deployments/(?P<did>\d+)", self._get_deployment, "deployments=read", False),
+            ("DELETE", r + r"/deployments/(?P<did>\d+)", self._delete_deployment, "deployments=write", True),
+            ("GET", r + r"/deployments/(?P<did>\d+)/statuses", self._list_deployment_statuses,
+             "deployments=read", False),
+            ("POST", r + r"/deployments/(?P<did>\d+)/statuses", self._create_deployment_status,
+             "deployments=write", True),
         ]
         return [(v, re.compile(p), h, perm, w) for v, p, h, perm, w in table]
 
@@ -1620,6 +1661,139 @@ class FakeGitHub:
         return _Reply(200, [self._label(n) for n in pr.labels])
 
     # -- compare -------------------------------------------------------------------------
+
+    # -- deployments (contract §7b) ------------------------------------------------------
+
+    DEPLOYMENT_STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
+
+    def _deployments_allowed(self, req: _Request, perm: str) -> None:
+        if not self._tokens[req.token].deployments:
+            raise _HTTPError(403, "Resource not accessible by personal access token",
+                             headers={"x-accepted-github-permissions": perm})
+
+    def _deployment(self, did: str) -> _Deployment:
+        d = self._deployments.get(int(did))
+        if d is None:
+            raise _HTTPError(404, "Not Found")
+        return d
+
+    def _deployment_obj(self, d: _Deployment) -> dict[str, Any]:
+        url = self._api(f"/repos/{self.repo}/deployments/{d.id}")
+        updated = d.statuses[-1]["updated_ts"] if d.statuses else d.created_at
+        return {
+            "url": url, "id": d.id, "node_id": "DE_kwDO" + _b64id(self._repo_id, d.id), "sha": d.sha, "ref": d.ref,
+            "task": d.task, "payload": d.payload, "original_environment": d.environment,
+            "environment": d.environment, "description": d.description, "creator": self._user(d.creator),
+            "created_at": _iso(d.created_at), "updated_at": _iso(updated), "statuses_url": url + "/statuses",
+            "repository_url": self._api(f"/repos/{self.repo}"), "transient_environment": d.transient,
+            "production_environment": d.production,
+        }
+
+    def _deployment_status_obj(self, d: _Deployment, st: dict[str, Any]) -> dict[str, Any]:
+        url = self._api(f"/repos/{self.repo}/deployments/{d.id}")
+        return {
+            "url": f"{url}/statuses/{st['id']}", "id": st["id"], "node_id": "DES_kwDO" + _b64id(self._repo_id, st["id"]),
+            "state": st["state"], "creator": self._user(st["creator"]), "description": st["description"],
+            "environment": st["environment"], "target_url": st["log_url"], "log_url": st["log_url"],
+            "environment_url": st["environment_url"], "created_at": _iso(st["created_ts"]),
+            "updated_at": _iso(st["updated_ts"]), "deployment_url": url,
+            "repository_url": self._api(f"/repos/{self.repo}"),
+        }
+
+    def _list_deployments(self, req: _Request) -> _Reply:
+        self._deployments_allowed(req, "deployments=read")
+        q = req.query
+        items = [d for d in sorted(self._deployments.values(), key=lambda d: d.id, reverse=True)
+                 if all(not q.get(k) or q[k] == getattr(d, k) for k in ("sha", "ref", "task", "environment"))]
+        chunk, headers = self._paginate(req, items)
+        return _Reply(200, [self._deployment_obj(d) for d in chunk], headers=headers)
+
+    def _get_deployment(self, req: _Request, did: str) -> _Reply:
+        self._deployments_allowed(req, "deployments=read")
+        return _Reply(200, self._deployment_obj(self._deployment(did)))
+
+    def _create_deployment(self, req: _Request) -> _Reply:
+        self._deployments_allowed(req, "deployments=write")
+        body = req.json()
+        ref = body.get("ref")
+        if not isinstance(ref, str) or not ref:
+            raise _validation("", resource="Deployment", field="ref", code="missing_field")
+        sha = self._git.resolve(ref)
+        if sha is None:
+            raise _HTTPError(422, f"No ref found for: {ref}")
+        head, _ = self.default_branch_head()
+        if body.get("auto_merge", True) is not False and sha != head and not self._git.is_ancestor(head, sha):
+            return _Reply(202, {"message": f"Auto-merged {self.default_branch} into {ref} on deployment."})
+        required = body.get("required_contexts")
+        states = self._ci_states(sha)
+        if required is None:
+            failing = sorted(c for c, s in states.items() if s != "success")
+        else:
+            failing = sorted(c for c in required if states.get(c) != "success")
+        if failing:
+            return self._error(_HTTPError(409, f"Conflict: Commit status checks failed for {ref}.",
+                                          errors=[{"contexts": [{"context": c, "state": states.get(c, "missing")}
+                                                                for c in failing], "resource": "Deployment",
+                                                   "field": "required_contexts", "code": "invalid"}]))
+        payload = body.get("payload", {})
+        if isinstance(payload, str):
+            try:
+                payload = json.loads(payload) if payload else {}
+            except ValueError:
+                pass
+        environment = str(body.get("environment") or "production")
+        self._deployment_ids += 1
+        d = _Deployment(self._deployment_ids, sha, ref, str(body.get("task") or "deploy"), payload, environment,
+                        body.get("description"), req.login, time.time(),
+                        bool(body.get("transient_environment", False)),
+                        bool(body.get("production_environment", environment == "production")))
+        self._deployments[d.id] = d
+        return _Reply(201, self._deployment_obj(d))
+
+    def _delete_deployment(self, req: _Request, did: str) -> _Reply:
+        self._deployments_allowed(req, "deployments=write")
+        d = self._deployment(did)
+        alone = all(o.id == d.id for o in self._deployments.values() if o.environment == d.environment)
+        if d.state != "inactive" and not alone:
+            raise _HTTPError(422, "We cannot delete an active deployment unless it is the only deployment in a "
+                                  "given environment.")
+        del self._deployments[d.id]
+        return _Reply(204)
+
+    def _list_deployment_statuses(self, req: _Request, did: str) -> _Reply:
+        self._deployments_allowed(req, "deployments=read")
+        d = self._deployment(did)
+        chunk, headers = self._paginate(req, list(reversed(d.statuses)))
+        return _Reply(200, [self._deployment_status_obj(d, st) for st in chunk], headers=headers)
+
+    def _create_deployment_status(self, req: _Request, did: str) -> _Reply:
+        self._deployments_allowed(req, "deployments=write")
+        d = self._deployment(did)
+        body = req.json()
+        state = body.get("state")
+        if state not in self.DEPLOYMENT_STATES:
+            raise _validation("", resource="DeploymentStatus", field="state", code="invalid")
+        description = body.get("description") or ""
+        if len(description) > 140:
+            raise _validation("description is too long (maximum is 140 characters)", resource="DeploymentStatus",
+                              field="description", code="custom")
+        st = self._add_deployment_status(d, state, description, req.login, body)
+        if state == "success" and body.get("auto_inactive", True) is not False:
+            for other in self._deployments.values():
+                if (other.id < d.id and other.environment == d.environment and not other.transient
+                        and not other.production and other.state != "inactive"):
+                    self._add_deployment_status(other, "inactive", "", req.login, {})
+        return _Reply(201, self._deployment_status_obj(d, st))
+
+    def _add_deployment_status(self, d: _Deployment, state: str, description: str, login: str,
+                               body: dict[str, Any]) -> dict[str, Any]:
+        self._deployment_ids += 1
+        now = time.time()
+        st = {"id": self._deployment_ids, "state": state, "description": description, "creator": login,
+              "environment": str(body.get("environment") or d.environment), "log_url": body.get("log_url") or "",
+              "environment_url": body.get("environment_url") or "", "created_ts": now, "updated_ts": now}
+        d.statuses.append(st)
+        return st
 
     def _compare(self, req: _Request, owner: str, name: str, basehead: str) -> _Reply:
         if "..." not in basehead:

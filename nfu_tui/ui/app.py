@@ -55,6 +55,7 @@ class FleetServiceAPI(Protocol):
     prs: list[Any]
     store: Any  # nfu_tui.core.store.Store (journal + audit)
     config: Any  # nfu_tui.config.Config
+    state: Any  # nfu_tui.core.state.AppState (holds, toggle, theme)
     lock_label: str
 
     def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]: ...
@@ -161,8 +162,10 @@ class NfuApp(App[int]):
         flush_interval: float = 0.1,
         bell: bool = True,
         automation_kw: Mapping[str, Any] | None = None,
+        keymap: Mapping[str, str] | None = None,
     ) -> None:
-        """``automation_kw``: extra keyword arguments for the AutomationRunner (tests: ``engine_kw``)."""
+        """``automation_kw``: extra keyword arguments for the AutomationRunner (tests: ``engine_kw``);
+        ``keymap``: binding id -> keys (the config's ``[keys]``; default: the service's config)."""
         super().__init__()
         if service is None and service_factory is None:
             raise ValueError("NfuApp needs a service or a service_factory")
@@ -184,6 +187,12 @@ class NfuApp(App[int]):
         self._pulse_timer: Any = None
         self._offers: list[Any] = []  # unfinished runs still to offer (resume/abandon/later)
         self._rolling_back: set[str] = set()  # hosts whose per-host rollback runs now
+        self._theme_state: Any = None  # the AppState the theme is kept in until the service exists
+        if keymap is None and service is not None:
+            keymap = getattr(service.config, "keys", None)
+        self.keymap: dict[str, str] = dict(keymap or {})
+        if self.keymap:
+            self.set_keymap(self.keymap)  # validated by load_config (nfu_tui.keymap)
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -197,6 +206,7 @@ class NfuApp(App[int]):
         return MainScreen()
 
     def on_mount(self) -> None:
+        self._restore_theme()
         if self.animation_level == "full":
             self._pulse_timer = self.set_interval(0.8, self._pulse)
         self.call_after_refresh(self._start_service)
@@ -253,6 +263,42 @@ class NfuApp(App[int]):
         if (previous is None or not decision.same_as(previous) or decision.window != previous.window
                 or before.enabled != self.automation.enabled):
             self.publish(ServiceUpdate(automation=True))
+
+    # --- theme (kept in the state file) -------------------------------------------
+
+    def _state_for_theme(self) -> Any:
+        """The service's AppState, or (before the service exists) one read here; None if unreadable."""
+        if self.service is not None:
+            return self.service.state
+        if self._theme_state is None:
+            from nfu_tui.core.state import AppState
+            from nfu_tui.errors import StateError
+
+            try:
+                self._theme_state = AppState.load()
+            except StateError as exc:
+                self.notify(exc.message, title="Theme not restored", severity="warning", markup=False)
+                return None
+        return self._theme_state
+
+    def _restore_theme(self) -> None:
+        state = self._state_for_theme()
+        name = state.theme if state is not None else None
+        if name and name in self.available_themes:
+            self.theme = name
+
+    def watch_theme(self, theme: str) -> None:
+        """A theme chosen in the palette ("Change theme") is kept for the next start."""
+        if not self.is_running:
+            return
+        state = self._state_for_theme()
+        if state is not None and state.theme != theme:
+            from nfu_tui.errors import StateError
+
+            try:
+                state.set_theme(theme)
+            except StateError as exc:
+                self.notify(exc.message, title="Theme not saved", severity="warning", markup=False)
 
     async def _stop_service(self) -> None:
         """Stop automation and disconnect (bounded: quitting must not hang on a dead connection)."""
@@ -459,7 +505,7 @@ class NfuApp(App[int]):
         if isinstance(self.screen, RunDetailScreen):
             self.pop_screen()
         if not isinstance(self.screen, HistoryScreen):
-            self.push_screen(HistoryScreen(self.service.store))
+            self.push_screen(HistoryScreen(self.service.store, deployments=getattr(self.service, "deployments", None)))
 
     # --- automation -----------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 from textual.widgets.data_table import ColumnKey
 
+from nfu_tui.ui import copy
 from nfu_tui.ui.deployview import STATE_GLYPHS, DeployView, HostRow
 from nfu_tui.ui.fleetview import Progress, progress_text
 from nfu_tui.ui.messages import ServiceUpdate
@@ -214,6 +215,7 @@ class DeployScreen(Screen):
         Binding("h", "hold_failed", "Hold failed", tooltip="Hold the failing host(s): deploys and automation skip them", id="deploy.hold-failed"),
         Binding("R", "rollback_host", "Host rollback", show=False, tooltip="Roll the highlighted host back alone: the dashboard's rollback op (asks first)", id="deploy.rollback-host"),
         Binding("tab", "switch_focus", "Table/log", show=False, id="deploy.switch"),
+        copy.copy_binding("deploy.copy"),
     ]
 
     DEFAULT_CSS = """
@@ -575,6 +577,23 @@ class DeployScreen(Screen):
         if action == "converge":
             return bool(self.view.left_behind())
         return True
+
+    def action_copy(self) -> None:
+        """In the log: the line at the bottom of the view; in the table: the host's last error lines
+        (a failed host's) or its last output lines."""
+        log = self.query_one(HostLog)
+        if log.has_focus:
+            where = "all hosts" if self._interleaved else (self._current_log_host() or "the deploy")
+            copy.copy(self.app, copy.log_line(log, where), "No output to copy.")
+            return
+        host = self._highlighted_host()
+        row = self.view.rows.get(host) if host else None
+        if row is None:
+            copy.copy(self.app, None, "No host to copy.")
+            return
+        target = copy.outcome_lines(host, row.detail, row.last_lines) if row.state == "failed" else None
+        copy.copy(self.app, target or copy.host_error_lines(self.app.service, host),
+                  f"{host}: no errors and no output to copy.")
 
     def action_switch_focus(self) -> None:
         table = self.query_one(DataTable)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from rich.table import Table
 from rich.text import Text
@@ -65,8 +66,10 @@ def binding_sections() -> list[tuple[str, list[Binding]]]:
 KEY_WIDTH = 14
 
 
-def section_table(title: str, bindings: list[Binding]) -> Table:
-    """One section of the help: its title, then each action once with its keys and what it does."""
+def section_table(title: str, bindings: list[Binding], keymap: Mapping[str, str] | None = None) -> Table:
+    """One section of the help: its title, then each action once with its keys and what it does;
+    ``keymap`` (the config's ``[keys]``) replaces the default keys shown."""
+    keymap = keymap or {}
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True, width=KEY_WIDTH)
     table.add_column()
@@ -79,7 +82,8 @@ def section_table(title: str, bindings: list[Binding]) -> Table:
         desc = Text(b.description)
         if b.tooltip and b.tooltip != b.description:
             desc.append(f" — {b.tooltip}", style="dim")
-        table.add_row(Text(b.key_display or key_label(b.key)), desc)
+        keys = keymap.get(b.id) if b.id else None
+        table.add_row(Text(key_label(keys) if keys else b.key_display or key_label(b.key)), desc)
     return table
 
 
@@ -139,7 +143,8 @@ class HelpScreen(ModalScreen[None]):
         with Scroller(id="help-body") as scroll:
             scroll.border_title = "nfu-tui — keys (esc to close)"
             for title, bindings in binding_sections():
-                yield Static(section_table(title, bindings), id=section_id(title), classes="help-section")
+                yield Static(section_table(title, bindings, getattr(self.app, "keymap", None)), id=section_id(title),
+                             classes="help-section")
             yield Static(legend_table(), id="help-legend")
         yield Footer()
 

@@ -21,6 +21,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from nfu_tui.core import history as hist
+from nfu_tui.ui import copy
 from nfu_tui.ui.prview import Folded, colour_summary
 from nfu_tui.ui.spans import unlead
 from nfu_tui.ui.widgets.header import StatusHeader
@@ -101,7 +102,8 @@ def timeline_text(r: hist.RunRecord) -> Text:
 class RunDetailScreen(Screen):
     """One run: summary, plan, hosts (with failing hosts' log excerpts), timeline, lock diff."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="history.detail.back")]
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="history.detail.back"),
+                copy.copy_binding("history.detail.copy")]
 
     DEFAULT_CSS = """
     RunDetailScreen Scroller { padding: 0 1; }
@@ -128,6 +130,10 @@ class RunDetailScreen(Screen):
     def on_mount(self) -> None:
         show_header(self)
 
+    def action_copy(self) -> None:
+        r = self.record
+        copy.copy(self.app, copy.merge_commit(r.id, r.merge_sha), f"Run #{r.id} merged nothing: no commit to copy.")
+
 
 HOST_GLYPHS = {"ok": "✓", "failed": "✗", "skipped": "–", "cancelled": "⊘", "queued": "◌"}
 NARROW = 110  # below this width the tables drop a column and shorten dates
@@ -153,6 +159,7 @@ class HistoryScreen(Screen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="history.back"),
         Binding("r", "reload", "Reload", tooltip="Read the journal again", id="history.reload"),
+        copy.copy_binding("history.copy"),
     ]
 
     DEFAULT_CSS = """
@@ -161,9 +168,10 @@ class HistoryScreen(Screen):
     HistoryScreen #history-audit { height: 1fr; }
     """
 
-    def __init__(self, store: Any, *, limit: int = 200) -> None:
+    def __init__(self, store: Any, *, limit: int = 200, deployments: Any = None) -> None:
         super().__init__()
         self.store = store
+        self.deployments = deployments  # runs other clients recorded on GitHub (FleetDeployments)
         self.limit = limit
         self.history: hist.History | None = None
         self._narrow: bool | None = None  # the layout the tables were filled for
@@ -189,7 +197,7 @@ class HistoryScreen(Screen):
 
     @work(exclusive=True, group="history-load", description="reading the journal", exit_on_error=False)
     async def _load(self) -> None:
-        self.show(await hist.load_history_async(self.store, self.limit))
+        self.show(await hist.load_history_async(self.store, self.limit, self.deployments))
 
     def show(self, history: hist.History) -> None:
         """Fill both tables from ``history`` (narrow: short dates, compact host counts, no "By" column)."""
@@ -202,7 +210,7 @@ class HistoryScreen(Screen):
         rows: list[tuple[str, list[Text]]] = []
         for r in history.runs:
             cells = [
-                _cell(f"#{r.id}"), _cell(hist.local_time(r.started_at, when)), _cell(r.what()), _cell(r.trigger),
+                _cell(r.ref), _cell(hist.local_time(r.started_at, when)), _cell(r.what()), _cell(r.trigger),
                 _cell(r.status, STATUS_STYLES.get(r.status, "")),
                 host_counts(r) if narrow else _cell(r.hosts_line()),
             ]
@@ -230,6 +238,18 @@ class HistoryScreen(Screen):
             table.add_column(label, width=width)
         for key, cells in rows:
             table.add_row(*cells, key=key)
+
+    def action_copy(self) -> None:
+        """The merge commit of the run under the cursor."""
+        table = self.query_one("#history-runs", DataTable)
+        if self.history is None or table.row_count == 0:
+            copy.copy(self.app, None, "No run to copy.")
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        record = next((r for r in self.history.runs if str(r.id) == key), None)
+        if record is not None:
+            copy.copy(self.app, copy.merge_commit(record.id, record.merge_sha),
+                      f"Run #{record.id} merged nothing: no commit to copy.")
 
     @on(DataTable.RowSelected, "#history-runs")
     def _open(self, event: DataTable.RowSelected) -> None:

@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from nfu_tui.models import COMPARTMENTS, Host
+from nfu_tui.ui import copy
 from nfu_tui.ui import fleetview as fv
 from nfu_tui.ui.messages import ServiceUpdate
 from nfu_tui.ui.widgets.header import StatusHeader
@@ -113,6 +114,7 @@ class HostDetailScreen(Screen):
             tooltip="Roll this host back to its previous generation: the dashboard's rollback op (asks first)",
             id="host.rollback",
         ),
+        copy.copy_binding("host.copy"),
     ]
 
     DEFAULT_CSS = """
@@ -208,6 +210,15 @@ class HostDetailScreen(Screen):
 
     def action_rollback(self) -> None:
         self.app.request_host_rollback(self.host_id)
+
+    def action_copy(self) -> None:
+        """In the output: the line at the bottom of the view; else the host's errors and last output."""
+        log = self.query_one(HostLog)
+        if log.has_focus:
+            copy.copy(self.app, copy.log_line(log, self.host_id), "No output to copy.")
+        else:
+            copy.copy(self.app, copy.host_error_lines(self.app.service, self.host_id),
+                      f"{self.host_id}: no errors and no output to copy.")
 
     def action_toggle_hold(self) -> None:
         held = self.app.service.held() if self.app.service else set()

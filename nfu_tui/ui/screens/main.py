@@ -17,6 +17,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Static
 
+from nfu_tui.ui import copy
 from nfu_tui.ui.messages import ServiceUpdate
 from nfu_tui.ui.spans import unlead
 from nfu_tui.ui.widgets.header import StatusHeader, StatusLine, automation_text
@@ -59,6 +60,7 @@ class MainScreen(Screen):
             id="main.converge",
         ),
         Binding("D", "show_deploy", "Deploy view", show=False, tooltip="Show the current/last deploy", id="main.deploy-view"),
+        copy.copy_binding("main.copy"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -309,3 +311,13 @@ class MainScreen(Screen):
 
     def action_show_deploy(self) -> None:
         self.app.show_deploy()
+
+    def action_copy(self) -> None:
+        """The focused PR's URL, or the host under the cursor's errors and last output lines."""
+        service = self.app.service
+        if isinstance(self.focused, (PRList, PRDetail)):
+            copy.copy(self.app, copy.pr_url(service, self.query_one(PRList).focused_number), "No PR to copy.")
+        else:
+            host = self.grid.cursor_host
+            copy.copy(self.app, copy.host_error_lines(service, host),
+                      f"{host}: no errors and no output to copy." if host else "No host to copy.")

@@ -20,12 +20,12 @@ from textual.widget import Widget
 from textual.widgets import DataTable
 
 SCROLL_BINDINGS = [
-    Binding("j,down", "scroll_down", "Down", show=False),
-    Binding("k,up", "scroll_up", "Up", show=False),
-    Binding("pagedown,ctrl+d", "page_down", "Page down", show=False),
-    Binding("pageup,ctrl+u", "page_up", "Page up", show=False),
-    Binding("home,g", "scroll_home", "Top", show=False),
-    Binding("end,G", "scroll_end", "Bottom", show=False),
+    Binding("j,down", "scroll_down", "Down", show=False, id="scroll.down"),
+    Binding("k,up", "scroll_up", "Up", show=False, id="scroll.up"),
+    Binding("pagedown,ctrl+d", "page_down", "Page down", show=False, id="scroll.page-down"),
+    Binding("pageup,ctrl+u", "page_up", "Page up", show=False, id="scroll.page-up"),
+    Binding("home,g", "scroll_home", "Top", show=False, id="scroll.top"),
+    Binding("end,G", "scroll_end", "Bottom", show=False, id="scroll.bottom"),
 ]
 
 
@@ -75,12 +75,12 @@ class KeyTable(DataTable):
     """A row-cursor table with the grid's keys: ``j/k``, ``g/home``, ``G/end`` move the cursor."""
 
     BINDINGS = [
-        Binding("j", "cursor_down", "Down", show=False),
-        Binding("k", "cursor_up", "Up", show=False),
-        Binding("home,g", "first_row", "First row", show=False),
-        Binding("end,G", "last_row", "Last row", show=False),
-        Binding("ctrl+d", "page_down", "Page down", show=False),
-        Binding("ctrl+u", "page_up", "Page up", show=False),
+        Binding("j", "cursor_down", "Down", show=False, id="table.down"),
+        Binding("k", "cursor_up", "Up", show=False, id="table.up"),
+        Binding("home,g", "first_row", "First row", show=False, id="table.first"),
+        Binding("end,G", "last_row", "Last row", show=False, id="table.last"),
+        Binding("ctrl+d", "page_down", "Page down", show=False, id="table.page-down"),
+        Binding("ctrl+u", "page_up", "Page up", show=False, id="table.page-up"),
     ]
 
     def action_first_row(self) -> None:
