@@ -15,7 +15,8 @@ import sys
 
 from nfu_tui import __version__
 
-COMMAND_MODULES = ("config", "lock_diff", "sim", "demo", "status", "deploy", "auto", "history", "serve")
+COMMAND_MODULES = ("config", "lock_diff", "sim", "demo", "status", "deploy", "auto", "history", "hold",
+                   "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         from nfu_tui.commands import tui
 
         return tui.run(args)
-    module = importlib.import_module(f"nfu_tui.commands.{args.command.replace('-', '_')}")
+    name = getattr(args, "module", None) or args.command.replace("-", "_")  # `unhold` lives in hold.py
+    module = importlib.import_module(f"nfu_tui.commands.{name}")
     if args.command in _UNWRAPPED:
         return _run(module, args)
     # The redaction boundary of the CLI: whatever reaches stdout/stderr (tracebacks included)

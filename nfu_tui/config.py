@@ -147,8 +147,19 @@ class RollbackConfig(_Section):
     strategy: Literal["revert-commit", "revert-pr", "alert-only"] = "revert-commit"
 
 
+PostSwitchTests = Literal["auto", "always", "never"]
+
+
 class FlakeUpdatesConfig(_Section):
     enabled: Flag = True
+    verify_minutes: float = Field(
+        5, strict=True, ge=0, le=1440, allow_inf_nan=False,
+        description="after a switch, wait this long for the dashboard to report System ok for the new generation",
+    )
+    post_switch_tests: PostSwitchTests = Field(
+        "auto",
+        description="run the dashboard's test op after a switch: auto (hosts whose tests ran before) | always | never",
+    )
     automation: AutomationConfig = Field(default_factory=AutomationConfig)
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)
 
@@ -169,6 +180,8 @@ class HostConfig(_Section):
     auto_update: Flag = True
     priority: Count | None = Field(None, ge=0, le=10000, description="lower deploys first; unset = default tiering")
     canary: Flag = False
+    post_switch_tests: PostSwitchTests | None = Field(
+        None, description="overrides flake_updates.post_switch_tests for this host")
 
 
 class Config(_Section):
@@ -183,6 +196,10 @@ class Config(_Section):
 
     def host(self, name: str) -> HostConfig:
         return self.hosts.get(name) or HostConfig()
+
+    def post_switch_tests(self, name: str) -> str:
+        """auto | always | never for one host (its own setting, else the global one)."""
+        return self.host(name).post_switch_tests or self.flake_updates.post_switch_tests
 
 
 def _check_http_url(v: str) -> None:
@@ -485,6 +502,8 @@ STARTER: dict[str, Any] = {
     "dashboard": {"url": "https://fleet.example.com", "password_file": "/run/agenix/nixfleet-password"},
     "flake_updates": {
         "enabled": True,
+        "verify_minutes": 5,
+        "post_switch_tests": "auto",
         "automation": {
             "enabled": False,
             "delay_minutes": 60,
@@ -564,6 +583,8 @@ def effective_summary(cfg: Config, secrets: Secrets) -> list[str]:
         f"strategy {auto.deploy_strategy}; parallel {auto.max_parallel}; canary wait {auto.canary_wait_minutes:g} min",
         f"windows           {', '.join(auto.maintenance_windows) or '(always open)'}"
         + (f"; merge with at least {auto.min_window_minutes:g} min left" if auto.maintenance_windows else ""),
+        f"verification      wait {fu.verify_minutes:g} min for System ok after a switch; "
+        f"post-switch tests {fu.post_switch_tests}",
         f"rollback          {'on' if fu.rollback.enabled else 'off'} ({fu.rollback.strategy})",
         f"notify webhook    {'***' if cfg.notify.webhook_url else '(off)'}",
         f"hosts configured  {len(cfg.hosts)}"

@@ -844,6 +844,13 @@ class Stage:
             return msgs + ([cmd_delta(v(), at(run, "TIMEOUT_PENDING"))] if until == "TIMEOUT_PENDING" else [])
         if op == "switch":
             msgs.append(cmd_delta(v(), at(run, "AWAITING_RECONNECT", reconnect_deadline="2025-12-28T15:40:00+01:00")))
+            # §4.7 B1: with AWAITING_RECONNECT the dashboard stores System ok and broadcasts the host's status
+            # (BroadcastHostStatus: every compartment) — what the engine verifies the switch by.
+            msgs.append(host_updated(v(), hid, generation=MERGE[:7], update_status={
+                "git": {"checked_at": "2025-12-28T14:31:00Z", "message": "Up to date with remote", "status": "ok"},
+                "lock": {"checked_at": "2025-12-28T14:31:00Z", "message": "flake.lock is current", "status": "ok"},
+                "system": {"checked_at": "2025-12-28T14:31:00Z", "message": "Last switch succeeded", "status": "ok"},
+                "tests": None, "repo_dir": "/var/lib/nixfleet-agent/repo", "repo_url": "git@github.com:o/nixcfg.git"}))
             if until == "AWAITING_RECONNECT":
                 return msgs
         else:
@@ -968,9 +975,10 @@ async def test_engine_judges_a_command_the_dashboard_forgot(tmp_path: Path) -> N
     o = result.outcome("hsb1")
     assert "did not finish" not in o.detail
     # The pull is judged done by the generation (the merge commit); the switch left no System
-    # result since it started (checked_at 12:02Z < 14:30Z): failed, saying why.
+    # result since it started (checked_at 12:02Z < 14:30Z): its outcome is unknown (it used to be
+    # "failed"), saying why — no evidence, so nothing may be rolled back.
     assert [(op, force) for op, _, force in stage.dispatched] == [("pull", True), ("switch", True)]
-    assert o.outcome is Outcome.FAILED and o.phase == "switch"
+    assert o.outcome is Outcome.UNKNOWN and o.phase == "switch" and not o.proven
     assert "lost track of the switch" in o.detail and "no switch result since it started" in o.detail
 
 

@@ -42,6 +42,7 @@ SLOW_SECOND = scenario(HostSpec("a1", "desktop"), HostSpec("a2", "desktop", faul
 
 def write_config(sim: Any, tmp_path: Path, **extra: Any) -> str:
     extra.setdefault("flake_updates", {"automation": {"canary_wait_minutes": 0}})
+    extra["flake_updates"].setdefault("post_switch_tests", "never")  # the post-switch tests: test_truthful_rollouts
     return str(sim.write_config(tmp_path / "cfg", **extra))
 
 

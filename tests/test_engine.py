@@ -227,23 +227,26 @@ def test_system_verdict(host: Host | None, since: datetime | None, verdict: bool
 @pytest.mark.parametrize(
     ("op", "host", "before", "verdict", "fragment"),
     [
-        ("pull", at_gen(MERGE[:7]), "1234567", True, "now bbbbbbb, the merge commit"),
-        ("pull", at_gen("9999999"), "1234567", True, "moved from 1234567 to 9999999"),
-        ("pull", at_gen(), "1234567", False, "generation 1234567 is not the merge commit bbbbbbb; verify"),
-        ("pull", at_gen(""), "", False, "generation (unknown)"),
-        ("switch", with_system(CompartmentState.OK, "2025-12-28T14:32:00Z", "Last switch succeeded"), "", True,
+        ("pull", at_gen(MERGE[:7]), "1234567", "ok", "now bbbbbbb, the merge commit"),
+        ("pull", at_gen("9999999"), "1234567", "ok", "moved from 1234567 to 9999999"),
+        ("pull", at_gen(), "1234567", "unknown", "generation 1234567 is not the merge commit bbbbbbb; verify"),
+        ("pull", at_gen(""), "", "unknown", "generation (unknown)"),
+        ("switch", with_system(CompartmentState.OK, "2025-12-28T14:32:00Z", "Last switch succeeded"), "", "ok",
          "System ok since it started (Last switch succeeded)"),
-        ("switch", with_system(CompartmentState.ERROR, "2025-12-28T14:32:00Z", "Switch failed (exit 1)"), "", False,
-         "System error since it started: Switch failed (exit 1)"),
-        ("switch", with_system(CompartmentState.WORKING, "2025-12-28T14:32:00Z"), "", None, "still reports the switch"),
-        ("switch", with_system(CompartmentState.OK, "2025-12-28T12:02:11Z"), "", False, "no switch result since"),
-        ("switch", None, "", False, "no longer lists the host"),
+        ("switch", with_system(CompartmentState.ERROR, "2025-12-28T14:32:00Z", "Switch failed (exit 1)"), "",
+         "failed", "System error since it started: Switch failed (exit 1)"),
+        ("switch", with_system(CompartmentState.WORKING, "2025-12-28T14:32:00Z"), "", "wait", "still reports the switch"),
+        ("switch", with_system(CompartmentState.OK, "2025-12-28T12:02:11Z"), "", "unknown", "no switch result since"),
+        ("switch", None, "", "unknown", "no longer lists the host"),
     ],
 )
-def test_judge_lost_command(op: str, host: Host | None, before: str, verdict: bool | None, fragment: str) -> None:
-    got, detail = judge_lost_command(op, host, T0, MERGE, before)
-    assert got is verdict and fragment in detail
-    assert detail.startswith(f"the dashboard lost track of the {op} (restarted?)")
+def test_judge_lost_command(op: str, host: Host | None, before: str, verdict: str, fragment: str) -> None:
+    """Only a System error proves a failure; without evidence either way the verdict is "unknown" (it used
+    to be a failure)."""
+    ev = judge_lost_command(op, host, T0, MERGE, before)
+    assert ev.verdict == verdict and fragment in ev.detail
+    assert ev.proven is (verdict == "failed")
+    assert ev.detail.startswith(f"the dashboard lost track of the {op} (restarted?)")
 
 
 def test_health_problems() -> None:
@@ -314,6 +317,8 @@ class Script:
 
     pull: str = "SUCCESS"
     switch: str = "SUCCESS"
+    test: str = "SUCCESS"
+    system: str = "reported"  # "stale": the dashboard never reports System for the switch
     lines: list[str] = field(default_factory=list)
 
 
@@ -385,6 +390,11 @@ class FakePorts:
         self.running_now -= 1
         if c.op == "pull" and status == "SUCCESS":
             self.hosts_[c.host_id] = self.hosts_[c.host_id].with_changes(generation=MERGE[:7])
+        stale = self.scripts.get(c.host_id, Script()).system == "stale"
+        if c.op == "switch" and status in ("SUCCESS", "ERROR") and not stale:  # what the dashboard stores
+            state = CompartmentState.OK if status == "SUCCESS" else CompartmentState.ERROR
+            self.hosts_[c.host_id] = self.hosts_[c.host_id].with_changes(system=StatusCheck(
+                state, "Last switch succeeded" if status == "SUCCESS" else "command failed", stamp_now()))
         self._tick()
 
     def _tick(self) -> None:
@@ -412,6 +422,9 @@ class FakePorts:
         self.states_asked += 1
         return {c.host_id: c for c in self.commands.values() if not c.terminal}
 
+    async def events(self, limit: int = 100, host: str | None = None) -> list[dict[str, Any]]:
+        return []
+
     # fleet view
     def host(self, host_id: str) -> Host | None:
         return self.hosts_.get(host_id)
@@ -431,6 +444,9 @@ class FakePorts:
 
     def active_command(self, host_id: str) -> Command | None:
         return next((c for c in reversed(self.commands.values()) if c.host_id == host_id and not c.terminal), None)
+
+    def commands_for(self, host_id: str) -> list[Command]:
+        return [c for c in reversed(self.commands.values()) if c.host_id == host_id]
 
     async def wait_until(self, predicate: Any, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
@@ -461,8 +477,14 @@ def online(name: str, device: str = "server", location: str = "home") -> Host:
 
 def cfg(**automation: Any) -> Config:
     hosts = automation.pop("hosts", {})
+    updates = {"verify_minutes": automation.pop("verify_minutes", 0.05),
+               "post_switch_tests": automation.pop("post_switch_tests", "never")}
     auto = {"canary_wait_minutes": 0, **automation}
-    return Config.model_validate({"flake_updates": {"automation": auto}, "hosts": hosts})
+    return Config.model_validate({"flake_updates": {"automation": auto, **updates}, "hosts": hosts})
+
+
+def stamp_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @pytest.fixture
@@ -480,7 +502,8 @@ def engine_for(ports: FakePorts, store: Store, config: Config, tmp_path: Path, *
         events.append(event)
         ports._tick()
 
-    timeouts = kw.pop("timeouts", Timeouts(pull=5, switch=5, gate_poll=0.01, queued_poll=0.05, resume_lookup=0.05))
+    timeouts = kw.pop("timeouts", Timeouts(pull=5, switch=5, gate_poll=0.01, queued_poll=0.05, resume_lookup=0.05,
+                                           evidence=0.3, evidence_poll=0.05))
     eng = DeployEngine(ports, ports, ports, store, config, lock=lambda: DeployLock(tmp_path, label="test"),
                        on_event=collect, timeouts=timeouts, **kw)
     return eng, events
@@ -540,7 +563,7 @@ async def test_journal_written_before_acting_and_webhook_notified(store: Store, 
     assert journal_at_dispatch[0][-1] == "host_started" and journal_at_dispatch[1][-1] == "host_started"
     steps = [s.step for s in store.get_run(result.run_id).steps]
     assert steps == ["merge_requested", "merged", "host_started", "command_dispatched", "pull_done",
-                     "host_started", "command_dispatched", "host_finished"]
+                     "host_started", "command_dispatched", "switch_done", "host_finished"]
     (note,) = sent
     assert note.title == "PR #42 deployed" and note.severity == "information"
 
@@ -777,10 +800,13 @@ async def test_dispatch_error_is_checked_against_the_dashboard(store: Store, tmp
     o = result.outcome("gpc0")
     if started:
         assert result.status is RunStatus.SUCCEEDED and ports.order("pull") == ["gpc0"]
-        assert any(isinstance(e, HostProgress) and "started the pull as cmd-1" in e.message for e in events)
-    else:
-        assert o.outcome is Outcome.FAILED and "no pull command appeared for gpc0" in o.detail
+        assert any(isinstance(e, HostProgress) and "the dashboard has the pull (executing, cmd-1)" in e.message
+                   for e in events)
+    else:  # no trace of it: unknown (it used to be "failed"), the run stops, nothing is rolled back
+        assert o.outcome is Outcome.UNKNOWN and "shows no trace of a pull on gpc0" in o.detail
         assert "500 with an empty body" in o.detail
+        assert result.status is RunStatus.UNKNOWN and result.exit_code == 1 and result.proven_failures() == []
+    assert any(isinstance(e, HostProgress) and e.message.startswith("outcome unknown — checking") for e in events)
 
 
 async def test_warning_states_are_reported_and_guards_follow_the_dashboard(store: Store, tmp_path: Path) -> None:
@@ -815,7 +841,8 @@ async def test_warning_states_are_reported_and_guards_follow_the_dashboard(store
     result = await task
     assert result.outcome("gpc0").outcome is Outcome.OK
     o = result.outcome("hsb0")
-    assert o.outcome is Outcome.FAILED and "still TIMEOUT_PENDING" in o.detail
+    # A command still pending at the guard proves nothing: unknown (it used to be "failed"), never rolled back.
+    assert o.outcome is Outcome.UNKNOWN and "still TIMEOUT_PENDING" in o.detail and not o.proven
     assert all(word in o.detail for word in ("timeout-action", "wait", "ignore", "kill"))
     assert ports.ignored == [] and ports.kills == []  # the engine never chooses a timeout action itself
     assert ports.states_asked == 4  # one look-up per command (these hosts always look idle), not per wake-up
@@ -968,14 +995,15 @@ async def test_resume_switch_without_trace_is_rerun_but_unknown_command_is_not(s
     for host in ("gpc0", "hsb0"):
         store.record(run_id, "host_started", host=host, phase="pull")
         store.record(run_id, "pull_done", host=host)
+        ports.hosts_[host] = ports.hosts_[host].with_changes(generation=MERGE[:7])  # what the pull did
         store.record(run_id, "host_started", host=host, phase="switch")
     store.record(run_id, "command_dispatched", host="hsb0", phase="switch", command_id="gone-1")
     eng, _ = engine_for(ports, store, config, tmp_path)
     result = await eng.resume(run_id, actor="t", queued_wait=0)
     assert ports.dispatched == [("switch", "gpc0", True)]  # no trace: certainly not run → run it
     assert result.outcome("gpc0").outcome is Outcome.OK
-    o = result.outcome("hsb0")
-    assert o.outcome is Outcome.FAILED and "outcome is unknown" in o.detail
+    o = result.outcome("hsb0")  # unknown now (it used to be "failed"): no evidence, so never a rollback
+    assert o.outcome is Outcome.UNKNOWN and "outcome is unknown" in o.detail
 
 
 async def test_resume_switch_dispatched_but_unjournaled(store: Store, tmp_path: Path) -> None:
@@ -988,6 +1016,7 @@ async def test_resume_switch_dispatched_but_unjournaled(store: Store, tmp_path: 
     for host in ("gpc0", "hsb0"):
         store.record(run_id, "host_started", host=host, phase="pull")
         store.record(run_id, "pull_done", host=host)
+        ports.hosts_[host] = ports.hosts_[host].with_changes(generation=MERGE[:7])  # what the pull did
         store.record(run_id, "host_started", host=host, phase="switch")
     # gpc0's switch finished meanwhile: System was stamped after the start (second precision, Z).
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -1017,6 +1046,7 @@ async def test_resume_waits_for_an_unnamed_switch_still_running(store: Store, tm
     store.record(run_id, "merged", sha=MERGE)
     store.record(run_id, "host_started", host="gpc0", phase="pull")
     store.record(run_id, "pull_done", host="gpc0")
+    ports.hosts_["gpc0"] = ports.hosts_["gpc0"].with_changes(generation=MERGE[:7])
     store.record(run_id, "host_started", host="gpc0", phase="switch")
     eng, events = engine_for(ports, store, config, tmp_path)
     task = asyncio.create_task(eng.resume(run_id, actor="t", queued_wait=0))
@@ -1064,7 +1094,9 @@ async def test_events_carry_the_injected_clock(store: Store, tmp_path: Path) -> 
     assert events[0].at >= t0
     lines = [e.line() for e in events]
     assert lines[0].startswith("run #1 started: PR #42 (aaaaaaa), 1 host(s)")
-    assert "gpc0 pull started (force)" in lines and "gpc0: ok" in lines
+    assert "gpc0 pull started (force)" in lines
+    assert any(line.startswith("gpc0: ok") and line.endswith("[executed SUCCESS · reached ✓ · verified ✓]")
+               for line in lines)
 
 
 # ============================================= end to end against the simulator
@@ -1085,13 +1117,16 @@ def scenario(*hosts: HostSpec, **kw: Any):
 class Deploy:
     """A FleetService (the TUI's fleet view) on a started simulator, plus helpers."""
 
-    def __init__(self, sim: Any, tmp_path: Path, **config: Any) -> None:
+    def __init__(self, sim: Any, tmp_path: Path, *, client_timeout: float | None = None, **config: Any) -> None:
+        from nfu_tui.clients.dashboard import DashboardClient
         from nfu_tui.clients.github import GitHubClient
         from nfu_tui.config import load_config, resolve_secrets
         from nfu_tui.core.service import FleetService
         from nfu_tui.core.state import AppState
 
         config.setdefault("flake_updates", {}).setdefault("automation", {}).setdefault("canary_wait_minutes", 0)
+        config["flake_updates"].setdefault("post_switch_tests", "never")  # tests have their own cases below
+        config["flake_updates"].setdefault("verify_minutes", 0.5)
         self.sim = sim
         self.cfg = load_config(sim.write_config(tmp_path / "cfg", **config))
         self.store = Store(tmp_path / "journal.sqlite3")
@@ -1100,7 +1135,11 @@ class Deploy:
         # GitHub computes `mergeable` lazily (the fake answers null first); poll it quickly here.
         github = GitHubClient(api_url=gh.api_url, repo=gh.repo, token=secrets.github_token,
                               cache_dir=tmp_path / "cache", sleep=lambda s: asyncio.sleep(min(s, 0.05)))
-        self.service = FleetService(self.cfg, secrets, store=self.store, github=github,
+        dashboard = None
+        if client_timeout is not None:  # a short HTTP timeout: a late answer is "lost" quickly
+            dashboard = DashboardClient(url=self.cfg.dashboard.url, password=secrets.dashboard_password,
+                                        timeout=client_timeout)
+        self.service = FleetService(self.cfg, secrets, store=self.store, github=github, dashboard=dashboard,
                                     state=AppState.load(tmp_path / "state.json"))
         self.events: list[EngineEvent] = []
 

@@ -111,7 +111,9 @@ def test_json_document(store: Store) -> None:
     assert full["origin"] is None  # a run of this journal (not another client's, from GitHub)
     assert full["hosts"][1] == {"host": "hsb0", "outcome": "failed", "phase": "switch",
                                 "detail": "switch error (exit 1): command failed",
-                                "log_excerpt": ["building...", "error: builder failed"]}
+                                "log_excerpt": ["building...", "error: builder failed"],
+                                # keys added by the truthful outcomes (a journal from before: a failure was proven)
+                                "executed": "", "reached": None, "verified": None, "proven": True}
     assert full["timeline"][2]["step"] == "merged" and full["timeline"][2]["at"].endswith("+00:00")
 
 

@@ -654,13 +654,21 @@ async def test_per_host_rollback_through_the_dashboard(sim_factory: Any, tmp_pat
 
 async def test_a_canary_that_goes_offline_after_its_switch_is_rolled_back_when_it_reconnects(
         sim_factory: Any, tmp_path: Path) -> None:
-    """A switch that breaks networking: the canary switches, then drops off. The rollback queues it,
-    stays open (never "succeeded" while it runs the bad generation) and rolls it back once it is back."""
-    hosts = [HostSpec("gpc0", "gaming", "home", faults={"offline_after_switch"}), HostSpec("hsb0", "server", "home"),
-             HostSpec("hsb1", "server", "home")]
+    """A switch that breaks the host: the canary switches, its tests fail (a proven failure: only that
+    is rolled back — a canary that merely went offline is "unverified" and alerts), then it drops off.
+    The rollback queues it, stays open (never "succeeded" while it runs the bad generation) and rolls
+    it back once it is back."""
+    from nfu_tui.core.engine import HostFinished
+
+    hosts = [HostSpec("gpc0", "gaming", "home", faults={"tests_fail"}),
+             HostSpec("hsb0", "server", "home"), HostSpec("hsb1", "server", "home")]
     sim = await sim_factory(sim_scenario(*hosts))
     before = lock_hash(sim, sim.github.default_branch_head()[0])
-    async with AutoHarness(sim, tmp_path, hosts={"gpc0": {"canary": True}}, canary_wait_minutes=0.02) as a:
+    async with AutoHarness(sim, tmp_path, hosts={"gpc0": {"canary": True, "post_switch_tests": "always"}},
+                           canary_wait_minutes=0.02) as a:
+        a.service.subscribe(lambda ev: sim.dashboard.set_online("gpc0", False)  # the host drops off
+                            if ev.kind == "deploy" and isinstance(ev.payload, HostFinished)
+                            and ev.payload.host == "gpc0" else None)
         result = await a.runner.step(refresh=True)
         assert result.acted and not result.ok, result.message
         failed, revert, redeploy = sorted(a.store.list_runs(), key=lambda r: r.id)
@@ -668,9 +676,9 @@ async def test_a_canary_that_goes_offline_after_its_switch_is_rolled_back_when_i
         assert revert.kind == "revert" and revert.status == "running", revert.summary
         assert redeploy.status == "running" and redeploy.host_outcomes == {}
         plan = a.store.get_run(revert.id).plan
-        assert plan["hosts"] == ["gpc0"] and "health check" in plan["host_states"]["gpc0"]
+        assert plan["hosts"] == ["gpc0"] and "tests failed" in plan["host_states"]["gpc0"]
         assert a.titles()[-1] == "PR #42 rollback waiting for gpc0 (offline)"
-        assert "gpc0 (switched, then failed its health check" in a.notes[-1].message
+        assert "offline: gpc0 (switch failed (tests failed" in a.notes[-1].message
         assert sim.dashboard.hosts["gpc0"].agent.lock_hash != before  # still on the bad generation
         blocked = await a.runner.step(refresh=True)
         assert blocked.decision.state is AutoState.WAITING_FLEET and not blocked.acted
@@ -679,6 +687,7 @@ async def test_a_canary_that_goes_offline_after_its_switch_is_rolled_back_when_i
         # The service notices the reconnect by itself (nfu-tui auto; `auto --once` does the same on its next run).
         forever = asyncio.ensure_future(a.runner.run_forever())
         try:
+            sim.dashboard.set_fault("gpc0", "tests_fail", False)  # its tests failed on the bad generation only
             sim.dashboard.set_online("gpc0", True)
             assert await a.service.wait_until(lambda: a.store.get_run(revert.id).status == "succeeded", 20)
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from nfu_tui.config import Config, RollbackConfig
@@ -55,7 +56,7 @@ def test_a_failed_run_folds_into_rows_stage_and_a_failure_panel():
     assert (row.state, row.phase, row.elapsed(clock[0])) == ("running", "switch", "0:17")
     assert view.stage == "deploying" and view.merge_sha == "m" * 40 and view.run_id == 7
     hostile = ("error: builder failed", "[bold]not markup[/bold] [/nix/store/abc]")
-    failed = eng.HostOutcome("gpc0", eng.Outcome.FAILED, "switch", "exit 1", hostile)
+    failed = eng.HostOutcome("gpc0", eng.Outcome.FAILED, "switch", "exit 1", hostile, executed="ERROR", proven=True)
     view.apply(eng.HostFinished(at=at(30), run_id=7, host="gpc0", outcome=failed))
     skipped = eng.HostOutcome("hsb0", eng.Outcome.SKIPPED, detail="an earlier host failed")
     view.apply(eng.HostFinished(at=at(30), run_id=7, host="hsb0", outcome=skipped))
@@ -71,16 +72,16 @@ def test_a_failed_run_folds_into_rows_stage_and_a_failure_panel():
     assert "[bold]not markup[/bold] [/nix/store/abc]" in panel.plain  # shown literally
     assert "(rollback strategy: alert-only)" in panel.plain and "Nothing is reverted automatically" in panel.plain
     cells = [c.plain for c in row_cells(view.rows["gpc0"], at(40))]
-    assert cells[:6] == ["1", "gpc0 ★", "✗ failed", "switch", "", "0:27"]
+    assert cells[:7] == ["1", "gpc0 ★", "✗ failed", "✗··", "switch", "", "0:27"]
 
 
 def test_a_running_row_shows_the_dashboard_progress():
     view = DeployView.from_plan(plan(), lambda: at(0))
     view.apply(eng.HostStarted(at=at(1), run_id=7, host="hsb0", phase="pull"))
     cells = [c.plain for c in row_cells(view.rows["hsb0"], at(5), Progress("pull", 2, 4))]
-    assert cells[3:6] == ["pull", "2/4 ▰▰▱▱▱", "0:04"]
+    assert cells[3:7] == ["", "pull", "2/4 ▰▰▱▱▱", "0:04"]
     idle = [c.plain for c in row_cells(view.rows["gpc0"], at(5), Progress("pull", 2, 4))]
-    assert idle[4] == ""  # only running rows show progress
+    assert idle[5] == ""  # only running rows show progress
 
 
 def test_refused_merge_and_worker_errors_explain_themselves():
@@ -112,7 +113,7 @@ def failed_view(**changes) -> DeployView:
     """A finished manual run of PR #42 (merged) in which gpc0 failed."""
     view = DeployView.from_plan(plan(), lambda: at(0))
     view.apply(eng.Merged(at=at(1), run_id=7, pr_number=42, merge_sha="m" * 40))
-    failed = eng.HostOutcome("gpc0", eng.Outcome.FAILED, "switch", "exit 1")
+    failed = eng.HostOutcome("gpc0", eng.Outcome.FAILED, "switch", "exit 1", executed="ERROR", proven=True)
     view.finish(result(eng.RunStatus.FAILED, [failed]))
     for key, value in changes.items():
         setattr(view, key, value)
@@ -164,3 +165,23 @@ def test_a_run_started_elsewhere_is_shown_from_the_journal(tmp_path):
     assert (view.run_id, view.trigger, view.recovery) == (run_id, "auto", True)
     assert view.headline == f"automatic run #{run_id} started" and view.order == ["gpc0", "hsb0", "hsb8"]
     assert view.rows["gpc0"].state == "waiting"
+
+
+def test_an_unknown_or_unproven_outcome_offers_no_rollback():
+    """Only a proven failure is ever rolled back: an unknown outcome, or a failure without proof (the
+    dashboard refused the op, the host did not reach the target), gets no ``b``."""
+    view = DeployView.from_plan(plan(), lambda: at(0))
+    view.apply(eng.Merged(at=at(1), run_id=7, pr_number=42, merge_sha="m" * 40))
+    unknown = eng.HostOutcome("gpc0", eng.Outcome.UNKNOWN, "switch", "no trace of the switch")
+    unverified = eng.HostOutcome("hsb0", eng.Outcome.UNVERIFIED, "verify", "System outdated", (), "SUCCESS", True,
+                                 False)
+    view.finish(result(eng.RunStatus.UNKNOWN, [unknown, unverified]))
+    assert not can_roll_back(view, RollbackConfig())
+    panel = failure_text(view, RollbackConfig()).plain
+    assert "? gpc0 outcome unknown in switch: no trace of the switch" in panel
+    assert "≈ hsb0 not verified in verify: System outdated" in panel
+    assert "No proven failure" in panel and " b " not in panel and " h  hold gpc0" in panel
+    assert [c.plain for c in row_cells(view.rows["hsb0"], at(5))][2:4] == ["≈ unverified", "✓✓✗"]
+    unproven = failed_view()
+    unproven.rows["gpc0"] = replace(unproven.rows["gpc0"], proven=False)
+    assert not can_roll_back(unproven, RollbackConfig())

@@ -375,9 +375,13 @@ class _Auto:
             outcome = getattr(ev, "outcome", None)
             if outcome is not None and getattr(outcome, "outcome", None) is not None:
                 fields["outcome"] = outcome.outcome.value
-                if outcome.outcome.value == "failed":
+                fields.update(executed=outcome.executed, reached=outcome.reached, verified=outcome.verified,
+                              proven=outcome.proven)
+                if outcome.outcome.value in ("failed", "unknown"):
                     level = "error"
                     fields["log_excerpt"] = list(outcome.last_lines)
+                elif outcome.outcome.value == "unverified":
+                    level = "warning"
             self.log(_event_name(ev), level=level, **fields)
         elif event.kind == "status":
             status = service.status

@@ -19,13 +19,18 @@ the commands already running are followed to their real outcome (the dashboard c
 stop them). A second Ctrl-C, or SIGTERM, stops the process at once and leaves the run
 resumable with ``--resume``.
 
+Each host's outcome line ends with its three facts: ``[executed SUCCESS · reached ✓ ·
+verified ✓]`` (the switch's result; the host's generation is the merge commit; the
+dashboard reported System ok for it, and the tests passed where they ran).
+
 A plan without any host to deploy (every chosen host held, or excluded) merges nothing:
 it says so and exits 2. ``--merge-only`` merges the PR on purpose and deploys no host.
 
-Exit codes: 0 success (hosts still offline and queued are not failures), 1 a host
-failed, the merge was refused, the deploy was cancelled, or a service could not be
-reached / refused the login, 2 bad input (unknown PR or host, no host to deploy, bad
-configuration, no confirmation possible).
+Exit codes: 0 success (hosts still offline and queued, and hosts held during the run,
+are not failures), 1 a host failed, ended ``unknown`` or ``unverified``, the merge was
+refused, the deploy was cancelled, or a service could not be reached / refused the
+login, 2 bad input (unknown PR or host, no host to deploy, bad configuration, no
+confirmation possible).
 """
 
 from __future__ import annotations
@@ -292,6 +297,7 @@ class _Deploy:
         from nfu_tui.core.engine import DeployEngine, RunStarted
         from nfu_tui.core.history import pr_context, record_context
         from nfu_tui.core.notify import Outbox, WebhookNotifier
+        from nfu_tui.core.state import AppState
         from nfu_tui.core.store import local_actor
 
         # What the run is about (title, lock diff, headline), journaled when it starts, as the TUI does
@@ -312,7 +318,8 @@ class _Deploy:
         engine = DeployEngine(github, dashboard, view, store, self.cfg, notifier=notifier,
                               lock=contextlib.nullcontext,  # this command already holds the deploy lock
                               remote_lock=deployments.check_lock if deployments is not None else None,
-                              on_event=on_event)
+                              on_event=on_event,
+                              is_held=AppState.load().held_now)  # `nfu-tui hold` from anywhere takes effect now
         wait = self.args.wait_offline * 60.0
         if run_id is None:
             job = engine.run(plan, actor=local_actor(), queued_wait=wait)
@@ -415,7 +422,8 @@ def _print_event(event) -> None:  # type: ignore[no-untyped-def]
         return  # the summary follows
     stamp = event.at.astimezone().strftime("%H:%M:%S")
     print(f"{stamp} {event.line()}", flush=True)
-    if isinstance(event, HostFinished) and event.outcome.last_lines and event.outcome.outcome.value != "ok":
+    if isinstance(event, HostFinished) and event.outcome.last_lines and event.outcome.outcome.value in (
+            "failed", "unknown"):
         for line in event.outcome.last_lines:
             print(f"         | {line}", flush=True)
 

@@ -902,11 +902,13 @@ class AutomationRunner:
             return await self._after_run(decision, result, may_roll_back=not info.recovery)
 
     async def _after_run(self, decision: Decision, result: Any, *, may_roll_back: bool = True) -> StepResult:
-        from nfu_tui.core.engine import Outcome, RunStatus
+        from nfu_tui.core.engine import RunStatus
 
         self._sink("run_result", level="info" if result.ok else "error", run=result.run_id,
                    status=result.status.value, summary=result.summary())
-        failed = result.status is RunStatus.FAILED and bool(result.merge_sha) and bool(result.hosts_with(Outcome.FAILED))
+        # Only a proven failure is rolled back; an unknown or unverified outcome alerts (the engine's
+        # notification) and stops, and the admin decides.
+        failed = result.status is RunStatus.FAILED and bool(result.merge_sha) and bool(result.proven_failures())
         if failed and may_roll_back:
             outcome = await self.rollback.after_failure(result.run_id, trigger="auto")
             return StepResult(decision, acted=True, ok=False, suspended=outcome.suspended,

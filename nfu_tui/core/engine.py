@@ -12,8 +12,23 @@ Reliability rules:
   re-run, and a host that was mid-flight is inspected on the dashboard (its command is
   followed, or re-run only when it certainly did not complete).
 * **One deploy at a time**, across processes: the deploy lock is held for the whole run.
-* **Stop on the first failure**: no new host starts, running hosts finish, the rest are
-  reported ``skipped``.
+* **Outcomes from evidence, never from transport alone.** Each host ends with three
+  facts: *executed* (the switch command's result), *reached* (its generation is the merge
+  commit — see :func:`reached_target` for mirrors) and *verified* (the dashboard reports
+  System ``ok`` for that generation, waited for up to ``flake_updates.verify_minutes``,
+  asking the agent to ``refresh-system`` when the value stored while ``version.json``
+  lagged stays ``outdated``; then the host's tests per ``post_switch_tests``). ``ok`` needs
+  all three; executed and reached but not verified in time is ``unverified`` (a warning);
+  no evidence either way is ``unknown``. ``failed`` is *proven* (``HostOutcome.proven``)
+  only by a command result ERROR/TIMEOUT/KILLED, failed tests or a System error: only a
+  proven failure calls ``on_failure`` (and is ever rolled back, see
+  :mod:`nfu_tui.core.rollback`); an unknown outcome stops the run and alerts.
+* **Stop on the first failure** (or unknown outcome): no new host starts, running hosts
+  finish, the rest are reported ``skipped``. Canaries gate on verification: the rest
+  starts only when every canary is ``ok`` and still is after ``canary_wait_minutes``.
+* **Hold takes effect at once**: ``is_held`` (the shared state file) is asked before
+  each host starts and before its switch; a held host is reported ``held`` (not a
+  failure); a host already running finishes its step.
 * **Cancel** stops scheduling: no new host and no next phase (a host cancelled after its
   pull is not switched) starts. The dashboard cannot stop a running command (contract
   §3.7, §6.6, §8 #28), and its ``/kill`` is harmful: with a busy agent the command
@@ -55,20 +70,24 @@ Following a command (contract §6.4–§6.8):
   command, §3.4, §6.2) is retried once after ``Timeouts.send_retry`` s unless the host
   goes offline meanwhile (then it is queued like any offline host); a second
   ``send_failed`` fails the host with the dashboard's message.
-* A dispatch that errors (transport error, empty-body 500) may still have started the
-  command, whose deltas come before the response: the fleet model and command-states
-  are checked for a new command of that op on the host before the host fails.
+* A dispatch that errors (transport error, timeout, empty-body 500) may still have
+  started the command, whose deltas come before the response: the fleet model (finished
+  commands too), command-states and the host's events are searched for a new command of
+  that op (shown as "outcome unknown — checking"; until the event log was read twice, or for
+  up to ``Timeouts.evidence`` s while the dashboard cannot be asked); it is followed to its
+  real end, and without any trace the host ends ``unknown``.
 
 Hooks for later features: ``may_start_host`` (a gate consulted before every host step — a
 new host's pull and a pulled host's switch —, e.g. maintenance windows; the engine pauses while
 it says no, and a host whose pull finished waits, pulled, for its switch; ``describe_gate`` says
 why in the journal) and
-``on_failure`` (called with the failed host's outcome, e.g. to roll back).
+``on_failure`` (called with a *proven* failure only, e.g. to roll back).
 
 Pure decision helpers (:func:`merge_refusal`, :func:`ci_refusal`,
 :func:`interpret_dispatch`, :func:`interpret_command`, :func:`switch_needs_force`,
 :func:`command_status_note`, :func:`unfinished_detail`, :func:`system_verdict`,
-:func:`judge_lost_command`, :func:`health_problems`, :class:`JournalState`) are
+:func:`judge_lost_command`, :func:`health_problems`,
+:func:`command_from_events`, :func:`reached_target`, :class:`JournalState`) are
 unit-tested directly.
 """
 
@@ -122,6 +141,9 @@ class FleetView(Protocol):
     def active_command(self, host_id: str) -> Command | None:
         """The command really running on a host (non-terminal, host busy), if any."""
 
+    def commands_for(self, host_id: str) -> Sequence[Command]:
+        """Every command of a host the stream described (any status, finished ones too), newest first."""
+
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """True as soon as ``predicate()`` holds (re-checked on fleet changes), False on timeout."""
 
@@ -151,6 +173,8 @@ class DashboardPort(Protocol):
 
     async def command_states(self) -> dict[str, Command]: ...
 
+    async def events(self, limit: int = 100, host: str | None = None) -> list[dict[str, Any]]: ...
+
 
 class JournalPort(Protocol):
     """The part of :class:`nfu_tui.core.store.Store` the engine uses."""
@@ -176,8 +200,11 @@ class Notifier(Protocol):
 
 
 class Outcome(str, enum.Enum):
-    OK = "ok"
+    OK = "ok"  # executed, reached the target and verified by the dashboard
     FAILED = "failed"
+    UNKNOWN = "unknown"  # no evidence of what happened on the host: alert and stop, never roll back
+    UNVERIFIED = "unverified"  # executed and reached, but the dashboard did not confirm it in time (a warning)
+    HELD = "held"  # held during the run, before it started (not a failure)
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
     QUEUED = "queued"  # offline; still waiting for it when the run returned
@@ -186,24 +213,71 @@ class Outcome(str, enum.Enum):
 class RunStatus(str, enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    UNKNOWN = "unknown"  # stopped: a host's outcome could not be established
+    UNVERIFIED = "unverified"  # done, but some hosts were not verified in time
     CANCELLED = "cancelled"
     REFUSED = "refused"  # nothing merged or deployed: the PR did not pass the merge checks
     WAITING = "waiting"  # every reachable host done; queued offline hosts still pending
+
+
+PROVEN_FAILURES = frozenset({"ERROR", "TIMEOUT", "KILLED"})
+"""Command results that prove a failure (with failed tests and System error): only these roll back."""
+
+
+def _mark(value: bool | None) -> str:
+    return "?" if value is None else ("✓" if value else "✗")
 
 
 @dataclass(frozen=True, slots=True)
 class HostOutcome:
     host: str
     outcome: Outcome
-    phase: str = ""  # where it ended: pull | switch | health | ""
+    phase: str = ""  # where it ended: pull | switch | verify | test | health | ""
     detail: str = ""
     last_lines: tuple[str, ...] = ()
+    executed: str = ""  # the switch command's result (SUCCESS, ERROR, …); "" when no switch ran
+    reached: bool | None = None  # the host's generation is the target (None: not known)
+    verified: bool | None = None  # System ok for that generation (and Tests ok where tests ran)
+    proven: bool = False  # a FAILED outcome backed by evidence (command ERROR/TIMEOUT/KILLED, tests, System error)
+
+    @property
+    def proven_failure(self) -> bool:
+        """The only kind of outcome that may start a rollback or the engine's ``on_failure`` hook."""
+        return self.outcome is Outcome.FAILED and self.proven
+
+    def facts(self) -> str:
+        """``executed SUCCESS · reached ✓ · verified ✗`` ("" when none of the three is known)."""
+        if not self.executed and self.reached is None and self.verified is None:
+            return ""
+        return (f"executed {self.executed or '?'} · reached {_mark(self.reached)} · "
+                f"verified {_mark(self.verified)}")
 
     def describe(self) -> str:
         text = f"{self.host}: {self.outcome.value}"
         if self.phase and self.outcome is not Outcome.OK:
             text += f" ({self.phase})"
-        return text + (f" — {self.detail}" if self.detail else "")
+        text += f" — {self.detail}" if self.detail else ""
+        facts = self.facts()
+        return text + (f" [{facts}]" if facts else "")
+
+    def journal_data(self) -> dict[str, Any]:
+        """The ``host_finished`` step's data (read back by :class:`JournalState` and the history)."""
+        return {"outcome": self.outcome.value, "phase": self.phase, "detail": self.detail,
+                "log_excerpt": list(self.last_lines), "executed": self.executed, "reached": self.reached,
+                "verified": self.verified, "proven": self.proven}
+
+    @classmethod
+    def from_journal(cls, host: str, data: Mapping[str, Any]) -> "HostOutcome":
+        outcome = Outcome(str(data.get("outcome", "failed")))
+        # Journals written before "proven" existed: a failure then was always acted on.
+        proven = bool(data.get("proven", outcome is Outcome.FAILED))
+        return cls(host, outcome, str(data.get("phase", "")), str(data.get("detail", "")),
+                   tuple(data.get("log_excerpt") or ()), str(data.get("executed", "") or ""),
+                   _opt_bool(data.get("reached")), _opt_bool(data.get("verified")), proven)
+
+
+def _opt_bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +297,8 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when nothing failed (queued hosts are not failures), else 1."""
+        """0 when nothing failed (queued and held hosts are not failures), else 1 (unknown and
+        unverified outcomes included)."""
         return 0 if self.ok else 1
 
     def outcome(self, host: str) -> HostOutcome | None:
@@ -231,6 +306,10 @@ class RunResult:
 
     def hosts_with(self, outcome: Outcome) -> list[str]:
         return [o.host for o in self.outcomes if o.outcome is outcome]
+
+    def proven_failures(self) -> list[str]:
+        """Hosts whose failure is proven: the only reason to roll anything back."""
+        return [o.host for o in self.outcomes if o.proven_failure]
 
     def summary(self) -> str:
         counts = {k: len(self.hosts_with(k)) for k in Outcome}
@@ -251,6 +330,9 @@ class Timeouts:
     resume_lookup: float = 2.0  # how long to look for a command in the fleet model (resume, after a lookup)
     lost_check: float = 15.0  # at most this often ask command-states whether an idle host's command is forgotten
     send_retry: float = 5.0  # after send_failed: wait this long for the host to go offline, then dispatch once more
+    test: float = 11 * 60.0  # test: hard timeout 10 min
+    evidence: float = 120.0  # after a lost/late dispatch answer: look this long for a trace of the command
+    evidence_poll: float = 5.0  # how often command-states and the host's events are asked meanwhile
 
 
 RECONNECT_GRACE = 120.0
@@ -456,10 +538,11 @@ def ci_refusal(ci: CIStatus, *, require_ci: bool) -> str | None:
 class DispatchDecision:
     """What to do with one host's ``/api/dispatch`` result."""
 
-    action: str  # started | offline | retry | fail | current
+    action: str  # started | offline | retry | fail | current | unknown
     command_id: str = ""
     message: str = ""
     code: str = ""  # the dashboard's validation code, if blocked
+    found: Command | None = None  # the command as found after a dispatch without an answer
 
 
 def interpret_dispatch(result: Any, op: str, host: str) -> DispatchDecision:
@@ -490,6 +573,31 @@ def interpret_dispatch(result: Any, op: str, host: str) -> DispatchDecision:
             return DispatchDecision("current", message=message or "already up to date", code=code)
         return DispatchDecision("fail", message=f"{op} blocked ({code or 'no code'}){said}", code=code)
     return DispatchDecision("fail", message=f"{op} could not be started{said or ': error'}", code=code)
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the dashboard proves about one command: ``verdict`` ok | failed | unknown (| wait, internal)."""
+
+    verdict: str
+    detail: str = ""
+    status: str = ""  # the command's terminal status, when known
+    proven: bool = False  # failed, and the failure is proven (command result, System error)
+    since: datetime | None = None  # when the command started, by the dashboard's clock
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "ok"
+
+
+def evidence_of(cmd: Command) -> Evidence:
+    """The evidence a terminal command gives (see :func:`interpret_command`)."""
+    ok, detail = interpret_command(cmd)
+    status = cmd.status.upper()
+    since = parse_time(cmd.started_at) or parse_time(cmd.created_at)
+    if ok:
+        return Evidence("ok", detail, status, since=since)
+    return Evidence("failed", detail, status, proven=status in PROVEN_FAILURES, since=since)
 
 
 def interpret_command(cmd: Command) -> tuple[bool, str]:
@@ -575,34 +683,155 @@ def system_verdict(host: Host | None, since: datetime | None) -> bool | None:
 
 
 def judge_lost_command(op: str, host: Host | None, since: datetime | None, merge_sha: str,
-                       generation_before: str = "") -> tuple[bool | None, str]:
+                       generation_before: str = "") -> Evidence:
     """Verdict on a command the dashboard no longer tracks (restart, §6.8, §8 #34), from the host's state.
 
-    Returns (True, detail) done, (False, detail) failed or unknowable, (None, detail)
-    still running by the host's own report (keep waiting). A pull is done when the
-    host's generation is the merge commit (or moved since before the pull: the branch
-    went past the merge); a switch by the System compartment reported since it started.
+    ``ok`` done, ``failed`` proven failed (System error), ``unknown`` no evidence either
+    way, ``wait`` still running by the host's own report. A pull is done when the host's
+    generation is the merge commit (or moved since before the pull: the branch went past
+    the merge); a switch by the System compartment reported since it started.
     """
     lost = f"the dashboard lost track of the {op} (restarted?)"
     if host is None:
-        return False, f"{lost} and no longer lists the host; verify it manually"
-    if op == "switch":
-        verdict = system_verdict(host, since)
+        return Evidence("unknown", f"{lost} and no longer lists the host; verify it manually")
+    if op in ("switch", "test"):
+        part = host.system if op == "switch" else host.tests
+        verdict = system_verdict(host, since) if op == "switch" else _check_verdict(host.tests, since)
+        name = "System" if op == "switch" else "Tests"
         if verdict is True:
-            return True, f"{lost}; the host reported System ok since it started ({host.system.message})"
+            return Evidence("ok", f"{lost}; the host reported {name} ok since it started ({part.message})",
+                            "SUCCESS", since=since)
         if verdict is False:
-            return False, f"{lost}; the host reported System error since it started: {host.system.message}"
-        if host.system.state is CompartmentState.WORKING:
-            return None, f"{lost}; the host still reports the switch running (System working)"
-        return False, f"{lost} and the host reported no switch result since it started; verify the host manually"
+            return Evidence("failed", f"{lost}; the host reported {name} error since it started: {part.message}",
+                            "ERROR", proven=True, since=since)
+        if part.state is CompartmentState.WORKING:
+            return Evidence("wait", f"{lost}; the host still reports the {op} running ({name} working)")
+        return Evidence("unknown", f"{lost} and the host reported no {op} result since it started; "
+                                   "verify the host manually")
     gen = host.generation.strip().lower()
     before = generation_before.strip().lower()
     if gen and merge_sha and merge_sha.lower().startswith(gen[:7]):
-        return True, f"{lost}; the host's generation is now {gen}, the merge commit"
+        return Evidence("ok", f"{lost}; the host's generation is now {gen}, the merge commit", since=since)
     if gen and before and gen != before:
-        return True, f"{lost}; the host's generation moved from {before} to {gen}"
-    return False, (f"{lost} and the host's generation {gen or '(unknown)'} is not the merge commit "
-                   f"{merge_sha[:7] or '(unknown)'}; verify the host and deploy again")
+        return Evidence("ok", f"{lost}; the host's generation moved from {before} to {gen}", since=since)
+    return Evidence("unknown", f"{lost} and the host's generation {gen or '(unknown)'} is not the merge commit "
+                               f"{merge_sha[:7] or '(unknown)'}; verify the host and deploy again")
+
+
+def _check_verdict(check: Any, since: datetime | None) -> bool | None:
+    """True/False when a compartment reported ok/error at or after ``since`` (second precision)."""
+    if since is None:
+        return None
+    checked = parse_time(check.checked_at)
+    if checked is None or checked < since.replace(microsecond=0):
+        return None
+    if check.state is CompartmentState.OK:
+        return True
+    if check.state is CompartmentState.ERROR:
+        return False
+    return None
+
+
+def command_from_events(events: Iterable[Mapping[str, Any]], host: str, op: str, since: datetime) -> Command | None:
+    """What a host's event log (``/api/hosts/{id}/events``, §3.15) says about an ``op`` started at or after
+    ``since``: a command without its id (``events:…``) in its last known status, or None without a trace.
+
+    Used when a dispatch's answer was lost: the lifecycle logs "Validating/Executing <op>", then
+    "<op> completed successfully", "Partial: …", "Blocked: …", "<op> failed: …" or the switch's
+    reconnect timeout, all under ``action = op:<op>``.
+    """
+    floor = since.replace(microsecond=0) - timedelta(seconds=1)
+    found: Command | None = None
+    for event in sorted(events, key=lambda e: str(e.get("timestamp", ""))):
+        if event.get("action") != f"op:{op}" or event.get("host_id", host) != host:
+            continue
+        at = parse_time(str(event.get("timestamp", "")))
+        if at is None or at < floor:
+            continue
+        message = str(event.get("message", ""))
+        level = str(event.get("level", ""))
+        stamp = str(event.get("timestamp", ""))
+        status, error = "", ""
+        if message.startswith(("Validating", "Executing")):
+            status = "EXECUTING"
+        elif message.startswith("Blocked:"):
+            status, error = "BLOCKED", message.removeprefix("Blocked:").strip()
+        elif message.startswith("Partial:"):
+            status, error = "PARTIAL", message.removeprefix("Partial:").strip()
+        elif message.startswith("Switch completed - waiting"):
+            status = "AWAITING_RECONNECT"
+        elif message.startswith("Reconnect timeout"):
+            status, error = "TIMEOUT", message
+        elif level == "success":
+            status = "SUCCESS"
+        elif level == "error":
+            status, error = "ERROR", message
+        if not status:
+            continue
+        started = found.started_at if found is not None else stamp
+        found = Command(f"events:{host}:{op}:{started}", host, op, status, created_at=started, started_at=started,
+                        finished_at=stamp if status in ("SUCCESS", "PARTIAL", "ERROR", "TIMEOUT", "BLOCKED") else "",
+                        error=error)
+    return found
+
+
+def reached_target(host: Host | None, target: str, generation_before: str = "", *,
+                   since: datetime | None = None) -> bool | None:
+    """Whether the host's configuration checkout is at ``target`` (the merge commit).
+
+    True when its generation is the target's short id. Where hosts pull from a mirror
+    whose commit ids differ (or the branch moved past the merge), True when the
+    generation moved since before the deploy and the dashboard reports Git and Lock ``ok``
+    (checked at or after ``since``) against the remote state, i.e. the state published
+    after the merge. False when the generation is known and neither holds; None unknown.
+    """
+    if host is None or not target:
+        return None
+    gen = host.generation.strip().lower()
+    if not gen:
+        return None
+    if target.lower().startswith(gen[:7]):
+        return True
+    before = generation_before.strip().lower()
+    moved = bool(before) and gen != before
+    if moved and host.git.state is CompartmentState.OK and host.lock.state is CompartmentState.OK:
+        lock_at = parse_time(host.lock.checked_at)
+        if since is None or (lock_at is not None and lock_at >= since.replace(microsecond=0)):
+            return True
+    return False
+
+
+def unverified_reason(host: Host | None, target: str, since: datetime | None) -> str:
+    """Why a switched host is not verified yet, in the dashboard's words."""
+    if host is None:
+        return "the dashboard no longer lists the host"
+    parts = []
+    if not host.online:
+        parts.append("offline")
+    gen = host.generation or "(unknown)"
+    if target and not target.lower().startswith(gen.lower()[:7]):
+        parts.append(f"generation {gen}, not {target[:7]}")
+    if system_verdict(host, since) is not True:
+        state = host.system.state.value if hasattr(host.system.state, "value") else str(host.system.state)
+        message = f": {host.system.message}" if host.system.message else ""
+        parts.append(f"System {state}{message}")
+    return "; ".join(parts) or "waiting for the dashboard"
+
+
+def still_verified_problems(host: Host | None, target: str) -> list[str]:
+    """Why a verified canary is no longer verified (other than red compartments): offline, System not ok,
+    generation moved away."""
+    if host is None:
+        return ["no longer known to the dashboard"]
+    problems = []
+    if not host.online:
+        problems.append("offline")
+    if host.system.state not in (CompartmentState.OK, CompartmentState.ERROR):
+        problems.append(f"System {host.system.state.value} ({host.system.message or 'no message'})")
+    gen = host.generation.strip().lower()
+    if target and gen and not target.lower().startswith(gen[:7]) and host.git.state is not CompartmentState.OK:
+        problems.append(f"generation {gen} is not {target[:7]}")
+    return problems
 
 
 def health_problems(host: Host | None) -> list[str]:
@@ -644,6 +873,8 @@ class JournalState:
     finished: dict[str, HostOutcome] = field(default_factory=dict)
     in_flight: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # host -> (phase, command_id, started_at)
     pulled: set[str] = field(default_factory=set)
+    switched: dict[str, tuple[str, str, str, bool]] = field(default_factory=dict)  # host -> (result, since,
+    # detail, whether its tests had reported a result before the deploy)
     canary_wait_until: str = ""
     canary_gate: bool | None = None
     cancel_requested: bool = False
@@ -667,9 +898,14 @@ class JournalState:
                 phase = str(data.get("phase", "pull"))
                 if phase == "pull":
                     st.pulled.discard(host)
+                    st.switched.pop(host, None)
+                if phase not in ("pull", "switch"):
+                    continue  # after switch_done (test, refresh-system): run again on resume
                 st.in_flight[host] = (phase, "", at)
                 st.finished.pop(host, None)
             elif step == "command_dispatched":
+                if data.get("phase") not in (None, "pull", "switch"):
+                    continue  # after switch_done: run again on resume
                 phase, _, started = st.in_flight.get(host, (str(data.get("phase", "")), "", at))
                 st.in_flight[host] = (phase, str(data.get("command_id", "")), started)
             elif step == "pull_done":
@@ -677,16 +913,14 @@ class JournalState:
             elif step == "host_requeued":
                 st.in_flight.pop(host, None)
                 st.pulled.discard(host)
+            elif step == "switch_done":
+                st.in_flight.pop(host, None)
+                st.switched[host] = (str(data.get("executed", "")), str(data.get("since", "")),
+                                     str(data.get("detail", "")), bool(data.get("tests")))
             elif step == "host_finished":
                 st.in_flight.pop(host, None)
-                outcome = Outcome(str(data.get("outcome", "failed")))
-                st.finished[host] = HostOutcome(
-                    host,
-                    outcome,
-                    str(data.get("phase", "")),
-                    str(data.get("detail", "")),
-                    tuple(data.get("log_excerpt") or ()),
-                )
+                st.switched.pop(host, None)
+                st.finished[host] = HostOutcome.from_journal(host, data)
             elif step == "canary_wait":
                 st.canary_wait_until = str(data.get("until", ""))
             elif step == "canary_gate":
@@ -726,6 +960,7 @@ class _Run:
     command: dict[str, str] = field(default_factory=dict)  # host -> id of the command followed last
     released: set[str] = field(default_factory=set)  # hosts released in the dashboard after a cancel
     release_tried: set[str] = field(default_factory=set)  # hosts whose release was attempted or declined
+    gen_before: dict[str, str] = field(default_factory=dict)  # host -> generation before its deploy started
     deferred: set[str] = field(default_factory=set)  # pulled hosts whose switch waits for the gate
 
 
@@ -752,6 +987,7 @@ class DeployEngine:
         may_start_host: Callable[[], Awaitable[bool] | bool] | None = None,
         describe_gate: Callable[[], str] | None = None,
         on_failure: Callable[[HostOutcome], Awaitable[None] | None] | None = None,
+        is_held: Callable[[str], bool] | None = None,
         timeouts: Timeouts = Timeouts(),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], datetime] = _now,
@@ -768,6 +1004,7 @@ class DeployEngine:
         self.may_start_host = may_start_host
         self.describe_gate = describe_gate or (lambda: "no new host step may start now")
         self.on_failure = on_failure
+        self.is_held = is_held
         self.timeouts = timeouts
         self._sleep = sleep
         self._clock = clock
@@ -986,11 +1223,13 @@ class DeployEngine:
             await self._wave(r, todo(canaries), [], 0.0)
             if self._cancel.is_set():
                 return
-            if r.failure:
-                failed = [h for h in canary_hosts if (o := r.outcomes.get(h)) and o.outcome is Outcome.FAILED]
-                r.failure = f"canary {', '.join(failed) or 'deploy'} failed: nothing else is deployed"
+            bad = [f"{h} {o.outcome.value}" for h in canary_hosts if (o := r.outcomes.get(h)) is not None
+                   and o.outcome not in (Outcome.OK, Outcome.HELD)]
+            if r.failure or bad:
+                r.failure = f"canary {', '.join(bad) or 'deploy failed'}: nothing else is deployed"
                 return
-            await self._canary_gate(r, canary_hosts)
+            verified = [h for h in canary_hosts if (o := r.outcomes.get(h)) is not None and o.outcome is Outcome.OK]
+            await self._canary_gate(r, verified)
             if r.failure or self._cancel.is_set():
                 return
         await self._wave(r, todo(rest), queued, queued_wait)
@@ -1008,19 +1247,28 @@ class DeployEngine:
         if remaining > 0 and not await self._sleep_unless_cancelled(remaining):
             return
         problems: list[str] = []
+        minutes = f"{r.plan.canary_wait_minutes:g} min"
         for host in hosts:
-            found = health_problems(self.fleet.host(host))
-            if found:
-                problems.append(f"{host}: {', '.join(found)}")
-                outcome = HostOutcome(host, Outcome.FAILED, "health",
-                                      f"unhealthy {r.plan.canary_wait_minutes:g} min after the switch: {', '.join(found)}",
-                                      self._excerpt(r, host))
-                await self._host_done(r, outcome)
+            h = self.fleet.host(host)
+            red = [p for p in health_problems(h) if p != "offline"]
+            gone = [] if red else still_verified_problems(h, r.merge_sha)
+            if not red and not gone:
+                continue
+            before = r.outcomes.get(host) or HostOutcome(host, Outcome.OK)
+            problems.append(f"{host}: {', '.join(red or gone)}")
+            if red:  # System or Tests red: a proven failure
+                outcome = replace(before, outcome=Outcome.FAILED, phase="health", verified=False, proven=True,
+                                  detail=f"unhealthy {minutes} after the switch: {', '.join(red)}",
+                                  last_lines=self._excerpt(r, host))
+            else:
+                outcome = replace(before, outcome=Outcome.UNVERIFIED, phase="health", verified=False,
+                                  detail=f"no longer verified {minutes} after the switch: {', '.join(gone)}")
+            await self._host_done(r, outcome)
         passed = not problems
         self.store.record(r.run_id, "canary_gate", passed=passed, problems=problems)
         await self._emit(CanaryGate(run_id=r.run_id, passed=passed, problems=tuple(problems)))
         if not passed and not r.failure:
-            r.failure = "canary gate failed"
+            r.failure = "canary gate failed: nothing else is deployed"
 
     async def _sleep_unless_cancelled(self, seconds: float) -> bool:
         """Sleep; False if cancelled meanwhile."""
@@ -1056,6 +1304,10 @@ class DeployEngine:
             if cancelled and not r.cancel_reported:
                 await self._report_cancel(r)
             for host in list(waiting if not cancelled else ()):
+                if self._held_now(host):
+                    waiting.remove(host)
+                    await self._host_done(r, self._held(host, "queued"))
+                    continue
                 h = self.fleet.host(host)
                 if h is not None and h.online:
                     waiting.remove(host)
@@ -1074,6 +1326,9 @@ class DeployEngine:
                     self.store.record(r.run_id, "resumed", reason="host steps may start again")
                     await self._emit(Unpaused(run_id=r.run_id))
                 host = pending.pop(0)
+                if self._held_now(host) and host not in r.journal.in_flight:
+                    await self._host_done(r, self._held(host, "not started"))
+                    continue
                 r.running[host] = asyncio.create_task(self._host_task(r, host), name=f"deploy {host}")
             waiting_done = (
                 not waiting or bool(r.failure) or cancelled or self._stop_waiting.is_set()
@@ -1086,7 +1341,7 @@ class DeployEngine:
                 if task.done():
                     del r.running[host]
                     outcome = task.result()
-                    if host in r.released and outcome.outcome is Outcome.FAILED:
+                    if host in r.released and outcome.outcome in (Outcome.FAILED, Outcome.UNKNOWN):
                         phase = outcome.phase or r.phase.get(host, "")
                         outcome = replace(outcome, outcome=Outcome.CANCELLED, detail=(
                             f"released in the dashboard after the cancel (timeout-action ignore); the {phase} may "
@@ -1116,7 +1371,10 @@ class DeployEngine:
         extra: list[asyncio.Future[Any]] = [waker]
         timeout: float | None = None
         loop = asyncio.get_running_loop()
-        if waiting and not r.failure and not self._cancel.is_set():
+        # Watch queued hosts only while they are still waited for: once the deadline has passed
+        # (``queued_wait = 0``) a zero-time watcher would finish at once and make this loop spin.
+        if (waiting and not r.failure and not self._cancel.is_set() and not self._stop_waiting.is_set()
+                and (deadline is None or loop.time() < deadline)):
             limit = self.timeouts.queued_poll
             if deadline is not None:
                 limit = min(limit, max(0.0, deadline - loop.time()))
@@ -1133,7 +1391,23 @@ class DeployEngine:
             for fut in extra:
                 fut.cancel()
 
+    def _held_now(self, host: str) -> bool:
+        """Whether ``host`` is held right now (the shared state file: TUI, CLI or another process)."""
+        if self.is_held is None:
+            return False
+        try:
+            return bool(self.is_held(host))
+        except Exception:  # an unreadable state file must not stop the deploy
+            log.exception("could not check whether %s is held", host)
+            return False
+
+    @staticmethod
+    def _held(host: str, where: str) -> HostOutcome:
+        return HostOutcome(host, Outcome.HELD, "", f"held during the run ({where}); left untouched")
+
     def _not_started(self, r: _Run, host: str, *, queued: bool) -> HostOutcome:
+        if self._held_now(host):
+            return self._held(host, "not started")
         if self._cancel.is_set():
             return HostOutcome(host, Outcome.CANCELLED, "", "not started: the deploy was cancelled")
         if r.failure:
@@ -1155,20 +1429,19 @@ class DeployEngine:
                 r.outcomes[host] = HostOutcome(host, Outcome.SKIPPED, "", f"not started: {r.failure or 'the run stopped'}")
 
     def _journal_outcome(self, r: _Run, outcome: HostOutcome) -> None:
-        self.store.record(
-            r.run_id, "host_finished", host=outcome.host, outcome=outcome.outcome.value, phase=outcome.phase,
-            detail=outcome.detail, log_excerpt=list(outcome.last_lines),
-        )
+        self.store.record(r.run_id, "host_finished", host=outcome.host, **outcome.journal_data())
         r.journaled.add(outcome.host)
 
     async def _host_done(self, r: _Run, outcome: HostOutcome) -> None:
         r.outcomes[outcome.host] = outcome
         self._journal_outcome(r, outcome)
         await self._emit(HostFinished(run_id=r.run_id, host=outcome.host, outcome=outcome))
+        if outcome.outcome is Outcome.UNKNOWN and not r.failure:
+            r.failure = f"deploy stopped: the outcome on {outcome.host} is unknown"
         if outcome.outcome is Outcome.FAILED:
             if not r.failure:
                 r.failure = f"deploy stopped after {outcome.host} failed"
-            if self.on_failure is not None:
+            if outcome.proven and self.on_failure is not None:
                 try:
                     await _maybe_await(self.on_failure(outcome))
                 except Exception:
@@ -1208,19 +1481,29 @@ class DeployEngine:
             return await self._deploy_host(r, host)
         except asyncio.CancelledError:
             raise
-        except NfuError as exc:
-            return self._failed(r, host, r.phase.get(host, "pull"), f"{exc.title}: {exc}")
+        except NfuError as exc:  # no proof of what happened on the host: never a rollback
+            return self._unknown(r, host, r.phase.get(host, "pull"), f"{exc.title}: {exc}")
         except Exception as exc:  # never let one host's bug kill the run silently
             log.exception("deploying %s failed unexpectedly", host)
-            return self._failed(r, host, r.phase.get(host, "pull"), f"internal error: {exc!r}")
+            return self._unknown(r, host, r.phase.get(host, "pull"), f"internal error: {exc!r}")
 
     def _excerpt(self, r: _Run, host: str) -> tuple[str, ...]:
         """The last lines of the command followed last on ``host`` (all its lines if none was)."""
         command_id = r.command.get(host)
         return inert_lines(self.fleet.output_lines(host, command_id) if command_id else self.fleet.output_lines(host))
 
-    def _failed(self, r: _Run, host: str, phase: str, detail: str) -> HostOutcome:
-        return HostOutcome(host, Outcome.FAILED, phase, detail, self._excerpt(r, host))
+    def _failed(self, r: _Run, host: str, phase: str, detail: str, *, proven: bool = False,
+                **facts: Any) -> HostOutcome:
+        return HostOutcome(host, Outcome.FAILED, phase, detail, self._excerpt(r, host), proven=proven, **facts)
+
+    def _unknown(self, r: _Run, host: str, phase: str, detail: str, **facts: Any) -> HostOutcome:
+        return HostOutcome(host, Outcome.UNKNOWN, phase, detail, self._excerpt(r, host), **facts)
+
+    def _from_evidence(self, r: _Run, host: str, phase: str, ev: Evidence, **facts: Any) -> HostOutcome:
+        """The outcome of a command that did not succeed: failed (proven or not) or unknown."""
+        if ev.verdict == "unknown":
+            return self._unknown(r, host, phase, ev.detail, **facts)
+        return self._failed(r, host, phase, ev.detail, proven=ev.proven, **facts)
 
     def _cancelled_before(self, host: str, phase: str, done: str = "") -> HostOutcome:
         """A host whose next phase is not started because the deploy was cancelled."""
@@ -1231,10 +1514,17 @@ class DeployEngine:
         resume = r.journal.in_flight.pop(host, None)
         pulled = host in r.journal.pulled
         r.journal.pulled.discard(host)
-        gen_before = (self.fleet.host(host) or Host(id=host)).generation
+        before = self.fleet.host(host) or Host(id=host)
+        gen_before = r.gen_before.setdefault(host, before.generation)
+        had_tests = before.tests.state in (CompartmentState.OK, CompartmentState.ERROR)
+        switched = r.journal.switched.pop(host, None)
+        if switched is not None:  # the switch finished before the interruption: verify it
+            status, since, detail, had_tests = switched
+            ev = Evidence("ok", detail, status, since=parse_time(since))
+            return await self._verify(r, host, ev, gen_before, had_tests)
         pull_note = ""
         if resume is not None and resume[0] == "switch":
-            outcome = await self._resume_switch(r, host, resume)
+            outcome = await self._resume_switch(r, host, resume, gen_before, had_tests)
             if outcome is not None:
                 return outcome
             pulled = True  # the pull finished before the switch was started
@@ -1248,6 +1538,8 @@ class DeployEngine:
             pull_note = result
         if self._cancel.is_set():
             return self._cancelled_before(host, "switch", "pulled")
+        if self._held_now(host):
+            return HostOutcome(host, Outcome.HELD, "switch", "held during the run after its pull: not switched")
         if not await self._gate_open():  # no host step starts while the gate is closed, a switch neither
             r.journal.pulled.add(host)
             r.deferred.add(host)
@@ -1256,9 +1548,9 @@ class DeployEngine:
             return HostOutcome(host, Outcome.QUEUED, "switch", f"pulled; its switch waits: {reason}")
         h = self.fleet.host(host) or Host(id=host)
         force = switch_needs_force(h.generation, gen_before, r.merge_sha) or pulled
-        outcome = await self._switch(r, host, force)
-        if pull_note and outcome.outcome is Outcome.OK:
-            outcome = HostOutcome(host, outcome.outcome, outcome.phase, "; ".join(filter(None, [pull_note, outcome.detail])))
+        outcome = await self._switch(r, host, force, gen_before, had_tests)
+        if pull_note and outcome.outcome in (Outcome.OK, Outcome.UNVERIFIED):
+            outcome = replace(outcome, detail="; ".join(filter(None, [pull_note, outcome.detail])))
         return outcome
 
     async def _start(self, r: _Run, host: str, op: str, force: bool) -> DispatchDecision:
@@ -1281,38 +1573,68 @@ class DeployEngine:
         return decision
 
     async def _dispatch(self, r: _Run, host: str, op: str, force: bool) -> DispatchDecision:
-        """One dispatch; an error answer is checked against the dashboard before it counts as a failure."""
-        before = self.fleet.active_command(host)
+        """One dispatch; an error answer is checked against the dashboard before anything is concluded."""
+        before = {c.id for c in self.fleet.commands_for(host)}
+        began = self._clock()
         try:
             results = await self.dashboard.dispatch(op, [host], force=force)
         except DashboardError as exc:
+            status = getattr(exc, "status", None)
+            if status is not None and 400 <= status < 500:  # refused before anything ran (§3.4)
+                return DispatchDecision("fail", message=f"{exc.title}: {exc}")
             # The dispatch may have happened (its deltas come before the answer, §3.4): look for it.
-            found = await self._dispatched_anyway(host, op, before.id if before is not None else "")
-            if not found:
-                return DispatchDecision("fail", message=f"{exc.title}: {exc}; no {op} command appeared for {host} "
-                                                        "on the dashboard")
+            found = await self._find_dispatched(r, host, op, before, began, f"{exc.title}: {exc}")
+            if found is None:
+                return DispatchDecision("unknown", message=(
+                    f"{exc.title}: {exc}; the dashboard shows no trace of a {op} on {host} (no command, no "
+                    "event): it probably never ran; verify the host"))
             await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=(
-                f"the dispatch answered with an error ({exc}), but the dashboard started the {op} as {found}")))
-            return DispatchDecision("started", command_id=found)
+                f"the dispatch answered with an error ({exc}), but the dashboard has the {op} "
+                f"({found.status.lower()}{'' if found.id.startswith('events:') else ', ' + found.id})")))
+            if found.status.upper() == "BLOCKED":
+                return DispatchDecision("fail", message=f"{op} blocked ({found.error or 'no message'})")
+            return DispatchDecision("started", command_id=found.id, found=found)
         mine = next((x for x in results if getattr(x, "host_id", host) == host), None)
         return interpret_dispatch(mine, op, host)
 
-    async def _dispatched_anyway(self, host: str, op: str, before: str) -> str:
-        """The id of an ``op`` command started on ``host`` by a dispatch that answered with an error, or ""."""
+    def _new_command(self, host: str, op: str, before: set[str]) -> Command | None:
+        return next((c for c in self.fleet.commands_for(host) if c.op == op and c.id not in before), None)
 
-        def started() -> str:
-            cmd = self.fleet.active_command(host)
-            return cmd.id if cmd is not None and cmd.op == op and cmd.id != before else ""
+    async def _find_dispatched(self, r: _Run, host: str, op: str, before: set[str], began: datetime,
+                               error: str) -> Command | None:
+        """The ``op`` command a dispatch without an answer started on ``host`` (running or already
+        finished), from the stream, ``/api/command-states`` or the host's events; None without a trace.
+        Shown as "outcome unknown — checking" meanwhile.
 
-        if await self.fleet.wait_until(lambda: bool(started()), self.timeouts.resume_lookup):
-            return started()
-        try:
-            entry = (await self.dashboard.command_states()).get(host)
-        except DashboardError:
-            return ""
-        if entry is not None and entry.op == op and not entry.terminal and entry.id != before:
-            return entry.id
-        return ""
+        The lifecycle logs "Validating <op>" before it answers (§4.7), so once the host's event log
+        has been read twice without a trace of it the dispatch never reached the dashboard; while the
+        dashboard cannot be asked, the search goes on for ``Timeouts.evidence`` s.
+        """
+        await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=(
+            f"outcome unknown — checking: the {op} dispatch got no answer ({error}); "
+            "looking for it on the dashboard")))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeouts.evidence
+        clean_reads = 0  # event logs read without a trace of the dispatch
+        while True:
+            found = self._new_command(host, op, before)
+            if found is not None:
+                return found
+            with contextlib.suppress(DashboardError):
+                entry = (await self.dashboard.command_states()).get(host)
+                if entry is not None and entry.op == op and entry.id not in before:
+                    return entry
+            with contextlib.suppress(DashboardError):
+                from_events = command_from_events(await self.dashboard.events(50, host), host, op, began)
+                if from_events is not None:
+                    # Prefer the stream's record (it has the id) if it arrived meanwhile.
+                    return self._new_command(host, op, before) or from_events
+                clean_reads += 1
+            remaining = deadline - loop.time()
+            if remaining <= 0 or clean_reads >= 2:
+                return None
+            await self.fleet.wait_until(lambda: self._new_command(host, op, before) is not None,
+                                        min(remaining, self.timeouts.evidence_poll))
 
     def _offline(self, r: _Run, host: str, phase: str, message: str) -> HostOutcome:
         if r.plan.strategy == "all":
@@ -1321,14 +1643,15 @@ class DeployEngine:
         return HostOutcome(host, Outcome.SKIPPED, phase, f"went offline before {phase}: {message}")
 
     async def _await_command(self, r: _Run, host: str, op: str, command_id: str, *,
-                             known: Command | None = None, gen_before: str = "") -> tuple[bool, str]:
-        """Follow ``command_id`` to its end: (succeeded, detail); the policy is in the module docstring.
+                             known: Command | None = None, gen_before: str = "") -> Evidence:
+        """Follow ``command_id`` to its end; the policy is in the module docstring.
 
-        ``known`` is the command as command-states gave it (used until the stream has it).
+        ``known`` is the command as command-states (or the host's events) gave it (used until
+        the stream has it).
         """
         r.command[host] = command_id
         loop = asyncio.get_running_loop()
-        guard = self.timeouts.pull if op == "pull" else self.timeouts.switch
+        guard = {"pull": self.timeouts.pull, "switch": self.timeouts.switch}.get(op, self.timeouts.test)
         began = loop.time()
         deadline = began + guard
         dispatched_at = self._clock()
@@ -1337,10 +1660,13 @@ class DeployEngine:
         next_lookup = loop.time()  # earliest next command-states look-up while the host looks idle
         lost = False
         lost_note = ""
+        def found(ev: Evidence) -> Evidence:  # without the dashboard's start time: our dispatch time
+            return ev if ev.since is not None else replace(ev, since=since or dispatched_at)
+
         while True:
             cmd = self.fleet.command(command_id) or known
             if cmd is not None and cmd.terminal:
-                return interpret_command(cmd)
+                return found(evidence_of(cmd))
             now = loop.time()
             status = cmd.status.upper() if cmd is not None else ""
             if cmd is not None and since is None:
@@ -1364,22 +1690,23 @@ class DeployEngine:
                 next_lookup = now + self.timeouts.lost_check
                 tracked = await self._dashboard_tracks(host, command_id)
                 if isinstance(tracked, Command):
-                    return interpret_command(tracked)
+                    return found(evidence_of(tracked))
                 lost = not tracked
             if lost:
-                verdict, detail = judge_lost_command(op, self.fleet.host(host), since or dispatched_at, r.merge_sha,
-                                                     gen_before)
-                if verdict is not None:
-                    return verdict, detail
-                if detail != lost_note:
-                    lost_note = detail
-                    await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=detail))
+                ev = judge_lost_command(op, self.fleet.host(host), since or dispatched_at, r.merge_sha, gen_before)
+                if ev.verdict != "wait":
+                    return ev
+                if ev.detail != lost_note:
+                    lost_note = ev.detail
+                    await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=ev.detail))
             if now >= deadline:
                 minutes = round((now - began) / 60, 1)
                 if lost:
-                    return False, f"{lost_note}; still not finished after {minutes:g} min; verify the host"
+                    return Evidence("unknown",
+                                    f"{lost_note}; still not finished after {minutes:g} min; verify the host")
                 if status != "RUNNING_WARNING":
-                    return False, unfinished_detail(op, status, minutes, h.pending_command if h is not None else "")
+                    return Evidence("unknown", unfinished_detail(op, status, minutes,
+                                                                 h.pending_command if h is not None else ""))
                 deadline = now + guard  # its hard timeout has not passed on the dashboard: keep waiting
             await self._wait_for_news(command_id, host, max(0.0, min(1.0, deadline - loop.time())))
 
@@ -1419,42 +1746,136 @@ class DeployEngine:
             decision = await self._start(r, host, "pull", True)
             if decision.action == "offline":
                 return self._offline(r, host, "pull", decision.message)
+            if decision.action == "unknown":
+                return self._unknown(r, host, "pull", decision.message)
             if decision.action != "started":
                 detail = decision.message
                 if decision.action == "current":
                     detail = f"the dashboard refused the forced pull as already current ({decision.message})"
                 return self._failed(r, host, "pull", detail)
-            command_id = decision.command_id
+            command_id, known = decision.command_id, decision.found
         else:
             command_id = known.id
             r.phase[host] = "pull"
             await self._emit(HostProgress(run_id=r.run_id, host=host, phase="pull", message="following the interrupted pull"))
-        ok, detail = await self._await_command(r, host, "pull", command_id, known=known, gen_before=gen_before)
-        if not ok:
+        ev = await self._await_command(r, host, "pull", command_id, known=known, gen_before=gen_before)
+        if not ev.ok:
             await self.fleet.settle_output(host, command_id)
-            return self._failed(r, host, "pull", detail)
-        self.store.record(r.run_id, "pull_done", host=host, detail=detail)
-        await self._emit(HostProgress(run_id=r.run_id, host=host, phase="pull", message=f"done{' (' + detail + ')' if detail else ''}"))
-        return f"pull {detail}" if detail else ""
+            return self._from_evidence(r, host, "pull", ev)
+        if ev.status == "PARTIAL" and not reached_target(self.fleet.host(host), r.merge_sha, gen_before):
+            # "Lock status not ok after pull" is fine while version.json lags, not when the host did not get there.
+            gen = (self.fleet.host(host) or Host(id=host)).generation or "(unknown)"
+            return self._failed(r, host, "pull", f"pull {ev.detail}, and the host's generation {gen} is not the "
+                                                 f"merge commit {r.merge_sha[:7]}", reached=False)
+        self.store.record(r.run_id, "pull_done", host=host, detail=ev.detail)
+        await self._emit(HostProgress(run_id=r.run_id, host=host, phase="pull",
+                                      message=f"done{' (' + ev.detail + ')' if ev.detail else ''}"))
+        return f"pull {ev.detail}" if ev.detail else ""
 
-    async def _switch(self, r: _Run, host: str, force: bool) -> HostOutcome:
+    async def _switch(self, r: _Run, host: str, force: bool, gen_before: str, had_tests: bool) -> HostOutcome:
         decision = await self._start(r, host, "switch", force)
         if decision.code == "lock_outdated" and not force:
             decision = await self._start(r, host, "switch", True)  # version.json lags the merge (§8 #42)
         if decision.action == "current":
-            return HostOutcome(host, Outcome.OK, "switch", f"already current ({decision.message})")
+            ev = Evidence("ok", f"already current ({decision.message})", "already current")
+            return await self._verify(r, host, ev, gen_before, had_tests)
         if decision.action == "offline":
             return self._offline(r, host, "switch", decision.message)
+        if decision.action == "unknown":
+            return self._unknown(r, host, "switch", decision.message)
         if decision.action != "started":
             return self._failed(r, host, "switch", decision.message)
-        return await self._follow_switch(r, host, decision.command_id)
+        return await self._follow_switch(r, host, decision.command_id, decision.found, gen_before, had_tests)
 
-    async def _follow_switch(self, r: _Run, host: str, command_id: str, known: Command | None = None) -> HostOutcome:
-        ok, detail = await self._await_command(r, host, "switch", command_id, known=known)
-        if not ok:
+    async def _follow_switch(self, r: _Run, host: str, command_id: str, known: Command | None, gen_before: str,
+                             had_tests: bool) -> HostOutcome:
+        ev = await self._await_command(r, host, "switch", command_id, known=known)
+        if not ev.ok:
             await self.fleet.settle_output(host, command_id)
-            return self._failed(r, host, "switch", detail)
-        return HostOutcome(host, Outcome.OK, "switch", detail)
+            return self._from_evidence(r, host, "switch", ev, executed=ev.status)
+        self.store.record(r.run_id, "switch_done", host=host, executed=ev.status, detail=ev.detail,
+                          since=(ev.since or self._clock()).isoformat(), tests=had_tests)
+        return await self._verify(r, host, ev, gen_before, had_tests)
+
+    async def _verify(self, r: _Run, host: str, ev: Evidence, gen_before: str, had_tests: bool) -> HostOutcome:
+        """After a switch: wait (``verify_minutes``) for the dashboard to report System ok for the target
+        generation, then run the host's tests where ``post_switch_tests`` says so."""
+        r.phase[host] = "verify"
+        since = ev.since
+        executed = ev.status
+        target = r.merge_sha
+        minutes = self.config.flake_updates.verify_minutes
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + minutes * 60.0
+        shown = ""
+        refreshed = False
+        while True:
+            h = self.fleet.host(host)
+            reached = reached_target(h, target, gen_before, since=since)
+            verdict = system_verdict(h, since) if since is not None else (
+                True if h is not None and h.system.state is CompartmentState.OK else None)
+            if verdict is False:
+                return self._failed(r, host, "verify", f"System error after the switch: {h.system.message}",
+                                    proven=True, executed=executed, reached=reached, verified=False)
+            if reached and verdict:
+                break
+            if (reached and not refreshed and h is not None and h.online and not h.busy
+                    and h.git.state is CompartmentState.OK and h.lock.state is CompartmentState.OK
+                    and h.system.state is CompartmentState.OUTDATED):
+                # version.json has caught up, but the System the dashboard stored while it lagged
+                # stays "outdated (flake.lock is behind)" (§5.4, P3800): ask the agent to check it.
+                refreshed = True
+                await self._refresh_system(r, host)
+                continue
+            why = unverified_reason(h, target, since)
+            if loop.time() >= deadline:
+                if reached is False:
+                    return self._failed(r, host, "verify", f"switched, but the host did not reach {target[:7]}: {why}",
+                                        executed=executed, reached=False, verified=False)
+                return HostOutcome(host, Outcome.UNVERIFIED, "verify", (
+                    f"switched ({ev.detail or executed}), but the dashboard did not confirm it within {minutes:g} min: "
+                    f"{why}"), executed=executed, reached=reached, verified=False)
+            if why != shown:
+                shown = why
+                await self._emit(HostProgress(run_id=r.run_id, host=host, phase="verify", message=(
+                    f"waiting up to {minutes:g} min for the dashboard to report System ok for "
+                    f"{target[:7]} ({why})")))
+            await self.fleet.wait_until(lambda seen=h: self.fleet.host(host) != seen,
+                                        max(0.0, min(30.0, deadline - loop.time())))
+        mode = self.config.post_switch_tests(host)
+        verified = f"verified: System ok ({h.system.message})" if h is not None else ""
+        note = "; ".join(filter(None, [ev.detail, verified]))
+        if mode == "never" or (mode == "auto" and not had_tests):
+            return HostOutcome(host, Outcome.OK, "switch", note, executed=executed, reached=True, verified=True)
+        return await self._run_tests(r, host, executed, note)
+
+    async def _refresh_system(self, r: _Run, host: str) -> None:
+        """The dashboard's ``refresh-system`` op (``nix build --dry-run`` on the host, §5.4): the agent
+        reports System ok "System is current" when the running system is the checkout's."""
+        await self._emit(HostProgress(run_id=r.run_id, host=host, phase="verify", message=(
+            "Git and Lock are ok now, but System still shows the value stored while version.json lagged; "
+            "asking the agent to check it (refresh-system)")))
+        decision = await self._start(r, host, "refresh-system", False)
+        if decision.action == "started":
+            await self._await_command(r, host, "refresh-system", decision.command_id, known=decision.found)
+        r.phase[host] = "verify"
+
+    async def _run_tests(self, r: _Run, host: str, executed: str, note: str) -> HostOutcome:
+        """The dashboard's ``test`` op after a verified switch: failed tests are a (proven) failure of the host."""
+        facts: dict[str, Any] = {"executed": executed, "reached": True}
+        decision = await self._start(r, host, "test", False)
+        if decision.action == "unknown":
+            return HostOutcome(host, Outcome.UNVERIFIED, "test", f"{note}; tests: {decision.message}",
+                               verified=False, **facts)
+        if decision.action != "started":
+            return HostOutcome(host, Outcome.UNVERIFIED, "test",
+                               f"{note}; the tests could not be started: {decision.message}", verified=False, **facts)
+        ev = await self._await_command(r, host, "test", decision.command_id, known=decision.found)
+        if ev.ok:
+            return HostOutcome(host, Outcome.OK, "test", f"{note}; tests passed", verified=True, **facts)
+        if ev.verdict == "failed" and ev.proven:
+            return self._failed(r, host, "test", f"tests failed: {ev.detail}", proven=True, verified=False, **facts)
+        return HostOutcome(host, Outcome.UNVERIFIED, "test", f"{note}; tests: {ev.detail}", verified=False, **facts)
 
     # --- resume -------------------------------------------------------------------
 
@@ -1470,7 +1891,8 @@ class DeployEngine:
         await self.fleet.wait_until(lambda: self.fleet.command(command_id) is not None, self.timeouts.resume_lookup)
         return self.fleet.command(command_id)
 
-    async def _resume_switch(self, r: _Run, host: str, resume: tuple[str, str, str]) -> HostOutcome | None:
+    async def _resume_switch(self, r: _Run, host: str, resume: tuple[str, str, str], gen_before: str,
+                             had_tests: bool) -> HostOutcome | None:
         """Settle a switch that was in flight when the previous process died.
 
         Returns the outcome, or None when the switch certainly did not run (then the
@@ -1481,7 +1903,7 @@ class DeployEngine:
         await self._emit(HostProgress(run_id=r.run_id, host=host, phase="switch", message="checking the interrupted switch"))
         known = await self._known_command(command_id, host) if command_id else None
         if known is not None:
-            return await self._follow_switch(r, host, known.id, known)
+            return await self._follow_switch(r, host, known.id, known, gen_before, had_tests)
         try:
             states = await self.dashboard.command_states()
         except DashboardError:
@@ -1489,7 +1911,7 @@ class DeployEngine:
         active = states.get(host)
         if active is not None and active.op == "switch" and not active.terminal:
             self.store.record(r.run_id, "command_dispatched", host=host, phase="switch", command_id=active.id)
-            return await self._follow_switch(r, host, active.id, active)
+            return await self._follow_switch(r, host, active.id, active, gen_before, had_tests)
         h = self.fleet.host(host)
         if h is not None and h.pending_command == "switch":
             # Running, but we cannot name its command: wait until the host is idle, then judge by System.
@@ -1497,16 +1919,20 @@ class DeployEngine:
                                           message="a switch is still running on the dashboard; waiting for it"))
             if not await self.fleet.wait_until(lambda: not ((x := self.fleet.host(host)) and x.busy),
                                                self.timeouts.switch):
-                return self._failed(r, host, "switch", f"still busy with a switch after {self.timeouts.switch / 60:g} min")
+                return self._unknown(r, host, "switch",
+                                     f"still busy with a switch after {self.timeouts.switch / 60:g} min")
             h = self.fleet.host(host)
-        verdict = system_verdict(h, parse_time(started_at))
+        since = parse_time(started_at)
+        verdict = system_verdict(h, since)
         if verdict is False:
-            return self._failed(r, host, "switch", f"the interrupted switch failed: {h.system.message}")
+            return self._failed(r, host, "switch", f"the interrupted switch failed: {h.system.message}", proven=True,
+                                executed="ERROR")
         if verdict is True:
-            return HostOutcome(host, Outcome.OK, "switch", f"the interrupted switch completed ({h.system.message})")
+            ev = Evidence("ok", f"the interrupted switch completed ({h.system.message})", "SUCCESS", since=since)
+            return await self._verify(r, host, ev, gen_before, had_tests)
         if command_id:
-            return self._failed(r, host, "switch", "the interrupted switch's outcome is unknown (its command is no longer "
-                                                   "known to the dashboard); verify the host manually")
+            return self._unknown(r, host, "switch", "the interrupted switch's outcome is unknown (its command is no "
+                                                    "longer known to the dashboard); verify the host manually")
         return None  # never dispatched (or left no trace at all): start it
 
     # --- finishing ----------------------------------------------------------------
@@ -1516,8 +1942,18 @@ class DeployEngine:
         if self._cancel.is_set():
             still = f"; still running on the host(s): {', '.join(r.still_running)}" if r.still_running else ""
             return RunStatus.CANCELLED, "cancelled" + still
-        if Outcome.FAILED in values or r.failure:
+        if Outcome.FAILED in values:
             return RunStatus.FAILED, r.failure or "a host failed"
+        if Outcome.UNKNOWN in values:
+            unknown = [h for h, o in r.outcomes.items() if o.outcome is Outcome.UNKNOWN]
+            return RunStatus.UNKNOWN, (f"outcome unknown on {', '.join(unknown)}: the run stopped and nothing was "
+                                       "rolled back; check the host(s)")
+        if Outcome.UNVERIFIED in values:
+            unverified = [h for h, o in r.outcomes.items() if o.outcome is Outcome.UNVERIFIED]
+            return RunStatus.UNVERIFIED, (f"not verified on {', '.join(unverified)}"
+                                          + (f"; {r.failure}" if r.failure else ""))
+        if r.failure:
+            return RunStatus.FAILED, r.failure
         if Outcome.QUEUED in values:
             waiting = [h for h, o in r.outcomes.items() if o.outcome is Outcome.QUEUED]
             return RunStatus.WAITING, f"waiting for {', '.join(waiting)} to come back online"
@@ -1574,6 +2010,8 @@ class DeployEngine:
 _JOURNAL_STATUS = {
     RunStatus.SUCCEEDED: "succeeded",
     RunStatus.FAILED: "failed",
+    RunStatus.UNKNOWN: "failed",  # the journal's statuses are fixed; the summary says "unknown"
+    RunStatus.UNVERIFIED: "failed",
     RunStatus.CANCELLED: "cancelled",
     RunStatus.REFUSED: "failed",
 }
@@ -1592,6 +2030,7 @@ __all__ = [
     "CancelRequested",
     "DeployEngine",
     "EngineEvent",
+    "Evidence",
     "FleetView",
     "HostFinished",
     "HostOutcome",
@@ -1612,6 +2051,11 @@ __all__ = [
     "Unpaused",
     "WaitingForCanaries",
     "ci_refusal",
+    "command_from_events",
+    "evidence_of",
+    "reached_target",
+    "still_verified_problems",
+    "unverified_reason",
     "command_status_note",
     "health_problems",
     "interpret_command",

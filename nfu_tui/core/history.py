@@ -24,7 +24,8 @@ audit entries of the run (the engine and the rollback write it).
                "head_sha": str|null, "merge_sha": str|null, "summary": str,
                "headline": str|null, "lock_diff": str,          # nix's "Flake lock file updates" entries
                "plan": [str],                                   # the plan as shown before the run
-               "hosts": [{"host", "outcome", "phase", "detail", "log_excerpt": [str]}],
+               "hosts": [{"host", "outcome", "phase", "detail", "log_excerpt": [str],
+                          "executed": str, "reached": bool|null, "verified": bool|null, "proven": bool}],
                "related_runs": [int],                           # failed run <-> revert <-> its redeploy
                "origin": str|null,                              # another client's run, from GitHub deployments
                "timeline": [{"at": ISO-8601, "step": str, "host": str|null, "text": str}]}],
@@ -145,6 +146,16 @@ class HostRecord:
     phase: str = ""
     detail: str = ""
     log_excerpt: tuple[str, ...] = ()
+    executed: str = ""  # the switch's result; "" when no switch ran
+    reached: bool | None = None  # the host's generation was the target
+    verified: bool | None = None  # the dashboard confirmed it (System ok, tests where they ran)
+    proven: bool = False  # a failure backed by evidence (the only kind ever rolled back)
+
+    def facts(self) -> str:
+        from nfu_tui.core.engine import HostOutcome, Outcome
+
+        return HostOutcome(self.host, Outcome.OK, executed=self.executed, reached=self.reached,
+                           verified=self.verified).facts()
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +239,7 @@ def step_text(step: str, data: Mapping[str, Any], host: str | None) -> str:
         "host_started": lambda: f"{who}{data.get('phase', '')} started" + (" (force)" if data.get("force") else ""),
         "command_dispatched": lambda: f"{who}{data.get('phase', '')} command {data.get('command_id', '')}",
         "pull_done": lambda: f"{who}pull done" + (f" ({data['detail']})" if data.get("detail") else ""),
+        "switch_done": lambda: f"{who}switch {str(data.get('executed', '')).lower() or 'done'}; verifying",
         "switch_deferred": lambda: f"{who}pulled; its switch waits: {data.get('reason', '')}",
         "host_requeued": lambda: f"{who}queued again: {data.get('reason', '')}",
         "host_finished": lambda: f"{who}{data.get('outcome', '')}" + (f" ({data['phase']})" if data.get("phase")
@@ -293,6 +305,9 @@ def _plan_lines(kind: str, plan: Mapping[str, Any]) -> tuple[str, ...]:
 def record_of(run: Any, audit: Iterable[Any] = (), rollbacks: Iterable[int] = ()) -> RunRecord:
     """A :class:`RunRecord` from a stored run with its steps and the audit entries (any order);
     ``rollbacks``: the revert runs started after this (failed) run (see :func:`rollbacks_of`)."""
+    from nfu_tui.core.engine import HostOutcome, Outcome
+
+    OUTCOMES = {o.value for o in Outcome}  # noqa: N806
     context: Mapping[str, Any] = {}
     hosts: dict[str, HostRecord] = {}
     related: list[int] = list(rollbacks)
@@ -306,9 +321,13 @@ def record_of(run: Any, audit: Iterable[Any] = (), rollbacks: Iterable[int] = ()
             context = data
         elif step.step == "host_finished" and step.host:
             hosts.pop(step.host, None)
+            outcome = HostOutcome.from_journal(step.host, data) if data.get("outcome") in OUTCOMES else None
             hosts[step.host] = HostRecord(step.host, str(data.get("outcome", "")), str(data.get("phase", "")),
                                           str(data.get("detail", "")),
-                                          tuple(str(x) for x in data.get("log_excerpt") or ()))
+                                          tuple(str(x) for x in data.get("log_excerpt") or ()),
+                                          outcome.executed if outcome else "", outcome.reached if outcome else None,
+                                          outcome.verified if outcome else None,
+                                          outcome.proven_failure if outcome else False)
         elif step.step == "waiting":  # the run ended with these hosts offline, queued for later
             for host in data.get("hosts") or ():
                 if host not in hosts or hosts[host].outcome == "queued":
@@ -478,7 +497,8 @@ def run_json(r: RunRecord) -> dict[str, Any]:
         "finished_at": _iso(r.finished_at), "head_sha": r.head_sha, "merge_sha": r.merge_sha,
         "summary": r.summary, "headline": r.headline or None, "lock_diff": r.lock_diff, "plan": list(r.plan),
         "hosts": [{"host": h.host, "outcome": h.outcome, "phase": h.phase, "detail": h.detail,
-                   "log_excerpt": list(h.log_excerpt)} for h in r.hosts],
+                   "log_excerpt": list(h.log_excerpt), "executed": h.executed, "reached": h.reached,
+                   "verified": h.verified, "proven": h.proven} for h in r.hosts],
         "related_runs": list(r.related_runs), "origin": r.origin or None,
         "timeline": [{"at": _iso(t.at), "step": t.step, "host": t.host, "text": t.text} for t in r.timeline],
     }
@@ -531,10 +551,17 @@ def format_run(r: RunRecord, *, details: bool = True) -> list[str]:
         lines.append("  " + " · ".join(revs))
     lines.append(f"  hosts: {r.hosts_line()}")
     for h in r.hosts:
+        phase = f" ({h.phase})" if h.phase else ""
+        facts = f"  [{h.facts()}]" if h.facts() else ""
         if h.outcome == "failed":
-            phase = f" ({h.phase})" if h.phase else ""
-            lines.append(f"    ✗ {h.host} failed{phase}: {h.detail}")
+            proof = "" if h.proven else " (no proven failure: not rolled back)"
+            lines.append(f"    ✗ {h.host} failed{phase}: {h.detail}{proof}{facts}")
             lines.extend(f"        │ {line}" for line in h.log_excerpt[-8:])
+        elif h.outcome in ("unknown", "unverified", "held"):
+            glyph = {"unknown": "?", "unverified": "≈", "held": "⏸"}[h.outcome]
+            lines.append(f"    {glyph} {h.host} {h.outcome}{phase}: {h.detail}{facts}")
+        elif facts:
+            lines.append(f"    {'✓' if h.outcome == 'ok' else '·'} {h.host} {h.outcome}{facts}")
     queued = [h.host for h in r.hosts if h.outcome == "queued"]
     if queued:
         lines.append(f"    ◌ queued (offline, deployed when back online): {', '.join(queued)}")

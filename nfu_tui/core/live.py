@@ -139,6 +139,10 @@ class LiveFleet:
     def active_command(self, host_id: str) -> Command | None:
         return self.model.snapshot().active_command(host_id)
 
+    def commands_for(self, host_id: str) -> tuple[Command, ...]:
+        """Every command of a host the stream described (finished ones too), newest first."""
+        return self.model.snapshot().commands_for(host_id)
+
     # --- waiting ----------------------------------------------------------------
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:

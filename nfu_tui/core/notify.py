@@ -335,7 +335,9 @@ def run_notification(result: Any, plan: Any = None, link: str = "") -> Notificat
     deployed = result.hosts_with(Outcome.OK)
     waiting = result.hosts_with(Outcome.QUEUED)
     failed = [o for o in result.outcomes if o.outcome is Outcome.FAILED]
-    unfinished = [o for o in result.outcomes if o.outcome not in (Outcome.OK, Outcome.QUEUED, Outcome.FAILED)]
+    unverified = [o for o in result.outcomes if o.outcome is Outcome.UNVERIFIED]
+    unfinished = [o for o in result.outcomes
+                  if o.outcome not in (Outcome.OK, Outcome.QUEUED, Outcome.FAILED, Outcome.UNVERIFIED)]
     skipped = [s for s in (plan.skipped if plan is not None else ()) if s.reason.value != "not-selected"]
     merge_only = plan is not None and plan.merge_only
     status = result.status
@@ -350,6 +352,8 @@ def run_notification(result: Any, plan: Any = None, link: str = "") -> Notificat
                      f"{result.run_id}`).")
     for o in failed:
         lines.append(f"Failed: {o.host} ({o.phase or 'deploy'}: {o.detail}).")
+    for o in unverified:
+        lines.append(f"Not verified: {o.host} ({o.detail}).")
     if unfinished:
         lines.append("Not deployed: " + "; ".join(f"{o.host} ({o.outcome.value}"
                                                    + (f": {o.detail}" if o.detail else "") + ")"
@@ -380,6 +384,13 @@ def run_notification(result: Any, plan: Any = None, link: str = "") -> Notificat
         title, severity, extra = f"{what} deploy cancelled", "warning", ["warning"]
         if result.merge_sha or what != f"PR #{n}":
             lines.append("To finish it: `nfu-tui deploy --converge`.")
+    elif status is RunStatus.UNKNOWN:  # no evidence of what happened: alert, never roll back
+        where = ", ".join(result.hosts_with(Outcome.UNKNOWN)) or "a host"
+        title, severity, extra = f"{what} deploy stopped: outcome unknown on {where}", "error", ["question"]
+        lines.append("Stopped: nothing was rolled back: check the host(s) on the dashboard.")
+    elif status is RunStatus.UNVERIFIED:
+        where = ", ".join(o.host for o in unverified) or "a host"
+        title, severity, extra = f"{what} deployed but not verified on {where}", "warning", ["warning"]
     else:
         where = ", ".join(o.host for o in failed) or "the run"
         title, severity, extra = f"{what} deploy failed on {where}", "error", ["rotating_light"]

@@ -163,9 +163,13 @@ def switched_hosts(run: Any, fleet: Any = None) -> list[str]:
 
 
 def failed_hosts(run: Any) -> dict[str, str]:
-    """host -> "phase: detail" for the hosts that failed in ``run``."""
+    """host -> "phase: detail" for the hosts whose failure in ``run`` is proven (command ERROR/TIMEOUT/KILLED,
+    failed tests, System error): nothing else is ever rolled back. Unknown outcomes are not failures."""
+    proven = {s.host: HostOutcome.from_journal(s.host, s.data).proven_failure
+              for s in run.steps or () if s.step == "host_finished" and s.host}  # the last one counts
     return {h: f"{phase}: {detail}" if phase else detail
-            for h, (outcome, phase, detail, _) in last_outcomes(run).items() if outcome == Outcome.FAILED.value}
+            for h, (outcome, phase, detail, _) in last_outcomes(run).items()
+            if outcome == Outcome.FAILED.value and proven.get(h)}
 
 
 @dataclass
@@ -397,6 +401,10 @@ class RollbackManager:
             return RollbackOutcome("disabled", True, "rollback disabled (flake_updates.rollback.enabled = false)")
         if not failed.merge_sha:
             return RollbackOutcome(settings.strategy, True, "nothing was merged: nothing to roll back")
+        if not bad:  # only a proven failure is ever rolled back (an unknown outcome alerts instead)
+            self._sink("rollback_refused", run=failed_run_id, reason="no proven failure")
+            return RollbackOutcome(settings.strategy, True,
+                                   f"run #{failed_run_id} has no proven failure: nothing rolled back")
         if settings.strategy == "alert-only":
             return await self._alert_only(failed, bad, actor)
         with self._lock():

@@ -357,6 +357,9 @@ class FleetService:
     def active_command(self, host_id: str) -> Command | None:
         return self.live.active_command(host_id)
 
+    def commands_for(self, host_id: str) -> tuple[Command, ...]:
+        return self.live.commands_for(host_id)
+
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         return await self.live.wait_until(predicate, timeout)
 
@@ -535,6 +538,10 @@ class FleetService:
     def held(self) -> set[str]:
         return set(self.state.held)
 
+    def held_now(self, host_id: str) -> bool:
+        """Whether ``host_id`` is held now, by this process or another one (the state file is shared)."""
+        return self.state.held_now(host_id)
+
     async def set_hold(self, host_ids: list[str], held: bool) -> None:
         """Hold or release hosts: saved in the app state and written to the audit trail."""
         ids = [h for h in host_ids if (h in self.state.held) != held]
@@ -585,6 +592,7 @@ class FleetService:
         if self.github is None or self.dashboard is None:
             raise NfuError("deploying needs both GitHub and the dashboard configured")
         kw.setdefault("lock", lambda: DeployLock(label=self.lock_label))
+        kw.setdefault("is_held", self.held_now)
         if self.deployments is not None:
             kw.setdefault("remote_lock", self.deployments.check_lock)
         engine = DeployEngine(

@@ -131,6 +131,7 @@ class AppState:
         self.theme: str | None = None  # the TUI's theme (None = Textual's default)
         self.warnings: list[str] = []
         self._base = _Snapshot()  # the file's content when last read or written
+        self._stamp: tuple[int, int] | None = None  # (mtime_ns, size) of the file when last read or written
 
     def __repr__(self) -> str:
         return f"AppState({str(self.path)!r}, held={sorted(self.held)})"
@@ -182,6 +183,25 @@ class AppState:
 
     def is_held(self, host: str) -> bool:
         return host in self.held
+
+    def held_now(self, host: str) -> bool:
+        """Whether ``host`` is held now: re-reads the file when another process changed it.
+
+        Cheap enough to ask before every host a deploy starts (one ``stat``); the file is
+        re-read (under the lock) only when its size or modification time changed.
+        """
+        self.refresh()
+        return host in self.held
+
+    def refresh(self) -> None:
+        """Re-read the file if it changed since this object last read or wrote it."""
+        try:
+            st = self.path.stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self._stamp:
+            self.reload()
 
     def hold(self, host: str) -> None:
         """Hold ``host`` back from deploys (saved at once)."""
@@ -251,6 +271,11 @@ class AppState:
         return result
 
     def _adopt(self, snapshot: _Snapshot) -> None:
+        try:
+            st = self.path.stat()
+            self._stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            self._stamp = None
         self._base = snapshot.copy()
         self.held = set(snapshot.held)
         self.overrides = copy.deepcopy(snapshot.overrides)

@@ -27,6 +27,7 @@ Per-host faults (``HostSpec.faults``, or at run time via the dashboard's ``set_f
 * ``slow`` — every command takes five times longer.
 * ``pull_fails`` — ``git fetch`` fails (exit 1, ``command failed``).
 * ``switch_fails`` — a derivation fails to build: exit 1, System ``error``; the agent keeps running.
+* ``tests_fail`` — the host's tests (the ``test`` op) fail: exit 1, Tests ``error``.
 * ``never_reconnects`` — the switch exits 0, the agent exits and never returns → ``TIMEOUT``.
 * ``offline_mid_deploy`` — the host drops off the network in the middle of its first switch
   (→ ``AWAITING_RECONNECT`` → ``TIMEOUT``) and stays away until ``set_online(host, True)``.
@@ -776,6 +777,13 @@ class SimAgent:
         self.progress("tests", 0, 8, "in_progress")
         self.out(f"Running {len(_TESTS)} tests for {self.host.id}...")
         for i, name in enumerate(_TESTS, 1):
+            if "tests_fail" in self.faults and i == 2:
+                await self._lines([f"[{i}/{len(_TESTS)}] {name} ... ❌ failed: 3 failed units"], 1.0)
+                self.out(f"❌ Tests failed ({i - 1}/{len(_TESTS)} passed)")
+                self.reported_tests = status_check("error", "Tests failed (exit 1)", self._now())
+                self.progress("tests", 0, 8, "error")
+                self.fleet.agent_status(self, "test", 1, "Tests failed (exit 1)")
+                return
             await self._lines([f"[{i}/{len(_TESTS)}] {name} ... ✅ passed"], 1.0)
             self.progress("tests", i, 8, "in_progress" if i < 8 else "complete")
         self.out(f"✅ All tests passed ({len(_TESTS)}/{len(_TESTS)})")

@@ -235,6 +235,17 @@ def _login_error(request: web.Request, message: str) -> web.Response:
     return _redirect(request, "/login?error=" + quote_plus(message))
 
 
+@dataclass
+class DispatchFault:
+    """A fault of ``/api/dispatch`` (:meth:`FakeDashboard.set_dispatch_fault`)."""
+
+    delay: float
+    lose: bool
+    ops: frozenset[str]
+    times: int
+    execute: bool = True
+
+
 # --- sessions and the sync hub -------------------------------------------------------
 
 
@@ -362,6 +373,8 @@ class FakeDashboard:
         self._beacon: asyncio.Task[None] | None = None
         self.unreachable = False  # see set_unreachable
         self.url = ""
+        self.dispatch_fault: DispatchFault | None = None
+        self.dispatch_stalls = 0  # dispatch answers currently held back by a fault (for tests)
         self.ws_close_codes: list[int | None] = []  # per finished /ws connection: the close code it ended with
         # Fault: the next N requests whose path contains echo_secrets_path answer 500 with an error
         # that repeats the password (plain, URL-encoded, base64), the Cookie header, session and CSRF token.
@@ -472,6 +485,14 @@ class FakeDashboard:
         asyncio.get_running_loop().create_task(self._close_clients())
         self._limiter.clear()
         self.fleet.restart()
+
+    def set_dispatch_fault(self, *, delay: float = 0.0, lose: bool = False, ops: Sequence[str] = ("switch",),
+                           times: int = 1, execute: bool = True) -> None:
+        """The next ``times`` ``/api/dispatch`` calls for one of ``ops`` run as usual (commands, deltas,
+        events), then their answer comes ``delay`` seconds late, or is lost (``lose``: the connection
+        is closed without an answer after the delay) — what a client sees on a slow or broken network.
+        ``execute=False``: the request is lost on its way in (nothing runs, no answer)."""
+        self.dispatch_fault = DispatchFault(delay, lose, frozenset(ops), times, execute)
 
     def set_unreachable(self, on: bool = True) -> None:
         """An outage between nfu-tui and the dashboard (its reverse proxy answers 502 to everything and the
@@ -779,6 +800,12 @@ class FakeDashboard:
                 return _json_error(403, "TOTP must be configured for this operation")
             if not totp_valid(self.scenario.totp_secret, body["totp"], time.time()):
                 return _json_error(401, "Invalid TOTP code")
+        fault = self.dispatch_fault
+        if fault is not None and op in fault.ops and fault.times > 0 and not fault.execute:
+            fault.times -= 1
+            if request.transport is not None:
+                request.transport.close()  # lost on the way in: nothing ran
+            return web.Response(status=500)
         results = []
         for host_id in hosts:
             if host_id not in self.fleet.hosts:
@@ -788,6 +815,17 @@ class FakeDashboard:
         errors = sum(1 for r in results if r["status"] in ("blocked", "error"))
         success = len(results) - errors
         status = "success" if not errors else "failed" if not success else "partial"
+        if fault is not None and op in fault.ops and fault.times > 0:
+            fault.times -= 1
+            self.dispatch_stalls += 1
+            try:
+                await asyncio.sleep(fault.delay)
+            finally:
+                self.dispatch_stalls -= 1
+            if fault.lose:
+                if request.transport is not None:
+                    request.transport.close()  # no answer at all
+                return web.Response(status=500)
         return _json({"results": results, "status": status,
                       "summary": {"error": errors, "success": success, "total": len(results)}})
 

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 HOST_FAULTS = frozenset(
-    {"offline", "slow", "pull_fails", "switch_fails", "never_reconnects", "offline_mid_deploy",
+    {"offline", "slow", "pull_fails", "switch_fails", "tests_fail", "never_reconnects", "offline_mid_deploy",
      "offline_after_switch", "garbled_output"}
 )
 CI_STATES = frozenset({"success", "pending", "failure", "none"})

@@ -719,7 +719,7 @@ class NfuApp(App[int]):
         """After a cancelled, failed or partly queued run: how many hosts it left behind, and the key."""
         view = self.deploy_view
         result = view.result if view is not None else None
-        if result is None or result.status.value not in ("cancelled", "failed", "waiting"):
+        if result is None or result.status.value not in ("cancelled", "failed", "unknown", "unverified", "waiting"):
             return ""
         behind = sum(1 for o in result.outcomes if o.outcome.value != "ok")
         if not behind:

@@ -20,15 +20,24 @@ STATE_GLYPHS = {
     "waiting": "·",
     "queued": "◌",
     "running": "⟳",
+    "checking": "?",
     "ok": "✓",
+    "unverified": "≈",
     "failed": "✗",
+    "unknown": "?",
+    "held": "⏸",
     "skipped": "–",
     "cancelled": "⊘",
 }
-DONE_STATES = frozenset({"ok", "failed", "skipped", "cancelled"})
+DONE_STATES = frozenset({"ok", "unverified", "failed", "unknown", "held", "skipped", "cancelled"})
+CHECKING = "outcome unknown — checking"
+"""A progress message starting so puts the row in the ``checking`` state (the engine looks for evidence)."""
 _OUTCOME_STATES = {
     eng.Outcome.OK: "ok",
+    eng.Outcome.UNVERIFIED: "unverified",
     eng.Outcome.FAILED: "failed",
+    eng.Outcome.UNKNOWN: "unknown",
+    eng.Outcome.HELD: "held",
     eng.Outcome.SKIPPED: "skipped",
     eng.Outcome.CANCELLED: "cancelled",
     eng.Outcome.QUEUED: "queued",
@@ -47,10 +56,27 @@ class HostRow:
     finished: datetime | None = None
     detail: str = ""
     last_lines: tuple[str, ...] = ()
+    executed: str = ""  # the switch's result (HostOutcome.executed)
+    reached: bool | None = None
+    verified: bool | None = None
+    proven: bool = False  # failed, and the failure is proven (may be rolled back)
+
+    @property
+    def checks(self) -> str:
+        """Executed · reached · verified as three glyphs (``✓✓✓``, ``✓✓✗``, ``✗··``); "" before any is known."""
+        if not self.executed and self.reached is None and self.verified is None:
+            return ""
+        executed = None if not self.executed else self.executed.upper() in ("SUCCESS", "PARTIAL", "ALREADY CURRENT")
+        return "".join("·" if v is None else ("✓" if v else "✗") for v in (executed, self.reached, self.verified))
 
     @property
     def done(self) -> bool:
         return self.state in DONE_STATES
+
+    @property
+    def active(self) -> bool:
+        """Running on the dashboard (or the engine is still checking what happened there)."""
+        return self.state in ("running", "checking")
 
     def elapsed(self, now: datetime) -> str:
         if self.started is None:
@@ -125,10 +151,21 @@ class DeployView:
     def failures(self) -> list[HostRow]:
         return [r for r in self.rows.values() if r.state == "failed"]
 
+    def proven_failures(self) -> list[HostRow]:
+        """Failed rows whose failure is proven: the only ones a rollback is offered for."""
+        return [r for r in self.failures() if r.proven]
+
+    def with_state(self, *states: str) -> list[HostRow]:
+        return [r for r in self.order_rows() if r.state in states]
+
+    def order_rows(self) -> list[HostRow]:
+        return [self.rows[h] for h in self.order]
+
     def left_behind(self) -> list[str]:
-        """Once a run ended cancelled, failed or waiting (not refused): the hosts it did not bring to the target."""
+        """Once a run ended cancelled, failed, unknown, unverified or waiting (not refused): the hosts it did
+        not bring to the target."""
         status = getattr(getattr(self.result, "status", None), "value", "")
-        if status not in ("cancelled", "failed", "waiting"):
+        if status not in ("cancelled", "failed", "unknown", "unverified", "waiting"):
             return []
         return [h for h in self.order if self.rows[h].state != "ok"]
 
@@ -189,7 +226,10 @@ class DeployView:
             row = self._row(event.host)
             self._set(event.host, state="running", phase=event.phase, started=row.started or event.at, detail="")
         elif isinstance(event, eng.HostProgress):
-            self._set(event.host, phase=event.phase, detail=event.message)
+            checking = event.message.startswith(CHECKING)
+            state = "checking" if checking else ("running" if self._row(event.host).state == "checking"
+                                                 else self._row(event.host).state)
+            self._set(event.host, phase=event.phase, detail=event.message, state=state)
         elif isinstance(event, eng.HostFinished):
             out = event.outcome
             state = _OUTCOME_STATES[out.outcome]
@@ -200,6 +240,7 @@ class DeployView:
                 finished=event.at if state in DONE_STATES else None,
                 detail=out.detail,
                 last_lines=tuple(out.last_lines),
+                **_facts(out),
             )
         elif isinstance(event, eng.WaitingForCanaries):
             self.stage = "waiting-canaries"
@@ -241,6 +282,7 @@ class DeployView:
                     finished=row.finished or (self.clock() if state in DONE_STATES else None),
                     detail=outcome.detail,
                     last_lines=tuple(outcome.last_lines),
+                    **_facts(outcome),
                 )
 
     def fail(self, message: str) -> None:
@@ -248,3 +290,9 @@ class DeployView:
         self.error = message
         self.stage = "finished"
         self.headline = message
+
+
+def _facts(outcome: Any) -> dict[str, Any]:
+    """The executed / reached / verified facts (and proof) of an engine HostOutcome, for a row."""
+    return {"executed": outcome.executed, "reached": outcome.reached, "verified": outcome.verified,
+            "proven": outcome.proven_failure}

@@ -45,8 +45,12 @@ ROW_STYLES = {
     "waiting": "dim",
     "queued": "yellow",
     "running": "bold blue",
+    "checking": "bold yellow",
     "ok": "green",
+    "unverified": "yellow",
     "failed": "bold red",
+    "unknown": "bold magenta",
+    "held": "yellow",
     "skipped": "dim",
     "cancelled": "yellow",
 }
@@ -61,21 +65,23 @@ STAGES = {
 DETAIL_WIDTH = 14  # at least; the Detail column takes what the table has left (cropped; the failure panel shows it whole)
 PROGRESS_WIDTH = 10
 COLUMNS = (
-    ("pos", "#"), ("host", "Host"), ("state", "State"), ("phase", "Phase"), ("progress", "Progress"),
-    ("elapsed", "Time"), ("detail", "Detail"),
+    ("pos", "#"), ("host", "Host"), ("state", "State"), ("checks", "ERV"), ("phase", "Phase"),
+    ("progress", "Progress"), ("elapsed", "Time"), ("detail", "Detail"),
 )
+"""``ERV``: executed (the switch's result), reached (the target commit), verified (System ok, tests)."""
 
 
 def row_cells(row: HostRow, now: datetime, progress: Progress | None = None) -> list[Text]:
     """Cells of a host's row; ``progress`` is the dashboard's op progress while it runs."""
     style = ROW_STYLES.get(row.state, "")
     bar = ""
-    if row.state == "running" and progress is not None and progress.total > 0:
+    if row.active and progress is not None and progress.total > 0:
         bar = progress_text(Progress("", progress.current, progress.total), "", PROGRESS_WIDTH).strip()
     return [
         Text(str(row.position), style="dim"),
         Text(row.host + (" ★" if row.canary else ""), style="bold"),
         Text(f"{STATE_GLYPHS.get(row.state, '?')} {row.state}", style=style),
+        Text(row.checks, style=style),
         Text(row.phase),
         Text(bar, style="blue"),
         Text(row.elapsed(now)),
@@ -97,7 +103,7 @@ def can_roll_back(view: DeployView, rollback: Any) -> bool:
     """Whether ``b`` (roll back now per the strategy) applies to this finished run."""
     return (
         rollback is not None and rollback.enabled and rollback.strategy != "alert-only"
-        and view.finished and bool(view.failures()) and bool(view.merge_sha) and not view.plan.converge
+        and view.finished and bool(view.proven_failures()) and bool(view.merge_sha) and not view.plan.converge
         and view.trigger != "auto" and not view.recovery and not view.rollback_note
     )
 
@@ -114,7 +120,7 @@ def converge_text(view: DeployView) -> Text:
 def next_steps(view: DeployView, rollback: Any, held: Collection[str] = ()) -> Text:
     """What the admin can do now, per ``flake_updates.rollback`` (``rollback``: its settings)."""
     text = Text()
-    failing = [r.host for r in view.failures()]
+    failing = [r.host for r in view.failures() + view.with_state("unknown")]
     strategy = rollback.strategy if rollback is not None else "alert-only"
     text.append("Next steps", style="bold")
     text.append(f" (rollback strategy: {strategy if rollback is None or rollback.enabled else 'disabled'})\n",
@@ -122,6 +128,9 @@ def next_steps(view: DeployView, rollback: Any, held: Collection[str] = ()) -> T
     if view.rollback_note:
         text.append("Rollback: ", style="bold")
         text.append(view.rollback_note + "\n")
+    elif view.finished and not view.proven_failures():
+        text.append("No proven failure (a command error, failed tests or System error): nothing is rolled "
+                    "back. Check the host(s) on the dashboard.\n", style="italic")
     elif can_roll_back(view, rollback):
         pr = view.plan.pr_number
         if strategy == "revert-commit":
@@ -155,8 +164,9 @@ def failure_text(view: DeployView, rollback: Any = None, held: Collection[str] =
     ``rollback`` is the ``flake_updates.rollback`` configuration, ``held`` the held hosts.
     """
     failed = view.failures()
+    doubtful = view.with_state("unknown", "unverified")
     refused = _status(view) == "refused"
-    if not failed and not refused and not view.error:
+    if not failed and not doubtful and not refused and not view.error:
         if not view.left_behind():
             return None
         text = Text()
@@ -171,7 +181,7 @@ def failure_text(view: DeployView, rollback: Any = None, held: Collection[str] =
         text.append(view.result.message or view.headline)
         text.append("\nNothing was merged or deployed.", style="dim")
         return unlead(text)
-    if view.error and not failed:
+    if view.error and not failed and not doubtful:
         text.append("✗ The deploy stopped: ", style="bold red")
         text.append(view.error)
         return unlead(text)
@@ -179,6 +189,11 @@ def failure_text(view: DeployView, rollback: Any = None, held: Collection[str] =
         summary = (row.detail.splitlines() or [""])[0]
         text.append(f"✗ {row.host} failed" + (f" in {row.phase}" if row.phase else ""), style="bold red")
         text.append(f": {summary}\n" if summary else "\n")
+    for row in doubtful:
+        unknown = row.state == "unknown"
+        text.append(f"{STATE_GLYPHS[row.state]} {row.host} " + ("outcome unknown" if unknown else "not verified")
+                    + (f" in {row.phase}" if row.phase else ""), style="bold magenta" if unknown else "bold yellow")
+        text.append(f": {row.detail}\n" if row.detail else "\n")
     text.append_text(next_steps(view, rollback, held))
     for row in failed:
         _, *more = row.detail.splitlines() or [""]
@@ -308,7 +323,7 @@ class DeployScreen(Screen):
         changed = False
         for host in self.view.order:
             row = self.view.rows[host]
-            if self._shown.get(host) == row and row.state != "running":
+            if self._shown.get(host) == row and not row.active:
                 continue
             cells = row_cells(row, now, self.app.host_progress(host))
             if host not in self._shown:
@@ -363,7 +378,7 @@ class DeployScreen(Screen):
     # --- logs ------------------------------------------------------------------------
 
     def _running_host(self) -> str | None:
-        running = [h for h in self.view.order if self.view.rows[h].state == "running"]
+        running = [h for h in self.view.order if self.view.rows[h].active]
         return running[0] if running else None
 
     def _pick_log_host(self) -> None:
@@ -507,7 +522,7 @@ class DeployScreen(Screen):
         if self.view.finished:
             self.app.notify("The deploy has already finished.", title="Cancel")
             return
-        running = [h for h in self.view.order if self.view.rows[h].state == "running"]
+        running = [h for h in self.view.order if self.view.rows[h].active]
         if self.view.cancel_requested:
             if not running:
                 self.app.notify("Cancel requested; the run ends in a moment.", title="Cancel")

@@ -35,7 +35,8 @@ STATUS_STYLES = {
     "running": "bold blue",
     "paused": "bold yellow",
 }
-OUTCOME_STYLES = {"ok": "green", "failed": "bold red", "skipped": "dim", "cancelled": "yellow", "queued": "cyan"}
+OUTCOME_STYLES = {"ok": "green", "failed": "bold red", "skipped": "dim", "cancelled": "yellow", "queued": "cyan",
+                  "unverified": "yellow", "unknown": "bold magenta", "held": "yellow"}
 diff_text = colour_summary  # the same colouring as the PR panel
 
 
@@ -85,6 +86,8 @@ def hosts_table(r: hist.RunRecord) -> Table | Text:
     table.add_column("Detail", ratio=1)
     for h in r.hosts:
         detail = Text(h.detail)
+        if h.facts():
+            detail.append(f" [{h.facts()}]", style="dim")
         if h.log_excerpt:
             detail.append("\n" + "\n".join(f"│ {line}" for line in h.log_excerpt), style="dim")
         table.add_row(Text(h.host), Text(h.outcome, style=OUTCOME_STYLES.get(h.outcome, "")), Text(h.phase), detail)
@@ -135,7 +138,8 @@ class RunDetailScreen(Screen):
         copy.copy(self.app, copy.merge_commit(r.id, r.merge_sha), f"Run #{r.id} merged nothing: no commit to copy.")
 
 
-HOST_GLYPHS = {"ok": "✓", "failed": "✗", "skipped": "–", "cancelled": "⊘", "queued": "◌"}
+HOST_GLYPHS = {"ok": "✓", "failed": "✗", "skipped": "–", "cancelled": "⊘", "queued": "◌", "unverified": "≈",
+               "unknown": "?", "held": "⏸"}
 NARROW = 110  # below this width the tables drop a column and shorten dates
 
 
