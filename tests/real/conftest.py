@@ -204,7 +204,7 @@ def real_fleet(nixfleet_bin: Path, tmp_path: Path) -> Iterator[FleetFactory]:
         env = {"NF_BIN": str(nixfleet_bin), "GITHUB_API_URL": sim.github.url, "GITHUB_REPO": sim.github.repo,
                "GITHUB_TOKEN": sim.github.token, "HOSTS": hosts, "FAIL_HOSTS": fail_hosts,
                "PUBLISH_DELAY": f"{publish_delay:g}", "TOTP_SECRET": totp_secret,
-               "DASH_ENV": " ".join(filter(None, ["NIXFLEET_RATE_LIMIT=100", dash_env]))}
+               "DASH_ENV": " ".join(filter(None, ["NIXFLEET_RATE_LIMIT=100 NIXFLEET_VERSION_FETCH_TTL=1s", dash_env]))}
         r = subprocess.run(["bash", str(KIT / "harness.sh"), "start", str(rundir)], capture_output=True, text=True,
                            timeout=120, env={**os.environ, **env})
         if r.returncode:

@@ -23,6 +23,9 @@ from tests.real.conftest import FleetFactory, cli_env
 from tests.real.trace import Recorder, Trace
 
 HOSTS = {"hosts": {"web1": {"canary": True, "priority": 1}, "web2": {"priority": 2}, "db1": {"priority": 3}}}
+# version.json lags the whole script (below): System is never verified; the canary ends unverified on both
+# after a few seconds (the real one, a mirror, not even proven reached) and the run stops there.
+VERIFY = {"flake_updates": {"verify_minutes": 0.05}}
 # Hosts are added once the simulator runs: like the harness's, they register for the first time
 # (no stored System/Tests history, which the scenario's hosts would have).
 SCENARIO = fast_scenario(hosts=[], speed=20.0, heartbeat_seconds=1.0)
@@ -65,7 +68,7 @@ async def test_simulator_matches_the_real_dashboard_on_a_scripted_deploy(real_fl
                                                                          sim_factory: Any, tmp_path: Path) -> None:
     # version.json catches up with the merge only after the deploy (a slow CI), on both: every pull
     # ends PARTIAL and System stays outdated; with a lag in between the outcome would depend on timing.
-    fleet = await asyncio.to_thread(real_fleet, fail_hosts="db1", publish_delay=300, config=HOSTS)
+    fleet = await asyncio.to_thread(real_fleet, fail_hosts="db1", publish_delay=300, config={**HOSTS, **VERIFY})
 
     async def agent(host: str, away: bool) -> None:
         await asyncio.to_thread(fleet.harness, "agent-stop" if away else "agent-start", host)
@@ -75,21 +78,21 @@ async def test_simulator_matches_the_real_dashboard_on_a_scripted_deploy(real_fl
     sim.publish_delay = 300.0
     for spec in SIM_HOSTS:
         sim.dashboard.fleet.add_host(spec)
-    cfg = sim.write_config(tmp_path / "sim-cfg", flake_updates={"automation": {"canary_wait_minutes": 0}}, **HOSTS)
+    cfg = sim.write_config(tmp_path / "sim-cfg", flake_updates={"automation": {"canary_wait_minutes": 0},
+                                                                "verify_minutes": 0.05}, **HOSTS)
     os.environ["XDG_STATE_HOME"] = str(tmp_path / "sim-state")  # a fresh journal for the second deploy
 
     async def sim_agent(host: str, away: bool) -> None:
         sim.dashboard.set_online(host, not away)
 
     simulated, sim_out = await record(sim.dashboard.url, SCENARIO.password, cfg, sim_agent)
-    assert "db1: failed (switch)" in real_out and "db1: failed (switch)" in sim_out, real_out + sim_out
+    assert "web2: skipped" in real_out and "web2: skipped" in sim_out, real_out + sim_out  # the canary stopped it
     r, s = normalise(real), normalise(simulated)
     (Path(os.environ.get("NFU_TRACE_DIR") or tmp_path) / "real-trace.json").write_text(json.dumps(r, indent=1))
     # What the scenario must show on the real side, or the comparison proves little.
     assert r["hosts"]["web1"]["commands"] == ["pull VALIDATING EXECUTING PARTIAL",
                                               "switch VALIDATING EXECUTING AWAITING_RECONNECT SUCCESS"], r["hosts"]
     assert r["hosts"]["web1"]["links"] == ["offline"]  # the agent restarted after its switch
-    assert r["hosts"]["db1"]["commands"][-1] == "switch VALIDATING EXECUTING ERROR"
     if s != r:
         diff = difflib.unified_diff(json.dumps(r, indent=1, sort_keys=True).splitlines(),
                                     json.dumps(s, indent=1, sort_keys=True).splitlines(), "real", "simulator", lineterm="")
