@@ -8,6 +8,7 @@ import signal
 import subprocess
 
 import pytest
+
 from nfu_tui.core.store import Store
 from tests.real.conftest import FleetFactory, read_until
 
