@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from nfu_tui.core.sanitize import add_secret
 from nfu_tui.errors import ConfigError
@@ -39,6 +39,7 @@ MAX_PARALLEL = 64
 Flag = Annotated[bool, Field(strict=True)]
 Count = Annotated[int, Field(strict=True)]
 Minutes = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=WEEK_MINUTES)]
+Seconds = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class _Section(BaseModel):
@@ -176,17 +177,62 @@ class NotifyConfig(_Section):
         return v
 
 
+SSH_TARGET_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?$")
+
+
+def parse_ssh_target(value: str) -> tuple[str, str, int]:
+    """``[user@]host[:port]`` → (user, host, port); user defaults to root, port to 22. ValueError when bad."""
+    m = SSH_TARGET_RE.match(value.strip())
+    port = int(m.group("port") or 22) if m else 0
+    if not m or not 0 < port < 65536:
+        raise ValueError(f"{value!r} is not [user@]host[:port] (e.g. 'root@web1.example.org:22')")
+    return m.group("user") or "root", m.group("host").strip("[]"), port
+
+
 class HostConfig(_Section):
     auto_update: Flag = True
     priority: Count | None = Field(None, ge=0, le=10000, description="lower deploys first; unset = default tiering")
     canary: Flag = False
+    ssh: str = Field("", description="[user@]host[:port] for fleet.backend = \"ssh\" (e.g. root@web1.example.org:22)")
+    flake_attr: str = Field("", description="nixosConfigurations attribute; default the host's name")
+    repo_dir: str = Field("/etc/nixos", min_length=1, description="the configuration checkout on the host")
+    system: Literal["nixos", "darwin"] = Field("nixos", description="darwin hosts use darwin-rebuild")
+    test_command: str = Field("", description="the host's tests for the test op, run in repo_dir over SSH")
     post_switch_tests: PostSwitchTests | None = Field(
         None, description="overrides flake_updates.post_switch_tests for this host")
+
+    @field_validator("ssh")
+    @classmethod
+    def _ssh(cls, v: str) -> str:
+        if v:
+            parse_ssh_target(v)
+        return v.strip()
+
+    @field_validator("flake_attr")
+    @classmethod
+    def _attr(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
+            raise ValueError(f"{v!r} is not a flake attribute name")
+        return v
+
+
+class FleetConfig(_Section):
+    backend: Literal["nixfleet", "ssh"] = Field("nixfleet", description="how hosts are reached: a NixFleet dashboard or SSH")
+
+
+class SshConfig(_Section):
+    poll_seconds: Seconds = Field(30.0, ge=2, le=3600, description="how often every host is probed")
+    connect_timeout: Seconds = Field(10.0, gt=0, le=300, description="seconds to open one SSH connection")
+    max_concurrency: Count = Field(8, ge=1, le=256, description="hosts probed or deployed over SSH at once")
+    known_hosts: Path = Field(Path("~/.ssh/known_hosts"), description="host keys are checked strictly against this file")
+    identity_file: Path | None = Field(None, description="private key (else the SSH agent and ~/.ssh defaults)")
 
 
 class Config(_Section):
     github: GitHubConfig = Field(default_factory=GitHubConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    ssh: SshConfig = Field(default_factory=SshConfig)
     flake_updates: FlakeUpdatesConfig = Field(default_factory=FlakeUpdatesConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     hosts: dict[str, HostConfig] = Field(default_factory=dict)
@@ -196,6 +242,20 @@ class Config(_Section):
 
     def host(self, name: str) -> HostConfig:
         return self.hosts.get(name) or HostConfig()
+
+    @property
+    def uses_ssh(self) -> bool:
+        return self.fleet.backend == "ssh"
+
+    @model_validator(mode="after")
+    def _ssh_hosts(self) -> "Config":
+        if self.uses_ssh:
+            if not self.hosts:
+                raise ValueError('fleet.backend = "ssh" needs at least one [hosts.NAME] with ssh = "user@host:port"')
+            missing = [name for name, h in self.hosts.items() if not h.ssh]
+            if missing:
+                raise ValueError(f'fleet.backend = "ssh": no ssh = "user@host:port" for host(s) {", ".join(missing)}')
+        return self
 
     def post_switch_tests(self, name: str) -> str:
         """auto | always | never for one host (its own setting, else the global one)."""
@@ -478,14 +538,11 @@ def load_settings(path: str | Path | None = None) -> tuple[Config, Secrets]:
 
 def missing_settings(cfg: Config, secrets: Secrets, *, token: bool = True, password: bool = True) -> list[str]:
     """What a command that talks to both services lacks, one sentence each (empty = complete)."""
-    problems = [
-        f"{key} not configured (see `nfu-tui config check`)"
-        for key, value in (("github.repo", cfg.github.repo), ("dashboard.url", cfg.dashboard.url))
-        if not value
-    ]
+    needed = [("github.repo", cfg.github.repo)] + ([] if cfg.uses_ssh else [("dashboard.url", cfg.dashboard.url)])
+    problems = [f"{key} not configured (see `nfu-tui config check`)" for key, value in needed if not value]
     if token and secrets.github_token is None:
         problems.append("no GitHub token (set NIXFLEET_GITHUB_TOKEN, github.token_file, or log in with `gh auth login`)")
-    if password and secrets.dashboard_password is None:
+    if password and secrets.dashboard_password is None and not cfg.uses_ssh:
         problems.append("no dashboard password (set dashboard.password_file or NIXFLEET_PASSWORD)")
     return problems
 
@@ -576,9 +633,23 @@ def effective_summary(cfg: Config, secrets: Secrets) -> list[str]:
         f"deployments       " + (f"on: environment {cfg.github.deployment_environment!r}, another client's run is a "
                                  f"lock for {cfg.github.deployment_stale_minutes:g} min without news"
                                  if cfg.github.deployments else "off (local deploy lock only)"),
-        f"dashboard.url     {cfg.dashboard.url or '(not set)'}",
-        f"dashboard pass    {shown(secrets.dashboard_password, secrets.dashboard_password_source) if secrets.dashboard_password else '(asked at start)'}",
-        f"totp secret       {'***' if secrets.totp_secret else '(not set)'}",
+    ]
+    if cfg.uses_ssh:
+        ssh = cfg.ssh
+        lines += [
+            "fleet.backend     ssh",
+            f"ssh               poll every {ssh.poll_seconds:g} s; connect timeout {ssh.connect_timeout:g} s; "
+            f"{ssh.max_concurrency} hosts at once",
+            f"ssh.known_hosts   {ssh.known_hosts}",
+            f"ssh.identity_file {ssh.identity_file or '(SSH agent / ~/.ssh defaults)'}",
+        ]
+    else:
+        lines += [
+            f"dashboard.url     {cfg.dashboard.url or '(not set)'}",
+            f"dashboard pass    {shown(secrets.dashboard_password, secrets.dashboard_password_source) if secrets.dashboard_password else '(asked at start)'}",
+            f"totp secret       {'***' if secrets.totp_secret else '(not set)'}",
+        ]
+    lines += [
         f"automation        {'on' if auto.enabled else 'off'}; delay {auto.delay_minutes:g} min; CI required: {auto.require_ci}; "
         f"strategy {auto.deploy_strategy}; parallel {auto.max_parallel}; canary wait {auto.canary_wait_minutes:g} min",
         f"windows           {', '.join(auto.maintenance_windows) or '(always open)'}"

@@ -109,6 +109,7 @@ class Host:
     repo_dir: str = ""
     os_version: str = ""  # only from registration deltas and GET /api/hosts
     nixpkgs_version: str = ""
+    reboot_needed: bool | None = None  # SSH backend: booted vs current kernel/initrd/modules; None = unknown
 
     @property
     def name(self) -> str:

@@ -28,7 +28,7 @@ from nfu_tui.core.automation import (
     run_info,
     set_automation,
 )
-from nfu_tui.core.engine import HostFinished, RunFinished, Timeouts
+from nfu_tui.core.engine import HostFinished, Outcome, RunFinished, Timeouts
 from nfu_tui.core.service import FleetService, ServiceEvent
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import DeployLock, Store
@@ -621,13 +621,13 @@ async def test_service_mode_finishes_a_run_when_its_offline_host_returns(sim_fac
         forever = asyncio.ensure_future(a.runner.run_forever())
         try:
             assert await a.service.wait_until(lambda: bool(a.store.list_runs()) and run_info(
-                a.store.get_run(a.store.list_runs()[0].id)).waiting == ("hsb8",), 20)
+                a.store.get_run(a.store.list_runs()[0].id)).waiting == ("hsb8",), 60)
             (run,) = a.store.list_runs()
             assert run.status == "running" and run.host_outcomes == {"gpc0": "ok", "hsb0": "ok", "hsb1": "ok"}
             # A queued host blocks nothing: the PR is merged, automation is idle again.
-            assert await a.service.wait_until(lambda: a.runner.decision.state is AutoState.IDLE, 10)
+            assert await a.service.wait_until(lambda: a.runner.decision.state is AutoState.IDLE, 30)
             sim.dashboard.set_online("hsb8", True)
-            assert await a.service.wait_until(lambda: a.store.get_run(run.id).status == "succeeded", 20)
+            assert await a.service.wait_until(lambda: a.store.get_run(run.id).status == "succeeded", 60)
             assert a.store.get_run(run.id).host_outcomes["hsb8"] == "ok" and a.merges() == 1
         finally:
             a.runner.request_stop("test over")
@@ -656,5 +656,33 @@ async def test_run_notifications_say_what_really_happened(sim_factory: Any, tmp_
         (note,) = [e.notification for e in a.events if isinstance(e, RunFinished)]
         assert note.title == title and body in note.message
         assert note.click == f"{sim.github.url}/{sim.github.repo}/pull/42"
+        if strategy == "all":  # automation's own run: it resumes it, and says so (a manual run would not)
+            from nfu_tui.core.history import open_run
+
+            assert "automation deploys it when it reconnects" in note.message
+            (shown,) = [open_run(run) for run in a.store.unfinished_runs()]
+            assert shown["next"] == "automation resumes it when they are back"
         if strategy == "none":
             assert a.switched() == [] and a.merges() == 1
+
+
+async def test_a_manual_run_waiting_for_an_offline_host_says_who_resumes_it(sim_factory: Any, tmp_path: Path) -> None:
+    """Automation resumes only its own runs: a manual run left waiting for an offline host must not be
+    promised to "nfu-tui auto" (in its notification or in status), and automation indeed leaves it alone."""
+    from nfu_tui.core.history import open_run
+
+    sim = await sim_factory(sim_scenario(*SMALL, HostSpec("hsb8", "server", "home", online=False, faults={"offline"})))
+    async with AutoHarness(sim, tmp_path) as a:
+        plan = a.service.plan(42, ["gpc0", "hsb8"])
+        engine = a.service.make_engine(timeouts=SIM_TIMEOUTS)
+        result = await engine.run(plan, actor="alice@desk", trigger="manual", queued_wait=0)
+        assert result.status.value == "waiting" and result.hosts_with(Outcome.QUEUED) == ["hsb8"]
+        (note,) = [e.notification for e in a.events if isinstance(e, RunFinished)]
+        assert "nfu-tui auto" not in note.message and f"nfu-tui deploy --resume {result.run_id}" in note.message
+        (shown,) = [open_run(run) for run in a.store.unfinished_runs()]
+        assert shown["state"] == "waiting" and "nfu-tui auto" not in shown["next"]
+        assert f"nfu-tui deploy --resume {result.run_id}" in shown["next"]
+        sim.dashboard.set_online("hsb8", True)  # back: automation still leaves a manual run to the admin
+        assert await a.service.wait_until(lambda: a.service.fleet.host("hsb8").online, 15)
+        step = await a.runner.step()
+        assert step.decision.run_id != result.run_id and a.switched() == ["gpc0"]

@@ -156,6 +156,11 @@ def test_a_plan_without_a_host_merges_nothing_unless_merge_only(sim_thread: Any,
     assert code == 0, out + err
     assert "merge, then no deploy (merge only)" in out and "merged as" in out and "not deployed" in out
     assert merges(sim) == 1 and ops(sim) == []
+    runs = len(Store().list_runs())
+    code, out, err = run_cli(capsys, "--config", cfg, "deploy", "--pr", "42", "--merge-only", "--dry-run")
+    assert code == 2 and "deploying it" not in out  # merged already: nothing for --merge-only to do
+    assert "PR #42 is already merged" in err and "nothing to merge" in err and "--converge" in err
+    assert merges(sim) == 1 and ops(sim) == [] and len(Store().list_runs()) == runs
 
 
 @pytest.mark.parametrize("sim_thread", [TWO], indirect=True)

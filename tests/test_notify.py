@@ -242,3 +242,41 @@ async def test_title_and_body_pass_the_redaction_boundary(server: Recorder) -> N
     (request,) = server.requests
     assert request["headers"]["Title"] == "Merge refused: Bearer ***"
     assert request["body"].decode() == "dashboard said: password=***;x \ufffd"  # the escape went with the value
+
+
+def test_a_cancelled_run_names_its_left_hosts_once_per_reason() -> None:
+    """A cancel leaves every not-started host with the same reason: the body says it once, not per host
+    (11 copies made the toast cover the deploy screen's next steps)."""
+    from nfu_tui.core.engine import HostOutcome, Outcome, RunResult, RunStatus
+    from nfu_tui.core.notify import run_notification
+
+    why = "not started: the deploy was cancelled"
+    left = [HostOutcome(f"h{i}", Outcome.CANCELLED, detail=why) for i in range(11)]
+    result = RunResult(1, RunStatus.CANCELLED, 42, merge_sha="2f5effc0", outcomes=(
+        HostOutcome("gpc0", Outcome.OK), *left, HostOutcome("x9", Outcome.SKIPPED, detail="held during the run")))
+    note = run_notification(result)
+    assert note.message.count(why) == 1
+    hosts = ", ".join(o.host for o in left)
+    assert f"Not deployed: {hosts} (cancelled: {why}); x9 (skipped: held during the run)." in note.message
+    assert "To finish it: `nfu-tui deploy --converge`." in note.message
+
+
+def test_the_outbox_stores_notifications_past_the_redaction_boundary(tmp_path) -> None:
+    """The outbox is part of the journal: what it writes is valid text without secrets, like every other
+    row (a lone surrogate made the write raise; a token in a message was stored as is)."""
+    from nfu_tui.core.sanitize import redactor
+
+    token = "ghp_" + "Qx7" * 12
+    redactor.add(token)
+    store = Store(tmp_path / "j.sqlite3")
+    n = Notification(f"PR #42 failed: Bearer {token}", "hsb1: \udcff output\nnext line", "error",
+                     click=f"https://github.com/o/r/pull/42?t={token}", event_id="run:1:failed")
+    outbox = Outbox(store, WebhookNotifier("http://127.0.0.1:9/t"))
+    assert outbox.enqueue(n) == "run:1:failed"
+    store.notification_failed("run:1:failed", f"HTTP 500 for token {token}", datetime.now(timezone.utc))
+    store.close()
+    data = (tmp_path / "j.sqlite3").read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("j.sqlite3-*"))
+    assert token.encode() not in data
+    entry = Store(tmp_path / "j.sqlite3").notification("run:1:failed")
+    assert entry is not None and entry.title == "PR #42 failed: Bearer ***"
+    assert entry.message == "hsb1: \ufffd output\nnext line" and "***" in entry.click and "***" in entry.last_error

@@ -423,7 +423,7 @@ async def test_an_interrupted_run_is_offered_for_resume_at_start(sim, tmp_path):
     run_id = interrupted_run(sim, ["gpc0"])
     app = make_app(sim, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), "the resume dialog")
+        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen) and app.screen.query("#run"), "the resume dialog")
         text = _render(app.screen.query_one("#run").content)
         assert f"Deploy run #{run_id} of PR #42 did not finish" in text and "0 of 1 finished" in text
         await pilot.press("r")
@@ -440,7 +440,7 @@ async def test_an_interrupted_run_can_be_abandoned(shared, tmp_path):
     run_id = interrupted_run(shared.sim, ["gpc0", "hsb0"])
     app = make_app(shared.sim, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), "the resume dialog")
+        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen) and app.screen.query("#run"), "the resume dialog")
         await pilot.press("a")
         store = app.service.store
         await wait_for(pilot, lambda: store.get_run(run_id).status == "abandoned", "the run abandoned")

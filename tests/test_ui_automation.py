@@ -255,7 +255,7 @@ async def test_an_interrupted_host_rollback_is_resumed_without_sending_it_again(
         store.record(run_id, "host_started", host="gpc0", phase="rollback")
     app = make_app(shared.sim, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), "the resume dialog")
+        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen) and app.screen.query("#run"), "the resume dialog")
         text = plain(app.screen.query_one("#run").content)
         assert f"Host rollback run #{run_id} did not finish" in text and "never sends it twice" in text
         await pilot.press("r")

@@ -100,10 +100,9 @@ async def test_help_opens_at_the_current_screens_section_and_scrolls_every_key(s
         await fleet_ready(pilot)
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: app.screen.query("#help-main-screen") and app.screen.query_one(Scroller).scroll_y
+                       == app.screen.query_one("#help-main-screen").virtual_region.y > 0, "help at this screen's section")
         body = app.screen.query_one(Scroller)
-        section = app.screen.query_one("#help-main-screen")
-        assert body.scroll_y == section.virtual_region.y > 0
         await wait_for(pilot, lambda: "Close" in footer_keys(app.screen), "the help's keys")
         start = body.scroll_y
         await burst(pilot, "j")
@@ -193,16 +192,15 @@ async def test_queued_hosts_stop_waiting_from_the_footer_and_the_run_ends_paused
     async with app.run_test(size=NARROW) as pilot:
         view = await start_deploy(pilot, [])
         screen = app.screen
-        await wait_for(pilot, lambda: view.stage == "waiting-queued", "only the queued host left", timeout=60)
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: view.stage == "waiting-queued", "only the queued host left", timeout=120)
         stage = screen.query_one("#deploy-stage")
-        assert "waiting for queued offline hosts" in stage.content.plain
+        await wait_for(pilot, lambda: "waiting for queued offline hosts" in stage.content.plain, "the waiting stage")
         assert stage.content.cell_len <= stage.size.width * stage.size.height  # wrapped, not cut
         await wait_for(pilot, lambda: "Stop waiting" in footer_keys(screen), "w in the footer")
         await pilot.press("w")
         await wait_for(pilot, lambda: view.finished, "the run to end waiting")
-        await pilot.pause(0.2)
-        text = screen.query_one("#deploy-stage").content.plain
+        await wait_for(pilot, lambda: stage.content.plain.startswith("◌ paused"), "the paused stage")
+        text = stage.content.plain
         assert text.startswith("◌ paused") and "finished" not in text and "1 queued" in text
         await wait_for(pilot, lambda: "Stop waiting" not in footer_keys(screen), "w gone from the footer")
 
@@ -214,8 +212,9 @@ async def test_the_deploy_tables_detail_takes_the_remaining_width(sim_factory, t
     async with app.run_test(size=(160, 48)) as pilot:
         view = await start_deploy(pilot, ["gpc0"])
         await wait_for(pilot, lambda: view.finished, "the failed run")
-        await pilot.pause(0.3)
         table = app.screen.query_one(KeyTable)
+        await wait_for(pilot, lambda: [c.get_render_width(table) for c in table.columns.values()][-1] > 30,
+                       "the detail column widened")
         widths = [c.get_render_width(table) for c in table.columns.values()]
         assert widths[-1] > 30 and sum(widths) == table.scrollable_content_region.width  # was cut to 14
 
@@ -299,7 +298,7 @@ async def test_the_palette_offers_an_unfinished_run_and_dialogs_show_their_keys(
         await pilot.press("a")  # abandon: the shared simulator is left as it was
         await wait_for(pilot, lambda: app.service.store.get_run(run_id).status == "abandoned", "the run abandoned")
         await pilot.press("A")  # a plain yes/no dialog shows its own keys too
-        await wait_for(pilot, lambda: {"Yes", "No"} <= footer_keys(app.screen), "the yes/no keys")
+        await wait_for(pilot, lambda: {"Turn on", "Cancel"} <= footer_keys(app.screen), "the dialog's own keys")
         assert "Filter" not in footer_keys(app.screen)
         await pilot.press("n")
     assert shared.sim.github.request_count("/repos/alice/nixcfg/pulls/42/merge") == 0

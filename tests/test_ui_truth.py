@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from textual.widgets import Footer
+
 from test_ui_app import SIZE, _render, fleet_ready, make_app, prs_ready, wait_for
 
 from nfu_tui.core.engine import HostFinished
@@ -19,6 +21,10 @@ from nfu_tui.ui.screens.main import MainScreen
 from nfu_tui.ui.screens.resume import ResumeScreen
 
 THREE = [HostSpec("a1", "desktop"), HostSpec("a2", "desktop"), HostSpec("a3", "desktop")]
+
+
+def footer_keys(screen: Any) -> set[str]:
+    return {key.description for key in screen.query_one(Footer).query("FooterKey")}
 
 
 def status_line(app: Any) -> str:
@@ -100,11 +106,13 @@ async def test_c_converges_a_cancelled_run_without_a_second_merge(sim_factory, t
         assert view.result.status.value == "cancelled" and view.left_behind() == ["a2", "a3"]
         screen = app.screen
         assert isinstance(screen, DeployScreen)
-        await pilot.pause(0.1)
+        await wait_for(pilot, lambda: " c  converge: bring the 2 host(s)" in _render(
+            screen.query_one("#failure-text").content), "the failure panel's converge offer")
         panel = _render(screen.query_one("#failure-text").content)
         assert "⊘ Run cancelled: a2, a3 not deployed." in panel and " c  converge: bring the 2 host(s)" in panel
         await pilot.press("escape")
-        assert "Run #1 cancelled: 2 host(s) not deployed · c converge" in status_line(app)
+        await wait_for(pilot, lambda: "Run #1 cancelled: 2 host(s) not deployed · c converge" in status_line(app),
+                       "the status line's converge offer")
         head, _ = sim.github.default_branch_head()
         await pilot.press("c")
         await wait_for(pilot, lambda: isinstance(app.screen, DeployConfirmScreen), "the converge plan")
@@ -112,6 +120,8 @@ async def test_c_converges_a_cancelled_run_without_a_second_merge(sim_factory, t
         plan = _render(confirm.query_one("#plan").content)
         assert f"1. No merge: the target is main's head {head[:7]}" in plan
         assert "a2" in plan and f"→ {head[:7]}" in plan and f"at main {head[:7]}" in plan
+        await wait_for(pilot, lambda: {"Converge", "Cancel"} <= footer_keys(confirm), "the converge plan's keys")
+        assert "Merge & Deploy" not in footer_keys(confirm)  # a converge merges nothing
         await pilot.press("y")
         await wait_for(pilot, lambda: app.deploy_view is not view and app.deploy_view.finished, "the converge",
                        timeout=60)
@@ -121,7 +131,25 @@ async def test_c_converges_a_cancelled_run_without_a_second_merge(sim_factory, t
         assert sim.github.request_count("/repos/alice/nixcfg/pulls/42/merge") == 1
         assert sim.github.default_branch_head()[0] == head
         assert app.screen.query_one("#deploy-title").content.plain.startswith(f"Converge to main {head[:7]} · run #2")
-        assert "not deployed" not in status_line(app)
+        await wait_for(pilot, lambda: "not deployed" not in status_line(app), "the status line without the cancelled run")
+
+
+async def test_no_toast_covers_the_cancelled_runs_panel_at_80x24(sim_factory, tmp_path):
+    """The panel names the hosts left and the converge key: the run's toast must not cover it (the cancel
+    toast, one line per host, took half the screen)."""
+    sim = await sim_factory(fast_scenario(hosts=THREE, speed=100.0, heartbeat_seconds=0.1))
+    app = make_app(sim, tmp_path, flake_updates={"automation": {"canary_wait_minutes": 0}})
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await fleet_ready_n(pilot, 3)
+        app.service.subscribe(lambda ev: app.service.cancel_deploy() if ev.kind == "deploy"
+                              and isinstance(ev.payload, HostFinished) and ev.payload.host == "a1" else None)
+        view = await start_deploy(pilot, ["a1", "a2", "a3"])
+        await wait_for(pilot, lambda: view.finished, "the cancelled run", timeout=60)
+        await wait_for(pilot, lambda: " c  converge" in _render(app.screen.query_one("#failure-text").content),
+                       "the cancelled run's panel")
+        await pilot.pause(0.5)  # the run's last events arrive after its result
+        toasts = [n.title for n in app._notifications]
+        assert not any("cancelled" in title for title in toasts), toasts  # the panel says it, uncovered
 
 
 async def test_quit_during_a_run_leaves_it_resumable_as_the_dialog_says(sim_factory, tmp_path):
@@ -137,6 +165,8 @@ async def test_quit_during_a_run_leaves_it_resumable_as_the_dialog_says(sim_fact
         question = " ".join(_render(app.screen.query_one("Static").content, width=1000).split())
         assert f"Quitting does not cancel it: run #{view.run_id} is left resumable" in question
         assert "The next start offers to resume it" in question and "is cancelled" not in question
+        await wait_for(pilot, lambda: {"Quit, leave it resumable", "Stay"} <= footer_keys(app.screen),
+                       "the footer naming the buttons")
         await pilot.press("y")
         await wait_for(pilot, lambda: not app.is_running, "the app to exit")
     run_id = view.run_id
@@ -145,7 +175,7 @@ async def test_quit_during_a_run_leaves_it_resumable_as_the_dialog_says(sim_fact
         assert run.status == "running" and not run.cancel_requested  # interrupted, not cancelled
     again = make_app(sim, tmp_path)
     async with again.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(again.screen, ResumeScreen), "the resume offer")
+        await wait_for(pilot, lambda: isinstance(again.screen, ResumeScreen) and again.screen.query("#run"), "the resume offer")
         assert f"Deploy run #{run_id} of PR #42 did not finish" in _render(again.screen.query_one("#run").content)
         await pilot.press("escape")
         assert isinstance(again.screen, MainScreen)

@@ -235,6 +235,9 @@ def host_fields(data: Mapping[str, Any]) -> dict[str, Any]:
         out["agent_outdated"] = bool(get("agent_outdated"))
     if "metrics" in data:
         out["metrics"] = _metrics(get("metrics"))
+    if "reboot_needed" in data:
+        needed = get("reboot_needed")
+        out["reboot_needed"] = needed if isinstance(needed, bool) else None
     status = get("update_status")
     if isinstance(status, Mapping):
         for key in _CHECK_KEYS:

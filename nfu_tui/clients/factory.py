@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from nfu_tui.backends.ssh import SshFleet
     from nfu_tui.clients.dashboard import DashboardClient
     from nfu_tui.clients.github import GitHubClient
     from nfu_tui.config import Config, Secrets
@@ -31,8 +32,13 @@ def github_client(cfg: Config, secrets: Secrets) -> GitHubClient:
     )
 
 
-def dashboard_client(cfg: Config, secrets: Secrets, *, insecure: bool = False) -> DashboardClient:
-    """The dashboard client; raises DashboardError for a plain-http non-loopback URL unless insecure."""
+def dashboard_client(cfg: Config, secrets: Secrets, *, insecure: bool = False) -> DashboardClient | SshFleet:
+    """The fleet backend ``fleet.backend`` names: the NixFleet dashboard client (raises DashboardError for a
+    plain-http non-loopback URL unless insecure) or the SSH backend (asks GitHub for the default branch head)."""
+    if cfg.uses_ssh:
+        from nfu_tui.backends.ssh import SshFleet
+
+        return SshFleet.from_config(cfg, github=github_client(cfg, secrets) if cfg.github.repo else None)
     from nfu_tui.clients.dashboard import DashboardClient
 
     return DashboardClient(

@@ -17,6 +17,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     csub.add_parser("path", help="print the configuration file path in use")
 
 
+def ssh_problems(cfg) -> list[str]:  # type: ignore[no-untyped-def]
+    """What keeps the SSH backend from reaching hosts: the known_hosts and identity files must be readable."""
+    problems = []
+    known = cfg.ssh.known_hosts.expanduser()
+    if not known.is_file():
+        problems.append(f"ssh.known_hosts: {known} does not exist — host keys are checked strictly against it "
+                        "(add each host with `ssh-keyscan -p PORT HOST >> FILE` after checking its fingerprint)")
+    identity = cfg.ssh.identity_file
+    if identity is not None and not identity.expanduser().is_file():
+        problems.append(f"ssh.identity_file: {identity.expanduser()} does not exist")
+    return problems
+
+
 def run(args: argparse.Namespace) -> int:
     from nfu_tui.config import (
         ConfigLoadError,
@@ -50,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     problems: list[str] = []
     if not cfg.github.repo:
         problems.append("github.repo: not set — write it as owner/name (or env NIXFLEET_GITHUB_REPO)")
-    if not cfg.dashboard.url:
+    if cfg.uses_ssh:
+        problems += ssh_problems(cfg)
+    elif not cfg.dashboard.url:
         problems.append("dashboard.url: not set — the NixFleet dashboard base URL (or env NIXFLEET_URL)")
     else:
         from nfu_tui.clients.dashboard import validate_url

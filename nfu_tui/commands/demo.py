@@ -1,4 +1,8 @@
-"""`nfu-tui demo`: the TUI against the embedded simulator (no token, no fleet needed)."""
+"""`nfu-tui demo`: the TUI against the embedded simulator (no token, no fleet needed).
+
+``--backend ssh`` serves the scenario's hosts over SSH instead (:mod:`nfu_tui.sim.sshhosts`):
+one in-process asyncssh server per host, stand-in nix tools, real git clones of the fake
+GitHub's repository."""
 
 from __future__ import annotations
 
@@ -14,6 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenario", metavar="FILE", help="scenario TOML (default: a dozen hosts, one update PR)")
     p.add_argument("--hosts", type=int, metavar="N", help="replace the default hosts by N generated ones")
     p.add_argument("--speed", type=float, default=None, metavar="X", help="simulated commands run X times faster")
+    p.add_argument("--backend", choices=("nixfleet", "ssh"), default="nixfleet",
+                   help="reach the simulated hosts through the fake dashboard (default) or over SSH "
+                        "(an in-process SSH server per host, stand-in nix tools; needs bash, git, setsid, tail)")
     p.add_argument(
         "--state-dir",
         metavar="DIR",
@@ -77,8 +84,27 @@ def run(args: argparse.Namespace) -> int:
         if args.state_dir:
             fresh_journal()
 
-        with SimulatorThread(scenario) as sim:
-            config_path = sim.write_config(base / "sim", **DEMO_SETTINGS)
-            cfg = load_config(config_path)
-            secrets = resolve_secrets(cfg, env={}, use_gh=False)
-            return run_app(cfg, secrets, lock_label="the nfu-tui demo")
+        runner = SimulatorThread(scenario)
+        with runner as sim:
+            settings: dict = {k: dict(v) for k, v in DEMO_SETTINGS.items()}
+            server = None
+            if args.backend == "ssh":
+                import shutil
+
+                from nfu_tui.sim.runner import _merge
+                from nfu_tui.sim.sshhosts import missing_tools, serve_scenario
+
+                if missing_tools():
+                    print(f"nfu-tui demo: --backend ssh needs {', '.join(missing_tools())} on PATH", file=sys.stderr)
+                    return 2
+                shutil.rmtree(base / "ssh-hosts", ignore_errors=True)  # fresh hosts for the fresh simulator
+                server, ssh_settings = runner.call(serve_scenario, sim, base / "ssh-hosts")
+                _merge(settings, ssh_settings)
+            try:
+                config_path = sim.write_config(base / "sim", **settings)
+                cfg = load_config(config_path)
+                secrets = resolve_secrets(cfg, env={}, use_gh=False)
+                return run_app(cfg, secrets, lock_label="the nfu-tui demo")
+            finally:
+                if server is not None:
+                    runner.call(server.close)

@@ -131,7 +131,7 @@ class _Deploy:
         problems = missing_settings(cfg, secrets, password=False)  # asked for below on a terminal
         if problems:
             return _bad("; ".join(problems))
-        if secrets.dashboard_password is None:
+        if secrets.dashboard_password is None and not cfg.uses_ssh:
             if not sys.stdin.isatty():
                 return _bad("no dashboard password (set dashboard.password_file or NIXFLEET_PASSWORD)")
             import getpass
@@ -234,6 +234,9 @@ class _Deploy:
                 else:
                     plan = make_plan(view.hosts(), self.cfg, state.held, targets=targets, pr_number=pr.number,
                                      head_sha=pr.head_sha, overrides=state.overrides)
+                    if args.merge_only and pr.merged:
+                        return _bad(f"PR #{pr.number} is already merged ({pr.merge_commit_sha[:7]}): nothing to merge; "
+                                    f"deploy it with nfu-tui deploy --pr {pr.number} or nfu-tui deploy --converge")
                     if args.merge_only:
                         plan = merge_only(plan)
                     elif not plan.hosts and not plan.merge_only:

@@ -75,7 +75,7 @@ async def _status(cfg, secrets, *, as_json: bool, insecure: bool) -> int:  # typ
     github = github_client(cfg, secrets)
     async with dashboard, github:
         hosts: list = []
-        dash = {"url": cfg.dashboard.url, "ok": False, "error": None, "dashboard_version": None}
+        dash = {"url": "ssh" if cfg.uses_ssh else cfg.dashboard.url, "ok": False, "error": None, "dashboard_version": None}
         try:
             await dashboard.login()
             snap = await dashboard.full_state()
@@ -141,6 +141,7 @@ async def _status(cfg, secrets, *, as_json: bool, insecure: bool) -> int:  # typ
             "location": h.location,
             "generation": h.generation or None,
             "pending_command": h.pending_command or None,
+            "reboot_needed": h.reboot_needed,
             "held": h.id in held,
             "compartments": {
                 c: {"state": h.compartment(c).state.value, "message": h.compartment(c).message} for c in COMPARTMENTS
@@ -196,7 +197,12 @@ def _print_text(report: dict) -> None:
             cells = " ".join(GLYPH.get(h["compartments"][c]["state"], "?") for c in ("agent", "git", "lock", "system", "tests"))
             state = "online" if h["online"] else "offline"
             extra = " [held]" if h["held"] else ""
+            extra += {True: " [reboot needed]", False: ""}.get(h.get("reboot_needed"), "")
             print(f"  {sanitize_line(h['hostname']).ljust(width)}  {state:<7}  {cells}  {h['pending_command'] or '-'}{extra}")
+            if report["dashboard"]["url"] == "ssh":  # no dashboard page to look at: say why a host is red
+                for c in ("git", "system", "tests"):
+                    if h["compartments"][c]["state"] == "error" or (c == "system" and not h["online"]):
+                        print(f"  {''.ljust(width)}  {c}: {sanitize_line(h['compartments'][c]['message'])}")
     prs = report["update_prs"]
     print()
     if not report["github"]["ok"]:  # not "no PRs": nothing is known about them

@@ -128,6 +128,12 @@ class RunInfo:
         return self.kind in RECOVERY_KINDS or self.redeploy
 
     @property
+    def resumed_when_back(self) -> bool:
+        """Automation resumes it once its offline hosts are back: its own runs and every recovery run
+        (a manual run waits for the admin)."""
+        return self.trigger == "auto" or self.recovery
+
+    @property
     def unfinished(self) -> bool:
         return self.status in ("running", "paused")
 
@@ -295,7 +301,7 @@ def decide(s: Situation) -> Decision:
     wake: list[datetime] = []
     # Unfinished automatic runs come first: recovery (rollbacks) before deploys, oldest first. A rollback
     # waiting for an offline host is finished when the host is back, whoever started it.
-    mine = (r for r in s.runs if r.unfinished and (r.trigger == "auto" or (r.recovery and r.waiting)))
+    mine = (r for r in s.runs if r.unfinished and (r.trigger == "auto" or (r.waiting and r.resumed_when_back)))
     for run in sorted(mine, key=lambda r: (not r.recovery, r.id)):
         may_run = run.recovery or s.windows.is_open(s.now)
         what = f"run #{run.id}" + (f" (PR #{run.pr})" if run.pr else "")

@@ -854,11 +854,12 @@ def inert_lines(lines: Iterable[str], limit: int = LAST_LINES) -> tuple[str, ...
     return tuple(sanitize_line(line, max_len=LINE_MAX) for line in tail)
 
 
-def notification_for(result: RunResult, plan: DeployPlan | None = None, link: str = "") -> Notification:
+def notification_for(result: RunResult, plan: DeployPlan | None = None, link: str = "", *,
+                     automation_resumes: bool = False) -> Notification:
     """The toast/webhook message for a finished run (:func:`nfu_tui.core.notify.run_notification`)."""
     from nfu_tui.core.notify import run_notification
 
-    return run_notification(result, plan, link)
+    return run_notification(result, plan, link, automation_resumes=automation_resumes)
 
 
 # ================================================================= journal state
@@ -1983,7 +1984,8 @@ class DeployEngine:
         from nfu_tui.core.notify import pr_link
 
         note = notification_for(result, r.plan, pr_link(self.config.github.api_url, self.config.github.repo,
-                                                        r.plan.pr_number))
+                                                        r.plan.pr_number),
+                                automation_resumes=status is RunStatus.WAITING and self._resumed_when_back(r.run_id))
         await self._emit(RunFinished(run_id=r.run_id, result=result, notification=note))
         if self.notifier is not None:
             try:
@@ -1991,6 +1993,15 @@ class DeployEngine:
             except Exception:  # the notifier promises not to raise; be safe anyway
                 log.exception("webhook notification failed")
         return result
+
+    def _resumed_when_back(self, run_id: int) -> bool:
+        """Whether automation resumes this waiting run (its rule, from the journal: trigger, recovery)."""
+        from nfu_tui.core.automation import run_info
+
+        try:
+            return run_info(self.store.get_run(run_id)).resumed_when_back
+        except StateError:
+            return False
 
     def _audit(self, r: _Run, action: str, **details: Any) -> None:
         try:

@@ -393,7 +393,11 @@ def open_run(run: Any) -> dict[str, Any]:
     reason = str(suspended.data.get("reason", "")) if suspended is not None and suspended.step != "resumed" else ""
     if waiting:
         state, reason = "waiting", f"waiting for {', '.join(waiting)} to come back online"
-        next_ = "resumed when they are back (nfu-tui auto or the TUI)"
+        from nfu_tui.core.automation import run_info
+
+        next_ = ("automation resumes it when they are back" if run_info(run).resumed_when_back else
+                 f"once they are back: nfu-tui deploy --resume {run.id} (or the TUI); automation resumes only its "
+                 "own runs")
     elif run.status == "paused" or "maintenance window" in reason:
         state = "paused"
         next_ = f"automation resumes it in the next window; now: nfu-tui deploy --resume {run.id}"

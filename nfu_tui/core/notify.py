@@ -324,9 +324,11 @@ def pr_link(api_url: str, repo: str, number: int) -> str:
     return f"{base}/{repo}/pull/{number}"
 
 
-def run_notification(result: Any, plan: Any = None, link: str = "") -> Notification:
+def run_notification(result: Any, plan: Any = None, link: str = "", *,
+                     automation_resumes: bool = False) -> Notification:
     """The toast/webhook message for a finished deploy run: a title that says what happened, a body
-    with the hosts deployed, those left behind (offline, held, skipped, failed) and what to do next."""
+    with the hosts deployed, those left behind (offline, held, skipped, failed) and what to do next
+    (``automation_resumes``: automation resumes this run when its offline hosts are back)."""
     from nfu_tui.core.engine import Outcome, RunStatus
 
     n = result.pr_number
@@ -347,17 +349,20 @@ def run_notification(result: Any, plan: Any = None, link: str = "") -> Notificat
     if deployed:
         lines.append(f"Deployed: {', '.join(deployed)}.")
     if waiting:
-        lines.append(f"Waiting (offline): {', '.join(waiting)} — deployed when it reconnects (run #{result.run_id} "
-                     f"stays open; nfu-tui auto or the TUI resumes it, by hand: `nfu-tui deploy --resume "
-                     f"{result.run_id}`).")
+        resume = f"`nfu-tui deploy --resume {result.run_id}`"
+        lines.append(f"Waiting (offline): {', '.join(waiting)} — run #{result.run_id} stays open; "
+                     + (f"automation deploys it when it reconnects (by hand: {resume})." if automation_resumes else
+                        f"once it is back, resume it: {resume} or the TUI (automation resumes only its own runs)."))
     for o in failed:
         lines.append(f"Failed: {o.host} ({o.phase or 'deploy'}: {o.detail}).")
     for o in unverified:
         lines.append(f"Not verified: {o.host} ({o.detail}).")
-    if unfinished:
-        lines.append("Not deployed: " + "; ".join(f"{o.host} ({o.outcome.value}"
-                                                   + (f": {o.detail}" if o.detail else "") + ")"
-                                                   for o in unfinished) + ".")
+    if unfinished:  # hosts left for the same reason (a cancel leaves them all alike) named together
+        reasons: dict[str, list[str]] = {}
+        for o in unfinished:
+            reasons.setdefault(o.outcome.value + (f": {o.detail}" if o.detail else ""), []).append(o.host)
+        lines.append("Not deployed: " + "; ".join(f"{', '.join(hosts)} ({reason})"
+                                                   for reason, hosts in reasons.items()) + ".")
     left = [s.host for s in skipped if not merge_only]
     if left:
         lines.append("Left behind: " + "; ".join(s.describe() for s in skipped) + ".")

@@ -136,7 +136,7 @@ class FleetService:
         return github_client(self.config, self.secrets)
 
     def _make_dashboard(self, insecure: bool) -> Any:
-        if not self.config.dashboard.url:
+        if not self.config.dashboard.url and not self.config.uses_ssh:
             return None
         from nfu_tui.clients.factory import dashboard_client
 

@@ -611,7 +611,8 @@ class Store:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO outbox (id, created_at, title, message, severity, tags, click,"
                 " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (event_id, now, title, message, severity, _dumps(list(tags)), click, now),
+                (event_id, now, sanitize_text(title), sanitize_text(message), severity, _dumps(list(tags)),
+                 sanitize_text(click), now),
             )
             return cur.rowcount == 1
 
@@ -637,7 +638,7 @@ class Store:
     def notification_failed(self, event_id: str, error: str, next_attempt_at: datetime) -> None:
         with self._write("update the outbox of") as conn:
             conn.execute("UPDATE outbox SET attempts = attempts + 1, claimed_until = NULL, last_error = ?,"
-                         " next_attempt_at = ? WHERE id = ?", (error, _ts(next_attempt_at), event_id))
+                         " next_attempt_at = ? WHERE id = ?", (sanitize_text(error), _ts(next_attempt_at), event_id))
 
     def notification(self, event_id: str) -> OutboxEntry | None:
         with self._read("read the outbox of") as conn:

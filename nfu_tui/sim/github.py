@@ -26,6 +26,7 @@ import json
 import logging
 import random
 import re
+from pathlib import Path
 import socket
 import struct
 import time
@@ -383,6 +384,11 @@ class FakeGitHub:
         """File contents at a branch or commit SHA, None if the ref or the path is unknown."""
         sha = self._git.resolve(ref)
         return None if sha is None else self._git.commits[sha].tree.get(path)
+
+    def export_git(self, bare_dir: Path) -> None:
+        """Write the repository's commits and branches into the bare git repository ``bare_dir`` (same SHAs:
+        hosts reached over SSH fetch the commits this fake GitHub reports)."""
+        self._git.export(bare_dir)
 
     def on_branch_moved(self, callback: Callable[[str, str], None]) -> None:
         """Call ``callback(branch, new_sha)`` after merges, pushes and ref updates."""

@@ -1,10 +1,10 @@
 """An in-memory git object graph for the fake GitHub: commits, trees, refs, merges, diffs.
 
-Pure data and algorithms, no I/O. Trees are ``path → bytes`` mappings; blob and tree
+Pure data and algorithms (only :meth:`GitRepo.export` writes files). Trees are ``path → bytes`` mappings; blob and tree
 SHAs are computed exactly as git does, so ``sha`` fields of the contents API are real
-blob SHAs. Commit SHAs are deterministic digests of the commit's content (tree, parents,
-message, author identity) — not of wall-clock dates — so a scenario replays to the same
-SHAs for the same seed.
+blob SHAs. Commits are real git commit objects with fixed dates (not the wall clock), so
+a scenario replays to the same SHAs for the same seed, and :meth:`GitRepo.export` writes
+them into a bare repository that hosts can fetch the very commits GitHub reports from.
 
 Merging uses a line-based three-way merge (the classic merge3 "sync region" algorithm),
 so two pull requests that touch different lines of ``flake.lock`` merge cleanly and two
@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 __all__ = ["Person", "Commit", "FileDiff", "GitRepo", "blob_sha", "tree_sha", "merge3", "diff_trees"]
 
 Tree = Mapping[str, bytes]
+FIXED_EPOCH = 1_700_000_000
 
 
 def blob_sha(data: bytes) -> str:
@@ -31,6 +34,11 @@ def blob_sha(data: bytes) -> str:
 
 def tree_sha(tree: Tree) -> str:
     """The git tree SHA-1 of a ``path → bytes`` mapping (nested directories included)."""
+    return tree_objects(tree, {})
+
+
+def tree_objects(tree: Tree, out: dict[str, bytes]) -> str:
+    """The tree's SHA-1; every blob and tree object (``type size\\0body``) is added to ``out`` by SHA."""
 
     def build(entries: dict[str, object]) -> bytes:
         rows: list[tuple[str, bytes]] = []
@@ -39,9 +47,14 @@ def tree_sha(tree: Tree) -> str:
                 rows.append((name + "/", b"40000 " + name.encode() + b"\0" + build(value)))
             else:
                 assert isinstance(value, bytes)
-                rows.append((name, b"100644 " + name.encode() + b"\0" + bytes.fromhex(blob_sha(value))))
+                sha = blob_sha(value)
+                out[sha] = b"blob %d\0" % len(value) + value
+                rows.append((name, b"100644 " + name.encode() + b"\0" + bytes.fromhex(sha)))
         body = b"".join(row for _, row in sorted(rows))
-        return hashlib.sha1(b"tree %d\0" % len(body) + body).digest()
+        obj = b"tree %d\0" % len(body) + body
+        digest = hashlib.sha1(obj).digest()
+        out[digest.hex()] = obj
+        return digest
 
     root: dict[str, object] = {}
     for path, data in tree.items():
@@ -221,18 +234,60 @@ class GitRepo:
             if p not in self.commits:
                 raise KeyError(f"unknown parent {p}")
         tsha = tree_sha(tree)
-        seed = "\0".join((self.salt, tsha, *parents, message, author.name, author.email))
-        sha = hashlib.sha1(seed.encode()).hexdigest()
         n = 1
+        sha = hashlib.sha1(self._object(tsha, parents, message, author, committer or author, n)).hexdigest()
         while sha in self.commits and not reuse:
             n += 1
-            sha = hashlib.sha1(f"{seed}\0{n}".encode()).hexdigest()
+            sha = hashlib.sha1(self._object(tsha, parents, message, author, committer or author, n)).hexdigest()
         if sha in self.commits:
             return self.commits[sha]
         gen = 1 + max((self.commits[p].generation for p in parents), default=0)
         c = Commit(sha, parents, message, author, committer or author, dict(tree), tsha, gen)
         self.commits[sha] = c
         return c
+
+    def _object(self, tsha: str, parents: tuple[str, ...], message: str, author: Person, committer: Person,
+                n: int) -> bytes:
+        """The real git commit object. Its dates are fixed (from the salt and ``n``), not the wall clock, so a
+        scenario replays to the same SHAs and hosts can fetch the very commits GitHub reports (:meth:`export`)."""
+        when = FIXED_EPOCH + int(hashlib.sha1(self.salt.encode()).hexdigest()[:5], 16) + n
+        body = f"tree {tsha}\n" + "".join(f"parent {p}\n" for p in parents)
+        body += f"author {author.name} <{author.email}> {when} +0000\n"
+        body += f"committer {committer.name} <{committer.email}> {when} +0000\n\n{message}"
+        if not message.endswith("\n"):
+            body += "\n"
+        data = body.encode()
+        return b"commit %d\0" % len(data) + data
+
+    def export(self, bare_dir: Path) -> None:
+        """Write every commit (with its trees and blobs) and branch into the bare git repository ``bare_dir``
+        as loose objects (created when missing): hosts in tests fetch from it, as from GitHub."""
+        objects = bare_dir / "objects"
+        if not (bare_dir / "HEAD").exists():
+            for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags"):
+                (bare_dir / sub).mkdir(parents=True, exist_ok=True)
+            (bare_dir / "HEAD").write_text("ref: refs/heads/main\n")
+            (bare_dir / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = true\n")
+        out: dict[str, bytes] = {}
+        for c in self.commits.values():
+            path = objects / c.sha[:2] / c.sha[2:]
+            if path.exists():
+                continue
+            tree_objects(c.tree, out)
+            n = 1
+            while hashlib.sha1(obj := self._object(c.tree_sha, c.parents, c.message, c.author, c.committer, n)
+                               ).hexdigest() != c.sha:
+                n += 1
+            out[c.sha] = obj
+        for sha, obj in out.items():
+            path = objects / sha[:2] / sha[2:]
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(zlib.compress(obj))
+        for name, sha in self.refs.items():
+            ref = bare_dir / "refs" / "heads" / name
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            ref.write_text(sha + "\n")
 
     def resolve(self, ref: str) -> str | None:
         """A commit SHA for a full/abbreviated (≥ 7) SHA, a branch, ``heads/x`` or ``refs/heads/x``."""

@@ -302,8 +302,10 @@ def progress_text(progress: Progress | None, command: str, width: int) -> str:
     return label
 
 
-def badges(meta: HostMeta) -> list[Run]:
+def badges(meta: HostMeta, host: Host | None = None) -> list[Run]:
     runs: list[Run] = []
+    if host is not None and host.reboot_needed:  # the SSH backend's booted vs current kernel; None = unknown
+        runs.append(("reboot", "outdated"))
     if meta.held:
         runs.append(("HOLD", "held"))
     if meta.canary:
@@ -412,7 +414,7 @@ def row_runs(
         elif key == "cmd":
             runs.append((fit(progress_text(progress, host.pending_command, w), w), "progress"))
         elif key == "badges":
-            runs.extend(_crop_runs(badges(meta), w))
+            runs.extend(_crop_runs(badges(meta, host), w))
     return runs
 
 

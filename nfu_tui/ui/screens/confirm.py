@@ -3,6 +3,7 @@ outside-the-maintenance-window warning that needs its own key)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from rich.text import Text
@@ -17,6 +18,13 @@ from nfu_tui.core.plan import DeployPlan, SkipReason
 from nfu_tui.ui import prview
 from nfu_tui.ui.spans import unlead
 from nfu_tui.ui.widgets.scrolling import Scroller
+
+
+def relabel(screen: Any, description: str, *keys: str) -> None:
+    """Show ``description`` in ``screen``'s footer for ``keys`` (the footer says what the buttons say)."""
+    bindings = screen._bindings.key_to_bindings
+    for key in keys:
+        bindings[key] = [replace(b, description=description) for b in bindings.get(key, ())]
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -41,6 +49,8 @@ class ConfirmScreen(ModalScreen[bool]):
         super().__init__()
         self._question, self._yes, self._no = question, yes, no
         self._width = width
+        relabel(self, yes, "y")
+        relabel(self, no, "n", "escape")
 
     def compose(self) -> ComposeResult:
         box = Vertical()
@@ -181,6 +191,8 @@ class DeployConfirmScreen(ModalScreen[bool]):
         self._state = state
         self.window_warning = window_warning
         self.window_acknowledged = False
+        if plan.converge:  # the footer says what y does: a converge merges nothing
+            relabel(self, "Converge", "y")
 
     def compose(self) -> ComposeResult:
         box = Vertical()
@@ -207,7 +219,7 @@ class DeployConfirmScreen(ModalScreen[bool]):
         text = Text()
         if self.window_acknowledged:
             text.append("⚠ Outside the maintenance windows — confirmed. ", style="bold yellow")
-            text.append("y merges and deploys now.")
+            text.append("y deploys now." if self.plan.converge else "y merges and deploys now.")
             return unlead(text)
         text.append("⚠ ", style="bold red")
         text.append(self.window_warning or "", style="bold")
@@ -228,7 +240,7 @@ class DeployConfirmScreen(ModalScreen[bool]):
             return
         if yes and self.window_warning and not self.window_acknowledged:
             self.app.bell()
-            self.notify("Outside the maintenance windows: press o first to deploy anyway.", title="Merge & Deploy",
+            self.notify("Outside the maintenance windows: press o first to deploy anyway.", title=self._verb,
                         severity="warning")
             return
         self.dismiss(yes)

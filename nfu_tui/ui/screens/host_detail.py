@@ -57,11 +57,12 @@ def host_summary(host: Host, meta: fv.HostMeta, progress: fv.Progress | None, no
     if host.os_version:
         facts.append(host.os_version)
     text.append(" · ".join(facts), style="dim")
-    badges = fv.badges(meta)
+    badges = fv.badges(meta, host)
     if badges:
         text.append("  ")
         for label, kind_ in badges:
-            text.append(label, style={"held": "bold reverse yellow", "canary": "bold cyan"}.get(kind_, "dim"))
+            text.append(label, style={"held": "bold reverse yellow", "canary": "bold cyan",
+                                      "outdated": "bold yellow"}.get(kind_, "dim"))
     if host.busy:
         text.append("\nRunning: ", style="bold blue")
         text.append(fv.progress_text(progress, host.pending_command, 40))
@@ -164,7 +165,7 @@ class HostDetailScreen(Screen):
         self._output_title()
 
     def _render_host(self) -> None:
-        service = self.app.service
+        service = self.app.shown  # the cached host until the live fleet arrived
         host = service.host(self.host_id) if service else None
         summary = self.query_one("#host-summary", Static)
         if host is None:

@@ -1,0 +1,599 @@
+"""The SSH fleet backend against real OpenSSH servers on 127.0.0.1 (tests/sshbed.py).
+
+Outcomes are judged by the hosts' own state directories (generation, running revision,
+whether the switch process still lives), not by what the backend says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from nfu_tui.backends.ssh import HostKeyRefused, SshFleet, SshHost, git_blob_hash, reboot_needed
+from nfu_tui.cli import main
+from nfu_tui.core.live import LiveFleet
+from nfu_tui.core.store import Store
+from nfu_tui.models import CompartmentState
+from nfu_tui.sim.gitrepo import GitRepo, Person
+from nfu_tui.sim.testing import fast_scenario
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sshbed import SshBed, ensure_sshd  # noqa: E402
+
+NO_DASHBOARD_HOSTS = fast_scenario(hosts=[], speed=400.0)
+
+
+class RepoGitHub:
+    """The three GitHub reads the backend makes, answered from an in-memory repository (port stand-in)."""
+
+    def __init__(self, repo: GitRepo) -> None:
+        self.repo = repo
+
+    async def default_branch(self) -> str:
+        return "main"
+
+    async def branch_head(self, branch: str) -> str:
+        return self.repo.refs[branch]
+
+    async def file_at(self, path: str, ref: str) -> bytes:
+        return self.repo.commits[ref].tree[path]
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> GitRepo:
+    r = GitRepo(salt="ssh-tests")
+    me = Person("Admin", "admin@example.org", 0)
+    c = r.commit({"flake.lock": b'{"nodes": {}}\n', "flake.nix": b"{ }\n"}, [], "Initial commit", me)
+    r.refs["main"] = c.sha
+    r.export(tmp_path / "remote.git")
+    return r
+
+
+@pytest.fixture
+def bed(tmp_path: Path, repo: GitRepo) -> Iterator[SshBed]:
+    ensure_sshd()
+    b = SshBed(tmp_path / "bed", tmp_path / "remote.git")
+    b.setup()
+    yield b
+    b.close()
+
+
+def fleet_for(bed: SshBed, github: Any = None, **kw: Any) -> SshFleet:
+    hosts = [SshHost(name, "root", "127.0.0.1", h.port, repo_dir=str(h.repo), test_command=kw.pop(f"tests_{name}", ""))
+             for name, h in bed.hosts.items()]
+    return SshFleet(hosts, known_hosts=bed.known_hosts, identity_file=bed.identity, connect_timeout=3,
+                    poll_seconds=kw.pop("poll_seconds", 30), github=github, **kw)
+
+
+async def finished(live: LiveFleet, command_id: str, timeout: float = 30) -> Any:
+    return await live.wait_for_command(command_id, timeout)
+
+
+# --- probes ---------------------------------------------------------------------------
+
+
+def test_reboot_need_is_unknown_when_a_link_is_unreadable() -> None:
+    same = {f"{w}_{link}": f"/nix/store/{link}-1" for w in ("current", "booted") for link in ("kernel", "initrd", "kernel-modules")}
+    assert reboot_needed(same) == (False, "")
+    assert reboot_needed(same | {"booted_kernel": "/nix/store/kernel-0"})[0] is True
+    needed, why = reboot_needed(same | {"booted_initrd": ""})
+    assert needed is None and "unreadable" in why
+
+
+async def test_probe_fills_every_compartment_from_the_hosts(bed: SshBed, repo: GitRepo) -> None:
+    ok, degraded, unknown = bed.add("ok"), bed.add("degraded"), bed.add("unknown")
+    degraded.knob("failed-units", "nginx.service\npostgresql.service")
+    (degraded.state / "store" / "kernel-6.1").touch()
+    (degraded.state / "run" / "booted-system").unlink()  # booted an older kernel
+    (degraded.state / "store" / "sys-0").mkdir()
+    for f in ("kernel", "initrd", "kernel-modules"):
+        (degraded.state / "store" / "sys-0" / f).symlink_to("../kernel-6.1")
+    (degraded.state / "run" / "booted-system").symlink_to(degraded.state / "store" / "sys-0")
+    (unknown.state / "run" / "booted-system").unlink()
+    async with fleet_for(bed, RepoGitHub(repo)) as fleet:
+        snap = await fleet.full_state()
+    head = repo.refs["main"]
+    h = snap.hosts["ok"]
+    assert h.online and h.generation == head and h.reboot_needed is False
+    assert [h.compartment(c).state for c in ("agent", "git", "lock", "system")] == [CompartmentState.OK] * 4
+    assert h.system.message == f"running; runs {head[:7]}"
+    d = snap.hosts["degraded"]
+    assert d.system.state is CompartmentState.ERROR and d.reboot_needed is True
+    assert "failed units nginx.service, postgresql.service" in d.system.message and "reboot needed" in d.system.message
+    u = snap.hosts["unknown"]
+    assert u.reboot_needed is None and "reboot need unknown" in u.system.message
+
+
+async def test_git_and_lock_compare_with_the_default_branch_head(bed: SshBed, repo: GitRepo, tmp_path: Path) -> None:
+    bed.add("web")
+    me = Person("Bot", "bot@example.org", 0)
+    new = repo.commit({"flake.lock": b'{"nodes": {"nixpkgs": {}}}\n', "flake.nix": b"{ }\n"}, [repo.refs["main"]],
+                      "flake.lock: Update", me)
+    repo.refs["main"] = new.sha
+    async with fleet_for(bed, RepoGitHub(repo)) as fleet:
+        h = (await fleet.full_state()).hosts["web"]
+    assert h.git.state is CompartmentState.OUTDATED and f"main is at {new.sha[:7]}" in h.git.message
+    assert h.lock.state is CompartmentState.OUTDATED
+    assert git_blob_hash(new.tree["flake.lock"]) != git_blob_hash(repo.commits[new.parents[0]].tree["flake.lock"])
+
+
+# --- host keys ---------------------------------------------------------------------------
+
+
+async def test_unknown_and_changed_host_keys_are_refused_with_the_fingerprint(bed: SshBed) -> None:
+    stranger = bed.add("stranger", trusted=False)
+    changed = bed.add("changed")
+    changed.stop()
+    bed.new_host_key(changed)  # reinstalled, or someone in the middle
+    changed.start()
+    async with fleet_for(bed) as fleet:
+        for host, word in ((stranger, "unknown host key"), (changed, "host key CHANGED")):
+            with pytest.raises(HostKeyRefused) as caught:
+                await fleet._connect(host.name)
+            assert word in caught.value.message and host.name in caught.value.message
+            assert bed.fingerprint(host) in caught.value.message
+        snap = await fleet.full_state()
+        result = await fleet.dispatch("switch", ["changed"])
+    assert not snap.hosts["stranger"].online and bed.fingerprint(stranger) in snap.hosts["stranger"].system.message
+    assert result[0].blocked and result[0].code == "offline"
+    assert changed.switches == 0
+    assert bed.known_hosts.read_text().count("\n") == 1  # nothing was added
+
+
+# --- operations ---------------------------------------------------------------------------
+
+
+async def test_switch_streams_output_and_verifies_the_running_revision(bed: SshBed) -> None:
+    web = bed.add("web")
+    web.knob("next-kernel", "6.13.0")
+    web.knob("switch-steps", "10")
+    async with fleet_for(bed) as fleet:
+        live = LiveFleet(fleet)
+        await live.start()
+        try:
+            (res,) = await fleet.dispatch("switch", ["web"])
+            assert await live.wait_until(lambda: live.host("web").pending_command == "switch", 5)
+            cmd = await finished(live, res.command_id)
+            assert cmd.status == "SUCCESS", cmd
+            lines = live.output_lines("web", res.command_id)
+            assert "building the system configuration..." in lines and any("generation 2" in x for x in lines)
+            assert await live.wait_until(lambda: live.host("web").reboot_needed is True, 5)
+        finally:
+            await live.stop()
+    assert web.generation == 2 and web.current_rev == web.checkout
+
+
+async def test_failed_build_and_new_failed_units_fail_the_switch(bed: SshBed) -> None:
+    broken, degrading = bed.add("broken"), bed.add("degrading")
+    broken.knob("fail-build")
+    degrading.knob("units-fail-after-switch", "nginx.service")
+    async with fleet_for(bed) as fleet:
+        live = LiveFleet(fleet)
+        await live.start()
+        try:
+            results = await fleet.dispatch("switch", ["broken", "degrading"])
+            b, d = [await finished(live, r.command_id) for r in results]
+        finally:
+            await live.stop()
+    assert b.status == "ERROR" and b.exit_code == 1
+    assert any("failed with exit code 1" in x for x in live.output_lines("broken", b.id))
+    assert d.status == "ERROR" and "newly failed units nginx.service" in d.error
+    assert broken.generation == 1 and degrading.generation == 2
+
+
+async def test_cancel_stops_the_remote_command(bed: SshBed) -> None:
+    slow = bed.add("slow")
+    slow.knob("switch-steps", "100")  # 10 s
+    async with fleet_for(bed) as fleet:
+        live = LiveFleet(fleet)
+        await live.start()
+        try:
+            (res,) = await fleet.dispatch("switch", ["slow"])
+            assert await live.wait_until(lambda: len(live.output_lines("slow", res.command_id)) >= 3, 10)
+            pid = int((slow.state / "switch-pid").read_text())
+            await fleet.timeout_action("slow", "ignore")
+            cmd = await finished(live, res.command_id, 15)
+        finally:
+            await live.stop()
+    assert cmd.status == "KILLED" and "stopped on request" in cmd.error
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the stand-in nixos-rebuild is gone, not just our session
+    assert slow.generation == 1 and slow.switches == 0
+
+
+async def test_a_switch_survives_the_host_dropping_off_the_network(bed: SshBed) -> None:
+    flaky = bed.add("flaky")
+    flaky.knob("switch-steps", "30")  # 3 s
+    async with fleet_for(bed) as fleet:
+        live = LiveFleet(fleet)
+        await live.start()
+        try:
+            (res,) = await fleet.dispatch("switch", ["flaky"])
+            assert await live.wait_until(lambda: len(live.output_lines("flaky", res.command_id)) >= 3, 10)
+            flaky.stop()
+            assert await live.wait_until(lambda: not live.host("flaky").online, 10)
+            assert not live.command(res.command_id).terminal  # no verdict without evidence
+            await asyncio.sleep(1)
+            flaky.start()
+            cmd = await finished(live, res.command_id, 40)
+            lines = live.output_lines("flaky", res.command_id)
+        finally:
+            await live.stop()
+    assert cmd.status == "SUCCESS", cmd
+    assert flaky.generation == 2 and flaky.current_rev == flaky.checkout
+    assert len([x for x in lines if x.startswith("building [")]) == 30  # every line once, across the reconnect
+
+
+async def test_rollback_returns_to_the_previous_generation(bed: SshBed) -> None:
+    from nfu_tui.config import Config
+    from nfu_tui.core.rollback import RollbackManager
+
+    web = bed.add("web")
+    async with fleet_for(bed) as fleet:
+        live = LiveFleet(fleet)
+        await live.start()
+        try:
+            (res,) = await fleet.dispatch("switch", ["web"])
+            assert (await finished(live, res.command_id)).status == "SUCCESS"
+            assert web.generation == 2
+            with Store() as store:
+                manager = RollbackManager(None, fleet, live, store, Config(), run_engine=lambda fn: fn(None))
+                result = await manager.rollback_host("web", actor="test")
+        finally:
+            await live.stop()
+    assert result.ok, result
+    assert web.generation == 1
+
+
+async def test_a_new_process_finds_and_follows_a_running_command(bed: SshBed) -> None:
+    slow = bed.add("slow")
+    slow.knob("switch-steps", "20")
+    async with fleet_for(bed) as first:
+        (res,) = await first.dispatch("switch", ["slow"])
+    # The first process is gone (its connection closed); the switch runs on.
+    async with fleet_for(bed) as second:
+        live = LiveFleet(second)
+        await live.start()
+        try:
+            states = await second.command_states()
+            assert states["slow"].id == res.command_id and not states["slow"].terminal
+            cmd = await finished(live, res.command_id)
+        finally:
+            await live.stop()
+    assert cmd.status == "SUCCESS" and slow.generation == 2
+
+
+# --- the CLI, against the simulated GitHub --------------------------------------------------
+
+
+def write_config(sim: Any, bed: SshBed, tmp_path: Path, hosts: dict[str, dict]) -> str:
+    cfg = sim.write_config(tmp_path / "cfg")
+    data = __import__("tomllib").loads(cfg.read_text())
+    data.pop("dashboard")
+    data |= bed.config()
+    data["hosts"] = {name: {**row, **hosts.get(name, {})} for name, row in bed.toml_hosts().items()}
+    data["flake_updates"] = {"automation": {"canary_wait_minutes": 0}}
+    cfg.write_text(tomli_w.dumps(data))
+    return str(cfg)
+
+
+@pytest.fixture
+def sim_bed(sim_thread: Any, tmp_path: Path) -> Iterator[tuple[Any, SshBed]]:
+    """The simulated GitHub's repository exported to a bare repo (re-exported whenever a branch moves)."""
+    ensure_sshd()
+    sim = sim_thread.sim
+    remote = tmp_path / "remote.git"
+    sim_thread.call(sim.github.export_git, remote)
+    sim_thread.call(sim.github.on_branch_moved, lambda _branch, _sha: sim.github.export_git(remote))
+    b = SshBed(tmp_path / "bed", remote)
+    b.setup()
+    yield sim, b
+    b.close()
+
+
+@pytest.mark.parametrize("sim_thread", [NO_DASHBOARD_HOSTS], indirect=True)
+def test_status_over_ssh(sim_bed: tuple[Any, SshBed], tmp_path: Path, capsys: Any) -> None:
+    sim, bed = sim_bed
+    bed.add("web1")
+    bed.add("web2", trusted=False)
+    cfg = write_config(sim, bed, tmp_path, {})
+    code = main(["--config", cfg, "status", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    hosts = {h["id"]: h for h in report["hosts"]}
+    assert code == 0 and report["dashboard"]["url"] == "ssh"
+    assert hosts["web1"]["online"] and hosts["web1"]["compartments"]["git"]["state"] == "ok"
+    assert hosts["web1"]["reboot_needed"] is False
+    assert not hosts["web2"]["online"] and bed.fingerprint(bed.hosts["web2"]) in hosts["web2"]["compartments"]["system"]["message"]
+    main(["--config", cfg, "status"])
+    text = capsys.readouterr().out
+    assert "unknown host key" in text and "web2" in text
+
+
+@pytest.mark.parametrize("sim_thread", [NO_DASHBOARD_HOSTS], indirect=True)
+def test_deploy_with_a_canary_and_a_failing_host(sim_bed: tuple[Any, SshBed], tmp_path: Path, capsys: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from nfu_tui.clients import _github_protocol
+
+    monkeypatch.setattr(_github_protocol, "mergeable_poll_delays", lambda total=30.0: (0.05,) * int(total / 0.05))
+    sim, bed = sim_bed
+    canary, broken, later = bed.add("c1"), bed.add("h2"), bed.add("h3")
+    broken.knob("fail-build")
+    cfg = write_config(sim, bed, tmp_path, {"c1": {"canary": True}, "h2": {"priority": 2}, "h3": {"priority": 3}})
+    code = main(["--config", cfg, "deploy", "--pr", "42", "--yes"])
+    out, err = capsys.readouterr()
+    merge_sha = sim.github.default_branch_head()[0]
+    assert code == 1, out + err
+    assert canary.checkout == merge_sha and canary.current_rev == merge_sha  # pulled and switched exactly the merge
+    assert broken.checkout == merge_sha and broken.generation == 1  # pulled; its build failed
+    assert later.generation == 1 and later.checkout != merge_sha  # stopped on the first failure
+    assert "h2: failed (switch)" in out and "failed with exit code 1" in out, out
+    assert "h3: skipped" in out, out
+
+
+@pytest.mark.parametrize("sim", [NO_DASHBOARD_HOSTS], indirect=True)
+async def test_deploy_killed_mid_switch_then_resumed(sim: Any, tmp_path: Path) -> None:
+    ensure_sshd()
+    remote = tmp_path / "remote.git"
+    sim.github.export_git(remote)
+    sim.github.on_branch_moved(lambda _branch, _sha: sim.github.export_git(remote))
+    bed = SshBed(tmp_path / "bed", remote)
+    bed.setup()
+    try:
+        first, slow = bed.add("a1"), bed.add("a2")
+        slow.knob("switch-steps", "40")
+        cfg = write_config(sim, bed, tmp_path, {"a1": {"priority": 1}, "a2": {"priority": 2}})
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "nfu_tui", "--config", cfg, "deploy",
+                                                    "--pr", "42", "--yes", stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE, env=env)
+        async with asyncio.timeout(60):
+            while not (slow.state / "switch-pid").exists():  # a2's switch is building
+                assert proc.returncode is None
+                await asyncio.sleep(0.05)
+        proc.kill()  # SIGKILL: no cleanup at all
+        await proc.wait()
+        with Store() as store:
+            (run,) = store.unfinished_runs()
+            assert run.host_outcomes == {"a1": "ok"} and run.hosts_in_flight == {"a2": "switch"}
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "nfu_tui", "--config", cfg, "deploy",
+                                                    "--resume", "--yes", stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE, env=env)
+        out, err = await asyncio.wait_for(proc.communicate(), 90)
+        text = out.decode()
+        merge_sha = sim.github.default_branch_head()[0]
+        assert proc.returncode == 0, text + err.decode()
+        assert "PR #42: succeeded (2 ok)" in text, text
+        assert first.current_rev == merge_sha and slow.current_rev == merge_sha
+        assert first.switches == 1 and slow.switches == 1  # the interrupted switch was followed, not repeated
+    finally:
+        bed.close()
+
+
+@pytest.fixture
+async def async_bed(sim: Any, tmp_path: Path) -> Any:
+    """``sim`` on this loop, its repository exported for the hosts (re-exported whenever a branch moves)."""
+    ensure_sshd()
+    remote = tmp_path / "remote.git"
+    sim.github.export_git(remote)
+    sim.github.on_branch_moved(lambda _branch, _sha: sim.github.export_git(remote))
+    b = SshBed(tmp_path / "bed", remote)
+    b.setup()
+    yield b
+    b.close()
+
+
+@pytest.mark.parametrize("sim", [NO_DASHBOARD_HOSTS], indirect=True)
+async def test_auto_once_merges_and_deploys_over_ssh_and_history_lists_it(sim: Any, async_bed: SshBed,
+                                                                          tmp_path: Path) -> None:
+    hosts = [async_bed.add("c1"), async_bed.add("h2")]
+    cfg = write_config(sim, async_bed, tmp_path, {"c1": {"canary": True}})
+    data = __import__("tomllib").loads(Path(cfg).read_text())
+    data["flake_updates"] = {"automation": {"enabled": True, "delay_minutes": 0, "canary_wait_minutes": 0}}
+    Path(cfg).write_text(tomli_w.dumps(data))
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "nfu_tui", "--config", cfg, "auto", "--once",
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert proc.returncode == 0, (err.decode(), lines)
+    done = {line["host"]: line["outcome"] for line in lines if line["event"] == "host_finished"}
+    assert done == {"c1": "ok", "h2": "ok"}, lines
+    merge_sha = sim.github.default_branch_head()[0]
+    assert all(h.current_rev == merge_sha and h.switches == 1 for h in hosts)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "nfu_tui", "--config", cfg, "history",
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert "#42" in out.decode() and "succeeded" in out.decode(), out.decode()
+
+
+@pytest.mark.parametrize("sim", [NO_DASHBOARD_HOSTS], indirect=True)
+async def test_the_tui_shows_the_ssh_fleet(sim: Any, async_bed: SshBed, tmp_path: Path) -> None:
+    from nfu_tui.config import load_config, resolve_secrets
+    from nfu_tui.core.service import FleetService
+    from nfu_tui.ui.app import NfuApp
+    from nfu_tui.ui.widgets.host_grid import HostGrid
+
+    async_bed.add("web1")
+    async_bed.add("web2").knob("failed-units", "nginx.service")
+    cfg = load_config(write_config(sim, async_bed, tmp_path, {}))
+    app = NfuApp(FleetService(cfg, resolve_secrets(cfg, env={}, use_gh=False)), flush_interval=0.02)
+    async with app.run_test(size=(120, 40)) as pilot:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while not (app.service.status.dashboard == "live" and app.screen_stack[0].query_one(HostGrid).total == 2
+                   and app.service.host("web2").system.state is CompartmentState.ERROR):
+            assert loop.time() < deadline, app.service.status
+            await pilot.pause(0.05)
+        assert app.service.host("web1").git.state is CompartmentState.OK
+
+
+@pytest.mark.parametrize("sim_thread", [NO_DASHBOARD_HOSTS], indirect=True)
+def test_a_host_lost_mid_run_is_queued_and_deployed_on_resume(sim_bed: tuple[Any, SshBed], tmp_path: Path,
+                                                              capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from nfu_tui.clients import _github_protocol
+
+    monkeypatch.setattr(_github_protocol, "mergeable_poll_delays", lambda total=30.0: (0.05,) * int(total / 0.05))
+    sim, bed = sim_bed
+    first, lost = bed.add("a1"), bed.add("a2")
+    first.knob("switch-steps", "15")
+    cfg = write_config(sim, bed, tmp_path, {"a1": {"priority": 1}, "a2": {"priority": 2}})
+
+    def drop_a2_during_a1s_switch() -> None:
+        deadline = time.monotonic() + 60
+        while not (first.state / "switch-pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        lost.stop()
+
+    dropper = threading.Thread(target=drop_a2_during_a1s_switch)
+    dropper.start()
+    code = main(["--config", cfg, "deploy", "--pr", "42", "--yes"])
+    dropper.join()
+    out, err = capsys.readouterr()
+    merge_sha = sim.github.default_branch_head()[0]
+    assert code == 0, out + err  # a queued offline host is not a failure
+    assert "a2 still offline" in out, out
+    assert first.current_rev == merge_sha and lost.generation == 1
+    lost.start()
+    code = main(["--config", cfg, "deploy", "--resume", "--yes"])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert lost.current_rev == merge_sha and first.switches == 1, out
+
+
+# --- the demo's in-process SSH hosts (no sshd, no root) ----------------------------------------
+
+
+@pytest.mark.parametrize("sim_thread", [fast_scenario(hosts=[__import__("nfu_tui.sim.scenario", fromlist=["HostSpec"])
+                                                             .HostSpec(name, faults=faults) for name, faults in
+                                                             (("a1", set()), ("a2", {"switch_fails"}),
+                                                              ("a3", {"offline"}))], speed=400.0)],
+                         indirect=True)
+def test_demo_ssh_hosts_serve_the_scenario(sim_thread: Any, tmp_path: Path, capsys: Any,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from nfu_tui.clients import _github_protocol
+    from nfu_tui.commands.demo import DEMO_SETTINGS
+    from nfu_tui.sim.runner import _merge
+    from nfu_tui.sim.sshhosts import missing_tools, serve_scenario
+
+    if missing_tools():
+        pytest.skip(f"the simulated SSH hosts need {', '.join(missing_tools())}")
+    monkeypatch.setattr(_github_protocol, "mergeable_poll_delays", lambda total=30.0: (0.05,) * int(total / 0.05))
+    sim = sim_thread.sim
+    server, ssh_settings = sim_thread.call(serve_scenario, sim, tmp_path / "hosts")
+    try:
+        settings = {"flake_updates": {"automation": {"canary_wait_minutes": 0}}, "hosts": {"a1": {"canary": True}}}
+        _merge(settings, ssh_settings)
+        assert set(DEMO_SETTINGS) <= {"github", "flake_updates", "hosts"}
+        cfg = str(sim.write_config(tmp_path / "cfg", **settings))
+        assert main(["--config", cfg, "status"]) == 0
+        out = capsys.readouterr().out
+        assert "Fleet: 3 hosts, 2 online  (ssh)" in out and "a3 (" in out and "unreachable" in out
+        code = main(["--config", cfg, "deploy", "--pr", "42", "--yes", "--hosts", "a1,a2"])
+        out, err = capsys.readouterr()
+    finally:
+        sim_thread.call(server.close)
+    merge_sha = sim.github.default_branch_head()[0]
+    rev = (tmp_path / "hosts" / "a1" / "state" / "run" / "current-system" / "rev").read_text().strip()
+    assert code == 1 and rev == merge_sha, out + err
+    assert "a2: failed (switch)" in out and "failed with exit code 1" in out
+
+
+def test_the_grid_and_host_detail_show_a_reboot_badge_only_when_known_needed() -> None:
+    from nfu_tui.models import Host
+    from nfu_tui.ui import fleetview as fv
+
+    meta = fv.HostMeta(canary=True)
+    assert fv.badges(meta, Host(id="a", reboot_needed=True))[0] == ("reboot", "outdated")
+    for unknown_or_no in (None, False):
+        assert ("reboot", "outdated") not in fv.badges(meta, Host(id="a", reboot_needed=unknown_or_no))
+
+
+async def test_the_test_op_runs_the_hosts_tests_and_fills_the_tests_compartment(bed: SshBed) -> None:
+    bed.add("good")
+    bed.add("bad")
+    bed.add("none")
+    async with fleet_for(bed, tests_good="test -f flake.nix && echo checks passed",
+                         tests_bad="echo 'check vm-test failed' >&2; exit 3") as fleet:
+        live = LiveFleet(fleet)
+        await live.start()
+        try:
+            good, bad, none = await fleet.dispatch("test", ["good", "bad", "none"])
+            assert none.blocked and none.code == "no_tests"
+            g, b = await finished(live, good.command_id), await finished(live, bad.command_id)
+            assert await live.wait_until(lambda: (live.host("bad").tests.state, live.host("good").tests.state)
+                                         == (CompartmentState.ERROR, CompartmentState.OK), 10)
+            assert "checks passed" in live.output_lines("good", g.id)
+            assert "check vm-test failed" in live.output_lines("bad", b.id)
+        finally:
+            await live.stop()
+    assert (g.status, b.status, b.exit_code) == ("SUCCESS", "ERROR", 3)
+
+
+async def test_a_silent_host_neither_hangs_nor_delays_the_fleet(bed: SshBed, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nfu_tui.backends.ssh as ssh
+
+    bed.add("web")
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # accepts, never says a word
+    port = silent.sockets[0].getsockname()[1]
+    monkeypatch.setattr(ssh, "FIRST_PROBE_WAIT", 0.5)
+    hosts = [SshHost("web", "root", "127.0.0.1", bed.hosts["web"].port, repo_dir=str(bed.hosts["web"].repo)),
+             SshHost("silent", "root", "127.0.0.1", port)]
+    fleet = SshFleet(hosts, known_hosts=bed.known_hosts, identity_file=bed.identity, connect_timeout=2)
+    live = LiveFleet(fleet)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    try:
+        await live.start()
+        assert loop.time() - began < 1.9  # the first state did not wait for the silent host
+        assert live.host("web").online and live.host("silent").status == "unknown"
+        assert await live.wait_until(lambda: live.host("silent").status == "offline", 10)
+        assert "timed out" in live.host("silent").system.message
+    finally:
+        await live.stop()
+        await fleet.aclose()
+        silent.close()
+
+
+# --- preview: what a PR would change, per host ---------------------------------------------------
+
+
+@pytest.mark.parametrize("sim_thread", [NO_DASHBOARD_HOSTS], indirect=True)
+def test_preview_shows_package_changes_reboot_needs_and_build_failures(sim_bed: tuple[Any, SshBed], tmp_path: Path,
+                                                                       capsys: Any) -> None:
+    sim, bed = sim_bed
+    plain, kernel, broken = bed.add("plain"), bed.add("kernel"), bed.add("broken")
+    for host in (plain, kernel):
+        host.knob("closure-diff", "firefox: 140.0.4 → 140.0.5, +1228.8 KiB\nopenssl: 3.4.0 → 3.4.1, -12.0 KiB")
+    kernel.knob("next-kernel", "6.13.0")
+    broken.knob("fail-build")
+    cfg = write_config(sim, bed, tmp_path, {})
+    code = main(["--config", cfg, "preview", "--pr", "42", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1  # a host does not build
+    hosts = {h["host"]: h for h in report["hosts"]}
+    assert report["head_sha"] == sim.github.pr_head(42)
+    assert hosts["plain"]["ok"] and hosts["plain"]["reboot_needed"] is False
+    assert hosts["plain"]["changes"] == [{"name": "firefox", "change": "140.0.4 → 140.0.5", "size_kib": 1228.8},
+                                         {"name": "openssl", "change": "3.4.0 → 3.4.1", "size_kib": -12.0}]
+    assert hosts["kernel"]["reboot_needed"] is True
+    assert {"name": "linux", "change": "6.12.1 → 6.13.0", "size_kib": 1024.0} in hosts["kernel"]["changes"]
+    assert not hosts["broken"]["ok"] and hosts["broken"]["problem"] == "the configuration does not build"
+    assert any("failed with exit code 1" in line for line in hosts["broken"]["last_lines"])
+    # Nothing was activated, nothing merged, no checkout moved.
+    assert all(h.generation == 1 and h.switches == 0 and h.checkout != report["head_sha"] for h in (plain, kernel, broken))
+    assert not [r for r in sim.github.request_log if r.method == "PUT" and r.path.endswith("/pulls/42/merge")]
+    main(["--config", cfg, "preview", "--pr", "42", "--hosts", "kernel"])
+    text = capsys.readouterr().out
+    assert "kernel: builds; 3 package change(s), closure +2240.8 KiB; reboot needed (kernel, initrd, kernel-modules" in text
+    assert "  firefox: 140.0.4 → 140.0.5 (+1228.8 KiB)" in text
