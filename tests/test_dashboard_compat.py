@@ -828,6 +828,9 @@ class Stage:
     async def command_states(self) -> dict[str, Command]:
         return dict(self.states)
 
+    async def output(self, host: str, lines: int = 500, *, bare: bool = False) -> list[str]:
+        return []  # the stage streams every line it scripts: nothing to backfill
+
     def lifecycle(self, cid: str, hid: str, op: str, *, until: str = "SUCCESS") -> list[dict]:
         """The sync messages of one op (§4.7 A/B), stopping at the status ``until``."""
         v = self.next_version

@@ -389,6 +389,12 @@ def test_parse_command_states() -> None:
     assert list(states) == ["hsb1"] and states["hsb1"].terminal
 
 
+def test_parse_output_bare_drops_the_log_decoration() -> None:
+    body = (b"# Command: \n# Host: web1\n# Started: 2025-12-28T15:30:00Z\n\n[14:30:05] a\tb\n"
+            b"[14:30:06] [ERR] error: x\n[14:30:07] \n# Exit code: 1\n")
+    assert p.parse_output(body, bare=True) == ["a       b", "error: x", ""]  # tabs expand as on the stream
+
+
 def test_parse_output_sanitizes() -> None:
     body = b"# Command: \n[14:30:05] \x1b[32mok\x1b[0m\n[14:30:06] 50%\r100%\n"
     assert p.parse_output(body) == ["# Command: ", "[14:30:05] ok", "100%"]

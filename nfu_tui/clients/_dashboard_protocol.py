@@ -549,14 +549,24 @@ def parse_command_response(host: str, status: int, content_type: str, location: 
     raise DashboardError(f"POST {path}: unexpected HTTP {status}.", status=status)
 
 
-def parse_output(body: bytes, *, max_len: int = 4000) -> list[str]:
-    """``GET /api/hosts/{id}/output`` text → sanitized lines (empty body → [])."""
+_LOG_STAMP = re.compile(r"\[\d\d:\d\d:\d\d\] (?:\[ERR\] )?")
+
+
+def parse_output(body: bytes, *, max_len: int = 4000, bare: bool = False) -> list[str]:
+    """``GET /api/hosts/{id}/output`` text → sanitized lines (empty body → []).
+
+    ``bare``: only the output lines as the agent sent them — the log file's ``# ...``
+    header/footer dropped, the ``[HH:MM:SS] `` (and ``[ERR] ``) prefix removed before
+    sanitizing, so they compare equal to the same lines from ``command_output`` (§3.9).
+    """
     if not body:
         return []
     # Split on \n only: a \r inside a line is a progress overprint, not a line break.
     lines = body.decode("utf-8", "replace").split("\n")
     if lines[-1] == "":
         lines.pop()
+    if bare:
+        lines = [line[m.end():] for line in lines if (m := _LOG_STAMP.match(line))]
     return [sanitize_line(line, max_len=max_len) for line in lines]
 
 

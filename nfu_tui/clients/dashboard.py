@@ -445,12 +445,13 @@ class DashboardClient:
             body["minutes"] = minutes
         await self._json("POST", self._host_path(host, "timeout-action"), json=body)
 
-    async def output(self, host: str, lines: int = 500) -> list[str]:
-        """``GET /api/hosts/{id}/output?lines=N``: recent raw output of the host, sanitized."""
+    async def output(self, host: str, lines: int = 500, *, bare: bool = False) -> list[str]:
+        """``GET /api/hosts/{id}/output?lines=N``: recent raw output of the host, sanitized
+        (``bare``: only the output lines, without the log file's header and time stamps)."""
         path = self._host_path(host, "output")
         response = await self._request("GET", path, params={"lines": lines})
         self._check("GET", path, response)
-        return parse_output(response.content)
+        return parse_output(response.content, bare=bare)
 
     async def events(self, limit: int = 100, host: str | None = None) -> list[dict[str, Any]]:
         """``GET /api/events`` (or a host's events), newest first."""

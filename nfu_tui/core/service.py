@@ -338,6 +338,9 @@ class FleetService:
     def output_lines(self, host_id: str, command_id: str | None = None) -> list[str]:
         return self.live.output_lines(host_id, command_id)
 
+    async def settle_output(self, host_id: str, command_id: str) -> None:
+        await self.live.settle_output(host_id, command_id)
+
     async def recent_output(self, host_id: str, lines: int = 200) -> list[str]:
         """The host's recent output as the dashboard logged it (``GET /api/hosts/{id}/output``): what
         streamed before this process started. Raw, all commands mixed (contract §3.9), sanitized."""
