@@ -783,7 +783,9 @@ def reached_target(host: Host | None, target: str, generation_before: str = "", 
     whose commit ids differ (or the branch moved past the merge), True when the
     generation moved since before the deploy and the dashboard reports Git and Lock ``ok``
     (checked at or after ``since``) against the remote state, i.e. the state published
-    after the merge. False when the generation is known and neither holds; None unknown.
+    after the merge; None (not known yet) while it moved but that is not confirmed, e.g.
+    while ``version.json`` lags the merge. False when the generation is known and did not
+    move (or nothing says it moved); None unknown.
     """
     if host is None or not target:
         return None
@@ -794,11 +796,13 @@ def reached_target(host: Host | None, target: str, generation_before: str = "", 
         return True
     before = generation_before.strip().lower()
     moved = bool(before) and gen != before
-    if moved and host.git.state is CompartmentState.OK and host.lock.state is CompartmentState.OK:
+    if not moved:
+        return False
+    if host.git.state is CompartmentState.OK and host.lock.state is CompartmentState.OK:
         lock_at = parse_time(host.lock.checked_at)
         if since is None or (lock_at is not None and lock_at >= since.replace(microsecond=0)):
             return True
-    return False
+    return None
 
 
 def unverified_reason(host: Host | None, target: str, since: datetime | None) -> str:
@@ -876,6 +880,7 @@ class JournalState:
     pulled: set[str] = field(default_factory=set)
     switched: dict[str, tuple[str, str, str, bool]] = field(default_factory=dict)  # host -> (result, since,
     # detail, whether its tests had reported a result before the deploy)
+    generation_before: dict[str, str] = field(default_factory=dict)  # host -> its generation before the deploy
     canary_wait_until: str = ""
     canary_gate: bool | None = None
     cancel_requested: bool = False
@@ -897,6 +902,8 @@ class JournalState:
                 st.merge_sha = str(data.get("sha", ""))
             elif step == "host_started":
                 phase = str(data.get("phase", "pull"))
+                if data.get("generation_before"):
+                    st.generation_before.setdefault(host, str(data["generation_before"]))
                 if phase == "pull":
                     st.pulled.discard(host)
                     st.switched.pop(host, None)
@@ -1112,6 +1119,7 @@ class DeployEngine:
         r = _Run(resume_run_id, stored_plan, journal, resumed=True, actor=actor, merge_sha=journal.merge_sha)
         r.outcomes.update(journal.finished)
         r.journaled.update(journal.finished)
+        r.gen_before.update(journal.generation_before)
         return r
 
     async def _execute(self, r: _Run, queued_wait: float | None) -> RunResult:
@@ -1556,7 +1564,10 @@ class DeployEngine:
 
     async def _start(self, r: _Run, host: str, op: str, force: bool) -> DispatchDecision:
         r.phase[host] = op
-        self.store.record(r.run_id, "host_started", host=host, phase=op, force=force)
+        # The generation before the deploy, for resume: by then a mirror host's pulled generation is not the
+        # merge commit, and only "it moved" (with Git and Lock ok) says it reached the target.
+        self.store.record(r.run_id, "host_started", host=host, phase=op, force=force,
+                          generation_before=r.gen_before.get(host, ""))
         await self._emit(HostStarted(run_id=r.run_id, host=host, phase=op, force=force))
         decision = await self._dispatch(r, host, op, force)
         if decision.action == "retry":  # send_failed (§3.4, §6.2): nothing ran; once more, unless it went offline
@@ -1812,24 +1823,32 @@ class DeployEngine:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + minutes * 60.0
         shown = ""
-        refreshed = False
+        refreshed: Evidence | None = None  # the refresh-system we sent, once sent
         while True:
             h = self.fleet.host(host)
             reached = reached_target(h, target, gen_before, since=since)
             verdict = system_verdict(h, since) if since is not None else (
                 True if h is not None and h.system.state is CompartmentState.OK else None)
-            if verdict is False:
+            if verdict is False and refreshed is None:
                 return self._failed(r, host, "verify", f"System error after the switch: {h.system.message}",
                                     proven=True, executed=executed, reached=reached, verified=False)
             if reached and verdict:
                 break
-            if (reached and not refreshed and h is not None and h.online and not h.busy
+            if refreshed is not None and (verdict is False or refreshed.verdict == "failed"):
+                # Our own check failed (e.g. "Cannot read current system"): the switch succeeded and the
+                # host reached the target; that the agent could not inspect it proves nothing either way.
+                said = h.system.message if verdict is False and h is not None else refreshed.detail
+                return HostOutcome(host, Outcome.UNVERIFIED, "verify", (
+                    f"switched ({ev.detail or executed}) and reached {target[:7]}, but the agent could not check "
+                    f"the running system (refresh-system: {said or 'no result'}); verify the host manually"),
+                    executed=executed, reached=reached, verified=False)
+            if (reached and refreshed is None and h is not None and h.online and not h.busy
                     and h.git.state is CompartmentState.OK and h.lock.state is CompartmentState.OK
                     and h.system.state is CompartmentState.OUTDATED):
                 # version.json has caught up, but the System the dashboard stored while it lagged
-                # stays "outdated (flake.lock is behind)" (§5.4, P3800): ask the agent to check it.
-                refreshed = True
-                await self._refresh_system(r, host)
+                # stays "outdated (flake.lock is behind)" (§5.4, P3800), and the agent restarted by
+                # the switch reports no System value by itself: ask it to check (refresh-system).
+                refreshed = await self._refresh_system(r, host)
                 continue
             why = unverified_reason(h, target, since)
             if loop.time() >= deadline:
@@ -1853,16 +1872,19 @@ class DeployEngine:
             return HostOutcome(host, Outcome.OK, "switch", note, executed=executed, reached=True, verified=True)
         return await self._run_tests(r, host, executed, note)
 
-    async def _refresh_system(self, r: _Run, host: str) -> None:
+    async def _refresh_system(self, r: _Run, host: str) -> Evidence:
         """The dashboard's ``refresh-system`` op (``nix build --dry-run`` on the host, §5.4): the agent
-        reports System ok "System is current" when the running system is the checkout's."""
+        reports System ok "System is current" when the running system is the checkout's. Returns what
+        the command ended with (a System error it provokes is no proof against the switch)."""
         await self._emit(HostProgress(run_id=r.run_id, host=host, phase="verify", message=(
             "Git and Lock are ok now, but System still shows the value stored while version.json lagged; "
             "asking the agent to check it (refresh-system)")))
         decision = await self._start(r, host, "refresh-system", False)
+        ev = Evidence("unknown", decision.message)  # not started: keep waiting for the agent's own report
         if decision.action == "started":
-            await self._await_command(r, host, "refresh-system", decision.command_id, known=decision.found)
+            ev = await self._await_command(r, host, "refresh-system", decision.command_id, known=decision.found)
         r.phase[host] = "verify"
+        return ev
 
     async def _run_tests(self, r: _Run, host: str, executed: str, note: str) -> HostOutcome:
         """The dashboard's ``test`` op after a verified switch: failed tests are a (proven) failure of the host."""

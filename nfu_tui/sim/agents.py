@@ -34,6 +34,8 @@ Per-host faults (``HostSpec.faults``, or at run time via the dashboard's ``set_f
 * ``garbled_output`` — the switch prints lines that are not valid text: a lone surrogate
   (``\udcff``, sent as a legal JSON escape on ``/ws`` and as the raw byte 0xFF by
   ``/api/hosts/{id}/output``), invalid UTF-8, escape sequences and a bidi override.
+* ``refresh_system_fails`` — ``refresh-system`` cannot inspect the running system (the real agent in a
+  container: "Cannot read current system: lstat /run/current-system"): exit 1, System ``error``.
 * ``offline_after_switch`` — a switch that breaks networking: the first switch succeeds (the
   agent restarts, reconnects, the command ends ``SUCCESS`` on the new generation), then the
   host drops off the network and stays away until ``set_online(host, True)``.
@@ -844,6 +846,12 @@ class SimAgent:
 
     async def _refresh_system(self) -> None:
         await self._lines([f"$ nix build --dry-run .#nixosConfigurations.{self.host.id}.config.system.build.toplevel"], 5.0)
+        if "refresh_system_fails" in self.faults:  # as the real agent in a container without /run/current-system
+            msg = "Cannot read current system: lstat /run/current-system: no such file or directory"
+            self.out(msg)
+            self.reported_system = status_check("error", msg, self._now())
+            self.fleet.agent_status(self, "refresh-system", 1, msg)
+            return
         current = self.system_commit[:7] == self.commit[:7]
         msg = "System is current" if current else "System needs rebuild"
         self.out(msg)

@@ -6,7 +6,9 @@ its ``flake.lock``, ``message`` = the head commit's subject. When the default br
 moves (a merge), the dashboard refetches after ``publish_delay`` seconds — the time
 the config repo's CI takes to republish ``version.json`` (30 s, divided by the
 scenario's speed) — so right after a merge a plain ``pull`` is still blocked
-``already_current``, exactly like the real thing (contract §8 #42).
+``already_current``, exactly like the real thing (contract §8 #42). With
+``Simulator.mirror`` the hosts pull from (and ``version.json`` names) a mirror's
+commit ids, which differ from GitHub's.
 
 :class:`SimulatorThread` runs a :class:`Simulator` on its own event loop in a daemon
 thread, for synchronous code (sync tests, Textual snapshot tests, ``nfu-tui demo``).
@@ -41,6 +43,9 @@ class Simulator:
         self.github = FakeGitHub(scenario)
         self.dashboard = FakeDashboard(scenario, desired_state=self.desired_state)
         self.publish_delay = PUBLISH_SECONDS / max(scenario.speed, 1e-6)
+        # Hosts pull from a mirror that re-commits the branch (other commit ids, same content), and
+        # version.json is published from it: as the real-dashboard harness's local origin.
+        self.mirror = False
         self._ports = (github_port, dashboard_port)
         self._pending: set[asyncio.TimerHandle] = set()
         self._started = False
@@ -52,7 +57,10 @@ class Simulator:
         """What ``version.json`` would say now: the default branch head and its flake.lock hash."""
         sha, subject = self.github.default_branch_head()
         lock = self.github.file_at(sha, "flake.lock")
-        return DesiredState(sha, hashlib.sha256(lock).hexdigest() if lock is not None else "", subject)
+        lock_hash = hashlib.sha256(lock).hexdigest() if lock is not None else ""
+        if self.mirror:
+            sha = hashlib.sha1(f"mirror:{sha}".encode()).hexdigest()
+        return DesiredState(sha, lock_hash, subject)
 
     async def start(self) -> None:
         await self.github.start("127.0.0.1", self._ports[0])
