@@ -6,7 +6,6 @@ import json
 import re
 import signal
 
-
 from nfu_tui.core.store import Store
 from tests.real.conftest import FleetFactory, read_until
 
