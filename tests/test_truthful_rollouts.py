@@ -37,6 +37,7 @@ from nfu_tui.core.engine import (
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import Store
 from nfu_tui.models import CompartmentState, Host, StatusCheck
+from nfu_tui.sim.agents import status_check
 from nfu_tui.sim.scenario import HostSpec
 from nfu_tui.ui.deployview import DeployView
 
@@ -247,9 +248,39 @@ async def test_a_canary_with_a_lagging_system_waits_then_proceeds_once_verified(
         order = [(type(e).__name__, e.host) for e in d.events if isinstance(e, (HostFinished, HostStarted))]
         assert order.index(("HostFinished", "gpc0")) < order.index(("HostStarted", "hsb0"))
         assert sim.dashboard.hosts["gpc0"].agent.system_commit == result.merge_sha
-        # The System stored while version.json lagged stays "outdated (flake.lock is behind)": the agent
-        # was asked to check it once Git and Lock were ok (refresh-system), which verified it.
+        # The System stored while version.json lagged stays "outdated (flake.lock is behind)" (P3800): the
+        # agent's ok since the switch, masked by the lag; once Lock is ok it verifies without asking again.
+        assert sim.dashboard.hosts["gpc0"].system["message"] == "System outdated (flake.lock is behind)"
+        assert ("gpc0", "refresh-system") not in d.ops() and "System ok since the switch" in gpc0.detail
+        assert d.ops() == [("gpc0", "pull"), ("gpc0", "switch"), ("hsb0", "pull"), ("hsb0", "switch")]
+
+
+async def test_a_system_the_agent_calls_outdated_is_checked_with_refresh_system(sim_factory: Any,
+                                                                              tmp_path: Path) -> None:
+    # Not the lag's mask: the agent itself reported "System needs rebuild" since the switch. Once Git and
+    # Lock are ok the engine asks it to check again (refresh-system), which verifies it.
+    sim = await sim_factory(scenario(HostSpec("gpc0", "gaming"), HostSpec("hsb0")))
+    sim.publish_delay = 2.0
+    stale_after_switch(sim, "gpc0")
+    async with Deploy(sim, tmp_path, hosts={"gpc0": {"canary": True}},
+                      flake_updates={"verify_minutes": 1}) as d:
+        result = await d.engine().run(await d.plan(), actor="t", queued_wait=0)
+        assert result.status is RunStatus.SUCCEEDED, result.summary()
+        gpc0 = result.outcome("gpc0")
+        assert (gpc0.outcome, gpc0.reached, gpc0.verified) == (Outcome.OK, True, True)
         assert ("gpc0", "refresh-system") in d.ops() and "System is current" in gpc0.detail
+
+
+def stale_after_switch(sim: Any, host: str) -> None:
+    """The host's agent reports System outdated "System needs rebuild" after its switch (a stale value)."""
+    agent = sim.dashboard.hosts[host].agent
+    switch = agent._switch
+
+    async def stale_switch(*args: Any, **kwargs: Any) -> None:
+        await switch(*args, **kwargs)
+        agent.reported_system = status_check("outdated", "System needs rebuild", agent._now())
+
+    agent._switch = stale_switch
 
 
 async def test_a_system_error_our_own_refresh_system_provoked_is_unverified_not_a_failure(sim_factory: Any,
@@ -258,6 +289,7 @@ async def test_a_system_error_our_own_refresh_system_provoked_is_unverified_not_
     # System error. The switch succeeded and the host reached the merge: no proof it broke, no rollback.
     sim = await sim_factory(scenario(HostSpec("gpc0", "gaming", faults={"refresh_system_fails"}), HostSpec("hsb0")))
     sim.publish_delay = 2.0
+    stale_after_switch(sim, "gpc0")
     async with Deploy(sim, tmp_path, hosts={"gpc0": {"canary": True}},
                       flake_updates={"verify_minutes": 1}) as d:
         result = await d.engine().run(await d.plan(), actor="t", queued_wait=0)

@@ -15,12 +15,15 @@ Reliability rules:
 * **Outcomes from evidence, never from transport alone.** Each host ends with three
   facts: *executed* (the switch command's result), *reached* (its generation is the merge
   commit — see :func:`reached_target` for mirrors) and *verified* (the dashboard reports
-  System ``ok`` for that generation, waited for up to ``flake_updates.verify_minutes``,
-  asking the agent to ``refresh-system`` when the value stored while ``version.json``
-  lagged stays ``outdated``; then the host's tests per ``post_switch_tests``). ``ok`` needs
-  all three; executed and reached but not verified in time is ``unverified`` (a warning);
-  no evidence either way is ``unknown``. ``failed`` is *proven* (``HostOutcome.proven``)
-  only by a command result ERROR/TIMEOUT/KILLED, failed tests or a System error: only a
+  System ``ok`` for that generation, waited for up to ``flake_updates.verify_minutes``;
+  an ok reported since the switch but stored as "outdated (flake.lock is behind)" while
+  ``version.json`` lagged counts once Lock is ok (:func:`system_ok_behind_lagging_lock`),
+  other ``outdated`` values make it ask the agent to ``refresh-system``, once; then the
+  host's tests per ``post_switch_tests``). ``ok`` needs all three; executed and reached (or
+  not known yet) but not verified in time is ``unverified`` (a warning); no evidence either
+  way is ``unknown``. ``failed`` is *proven* (``HostOutcome.proven``) only by a command
+  result ERROR/TIMEOUT/KILLED, failed tests or a System error (not one our own
+  ``refresh-system`` provoked: that is ``unverified``): only a
   proven failure calls ``on_failure`` (and is ever rolled back, see
   :mod:`nfu_tui.core.rollback`); an unknown outcome stops the run and alerts.
 * **Stop on the first failure** (or unknown outcome): no new host starts, running hosts
@@ -805,6 +808,22 @@ def reached_target(host: Host | None, target: str, generation_before: str = "", 
     return None
 
 
+LAGGED_SYSTEM_MESSAGE = "System outdated (flake.lock is behind)"
+
+
+def system_ok_behind_lagging_lock(host: Host | None, since: datetime | None) -> bool:
+    """Whether System is ``outdated`` only because ``version.json`` lagged: the dashboard stores the agent's
+    System ``ok`` as "System outdated (flake.lock is behind)" while Lock is ``outdated`` (§5.4, P3800), and
+    keeps it after Lock turns ``ok`` (the agent restarted by the switch reports no System value by itself).
+    True when that value was reported at or after ``since`` and Lock is ``ok`` now: System was ok since."""
+    if host is None or host.system.state is not CompartmentState.OUTDATED or host.lock.state is not CompartmentState.OK:
+        return False
+    if host.system.message.strip() != LAGGED_SYSTEM_MESSAGE:
+        return False
+    checked = parse_time(host.system.checked_at)
+    return since is None or (checked is not None and checked >= since.replace(microsecond=0))
+
+
 def unverified_reason(host: Host | None, target: str, since: datetime | None) -> str:
     """Why a switched host is not verified yet, in the dashboard's words."""
     if host is None:
@@ -830,7 +849,8 @@ def still_verified_problems(host: Host | None, target: str) -> list[str]:
     problems = []
     if not host.online:
         problems.append("offline")
-    if host.system.state not in (CompartmentState.OK, CompartmentState.ERROR):
+    if (host.system.state not in (CompartmentState.OK, CompartmentState.ERROR)
+            and not system_ok_behind_lagging_lock(host, None)):
         problems.append(f"System {host.system.state.value} ({host.system.message or 'no message'})")
     gen = host.generation.strip().lower()
     if target and gen and not target.lower().startswith(gen[:7]) and host.git.state is not CompartmentState.OK:
@@ -1834,6 +1854,9 @@ class DeployEngine:
                                     proven=True, executed=executed, reached=reached, verified=False)
             if reached and verdict:
                 break
+            if reached and refreshed is None and system_ok_behind_lagging_lock(h, since):
+                # The agent reported System ok since the switch; only the lock lag masked it, and that is over.
+                break
             if refreshed is not None and (verdict is False or refreshed.verdict == "failed"):
                 # Our own check failed (e.g. "Cannot read current system"): the switch succeeded and the
                 # host reached the target; that the agent could not inspect it proves nothing either way.
@@ -1845,9 +1868,8 @@ class DeployEngine:
             if (reached and refreshed is None and h is not None and h.online and not h.busy
                     and h.git.state is CompartmentState.OK and h.lock.state is CompartmentState.OK
                     and h.system.state is CompartmentState.OUTDATED):
-                # version.json has caught up, but the System the dashboard stored while it lagged
-                # stays "outdated (flake.lock is behind)" (§5.4, P3800), and the agent restarted by
-                # the switch reports no System value by itself: ask it to check (refresh-system).
+                # version.json has caught up, but System stays outdated, and not as the mask of an ok
+                # reported since the switch (above): ask the agent to check it (refresh-system).
                 refreshed = await self._refresh_system(r, host)
                 continue
             why = unverified_reason(h, target, since)
@@ -1867,6 +1889,9 @@ class DeployEngine:
                                         max(0.0, min(30.0, deadline - loop.time())))
         mode = self.config.post_switch_tests(host)
         verified = f"verified: System ok ({h.system.message})" if h is not None else ""
+        if h is not None and h.system.state is CompartmentState.OUTDATED:
+            verified = (f"verified: System ok since the switch (stored as {h.system.message!r} while version.json "
+                        "lagged; Lock is ok now)")
         note = "; ".join(filter(None, [ev.detail, verified]))
         if mode == "never" or (mode == "auto" and not had_tests):
             return HostOutcome(host, Outcome.OK, "switch", note, executed=executed, reached=True, verified=True)
@@ -2091,6 +2116,7 @@ __all__ = [
     "evidence_of",
     "reached_target",
     "still_verified_problems",
+    "system_ok_behind_lagging_lock",
     "unverified_reason",
     "command_status_note",
     "health_problems",
