@@ -574,7 +574,7 @@ def test_preview_shows_package_changes_reboot_needs_and_build_failures(sim_bed: 
     sim, bed = sim_bed
     plain, kernel, broken = bed.add("plain"), bed.add("kernel"), bed.add("broken")
     for host in (plain, kernel):
-        host.knob("closure-diff", "firefox: 140.0.4 → 140.0.5, +1228.8 KiB\nopenssl: 3.4.0 → 3.4.1, -12.0 KiB")
+        host.knob("closure-diff", "openssl: 3.4.0 → 3.4.1, -12.0 KiB\nfirefox: 140.0.4 → 140.0.5, +1228.8 KiB")
     kernel.knob("next-kernel", "6.13.0")
     broken.knob("fail-build")
     cfg = write_config(sim, bed, tmp_path, {})
@@ -584,16 +584,29 @@ def test_preview_shows_package_changes_reboot_needs_and_build_failures(sim_bed: 
     hosts = {h["host"]: h for h in report["hosts"]}
     assert report["head_sha"] == sim.github.pr_head(42)
     assert hosts["plain"]["ok"] and hosts["plain"]["reboot_needed"] is False
+    # The simulated PR's changelog fixes CVEs in firefox (not openssl): security fixes come first, with their ids.
+    fixes = hosts["plain"]["changes"][0].pop("security_ids")
+    assert fixes and all(i.startswith(("CVE-", "GHSA-")) for i in fixes)
     assert hosts["plain"]["changes"] == [{"name": "firefox", "change": "140.0.4 → 140.0.5", "size_kib": 1228.8},
-                                         {"name": "openssl", "change": "3.4.0 → 3.4.1", "size_kib": -12.0}]
+                                         {"name": "openssl", "change": "3.4.0 → 3.4.1", "size_kib": -12.0,
+                                          "security_ids": []}]
     assert hosts["kernel"]["reboot_needed"] is True
-    assert {"name": "linux", "change": "6.12.1 → 6.13.0", "size_kib": 1024.0} in hosts["kernel"]["changes"]
+    assert {"name": "linux", "change": "6.12.1 → 6.13.0", "size_kib": 1024.0,
+            "security_ids": []} in hosts["kernel"]["changes"]
     assert not hosts["broken"]["ok"] and hosts["broken"]["problem"] == "the configuration does not build"
     assert any("failed with exit code 1" in line for line in hosts["broken"]["last_lines"])
     # Nothing was activated, nothing merged, no checkout moved.
     assert all(h.generation == 1 and h.switches == 0 and h.checkout != report["head_sha"] for h in (plain, kernel, broken))
     assert not [r for r in sim.github.request_log if r.method == "PUT" and r.path.endswith("/pulls/42/merge")]
+    # Cached by (host, head sha): a second run reuses the results without building again.
+    builds = kernel.builds
     main(["--config", cfg, "preview", "--pr", "42", "--hosts", "kernel"])
     text = capsys.readouterr().out
-    assert "kernel: builds; 3 package change(s), closure +2240.8 KiB; reboot needed (kernel, initrd, kernel-modules" in text
-    assert "  firefox: 140.0.4 → 140.0.5 (+1228.8 KiB)" in text
+    assert kernel.builds == builds
+    assert ("kernel: builds; 3 package change(s) (1 security fix), closure +2240.8 KiB; "
+            "reboot needed (kernel, initrd, kernel-modules") in text
+    assert f"  ⚠ firefox: 140.0.4 → 140.0.5 (+1228.8 KiB) — security fix ({', '.join(fixes[:3])})" in text
+    assert text.index("firefox") < text.index("openssl")
+    main(["--config", cfg, "preview", "--pr", "42", "--hosts", "kernel", "--fresh"])
+    capsys.readouterr()
+    assert kernel.builds == builds + 1
