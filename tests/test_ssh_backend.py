@@ -415,6 +415,47 @@ async def test_auto_once_merges_and_deploys_over_ssh_and_history_lists_it(sim: A
 
 
 @pytest.mark.parametrize("sim", [NO_DASHBOARD_HOSTS], indirect=True)
+async def test_auto_with_preview_before_merge_stops_on_a_host_that_does_not_build(sim: Any, async_bed: SshBed,
+                                                                                  tmp_path: Path) -> None:
+    ok, broken = async_bed.add("ok"), async_bed.add("broken")
+    broken.knob("fail-build")
+    cfg = write_config(sim, async_bed, tmp_path, {})
+    data = __import__("tomllib").loads(Path(cfg).read_text())
+    data["flake_updates"] = {"automation": {"enabled": True, "delay_minutes": 0, "canary_wait_minutes": 0,
+                                            "preview_before_merge": True}}
+    Path(cfg).write_text(tomli_w.dumps(data))
+    base = sim.github.default_branch_head()[0]
+
+    async def auto_once() -> list[dict[str, Any]]:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "nfu_tui", "--config", cfg, "auto",
+                                                    "--once", stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 90)
+        return [json.loads(line) for line in out.decode().splitlines()]
+
+    lines = await auto_once()
+    # Nothing merged, nothing switched; the decision and the notification name the host that failed to build.
+    assert sim.github.default_branch_head()[0] == base
+    assert not [r for r in sim.github.request_log if r.method == "PUT" and r.path.endswith("/merge")]
+    assert ok.switches == 0 and broken.switches == 0 and ok.builds == 1 and broken.builds == 1
+    assert any(line["event"] == "decision" and "PR #42 does not build on broken" in line["text"] for line in lines), lines
+    notes = [line for line in lines if line["event"] == "notify"]
+    assert [n["title"] for n in notes if "does not build" in n["title"]] == ["PR #42 does not build on broken"], lines
+    # Another round for the same head: the cached result still blocks, without building or notifying again.
+    lines = await auto_once()
+    assert ok.builds == 1 and broken.builds == 1 and sim.github.default_branch_head()[0] == base
+    assert not [line for line in lines if line["event"] == "notify" and "does not build" in line["title"]]
+    # Fixed (a new head would be built anew; here the cached failure is dropped): the merge goes ahead.
+    broken.clear("fail-build")
+    from nfu_tui.core.preview import PreviewCache
+
+    PreviewCache().path.unlink()
+    await auto_once()
+    merge_sha = sim.github.default_branch_head()[0]
+    assert merge_sha != base and ok.current_rev == merge_sha and broken.current_rev == merge_sha
+
+
+@pytest.mark.parametrize("sim", [NO_DASHBOARD_HOSTS], indirect=True)
 async def test_the_tui_shows_the_ssh_fleet(sim: Any, async_bed: SshBed, tmp_path: Path) -> None:
     from nfu_tui.config import load_config, resolve_secrets
     from nfu_tui.core.service import FleetService

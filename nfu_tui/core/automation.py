@@ -654,6 +654,10 @@ class AutomationRunner:
             h for r in situation.runs if r.unfinished for h in r.waiting if h not in situation.online)
         decision = decide(situation)
         self.service.refresh_attention()  # the header's paused/waiting runs and unsent notifications
+        return self._adopt(decision)
+
+    def _adopt(self, decision: Decision) -> Decision:
+        """Make ``decision`` the current one: logged when it changed, published to the listeners."""
         if not decision.same_as(self.decision):
             self._sink("decision", state=decision.state.value, text=decision.describe(self.clock()),
                        pr=decision.pr, run=decision.run_id, action=decision.action.value,
@@ -876,6 +880,10 @@ class AutomationRunner:
         service = self.service
         plan = make_plan(service.hosts(), self.config, service.state.held, automatic=True, pr_number=fresh.number,
                          head_sha=fresh.head_sha, overrides=service.state.overrides)
+        if self.config.flake_updates.automation.preview_before_merge:
+            stopped = await self._preview_gate(again, fresh, list(plan.hosts))
+            if stopped is not None:
+                return stopped
         self._sink("merge", pr=fresh.number, head=fresh.head_sha, hosts=list(plan.hosts),
                    plan=plan.describe())
         with self._lock_factory():
@@ -888,6 +896,32 @@ class AutomationRunner:
             if result is None:
                 return StepResult(again, acted=True, suspended=True, message="suspended")
             return await self._after_run(again, result)
+
+    async def _preview_gate(self, decision: Decision, pr: UpdatePR, hosts: list[str]) -> StepResult | None:
+        """``preview_before_merge``: build ``pr`` on the planned hosts (not activated; cached by head sha).
+        A host whose build fails stops the merge (blocked, notified once per head); an unreachable host
+        is no evidence either way and is left to the deploy's own rules."""
+        from nfu_tui.core.preview import PreviewCache, failed_builds, preview_pr
+
+        listed = self.service.pr_state(pr.number)
+        explanation = listed.explanation if listed is not None and listed.pr.head_sha == pr.head_sha else None
+        results = await preview_pr(self.service.dashboard, pr, hosts, cache=PreviewCache(),
+                                   changelog=getattr(explanation, "changelog", None))
+        unknown = [r.host for r in results if not r.ok and not r.build_failed]
+        self._sink("preview", level="warning" if unknown else "info", pr=pr.number, head=pr.head_sha,
+                   built=[r.host for r in results if r.ok], failed=failed_builds(results), unknown=unknown)
+        failed = failed_builds(results)
+        if not failed:
+            return None
+        n, hosts_text = pr.number, ", ".join(failed)
+        reason = (f"PR #{n} does not build on {hosts_text}: not merged automatically; "
+                  f"see nfu-tui preview --pr {n}, fix it, or merge it by hand")
+        notice = Notice("preview-failed", f"{n}:{pr.head_sha}", _pr_notification(
+            f"PR #{n} does not build on {hosts_text}", f"{reason}.", "error", pr, "preview"))
+        blocked = Decision(AutoState.BLOCKED, reason, pr=n, head_sha=pr.head_sha, window=decision.window,
+                           notices=(notice,))
+        await self._send_notices(self._adopt(blocked))
+        return StepResult(blocked, acted=True, ok=False, message=reason)
 
     async def _resume(self, decision: Decision) -> StepResult:
         from nfu_tui.core.store import local_actor
