@@ -476,6 +476,54 @@ async def test_the_tui_shows_the_ssh_fleet(sim: Any, async_bed: SshBed, tmp_path
         assert app.service.host("web1").git.state is CompartmentState.OK
 
 
+@pytest.mark.parametrize("sim", [NO_DASHBOARD_HOSTS], indirect=True)
+async def test_the_tui_previews_the_focused_pr_per_host_and_the_plan_shows_it(sim: Any, async_bed: SshBed,
+                                                                             tmp_path: Path) -> None:
+    from textual.widgets import Static
+
+    from nfu_tui.config import load_config, resolve_secrets
+    from nfu_tui.core.service import FleetService
+    from nfu_tui.ui.app import NfuApp
+    from nfu_tui.ui.screens.confirm import DeployConfirmScreen
+    from nfu_tui.ui.screens.help import binding_sections
+    from nfu_tui.ui.screens.preview import PreviewScreen
+
+    kernel, broken = async_bed.add("kernel"), async_bed.add("broken")
+    kernel.knob("closure-diff", "openssl: 3.4.0 → 3.4.1, -12.0 KiB\nfirefox: 140.0.4 → 140.0.5, +1228.8 KiB")
+    kernel.knob("next-kernel", "6.13.0")
+    broken.knob("fail-build")
+    assert any(b.key == "v" and b.tooltip for _, bindings in binding_sections() for b in bindings)  # help, palette
+    cfg = load_config(write_config(sim, async_bed, tmp_path, {}))
+    app = NfuApp(FleetService(cfg, resolve_secrets(cfg, env={}, use_gh=False)), flush_interval=0.02)
+    async with app.run_test(size=(120, 40)) as pilot:
+        loop = asyncio.get_running_loop()
+
+        async def until(predicate: Any, what: str) -> None:
+            deadline = loop.time() + 30
+            while not predicate():
+                assert loop.time() < deadline, what
+                await pilot.pause(0.05)
+
+        await until(lambda: app.service.status.dashboard == "live" and app.service.pr_state(42) is not None
+                    and app.service.pr_state(42).explanation is not None, "fleet and PR #42 explained")
+        await pilot.press("v")
+        assert isinstance(app.screen, PreviewScreen)
+        await until(lambda: not app.screen.running and len(app.screen.results) == 2, "both hosts built")
+        text = str(app.screen.query_one("#preview", Static).render())
+        assert "kernel: builds; 3 package change(s) (1 security fix), closure +2240.8 KiB; reboot needed" in text
+        assert text.index("⚠ firefox: 140.0.4 → 140.0.5") < text.index("openssl: 3.4.0 → 3.4.1")
+        assert "broken: the configuration does not build" in text and "failed with exit code 1" in text
+        assert kernel.switches == 0 and kernel.builds == 1
+        await pilot.press("escape")
+        await pilot.press("m")  # the plan shows the cached previews of this head
+        assert isinstance(app.screen, DeployConfirmScreen)
+        plan = str(app.screen.query_one("#plan", Static).render())
+        assert "Preview (built at this head, not activated" in plan
+        assert "broken: the configuration does not build" in plan and "kernel: builds; 3 package change(s)" in plan
+        await pilot.press("escape")
+        assert kernel.builds == 1 and kernel.switches == 0  # previewing and closing the plan changed nothing
+
+
 @pytest.mark.parametrize("sim_thread", [NO_DASHBOARD_HOSTS], indirect=True)
 def test_a_host_lost_mid_run_is_queued_and_deployed_on_resume(sim_bed: tuple[Any, SshBed], tmp_path: Path,
                                                               capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -901,12 +901,9 @@ class AutomationRunner:
         """``preview_before_merge``: build ``pr`` on the planned hosts (not activated; cached by head sha).
         A host whose build fails stops the merge (blocked, notified once per head); an unreachable host
         is no evidence either way and is left to the deploy's own rules."""
-        from nfu_tui.core.preview import PreviewCache, failed_builds, preview_pr
+        from nfu_tui.core.preview import failed_builds
 
-        listed = self.service.pr_state(pr.number)
-        explanation = listed.explanation if listed is not None and listed.pr.head_sha == pr.head_sha else None
-        results = await preview_pr(self.service.dashboard, pr, hosts, cache=PreviewCache(),
-                                   changelog=getattr(explanation, "changelog", None))
+        results = await self.service.preview(pr, hosts)
         unknown = [r.host for r in results if not r.ok and not r.build_failed]
         self._sink("preview", level="warning" if unknown else "info", pr=pr.number, head=pr.head_sha,
                    built=[r.host for r in results if r.ok], failed=failed_builds(results), unknown=unknown)
