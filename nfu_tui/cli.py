@@ -43,12 +43,35 @@ def build_parser() -> argparse.ArgumentParser:
 _UNWRAPPED = (None, "demo", "sim")
 
 
+def _tui_args(argv: list[str]) -> argparse.Namespace | None:
+    """The arguments of a plain ``nfu-tui [--config PATH] [--insecure]`` (the TUI), or None for anything else.
+
+    Parsed without the subcommands' parsers, which take longer to build than the TUI takes to
+    import its first screen; anything else (a subcommand, ``--help``, a typo) goes to the full parser.
+    """
+    if any(a in ("-h", "--help", "--version") for a in argv):
+        return None
+    parser = argparse.ArgumentParser(prog="nfu-tui", add_help=False, allow_abbrev=False, exit_on_error=False)
+    parser.add_argument("--config")
+    parser.add_argument("--insecure", action="store_true")
+    try:
+        args, rest = parser.parse_known_args(argv)
+    except argparse.ArgumentError:  # e.g. --config without a value: the full parser says what is wrong
+        return None
+    if rest:
+        return None
+    args.command = None
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     from nfu_tui.core.sanitize import RedactingStream, install_log_redaction
 
     install_log_redaction()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _tui_args(argv)
+    if args is None:
+        args = build_parser().parse_args(argv)
     if args.command is None:
         from nfu_tui.commands import tui
 

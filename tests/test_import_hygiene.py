@@ -34,3 +34,16 @@ def test_core_does_not_import_textual_or_rich() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"core imported: {out.stdout.strip()}"
+
+
+def test_the_first_frame_needs_neither_pydantic_nor_the_http_stacks() -> None:
+    """`nfu-tui` paints its first frame (the cached fleet) before validation and clients are imported."""
+    code = (
+        "import sys\n"
+        "import nfu_tui.cli, nfu_tui.commands.tui, nfu_tui.core.fleetcache, nfu_tui.ui.app\n"
+        "heavy = ('pydantic', 'httpx', 'websockets', 'sqlite3')\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in ('nfu_tui.config', 'nfu_tui.core.service'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"the first frame imports: {out.stdout.strip()}"

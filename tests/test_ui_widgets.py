@@ -155,3 +155,35 @@ def test_the_resume_dialog_says_what_the_journal_knows(tmp_path):
         assert f"Strategy: revert-commit after the failed run #{deploy}" in text
         assert "Revert PR: #43, merge requested" in text and "Redeploy: not started (gpc0 to redeploy)" in text
         assert "never opening or merging a revert twice" in text
+
+
+class GridApp(App[None]):
+    def compose(self):
+        from nfu_tui.ui.widgets.host_grid import HostGrid
+
+        yield HostGrid()
+
+
+async def test_the_grid_keeps_its_online_count_per_update_as_a_full_count_would():
+    import random
+
+    from nfu_tui.models import Host
+    from nfu_tui.ui.widgets.host_grid import HostGrid
+
+    rng = random.Random(3)
+    app = GridApp()
+    async with app.run_test(size=(100, 20)) as pilot:
+        grid = app.query_one(HostGrid)
+        hosts = {f"h{i:02d}": Host(f"h{i:02d}", hostname=f"h{i:02d}", status="online") for i in range(40)}
+        grid.set_hosts(hosts.values())
+        for step in range(300):
+            if step == 100:
+                grid.set_filter("online")
+            if step == 200:
+                grid.set_filter("")
+            changed = [hosts[h].with_changes(status=rng.choice(["online", "offline"])) for h in rng.sample(sorted(hosts), 5)]
+            hosts.update((h.id, h) for h in changed)
+            grid.update_hosts(changed)
+            expected = sum(1 for h in grid.visible_ids if hosts[h].online)
+            assert grid.shown_online == expected and grid.shown_count == len(grid.visible_ids)
+        await pilot.pause()

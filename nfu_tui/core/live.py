@@ -14,11 +14,15 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from nfu_tui.core.fleet import FleetChange, FleetModel
+from nfu_tui.core.fleet import ChangeKind, FleetChange, FleetModel
 from nfu_tui.errors import DashboardUnavailable
 from nfu_tui.models import Command, Host
 
 StreamListener = Callable[[Any, list[FleetChange]], None]
+
+# Changes no waiter looks at (waiters watch hosts, commands and the sync state): a deploy of 20
+# hosts streams hundreds of output lines a second, and each wake-up costs every waiter a check.
+_UNWATCHED = frozenset({ChangeKind.OUTPUT, ChangeKind.PROGRESS, ChangeKind.EVENT})
 
 
 class LiveFleet:
@@ -41,7 +45,7 @@ class LiveFleet:
             async for event, changes in self.client.follow(self.model):
                 if self.on_stream is not None:
                     self.on_stream(event, changes)
-                if changes:
+                if any(c.kind not in _UNWATCHED for c in changes):
                     self.notify()
         finally:
             self.notify()
@@ -100,7 +104,8 @@ class LiveFleet:
     # --- waiting ----------------------------------------------------------------
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """True as soon as ``predicate()`` holds (re-checked on every change), False on timeout."""
+        """True as soon as ``predicate()`` holds (re-checked on every change of a host, a command or
+        the connection, and at least once a second), False on timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not predicate():

@@ -476,6 +476,8 @@ class SimAgent:
         self.fleet = fleet
         self.host = host
         self.faults: set[str] = set(spec.faults)
+        self.switch_seconds = spec.switch_seconds
+        self.restart_seconds = spec.restart_seconds
         self.version = version
         self.os_version = ""
         self.nixpkgs_version = ""
@@ -520,6 +522,8 @@ class SimAgent:
         if self.up and not self.connected:
             self.connected = True
             self.fleet.agent_registered(self)
+            if self.fleet.scenario.heartbeat_after_command and self.switches:
+                self.fleet.agent_heartbeat(self)  # a restarted agent reports at once (legacy repo mode)
             self.schedule_heartbeat(self.fleet.heartbeat_seconds * self.rng.uniform(0.05, 1.0))
 
     def shutdown(self) -> None:
@@ -645,12 +649,12 @@ class SimAgent:
         if not lines:
             await asyncio.sleep(seconds * self._scale())
             return
-        bursts = min(len(lines), 12)
-        per = -(-len(lines) // bursts)
-        pause = seconds * self._scale() / bursts
-        for i in range(0, len(lines), per):
+        per = -(-len(lines) // min(len(lines), 12))
+        chunks = [lines[i : i + per] for i in range(0, len(lines), per)]
+        pause = seconds * self._scale() / len(chunks)
+        for chunk in chunks:
             await asyncio.sleep(pause)
-            for line in lines[i : i + per]:
+            for line in chunk:
                 self.out(line)
 
     def out(self, line: str) -> None:
@@ -743,7 +747,7 @@ class SimAgent:
         build, copy, activate = self._switch_lines(fail)
         if "garbled_output" in self.faults:
             copy = [*GARBLED_LINES, *copy, *GARBLED_LINES]
-        total = self.rng.uniform(20, 40)
+        total = self.switch_seconds or self.rng.uniform(20, 40)
         await self._lines(build, total * 0.15)
         self.progress("system", 1, 3, "in_progress")
         if "offline_mid_deploy" in self.faults and self.switches == 1:
@@ -767,7 +771,7 @@ class SimAgent:
         if self.connected:
             self.fleet.agent_heartbeat(self)
         await asyncio.sleep(0.5 * self._scale())
-        down = self.rng.uniform(1.5, 4.0) * self._scale()
+        down = (self.restart_seconds or self.rng.uniform(1.5, 4.0)) * self._scale()
         self.restart(down)  # exit 101 → systemd/launchd restart
         if "offline_after_switch" in self.faults and self.switches == 1:
             # Networking breaks a moment after the agent is back (a few heartbeats later).
@@ -1055,6 +1059,8 @@ class Fleet:
             else:
                 cmd.post_check_deferred, cmd.deferred_exit_code, cmd.deferred_message = True, 0, message
         self.broadcast_host_status(h)
+        if self.scenario.heartbeat_after_command:
+            self.agent_heartbeat(agent)
 
     def agent_rejected(self, agent: SimAgent, reason: str, running: str, pid: int) -> None:
         h = agent.host

@@ -14,6 +14,7 @@ TOML shape (every key optional)::
     token = "ghp_simulated..."   # GitHub token the fake accepts
     speed = 1.0                  # >1 makes simulated commands faster
     heartbeat_seconds = 5.0
+    heartbeat_after_command = false  # true: a heartbeat right after each command result and restart
     sync_seconds = 30.0
 
     [[hosts]]
@@ -24,6 +25,8 @@ TOML shape (every key optional)::
     online = true
     faults = ["switch_fails"]    # offline | slow | pull_fails | switch_fails | never_reconnects | offline_mid_deploy
                                  # | garbled_output
+    switch_seconds = 0.0         # > 0: the switch's build + activation time (else random 20-40 s)
+    restart_seconds = 0.0        # > 0: the agent's restart after a switch (else random 1.5-4 s)
 
     [[prs]]
     number = 42
@@ -62,6 +65,8 @@ class HostSpec:
     online: bool = True
     faults: set[str] = field(default_factory=set)
     agent_version: str | None = None  # None = same as the dashboard's version
+    switch_seconds: float = 0.0  # > 0: fixed build + activation time of a switch (simulated seconds)
+    restart_seconds: float = 0.0  # > 0: fixed agent restart time after a switch (simulated seconds)
 
     def has(self, fault: str) -> bool:
         return fault in self.faults
@@ -93,6 +98,10 @@ class Scenario:
     token: str = "ghp_simulatedToken0000000000000000000000"
     speed: float = 1.0
     heartbeat_seconds: float = 5.0
+    # The agent sends a heartbeat right after a command's result (legacy repo mode, contract §4 flow A
+    # step 9) and right after it restarted from a switch, so a deferred post-check or the System
+    # verification never waits for the next regular heartbeat.
+    heartbeat_after_command: bool = False
     sync_seconds: float = 30.0
     dashboard_version: str = "3.1.5"
     hosts: list[HostSpec] = field(default_factory=list)

@@ -14,8 +14,12 @@ runs it in a worker that survives the runner's failures. Its decisions feed the
 header and the status line; deploys it starts (and rollback redeploys) show on the
 deploy screen like manual ones.
 
-Start-up is kept fast: the service (and with it httpx/websockets) may be built by a
-factory after the first frame, and connecting happens in a worker.
+Start-up is kept fast: the first frame draws the last known fleet from the cache
+(:mod:`nfu_tui.core.fleetcache`, marked stale) while the settings are loaded (``prepare``,
+in a thread: pydantic, secrets), the service (and with it httpx/websockets) is built by
+a factory, and connecting happens in a worker. The screens read :attr:`NfuApp.shown`:
+the cache for what has not arrived live yet, then the service. What was shown live is
+saved back to the cache every minute (when it changed) and at quit.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -46,6 +51,12 @@ log = logging.getLogger(__name__)
 
 AUTOMATION_RETRY = 30.0
 """Seconds before the automation loop starts again after an unexpected error."""
+
+CACHE_SAVE_INTERVAL = 60.0
+"""Seconds between saves of the fleet cache while something changed."""
+
+CACHE_FIRST_SAVE_DELAY = 2.0
+"""Seconds after the fleet first went live before it is saved (the first GitHub poll usually lands meanwhile)."""
 
 
 class FleetServiceAPI(Protocol):
@@ -160,17 +171,35 @@ class NfuApp(App[int]):
         service_factory: Callable[[], FleetServiceAPI] | None = None,
         clock: Callable[[], datetime] = utcnow,
         flush_interval: float = 0.1,
-        bell: bool = True,
+        bell: bool | None = True,
         automation_kw: Mapping[str, Any] | None = None,
         keymap: Mapping[str, str] | None = None,
+        prepare: Callable[[], None] | None = None,
+        cache: Any = None,
+        cache_digest: str | None = None,
     ) -> None:
         """``automation_kw``: extra keyword arguments for the AutomationRunner (tests: ``engine_kw``);
-        ``keymap``: binding id -> keys (the config's ``[keys]``; default: the service's config)."""
+        ``keymap``: binding id -> keys (the config's ``[keys]``; default: the service's config,
+        applied once the service exists when it is built after the first frame).
+
+        ``prepare`` runs in a thread before the factory (loading the settings); a ConfigError
+        it raises ends the app with exit code 2 and :attr:`exit_message`. ``bell`` None: the
+        service's ``notify.bell``. ``cache``: a ``FleetCache`` to draw until live data arrives;
+        with ``cache_digest`` (the configuration's digest) the app saves what it shows back.
+        """
         super().__init__()
         if service is None and service_factory is None:
             raise ValueError("NfuApp needs a service or a service_factory")
         self.service: FleetServiceAPI | None = service
         self._factory = service_factory
+        self._prepare = prepare
+        self.cache = cache  # nfu_tui.core.fleetcache.FleetCache until live data replaced all of it
+        self._cache_digest = cache_digest
+        self._hosts_live = False
+        self._prs_live = False
+        self._cache_dirty = False
+        self._cache_saved_live = cache_digest is None
+        self.exit_message = ""  # printed by the caller after the terminal is restored
         self.clock = clock
         self.flush_interval = flush_interval
         self.ring_bell = bell
@@ -209,13 +238,39 @@ class NfuApp(App[int]):
         self._restore_theme()
         if self.animation_level == "full":
             self._pulse_timer = self.set_interval(0.8, self._pulse)
+        if self._cache_digest is not None:
+            self.set_interval(CACHE_SAVE_INTERVAL, self._save_cache_in_background)
         self.call_after_refresh(self._start_service)
+
+    @property
+    def shown(self) -> Any:
+        """What the screens show: the service, or a view that answers from the cache until live data arrived."""
+        if self.cache is None:
+            return self.service
+        from nfu_tui.core.fleetcache import CachedView
+
+        return CachedView(self.cache, self.service, hosts_live=self._hosts_live, prs_live=self._prs_live)
 
     @work(group="service", exclusive=True, exit_on_error=False, description="connect to dashboard and GitHub")
     async def _start_service(self) -> None:
         if self.service is None:
             assert self._factory is not None
-            self.service = self._factory()
+            from nfu_tui.errors import ConfigError
+
+            try:
+                if self._prepare is not None:
+                    await asyncio.to_thread(self._prepare)
+                self.service = self._factory()
+            except ConfigError as exc:
+                self.exit_message = exc.message
+                self.exit(2)
+                return
+        if self.ring_bell is None:
+            self.ring_bell = bool(self.service.config.notify.bell)
+        if not self.keymap and (keys := getattr(self.service.config, "keys", None)):
+            self.keymap = dict(keys)
+            self.set_keymap(self.keymap)
+        self._check_cache_identity()
         self._unsubscribe = self.service.subscribe(self._on_service_event)
         self.service_updated.publish(ServiceUpdate(all_hosts=True, prs=True, status=True))
         await self.service.start()
@@ -302,6 +357,8 @@ class NfuApp(App[int]):
 
     async def _stop_service(self) -> None:
         """Stop automation and disconnect (bounded: quitting must not hang on a dead connection)."""
+        if self._cache_dirty and not self._stopped:
+            self._save_cache()
         if self.runner is not None:
             self.runner.request_stop("nfu-tui quit")
             self.runner.close()
@@ -358,6 +415,85 @@ class NfuApp(App[int]):
     async def on_unmount(self) -> None:
         await self._stop_service()
 
+    # --- the fleet cache ----------------------------------------------------------
+
+    def _check_cache_identity(self) -> None:
+        """Drop a cache that belongs to another dashboard/repository than the service's."""
+        from nfu_tui.core import fleetcache
+
+        assert self.service is not None
+        cfg = self.service.config
+        if self.cache is not None and self.cache.identity != fleetcache.identity(cfg.dashboard.url, cfg.github.repo):
+            self.cache = None
+
+    def _replace_cached(self, update: ServiceUpdate) -> ServiceUpdate:
+        """Switch hosts/PRs from the cache to live data once the service has them (for good)."""
+        assert self.service is not None and self.cache is not None
+        status = self.service.status
+        if not self._hosts_live and (status.dashboard in ("live", "disabled") or not self.cache.hosts):
+            self._hosts_live = True
+            update = replace(update, all_hosts=True, hosts=frozenset())
+        if not self._prs_live and (status.last_poll is not None or status.github == "disabled" or not self.cache.prs):
+            self._prs_live = True
+            update = replace(update, prs=True)
+        if self._hosts_live and self._prs_live:
+            self.cache = None
+        return update
+
+    def _cached_hosts_shown(self, title: str) -> bool:
+        """True (and says so) while the grid shows the last session's hosts: nothing is planned on them."""
+        if self.cache is None or self._hosts_live or not self.cache.hosts:
+            return False
+        self.notify("The hosts shown are from the last session; wait for the dashboard's live fleet.",
+                    title=title, severity="warning")
+        return True
+
+    def _live(self) -> bool:
+        return self.service is not None and self.service.status.dashboard == "live"
+
+    def _cache_snapshot(self) -> Any:
+        """What is shown now, as a cache (the cached part kept for what is not live yet)."""
+        from nfu_tui.core import fleetcache
+
+        service = self.service
+        assert service is not None and self._cache_digest is not None
+        cfg = service.config
+        old = self.cache
+        hosts_live = old is None or self._hosts_live
+        prs_live = old is None or self._prs_live
+        hosts = tuple(service.hosts()) if hosts_live else old.hosts
+        settings = {}
+        for host in hosts:
+            c = service.host_config(host.id)
+            settings[host.id] = fleetcache.HostSettings(c.canary, c.priority, c.auto_update)
+        now = utcnow()
+        return fleetcache.FleetCache(
+            identity=fleetcache.identity(cfg.dashboard.url, cfg.github.repo),
+            config_digest=self._cache_digest,
+            hosts=hosts,
+            hosts_at=(service.status.unreachable_since or now) if hosts_live else old.hosts_at,
+            prs=fleetcache.summarize_prs(service.prs) if prs_live else old.prs,
+            prs_at=(service.status.last_poll or now) if prs_live else old.prs_at,
+            held=frozenset(service.held()),
+            settings=settings,
+        )
+
+    def _save_cache(self) -> None:
+        from nfu_tui.core import fleetcache
+
+        if self.service is None or self._cache_digest is None:
+            return
+        self._cache_dirty = False
+        fleetcache.save(self._cache_snapshot())
+
+    async def _save_cache_in_background(self) -> None:
+        from nfu_tui.core import fleetcache
+
+        if self.service is None or not self._cache_dirty:
+            return
+        self._cache_dirty = False
+        await asyncio.to_thread(fleetcache.save, self._cache_snapshot())
+
     # --- service events -----------------------------------------------------------
 
     def _on_service_event(self, event: Any) -> None:
@@ -371,6 +507,13 @@ class NfuApp(App[int]):
         if self._batcher.empty:
             return
         update = self._batcher.take()
+        if update.fleet or update.prs:
+            self._cache_dirty = True
+        if update.status and self.cache is not None:
+            update = self._replace_cached(update)
+        if update.status and not self._cache_saved_live and self._live():
+            self._cache_saved_live = True  # keep the first live fleet soon (a crash must not lose it)
+            self.set_timer(CACHE_FIRST_SAVE_DELAY, self._save_cache_in_background)
         for note in update.notifications:
             self.notify(note.message, title=note.title, severity=note.severity, markup=False)
         for event in update.deploy:
@@ -470,7 +613,9 @@ class NfuApp(App[int]):
 
     @work(group="hold", exit_on_error=False, description="hold/unhold hosts")
     async def set_hold(self, host_ids: list[str], held: bool) -> None:
-        assert self.service is not None
+        if self.service is None:
+            self.notify("Hosts can be held once nfu-tui has started.", title="Hold", severity="warning")
+            return
         await self.service.set_hold(host_ids, held)
         names = ", ".join(host_ids[:5]) + (f" and {len(host_ids) - 5} more" if len(host_ids) > 5 else "")
         self.notify(
@@ -672,6 +817,8 @@ class NfuApp(App[int]):
         from nfu_tui.ui.screens.confirm import DeployConfirmScreen
 
         assert self.service is not None
+        if self._cached_hosts_shown("Deploy"):
+            return
         if self.deploy_running or (self.runner is not None and self.runner.acting):
             self.notify("A deploy is already running.", title="Deploy", severity="warning")
             self.show_deploy()
@@ -693,7 +840,7 @@ class NfuApp(App[int]):
 
     def plan_converge(self, host_ids: list[str] | None) -> None:
         """``c``: plan a converge (GitHub compares each host's generation to the default branch), confirm, run."""
-        if self.service is None:
+        if self.service is None or self._cached_hosts_shown("Converge"):
             return
         if self.deploy_running or (self.runner is not None and self.runner.acting):
             self.notify("A deploy is already running.", title="Converge", severity="warning")

@@ -165,7 +165,7 @@ class HostDetailScreen(Screen):
         self._output_title()
 
     def _render_host(self) -> None:
-        service = self.app.service
+        service = self.app.shown  # the cached host until the live fleet arrived
         host = service.host(self.host_id) if service else None
         summary = self.query_one("#host-summary", Static)
         if host is None:

@@ -111,7 +111,7 @@ class MainScreen(Screen):
     # --- service updates ------------------------------------------------------
 
     def apply_update(self, update: ServiceUpdate) -> None:
-        service = self.app.service
+        service = self.app.shown
         if service is None:
             self.query_one(StatusHeader).show(None)
             return
@@ -140,18 +140,18 @@ class MainScreen(Screen):
             self._status_line()
         if update.status or update.automation:
             self.query_one(StatusHeader).show(service.status)
-        if update.status and service.status.unreachable_since != grid.unreachable_since:
-            grid.set_unreachable(service.status.unreachable_since)
-            self._titles()
-        if update.fleet or update.prs:
+        status = service.status
+        if update.status and status is not None and status.unreachable_since != grid.unreachable_since:
+            grid.set_unreachable(status.unreachable_since)
+        if update.fleet or update.prs or update.status:
             self._titles()
 
     def _settings(self, host_id: str) -> HostSettings:
-        cfg = self.app.service.host_config(host_id)
+        cfg = self.app.shown.host_config(host_id)
         return HostSettings(canary=cfg.canary, priority=cfg.priority, auto_update=cfg.auto_update)
 
     def _show_prs(self) -> None:
-        service = self.app.service
+        service = self.app.shown
         states = list(service.prs)
         pr_list = self.query_one(PRList)
         pr_list.show(states)
@@ -162,11 +162,12 @@ class MainScreen(Screen):
 
     def _status_line(self) -> None:
         """Automation's next action while it is on; else the pending update PR, or what keeps GitHub from telling us."""
-        service = self.app.service
+        service = self.app.shown
         pending = service.pending_update()
         headline = service.update_headline() if pending is not None else None
         detail = ""
-        if service.status.github in ("error", "rate-limited") and service.status.github_detail:
+        status = service.status
+        if status is not None and status.github in ("error", "rate-limited") and status.github_detail:
             detail = f"GitHub: {service.status.github_detail}"
         hint = self.app.converge_hint()
         if hint:
@@ -175,19 +176,20 @@ class MainScreen(Screen):
         self.query_one(StatusLine).show(headline, pending.pr.number if pending else None, detail, auto)
 
     def _show_detail(self, number: int | None) -> None:
-        service = self.app.service
+        service = self.app.shown
         state = next((s for s in service.prs if s.pr.number == number), None) if service else None
         self.query_one(PRDetail).show(state)
 
     def _titles(self) -> None:
         grid = self.grid
         wide = self.has_class("-wide")
-        service = self.app.service
+        service = self.app.shown
+        stale = self._stale_notes(service)
         n_prs = len(service.prs) if service else 0
-        online = sum(1 for h in grid.visible_ids if (host := grid.host(h)) is not None and host.online)
+        online = grid.shown_online
         title = Text(no_wrap=True, overflow="ellipsis")
         title.append(" Fleet ", style="bold")
-        shown = len(grid.visible_ids)
+        shown = grid.shown_count
         count = f"{shown}/{grid.total}" if grid.host_filter.active else f"{grid.total}"
         if grid.unreachable_since is not None:
             since = grid.unreachable_since.astimezone().strftime("%H:%M")
@@ -203,15 +205,35 @@ class MainScreen(Screen):
         title.append(f" · sort {grid.sort_mode.value}", style="dim")
         if grid.host_filter.active:
             title.append(f" · filter: {self.query_one(FilterInput).value}", style="italic")
+        if stale[0]:
+            title.append(f" · {stale[0]}", style="bold yellow")
         if not wide:
             title.append(f"  [tab] PRs ({n_prs})", style="dim")
         self.query_one("#fleet-title", Static).update(unlead(title))
         pr_title = Text(no_wrap=True, overflow="ellipsis")
         pr_title.append(" Update PRs ", style="bold")
         pr_title.append(f"{n_prs} open", style="dim")
+        if stale[1]:
+            pr_title.append(f" · {stale[1]}", style="bold yellow")
         if not wide:
             pr_title.append("  [tab] next · fleet", style="dim")
         self.query_one("#pr-title", Static).update(unlead(pr_title))
+
+    def _stale_notes(self, shown: Any) -> tuple[str, str]:
+        """"last seen 12:03 · connecting…" for cached hosts and PRs ("" for live ones)."""
+        from nfu_tui.core.fleetcache import CachedView, seen_label
+
+        if not isinstance(shown, CachedView):
+            return "", ""
+        now = self.app.clock()
+        hosts = prs = ""
+        if not shown.hosts_live and shown.cache.hosts:
+            status = shown.status
+            state = "connecting…" if status is None or status.dashboard == "connecting" else status.dashboard.replace("-", " ")
+            hosts = f"last seen {seen_label(shown.cache.hosts_at, now)} · {state}"
+        if not shown.prs_live and shown.cache.prs:
+            prs = f"last polled {seen_label(shown.cache.prs_at, now)}"
+        return hosts, prs
 
     # --- grid and PR events ---------------------------------------------------
 
@@ -300,6 +322,10 @@ class MainScreen(Screen):
     def action_merge_deploy(self) -> None:
         service = self.app.service
         if service is None:
+            return
+        if self.app.cache is not None and not self.app.shown.prs_live:
+            self.app.notify("The update PRs shown are from the last session; wait for the first GitHub poll.",
+                            title="Not polled yet", severity="warning")
             return
         number = self.query_one(PRList).focused_number
         if number is None:

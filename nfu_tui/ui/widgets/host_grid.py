@@ -1,9 +1,10 @@
 """The fleet grid: one line per host, rendered with the Line API.
 
-Built for 1,000 hosts and a steady stream of heartbeats: rows are rendered lazily
-(only visible lines), cached per host, and a host update re-renders just that host's
-line. The order is recomputed only when a change can affect it (sort key or filter
-membership), never per event.
+Built for 5,000 hosts and a steady stream of heartbeats: rows are rendered lazily
+(only visible lines), cached per host, and a host update repaints just that host's
+line, and only when it is on screen (no repaint at all for the many updates of hosts
+scrolled out of view). The order is recomputed only when a change can affect it (sort
+key or filter membership), never per event.
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ class HostGrid(ScrollView, can_focus=True):
         self._selected: set[str] = set()
         self._order: list[str] = []
         self._index: dict[str, int] = {}
+        self._online = 0  # online hosts among the shown ones, kept up to date per update
         self._cursor = 0
         self._sort = SortMode.NAME
         self._filter = HostFilter()
@@ -200,6 +202,16 @@ class HostGrid(ScrollView, can_focus=True):
     @property
     def total(self) -> int:
         return len(self._hosts)
+
+    @property
+    def shown_count(self) -> int:
+        """How many hosts the filter lets through."""
+        return len(self._order)
+
+    @property
+    def shown_online(self) -> int:
+        """How many of the shown hosts are online (no pass over the hosts: kept per update)."""
+        return self._online
 
     @property
     def updates_applied(self) -> int:
@@ -257,6 +269,8 @@ class HostGrid(ScrollView, can_focus=True):
             self._updates_applied += 1
             if old is None or (not reorder and self._moves(old, host)):
                 reorder = True
+            elif not reorder and old.online != host.online and host.id in self._index:
+                self._online += 1 if host.online else -1
             self._cache.pop(host.id, None)
             if not reorder and host.id in self._index:
                 self._refresh_row(self._index[host.id])
@@ -349,6 +363,7 @@ class HostGrid(ScrollView, can_focus=True):
         ids.sort(key=lambda h: fv.sort_key(self._sort, self._hosts[h], metas[h]))
         self._order = ids
         self._index = {h: i for i, h in enumerate(ids)}
+        self._online = sum(1 for h in ids if self._hosts[h].online)
         self._cache.clear()
         self.virtual_size = Size(self.size.width, len(ids) + 1)
         if current is not None and current in self._index:
@@ -392,7 +407,10 @@ class HostGrid(ScrollView, can_focus=True):
             self.scroll_to(y=self._cursor - rows_visible + 1, animate=False, immediate=True)
 
     def _refresh_row(self, row: int) -> None:
-        self.refresh_line(row + 1)
+        """Repaint a row if it is on screen (an off-screen row is rendered when scrolled to)."""
+        top = int(self.scroll_offset.y)
+        if top <= row < top + self.scrollable_content_region.height:
+            self.refresh_line(row + 1)
 
     def action_cursor(self, delta: int) -> None:
         self._set_cursor(self._cursor + delta)
