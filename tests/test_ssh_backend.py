@@ -444,6 +444,8 @@ async def test_auto_with_preview_before_merge_stops_on_a_host_that_does_not_buil
     # Another round for the same head: the cached result still blocks, without building or notifying again.
     lines = await auto_once()
     assert ok.builds == 1 and broken.builds == 1 and sim.github.default_branch_head()[0] == base
+    assert any(line["event"] == "decision" and line["state"] == "blocked" and "does not build on broken" in line["text"]
+               for line in lines), lines  # decided from the cache, before any merge step
     assert not [line for line in lines if line["event"] == "notify" and "does not build" in line["title"]]
     # Fixed (a new head would be built anew; here the cached failure is dropped): the merge goes ahead.
     broken.clear("fail-build")

@@ -99,15 +99,17 @@ class PreviewCache:
         return f"{host}@{sha}"
 
     def get(self, host: str, sha: str) -> HostPreview | None:
-        row = self._read().get(self._key(host, sha))
-        try:
-            return preview_from_json(row) if isinstance(row, dict) else None
-        except (KeyError, TypeError, ValueError):
-            return None
+        return self.for_head(sha, [host]).get(host)
 
     def for_head(self, sha: str, hosts: Iterable[str]) -> dict[str, HostPreview]:
-        """The cached previews of ``sha`` for those of ``hosts`` that have one."""
-        return {h: p for h in hosts if (p := self.get(h, sha)) is not None}
+        """The cached previews of ``sha`` for those of ``hosts`` that have one (an unreadable row: none)."""
+        data, out = self._read(), {}
+        for host in hosts:
+            row = data.get(self._key(host, sha))
+            with suppress(KeyError, TypeError, ValueError):
+                if isinstance(row, dict):
+                    out[host] = preview_from_json(row)
+        return out
 
     def put(self, sha: str, previews: Iterable[HostPreview]) -> None:
         keep = [p for p in previews if p.ok or p.build_failed]
