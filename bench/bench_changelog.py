@@ -10,7 +10,7 @@ import random
 import sys
 import time
 
-from nfu_tui.core.changelog import build_changelog
+from nfu_tui.domain.changelog import build_changelog
 
 
 def make_commits(n: int, seed: int = 1) -> list[tuple[str, str]]:

@@ -15,8 +15,8 @@ import json
 import random
 import time
 
-from nfu_tui.core.fleet import FleetModel
-from nfu_tui.core.sanitize import sanitize_line
+from nfu_tui.clients.fleet import FleetModel
+from nfu_tui.sanitize import sanitize_line
 
 
 def init_message(hosts: int) -> dict:

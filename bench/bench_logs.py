@@ -25,7 +25,7 @@ import time
 import tracemalloc
 
 from nfu_tui.clients._dashboard_protocol import parse_ws_message
-from nfu_tui.core.fleet import FleetModel
+from nfu_tui.clients.fleet import FleetModel
 
 _PKGS = ["openssl-3.0.15", "glibc-2.40-36", "systemd-256.8", "linux-6.12.4", "python3-3.12.8", "nginx-1.26.2",
          "firefox-133.0", "mesa-24.2.8", "rustc-1.83.0", "gcc-14.2.0", "curl-8.11.0", "postgresql-16.6"]

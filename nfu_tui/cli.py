@@ -65,7 +65,7 @@ def _tui_args(argv: list[str]) -> argparse.Namespace | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nfu_tui.core.sanitize import RedactingStream, install_log_redaction
+    from nfu_tui.sanitize import RedactingStream, install_log_redaction
 
     install_log_redaction()
     argv = sys.argv[1:] if argv is None else argv

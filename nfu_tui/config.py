@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from nfu_tui.core.sanitize import add_secret
 from nfu_tui.errors import ConfigError
+from nfu_tui.sanitize import add_secret
 
 REPO_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 
@@ -132,7 +132,7 @@ class AutomationConfig(_Section):
     @field_validator("maintenance_windows")
     @classmethod
     def _windows(cls, v: list[str]) -> list[str]:
-        from nfu_tui.core.windows import parse_window
+        from nfu_tui.domain.windows import parse_window
 
         errors = []
         for i, spec in enumerate(v):

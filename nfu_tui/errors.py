@@ -1,7 +1,7 @@
 """Typed errors of nfu-tui.
 
 Every error carries a short ``title`` and a human ``message`` that is safe to show:
-both (and the ``hint``) pass :func:`nfu_tui.core.sanitize.sanitize_text` when the
+both (and the ``hint``) pass :func:`nfu_tui.sanitize.sanitize_text` when the
 error is made, so a server's error body that echoes a token, password or cookie, or
 holds invalid UTF-8 or escape sequences, is redacted and made valid here, once.
 Clients map transport/protocol failures to these at their edge; the UI and the CLI
@@ -10,7 +10,7 @@ never see httpx or websockets exceptions.
 
 from __future__ import annotations
 
-from nfu_tui.core.sanitize import sanitize_text
+from nfu_tui.sanitize import sanitize_text
 
 
 class NfuError(Exception):

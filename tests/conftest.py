@@ -32,7 +32,7 @@ def _isolated_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def _forget_secrets() -> object:
     """Secrets registered for redaction by one test do not mask text in the next."""
-    from nfu_tui.core.sanitize import redactor
+    from nfu_tui.sanitize import redactor
 
     yield
     redactor.clear()

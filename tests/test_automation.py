@@ -32,7 +32,7 @@ from nfu_tui.core.engine import HostFinished, Outcome, RunFinished, Timeouts
 from nfu_tui.core.service import FleetService, ServiceEvent
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import DeployLock, Store
-from nfu_tui.core.windows import WindowSet
+from nfu_tui.domain.windows import WindowSet
 from nfu_tui.models import CIStatus, CIVerdict, UpdatePR
 from nfu_tui.sim.github import WEB
 from nfu_tui.sim.scenario import HostSpec, PRSpec

@@ -21,7 +21,7 @@ from nfu_tui.clients import dashboard as dashboard_mod
 from nfu_tui.clients import github as github_mod
 from nfu_tui.clients.dashboard import DashboardClient
 from nfu_tui.clients.github import GitHubClient
-from nfu_tui.core.flakelock import MAX_LOCK_BYTES, parse_lock
+from nfu_tui.domain.flakelock import MAX_LOCK_BYTES, parse_lock
 from nfu_tui.errors import DashboardError, GitHubError, LockFileError
 
 

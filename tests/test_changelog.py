@@ -1,4 +1,4 @@
-"""Unit tests of the nixpkgs package changelog (nfu_tui.core.changelog)."""
+"""Unit tests of the nixpkgs package changelog (nfu_tui.domain.changelog)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from nfu_tui.core.changelog import Category, build_changelog, classify_subject, security_ids
+from nfu_tui.domain.changelog import Category, build_changelog, classify_subject, security_ids
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ from pydantic import SecretStr
 from websockets.asyncio.server import ServerConnection, serve
 
 from nfu_tui.clients.dashboard import Connected, DashboardClient, Disconnected, Message
-from nfu_tui.core.fleet import ChangeKind, FleetModel
-from nfu_tui.core.totp import totp, verify
+from nfu_tui.clients.fleet import ChangeKind, FleetModel
+from nfu_tui.domain.totp import totp, verify
 from nfu_tui.errors import (
     CsrfRejected,
     DashboardError,
@@ -780,3 +780,25 @@ async def test_aclose_stops_a_running_stream(rest: FakeRest) -> None:
 
 async def test_request_state_without_connection(client: DashboardClient) -> None:
     assert await client.request_state() is False
+
+
+def test_the_app_never_calls_the_pipeline_endpoint_nor_sends_timeout_action_wait() -> None:
+    """On the real 3.1.5 dashboard ``POST /api/dispatch/pipeline`` crashes it, and ``wait`` on a leftover
+    BLOCKED command resurrects it as EXECUTING (../shared/real-nixfleet/README.md): no code path may do either."""
+    import re
+    from pathlib import Path
+
+    import nfu_tui
+
+    root = Path(nfu_tui.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        if path.parts[-2] == "sim":  # the simulator serves these endpoints
+            continue
+        text = path.read_text()
+        if "dispatch/pipeline" in text:
+            offenders.append(f"{path.name}: dispatch/pipeline")
+        for call in re.findall(r"timeout_action\(([^)]*)\)", text):
+            if "wait" in call or not re.search(r"""["'](ignore|kill)["']|action: str""", call):
+                offenders.append(f"{path.name}: timeout_action({call})")
+    assert offenders == []

@@ -33,6 +33,7 @@ from nfu_tui.clients._dashboard_protocol import (
     SyncAction,
 )
 from nfu_tui.clients.dashboard import DashboardClient
+from nfu_tui.clients.fleet import FleetModel
 from nfu_tui.config import Config
 from nfu_tui.core.engine import (
     CancelRequested,
@@ -43,7 +44,6 @@ from nfu_tui.core.engine import (
     RunStatus,
     Timeouts,
 )
-from nfu_tui.core.fleet import FleetModel
 from nfu_tui.core.live import LiveFleet
 from nfu_tui.core.plan import make_plan
 from nfu_tui.core.store import DeployLock, Store
@@ -827,6 +827,9 @@ class Stage:
 
     async def command_states(self) -> dict[str, Command]:
         return dict(self.states)
+
+    async def output(self, host: str, lines: int = 500, *, bare: bool = False) -> list[str]:
+        return []  # the stage streams every line it scripts: nothing to backfill
 
     def lifecycle(self, cid: str, hid: str, op: str, *, until: str = "SUCCESS") -> list[dict]:
         """The sync messages of one op (§4.7 A/B), stopping at the status ``until``."""

@@ -16,8 +16,8 @@ import pytest
 import pytest_asyncio
 
 from nfu_tui.clients.dashboard import Connected, DashboardClient, Disconnected, Message
-from nfu_tui.core.fleet import ChangeKind, FleetModel
-from nfu_tui.core.totp import totp
+from nfu_tui.clients.fleet import ChangeKind, FleetModel
+from nfu_tui.domain.totp import totp
 from nfu_tui.errors import DashboardError, LoginFailed
 from nfu_tui.models import CompartmentState
 from nfu_tui.sim.agents import DesiredState

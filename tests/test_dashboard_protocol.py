@@ -7,6 +7,7 @@ import json
 import pytest
 
 from nfu_tui.clients import _dashboard_protocol as p
+from nfu_tui.domain import timeparse
 from nfu_tui.errors import CsrfRejected, DashboardError, DashboardUnavailable, LoginFailed, SessionExpired
 from nfu_tui.models import UNKNOWN_CHECK, CompartmentState
 
@@ -53,15 +54,15 @@ INIT_HOST = {
     ],
 )
 def test_normalize_time(raw: object, expected: str) -> None:
-    assert p.normalize_time(raw) == expected
+    assert timeparse.normalize_time(raw) == expected
 
 
 def test_parse_time_is_aware_utc() -> None:
-    parsed = p.parse_time("2025-12-28T14:30:05.123456789+02:00")
+    parsed = timeparse.parse_time("2025-12-28T14:30:05.123456789+02:00")
     assert parsed is not None and parsed.utcoffset().total_seconds() == 0
     assert (parsed.hour, parsed.microsecond) == (12, 123456)
-    assert p.parse_time("0001-01-01T00:00:00Z") is None
-    assert p.parse_time(12345) is None
+    assert timeparse.parse_time("0001-01-01T00:00:00Z") is None
+    assert timeparse.parse_time(12345) is None
 
 
 # ------------------------------------------------------------------------ hosts
@@ -386,6 +387,12 @@ def test_parse_command_states() -> None:
         {"states": {"hsb1": {"id": "c1", "host_id": "hsb1", "op": "pull", "status": "BLOCKED"}, "bad": {"x": 1}}}
     )
     assert list(states) == ["hsb1"] and states["hsb1"].terminal
+
+
+def test_parse_output_bare_drops_the_log_decoration() -> None:
+    body = (b"# Command: \n# Host: web1\n# Started: 2025-12-28T15:30:00Z\n\n[14:30:05] a\tb\n"
+            b"[14:30:06] [ERR] error: x\n[14:30:07] \n# Exit code: 1\n")
+    assert p.parse_output(body, bare=True) == ["a       b", "error: x", ""]  # tabs expand as on the stream
 
 
 def test_parse_output_sanitizes() -> None:

@@ -32,6 +32,9 @@ QUICK = {"speed": 400.0, "heartbeat_seconds": 0.05}
 TWO = scenario(HostSpec("a1", "desktop"), HostSpec("a2", "desktop"), **QUICK)
 FAILING = scenario(HostSpec("a1", "desktop"), HostSpec("a2", "desktop", faults={"switch_fails"}),
                    HostSpec("a3", "desktop"), **QUICK)
+# a2's last line reaches the stream a second after its switch's final delta (stored at once).
+LATE_TAIL = scenario(HostSpec("a1", "desktop"), HostSpec("a2", "desktop", faults={"switch_fails", "late_output"}),
+                     **QUICK)
 # Real processes need a second host slow enough to be interrupted mid-switch.
 SLOW_SECOND = scenario(HostSpec("a1", "desktop"), HostSpec("a2", "desktop", faults={"slow"}), HostSpec("a3", "desktop"),
                       speed=200.0, heartbeat_seconds=0.1)
@@ -115,6 +118,17 @@ def test_host_failure_exits_1_with_its_last_lines(sim_thread: Any, tmp_path: Pat
     assert "         | error: 1 dependencies of derivation" in out
     assert "a3: skipped — not started: deploy stopped after a2 failed" in out
     assert ("a3", "pull") not in ops(sim)
+
+
+@pytest.mark.parametrize("sim_thread", [LATE_TAIL], indirect=True)
+def test_failure_excerpt_backfills_the_tail_the_stream_missed(sim_thread: Any, tmp_path: Path, capsys: Any) -> None:
+    sim = sim_thread.sim
+    code, out, _ = run_cli(capsys, "--config", write_config(sim, tmp_path), "deploy", "--pr", "42", "--yes")
+    assert code == 1
+    assert re.search(r"^\d\d:\d\d:\d\d a2: failed \(switch\)", out, re.M), out
+    excerpt = out.split("a2: failed (switch)", 1)[1].split("PR #42:", 1)[0]
+    assert excerpt.count("| ❌ Switch failed (exit code 1)") == 1, excerpt  # read from /output, once
+    assert "| error: 1 dependencies of derivation" in excerpt
 
 
 @pytest.mark.parametrize("sim_thread", [TWO], indirect=True)

@@ -436,6 +436,9 @@ class FakePorts:
         lines = self.scripts.get(host_id, Script()).lines
         return [f"{command_id}: {line}" for line in lines] if command_id else list(lines)
 
+    async def settle_output(self, host_id: str, command_id: str) -> None:
+        return None  # the scripted output is complete
+
     def command(self, command_id: str) -> Command | None:
         return self.commands.get(command_id)
 

@@ -1,4 +1,4 @@
-"""Unit tests of nfu_tui.core.flakelock with small lock files written here."""
+"""Unit tests of nfu_tui.domain.flakelock with small lock files written here."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from nfu_tui.core.flakelock import (
+from nfu_tui.domain.flakelock import (
     ChangeKind,
     Follows,
     LockChange,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nfu_tui.core.flakelock import (
+from nfu_tui.domain.flakelock import (
     ChangeKind,
     compare_targets,
     diff,

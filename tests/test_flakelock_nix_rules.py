@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from nfu_tui.core.flakelock import (
+from nfu_tui.domain.flakelock import (
     ChangeKind,
     LockedRef,
     Style,

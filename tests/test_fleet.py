@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from nfu_tui.clients._dashboard_protocol import Connected, Disconnected, Message
-from nfu_tui.core.fleet import ChangeKind, FleetChange, FleetModel, OutputLine
+from nfu_tui.clients.fleet import ChangeKind, FleetChange, FleetModel, OutputLine
 from nfu_tui.models import UNKNOWN_CHECK, CompartmentState
 
 
@@ -428,3 +428,14 @@ def test_applying_the_same_snapshot_twice_is_idempotent() -> None:
     m2.apply(copy.deepcopy(msg))
     s1, s2 = m1.snapshot(), m2.snapshot()
     assert (dict(s1.hosts), dict(s1.commands), s1.events) == (dict(s2.hosts), dict(s2.commands), s2.events)
+
+
+def test_missing_tail_is_what_follows_the_streamed_lines_in_the_stored_output() -> None:
+    from nfu_tui.core.live import missing_tail
+
+    stored = ["old", "b", "c", "a", "b", "c", "error: x", "error: y"]
+    assert missing_tail(["a", "b", "c"], stored) == ["error: x", "error: y"]  # the last occurrence anchors
+    assert missing_tail(["a", "b", "c", "error: x", "error: y"], stored) == []  # nothing missed
+    assert missing_tail([], stored) == []  # no anchor: nothing can be attributed
+    assert missing_tail(["z"], stored) == []  # not in the stored output (e.g. a newer log file)
+    assert missing_tail(["y", "c"], ["c"]) == []

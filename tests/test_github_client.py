@@ -17,7 +17,7 @@ from nfu_tui.clients._github_protocol import Comparison as Cmp
 from nfu_tui.clients._github_protocol import pr_from_json
 from nfu_tui.clients.cache import CachedResponse, DiskCache, ETagCache
 from nfu_tui.clients.github import GitHubClient, PRExplanation, nixpkgs_headline
-from nfu_tui.core import flakelock
+from nfu_tui.domain import flakelock
 from nfu_tui.errors import (
     ConfigError,
     GitHubAuthError,

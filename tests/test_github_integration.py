@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from nfu_tui.clients.github import GitHubClient
-from nfu_tui.core import flakelock
+from nfu_tui.domain import flakelock
 from nfu_tui.errors import (
     GitHubAuthError,
     GitHubForbidden,

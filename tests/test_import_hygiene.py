@@ -1,4 +1,10 @@
-"""The core never imports Textual or Rich: import it in a fresh interpreter and look."""
+"""Import hygiene: the core never imports Textual or Rich, and the layers run one way.
+
+The Textual check imports the core in a fresh interpreter and looks; the layers check runs
+import-linter's contracts from pyproject.toml (``[tool.importlinter]``: the ``layers`` contract and the
+simulator's ``forbidden`` one), which read every import statement, lazy ones inside functions included;
+the first-frame check keeps the TUI's start-up path free of pydantic and the HTTP stacks.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from pathlib import Path
 import nfu_tui
 
 PACKAGE = Path(nfu_tui.__file__).parent
+REPO = PACKAGE.parent
 
 
 def core_modules() -> list[str]:
@@ -27,6 +34,9 @@ def test_core_does_not_import_textual_or_rich() -> None:
     assert "nfu_tui.config" in mods and "nfu_tui.models" in mods
     code = (
         "import importlib, sys\n"
+        # httpx's optional command-line client (httpx._main) imports rich whenever click is installed
+        # (import-linter brings click); httpx falls back cleanly without it. Not ours, so keep it out.
+        "sys.modules['httpx._main'] = None\n"
         f"for m in {mods!r}:\n"
         "    importlib.import_module(m)\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich'))\n"
@@ -34,6 +44,13 @@ def test_core_does_not_import_textual_or_rich() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"core imported: {out.stdout.strip()}"
+
+
+def test_layers_run_one_way() -> None:
+    code = "import sys\nfrom importlinter.cli import lint_imports\nsys.exit(lint_imports(no_cache=True, no_logo=True))\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert "Contracts: 2 kept, 0 broken." in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_the_first_frame_needs_neither_pydantic_nor_the_http_stacks() -> None:

@@ -173,7 +173,7 @@ def test_the_json_log_of_auto_redacts_every_field() -> None:
     import io
 
     from nfu_tui.commands.auto import JsonLog
-    from nfu_tui.core.sanitize import redactor
+    from nfu_tui.sanitize import redactor
 
     redactor.add(TOKEN)
     out = io.StringIO()
@@ -188,7 +188,7 @@ def test_the_json_log_of_auto_redacts_every_field() -> None:
 def test_log_records_are_redacted_when_made(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from nfu_tui.core.sanitize import install_log_redaction, redactor
+    from nfu_tui.sanitize import install_log_redaction, redactor
 
     factory = logging.getLogRecordFactory()
     try:
@@ -204,8 +204,8 @@ def test_log_records_are_redacted_when_made(caplog: pytest.LogCaptureFixture) ->
 
 async def test_tui_toasts_pass_the_redaction_boundary(sim: Any, tmp_path: Path) -> None:
     from nfu_tui.config import load_config, resolve_secrets
-    from nfu_tui.core.sanitize import redactor
     from nfu_tui.core.service import FleetService
+    from nfu_tui.sanitize import redactor
     from nfu_tui.ui.app import NfuApp
 
     cfg = load_config(sim.write_config(tmp_path / "cfg"))

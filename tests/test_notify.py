@@ -229,7 +229,7 @@ def test_retry_delay_doubles_up_to_an_hour_with_jitter() -> None:
 
 
 async def test_title_and_body_pass_the_redaction_boundary(server: Recorder) -> None:
-    from nfu_tui.core.sanitize import redactor
+    from nfu_tui.sanitize import redactor
 
     redactor.add("Fleet pw/ä+5:Zq9")
     notifier = WebhookNotifier(f"{server.base}/alerts")
@@ -264,7 +264,7 @@ def test_a_cancelled_run_names_its_left_hosts_once_per_reason() -> None:
 def test_the_outbox_stores_notifications_past_the_redaction_boundary(tmp_path) -> None:
     """The outbox is part of the journal: what it writes is valid text without secrets, like every other
     row (a lone surrogate made the write raise; a token in a message was stored as is)."""
-    from nfu_tui.core.sanitize import redactor
+    from nfu_tui.sanitize import redactor
 
     token = "ghp_" + "Qx7" * 12
     redactor.add(token)

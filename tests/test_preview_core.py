@@ -7,7 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from nfu_tui.backends.ssh import BUILD_FAILED, HostPreview, PackageChange
-from nfu_tui.core.changelog import build_changelog
+from nfu_tui.domain.changelog import build_changelog
 from nfu_tui.core.preview import PreviewCache, failed_builds, preview_pr, security_ids_by_package, with_security
 
 CHANGES = (PackageChange("curl", "8.10 → 8.11", 10.0), PackageChange("openssl", "3.4.0 → 3.4.1", -2.0))

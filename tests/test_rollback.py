@@ -287,6 +287,9 @@ class Ports:
     def output_lines(self, host_id: str, command_id: str | None = None) -> list[str]:
         return ["\x1b[31merror:\x1b[0m rollback failed"]
 
+    async def settle_output(self, host_id: str, command_id: str) -> None:
+        pass  # the canned output above is complete
+
     async def wait_for_command(self, command_id: str, timeout: float) -> Command:
         if command_id in self.commands and self.commands[command_id].terminal:
             return self.commands[command_id]

@@ -1,10 +1,10 @@
-"""Hostile log lines become inert display text (nfu_tui.core.sanitize)."""
+"""Hostile log lines become inert display text (nfu_tui.sanitize)."""
 
 from __future__ import annotations
 
 import pytest
 
-from nfu_tui.core.sanitize import DEFAULT_MAX_LEN, sanitize_line
+from nfu_tui.sanitize import DEFAULT_MAX_LEN, sanitize_line
 
 ESC = "\x1b"
 
@@ -123,7 +123,7 @@ from urllib.parse import quote, quote_plus  # noqa: E402
 from hypothesis import example, given, note  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from nfu_tui.core.sanitize import redactor, sanitize_data, sanitize_text  # noqa: E402
+from nfu_tui.sanitize import redactor, sanitize_data, sanitize_text  # noqa: E402
 
 TOKEN = "ghp_" + "Zx81" * 9
 PASSWORD = "Fleet pw/ä+5:Zq9"

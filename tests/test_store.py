@@ -443,7 +443,7 @@ def test_abandon_run_closes_and_audits(tmp_path) -> None:
 
 
 def test_hostile_text_is_journaled_valid_redacted_and_inert(store: Store) -> None:
-    from nfu_tui.core.sanitize import redactor
+    from nfu_tui.sanitize import redactor
 
     token = "ghp_" + "Q7" * 18
     redactor.add(token)

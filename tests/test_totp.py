@@ -1,4 +1,4 @@
-"""RFC 6238 TOTP (nfu_tui.core.totp) against the RFC's own test vectors."""
+"""RFC 6238 TOTP (nfu_tui.domain.totp) against the RFC's own test vectors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from nfu_tui.core import totp as t
+from nfu_tui.domain import totp as t
 
 # RFC 6238 Appendix B: SHA-1 seed "12345678901234567890", 8 digits.
 RFC_SECRET = base64.b32encode(b"12345678901234567890").decode()

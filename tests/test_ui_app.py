@@ -21,7 +21,7 @@ from nfu_tui.core.plan import DeployPlan, PlanEntry
 from nfu_tui.core.service import FleetService
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import Store
-from nfu_tui.core.totp import totp
+from nfu_tui.domain.totp import totp
 from nfu_tui.sim.runner import SimulatorThread
 from nfu_tui.sim.testing import fast_scenario
 from nfu_tui.ui import fleetview as fv

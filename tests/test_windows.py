@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from nfu_tui.core.windows import MaintenanceWindow, WindowSet, local_zone, parse_window
+from nfu_tui.domain.windows import MaintenanceWindow, WindowSet, local_zone, parse_window
 
 UTC = timezone.utc
 VIENNA = ZoneInfo("Europe/Vienna")

@@ -2,7 +2,7 @@
 
 :class:`SshFleet` stands where the NixFleet :class:`~nfu_tui.clients.dashboard.DashboardClient`
 stands: :class:`~nfu_tui.core.live.LiveFleet` follows it into a
-:class:`~nfu_tui.core.fleet.FleetModel` (``follow``), and the deploy engine, the
+:class:`~nfu_tui.clients.fleet.FleetModel` (``follow``), and the deploy engine, the
 rollback manager and the service dispatch operations through it (``dispatch``,
 ``timeout_action``, ``command_states``). It speaks the model's own message shapes
 (``init`` then numbered ``delta`` s), so everything above it works unchanged.
@@ -50,10 +50,10 @@ from typing import Any
 import asyncssh
 
 from nfu_tui.clients._dashboard_protocol import Connected, DispatchResult, Message
-from nfu_tui.core.fleet import FleetChange, FleetModel, FleetSnapshot
-from nfu_tui.core.sanitize import sanitize_line
+from nfu_tui.clients.fleet import FleetChange, FleetModel, FleetSnapshot
 from nfu_tui.errors import DashboardError
 from nfu_tui.models import Command
+from nfu_tui.sanitize import sanitize_line
 
 log = logging.getLogger(__name__)
 

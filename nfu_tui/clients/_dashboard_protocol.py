@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from nfu_tui.core.sanitize import sanitize_line
+from nfu_tui.domain.timeparse import normalize_time, parse_time
 from nfu_tui.errors import (
     CsrfRejected,
     DashboardError,
@@ -29,6 +29,7 @@ from nfu_tui.errors import (
     SessionExpired,
 )
 from nfu_tui.models import UNKNOWN_CHECK, Command, Host, StatusCheck
+from nfu_tui.sanitize import sanitize_line
 
 SESSION_COOKIE = "nixfleet_session"
 GET_STATE = '{"type":"get_state"}'
@@ -119,57 +120,6 @@ class Message:
 
 
 StreamEvent = Connected | Disconnected | Message
-
-# ---------------------------------------------------------------------------- times
-
-_ZERO_TIME_PREFIX = "0001-01-01"
-_FRACTION = re.compile(r"(\.\d{6})\d+")
-_CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
-# Go's time.Time.String(): "2025-12-28 15:30:05.123456789 +0100 CET m=+0.5" (a DB column may hold it)
-_GO_STRING_TIME = re.compile(
-    r"(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d(?:\.\d+)?) ([+-]\d\d)(\d\d)(?: [A-Za-z][\w+-]*)?(?: m=[+-][\d.]+)?"
-)
-
-
-def parse_time(value: Any) -> datetime | None:
-    """Parse any of the dashboard's time formats (§1.3) to an aware UTC datetime.
-
-    RFC 3339 with or without fraction (nanoseconds are cut to microseconds), any
-    offset, ``Z``, a space instead of ``T``, Go's ``time.Time.String()`` form; naive
-    values are taken as UTC. ``""``, ``null``, Go's zero time and garbage give ``None``.
-    """
-    if not isinstance(value, str) or not value or value.startswith(_ZERO_TIME_PREFIX):
-        return None
-    text = value.strip()
-    go = _GO_STRING_TIME.fullmatch(text)
-    if go is not None:
-        text = f"{go[1]}T{go[2]}{go[3]}:{go[4]}"
-    text = _FRACTION.sub(r"\1", text)
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
-
-
-def normalize_time(value: Any) -> str:
-    """A dashboard time as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC, seconds) or ``""`` when unset.
-
-    Unparseable non-empty strings are kept verbatim rather than lost.
-    """
-    if _CANONICAL_TIME.fullmatch(value if isinstance(value, str) else "") and not value.startswith(_ZERO_TIME_PREFIX):
-        return value  # fast path: the heartbeat format is already canonical
-    parsed = parse_time(value)
-    if parsed is not None:
-        return parsed.strftime("%Y-%m-%dT%H:%M:%SZ")
-    if isinstance(value, str) and value and not value.startswith(_ZERO_TIME_PREFIX):
-        return value
-    return ""
-
 
 # ----------------------------------------------------------------- normalisation
 
@@ -599,14 +549,24 @@ def parse_command_response(host: str, status: int, content_type: str, location: 
     raise DashboardError(f"POST {path}: unexpected HTTP {status}.", status=status)
 
 
-def parse_output(body: bytes, *, max_len: int = 4000) -> list[str]:
-    """``GET /api/hosts/{id}/output`` text → sanitized lines (empty body → [])."""
+_LOG_STAMP = re.compile(r"\[\d\d:\d\d:\d\d\] (?:\[ERR\] )?")
+
+
+def parse_output(body: bytes, *, max_len: int = 4000, bare: bool = False) -> list[str]:
+    """``GET /api/hosts/{id}/output`` text → sanitized lines (empty body → []).
+
+    ``bare``: only the output lines as the agent sent them — the log file's ``# ...``
+    header/footer dropped, the ``[HH:MM:SS] `` (and ``[ERR] ``) prefix removed before
+    sanitizing, so they compare equal to the same lines from ``command_output`` (§3.9).
+    """
     if not body:
         return []
     # Split on \n only: a \r inside a line is a progress overprint, not a line break.
     lines = body.decode("utf-8", "replace").split("\n")
     if lines[-1] == "":
         lines.pop()
+    if bare:
+        lines = [line[m.end():] for line in lines if (m := _LOG_STAMP.match(line))]
     return [sanitize_line(line, max_len=max_len) for line in lines]
 
 

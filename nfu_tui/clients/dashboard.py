@@ -25,7 +25,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from nfu_tui import __version__
-from nfu_tui.clients._limits import body_cap
 from nfu_tui.clients._dashboard_protocol import (
     GET_STATE,
     SAFE_METHODS,
@@ -51,9 +50,9 @@ from nfu_tui.clients._dashboard_protocol import (
     session_cookie,
     session_refused,
 )
-from nfu_tui.core.fleet import FleetChange, FleetModel, FleetSnapshot
-from nfu_tui.core.sanitize import add_secret
-from nfu_tui.core.totp import totp as totp_code_for
+from nfu_tui.clients._limits import body_cap
+from nfu_tui.clients.fleet import FleetChange, FleetModel, FleetSnapshot
+from nfu_tui.domain.totp import totp as totp_code_for
 from nfu_tui.errors import (
     CsrfRejected,
     DashboardError,
@@ -62,6 +61,7 @@ from nfu_tui.errors import (
     SessionExpired,
 )
 from nfu_tui.models import Command, Host, StatusCheck
+from nfu_tui.sanitize import add_secret
 
 __all__ = ["DashboardClient", "Connected", "Disconnected", "Message", "StreamEvent", "DispatchResult"]
 
@@ -445,12 +445,13 @@ class DashboardClient:
             body["minutes"] = minutes
         await self._json("POST", self._host_path(host, "timeout-action"), json=body)
 
-    async def output(self, host: str, lines: int = 500) -> list[str]:
-        """``GET /api/hosts/{id}/output?lines=N``: recent raw output of the host, sanitized."""
+    async def output(self, host: str, lines: int = 500, *, bare: bool = False) -> list[str]:
+        """``GET /api/hosts/{id}/output?lines=N``: recent raw output of the host, sanitized
+        (``bare``: only the output lines, without the log file's header and time stamps)."""
         path = self._host_path(host, "output")
         response = await self._request("GET", path, params={"lines": lines})
         self._check("GET", path, response)
-        return parse_output(response.content)
+        return parse_output(response.content, bare=bare)
 
     async def events(self, limit: int = 100, host: str | None = None) -> list[dict[str, Any]]:
         """``GET /api/events`` (or a host's events), newest first."""

@@ -31,11 +31,10 @@ from nfu_tui.clients import _github_protocol as proto
 from nfu_tui.clients._github_protocol import CommitInfo, Comparison, DetectionRule
 from nfu_tui.clients._limits import body_cap
 from nfu_tui.clients.cache import CachedResponse, DiskCache, ETagCache
-from nfu_tui.core import changelog as changelog_mod
-from nfu_tui.core import flakelock
-from nfu_tui.core.changelog import Changelog
-from nfu_tui.core.flakelock import CompareTarget, LockChange, LockedRef, LockFile
-from nfu_tui.core.sanitize import add_secret
+from nfu_tui.domain import changelog as changelog_mod
+from nfu_tui.domain import flakelock
+from nfu_tui.domain.changelog import Changelog
+from nfu_tui.domain.flakelock import CompareTarget, LockChange, LockedRef, LockFile
 from nfu_tui.errors import (
     ConfigError,
     GitHubError,
@@ -47,6 +46,7 @@ from nfu_tui.errors import (
     NotMergeable,
 )
 from nfu_tui.models import CIStatus, RateBudget, UpdatePR
+from nfu_tui.sanitize import add_secret
 
 __all__ = [
     "CommitInfo",

@@ -124,7 +124,7 @@ class JsonLog:
         import time
         from datetime import datetime, timezone
 
-        from nfu_tui.core.sanitize import sanitize_data
+        from nfu_tui.sanitize import sanitize_data
 
         self.last_at = time.monotonic()
         record = {"ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "level": level,

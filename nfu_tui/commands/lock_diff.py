@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from nfu_tui.core import flakelock
+    from nfu_tui.domain import flakelock
     from nfu_tui.errors import LockFileError
     from nfu_tui.paths import FileTooLarge, read_bounded
 

@@ -62,8 +62,8 @@ async def _preview(cfg, secrets, number: int, hosts: list[str], *, as_json: bool
     from nfu_tui.backends.ssh import SshFleet
     from nfu_tui.clients.factory import github_client
     from nfu_tui.core.preview import PreviewCache, preview_pr, report_json, report_lines
-    from nfu_tui.core.sanitize import sanitize_line
     from nfu_tui.errors import GitHubNotFound, NfuError
+    from nfu_tui.sanitize import sanitize_line
 
     async with github_client(cfg, secrets) as github:
         try:

@@ -181,7 +181,7 @@ GLYPH = {"ok": "✓", "outdated": "↑", "error": "✗", "working": "⟳", "unkn
 
 
 def _print_text(report: dict) -> None:
-    from nfu_tui.core.sanitize import sanitize_line
+    from nfu_tui.sanitize import sanitize_line
 
     hosts = report["hosts"]
     online = sum(1 for h in hosts if h["online"])

@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from nfu_tui.config import AutomationConfig
-from nfu_tui.core.windows import WindowSet
+from nfu_tui.domain.windows import WindowSet
 from nfu_tui.models import CIVerdict, Notification, UpdatePR
 
 log = logging.getLogger(__name__)

@@ -102,11 +102,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, ContextManager, Iterable, Mapping, Protocol, Sequence
 
-from nfu_tui.clients._dashboard_protocol import parse_time
 from nfu_tui.config import Config
 from nfu_tui.core.plan import DeployPlan, PlanEntry
-from nfu_tui.core.sanitize import sanitize_line
 from nfu_tui.core.store import DeployLock
+from nfu_tui.domain.timeparse import parse_time
 from nfu_tui.errors import (
     DashboardError,
     GitHubError,
@@ -116,6 +115,7 @@ from nfu_tui.errors import (
     StateError,
 )
 from nfu_tui.models import CIStatus, CIVerdict, Command, CompartmentState, Host, Notification, UpdatePR
+from nfu_tui.sanitize import sanitize_line
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,9 @@ class FleetView(Protocol):
 
     def output_lines(self, host_id: str, command_id: str | None = None) -> list[str]:
         """A host's output lines; only those of ``command_id`` when given."""
+
+    async def settle_output(self, host_id: str, command_id: str) -> None:
+        """Add the end of a finished command's output that the stream missed (from the dashboard's log)."""
 
 
 class GitHubPort(Protocol):
@@ -1758,10 +1761,14 @@ class DeployEngine:
             await self._emit(HostProgress(run_id=r.run_id, host=host, phase="pull", message="following the interrupted pull"))
         ev = await self._await_command(r, host, "pull", command_id, known=known, gen_before=gen_before)
         if not ev.ok:
+            await self.fleet.settle_output(host, command_id)
             return self._from_evidence(r, host, "pull", ev)
-        if ev.status == "PARTIAL" and not reached_target(self.fleet.host(host), r.merge_sha, gen_before):
+        gen = (self.fleet.host(host) or Host(id=host)).generation or "(unknown)"
+        moved = bool(gen_before) and gen not in ("(unknown)", gen_before)
+        if ev.status == "PARTIAL" and not moved and not reached_target(self.fleet.host(host), r.merge_sha, gen_before):
             # "Lock status not ok after pull" is fine while version.json lags, not when the host did not get there.
-            gen = (self.fleet.host(host) or Host(id=host)).generation or "(unknown)"
+            # A generation that moved but is not the merge commit is a mirror's (the real harness): whether it is
+            # the merge is proven after the switch, once version.json caught up (verification).
             return self._failed(r, host, "pull", f"pull {ev.detail}, and the host's generation {gen} is not the "
                                                  f"merge commit {r.merge_sha[:7]}", reached=False)
         self.store.record(r.run_id, "pull_done", host=host, detail=ev.detail)
@@ -1788,6 +1795,7 @@ class DeployEngine:
                              had_tests: bool) -> HostOutcome:
         ev = await self._await_command(r, host, "switch", command_id, known=known)
         if not ev.ok:
+            await self.fleet.settle_output(host, command_id)
             return self._from_evidence(r, host, "switch", ev, executed=ev.status)
         self.store.record(r.run_id, "switch_done", host=host, executed=ev.status, detail=ev.detail,
                           since=(ev.since or self._clock()).isoformat(), tests=had_tests)

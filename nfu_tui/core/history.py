@@ -60,7 +60,7 @@ SCHEMA = "nfu-tui.history/1"
 
 async def lock_diff_for(github: Any, pr: Any, lock_path: str | None = None) -> tuple[str, str | None] | None:
     """(nix's lock diff summary, headline) between a PR's base and head; None when unavailable."""
-    from nfu_tui.core import flakelock
+    from nfu_tui.domain import flakelock
 
     path = lock_path or next((f for f in pr.files if f == "flake.lock" or f.endswith("/flake.lock")), "flake.lock")
     try:

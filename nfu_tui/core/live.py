@@ -11,18 +11,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from nfu_tui.core.fleet import ChangeKind, FleetChange, FleetModel
-from nfu_tui.errors import DashboardUnavailable
+from nfu_tui.clients.fleet import ChangeKind, FleetChange, FleetModel
+from nfu_tui.errors import DashboardError, DashboardUnavailable
 from nfu_tui.models import Command, Host
+
+log = logging.getLogger(__name__)
 
 StreamListener = Callable[[Any, list[FleetChange]], None]
 
 # Changes no waiter looks at (waiters watch hosts, commands and the sync state): a deploy of 20
 # hosts streams hundreds of output lines a second, and each wake-up costs every waiter a check.
 _UNWATCHED = frozenset({ChangeKind.OUTPUT, ChangeKind.PROGRESS, ChangeKind.EVENT})
+
+BACKFILL_LINES = 200
+"""How much of a host's stored output :meth:`LiveFleet.settle_output` reads."""
+ANCHOR_LINES = 3
+"""How many trailing streamed lines must match the stored output to place the missing tail."""
+
+
+def missing_tail(streamed: list[str], stored: list[str]) -> list[str]:
+    """The lines of ``stored`` (a host's recent output, oldest first) after the last place where
+    ``streamed``'s final lines occur: what the stream has not delivered (yet).
+
+    Empty when ``streamed`` is empty or cannot be found in ``stored`` (the output log
+    mixes every command of the host, so without an anchor nothing can be attributed).
+    """
+    anchor = streamed[-ANCHOR_LINES:]
+    if not anchor:
+        return []
+    n = len(anchor)
+    for end in range(len(stored), n - 1, -1):
+        if stored[end - n:end] == anchor:
+            return stored[end:]
+    return []
 
 
 class LiveFleet:
@@ -85,6 +110,27 @@ class LiveFleet:
     def output_lines(self, host_id: str, command_id: str | None = None) -> list[str]:
         """A host's buffered output (sanitized), only ``command_id``'s lines when given."""
         return [line.text for line in self.model.output(host_id, command_id)]
+
+    async def settle_output(self, host_id: str, command_id: str) -> None:
+        """Complete a finished command's streamed output with the tail the stream missed.
+
+        The dashboard stores each line before it broadcasts it, and its output frames
+        travel apart from the command's deltas: the last lines of a command (a failing
+        switch's error lines) can arrive after its final delta, or not at all when the
+        stream was down. They are read from ``GET /api/hosts/{id}/output`` and added to
+        the command's output; a failing read leaves the output as it is.
+        """
+        if self.client is None:
+            return
+        try:
+            stored = await self.client.output(host_id, BACKFILL_LINES, bare=True)
+        except DashboardError as exc:
+            log.info("cannot backfill %s's output: %s", host_id, exc)
+            return
+        missing = missing_tail(self.output_lines(host_id, command_id), stored)
+        cmd = self.model.command(command_id)
+        if missing and self.model.add_output(host_id, missing, command_id=command_id, op=cmd.op if cmd else ""):
+            self.notify()
 
     def command(self, command_id: str) -> Command | None:
         """The command as the stream last described it (any status), or None if never seen."""

@@ -37,9 +37,9 @@ from typing import Any
 
 import httpx
 
-from nfu_tui.core.sanitize import sanitize_text
 from nfu_tui.errors import ConfigError
 from nfu_tui.models import Notification
+from nfu_tui.sanitize import sanitize_text
 
 log = logging.getLogger(__name__)
 

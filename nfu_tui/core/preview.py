@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from nfu_tui.backends.ssh import HostPreview, PackageChange
-from nfu_tui.core.changelog import Category, Changelog
-from nfu_tui.core.sanitize import sanitize_line
+from nfu_tui.domain.changelog import Category, Changelog
+from nfu_tui.sanitize import sanitize_line
 from nfu_tui.core.state import atomic_write_text
 from nfu_tui.paths import ensure_dir, state_dir
 

@@ -730,6 +730,7 @@ class RollbackManager:
         ok, detail = interpret_command(cmd)
         if ok:
             return HostOutcome(host, Outcome.OK, "rollback", detail or "rolled back to the previous generation")
+        await self.fleet.settle_output(host, command_id)
         return self._host_failed(host, detail, command_id)
 
     def _host_failed(self, host: str, detail: str, command_id: str | None = None) -> HostOutcome:

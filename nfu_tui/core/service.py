@@ -1,7 +1,7 @@
 """FleetService: the running core shared by the TUI, the CLI and the headless mode.
 
 It owns the two clients, feeds the dashboard's ``/ws`` stream into a
-:class:`~nfu_tui.core.fleet.FleetModel`, polls GitHub for update PRs (conditional
+:class:`~nfu_tui.clients.fleet.FleetModel`, polls GitHub for update PRs (conditional
 requests, every ``poll_minutes`` and on demand) and explains each one once per head,
 keeps the app state (holds, overrides) and the journal/audit store, and runs the
 deploy engine. Consumers :meth:`subscribe` to :class:`ServiceEvent`\\ s and read
@@ -22,14 +22,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from nfu_tui.clients.fleet import ChangeKind, FleetChange, FleetModel
 from nfu_tui.config import Config, HostConfig, Secrets
-from nfu_tui.core.fleet import ChangeKind, FleetChange, FleetModel
 from nfu_tui.core.live import LiveFleet
-from nfu_tui.core.sanitize import sanitize_line
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import DeployLock, Store, local_actor
 from nfu_tui.errors import GitHubNotFound, GitHubRateLimited, LoginFailed, NfuError, StateError
 from nfu_tui.models import Command, Host, Notification, RateBudget, UpdatePR
+from nfu_tui.sanitize import sanitize_line
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +337,9 @@ class FleetService:
 
     def output_lines(self, host_id: str, command_id: str | None = None) -> list[str]:
         return self.live.output_lines(host_id, command_id)
+
+    async def settle_output(self, host_id: str, command_id: str) -> None:
+        await self.live.settle_output(host_id, command_id)
 
     async def recent_output(self, host_id: str, lines: int = 200) -> list[str]:
         """The host's recent output as the dashboard logged it (``GET /api/hosts/{id}/output``): what

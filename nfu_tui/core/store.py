@@ -20,7 +20,7 @@ of its rows and this module offers no way to change them (a guard against mistak
 not against someone with a shell who can drop the triggers). Values under keys that
 look like secrets (token, password, …) are replaced by ``***`` before they are stored,
 and every text written (journal and audit alike) passes the redaction boundary of
-:mod:`nfu_tui.core.sanitize` first: valid UTF-8 (a lone surrogate in a host's output
+:mod:`nfu_tui.sanitize` first: valid UTF-8 (a lone surrogate in a host's output
 cannot fail the write), no secret values or credential shapes, no control sequences.
 
 The **notification outbox** (table ``outbox``, see :class:`~nfu_tui.core.notify.Outbox`)
@@ -54,9 +54,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from nfu_tui.core.sanitize import sanitize_data, sanitize_text
 from nfu_tui.errors import DeployLocked, StateError
 from nfu_tui.paths import ensure_dir, state_dir
+from nfu_tui.sanitize import sanitize_data, sanitize_text
 
 DB_NAME = "nfu-tui.sqlite3"
 LOCK_NAME = "deploy.lock"

@@ -38,8 +38,11 @@ Per-host faults (``HostSpec.faults``, or at run time via the dashboard's ``set_f
   agent restarts, reconnects, the command ends ``SUCCESS`` on the new generation), then the
   host drops off the network and stays away until ``set_online(host, True)``.
 * run time only: ``rejects_commands`` (the agent answers ``command_rejected`` as if a
-  stray process were running) and ``send_fails`` (the dashboard cannot hand the command
-  to the agent: ``send_failed``).
+  stray process were running), ``send_fails`` (the dashboard cannot hand the command
+  to the agent: ``send_failed``) and ``late_output`` (the last lines of a failing switch
+  are stored in the host's output log at once but reach ``/ws`` only a second after the
+  command's final delta, as the real hub's separate queues allow; a client that reads the
+  excerpt at the final delta misses them unless it backfills from ``/output``).
 """
 
 from __future__ import annotations
@@ -241,7 +244,7 @@ GARBLED_LINES = (
     "\x1b[31merror:\x1b[0m \x1b]0;owned title\x07bad \udc80 byte\u202e gnirts",
 )
 """Output of the ``garbled_output`` fault: surrogates stand for the invalid bytes a host printed."""
-RUNTIME_FAULTS = frozenset({"rejects_commands", "send_fails"})
+RUNTIME_FAULTS = frozenset({"rejects_commands", "send_fails", "late_output"})
 """Faults only settable at run time: the agent answers ``command_rejected`` / the send fails (§6.2)."""
 TERMINAL = frozenset({"SUCCESS", "ERROR", "TIMEOUT", "SKIPPED", "BLOCKED", "PARTIAL", "KILLED", "STALE_BINARY", "SUSPICIOUS"})
 _PRUNED = frozenset({"SUCCESS", "ERROR", "TIMEOUT", "SKIPPED", "BLOCKED"})
@@ -363,9 +366,10 @@ class SimCommand:
         if self.reconnect_deadline:
             out["reconnect_deadline"] = fmt_local(self.reconnect_deadline)
         if self.post_check_deferred:
-            out["post_check_deferred"] = True
             out["deferred_exit_code"] = self.deferred_exit_code
-            out["deferred_message"] = self.deferred_message
+            if not self.terminal:  # the real lifecycle clears the flag and the message once the post-check decided
+                out["post_check_deferred"] = True
+                out["deferred_message"] = self.deferred_message
         return out
 
     def row(self) -> dict[str, Any]:
@@ -657,8 +661,8 @@ class SimAgent:
             for line in chunk:
                 self.out(line)
 
-    def out(self, line: str) -> None:
-        self.fleet.agent_output(self, line)
+    def out(self, line: str, *, late: bool = False) -> None:
+        self.fleet.agent_output(self, line, late=late)
 
     def progress(self, phase: str, current: int, total: int, status: str) -> None:
         value: dict[str, Any] = {"current": current, "total": total, "status": status}
@@ -684,11 +688,8 @@ class SimAgent:
         lines = []
         if target.git_commit[:7] != self.commit[:7]:
             lines += [f"From github.com:{repo}", f"   {self.commit[:7]}..{target.git_commit[:7]}  {branch:<10} -> origin/{branch}"]
-        self.progress("pull", 1, 4, "in_progress")
         await self._lines(lines, 1.2)
-        self.progress("pull", 2, 4, "in_progress")
         self.commit, self.lock_hash = target.git_commit, target.lock_hash
-        self.progress("pull", 3, 4, "in_progress")
         await self._lines([f"HEAD is now at {target.git_commit[:7]} {target.message}"], 1.0)
         self.progress("pull", 4, 4, "complete")
         self.fleet.agent_status(self, "pull", 0, "Pull completed")
@@ -749,19 +750,17 @@ class SimAgent:
             copy = [*GARBLED_LINES, *copy, *GARBLED_LINES]
         total = self.switch_seconds or self.rng.uniform(20, 40)
         await self._lines(build, total * 0.15)
-        self.progress("system", 1, 3, "in_progress")
         if "offline_mid_deploy" in self.faults and self.switches == 1:
             await self._lines(copy[: len(copy) // 3], total * 0.2)
             self.kill_process()  # the host drops off the network mid-build; back only via set_online
             return
         await self._lines(copy, total * 0.6)
         if fail:
-            self.out("❌ Switch failed (exit code 1)")
+            self.out("❌ Switch failed (exit code 1)", late="late_output" in self.faults)
             self.reported_system = status_check("error", "Switch failed (exit 1)", self._now())
             self.progress("system", 0, 3, "error")
             self.fleet.agent_status(self, "switch", 1, "command failed")
             return
-        self.progress("system", 2, 3, "in_progress")
         await self._lines(activate, total * 0.25)
         self.progress("system", 3, 3, "complete")
         self.system_commit = self.commit
@@ -807,7 +806,8 @@ class SimAgent:
         self.reported_system = status_check("working", "Rollback in progress...", self._now())
         await self._lines(lines, 10.0)
         self.reported_system = status_check("ok", "Rollback successful (exit 0)", self._now())
-        self.reported_tests = status_check("outdated", "Tests not run — run Test to verify system", self._now())
+        self.reported_tests = status_check("outdated", "Tests not run — run Test to verify system after rollback",
+                                           self._now())
         self.fleet.agent_status(self, "rollback", 0, "Rollback completed")
 
     async def _restart(self) -> None:
@@ -1009,8 +1009,8 @@ class Fleet:
         h.metrics = agent.next_metrics()
         git = git_status(self.remote, h.generation, now)
         h.lock = lock = lock_status(self.remote, agent.lock_hash, now)
-        if agent.reported_system is not None:
-            reported = agent.reported_system
+        reported = agent.reported_system
+        if reported is not None:
             if lock["status"] == "outdated" and reported["status"] == "ok":
                 reported = status_check("outdated", "System outdated (flake.lock is behind)", at)
             h.system = reported
@@ -1020,8 +1020,10 @@ class Fleet:
         if cmd and cmd.post_check_deferred and not cmd.terminal:
             self._post_check(cmd)
         update: dict[str, Any] = {"git": git, "lock": lock}
-        system = gate_system(h.system, git, lock, at)
-        if agent.reported_system is not None or (system is not None and system is not h.system):
+        # The delta gates what this heartbeat reported, not the stored value (hub.go:handleHeartbeat): an agent
+        # that restarted reports no System, so a stored "error" shows as "not current" while Git/Lock lag.
+        system = gate_system(reported, git, lock, at)
+        if system is not None:
             update["system"] = system
         if agent.reported_tests is not None and h.tests is not None:
             update["tests"] = gate_tests_heartbeat(h.tests, system, git, lock, at)
@@ -1051,9 +1053,8 @@ class Fleet:
         if cmd and cmd.op == op and not cmd.terminal and cmd.status != "AWAITING_RECONNECT":
             cmd.cancel_timers()
             cmd.watching = False
-            if exit_code != 0:
-                self._finish(cmd, "ERROR", exit_code=exit_code, error=message,
-                             event=("error", f"{op} failed: {message}"))
+            if exit_code != 0:  # the event carries the agent's message alone ("command failed"), as the real one
+                self._finish(cmd, "ERROR", exit_code=exit_code, error=message, event=("error", message))
             elif op == "switch":
                 self._await_reconnect(cmd)
             else:
@@ -1075,14 +1076,19 @@ class Fleet:
             "level": "error", "message": message, "timestamp": fmt_seconds(utcnow()),
         })
 
-    def agent_output(self, agent: SimAgent, line: str) -> None:
+    def agent_output(self, agent: SimAgent, line: str, *, late: bool = False) -> None:
+        """Store ``line`` in the host's output log and stream it (``late``: a second after what follows it)."""
         if not agent.connected:
             return
         log = self.logs.get(agent.host.id)
         if log is None or log.started < self._restarted_at:
             log = self.logs[agent.host.id] = HostLog(agent.host.id, utcnow())
         log.lines.append(f"[{datetime.now().strftime('%H:%M:%S')}] {line}")
-        self.sink.legacy("command_output", {"host_id": agent.host.id, "line": line, "command": "", "is_error": False})
+        frame = {"host_id": agent.host.id, "line": line, "command": "", "is_error": False}
+        if late:
+            self.loop.call_later(1.0, self.sink.legacy, "command_output", frame)
+        else:
+            self.sink.legacy("command_output", frame)
 
     def agent_progress(self, agent: SimAgent, phase: str, value: dict[str, Any]) -> None:
         if agent.connected:

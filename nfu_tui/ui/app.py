@@ -659,7 +659,7 @@ class NfuApp(App[int]):
         """The configured maintenance windows (a ``WindowSet``)."""
         if self.runner is not None:
             return self.runner.windows
-        from nfu_tui.core.windows import WindowSet
+        from nfu_tui.domain.windows import WindowSet
 
         assert self.service is not None
         return WindowSet(self.service.config.flake_updates.automation.maintenance_windows)
@@ -1015,7 +1015,7 @@ class NfuApp(App[int]):
 
     def notify(self, message: str, *, title: str = "", **kwargs: Any) -> None:  # type: ignore[override]
         """Every toast passes the redaction boundary (no secret, valid text, no control sequences)."""
-        from nfu_tui.core.sanitize import sanitize_text
+        from nfu_tui.sanitize import sanitize_text
 
         super().notify(sanitize_text(message), title=sanitize_text(title), **kwargs)
 
@@ -1029,7 +1029,7 @@ class NfuApp(App[int]):
         if isinstance(error, NfuError):
             title, message = error.title, str(error)
         else:
-            from nfu_tui.core.sanitize import sanitize_text
+            from nfu_tui.sanitize import sanitize_text
 
             title = f"{event.worker.description or 'Background task'} failed"
             message = sanitize_text(f"{type(error).__name__}: {error}")

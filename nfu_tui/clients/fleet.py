@@ -56,8 +56,8 @@ from nfu_tui.clients._dashboard_protocol import (
     message_version,
     progress_from_json,
 )
-from nfu_tui.core.sanitize import sanitize_line
 from nfu_tui.models import Command, Host
+from nfu_tui.sanitize import sanitize_line
 
 __all__ = [
     "ChangeKind",
