@@ -253,6 +253,25 @@ async def test_rollback_returns_to_the_previous_generation(bed: SshBed) -> None:
     assert web.generation == 1
 
 
+async def test_output_reads_the_newest_commands_log_for_the_backfill(bed: SshBed) -> None:
+    """``output`` (what the engine backfills a finished command's tail from) reads the host's log."""
+    broken = bed.add("broken")
+    broken.knob("fail-build")
+    async with fleet_for(bed) as fleet:
+        live = LiveFleet(fleet)
+        await live.start()
+        try:
+            (res,) = await fleet.dispatch("switch", ["broken"])
+            assert (await finished(live, res.command_id)).status == "ERROR"
+            streamed = live.output_lines("broken", res.command_id)
+            stored = await fleet.output("broken", 500)
+            assert stored == [line for line in streamed if line], (stored, streamed)  # the same log
+            assert any(line.startswith("error: builder") for line in stored), stored
+            assert await fleet.output("broken", 1) == stored[-1:]
+        finally:
+            await live.stop()
+
+
 async def test_a_new_process_finds_and_follows_a_running_command(bed: SshBed) -> None:
     slow = bed.add("slow")
     slow.knob("switch-steps", "20")

@@ -448,6 +448,18 @@ class SshFleet:
                 out[name] = cmd
         return out
 
+    async def output(self, host: str, lines: int = 500, *, bare: bool = False) -> list[str]:
+        """The last ``lines`` lines of the newest command's log on ``host`` (``last``), sanitized.
+
+        The same call as the dashboard's ``GET /api/hosts/{id}/output``, so that the engine's
+        backfill of a finished command's tail works on both backends; the log holds only the
+        command's output (``bare`` changes nothing here).
+        """
+        lines = max(1, min(int(lines), 10_000))
+        done = await self._run(host, f'f="{STATE_DIR}/$(cut -d" " -f1 "{STATE_DIR}/last" 2>/dev/null).log"; '
+                                     f'[ -f "$f" ] && tail -n {lines} "$f"')
+        return [sanitize_line(x) for x in str(done.stdout or "").splitlines()]
+
     async def preview(self, name: str, number: int, head_ref: str, sha: str, *, timeout: float = 3600.0
                       ) -> HostPreview:
         """Build PR ``number``'s head ``sha`` on host ``name`` (not activated) and diff it with the running system."""
