@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nfu_tui.clients.dashboard import DashboardClient, Message
-from nfu_tui.core.fleet import FleetModel
+from nfu_tui.clients.fleet import FleetModel
 
 # Periodic or timing-only messages: how many come depends on the clock, not on the deploy.
 PERIODIC = {"sync", "host_heartbeat"}
