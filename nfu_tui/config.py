@@ -126,6 +126,8 @@ class AutomationConfig(_Section):
     min_window_minutes: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=24 * 60)] = Field(30, description=(
         "merge only when the open window has at least this long left (more when past runs of this fleet "
         "took longer)"))
+    preview_before_merge: Flag = Field(False, description=(
+        'build the PR on the planned hosts first (fleet.backend = "ssh"); a host that fails to build stops the merge'))
 
     @field_validator("maintenance_windows")
     @classmethod
@@ -249,6 +251,9 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _ssh_hosts(self) -> "Config":
+        if self.flake_updates.automation.preview_before_merge and not self.uses_ssh:
+            raise ValueError('flake_updates.automation.preview_before_merge needs fleet.backend = "ssh" '
+                             "(the dashboard cannot build a configuration without activating it)")
         if self.uses_ssh:
             if not self.hosts:
                 raise ValueError('fleet.backend = "ssh" needs at least one [hosts.NAME] with ssh = "user@host:port"')
@@ -651,7 +656,8 @@ def effective_summary(cfg: Config, secrets: Secrets) -> list[str]:
         ]
     lines += [
         f"automation        {'on' if auto.enabled else 'off'}; delay {auto.delay_minutes:g} min; CI required: {auto.require_ci}; "
-        f"strategy {auto.deploy_strategy}; parallel {auto.max_parallel}; canary wait {auto.canary_wait_minutes:g} min",
+        f"strategy {auto.deploy_strategy}; parallel {auto.max_parallel}; canary wait {auto.canary_wait_minutes:g} min"
+        + ("; preview before merge" if auto.preview_before_merge else ""),
         f"windows           {', '.join(auto.maintenance_windows) or '(always open)'}"
         + (f"; merge with at least {auto.min_window_minutes:g} min left" if auto.maintenance_windows else ""),
         f"verification      wait {fu.verify_minutes:g} min for System ok after a switch; "

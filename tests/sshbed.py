@@ -83,6 +83,11 @@ class BedHost:
         return len(path.read_text().splitlines()) if path.exists() else 0
 
     @property
+    def builds(self) -> int:
+        path = self.state / "builds"
+        return len(path.read_text().splitlines()) if path.exists() else 0
+
+    @property
     def checkout(self) -> str:
         return git("rev-parse", "HEAD", cwd=self.repo)
 

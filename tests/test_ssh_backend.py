@@ -253,6 +253,25 @@ async def test_rollback_returns_to_the_previous_generation(bed: SshBed) -> None:
     assert web.generation == 1
 
 
+async def test_output_reads_the_newest_commands_log_for_the_backfill(bed: SshBed) -> None:
+    """``output`` (what the engine backfills a finished command's tail from) reads the host's log."""
+    broken = bed.add("broken")
+    broken.knob("fail-build")
+    async with fleet_for(bed) as fleet:
+        live = LiveFleet(fleet)
+        await live.start()
+        try:
+            (res,) = await fleet.dispatch("switch", ["broken"])
+            assert (await finished(live, res.command_id)).status == "ERROR"
+            streamed = live.output_lines("broken", res.command_id)
+            stored = await fleet.output("broken", 500)
+            assert stored == [line for line in streamed if line], (stored, streamed)  # the same log
+            assert any(line.startswith("error: builder") for line in stored), stored
+            assert await fleet.output("broken", 1) == stored[-1:]
+        finally:
+            await live.stop()
+
+
 async def test_a_new_process_finds_and_follows_a_running_command(bed: SshBed) -> None:
     slow = bed.add("slow")
     slow.knob("switch-steps", "20")
@@ -415,6 +434,49 @@ async def test_auto_once_merges_and_deploys_over_ssh_and_history_lists_it(sim: A
 
 
 @pytest.mark.parametrize("sim", [NO_DASHBOARD_HOSTS], indirect=True)
+async def test_auto_with_preview_before_merge_stops_on_a_host_that_does_not_build(sim: Any, async_bed: SshBed,
+                                                                                  tmp_path: Path) -> None:
+    ok, broken = async_bed.add("ok"), async_bed.add("broken")
+    broken.knob("fail-build")
+    cfg = write_config(sim, async_bed, tmp_path, {})
+    data = __import__("tomllib").loads(Path(cfg).read_text())
+    data["flake_updates"] = {"automation": {"enabled": True, "delay_minutes": 0, "canary_wait_minutes": 0,
+                                            "preview_before_merge": True}}
+    Path(cfg).write_text(tomli_w.dumps(data))
+    base = sim.github.default_branch_head()[0]
+
+    async def auto_once() -> list[dict[str, Any]]:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "nfu_tui", "--config", cfg, "auto",
+                                                    "--once", stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 90)
+        return [json.loads(line) for line in out.decode().splitlines()]
+
+    lines = await auto_once()
+    # Nothing merged, nothing switched; the decision and the notification name the host that failed to build.
+    assert sim.github.default_branch_head()[0] == base
+    assert not [r for r in sim.github.request_log if r.method == "PUT" and r.path.endswith("/merge")]
+    assert ok.switches == 0 and broken.switches == 0 and ok.builds == 1 and broken.builds == 1
+    assert any(line["event"] == "decision" and "PR #42 does not build on broken" in line["text"] for line in lines), lines
+    notes = [line for line in lines if line["event"] == "notify"]
+    assert [n["title"] for n in notes if "does not build" in n["title"]] == ["PR #42 does not build on broken"], lines
+    # Another round for the same head: the cached result still blocks, without building or notifying again.
+    lines = await auto_once()
+    assert ok.builds == 1 and broken.builds == 1 and sim.github.default_branch_head()[0] == base
+    assert any(line["event"] == "decision" and line["state"] == "blocked" and "does not build on broken" in line["text"]
+               for line in lines), lines  # decided from the cache, before any merge step
+    assert not [line for line in lines if line["event"] == "notify" and "does not build" in line["title"]]
+    # Fixed (a new head would be built anew; here the cached failure is dropped): the merge goes ahead.
+    broken.clear("fail-build")
+    from nfu_tui.core.preview import PreviewCache
+
+    PreviewCache().path.unlink()
+    await auto_once()
+    merge_sha = sim.github.default_branch_head()[0]
+    assert merge_sha != base and ok.current_rev == merge_sha and broken.current_rev == merge_sha
+
+
+@pytest.mark.parametrize("sim", [NO_DASHBOARD_HOSTS], indirect=True)
 async def test_the_tui_shows_the_ssh_fleet(sim: Any, async_bed: SshBed, tmp_path: Path) -> None:
     from nfu_tui.config import load_config, resolve_secrets
     from nfu_tui.core.service import FleetService
@@ -433,6 +495,54 @@ async def test_the_tui_shows_the_ssh_fleet(sim: Any, async_bed: SshBed, tmp_path
             assert loop.time() < deadline, app.service.status
             await pilot.pause(0.05)
         assert app.service.host("web1").git.state is CompartmentState.OK
+
+
+@pytest.mark.parametrize("sim", [NO_DASHBOARD_HOSTS], indirect=True)
+async def test_the_tui_previews_the_focused_pr_per_host_and_the_plan_shows_it(sim: Any, async_bed: SshBed,
+                                                                             tmp_path: Path) -> None:
+    from textual.widgets import Static
+
+    from nfu_tui.config import load_config, resolve_secrets
+    from nfu_tui.core.service import FleetService
+    from nfu_tui.ui.app import NfuApp
+    from nfu_tui.ui.screens.confirm import DeployConfirmScreen
+    from nfu_tui.ui.screens.help import binding_sections
+    from nfu_tui.ui.screens.preview import PreviewScreen
+
+    kernel, broken = async_bed.add("kernel"), async_bed.add("broken")
+    kernel.knob("closure-diff", "openssl: 3.4.0 → 3.4.1, -12.0 KiB\nfirefox: 140.0.4 → 140.0.5, +1228.8 KiB")
+    kernel.knob("next-kernel", "6.13.0")
+    broken.knob("fail-build")
+    assert any(b.key == "v" and b.tooltip for _, bindings in binding_sections() for b in bindings)  # help, palette
+    cfg = load_config(write_config(sim, async_bed, tmp_path, {}))
+    app = NfuApp(FleetService(cfg, resolve_secrets(cfg, env={}, use_gh=False)), flush_interval=0.02)
+    async with app.run_test(size=(120, 40)) as pilot:
+        loop = asyncio.get_running_loop()
+
+        async def until(predicate: Any, what: str) -> None:
+            deadline = loop.time() + 30
+            while not predicate():
+                assert loop.time() < deadline, what
+                await pilot.pause(0.05)
+
+        await until(lambda: app.service.status.dashboard == "live" and app.service.pr_state(42) is not None
+                    and app.service.pr_state(42).explanation is not None, "fleet and PR #42 explained")
+        await pilot.press("v")
+        assert isinstance(app.screen, PreviewScreen)
+        await until(lambda: not app.screen.running and len(app.screen.results) == 2, "both hosts built")
+        text = str(app.screen.query_one("#preview", Static).render())
+        assert "kernel: builds; 3 package change(s) (1 security fix), closure +2240.8 KiB; reboot needed" in text
+        assert text.index("⚠ firefox: 140.0.4 → 140.0.5") < text.index("openssl: 3.4.0 → 3.4.1")
+        assert "broken: the configuration does not build" in text and "failed with exit code 1" in text
+        assert kernel.switches == 0 and kernel.builds == 1
+        await pilot.press("escape")
+        await pilot.press("m")  # the plan shows the cached previews of this head
+        assert isinstance(app.screen, DeployConfirmScreen)
+        plan = str(app.screen.query_one("#plan", Static).render())
+        assert "Preview (built at this head, not activated" in plan
+        assert "broken: the configuration does not build" in plan and "kernel: builds; 3 package change(s)" in plan
+        await pilot.press("escape")
+        assert kernel.builds == 1 and kernel.switches == 0  # previewing and closing the plan changed nothing
 
 
 @pytest.mark.parametrize("sim_thread", [NO_DASHBOARD_HOSTS], indirect=True)
@@ -574,7 +684,7 @@ def test_preview_shows_package_changes_reboot_needs_and_build_failures(sim_bed: 
     sim, bed = sim_bed
     plain, kernel, broken = bed.add("plain"), bed.add("kernel"), bed.add("broken")
     for host in (plain, kernel):
-        host.knob("closure-diff", "firefox: 140.0.4 → 140.0.5, +1228.8 KiB\nopenssl: 3.4.0 → 3.4.1, -12.0 KiB")
+        host.knob("closure-diff", "openssl: 3.4.0 → 3.4.1, -12.0 KiB\nfirefox: 140.0.4 → 140.0.5, +1228.8 KiB")
     kernel.knob("next-kernel", "6.13.0")
     broken.knob("fail-build")
     cfg = write_config(sim, bed, tmp_path, {})
@@ -584,16 +694,29 @@ def test_preview_shows_package_changes_reboot_needs_and_build_failures(sim_bed: 
     hosts = {h["host"]: h for h in report["hosts"]}
     assert report["head_sha"] == sim.github.pr_head(42)
     assert hosts["plain"]["ok"] and hosts["plain"]["reboot_needed"] is False
+    # The simulated PR's changelog fixes CVEs in firefox (not openssl): security fixes come first, with their ids.
+    fixes = hosts["plain"]["changes"][0].pop("security_ids")
+    assert fixes and all(i.startswith(("CVE-", "GHSA-")) for i in fixes)
     assert hosts["plain"]["changes"] == [{"name": "firefox", "change": "140.0.4 → 140.0.5", "size_kib": 1228.8},
-                                         {"name": "openssl", "change": "3.4.0 → 3.4.1", "size_kib": -12.0}]
+                                         {"name": "openssl", "change": "3.4.0 → 3.4.1", "size_kib": -12.0,
+                                          "security_ids": []}]
     assert hosts["kernel"]["reboot_needed"] is True
-    assert {"name": "linux", "change": "6.12.1 → 6.13.0", "size_kib": 1024.0} in hosts["kernel"]["changes"]
+    assert {"name": "linux", "change": "6.12.1 → 6.13.0", "size_kib": 1024.0,
+            "security_ids": []} in hosts["kernel"]["changes"]
     assert not hosts["broken"]["ok"] and hosts["broken"]["problem"] == "the configuration does not build"
     assert any("failed with exit code 1" in line for line in hosts["broken"]["last_lines"])
     # Nothing was activated, nothing merged, no checkout moved.
     assert all(h.generation == 1 and h.switches == 0 and h.checkout != report["head_sha"] for h in (plain, kernel, broken))
     assert not [r for r in sim.github.request_log if r.method == "PUT" and r.path.endswith("/pulls/42/merge")]
+    # Cached by (host, head sha): a second run reuses the results without building again.
+    builds = kernel.builds
     main(["--config", cfg, "preview", "--pr", "42", "--hosts", "kernel"])
     text = capsys.readouterr().out
-    assert "kernel: builds; 3 package change(s), closure +2240.8 KiB; reboot needed (kernel, initrd, kernel-modules" in text
-    assert "  firefox: 140.0.4 → 140.0.5 (+1228.8 KiB)" in text
+    assert kernel.builds == builds
+    assert ("kernel: builds; 3 package change(s) (1 security fix), closure +2240.8 KiB; "
+            "reboot needed (kernel, initrd, kernel-modules") in text
+    assert f"  ⚠ firefox: 140.0.4 → 140.0.5 (+1228.8 KiB) — security fix ({', '.join(fixes[:3])})" in text
+    assert text.index("firefox") < text.index("openssl")
+    main(["--config", cfg, "preview", "--pr", "42", "--hosts", "kernel", "--fresh"])
+    capsys.readouterr()
+    assert kernel.builds == builds + 1

@@ -104,3 +104,16 @@ def test_preview_needs_the_ssh_backend_and_known_hosts(tmp_path: Path, capsys: p
     assert 'needs fleet.backend = "ssh"' in capsys.readouterr().err
     assert main(["--config", str(write(tmp_path, SSH)), "preview", "--pr", "1", "--hosts", "nope"]) == 2
     assert "unknown host(s): nope (known: mac, web1)" in capsys.readouterr().err
+
+
+def test_preview_before_merge_is_a_strict_bool_and_needs_the_ssh_backend(tmp_path: Path) -> None:
+    auto = "\n[flake_updates.automation]\npreview_before_merge = {}\n"
+    assert load_config(write(tmp_path, SSH + auto.format("true"))).flake_updates.automation.preview_before_merge
+    assert not load_config(write(tmp_path, SSH)).flake_updates.automation.preview_before_merge
+    with pytest.raises(ConfigLoadError) as bad:
+        load_config(write(tmp_path, SSH + auto.format('"yes"')))
+    assert "preview_before_merge" in bad.value.message
+    dashboard = '[github]\nrepo = "alice/nixcfg"\n[dashboard]\nurl = "https://fleet.example.com"\n'
+    with pytest.raises(ConfigLoadError) as wrong:
+        load_config(write(tmp_path, dashboard + auto.format("true")))
+    assert 'preview_before_merge needs fleet.backend = "ssh"' in wrong.value.message

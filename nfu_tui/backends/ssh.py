@@ -230,6 +230,10 @@ class PackageChange:
     name: str
     change: str  # e.g. "140.0.4 → 140.0.5", "∅ → 1.2"
     size_kib: float | None = None
+    security_ids: tuple[str, ...] = ()  # set from the PR's changelog (core/preview.py)
+
+
+BUILD_FAILED = "the configuration does not build"
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +251,11 @@ class HostPreview:
     @property
     def size_kib(self) -> float:
         return sum(c.size_kib or 0.0 for c in self.changes)
+
+    @property
+    def build_failed(self) -> bool:
+        """The host answered and its build failed: evidence, unlike an unreachable host."""
+        return not self.ok and self.problem == BUILD_FAILED
 
 
 def parse_diff_closures(lines: Iterable[str]) -> list[PackageChange]:
@@ -275,7 +284,7 @@ def preview_from(host: str, stdout: str, stderr: str) -> HostPreview:
     if facts.get("fetch") == "failed":
         return HostPreview(host, False, "the PR head could not be fetched on the host", last_lines=tail)
     if facts.get("build") != "ok":
-        return HostPreview(host, False, "the configuration does not build", last_lines=tail)
+        return HostPreview(host, False, BUILD_FAILED, last_lines=tail)
     diff = [line[5:] for line in stdout.splitlines() if line.startswith("diff=")]
     links = {k.replace("new_", "current_"): v for k, v in facts.items() if k.startswith(("new_", "booted_"))}
     needed, why = reboot_needed(links)
@@ -438,6 +447,18 @@ class SshFleet:
             if isinstance(cmd, Command):
                 out[name] = cmd
         return out
+
+    async def output(self, host: str, lines: int = 500, *, bare: bool = False) -> list[str]:
+        """The last ``lines`` lines of the newest command's log on ``host`` (``last``), sanitized.
+
+        The same call as the dashboard's ``GET /api/hosts/{id}/output``, so that the engine's
+        backfill of a finished command's tail works on both backends; the log holds only the
+        command's output (``bare`` changes nothing here).
+        """
+        lines = max(1, min(int(lines), 10_000))
+        done = await self._run(host, f'f="{STATE_DIR}/$(cut -d" " -f1 "{STATE_DIR}/last" 2>/dev/null).log"; '
+                                     f'[ -f "$f" ] && tail -n {lines} "$f"')
+        return [sanitize_line(x) for x in str(done.stdout or "").splitlines()]
 
     async def preview(self, name: str, number: int, head_ref: str, sha: str, *, timeout: float = 3600.0
                       ) -> HostPreview:

@@ -4,7 +4,8 @@ Every chosen host builds the PR head's configuration without activating it
 (``nixos-rebuild build --flake``) and compares it with its running system
 (``nix store diff-closures /run/current-system ./result``): package version changes,
 the closure size delta, whether the new kernel/initrd/modules need a reboot, and build
-failures. Exit codes: 0 every host built, 1 a host failed to build or was unreachable,
+failures; security fixes (from the PR's changelog) first. Results are cached by (host, PR
+head sha), shared with the TUI and automation (nfu_tui/core/preview.py). Exit codes: 0 every host built, 1 a host failed to build or was unreachable,
 2 bad input or configuration.
 """
 
@@ -22,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pr", type=int, required=True, metavar="N", help="the update PR")
     p.add_argument("--hosts", metavar="A,B", help="only these hosts (default: every configured host)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--fresh", action="store_true", help="build again even where a result for this PR head is cached")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,15 +53,15 @@ def run(args: argparse.Namespace) -> int:
                   f"(known: {', '.join(hosts)})", file=sys.stderr)
             return 2
         hosts = wanted
-    return asyncio.run(_preview(cfg, secrets, args.pr, hosts, as_json=args.json))
+    return asyncio.run(_preview(cfg, secrets, args.pr, hosts, as_json=args.json, fresh=args.fresh))
 
 
-async def _preview(cfg, secrets, number: int, hosts: list[str], *, as_json: bool) -> int:  # type: ignore[no-untyped-def]
-    import asyncio
+async def _preview(cfg, secrets, number: int, hosts: list[str], *, as_json: bool, fresh: bool) -> int:  # type: ignore[no-untyped-def]
     import json
 
     from nfu_tui.backends.ssh import SshFleet
     from nfu_tui.clients.factory import github_client
+    from nfu_tui.core.preview import PreviewCache, preview_pr, report_json, report_lines
     from nfu_tui.errors import GitHubNotFound, NfuError
     from nfu_tui.sanitize import sanitize_line
 
@@ -72,26 +74,16 @@ async def _preview(cfg, secrets, number: int, hosts: list[str], *, as_json: bool
         except NfuError as exc:
             print(f"{PROG}: {exc.title}: {exc}", file=sys.stderr)
             return 1
+        try:
+            changelog = (await github.explain(pr)).changelog
+        except NfuError:  # without a changelog the changes are shown, just not marked as security fixes
+            changelog = None
     async with SshFleet.from_config(cfg) as fleet:
-        results = await asyncio.gather(*(fleet.preview(h, pr.number, pr.head_ref, pr.head_sha) for h in hosts))
+        results = await preview_pr(fleet, pr, hosts, changelog=changelog, cache=PreviewCache(), fresh=fresh)
     if as_json:
-        print(json.dumps({"schema": "nfu-tui.preview/1", "pr": pr.number, "head_sha": pr.head_sha, "hosts": [
-            {"host": r.host, "ok": r.ok, "problem": r.problem or None, "reboot_needed": r.reboot_needed,
-             "size_kib": round(r.size_kib, 1), "last_lines": list(r.last_lines),
-             "changes": [{"name": c.name, "change": c.change, "size_kib": c.size_kib} for c in r.changes]}
-            for r in results]}, indent=2, ensure_ascii=False))
+        print(json.dumps(report_json(pr.number, pr.head_sha, results), indent=2, ensure_ascii=False))
     else:
         print(f"Preview of PR #{pr.number} ({pr.head_sha[:7]}) {sanitize_line(pr.title)}: built, not activated")
         for r in results:
-            if not r.ok:
-                print(f"{r.host}: {r.problem}")
-                for line in r.last_lines:
-                    print(f"  | {line}")
-                continue
-            reboot = {True: f"; {r.reboot_why}", False: "; no reboot needed", None: f"; {r.reboot_why}"}
-            print(f"{r.host}: builds; {len(r.changes)} package change(s), closure {r.size_kib:+.1f} KiB"
-                  f"{reboot[r.reboot_needed]}")
-            for c in r.changes:
-                size = f" ({c.size_kib:+.1f} KiB)" if c.size_kib is not None else ""
-                print(f"  {c.name}: {c.change}{size}")
+            print("\n".join(report_lines(r)))
     return 0 if all(r.ok for r in results) else 1

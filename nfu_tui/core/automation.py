@@ -186,6 +186,8 @@ class Situation:
     online: frozenset[str] = frozenset()  # hosts online now
     room: timedelta = timedelta(minutes=30)  # how much of an open window a new run needs (needed_room)
     deployable: bool = True  # an automatic plan has a host to deploy (or deploy_strategy = "none")
+    build_failures: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # PR head sha -> hosts whose
+    # preview build failed (preview_before_merge; from the preview cache)
 
 
 @dataclass(frozen=True)
@@ -361,6 +363,8 @@ def decide(s: Situation) -> Decision:
         reason = f"CI is failing on PR #{n}" + (f": {ci.summary}" if ci.summary else "") + "; not merging"
         return _blocked(base, reason, Notice(f"ci-red:{n}", pr.head_sha, _pr_notification(
             f"PR #{n}: CI failing", reason, "error", pr, "x")))
+    if s.build_failures.get(pr.head_sha):
+        return _does_not_build(base, pr, s.build_failures[pr.head_sha])
     if ci is not None and ci.verdict is CIVerdict.NO_CI and s.config.require_ci:
         reason = (f"no CI ran on PR #{n}; set flake_updates.automation.require_ci = false to merge it without CI")
         return _blocked(base, reason, Notice(f"no-ci:{n}", pr.head_sha, _pr_notification(
@@ -407,6 +411,14 @@ def decide(s: Situation) -> Decision:
 def _blocked(base: dict[str, Any], reason: str, notice: Notice | None) -> Decision:
     notices = tuple(base.get("notices", ())) + ((notice,) if notice is not None else ())
     return Decision(AutoState.BLOCKED, reason, **{**base, "notices": notices})
+
+
+def _does_not_build(base: dict[str, Any], pr: UpdatePR, hosts: Iterable[str]) -> Decision:
+    n, names = pr.number, ", ".join(hosts)
+    reason = (f"PR #{n} does not build on {names}: not merged automatically; "
+              f"see nfu-tui preview --pr {n}, fix it, or merge it by hand")
+    return _blocked(base, reason, Notice(f"preview-failed:{n}", pr.head_sha, _pr_notification(
+        f"PR #{n} does not build on {names}", f"{reason}.", "error", pr, "x")))
 
 
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -639,7 +651,17 @@ class AutomationRunner:
         from nfu_tui.core.plan import make_plan
 
         plan = make_plan(hosts, self.config, service.state.held, automatic=True, overrides=service.state.overrides)
+        failures: dict[str, tuple[str, ...]] = {}
+        if auto.preview_before_merge:
+            from nfu_tui.core.preview import PreviewCache
+
+            cache = PreviewCache()
+            for pr in pr_list:
+                failed = tuple(h for h, p in cache.for_head(pr.head_sha, plan.hosts).items() if p.build_failed)
+                if failed:
+                    failures[pr.head_sha] = failed
         return Situation(
+            build_failures=failures,
             deployable=bool(plan.hosts) or plan.merge_only,
             room=needed_room(self._run_durations(), auto.min_window_minutes),
             now=self.clock(), enabled=self.enabled(), config=self.config.flake_updates.automation,
@@ -654,6 +676,10 @@ class AutomationRunner:
             h for r in situation.runs if r.unfinished for h in r.waiting if h not in situation.online)
         decision = decide(situation)
         self.service.refresh_attention()  # the header's paused/waiting runs and unsent notifications
+        return self._adopt(decision)
+
+    def _adopt(self, decision: Decision) -> Decision:
+        """Make ``decision`` the current one: logged when it changed, published to the listeners."""
         if not decision.same_as(self.decision):
             self._sink("decision", state=decision.state.value, text=decision.describe(self.clock()),
                        pr=decision.pr, run=decision.run_id, action=decision.action.value,
@@ -876,6 +902,14 @@ class AutomationRunner:
         service = self.service
         plan = make_plan(service.hosts(), self.config, service.state.held, automatic=True, pr_number=fresh.number,
                          head_sha=fresh.head_sha, overrides=service.state.overrides)
+        if self.config.flake_updates.automation.preview_before_merge:
+            stopped = await self._preview_gate(again, fresh, list(plan.hosts))
+            if stopped is not None:
+                return stopped
+            again = self.decide(prs)  # the builds took time: the window may have closed meanwhile
+            await self._send_notices(again)
+            if again.action is not Action.MERGE or again.pr != decision.pr or self._stopping:
+                return StepResult(again)
         self._sink("merge", pr=fresh.number, head=fresh.head_sha, hosts=list(plan.hosts),
                    plan=plan.describe())
         with self._lock_factory():
@@ -888,6 +922,25 @@ class AutomationRunner:
             if result is None:
                 return StepResult(again, acted=True, suspended=True, message="suspended")
             return await self._after_run(again, result)
+
+    async def _preview_gate(self, decision: Decision, pr: UpdatePR, hosts: list[str]) -> StepResult | None:
+        """``preview_before_merge``: build ``pr`` on the planned hosts (not activated; cached by head sha).
+        A host whose build fails stops the merge (blocked, notified once per head; while the failure is
+        cached, :func:`decide` keeps the PR blocked); an unreachable host is no evidence either way and
+        is left to the deploy's own rules."""
+        from nfu_tui.core.preview import failed_builds
+
+        results = await self.service.preview(pr, hosts)
+        failed = failed_builds(results)
+        unknown = [r.host for r in results if not r.ok and not r.build_failed]
+        self._sink("preview", level="warning" if unknown else "info", pr=pr.number, head=pr.head_sha,
+                   built=[r.host for r in results if r.ok], failed=failed, unknown=unknown)
+        if not failed:
+            return None
+        blocked = self._adopt(_does_not_build({"pr": pr.number, "head_sha": pr.head_sha, "window": decision.window},
+                                              pr, failed))
+        await self._send_notices(blocked)
+        return StepResult(blocked, acted=True, ok=False, message=blocked.template)
 
     async def _resume(self, decision: Decision) -> StepResult:
         from nfu_tui.core.store import local_actor

@@ -628,6 +628,32 @@ class FleetService:
             self.prs = [state for state in self.prs if state.pr.number != number]
             self._emit(ServiceEvent("prs"))
 
+    # --- preview before merge (SSH backend) ----------------------------------------------
+
+    def _changelog_for(self, pr: UpdatePR) -> Any:
+        state = self.pr_state(pr.number)
+        explanation = state.explanation if state is not None and state.pr.head_sha == pr.head_sha else None
+        return getattr(explanation, "changelog", None)
+
+    async def preview(self, pr: UpdatePR, hosts: list[str], *, fresh: bool = False,
+                      on_result: Callable[[Any], None] | None = None) -> list[Any]:
+        """Build ``pr``'s head on ``hosts`` without activating it (core/preview.py; cached by head sha)."""
+        from nfu_tui.core.preview import PreviewCache, preview_pr
+
+        if not self.config.uses_ssh:
+            raise NfuError('a preview needs fleet.backend = "ssh" (the dashboard cannot build without activating)')
+        return await preview_pr(self.dashboard, pr, hosts, changelog=self._changelog_for(pr), cache=PreviewCache(),
+                                fresh=fresh, on_result=on_result)
+
+    def cached_previews(self, pr: UpdatePR, hosts: Iterable[str]) -> dict[str, Any]:
+        """The cached previews of ``pr``'s current head (security fixes marked from its changelog)."""
+        from nfu_tui.core.preview import PreviewCache, security_ids_by_package, with_security
+
+        if not self.config.uses_ssh:
+            return {}
+        security = security_ids_by_package(self._changelog_for(pr))
+        return {h: with_security(p, security) for h, p in PreviewCache().for_head(pr.head_sha, hosts).items()}
+
     async def plan_converge(self, host_ids: list[str] | None = None) -> Any:
         """A converge plan: the default branch's head to every host behind it (GitHub compares; no merge)."""
         from nfu_tui.core.converge import fleet_lag

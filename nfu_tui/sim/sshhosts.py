@@ -36,6 +36,7 @@ mode="$1"; shift  # switch | build
 flake=""; rollback=0
 while [ $# -gt 0 ]; do case "$1" in --flake) flake="$2"; shift 2;; --rollback) rollback=1; shift;; *) shift;; esac; done
 echo "building the system configuration..." >&2
+[ "$mode" = build ] && echo "$PWD" >> "$S/builds"  # previews: counted, so tests can see a cached result reused
 echo $$ > "$S/switch-pid"
 steps=$(cat "$S/switch-steps" 2>/dev/null || echo 2)
 for i in $(seq 1 "$steps"); do echo "building [$i/$steps] /nix/store/x$i-unit.drv" >&2; sleep 0.1; done

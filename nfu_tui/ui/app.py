@@ -835,7 +835,8 @@ class NfuApp(App[int]):
             if ok:
                 self.start_deploy(plan)
 
-        self.push_screen(DeployConfirmScreen(plan, state, window_warning=warning), confirmed)
+        previews = self.service.cached_previews(state.pr, plan.hosts) if state is not None else None
+        self.push_screen(DeployConfirmScreen(plan, state, window_warning=warning, previews=previews), confirmed)
 
     def plan_converge(self, host_ids: list[str] | None) -> None:
         """``c``: plan a converge (GitHub compares each host's generation to the default branch), confirm, run."""

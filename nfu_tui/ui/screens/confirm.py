@@ -3,6 +3,7 @@ outside-the-maintenance-window warning that needs its own key)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -16,6 +17,7 @@ from textual.widgets import Button, Footer, Static
 
 from nfu_tui.core.plan import DeployPlan, SkipReason
 from nfu_tui.ui import prview
+from nfu_tui.ui.screens.preview import preview_text
 from nfu_tui.ui.spans import unlead
 from nfu_tui.ui.widgets.scrolling import Scroller
 
@@ -73,8 +75,9 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(yes)
 
 
-def plan_text(plan: DeployPlan, state: Any | None) -> Text:
-    """The plan as the admin reads it before confirming: order, waves, skips and why."""
+def plan_text(plan: DeployPlan, state: Any | None, previews: Mapping[str, Any] | None = None) -> Text:
+    """The plan as the admin reads it before confirming: order, waves, skips and why; with ``previews``
+    (cached for this head, SSH backend), what the build changes on each planned host."""
     text = Text()
     if state is not None:
         pr = state.pr
@@ -133,6 +136,10 @@ def plan_text(plan: DeployPlan, state: Any | None) -> Text:
         if unselected:
             text.append("   – not selected: ", style="dim")
             text.append(", ".join(unselected) + "\n", style="dim")
+    if previews:
+        shown_hosts = [h for h in plan.hosts if h in previews]
+        text.append("\nPreview (built at this head, not activated; v builds the rest)\n", style="bold")
+        text.append_text(preview_text(shown_hosts, previews, running=False))
     for warning in plan.warnings:
         text.append(f"\n⚠ {warning}", style="bold yellow")
     if not plan.entries and not plan.queued and plan.converge:
@@ -185,10 +192,12 @@ class DeployConfirmScreen(ModalScreen[bool]):
     DeployConfirmScreen Button { margin-left: 2; }
     """
 
-    def __init__(self, plan: DeployPlan, state: Any | None, *, window_warning: str | None = None) -> None:
+    def __init__(self, plan: DeployPlan, state: Any | None, *, window_warning: str | None = None,
+                 previews: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.plan = plan
         self._state = state
+        self._previews = previews
         self.window_warning = window_warning
         self.window_acknowledged = False
         if plan.converge:  # the footer says what y does: a converge merges nothing
@@ -204,7 +213,7 @@ class DeployConfirmScreen(ModalScreen[bool]):
             if self.window_warning:
                 yield Static(self._warning_text(), id="window-warning")
             with Scroller(id="plan-scroll"):
-                yield Static(plan_text(self.plan, self._state), id="plan")
+                yield Static(plan_text(self.plan, self._state, self._previews), id="plan")
             with Horizontal():
                 yield Button(f"{self._verb} (y)", variant="warning", id="yes",
                              disabled=bool(self.window_warning) or nothing)

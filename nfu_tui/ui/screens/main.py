@@ -59,6 +59,12 @@ class MainScreen(Screen):
                     "shows the plan first",
             id="main.converge",
         ),
+        Binding(
+            "v", "preview", "Preview", show=False,
+            tooltip="Build the focused PR on the hosts (or the selected ones) without activating it: package "
+                    "changes (security fixes first), closure size, reboot needed, build failures (ssh backend)",
+            id="main.preview",
+        ),
         Binding("D", "show_deploy", "Deploy view", show=False, tooltip="Show the current/last deploy", id="main.deploy-view"),
         copy.copy_binding("main.copy"),
     ]
@@ -331,6 +337,24 @@ class MainScreen(Screen):
             return
         targets = sorted(self.grid.selected) or None
         self.app.plan_deploy(number, targets)
+
+    def action_preview(self) -> None:
+        from nfu_tui.ui.screens.preview import PreviewScreen
+
+        service = self.app.service
+        if service is None:
+            return
+        if not service.config.uses_ssh:
+            self.app.notify('A preview needs fleet.backend = "ssh": the dashboard cannot build without activating.',
+                            title="Preview", severity="warning")
+            return
+        number = self.query_one(PRList).focused_number
+        state = service.pr_state(number) if number is not None else service.pending_update()
+        if state is None:
+            self.app.notify("There is no open update PR to preview.", title="Preview", severity="warning")
+            return
+        hosts = sorted(self.grid.selected) or sorted(service.config.hosts)
+        self.app.push_screen(PreviewScreen(service, state.pr, hosts))
 
     def action_converge(self) -> None:
         self.app.plan_converge(sorted(self.grid.selected) or None)
