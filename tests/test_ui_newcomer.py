@@ -195,7 +195,9 @@ async def test_queued_hosts_stop_waiting_from_the_footer_and_the_run_ends_paused
         await wait_for(pilot, lambda: view.stage == "waiting-queued", "only the queued host left", timeout=120)
         stage = screen.query_one("#deploy-stage")
         await wait_for(pilot, lambda: "waiting for queued offline hosts" in stage.content.plain, "the waiting stage")
-        assert stage.content.cell_len <= stage.size.width * stage.size.height  # wrapped, not cut
+        # Wrapped, not cut (the stage's height follows its new text at the next layout: wait for it).
+        await wait_for(pilot, lambda: stage.content.cell_len <= stage.size.width * stage.size.height,
+                       "the waiting stage wrapped over its lines")
         await wait_for(pilot, lambda: "Stop waiting" in footer_keys(screen), "w in the footer")
         await pilot.press("w")
         await wait_for(pilot, lambda: view.finished, "the run to end waiting")
