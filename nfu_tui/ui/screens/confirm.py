@@ -65,7 +65,8 @@ class ConfirmScreen(ModalScreen[bool]):
         yield Footer()  # the dialog's keys, not the screen's below
 
     def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
+        for button in self.query("#no").results(Button):  # none when answered before it was built
+            button.focus()
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
@@ -222,7 +223,8 @@ class DeployConfirmScreen(ModalScreen[bool]):
 
     def on_mount(self) -> None:
         self.set_class(bool(self.window_warning), "-outside")
-        self.query_one(Scroller).focus()  # the plan's keys scroll it; y/o/n/esc answer from anywhere
+        for pane in self.query(Scroller).results(Scroller):  # the plan's keys scroll it; y/o/n/esc answer
+            pane.focus()
 
     def _warning_text(self) -> Text:
         text = Text()

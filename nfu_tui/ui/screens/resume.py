@@ -129,6 +129,9 @@ class ResumeScreen(ModalScreen[Choice]):
     ResumeScreen Button { margin-left: 2; }
     """
 
+    # Focused by Textual once the buttons exist; a key pressed before that (a fast esc) cannot fail.
+    AUTO_FOCUS = "#later"
+
     def __init__(self, run: Any) -> None:
         super().__init__()
         self.run = run
@@ -143,9 +146,6 @@ class ResumeScreen(ModalScreen[Choice]):
                 yield Button("Abandon (a)", id="abandon")
                 yield Button("Later (esc)", id="later")
         yield Footer()
-
-    def on_mount(self) -> None:
-        self.query_one("#later", Button).focus()
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
