@@ -220,6 +220,22 @@ async def test_rate_budget_is_exposed(client: GitHubClient, api: FakeAPI) -> Non
     assert client.requests_made == 1
 
 
+def test_rate_budget_only_goes_down_within_a_window() -> None:
+    """Concurrent answers arrive out of order: an earlier (higher) count never replaces a later one, a new
+    window (another reset time) does."""
+    client = GitHubClient(api_url=API, repo="alice/nixcfg", token=READ)
+
+    def seen(remaining: int, reset: int) -> int | None:
+        client._note_headers(httpx.Headers({"x-ratelimit-limit": "5000", "x-ratelimit-remaining": str(remaining),
+                                            "x-ratelimit-reset": str(reset), "x-ratelimit-resource": "core"}))
+        return client.rate.remaining
+
+    assert seen(4980, 100) == 4980
+    assert seen(4995, 100) == 4980  # overtaken
+    assert seen(4979, 100) == 4979
+    assert seen(4999, 200) == 4999  # the next window
+
+
 async def test_deprecation_is_logged_once(client: GitHubClient, api: FakeAPI, caplog: pytest.LogCaptureFixture) -> None:
     sunset = {"deprecation": "Sat, 01 Jan 2028 00:00:00 GMT", "sunset": "Fri, 10 Mar 2028 00:00:00 GMT"}
     api.add("GET", f"/repos/{REPO}/pulls/41", reply(200, pr_item(mergeable=True), headers=sunset))

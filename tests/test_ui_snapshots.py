@@ -30,6 +30,7 @@ from nfu_tui.sim.scenario import HostSpec
 from nfu_tui.sim.testing import fast_scenario
 from nfu_tui.ui.app import NfuApp
 from nfu_tui.ui.messages import ServiceUpdate
+from nfu_tui.ui.screens.confirm import DeployConfirmScreen
 from nfu_tui.ui.screens.resume import ResumeScreen
 from nfu_tui.ui.widgets.host_grid import HostGrid
 
@@ -113,12 +114,15 @@ def test_merge_and_deploy_confirmation(snap_compare, snap_sim, tmp_path, size):
     """The plan shown by ``m``: order, queued offline host; one held host skipped."""
     app = build_app(snap_sim, tmp_path, f"confirm{size[0]}")
 
-    async def hold_then_settle(pilot: Any) -> None:
+    async def hold_then_plan(pilot: Any) -> None:
         await settled(pilot)
         await app.service.set_hold(["hsb1"], True)
+        await wait(pilot, lambda: app.screen_stack[0].query_one(HostGrid).held == {"hsb1"})
+        await pilot.press("m")
+        await wait(pilot, lambda: isinstance(app.screen, DeployConfirmScreen) and len(app.screen.query("#plan")) == 1)
         await pilot.pause(0.2)
 
-    assert snap_compare(app, terminal_size=size, run_before=hold_then_settle, press=["m"])
+    assert snap_compare(app, terminal_size=size, run_before=hold_then_plan)
 
 
 # --- automation, windows, failure panel, history, unfinished runs ------------------------

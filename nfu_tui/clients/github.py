@@ -400,6 +400,11 @@ class GitHubClient:
         budget = proto.parse_rate_budget(headers)
         if budget is None:
             return
+        seen = self.rates.get(budget.resource)
+        if (seen is not None and seen.reset_epoch is not None and seen.reset_epoch == budget.reset_epoch
+                and seen.remaining is not None
+                and budget.remaining is not None and budget.remaining > seen.remaining):
+            return  # an answer overtaken by a later one: within one window the budget only goes down
         self.rates[budget.resource] = budget
         if budget.resource == "core":
             self.rate = budget

@@ -498,8 +498,9 @@ class FleetService:
             if self._explaining.get(pr.number) is asyncio.current_task():
                 del self._explaining[pr.number]
         self.prs = [self._pr_cache[p.pr.number].state or p for p in self.prs if p.pr.number in self._pr_cache]
-        self.status = replace(self.status, rate=self.github.rate)
         self._emit(ServiceEvent("prs"))
+        if self.github.rate != self.status.rate:  # the explanation's requests spent budget: the header shows it
+            self._set_status(rate=self.github.rate)
 
     def track_pr(self, number: int) -> None:
         """Show PR ``number`` with the update PRs while it is open (e.g. a revert PR to merge like an update)."""
