@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from test_engine import Deploy, scenario
 
-from nfu_tui.core.converge import fleet_lag, lag_from_compare, lag_from_dashboard
+from nfu_tui.core.converge import fleet_lag, lag_from_compare, lag_from_compartments
 from nfu_tui.core.engine import HostFinished, Outcome, RunStatus
 from nfu_tui.core.history import history_json, load_history
 from nfu_tui.core.plan import DeployPlan, HostLag, SkipReason, make_plan
@@ -48,10 +48,10 @@ def _host(name: str, gen: str, git: CompartmentState = CompartmentState.OK,
 
 
 def test_lag_of_a_mirror_host_comes_from_the_dashboards_git_and_lock() -> None:
-    assert lag_from_dashboard(_host("m", "1111111"), "main").behind is False
-    behind = lag_from_dashboard(_host("m", "1111111", CompartmentState.OUTDATED, message="Behind remote (1 → 2)"), "main")
+    assert lag_from_compartments(_host("m", "1111111"), "main").behind is False
+    behind = lag_from_compartments(_host("m", "1111111", CompartmentState.OUTDATED, message="Behind remote (1 → 2)"), "main")
     assert behind.behind is True and "Behind remote (1 → 2)" in behind.text and "mirror" in behind.text
-    unknown = lag_from_dashboard(_host("m", "1111111", CompartmentState.ERROR), "main")
+    unknown = lag_from_compartments(_host("m", "1111111", CompartmentState.ERROR), "main")
     assert unknown.behind is None and unknown.text.startswith("cannot tell")
 
 

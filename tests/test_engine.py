@@ -1139,7 +1139,7 @@ class Deploy:
         if client_timeout is not None:  # a short HTTP timeout: a late answer is "lost" quickly
             dashboard = DashboardClient(url=self.cfg.dashboard.url, password=secrets.dashboard_password,
                                         timeout=client_timeout)
-        self.service = FleetService(self.cfg, secrets, store=self.store, github=github, dashboard=dashboard,
+        self.service = FleetService(self.cfg, secrets, store=self.store, github=github, backend=dashboard,
                                     state=AppState.load(tmp_path / "state.json"))
         self.events: list[EngineEvent] = []
 
@@ -1335,7 +1335,7 @@ async def test_e2e_two_deployers_at_once(sim_factory: Any, tmp_path: Path) -> No
         first = d.engine()
         task = asyncio.create_task(first.run(plan, actor="tester", queued_wait=0))
         assert await d.service.wait_until(lambda: bool(d.ops()), 20)
-        second = DeployEngine(d.service.github, d.service.dashboard, d.service, d.store, d.cfg,
+        second = DeployEngine(d.service.github, d.service.backend, d.service, d.store, d.cfg,
                               lock_label="nfu-tui auto")
         with pytest.raises(DeployLocked, match=r"deploy running in the nfu-tui TUI \(pid \d+"):
             await second.run(plan, actor="other", queued_wait=0)

@@ -38,7 +38,7 @@ async def service(sim, sim_config: Path):
 
 
 async def test_live_fleet_and_pending_update(service: FleetService, sim) -> None:
-    await wait_for(lambda: service.status.dashboard == "live")
+    await wait_for(lambda: service.status.fleet == "live")
     hosts = service.hosts()
     assert len(hosts) >= 10
     assert any(not h.online for h in hosts), "the default scenario has an offline host"
@@ -58,7 +58,7 @@ async def test_live_fleet_and_pending_update(service: FleetService, sim) -> None
 
 
 async def test_heartbeats_update_hosts_live(service: FleetService) -> None:
-    await wait_for(lambda: service.status.dashboard == "live")
+    await wait_for(lambda: service.status.fleet == "live")
     online = next(h for h in service.hosts() if h.online)
     first_seen = online.last_seen
     await wait_for(lambda: (service.host(online.id) or online).last_seen != first_seen)
@@ -67,7 +67,7 @@ async def test_heartbeats_update_hosts_live(service: FleetService) -> None:
 
 
 async def test_hold_is_persisted_and_audited(service: FleetService) -> None:
-    await wait_for(lambda: service.status.dashboard == "live")
+    await wait_for(lambda: service.status.fleet == "live")
     await service.set_hold(["gpc0", "hsb1"], True)
     assert AppState.load().held >= {"gpc0", "hsb1"}
     await service.set_hold(["hsb1"], False)
@@ -97,10 +97,10 @@ async def test_login_required_without_password(sim, sim_config: Path) -> None:
     svc = FleetService(cfg, secrets)
     await svc.start()
     try:
-        await wait_for(lambda: svc.status.dashboard == "login-required")
+        await wait_for(lambda: svc.status.fleet == "login-required")
         with pytest.raises(LoginFailed):
             await svc.login("wrong-password")
         await svc.login(sim.info()["password"])
-        await wait_for(lambda: svc.status.dashboard == "live")
+        await wait_for(lambda: svc.status.fleet == "live")
     finally:
         await svc.stop()

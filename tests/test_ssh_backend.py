@@ -490,7 +490,7 @@ async def test_the_tui_shows_the_ssh_fleet(sim: Any, async_bed: SshBed, tmp_path
     async with app.run_test(size=(120, 40)) as pilot:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 20
-        while not (app.service.status.dashboard == "live" and app.screen_stack[0].query_one(HostGrid).total == 2
+        while not (app.service.status.fleet == "live" and app.screen_stack[0].query_one(HostGrid).total == 2
                    and app.service.host("web2").system.state is CompartmentState.ERROR):
             assert loop.time() < deadline, app.service.status
             await pilot.pause(0.05)
@@ -525,7 +525,7 @@ async def test_the_tui_previews_the_focused_pr_per_host_and_the_plan_shows_it(si
                 assert loop.time() < deadline, what
                 await pilot.pause(0.05)
 
-        await until(lambda: app.service.status.dashboard == "live" and app.service.pr_state(42) is not None
+        await until(lambda: app.service.status.fleet == "live" and app.service.pr_state(42) is not None
                     and app.service.pr_state(42).explanation is not None, "fleet and PR #42 explained")
         await pilot.press("v")
         assert isinstance(app.screen, PreviewScreen)

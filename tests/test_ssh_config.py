@@ -59,16 +59,16 @@ def test_ssh_config_loads_and_needs_no_dashboard(tmp_path: Path) -> None:
 def test_factory_picks_the_backend(tmp_path: Path) -> None:
     from nfu_tui.backends.ssh import SshFleet
     from nfu_tui.clients.dashboard import DashboardClient
-    from nfu_tui.clients.factory import dashboard_client
+    from nfu_tui.clients.factory import fleet_backend
 
     cfg = load_config(write(tmp_path, SSH))
-    fleet = dashboard_client(cfg, resolve_secrets(cfg, env={}, use_gh=False))
+    fleet = fleet_backend(cfg, resolve_secrets(cfg, env={}, use_gh=False))
     assert isinstance(fleet, SshFleet)
     assert {h.name: (h.user, h.address, h.port, h.attr, h.repo_dir) for h in fleet.hosts.values()} == {
         "web1": ("deploy", "web1.example.org", 2222, "web-1", "/srv/nixcfg"),
         "mac": ("root", "mac.example.org", 22, "mac", "/etc/nixos")}
     plain = load_config(write(tmp_path, '[dashboard]\nurl = "https://fleet.example.com"\n'))
-    assert isinstance(dashboard_client(plain, resolve_secrets(plain, env={}, use_gh=False)), DashboardClient)
+    assert isinstance(fleet_backend(plain, resolve_secrets(plain, env={}, use_gh=False)), DashboardClient)
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -75,7 +75,7 @@ async def settled(pilot: Any) -> None:
         service = app.service
         return (
             service is not None
-            and service.status.dashboard == "live"
+            and service.status.fleet == "live"
             and service.status.github == "ok"
             and len(service.hosts()) == 12
             and bool(service.prs)
@@ -176,7 +176,7 @@ def test_failure_panel(snap_compare, tmp_path):
 
         async def failed_deploy(pilot: Any) -> None:
             service = app.service
-            await wait(pilot, lambda: service is not None and service.status.dashboard == "live" and service.prs
+            await wait(pilot, lambda: service is not None and service.status.fleet == "live" and service.prs
                        and app.screen.query_one(HostGrid).total == 2)
             app.screen.query_one(HostGrid).move_to("hsb0")
             await pilot.press("space", "m", "y")

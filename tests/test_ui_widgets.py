@@ -105,10 +105,10 @@ def test_the_automation_badge_and_line_say_what_automation_does():
     assert "automation stopped: RuntimeError: boom" in automation_text(failed, now).plain
     from nfu_tui.core.service import ConnectionStatus
 
-    status = ConnectionStatus(dashboard="live", github="ok")
+    status = ConnectionStatus(fleet="live", github="ok")
     line = header_text(status, now, compact=True, automation=on).plain
     assert line.startswith(" nfu-tui  │ auto wait │ dash ● live") and len(line) <= 80
-    attention = ConnectionStatus(dashboard="live", github="ok", attention="run #12 paused · ✉ 1 unsent")
+    attention = ConnectionStatus(fleet="live", github="ok", attention="run #12 paused · ✉ 1 unsent")
     line = header_text(attention, now, compact=True, automation=on).plain
     assert line.startswith(" nfu-tui  │ auto wait │ run #12 paused · ✉ 1 unsent │ dash ● live")
 

@@ -49,6 +49,7 @@ from typing import Any
 
 import asyncssh
 
+from nfu_tui.backends.base import SSH
 from nfu_tui.clients._dashboard_protocol import Connected, DispatchResult, Message
 from nfu_tui.clients.fleet import FleetChange, FleetModel, FleetSnapshot
 from nfu_tui.errors import DashboardError
@@ -316,8 +317,9 @@ class _Running:
 
 
 class SshFleet:
-    """See the module docstring. Duck-types the parts of DashboardClient its callers use."""
+    """See the module docstring. A :class:`~nfu_tui.backends.base.FleetBackend`, like the DashboardClient."""
 
+    info = SSH
     needs_password = False
     dashboard_version: str | None = None
 
@@ -353,7 +355,7 @@ class SshFleet:
                    poll_seconds=s.poll_seconds, connect_timeout=s.connect_timeout,
                    max_concurrency=s.max_concurrency, github=github)
 
-    # --- DashboardClient's surface ------------------------------------------------
+    # --- the FleetBackend surface ------------------------------------------------
 
     async def __aenter__(self) -> "SshFleet":
         return self
@@ -447,6 +449,11 @@ class SshFleet:
             if isinstance(cmd, Command):
                 out[name] = cmd
         return out
+
+    async def events(self, limit: int = 100, host: str | None = None) -> list[dict[str, Any]]:
+        """SSH hosts keep no event log: a dispatch whose answer was lost is found by :meth:`command_states`
+        (the host's ``last`` file)."""
+        return []
 
     async def output(self, host: str, lines: int = 500, *, bare: bool = False) -> list[str]:
         """The last ``lines`` lines of the newest command's log on ``host`` (``last``), sanitized.

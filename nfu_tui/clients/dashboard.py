@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from nfu_tui import __version__
+from nfu_tui.backends.base import NIXFLEET
 from nfu_tui.clients._dashboard_protocol import (
     GET_STATE,
     SAFE_METHODS,
@@ -153,6 +154,8 @@ class DashboardClient:
     retrying is safe for POSTs too) and re-scrapes the CSRF token once on a 403
     ``Forbidden``.
     """
+
+    info = NIXFLEET
 
     def __init__(
         self,

@@ -1,12 +1,12 @@
-"""Build the two clients from the configuration and the resolved secrets (one place for every caller)."""
+"""Build the GitHub client and the fleet backend from the configuration and the resolved secrets (one place
+for every caller)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from nfu_tui.backends.ssh import SshFleet
-    from nfu_tui.clients.dashboard import DashboardClient
+    from nfu_tui.backends.base import FleetBackend
     from nfu_tui.clients.github import GitHubClient
     from nfu_tui.config import Config, Secrets
 
@@ -32,7 +32,7 @@ def github_client(cfg: Config, secrets: Secrets) -> GitHubClient:
     )
 
 
-def dashboard_client(cfg: Config, secrets: Secrets, *, insecure: bool = False) -> DashboardClient | SshFleet:
+def fleet_backend(cfg: Config, secrets: Secrets, *, insecure: bool = False) -> FleetBackend:
     """The fleet backend ``fleet.backend`` names: the NixFleet dashboard client (raises DashboardError for a
     plain-http non-loopback URL unless insecure) or the SSH backend (asks GitHub for the default branch head)."""
     if cfg.uses_ssh:

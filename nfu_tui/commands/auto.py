@@ -63,7 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-grace", type=number(0, 3600), default=60.0, metavar="SECONDS",
                    help="on SIGTERM, how long to let the host or merge in flight finish (default 60, at most 3600)")
     p.add_argument("--ready-timeout", type=number(0, 3600, above=True), default=60.0, metavar="SECONDS",
-                   help="--once: how long to wait for the dashboard and GitHub (default 60, at most 3600)")
+                   help="--once: how long to wait for the fleet (dashboard or SSH hosts) and GitHub "
+                        "(default 60, at most 3600)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464)")
     p.add_argument("--metrics-allow-remote", action="store_true",
@@ -206,8 +207,9 @@ class _Auto:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        where = {"backend": "ssh"} if self.cfg.uses_ssh else {"dashboard": self.cfg.dashboard.url}
         self.log("started", mode="once" if self.args.once else "service", repo=self.cfg.github.repo,
-                 dashboard=self.cfg.dashboard.url, automation="on" if runner.enabled() else "off",
+                 **where, automation="on" if runner.enabled() else "off",
                  windows=runner.windows.describe_next(runner.clock()))
         code = 0
         ticker = asyncio.ensure_future(self._say_what_we_wait_for(runner))
@@ -317,14 +319,14 @@ class _Auto:
         deadline = loop.time() + self.args.ready_timeout
         while True:
             status = service.status
-            if status.dashboard in ("login-required",):
-                return False, f"dashboard login failed: {status.dashboard_detail}"
+            if status.fleet in ("login-required",):
+                return False, f"dashboard login failed: {status.fleet_detail}"
             if service.fleet.synced and status.last_poll is not None:
                 return True, ""
             if loop.time() >= deadline:
                 what = []
                 if not service.fleet.synced:
-                    what.append(f"dashboard {status.dashboard} {status.dashboard_detail}".strip())
+                    what.append(f"{status.backend.label} {status.fleet} {status.fleet_detail}".strip())
                 if status.last_poll is None:
                     what.append(f"GitHub {status.github} {status.github_detail}".strip())
                 return False, "not ready within the timeout: " + "; ".join(what)
@@ -346,15 +348,15 @@ class _Auto:
             else:
                 await asyncio.sleep(QUIET_SECONDS)
 
-    def _connection_line(self, status) -> None:  # type: ignore[no-untyped-def]
+    def _connection_line(self, status, info) -> None:  # type: ignore[no-untyped-def]
         from nfu_tui.core.watch import RunWatch
 
-        live = status.dashboard == "live"
+        live = status.fleet == "live"
         if self.watch is None:
             if live:
-                self.watch = RunWatch()
+                self.watch = RunWatch(info=info)
             return
-        line = self.watch.connection(live, status.dashboard_detail)
+        line = self.watch.connection(live, status.fleet_detail)
         if line is not None:
             self.log("dashboard_back" if live else "dashboard_lost", level="info" if live else "warning",
                      message=line)
@@ -385,11 +387,11 @@ class _Auto:
             self.log(_event_name(ev), level=level, **fields)
         elif event.kind == "status":
             status = service.status
-            self._connection_line(status)
-            now = (f"{status.dashboard}:{status.dashboard_detail}", f"{status.github}:{status.github_detail}")
+            self._connection_line(status, service.backend_info)
+            now = (f"{status.fleet}:{status.fleet_detail}", f"{status.github}:{status.github_detail}")
             if now != self.last_status:
                 self.last_status = now
-                bad = status.dashboard in ("error", "login-required") or status.github in ("error", "rate-limited")
-                self.log("connection", level="warning" if bad else "info", dashboard=status.dashboard,
-                         dashboard_detail=status.dashboard_detail, github=status.github,
+                bad = status.fleet in ("error", "login-required") or status.github in ("error", "rate-limited")
+                self.log("connection", level="warning" if bad else "info", backend=status.backend.kind, fleet=status.fleet,
+                         fleet_detail=status.fleet_detail, github=status.github,
                          github_detail=status.github_detail)

@@ -47,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "deploy",
         help="merge an update PR and deploy it (pull + switch per host) without the TUI",
-        description="Merge an update PR (sha-guarded) and deploy it host by host through the dashboard.",
+        description="Merge an update PR (sha-guarded) and deploy it host by host through the fleet backend "
+                    "(the NixFleet dashboard or SSH).",
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--pr", type=int, metavar="N", help="the update PR to merge and deploy")
@@ -159,36 +160,37 @@ class _Deploy:
         return DeployLock(label=f"{PROG} {what}")
 
     async def _with_clients(self) -> int:
-        from nfu_tui.clients.factory import dashboard_client, github_client
+        from nfu_tui.clients.factory import fleet_backend, github_client
         from nfu_tui.core.store import Store
         from nfu_tui.errors import NfuError
 
         cfg, secrets = self.cfg, self.secrets
         try:
-            dashboard = dashboard_client(cfg, secrets, insecure=self.args.insecure)
+            backend = fleet_backend(cfg, secrets, insecure=self.args.insecure)
         except NfuError as exc:
             return _bad(exc.message)
         github = github_client(cfg, secrets)
-        async with dashboard, github:
+        async with backend, github:
             with Store() as store:
-                return await self._deploy(github, dashboard, store)
+                return await self._deploy(github, backend, store)
 
-    async def _login(self, dashboard) -> None:  # type: ignore[no-untyped-def]
+    async def _login(self, backend) -> None:  # type: ignore[no-untyped-def]
         import asyncio
 
         from nfu_tui.errors import LoginFailed
 
         try:
-            await dashboard.login()
+            await backend.login()
         except LoginFailed as exc:
             if not exc.needs_totp or not sys.stdin.isatty():
                 raise
             code = await asyncio.to_thread(input, "Dashboard TOTP code: ")
-            await dashboard.login(totp_code=code.strip())
+            await backend.login(totp_code=code.strip())
 
-    async def _deploy(self, github, dashboard, store) -> int:  # type: ignore[no-untyped-def]
+    async def _deploy(self, github, backend, store) -> int:  # type: ignore[no-untyped-def]
         import asyncio
 
+        from nfu_tui.backends.base import info_of
         from nfu_tui.core.converge import fleet_lag
         from nfu_tui.core.live import LiveFleet
         from nfu_tui.core.plan import DeployPlan, make_plan, merge_only
@@ -210,11 +212,11 @@ class _Deploy:
                 run_id = self._pick_run(unfinished, args.resume)
             except StateError as exc:
                 return _bad(exc.message)
-        await self._login(dashboard)
+        await self._login(backend)
         self.watch: RunWatch | None = None  # from the first fleet state on: lost/back lines
-        view = LiveFleet(dashboard, on_stream=lambda event, _changes: self._on_stream(view, event))
+        view = LiveFleet(backend, on_stream=lambda event, _changes: self._on_stream(view, event))
         await view.start()
-        self.watch = RunWatch()
+        self.watch = RunWatch(info=info_of(backend))
         try:
             if run_id is None:
                 targets = None
@@ -228,7 +230,7 @@ class _Deploy:
                         return _bad(f"unknown host(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
                 state = AppState.load()
                 if args.converge:
-                    branch, target, lag = await fleet_lag(github, view.hosts())
+                    branch, target, lag = await fleet_lag(github, view.hosts(), noun=info_of(backend).noun)
                     plan = make_plan(view.hosts(), self.cfg, state.held, targets=targets, head_sha=target,
                                      overrides=state.overrides, lag=lag, branch=branch)
                 else:
@@ -265,12 +267,12 @@ class _Deploy:
                     return _bad("refusing to deploy without confirmation: no terminal to ask on; pass --yes")
                 verb = ("Resume" if run_id is not None else plan.subject.capitalize() if plan.converge
                         else f"Merge PR #{plan.pr_number} and deploy")
-                # In a thread: the dashboard stream keeps being served while the user reads the plan.
+                # In a thread: the fleet stream keeps being served while the user reads the plan.
                 answer = (await asyncio.to_thread(input, f"{verb}? [y/N] ")).strip().lower()
                 if answer not in ("y", "yes"):
                     print("Nothing done.")
                     return 1
-            return await self._run_engine(github, dashboard, view, store, plan, run_id, pr)
+            return await self._run_engine(github, backend, view, store, plan, run_id, pr)
         finally:
             await view.stop()
 
@@ -291,7 +293,7 @@ class _Deploy:
             raise StateError(f"several unfinished runs: {listed}; name one: --resume RUN_ID")
         return deploys[0].id
 
-    async def _run_engine(self, github, dashboard, view, store, plan, run_id, pr) -> int:  # type: ignore[no-untyped-def]
+    async def _run_engine(self, github, backend, view, store, plan, run_id, pr) -> int:  # type: ignore[no-untyped-def]
         import asyncio
         import contextlib
         import signal
@@ -318,7 +320,7 @@ class _Deploy:
 
         # Through the durable outbox: what this process cannot deliver, nfu-tui auto (or the TUI) retries.
         notifier = Outbox(store, WebhookNotifier(self.cfg.notify.webhook_url)) if self.cfg.notify.webhook_url else None
-        engine = DeployEngine(github, dashboard, view, store, self.cfg, notifier=notifier,
+        engine = DeployEngine(github, backend, view, store, self.cfg, notifier=notifier,
                               lock=contextlib.nullcontext,  # this command already holds the deploy lock
                               remote_lock=deployments.check_lock if deployments is not None else None,
                               on_event=on_event,
@@ -374,7 +376,7 @@ class _Deploy:
         print(f"{datetime.now().strftime('%H:%M:%S')} {text}", flush=True)
 
     def _on_stream(self, view, event) -> None:  # type: ignore[no-untyped-def]
-        """A line when the dashboard connection is lost (the first failure) and when the fleet state is back."""
+        """A line when the fleet backend's connection is lost (the first failure) and when the fleet state is back."""
         from nfu_tui.clients._dashboard_protocol import Disconnected
 
         if self.watch is None:

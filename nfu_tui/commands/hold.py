@@ -106,12 +106,12 @@ def _dashboard_hosts(cfg) -> set[str]:  # type: ignore[no-untyped-def]
         return set()
 
     async def ask() -> set[str]:
-        from nfu_tui.clients.factory import dashboard_client
+        from nfu_tui.clients.factory import fleet_backend
 
         secrets = resolve_secrets(cfg, use_gh=False)
         if secrets.dashboard_password is None:
             return set()
-        async with dashboard_client(cfg, secrets) as client:
+        async with fleet_backend(cfg, secrets) as client:
             return {h.id for h in await asyncio.wait_for(client.hosts(), 15)}
 
     try:

@@ -59,7 +59,8 @@ async def _status(cfg, secrets, *, as_json: bool, insecure: bool) -> int:  # typ
     import json
     from datetime import datetime, timezone
 
-    from nfu_tui.clients.factory import dashboard_client, github_client
+    from nfu_tui.backends.base import info_for
+    from nfu_tui.clients.factory import fleet_backend, github_client
     from nfu_tui.core.state import AppState
     from nfu_tui.errors import NfuError
     from nfu_tui.models import COMPARTMENTS
@@ -68,22 +69,22 @@ async def _status(cfg, secrets, *, as_json: bool, insecure: bool) -> int:  # typ
     report: dict = {"schema": "nfu-tui.status/1", "generated_at": datetime.now(timezone.utc).isoformat()}
     failures: list[str] = []
     try:
-        dashboard = dashboard_client(cfg, secrets, insecure=insecure)
+        backend = fleet_backend(cfg, secrets, insecure=insecure)
     except NfuError as exc:
         print(f"nfu-tui status: {exc.message}", file=sys.stderr)
         return 2
     github = github_client(cfg, secrets)
-    async with dashboard, github:
+    async with backend, github:
         hosts: list = []
         dash = {"url": "ssh" if cfg.uses_ssh else cfg.dashboard.url, "ok": False, "error": None, "dashboard_version": None}
         try:
-            await dashboard.login()
-            snap = await dashboard.full_state()
+            await backend.login()
+            snap = await backend.full_state()
             hosts = list(snap.hosts.values())
             dash.update(ok=True, dashboard_version=snap.dashboard_version)
         except NfuError as exc:
             dash["error"] = exc.message
-            failures.append(f"dashboard {cfg.dashboard.url}: {exc.message}")
+            failures.append(f"{'SSH hosts' if cfg.uses_ssh else 'dashboard ' + cfg.dashboard.url}: {exc.message}")
         report["dashboard"] = dash
 
         prs_out: list[dict] = []
@@ -153,7 +154,7 @@ async def _status(cfg, secrets, *, as_json: bool, insecure: bool) -> int:  # typ
     if as_json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
-        _print_text(report)
+        _print_text(report, info_for(cfg).noun)
     for failure in failures:
         print(f"nfu-tui status: {failure}", file=sys.stderr)
     return 1 if failures else 0
@@ -180,7 +181,7 @@ def _journal(report: dict, failures: list[str]) -> None:
 GLYPH = {"ok": "✓", "outdated": "↑", "error": "✗", "working": "⟳", "unknown": "?"}
 
 
-def _print_text(report: dict) -> None:
+def _print_text(report: dict, noun: str) -> None:
     from nfu_tui.sanitize import sanitize_line
 
     hosts = report["hosts"]
@@ -189,7 +190,7 @@ def _print_text(report: dict) -> None:
     if dash["ok"]:
         print(f"Fleet: {len(hosts)} hosts, {online} online  ({dash['url']})")
     else:  # not "0 hosts": nothing is known about the fleet
-        print(f"Fleet: unknown — the dashboard could not be read ({dash['url']})")
+        print(f"Fleet: unknown — {noun} could not be read ({dash['url']})")
     if hosts:
         width = max(len(h["hostname"]) for h in hosts)
         print(f"  {'host'.ljust(width)}  state    A G L S T  command")

@@ -86,17 +86,17 @@ def run_app(
             loaded["cfg"], loaded["secrets"] = load()
         import nfu_tui.core.automation  # noqa: F401
         import nfu_tui.core.service  # noqa: F401
-        from nfu_tui.clients.factory import dashboard_client, github_client
+        from nfu_tui.clients.factory import fleet_backend, github_client
 
         c, s = loaded["cfg"], loaded["secrets"]
         loaded["github"] = github_client(c, s) if c.github.repo else None
-        loaded["dashboard"] = dashboard_client(c, s, insecure=insecure) if c.dashboard.url else None
+        loaded["backend"] = fleet_backend(c, s, insecure=insecure) if c.dashboard.url else None
 
     def factory() -> Any:
         from nfu_tui.core.service import FleetService
 
         return FleetService(loaded["cfg"], loaded["secrets"], github=loaded.get("github"),
-                            dashboard=loaded.get("dashboard"), insecure=insecure, lock_label=lock_label)
+                            backend=loaded.get("backend"), insecure=insecure, lock_label=lock_label)
 
     try:
         app = NfuApp(service_factory=factory, prepare=prepare, bell=cfg.notify.bell if cfg is not None else None,

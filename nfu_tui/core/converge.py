@@ -50,20 +50,22 @@ def lag_from_compare(generation: str, target: str, branch: str, comparison: Any)
     return HostLag(True, f"{gen} → {head}")
 
 
-def lag_from_dashboard(host: Host, branch: str) -> HostLag:
-    """A host whose commit GitHub does not know (a mirror): the dashboard's Git/Lock against version.json."""
+def lag_from_compartments(host: Host, branch: str, noun: str = "the dashboard") -> HostLag:
+    """A host whose commit GitHub does not know (a mirror): the backend's Git/Lock (the dashboard's: against
+    version.json); ``noun`` names the backend."""
     gen = host.generation[:7]
     git, lock = host.git.state, host.lock.state
     where = f"{gen} is not a commit of the repository (a mirror?)"
     if git is CompartmentState.OK and lock is CompartmentState.OK:
-        return HostLag(False, f"{where}; the dashboard reports Git and Lock ok against its published remote state")
+        return HostLag(False, f"{where}; {noun} reports Git and Lock ok against its published remote state")
     if CompartmentState.OUTDATED in (git, lock):
         said = host.git.message if git is CompartmentState.OUTDATED else host.lock.message
-        return HostLag(True, f"{where}; behind the dashboard's published remote state ({said or 'outdated'})")
-    return HostLag(None, f"cannot tell: {where} and the dashboard's Git is {git.value}, Lock {lock.value}")
+        return HostLag(True, f"{where}; behind {noun}'s published remote state ({said or 'outdated'})")
+    return HostLag(None, f"cannot tell: {where} and {noun}'s Git is {git.value}, Lock {lock.value}")
 
 
-async def fleet_lag(github: Any, hosts: Iterable[Host], *, branch: str = "") -> tuple[str, str, dict[str, HostLag]]:
+async def fleet_lag(github: Any, hosts: Iterable[Host], *, branch: str = "",
+                    noun: str = "the dashboard") -> tuple[str, str, dict[str, HostLag]]:
     """(branch, its head sha, lag per host id) — the input of a converge plan.
 
     ``github`` needs ``default_branch()``, ``branch_head(branch)`` and
@@ -85,7 +87,7 @@ async def fleet_lag(github: Any, hosts: Iterable[Host], *, branch: str = "") -> 
         if gen not in by_generation:
             by_generation[gen] = await _compare(github, gen, target, branch, len(by_generation))
         lag = by_generation[gen]
-        lags[host.id] = lag if lag is not None else lag_from_dashboard(host, branch)
+        lags[host.id] = lag if lag is not None else lag_from_compartments(host, branch, noun)
     return branch, target, lags
 
 
@@ -101,4 +103,4 @@ async def _compare(github: Any, gen: str, target: str, branch: str, done: int) -
         return HostLag(True, f"{gen[:7]} → {target[:7]}")
 
 
-__all__ = ["MAX_COMPARES", "fleet_lag", "lag_from_compare", "lag_from_dashboard"]
+__all__ = ["MAX_COMPARES", "fleet_lag", "lag_from_compare", "lag_from_compartments"]

@@ -1,8 +1,12 @@
 """The merge & deploy engine: merge an update PR (sha-guarded), then pull + switch each host.
 
 The engine executes a :class:`~nfu_tui.core.plan.DeployPlan` against GitHub (merge) and
-the NixFleet dashboard (per-host ``pull`` then ``switch``, dashboard contract §9.2). It
-is used the same way by the TUI, the headless ``auto`` mode and ``nfu-tui deploy``.
+the fleet backend (per-host ``pull`` then ``switch``, dashboard contract §9.2), a
+:class:`~nfu_tui.backends.base.FleetBackend`: the NixFleet dashboard or SSH. The rules
+below are written for the dashboard; the SSH backend speaks its message shapes, names
+itself in the texts (``BackendInfo.noun``), has no ``refresh-system`` and really stops
+a released command (``BackendInfo.stops_commands``). It is used the same way by the
+TUI, the headless ``auto`` mode and ``nfu-tui deploy``.
 
 Reliability rules:
 
@@ -105,6 +109,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, ContextManager, Iterable, Mapping, Protocol, Sequence
 
+from nfu_tui.backends.base import FleetBackend, info_of
 from nfu_tui.config import Config
 from nfu_tui.core.plan import DeployPlan, PlanEntry
 from nfu_tui.core.store import DeployLock
@@ -167,16 +172,6 @@ class GitHubPort(Protocol):
     async def wait_for_branch_contains(self, branch: str, sha: str, *, timeout: float = 60) -> None: ...
 
     async def viewer_login(self) -> str: ...
-
-
-class DashboardPort(Protocol):
-    async def dispatch(self, op: str, hosts: list[str], *, force: bool = False) -> list[Any]: ...
-
-    async def timeout_action(self, host: str, action: str, minutes: int | None = None) -> None: ...
-
-    async def command_states(self) -> dict[str, Command]: ...
-
-    async def events(self, limit: int = 100, host: str | None = None) -> list[dict[str, Any]]: ...
 
 
 class JournalPort(Protocol):
@@ -548,18 +543,19 @@ class DispatchDecision:
     found: Command | None = None  # the command as found after a dispatch without an answer
 
 
-def interpret_dispatch(result: Any, op: str, host: str) -> DispatchDecision:
+def interpret_dispatch(result: Any, op: str, host: str, noun: str = "the dashboard") -> DispatchDecision:
     """Map a dispatch result (started / blocked with a §6.2 code / error) to an action.
 
     ``send_failed`` is ``retry``: the dashboard lists the host online but could not hand
     the agent the command (no socket yet noticed as gone, or a full queue); nothing ran.
+    ``noun`` names the backend in the messages (:class:`~nfu_tui.backends.base.BackendInfo`).
     """
     if result is None:
-        return DispatchDecision("fail", message=f"the dashboard returned no result for {host}")
+        return DispatchDecision("fail", message=f"{noun} returned no result for {host}")
     if getattr(result, "started", False):
         cid = str(getattr(result, "command_id", "") or "")
         if not cid:
-            return DispatchDecision("fail", message=f"{op} started but the dashboard gave no command id")
+            return DispatchDecision("fail", message=f"{op} started but {noun} gave no command id")
         return DispatchDecision("started", command_id=cid)
     code = str(getattr(result, "code", "") or "")
     message = str(getattr(result, "message", "") or "")
@@ -824,10 +820,10 @@ def system_ok_behind_lagging_lock(host: Host | None, since: datetime | None) -> 
     return since is None or (checked is not None and checked >= since.replace(microsecond=0))
 
 
-def unverified_reason(host: Host | None, target: str, since: datetime | None) -> str:
-    """Why a switched host is not verified yet, in the dashboard's words."""
+def unverified_reason(host: Host | None, target: str, since: datetime | None, noun: str = "the dashboard") -> str:
+    """Why a switched host is not verified yet, in the backend's words (``noun`` names it)."""
     if host is None:
-        return "the dashboard no longer lists the host"
+        return f"{noun} no longer lists the host"
     parts = []
     if not host.online:
         parts.append("offline")
@@ -838,14 +834,14 @@ def unverified_reason(host: Host | None, target: str, since: datetime | None) ->
         state = host.system.state.value if hasattr(host.system.state, "value") else str(host.system.state)
         message = f": {host.system.message}" if host.system.message else ""
         parts.append(f"System {state}{message}")
-    return "; ".join(parts) or "waiting for the dashboard"
+    return "; ".join(parts) or f"waiting for {noun}"
 
 
-def still_verified_problems(host: Host | None, target: str) -> list[str]:
+def still_verified_problems(host: Host | None, target: str, noun: str = "the dashboard") -> list[str]:
     """Why a verified canary is no longer verified (other than red compartments): offline, System not ok,
     generation moved away."""
     if host is None:
-        return ["no longer known to the dashboard"]
+        return [f"no longer known to {noun}"]
     problems = []
     if not host.online:
         problems.append("offline")
@@ -858,10 +854,10 @@ def still_verified_problems(host: Host | None, target: str) -> list[str]:
     return problems
 
 
-def health_problems(host: Host | None) -> list[str]:
+def health_problems(host: Host | None, noun: str = "the dashboard") -> list[str]:
     """Why a deployed (canary) host is not healthy: offline, System red or Tests red."""
     if host is None:
-        return ["no longer known to the dashboard"]
+        return [f"no longer known to {noun}"]
     problems = []
     if not host.online:
         problems.append("offline")
@@ -879,11 +875,11 @@ def inert_lines(lines: Iterable[str], limit: int = LAST_LINES) -> tuple[str, ...
 
 
 def notification_for(result: RunResult, plan: DeployPlan | None = None, link: str = "", *,
-                     automation_resumes: bool = False) -> Notification:
+                     automation_resumes: bool = False, backend_noun: str = "the dashboard") -> Notification:
     """The toast/webhook message for a finished run (:func:`nfu_tui.core.notify.run_notification`)."""
     from nfu_tui.core.notify import run_notification
 
-    return run_notification(result, plan, link, automation_resumes=automation_resumes)
+    return run_notification(result, plan, link, automation_resumes=automation_resumes, backend_noun=backend_noun)
 
 
 # ================================================================= journal state
@@ -1002,7 +998,7 @@ class DeployEngine:
     def __init__(
         self,
         github: GitHubPort,
-        dashboard: DashboardPort,
+        backend: FleetBackend,
         fleet_view: FleetView,
         store: JournalPort,
         config: Config,
@@ -1021,7 +1017,8 @@ class DeployEngine:
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self.github = github
-        self.dashboard = dashboard
+        self.backend = backend
+        self.info = info_of(backend)
         self.fleet = fleet_view
         self.store = store
         self.config = config
@@ -1279,8 +1276,8 @@ class DeployEngine:
         minutes = f"{r.plan.canary_wait_minutes:g} min"
         for host in hosts:
             h = self.fleet.host(host)
-            red = [p for p in health_problems(h) if p != "offline"]
-            gone = [] if red else still_verified_problems(h, r.merge_sha)
+            red = [p for p in health_problems(h, self.info.noun) if p != "offline"]
+            gone = [] if red else still_verified_problems(h, r.merge_sha, self.info.noun)
             if not red and not gone:
                 continue
             before = r.outcomes.get(host) or HostOutcome(host, Outcome.OK)
@@ -1372,10 +1369,14 @@ class DeployEngine:
                     outcome = task.result()
                     if host in r.released and outcome.outcome in (Outcome.FAILED, Outcome.UNKNOWN):
                         phase = outcome.phase or r.phase.get(host, "")
-                        outcome = replace(outcome, outcome=Outcome.CANCELLED, detail=(
-                            f"released in the dashboard after the cancel (timeout-action ignore); the {phase} may "
-                            f"still be running on {host} ({outcome.detail})"))
-                        r.still_running.append(host)
+                        if self.info.stops_commands:
+                            outcome = replace(outcome, outcome=Outcome.CANCELLED, detail=(
+                                f"stopped on {host} after the cancel; the {phase} did not finish ({outcome.detail})"))
+                        else:
+                            outcome = replace(outcome, outcome=Outcome.CANCELLED, detail=(
+                                f"released in the dashboard after the cancel (timeout-action ignore); the {phase} "
+                                f"may still be running on {host} ({outcome.detail})"))
+                            r.still_running.append(host)
                     if host in r.deferred and outcome.outcome is Outcome.QUEUED:
                         r.deferred.discard(host)  # pulled; its switch waits for the gate
                         pending.insert(0, host)
@@ -1480,10 +1481,10 @@ class DeployEngine:
         """Journal and announce the cancel: which hosts are still running, and that they go on."""
         running = sorted(r.running)
         self.store.record(r.run_id, "cancel_requested", running=running, release=self._release_on_cancel)
-        notes = [
-            f"{host}: its {r.phase.get(host, 'deploy')} keeps running (the dashboard cannot stop a running command, "
-            "contract §3.7); following it to its outcome" for host in running
-        ]
+        why = ("until it ends or is stopped" if self.info.stops_commands
+               else "(the dashboard cannot stop a running command, contract §3.7)")
+        notes = [f"{host}: its {r.phase.get(host, 'deploy')} keeps running {why}; following it to its outcome"
+                 for host in running]
         await self._emit(CancelRequested(run_id=r.run_id, still_running=tuple(running), notes=tuple(notes)))
 
     async def _release(self, r: _Run, host: str, op: str, status: str) -> None:
@@ -1494,13 +1495,14 @@ class DeployEngine:
                 "not released: the switch has finished; the dashboard completes it when the agent reconnects")))
             return
         try:
-            await self.dashboard.timeout_action(host, "ignore")
+            await self.backend.timeout_action(host, "ignore")
         except DashboardError as exc:
             message = f"release failed ({exc}); following the {op} to its outcome"
         else:
             r.released.add(host)
             self.store.record(r.run_id, "host_released", host=host, phase=op)
-            message = f"released in the dashboard (timeout-action ignore); the {op} keeps running on the host"
+            message = (f"stopping the {op} on the host" if self.info.stops_commands
+                       else f"released in the dashboard (timeout-action ignore); the {op} keeps running on the host")
         await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=message))
 
     # --- one host -----------------------------------------------------------------
@@ -1609,7 +1611,7 @@ class DeployEngine:
         before = {c.id for c in self.fleet.commands_for(host)}
         began = self._clock()
         try:
-            results = await self.dashboard.dispatch(op, [host], force=force)
+            results = await self.backend.dispatch(op, [host], force=force)
         except DashboardError as exc:
             status = getattr(exc, "status", None)
             if status is not None and 400 <= status < 500:  # refused before anything ran (§3.4)
@@ -1618,16 +1620,16 @@ class DeployEngine:
             found = await self._find_dispatched(r, host, op, before, began, f"{exc.title}: {exc}")
             if found is None:
                 return DispatchDecision("unknown", message=(
-                    f"{exc.title}: {exc}; the dashboard shows no trace of a {op} on {host} (no command, no "
+                    f"{exc.title}: {exc}; {self.info.noun} shows no trace of a {op} on {host} (no command, no "
                     "event): it probably never ran; verify the host"))
             await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=(
-                f"the dispatch answered with an error ({exc}), but the dashboard has the {op} "
+                f"the dispatch answered with an error ({exc}), but {self.info.noun} has the {op} "
                 f"({found.status.lower()}{'' if found.id.startswith('events:') else ', ' + found.id})")))
             if found.status.upper() == "BLOCKED":
                 return DispatchDecision("fail", message=f"{op} blocked ({found.error or 'no message'})")
             return DispatchDecision("started", command_id=found.id, found=found)
         mine = next((x for x in results if getattr(x, "host_id", host) == host), None)
-        return interpret_dispatch(mine, op, host)
+        return interpret_dispatch(mine, op, host, self.info.noun)
 
     def _new_command(self, host: str, op: str, before: set[str]) -> Command | None:
         return next((c for c in self.fleet.commands_for(host) if c.op == op and c.id not in before), None)
@@ -1644,7 +1646,7 @@ class DeployEngine:
         """
         await self._emit(HostProgress(run_id=r.run_id, host=host, phase=op, message=(
             f"outcome unknown — checking: the {op} dispatch got no answer ({error}); "
-            "looking for it on the dashboard")))
+            f"looking for it on {self.info.noun}")))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeouts.evidence
         clean_reads = 0  # event logs read without a trace of the dispatch
@@ -1653,11 +1655,11 @@ class DeployEngine:
             if found is not None:
                 return found
             with contextlib.suppress(DashboardError):
-                entry = (await self.dashboard.command_states()).get(host)
+                entry = (await self.backend.command_states()).get(host)
                 if entry is not None and entry.op == op and entry.id not in before:
                     return entry
             with contextlib.suppress(DashboardError):
-                from_events = command_from_events(await self.dashboard.events(50, host), host, op, began)
+                from_events = command_from_events(await self.backend.events(50, host), host, op, began)
                 if from_events is not None:
                     # Prefer the stream's record (it has the id) if it arrived meanwhile.
                     return self._new_command(host, op, before) or from_events
@@ -1720,7 +1722,7 @@ class DeployEngine:
             # A known, running command on a host that looks idle: finished a moment ago, or forgotten.
             if cmd is not None and not lost and h is not None and not h.pending_command and now >= next_lookup:
                 next_lookup = now + self.timeouts.lost_check
-                tracked = await self._dashboard_tracks(host, command_id)
+                tracked = await self._backend_tracks(host, command_id)
                 if isinstance(tracked, Command):
                     return found(evidence_of(tracked))
                 lost = not tracked
@@ -1747,7 +1749,7 @@ class DeployEngine:
         seen = (self.fleet.command(command_id), self.fleet.host(host))
         await self.fleet.wait_until(lambda: (self.fleet.command(command_id), self.fleet.host(host)) != seen, timeout)
 
-    async def _dashboard_tracks(self, host: str, command_id: str) -> Command | bool:
+    async def _backend_tracks(self, host: str, command_id: str) -> Command | bool:
         """Whether the dashboard still tracks a command whose host looks idle.
 
         The command itself when it turned out finished (a terminal leftover in
@@ -1755,7 +1757,7 @@ class DeployEngine:
         holds it running (or cannot be asked), False when it is forgotten.
         """
         try:
-            entry = (await self.dashboard.command_states()).get(host)
+            entry = (await self.backend.command_states()).get(host)
         except DashboardError as exc:
             log.info("command-states unavailable while following %s: %s", command_id, exc)
             return True
@@ -1783,7 +1785,7 @@ class DeployEngine:
             if decision.action != "started":
                 detail = decision.message
                 if decision.action == "current":
-                    detail = f"the dashboard refused the forced pull as already current ({decision.message})"
+                    detail = f"{self.info.noun} refused the forced pull as already current ({decision.message})"
                 return self._failed(r, host, "pull", detail)
             command_id, known = decision.command_id, decision.found
         else:
@@ -1865,25 +1867,26 @@ class DeployEngine:
                     f"switched ({ev.detail or executed}) and reached {target[:7]}, but the agent could not check "
                     f"the running system (refresh-system: {said or 'no result'}); verify the host manually"),
                     executed=executed, reached=reached, verified=False)
-            if (reached and refreshed is None and h is not None and h.online and not h.busy
+            if (reached and refreshed is None and self.info.refresh_system and h is not None and h.online
+                    and not h.busy
                     and h.git.state is CompartmentState.OK and h.lock.state is CompartmentState.OK
                     and h.system.state is CompartmentState.OUTDATED):
                 # version.json has caught up, but System stays outdated, and not as the mask of an ok
                 # reported since the switch (above): ask the agent to check it (refresh-system).
                 refreshed = await self._refresh_system(r, host)
                 continue
-            why = unverified_reason(h, target, since)
+            why = unverified_reason(h, target, since, self.info.noun)
             if loop.time() >= deadline:
                 if reached is False:
                     return self._failed(r, host, "verify", f"switched, but the host did not reach {target[:7]}: {why}",
                                         executed=executed, reached=False, verified=False)
                 return HostOutcome(host, Outcome.UNVERIFIED, "verify", (
-                    f"switched ({ev.detail or executed}), but the dashboard did not confirm it within {minutes:g} min: "
+                    f"switched ({ev.detail or executed}), but {self.info.noun} did not confirm it within {minutes:g} min: "
                     f"{why}"), executed=executed, reached=reached, verified=False)
             if why != shown:
                 shown = why
                 await self._emit(HostProgress(run_id=r.run_id, host=host, phase="verify", message=(
-                    f"waiting up to {minutes:g} min for the dashboard to report System ok for "
+                    f"waiting up to {minutes:g} min for {self.info.noun} to report System ok for "
                     f"{target[:7]} ({why})")))
             await self.fleet.wait_until(lambda seen=h: self.fleet.host(host) != seen,
                                         max(0.0, min(30.0, deadline - loop.time())))
@@ -1933,7 +1936,7 @@ class DeployEngine:
     async def _known_command(self, command_id: str, host: str) -> Command | None:
         """The journaled command as the dashboard knows it now (command-states or the stream), else None."""
         try:
-            states = await self.dashboard.command_states()
+            states = await self.backend.command_states()
         except DashboardError:
             states = {}
         active = states.get(host)
@@ -1956,7 +1959,7 @@ class DeployEngine:
         if known is not None:
             return await self._follow_switch(r, host, known.id, known, gen_before, had_tests)
         try:
-            states = await self.dashboard.command_states()
+            states = await self.backend.command_states()
         except DashboardError:
             states = {}
         active = states.get(host)
@@ -1967,7 +1970,7 @@ class DeployEngine:
         if h is not None and h.pending_command == "switch":
             # Running, but we cannot name its command: wait until the host is idle, then judge by System.
             await self._emit(HostProgress(run_id=r.run_id, host=host, phase="switch",
-                                          message="a switch is still running on the dashboard; waiting for it"))
+                                          message=f"a switch is still running on {self.info.noun}; waiting for it"))
             if not await self.fleet.wait_until(lambda: not ((x := self.fleet.host(host)) and x.busy),
                                                self.timeouts.switch):
                 return self._unknown(r, host, "switch",
@@ -1983,7 +1986,7 @@ class DeployEngine:
             return await self._verify(r, host, ev, gen_before, had_tests)
         if command_id:
             return self._unknown(r, host, "switch", "the interrupted switch's outcome is unknown (its command is no "
-                                                    "longer known to the dashboard); verify the host manually")
+                                                    f"longer known to {self.info.noun}); verify the host manually")
         return None  # never dispatched (or left no trace at all): start it
 
     # --- finishing ----------------------------------------------------------------
@@ -2032,7 +2035,8 @@ class DeployEngine:
 
         note = notification_for(result, r.plan, pr_link(self.config.github.api_url, self.config.github.repo,
                                                         r.plan.pr_number),
-                                automation_resumes=status is RunStatus.WAITING and self._resumed_when_back(r.run_id))
+                                automation_resumes=status is RunStatus.WAITING and self._resumed_when_back(r.run_id),
+                                backend_noun=self.info.noun)
         await self._emit(RunFinished(run_id=r.run_id, result=result, notification=note))
         if self.notifier is not None:
             try:

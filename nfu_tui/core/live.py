@@ -1,4 +1,5 @@
-"""LiveFleet: the dashboard's ``/ws`` stream applied to a fleet model, with waiters.
+"""LiveFleet: the fleet backend's stream (the dashboard's ``/ws``, or the SSH probes) applied to a
+fleet model, with waiters.
 
 This is the engine's :class:`~nfu_tui.core.engine.FleetView`: the deploy engine reads
 hosts and output from it and waits on it for commands to finish. The
@@ -15,6 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from nfu_tui.backends.base import FleetBackend, info_of
 from nfu_tui.clients.fleet import ChangeKind, FleetChange, FleetModel
 from nfu_tui.errors import DashboardError, DashboardUnavailable
 from nfu_tui.models import Command, Host
@@ -51,10 +53,12 @@ def missing_tail(streamed: list[str], stored: list[str]) -> list[str]:
 
 
 class LiveFleet:
-    """See the module docstring. ``client`` is a DashboardClient (or None: an empty, static fleet)."""
+    """See the module docstring. ``backend`` is a :class:`~nfu_tui.backends.base.FleetBackend` (or None: an
+    empty, static fleet)."""
 
-    def __init__(self, client: Any, model: FleetModel | None = None, *, on_stream: StreamListener | None = None) -> None:
-        self.client = client
+    def __init__(self, backend: FleetBackend | None, model: FleetModel | None = None, *,
+                 on_stream: StreamListener | None = None) -> None:
+        self.backend = backend
         self.model = model if model is not None else FleetModel()
         self.on_stream = on_stream
         self._tick = asyncio.Event()
@@ -64,10 +68,10 @@ class LiveFleet:
 
     async def follow(self) -> None:
         """Apply the stream to the model until it ends; stream errors (e.g. LoginFailed) propagate."""
-        if self.client is None:
-            raise DashboardUnavailable("no dashboard is configured")
+        if self.backend is None:
+            raise DashboardUnavailable("no fleet backend is configured")
         try:
-            async for event, changes in self.client.follow(self.model):
+            async for event, changes in self.backend.follow(self.model):
                 if self.on_stream is not None:
                     self.on_stream(event, changes)
                 if any(c.kind not in _UNWATCHED for c in changes):
@@ -77,7 +81,7 @@ class LiveFleet:
 
     async def start(self, timeout: float = 30.0) -> None:
         """Follow in the background and wait for the first full state (headless use)."""
-        self._task = asyncio.create_task(self.follow(), name="nfu-dashboard-stream")
+        self._task = asyncio.create_task(self.follow(), name="nfu-fleet-stream")
         task = self._task
         synced = await self.wait_until(lambda: self.model.synced or task.done(), timeout)
         if task.done() and not task.cancelled() and task.exception() is not None:
@@ -85,7 +89,9 @@ class LiveFleet:
             raise task.exception()  # type: ignore[misc]
         if not synced or not self.model.synced:
             await self.stop()
-            raise DashboardUnavailable(f"no fleet state from the dashboard within {timeout:g} s")
+            info = info_of(self.backend)
+            raise DashboardUnavailable(f"no fleet state from {info.noun} within {timeout:g} s",
+                                       title=info.unreachable_title)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -118,12 +124,13 @@ class LiveFleet:
         travel apart from the command's deltas: the last lines of a command (a failing
         switch's error lines) can arrive after its final delta, or not at all when the
         stream was down. They are read from ``GET /api/hosts/{id}/output`` and added to
-        the command's output; a failing read leaves the output as it is.
+        the command's output; a failing read leaves the output as it is. (The SSH backend reads
+        the end of the command's log on the host the same way.)
         """
-        if self.client is None:
+        if self.backend is None:
             return
         try:
-            stored = await self.client.output(host_id, BACKFILL_LINES, bare=True)
+            stored = await self.backend.output(host_id, BACKFILL_LINES, bare=True)
         except DashboardError as exc:
             log.info("cannot backfill %s's output: %s", host_id, exc)
             return

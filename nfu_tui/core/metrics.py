@@ -264,7 +264,7 @@ class _StateCollector(Collector):
     def _connections(service: Any) -> Iterator[Metric]:
         st = service.status
         yield _enum_gauge("nfu_dashboard_connection_state", "Connection to the NixFleet dashboard (1 = current).",
-                          "state", DASHBOARD_STATES, st.dashboard)
+                          "state", DASHBOARD_STATES, st.fleet)
         yield _enum_gauge("nfu_github_connection_state", "Polling of GitHub (1 = current).", "state",
                           GITHUB_STATES, st.github)
         if st.last_poll is not None:

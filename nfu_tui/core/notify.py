@@ -325,10 +325,11 @@ def pr_link(api_url: str, repo: str, number: int) -> str:
 
 
 def run_notification(result: Any, plan: Any = None, link: str = "", *,
-                     automation_resumes: bool = False) -> Notification:
+                     automation_resumes: bool = False, backend_noun: str = "the dashboard") -> Notification:
     """The toast/webhook message for a finished deploy run: a title that says what happened, a body
     with the hosts deployed, those left behind (offline, held, skipped, failed) and what to do next
-    (``automation_resumes``: automation resumes this run when its offline hosts are back)."""
+    (``automation_resumes``: automation resumes this run when its offline hosts are back; ``backend_noun``
+    names the fleet backend)."""
     from nfu_tui.core.engine import Outcome, RunStatus
 
     n = result.pr_number
@@ -392,7 +393,7 @@ def run_notification(result: Any, plan: Any = None, link: str = "", *,
     elif status is RunStatus.UNKNOWN:  # no evidence of what happened: alert, never roll back
         where = ", ".join(result.hosts_with(Outcome.UNKNOWN)) or "a host"
         title, severity, extra = f"{what} deploy stopped: outcome unknown on {where}", "error", ["question"]
-        lines.append("Stopped: nothing was rolled back: check the host(s) on the dashboard.")
+        lines.append(f"Stopped: nothing was rolled back: check the host(s) on {backend_noun}.")
     elif status is RunStatus.UNVERIFIED:
         where = ", ".join(o.host for o in unverified) or "a host"
         title, severity, extra = f"{what} deployed but not verified on {where}", "warning", ["warning"]

@@ -39,6 +39,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable, Mapping
 
+from nfu_tui.backends.base import info_for
 from nfu_tui.config import Config, HostConfig
 from nfu_tui.models import Host
 
@@ -344,7 +345,7 @@ def make_plan(
     lag: Mapping[str, HostLag] | None = None,
     branch: str = "",
 ) -> DeployPlan:
-    """Build the plan for ``hosts`` (the dashboard's view) under ``config``.
+    """Build the plan for ``hosts`` (the fleet backend's view) under ``config``.
 
     ``held`` are the held host ids; ``targets`` restricts to a selection (None = all);
     ``automatic`` applies ``auto_update = false`` exclusions; ``overrides`` are per-host
@@ -365,16 +366,17 @@ def make_plan(
         by_id.setdefault(h.id, h)
     selected: set[str] | None = None
     skipped: list[SkippedEntry] = []
+    noun = info_for(config).noun
     if targets is not None:
         selected = set()
         for name in dict.fromkeys(t.strip() for t in targets if t.strip()):
             if name in by_id:
                 selected.add(name)
             else:
-                skipped.append(SkippedEntry(name, SkipReason.UNKNOWN_HOST, f"{name}: not known to the dashboard"))
+                skipped.append(SkippedEntry(name, SkipReason.UNKNOWN_HOST, f"{name}: not known to {noun}"))
     for name in sorted(set(config.hosts) - set(by_id), key=natural_key):
         if selected is None:
-            skipped.append(SkippedEntry(name, SkipReason.UNKNOWN_HOST, "configured but not known to the dashboard"))
+            skipped.append(SkippedEntry(name, SkipReason.UNKNOWN_HOST, f"configured but not known to {noun}"))
 
     now: list[tuple[tuple[Any, ...], PlanEntry]] = []
     queued: list[tuple[tuple[Any, ...], PlanEntry]] = []

@@ -61,6 +61,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from nfu_tui.backends.base import FleetBackend, info_of
 from nfu_tui.core.engine import (
     HostOutcome,
     Outcome,
@@ -280,7 +281,7 @@ Notify = Callable[[Notification], Awaitable[None] | None]
 
 
 class RollbackManager:
-    """Rollbacks against GitHub, the dashboard and the journal (ports like the engine's).
+    """Rollbacks against GitHub, the fleet backend and the journal (ports like the engine's).
 
     ``run_engine(start)`` runs ``start(engine)`` (an awaitable returning a
     :class:`~nfu_tui.core.engine.RunResult`) on a fresh engine and returns its result,
@@ -292,7 +293,7 @@ class RollbackManager:
     def __init__(
         self,
         github: Any,
-        dashboard: Any,
+        backend: FleetBackend | None,
         fleet: Any,
         store: Any,
         config: Any,
@@ -309,7 +310,7 @@ class RollbackManager:
         resume_lookup: float = 2.0,
     ) -> None:
         self.github = github
-        self.dashboard = dashboard
+        self.backend = backend
         self.fleet = fleet
         self.store = store
         self.config = config
@@ -350,7 +351,7 @@ class RollbackManager:
         if lock is None:
             lock = (lambda: DeployLock(label=service.lock_label)) if run_engine is None else contextlib.nullcontext
         return cls(
-            service.github, service.dashboard, service, service.store, service.config,
+            service.github, service.backend, service, service.store, service.config,
             run_engine=run_engine or default_run, state=service.state, notify=notify or service.notify, lock=lock,
             on_revert_opened=service.track_pr, **kw,
         )
@@ -700,7 +701,7 @@ class RollbackManager:
 
     async def rollback_host(self, host: str, *, actor: str | None = None,
                             trigger: str = "manual") -> HostRollbackResult:
-        """The dashboard's ``rollback`` op on ``host`` (ask the user first), journaled and audited."""
+        """The backend's ``rollback`` op on ``host`` (ask the user first), journaled and audited."""
         from nfu_tui.core.store import local_actor
 
         actor = actor or local_actor()
@@ -709,12 +710,12 @@ class RollbackManager:
         self._sink("host_rollback", run=run_id, host=host)
         self.store.record(run_id, "host_started", host=host, phase="rollback")
         try:
-            results = await self.dashboard.dispatch("rollback", [host])
+            results = await self.backend.dispatch("rollback", [host])
         except NfuError as exc:
             return await self._host_done(run_id, actor, HostOutcome(host, Outcome.FAILED, "rollback",
                                                                     f"{exc.title}: {exc}"))
         mine = next((r for r in results if getattr(r, "host_id", host) == host), None)
-        decision = interpret_dispatch(mine, "rollback", host)
+        decision = interpret_dispatch(mine, "rollback", host, info_of(self.backend).noun)
         if decision.action != "started":
             return await self._host_done(run_id, actor, HostOutcome(host, Outcome.FAILED, "rollback",
                                                                     decision.message))
@@ -759,7 +760,7 @@ class RollbackManager:
                 outcome = None
         if outcome is None:
             with contextlib.suppress(NfuError):
-                active = (await self.dashboard.command_states()).get(host)
+                active = (await self.backend.command_states()).get(host)
                 if active is not None and active.op == "rollback" and not active.terminal:
                     self.store.record(run.id, "command_dispatched", host=host, phase="rollback", command_id=active.id)
                     outcome = await self._follow(host, active.id)

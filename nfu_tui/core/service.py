@@ -1,6 +1,7 @@
 """FleetService: the running core shared by the TUI, the CLI and the headless mode.
 
-It owns the two clients, feeds the dashboard's ``/ws`` stream into a
+It owns the GitHub client and the fleet backend (a :class:`~nfu_tui.backends.base.FleetBackend`:
+the NixFleet dashboard or SSH), feeds the backend's stream into a
 :class:`~nfu_tui.clients.fleet.FleetModel`, polls GitHub for update PRs (conditional
 requests, every ``poll_minutes`` and on demand) and explains each one once per head,
 keeps the app state (holds, overrides) and the journal/audit store, and runs the
@@ -22,6 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from nfu_tui.backends.base import NIXFLEET, SSH, BackendInfo, FleetBackend, info_of
 from nfu_tui.clients.fleet import ChangeKind, FleetChange, FleetModel
 from nfu_tui.config import Config, HostConfig, Secrets
 from nfu_tui.core.live import LiveFleet
@@ -47,8 +49,9 @@ class ServiceEvent:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionStatus:
-    dashboard: str = "disabled"  # connecting | live | reconnecting | login-required | error | disabled
-    dashboard_detail: str = ""
+    fleet: str = "disabled"  # the fleet backend: connecting | live | reconnecting | login-required | error | disabled
+    fleet_detail: str = ""
+    backend: BackendInfo = NIXFLEET  # which fleet backend (its label and noun for the texts)
     github: str = "disabled"  # ok | polling | error | rate-limited | disabled
     github_detail: str = ""
     rate: RateBudget = RateBudget()
@@ -88,7 +91,7 @@ class FleetService:
         state: AppState | None = None,
         store: Store | None = None,
         github: Any = None,
-        dashboard: Any = None,
+        backend: FleetBackend | None = None,
         insecure: bool = False,
         notifier: Any = None,
         lock_label: str = "the nfu-tui TUI",
@@ -99,8 +102,9 @@ class FleetService:
         self.store = store if store is not None else Store()
         self.fleet = FleetModel()
         self.github = github if github is not None else self._make_github()
-        self.dashboard = dashboard if dashboard is not None else self._make_dashboard(insecure)
-        self.live = LiveFleet(self.dashboard, self.fleet, on_stream=self._on_stream)
+        self.backend = backend if backend is not None else self._make_backend(insecure)
+        self.backend_info = info_of(self.backend) if self.backend is not None else (SSH if config.uses_ssh else NIXFLEET)
+        self.live = LiveFleet(self.backend, self.fleet, on_stream=self._on_stream)
         self.notifier = notifier if notifier is not None else self._make_notifier()
         from nfu_tui.core.notify import Outbox
 
@@ -108,8 +112,9 @@ class FleetService:
         self.outbox = Outbox(self.store, self.notifier, on_change=self.refresh_attention)
         self.lock_label = lock_label
         self.status = ConnectionStatus(
-            dashboard="connecting" if self.dashboard else "disabled",
-            dashboard_detail="" if self.dashboard else "dashboard.url is not configured",
+            fleet="connecting" if self.backend else "disabled",
+            fleet_detail="" if self.backend else "dashboard.url is not configured",
+            backend=self.backend_info,
             github="polling" if self.github else "disabled",
             github_detail="" if self.github else "github.repo is not configured",
         )
@@ -135,12 +140,12 @@ class FleetService:
 
         return github_client(self.config, self.secrets)
 
-    def _make_dashboard(self, insecure: bool) -> Any:
+    def _make_backend(self, insecure: bool) -> FleetBackend | None:
         if not self.config.dashboard.url and not self.config.uses_ssh:
             return None
-        from nfu_tui.clients.factory import dashboard_client
+        from nfu_tui.clients.factory import fleet_backend
 
-        return dashboard_client(self.config, self.secrets, insecure=insecure)
+        return fleet_backend(self.config, self.secrets, insecure=insecure)
 
     def _make_deployments(self) -> Any:
         """Runs recorded as GitHub deployments, other admins' runs as a lock (``github.deployments``)."""
@@ -162,10 +167,10 @@ class FleetService:
     # ------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Start the dashboard stream, the GitHub poll loop and the notification outbox in the background."""
+        """Start the fleet backend's stream, the GitHub poll loop and the notification outbox in the background."""
         self.refresh_attention()
-        if self.dashboard is not None:
-            self._tasks.append(asyncio.create_task(self._dashboard_loop(), name="nfu-dashboard"))
+        if self.backend is not None:
+            self._tasks.append(asyncio.create_task(self._backend_loop(), name="nfu-fleet"))
         if self.github is not None:
             self._tasks.append(asyncio.create_task(self._poll_loop(), name="nfu-github-poll"))
         if self.outbox.enabled:
@@ -184,7 +189,7 @@ class FleetService:
                 await task
         self._tasks.clear()
         self._explaining.clear()
-        for client in (self.github, self.dashboard):
+        for client in (self.github, self.backend):
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.aclose()
@@ -217,13 +222,13 @@ class FleetService:
                 log.exception("service listener failed")
 
     def _set_status(self, **changes: Any) -> None:
-        for key in ("dashboard_detail", "github_detail"):  # exception text from outside: the redaction boundary
+        for key in ("fleet_detail", "github_detail"):  # exception text from outside: the redaction boundary
             if key in changes:
                 changes[key] = sanitize_line(changes[key])
-        dashboard = changes.get("dashboard", self.status.dashboard)
-        if dashboard == "live":
+        fleet = changes.get("fleet", self.status.fleet)
+        if fleet == "live":
             changes["unreachable_since"] = None
-        elif self.status.dashboard == "live":
+        elif self.status.fleet == "live":
             changes["unreachable_since"] = datetime.now(timezone.utc)
         self.status = replace(self.status, **changes)
         self._emit(ServiceEvent("status"))
@@ -250,13 +255,13 @@ class FleetService:
         event_id = self.outbox.enqueue(notification)
         return asyncio.ensure_future(self.outbox.deliver(event_id)) if event_id else None
 
-    # ------------------------------------------------------------- dashboard
+    # ------------------------------------------------------------- fleet backend
 
-    async def _dashboard_loop(self) -> None:
-        assert self.dashboard is not None
+    async def _backend_loop(self) -> None:
+        assert self.backend is not None
         while True:
-            if self.dashboard.needs_password and not self._logged_in.is_set():
-                self._set_status(dashboard="login-required", dashboard_detail="the dashboard password is needed")
+            if self.backend.needs_password and not self._logged_in.is_set():
+                self._set_status(fleet="login-required", fleet_detail="the dashboard password is needed")
                 await self._logged_in.wait()
             try:
                 await self.live.follow()
@@ -266,16 +271,16 @@ class FleetService:
                     detail = "the dashboard asks for a TOTP code"
                 else:
                     detail = exc.message
-                self._set_status(dashboard="login-required", dashboard_detail=detail)
+                self._set_status(fleet="login-required", fleet_detail=detail)
                 await self._logged_in.wait()
             except asyncio.CancelledError:
                 raise
             except NfuError as exc:
-                self._set_status(dashboard="error", dashboard_detail=exc.message)
+                self._set_status(fleet="error", fleet_detail=exc.message)
                 await asyncio.sleep(5)
             except Exception as exc:  # keep the service alive, say what happened
-                log.exception("dashboard stream failed")
-                self._set_status(dashboard="error", dashboard_detail=f"unexpected error: {exc}")
+                log.exception("%s stream failed", self.backend_info.label)
+                self._set_status(fleet="error", fleet_detail=f"unexpected error: {exc}")
                 await asyncio.sleep(5)
             else:
                 return
@@ -284,14 +289,14 @@ class FleetService:
         from nfu_tui.clients._dashboard_protocol import Connected, Disconnected
 
         if isinstance(event, Connected):
-            self._set_status(dashboard="connecting", dashboard_detail="waiting for the fleet state")
+            self._set_status(fleet="connecting", fleet_detail="waiting for the fleet state")
         elif isinstance(event, Disconnected):
             self._set_status(
-                dashboard="reconnecting",
-                dashboard_detail=f"{event.reason}; retrying in {event.retry_in:g} s",
+                fleet="reconnecting",
+                fleet_detail=f"{event.reason}; retrying in {event.retry_in:g} s",
             )
-        if self.fleet.synced and self.status.dashboard != "live":
-            self._set_status(dashboard="live", dashboard_detail="")
+        if self.fleet.synced and self.status.fleet != "live":
+            self._set_status(fleet="live", fleet_detail="")
         self._publish(changes)
 
     def _publish(self, changes: Iterable[FleetChange]) -> None:
@@ -319,13 +324,13 @@ class FleetService:
 
     async def login(self, password: str, totp: str | None = None) -> None:
         """Log in to the dashboard with what the user typed (raises LoginFailed)."""
-        if self.dashboard is None:
+        if self.backend is None:
             raise NfuError("no dashboard is configured")
         if password:
-            self.dashboard.set_password(password)
-        await self.dashboard.login(totp_code=totp or None)
+            self.backend.set_password(password)
+        await self.backend.login(totp_code=totp or None)
         self._logged_in.set()
-        self._set_status(dashboard="connecting", dashboard_detail="")
+        self._set_status(fleet="connecting", fleet_detail="")
 
     # ------------------------------------------------------------- fleet view (engine)
 
@@ -344,9 +349,9 @@ class FleetService:
     async def recent_output(self, host_id: str, lines: int = 200) -> list[str]:
         """The host's recent output as the dashboard logged it (``GET /api/hosts/{id}/output``): what
         streamed before this process started. Raw, all commands mixed (contract §3.9), sanitized."""
-        if self.dashboard is None:
+        if self.backend is None:
             return []
-        return await self.dashboard.output(host_id, lines)
+        return await self.backend.output(host_id, lines)
 
     def command(self, command_id: str) -> Command | None:
         return self.live.command(command_id)
@@ -371,9 +376,9 @@ class FleetService:
     async def refresh(self) -> None:
         """Poll GitHub now (and ask the dashboard for a full state)."""
         self._refresh.set()
-        if self.dashboard is not None:
+        if self.backend is not None:
             with contextlib.suppress(Exception):
-                await self.dashboard.request_state()
+                await self.backend.request_state()
 
     async def _poll_loop(self) -> None:
         while True:
@@ -590,7 +595,7 @@ class FleetService:
     def make_engine(self, **kw: Any) -> Any:
         from nfu_tui.core.engine import DeployEngine
 
-        if self.github is None or self.dashboard is None:
+        if self.github is None or self.backend is None:
             raise NfuError("deploying needs both GitHub and the dashboard configured")
         kw.setdefault("lock", lambda: DeployLock(label=self.lock_label))
         kw.setdefault("is_held", self.held_now)
@@ -598,7 +603,7 @@ class FleetService:
             kw.setdefault("remote_lock", self.deployments.check_lock)
         engine = DeployEngine(
             self.github,
-            self.dashboard,
+            self.backend,
             self,
             self.store,
             self.config,
@@ -643,7 +648,7 @@ class FleetService:
 
         if not self.config.uses_ssh:
             raise NfuError('a preview needs fleet.backend = "ssh" (the dashboard cannot build without activating)')
-        return await preview_pr(self.dashboard, pr, hosts, changelog=self._changelog_for(pr), cache=PreviewCache(),
+        return await preview_pr(self.backend, pr, hosts, changelog=self._changelog_for(pr), cache=PreviewCache(),
                                 fresh=fresh, on_result=on_result)
 
     def cached_previews(self, pr: UpdatePR, hosts: Iterable[str]) -> dict[str, Any]:
@@ -663,7 +668,7 @@ class FleetService:
         if self.github is None:
             raise NfuError("converging needs GitHub configured (the default branch's head is the target)")
         hosts = self.hosts()
-        branch, target, lag = await fleet_lag(self.github, hosts)
+        branch, target, lag = await fleet_lag(self.github, hosts, noun=self.backend_info.noun)
         return make_plan(hosts, self.config, self.state.held, targets=host_ids, pr_number=0, head_sha=target,
                          overrides=self.state.overrides, lag=lag, branch=branch)
 

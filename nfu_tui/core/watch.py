@@ -1,9 +1,9 @@
 """What a headless run is waiting for: ``nfu-tui deploy`` and ``nfu-tui auto`` say it.
 
-:class:`RunWatch` folds the deploy engine's events and the dashboard connection into
-two kinds of line: a line when the dashboard connection is lost and when it is back
+:class:`RunWatch` folds the deploy engine's events and the fleet backend's connection into
+two kinds of line: a line when that connection is lost and when it is back
 (:meth:`RunWatch.connection`), and — when nothing was said for :data:`QUIET_SECONDS` —
-what the run is waiting for (:meth:`RunWatch.waiting`): the dashboard, GitHub's merge
+what the run is waiting for (:meth:`RunWatch.waiting`): the backend, GitHub's merge
 answer, a host's command, the canary check, the deploy gate, offline hosts. Pure: the
 caller prints or logs the lines and keeps the time.
 """
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from nfu_tui.backends.base import NIXFLEET, BackendInfo
 from nfu_tui.core import engine as eng
 
 QUIET_SECONDS = 30.0
@@ -34,10 +35,12 @@ def _elapsed(seconds: float) -> str:
 
 
 class RunWatch:
-    """See the module docstring. ``live``: whether the dashboard's fleet state is live now."""
+    """See the module docstring. ``live``: whether the fleet backend's state is live now; ``info`` names the
+    backend in the lines."""
 
-    def __init__(self, *, live: bool = True, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(self, *, live: bool = True, clock: Callable[[], datetime] = _now, info: BackendInfo = NIXFLEET) -> None:
         self.live = live
+        self.info = info
         self.lost_at: datetime | None = None
         self.clock = clock
         self.running: dict[str, tuple[str, datetime]] = {}  # host -> (phase, started)
@@ -47,7 +50,7 @@ class RunWatch:
         self.merging = False
         self.cancelling = False
 
-    # --- the dashboard connection -------------------------------------------------
+    # --- the fleet backend connection -------------------------------------------------
 
     def connection(self, live: bool, detail: str = "") -> str | None:
         """A line when the connection was lost or is back, else None (no change)."""
@@ -58,11 +61,11 @@ class RunWatch:
         if not live:
             self.lost_at = now
             why = f" ({detail})" if detail else ""
-            return (f"dashboard connection lost{why}; retrying — hosts' states are unknown until it is back, "
+            return (f"{self.info.label} connection lost{why}; retrying — hosts' states are unknown until it is back, "
                     "running commands go on on the hosts")
         since = f" after {_elapsed((now - self.lost_at).total_seconds())}" if self.lost_at else ""
         self.lost_at = None
-        return f"dashboard connection back{since}: fleet state resynced"
+        return f"{self.info.label} connection back{since}: fleet state resynced"
 
     # --- the engine ---------------------------------------------------------------------
 
@@ -106,7 +109,7 @@ class RunWatch:
         parts: list[str] = []
         if not self.live:
             since = f" since {_clock_time(self.lost_at)}" if self.lost_at else ""
-            parts.append(f"the dashboard (unreachable{since}; retrying)")
+            parts.append(f"{self.info.noun} (unreachable{since}; retrying)")
         if self.merging:
             parts.append("GitHub's answer to the merge")
         for host, (phase, started) in sorted(self.running.items()):

@@ -430,7 +430,7 @@ class NfuApp(App[int]):
         """Switch hosts/PRs from the cache to live data once the service has them (for good)."""
         assert self.service is not None and self.cache is not None
         status = self.service.status
-        if not self._hosts_live and (status.dashboard in ("live", "disabled") or not self.cache.hosts):
+        if not self._hosts_live and (status.fleet in ("live", "disabled") or not self.cache.hosts):
             self._hosts_live = True
             update = replace(update, all_hosts=True, hosts=frozenset())
         if not self._prs_live and (status.last_poll is not None or status.github == "disabled" or not self.cache.prs):
@@ -449,7 +449,7 @@ class NfuApp(App[int]):
         return True
 
     def _live(self) -> bool:
-        return self.service is not None and self.service.status.dashboard == "live"
+        return self.service is not None and self.service.status.fleet == "live"
 
     def _cache_snapshot(self) -> Any:
         """What is shown now, as a cache (the cached part kept for what is not live yet)."""
@@ -594,9 +594,9 @@ class NfuApp(App[int]):
 
     def _check_login(self) -> None:
         status = self.service.status if self.service else None
-        if status is not None and status.dashboard == "live":
+        if status is not None and status.fleet == "live":
             self._login_asked = False  # a later expiry asks again
-        if status is not None and status.dashboard == "login-required" and not self._login_asked:
+        if status is not None and status.fleet == "login-required" and not self._login_asked:
             self._login_asked = True  # once; after "skip" the palette offers it again
             self.show_login()
 
@@ -605,9 +605,9 @@ class NfuApp(App[int]):
         from nfu_tui.ui.screens.login import LoginScreen
 
         status = self.service.status if self.service else None
-        if status is None or status.dashboard != "login-required" or isinstance(self.screen, LoginScreen):
+        if status is None or status.fleet != "login-required" or isinstance(self.screen, LoginScreen):
             return
-        self.push_screen(LoginScreen(detail=status.dashboard_detail))
+        self.push_screen(LoginScreen(detail=status.fleet_detail))
 
     # --- intents --------------------------------------------------------------------
 

@@ -78,7 +78,7 @@ class FleetCommands(Provider):
             yield f"Sort hosts by {mode.value}", "Change the fleet grid order", partial(setattr, screen.grid, "sort_mode", mode)
         if service is None:
             return
-        if service.status.dashboard == "login-required":
+        if service.status.fleet == "login-required":
             yield "Log in to the dashboard", "The dashboard waits for a password or TOTP code", app.show_login
         for state in service.prs:
             pr = state.pr

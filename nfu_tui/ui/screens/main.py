@@ -229,7 +229,7 @@ class MainScreen(Screen):
         hosts = prs = ""
         if not shown.hosts_live and shown.cache.hosts:
             status = shown.status
-            state = "connecting…" if status is None or status.dashboard == "connecting" else status.dashboard.replace("-", " ")
+            state = "connecting…" if status is None or status.fleet == "connecting" else status.fleet.replace("-", " ")
             hosts = f"last seen {seen_label(shown.cache.hosts_at, now)} · {state}"
         if not shown.prs_live and shown.cache.prs:
             prs = f"last polled {seen_label(shown.cache.prs_at, now)}"

@@ -104,7 +104,8 @@ def header_text(
     status: Any, now: datetime, *, title: str = "nfu-tui", compact: bool = False,
     automation: AutomationStatus | None = None,
 ) -> Text:
-    """``nfu-tui │ auto off │ run #12 paused │ dashboard ● live │ GitHub ✓ 4,987/5,000 │ polled 12s ago``.
+    """``nfu-tui │ auto off │ run #12 paused │ dashboard ● live │ GitHub ✓ 4,987/5,000 │ polled 12s ago``
+    (``ssh ● live`` with the SSH backend).
 
     ``status`` is the service's ``ConnectionStatus`` (or None before the service exists).
     The automation badge comes first so that it survives truncation at 80 columns.
@@ -125,9 +126,10 @@ def header_text(
     if status.attention:  # paused/waiting/blocked runs, unsent notifications: before it is cut at 80 columns
         text.append(*sep)
         text.append(status.attention, style="bold yellow")
-    label, style = DASHBOARD_STATES.get(status.dashboard, (status.dashboard, "dim"))
+    label, style = DASHBOARD_STATES.get(status.fleet, (status.fleet, "dim"))
     text.append(*sep)
-    text.append("dash " if compact else "dashboard ", style="dim")
+    name = status.backend.label
+    text.append(f"{name[:4] if compact else name} ", style="dim")
     text.append(label, style=style)
     label, style = GITHUB_STATES.get(status.github, (status.github, "dim"))
     text.append(*sep)
@@ -157,7 +159,7 @@ def header_tooltip(status: Any, automation: AutomationStatus | None = None, now:
         lines.append(f"Automation: {decision.describe(now)}" + (f" · {decision.window}" if decision.window else ""))
     if status.attention:
         lines.append(f"Needs attention: {status.attention} (nfu-tui status lists them)")
-    lines += [f"Dashboard: {status.dashboard}" + (f" — {status.dashboard_detail}" if status.dashboard_detail else "")]
+    lines += [f"{status.backend.title}: {status.fleet}" + (f" — {status.fleet_detail}" if status.fleet_detail else "")]
     lines.append(f"GitHub: {status.github}" + (f" — {status.github_detail}" if status.github_detail else ""))
     if status.last_poll is not None:
         lines.append(f"Last poll: {status.last_poll.astimezone():%Y-%m-%d %H:%M:%S %Z}")
