@@ -66,7 +66,7 @@ async def run(config: Path, hosts: int, seconds: float) -> dict[str, float]:
     async with app.run_test(size=(160, 48)) as pilot:
         grid = app.screen.query_one(HostGrid)
         t_start = time.perf_counter()
-        while grid.total < hosts or service.status.dashboard != "live":
+        while grid.total < hosts or service.status.fleet != "live":
             if time.perf_counter() - t_start > 120:
                 raise SystemExit(f"the grid did not fill: {grid.total}/{hosts} hosts")
             await pilot.pause(0.1)
