@@ -38,6 +38,7 @@ from textual.binding import Binding
 from textual.signal import Signal
 from textual.worker import Worker, WorkerState
 
+from nfu_tui.backends.base import NIXFLEET, BackendInfo
 from nfu_tui.models import Host
 from nfu_tui.ui.fleetview import HostMeta, Progress
 from nfu_tui.ui.messages import EventBatcher, ServiceUpdate
@@ -153,7 +154,7 @@ class NfuApp(App[int]):
     BINDINGS = [
         Binding("q", "quit", "Quit", tooltip="Quit nfu-tui", id="app.quit"),
         Binding("question_mark", "help", "Help", key_display="?", tooltip="Every key binding and the legend", id="app.help"),
-        Binding("r", "refresh", "Refresh", show=False, tooltip="Poll GitHub and resync the dashboard now", id="app.refresh"),
+        Binding("r", "refresh", "Refresh", show=False, tooltip="Poll GitHub and resync the fleet now", id="app.refresh"),
         Binding(
             "A", "toggle_automation", "Automation on/off", show=False,
             tooltip="Turn full automation on (asks first) or off; saved and audited", id="app.automation",
@@ -388,7 +389,8 @@ class NfuApp(App[int]):
         what = "Automation is deploying" if automatic else "A deploy is running"
         text = (f"{what} ({run}). Quit anyway?\n\n"
                 f"Quitting does not cancel it: {run} is left resumable in the journal. No new host starts; commands "
-                "already running on hosts finish on their own (the dashboard cannot stop them). ")
+                "already running on hosts finish on their own"
+                + (". " if self.backend.stops_commands else " (the dashboard cannot stop them). "))
         if automatic:
             text += ("At the next start automation resumes it (in a maintenance window); with automation off, "
                      "nfu-tui offers to resume it.")
@@ -444,7 +446,7 @@ class NfuApp(App[int]):
         """True (and says so) while the grid shows the last session's hosts: nothing is planned on them."""
         if self.cache is None or self._hosts_live or not self.cache.hosts:
             return False
-        self.notify("The hosts shown are from the last session; wait for the dashboard's live fleet.",
+        self.notify(f"The hosts shown are from the last session; wait for {self.backend.noun}'s live fleet.",
                     title=title, severity="warning")
         return True
 
@@ -628,7 +630,7 @@ class NfuApp(App[int]):
     def action_refresh(self) -> None:
         if self.service is None:
             return
-        self.notify("Polling GitHub and resyncing the dashboard…", title="Refresh", timeout=2)
+        self.notify(f"Polling GitHub and resyncing {self.backend.noun}…", title="Refresh", timeout=2)
         self._refresh()
 
     @work(group="refresh", exclusive=True, exit_on_error=False, description="refresh now")
@@ -706,8 +708,13 @@ class NfuApp(App[int]):
 
     # --- rollback -------------------------------------------------------------------
 
+    @property
+    def backend(self) -> BackendInfo:
+        """The fleet backend's label and noun for the texts (the dashboard's until the service exists)."""
+        return self.service.status.backend if self.service is not None else NIXFLEET
+
     def request_host_rollback(self, host_id: str) -> None:
-        """``R``: the dashboard's ``rollback`` op on one host, after a confirm."""
+        """``R``: the backend's ``rollback`` op on one host, after a confirm."""
         from nfu_tui.ui.screens.confirm import ConfirmScreen
 
         if self.service is None or self.runner is None:
@@ -715,23 +722,24 @@ class NfuApp(App[int]):
             return
         host = self.service.host(host_id)
         if host is None:
-            self.notify(f"{host_id} is not known to the dashboard.", title="Rollback", severity="warning", markup=False)
+            self.notify(f"{host_id} is not known to {self.backend.noun}.", title="Rollback", severity="warning",
+                        markup=False)
             return
         if host_id in self._rolling_back:
             self.notify(f"{host_id} is being rolled back already.", title="Rollback", markup=False)
             return
         if not host.online:
-            self.notify(f"{host_id} is offline: the dashboard cannot run a rollback on it.", title="Rollback",
+            self.notify(f"{host_id} is offline: {self.backend.noun} cannot run a rollback on it.", title="Rollback",
                         severity="warning", markup=False)
             return
         question = (
             f"Roll {host_id} back to its previous NixOS generation?\n\n"
-            f"The dashboard runs its rollback op on {host_id} only; nothing changes on GitHub. "
+            f"{self.backend.subject} runs its rollback op on {host_id} only; nothing changes on GitHub. "
             "The rollback is journaled and audited; if nfu-tui is interrupted it is followed, never sent twice "
             "(a second rollback would go back one more generation)."
         )
         if host.busy:
-            question += f"\n\n{host_id} is running a command now; the dashboard refuses a second one."
+            question += f"\n\n{host_id} is running a command now; {self.backend.noun} refuses a second one."
         if host_id not in self.service.held():
             question += f"\n\nTo keep the next deploy off {host_id}, hold it too (h)."
 

@@ -51,7 +51,7 @@ LEGEND: tuple[tuple[str, str, str], ...] = (
     (PENDING_GLYPH, "pending", "Lock current, an update PR is waiting (pulses)"),
     ("●", "online", "agent connected"),
     ("○", "offline", "agent disconnected (with last seen)"),
-    ("◌", "unknown", "not known now: the dashboard is unreachable (with when it was last seen live)"),
+    ("◌", "unknown", "not known now: the fleet state is lost (with when it was last seen live)"),
     ("◆", "selected", "part of the next deploy"),
     ("HOLD", "held", "skipped by every deploy and by automation"),
     ("canary", "canary", "deployed first, checked before the rest"),

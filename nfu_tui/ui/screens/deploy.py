@@ -29,6 +29,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 from textual.widgets.data_table import ColumnKey
 
+from nfu_tui.backends.base import NIXFLEET, BackendInfo
 from nfu_tui.ui import copy
 from nfu_tui.ui.deployview import STATE_GLYPHS, DeployView, HostRow
 from nfu_tui.ui.fleetview import Progress, progress_text
@@ -117,7 +118,7 @@ def converge_text(view: DeployView) -> Text:
     return text
 
 
-def next_steps(view: DeployView, rollback: Any, held: Collection[str] = ()) -> Text:
+def next_steps(view: DeployView, rollback: Any, held: Collection[str] = (), backend: BackendInfo = NIXFLEET) -> Text:
     """What the admin can do now, per ``flake_updates.rollback`` (``rollback``: its settings)."""
     text = Text()
     failing = [r.host for r in view.failures() + view.with_state("unknown")]
@@ -130,7 +131,7 @@ def next_steps(view: DeployView, rollback: Any, held: Collection[str] = ()) -> T
         text.append(view.rollback_note + "\n")
     elif view.finished and not view.proven_failures():
         text.append("No proven failure (a command error, failed tests or System error): nothing is rolled "
-                    "back. Check the host(s) on the dashboard.\n", style="italic")
+                    f"back. Check the host(s) on {backend.noun}.\n", style="italic")
     elif can_roll_back(view, rollback):
         pr = view.plan.pr_number
         if strategy == "revert-commit":
@@ -151,14 +152,15 @@ def next_steps(view: DeployView, rollback: Any, held: Collection[str] = ()) -> T
     elif failing:
         text.append(" ✓ ", style="bold green")
         text.append(f" {', '.join(failing)} held: deploys and automation skip it\n", style="yellow")
-    _key(text, "R", "roll the highlighted host back alone (dashboard rollback op)")
+    _key(text, "R", f"roll the highlighted host back alone ({backend.label} rollback op)")
     if view.left_behind():
         text.append_text(converge_text(view))
     _key(text, "enter", "show the highlighted host's output")
     return text
 
 
-def failure_text(view: DeployView, rollback: Any = None, held: Collection[str] = ()) -> Text | None:
+def failure_text(view: DeployView, rollback: Any = None, held: Collection[str] = (),
+                 backend: BackendInfo = NIXFLEET) -> Text | None:
     """The panel under the table when something failed: what, what now, the last lines.
 
     ``rollback`` is the ``flake_updates.rollback`` configuration, ``held`` the held hosts.
@@ -194,7 +196,7 @@ def failure_text(view: DeployView, rollback: Any = None, held: Collection[str] =
         text.append(f"{STATE_GLYPHS[row.state]} {row.host} " + ("outcome unknown" if unknown else "not verified")
                     + (f" in {row.phase}" if row.phase else ""), style="bold magenta" if unknown else "bold yellow")
         text.append(f": {row.detail}\n" if row.detail else "\n")
-    text.append_text(next_steps(view, rollback, held))
+    text.append_text(next_steps(view, rollback, held, backend))
     for row in failed:
         _, *more = row.detail.splitlines() or [""]
         text.append(f"Last lines of {row.host}:\n", style="bold")
@@ -216,7 +218,7 @@ class DeployScreen(Screen):
         Binding("i", "interleave", "All logs", tooltip="Toggle all hosts' output interleaved", id="deploy.interleave"),
         Binding(
             "c", "cancel", "Cancel",
-            tooltip="Cancel the deploy: no new host starts (asks first); again: release running hosts in the dashboard",
+            tooltip="Cancel the deploy: no new host starts (asks first); again: release (SSH: stop) running hosts",
             id="deploy.cancel",
         ),
         Binding(
@@ -228,7 +230,7 @@ class DeployScreen(Screen):
         Binding("w", "stop_waiting", "Stop waiting", tooltip="Stop waiting for queued offline hosts", id="deploy.stop-waiting"),
         Binding("b", "roll_back", "Roll back", tooltip="After a failure: roll back now per rollback.strategy (asks first)", id="deploy.roll-back"),
         Binding("h", "hold_failed", "Hold failed", tooltip="Hold the failing host(s): deploys and automation skip them", id="deploy.hold-failed"),
-        Binding("R", "rollback_host", "Host rollback", show=False, tooltip="Roll the highlighted host back alone: the dashboard's rollback op (asks first)", id="deploy.rollback-host"),
+        Binding("R", "rollback_host", "Host rollback", show=False, tooltip="Roll the highlighted host back alone: the fleet's rollback op (asks first)", id="deploy.rollback-host"),
         Binding("tab", "switch_focus", "Table/log", show=False, id="deploy.switch"),
         copy.copy_binding("deploy.copy"),
     ]
@@ -362,7 +364,7 @@ class DeployScreen(Screen):
         bar.update(total=max(1, total), progress=done)
         service = self.app.service
         rollback = service.config.flake_updates.rollback if service is not None else None
-        failure = failure_text(view, rollback, service.held() if service is not None else ())
+        failure = failure_text(view, rollback, service.held() if service is not None else (), self.app.backend)
         self.set_class(failure is not None, "-failed")
         self.set_class(view.finished, "-finished")
         if failure is not None:
@@ -529,6 +531,8 @@ class DeployScreen(Screen):
                 return
             names = ", ".join(running)
             question = (
+                f"Stop {names}? Its command is terminated on the host (its process group); {names} is "
+                "reported cancelled." if self.app.backend.stops_commands else
                 f"Release {names} in the dashboard? The dashboard stops waiting for the running command "
                 "(timeout action \"ignore\") so the host takes new commands again, but the process keeps "
                 f"running on the host and its result is not followed. {names} is reported cancelled."
@@ -541,6 +545,8 @@ class DeployScreen(Screen):
             self.app.push_screen(ConfirmScreen(question, yes="Release", no="Keep waiting", width=72), release)
             return
         question = (
+            "Cancel the deploy? No new host will start. Running hosts are followed to their real outcome "
+            "(c again offers to stop them)." if self.app.backend.stops_commands else
             "Cancel the deploy? No new host will start. The dashboard cannot stop a command that "
             "already runs: running hosts are followed to their real outcome (c again offers to release "
             "them in the dashboard)."

@@ -33,10 +33,10 @@ STATE_STYLES = {
 
 
 def host_summary(host: Host, meta: fv.HostMeta, progress: fv.Progress | None, now: datetime,
-                 unreachable_since: datetime | None = None) -> Text:
+                 unreachable_since: datetime | None = None, noun: str = "the dashboard") -> Text:
     """Title block: name, kind, connection, agent, generation, badges, running command.
 
-    While the dashboard is unreachable (``unreachable_since``) the connection is unknown."""
+    While the fleet backend (``noun``) is unreachable (``unreachable_since``) the connection is unknown."""
     text = Text()
     text.append(host.name, style="bold")
     kind = " · ".join(p for p in (host.device_type, host.location, host.host_type) if p)
@@ -44,7 +44,7 @@ def host_summary(host: Host, meta: fv.HostMeta, progress: fv.Progress | None, no
     text.append("  ")
     if unreachable_since is not None:
         text.append("◌ unknown", style="bold yellow")
-        text.append(f" — the dashboard is unreachable; {fv.last_seen_live(host, unreachable_since)}", style="dim")
+        text.append(f" — {noun} is unreachable; {fv.last_seen_live(host, unreachable_since)}", style="dim")
     elif host.online:
         text.append("● online", style="green")
     else:
@@ -112,7 +112,7 @@ class HostDetailScreen(Screen):
         Binding("h", "toggle_hold", "Hold", tooltip="Hold/unhold this host", id="host.hold"),
         Binding(
             "R", "rollback", "Roll back",
-            tooltip="Roll this host back to its previous generation: the dashboard's rollback op (asks first)",
+            tooltip="Roll this host back to its previous generation: the fleet's rollback op (asks first)",
             id="host.rollback",
         ),
         copy.copy_binding("host.copy"),
@@ -169,12 +169,12 @@ class HostDetailScreen(Screen):
         host = service.host(self.host_id) if service else None
         summary = self.query_one("#host-summary", Static)
         if host is None:
-            summary.update(Text(f"{self.host_id}: not known to the dashboard (removed?)", style="bold red"))
+            summary.update(Text(f"{self.host_id}: not known to {self.app.backend.noun} (removed?)", style="bold red"))
             self.query_one("#host-compartments", Static).update("")
             return
         now = self.app.clock()
         summary.update(host_summary(host, self.app.host_meta(self.host_id), self.app.host_progress(self.host_id), now,
-                                    service.status.unreachable_since))
+                                    service.status.unreachable_since, self.app.backend.noun))
         pending = ""
         if service.pending_update() is not None:
             pr = service.pending_update().pr
@@ -185,10 +185,10 @@ class HostDetailScreen(Screen):
         log = self.query_one(HostLog)
         text = Text(" Recent output", style="bold")
         if self._recent:
-            text.append("  (from the dashboard's log, then live)", style="dim")
+            text.append(f"  (from {self.app.backend.noun}'s log, then live)", style="dim")
         if log.line_count == 0:
             loading = self.app.service is not None and not self._recent_loaded and not self._lines()
-            text.append("  reading the dashboard's log…" if loading else "  none yet — a command's output streams in here",
+            text.append(f"  reading {self.app.backend.noun}'s log…" if loading else "  none yet — a command's output streams in here",
                         style="dim")
         else:
             text.append(

@@ -141,8 +141,10 @@ class MainScreen(Screen):
         if update.status or update.automation:
             self.query_one(StatusHeader).show(service.status)
         status = service.status
-        if update.status and status is not None and status.unreachable_since != grid.unreachable_since:
-            grid.set_unreachable(status.unreachable_since)
+        if update.status and status is not None:
+            grid.backend_noun = status.backend.noun
+            if status.unreachable_since != grid.unreachable_since:
+                grid.set_unreachable(status.unreachable_since)
         if update.fleet or update.prs or update.status:
             self._titles()
 
@@ -194,7 +196,7 @@ class MainScreen(Screen):
         if grid.unreachable_since is not None:
             since = grid.unreachable_since.astimezone().strftime("%H:%M")
             title.append(f"{count} hosts · ", style="dim")
-            title.append(f"dashboard unreachable since {since}: states unknown", style="bold yellow")
+            title.append(f"{self.app.backend.label} unreachable since {since}: states unknown", style="bold yellow")
         else:
             title.append(f"{count} hosts · {online} online", style="dim")
         if grid.selected:

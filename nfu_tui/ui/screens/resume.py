@@ -16,6 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Static
 
+from nfu_tui.backends.base import NIXFLEET, BackendInfo
 from nfu_tui.ui.spans import unlead
 
 Choice = Literal["resume", "abandon", "later"]
@@ -34,7 +35,7 @@ def _waiting_for(run: Any) -> tuple[str, ...]:
     return hosts
 
 
-def _deploy_facts(run: Any, text: Text) -> None:
+def _deploy_facts(run: Any, text: Text, backend: BackendInfo) -> None:
     if run.kind == "converge":
         text.append("Target: ", style="bold")
         text.append(f"{run.plan.get('branch') or 'the default branch'}'s head {(run.head_sha or '')[:7]} (no merge)\n")
@@ -51,7 +52,7 @@ def _deploy_facts(run: Any, text: Text) -> None:
     if flying:
         text.append("\nIn flight: ", style="bold")
         text.append(", ".join(f"{h} ({phase})" if phase else h for h, phase in sorted(flying.items())))
-        text.append(" — resume follows its command on the dashboard", style="dim")
+        text.append(f" — resume follows its command on {backend.noun}", style="dim")
     waiting = _waiting_for(run)
     if waiting:
         text.append("\nWaiting for offline hosts: ", style="bold")
@@ -76,17 +77,17 @@ def _revert_facts(run: Any, text: Text) -> None:
         text.append(f"not started ({', '.join(j.hosts) or 'no host'} to redeploy)")
 
 
-def _host_rollback_facts(run: Any, text: Text) -> None:
+def _host_rollback_facts(run: Any, text: Text, backend: BackendInfo) -> None:
     hosts = ", ".join(run.plan.get("hosts") or ()) or "?"
     dispatched = any(s.step == "command_dispatched" for s in run.steps or ())
     text.append("Host: ", style="bold")
     text.append(hosts + "\n")
-    text.append("Dashboard: ", style="bold")
+    text.append(f"{backend.title}: ", style="bold")
     text.append("the rollback op was sent; resume follows it (never sends it twice)" if dispatched
                 else "the rollback op may not have been sent; resume checks the host and never sends it twice")
 
 
-def run_text(run: Any) -> Text:
+def run_text(run: Any, backend: BackendInfo = NIXFLEET) -> Text:
     """What the journal knows: what, when and by whom, how far it got, what resume/abandon do."""
     text = Text()
     kind = KIND_TITLES.get(run.kind, run.kind.capitalize())
@@ -97,10 +98,10 @@ def run_text(run: Any) -> Text:
         _revert_facts(run, text)
         resume = "Resume continues from the last journaled step — never opening or merging a revert twice."
     elif run.kind == "rollback":
-        _host_rollback_facts(run, text)
+        _host_rollback_facts(run, text, backend)
         resume = "Resume follows the rollback to its outcome."
     else:
-        _deploy_facts(run, text)
+        _deploy_facts(run, text, backend)
         resume = ("Resume continues with the hosts not yet done — never merging twice, never re-running a "
                   "finished host.")
     text.append("\n\n")
@@ -140,7 +141,7 @@ class ResumeScreen(ModalScreen[Choice]):
         box = Vertical()
         box.border_title = f"Unfinished {KIND_TITLES.get(self.run.kind, self.run.kind).lower()} run"
         with box:
-            yield Static(run_text(self.run), id="run")
+            yield Static(run_text(self.run, self.app.backend), id="run")
             with Horizontal():
                 yield Button("Resume (r)", variant="warning", id="resume")
                 yield Button("Abandon (a)", id="abandon")

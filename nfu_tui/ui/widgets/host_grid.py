@@ -63,7 +63,7 @@ class HostGrid(ScrollView, can_focus=True):
         Binding("h", "toggle_hold", "Hold", tooltip="Hold/unhold the focused or selected hosts", id="grid.hold"),
         Binding(
             "R", "rollback", "Roll back", show=False,
-            tooltip="Roll the focused host back to its previous generation: the dashboard's rollback op (asks first)",
+            tooltip="Roll the focused host back to its previous generation: the fleet's rollback op (asks first)",
             id="grid.rollback",
         ),
         Binding("enter", "open", "Details", show=False, tooltip="Host detail: compartments and recent output", id="grid.open"),
@@ -163,6 +163,7 @@ class HostGrid(ScrollView, can_focus=True):
         self._pending_lock = False
         self._pending_text = ""
         self._unreachable_since: datetime | None = None
+        self.backend_noun = "the dashboard"  # how the texts name the fleet backend (BackendInfo.noun)
         self._cols: tuple[fv.Column, ...] = fv.layout(80)
         self._cache: dict[str, Strip] = {}
         self._styles: dict[str, Style] = {}
@@ -294,7 +295,7 @@ class HostGrid(ScrollView, can_focus=True):
             self._invalidate()
 
     def set_unreachable(self, since: datetime | None) -> None:
-        """The dashboard is unreachable since ``since`` (None: live): hosts show as unknown."""
+        """The fleet backend is unreachable since ``since`` (None: live): hosts show as unknown."""
         if since != self._unreachable_since:
             self._unreachable_since = since
             self._invalidate()
@@ -520,7 +521,7 @@ class HostGrid(ScrollView, can_focus=True):
         row = int(self.scroll_offset.y) + y - 1
         if row >= len(self._order):
             if not self._order and y == 1:
-                text = "  no hosts match the filter" if self._hosts else "  waiting for the dashboard…"
+                text = "  no hosts match the filter" if self._hosts else f"  waiting for {self.backend_noun}…"
                 return self._strip([(text, "dim")], cursor=False)
             return Strip.blank(width, self._style("base"))
         return self._row_strip(row)
@@ -553,6 +554,6 @@ class HostGrid(ScrollView, can_focus=True):
                 if comp == "lock" and self._pending_lock and self._pending_text:
                     tooltip += f"\n{self._pending_text}"
             elif self._unreachable_since is not None:
-                tooltip = (f"{host.name}: unknown — the dashboard is unreachable; "
+                tooltip = (f"{host.name}: unknown — {self.backend_noun} is unreachable; "
                            f"{fv.last_seen_live(host, self._unreachable_since)}")
         self.tooltip = Text(tooltip) if tooltip else None  # dashboard text: never markup
