@@ -230,7 +230,7 @@ class DeployScreen(Screen):
         Binding("w", "stop_waiting", "Stop waiting", tooltip="Stop waiting for queued offline hosts", id="deploy.stop-waiting"),
         Binding("b", "roll_back", "Roll back", tooltip="After a failure: roll back now per rollback.strategy (asks first)", id="deploy.roll-back"),
         Binding("h", "hold_failed", "Hold failed", tooltip="Hold the failing host(s): deploys and automation skip them", id="deploy.hold-failed"),
-        Binding("R", "rollback_host", "Host rollback", show=False, tooltip="Roll the highlighted host back alone: the fleet's rollback op (asks first)", id="deploy.rollback-host"),
+        Binding("R", "rollback_host", "Host rollback", show=False, tooltip="Roll the highlighted host back alone, to its previous generation (asks first)", id="deploy.rollback-host"),
         Binding("tab", "switch_focus", "Table/log", show=False, id="deploy.switch"),
         copy.copy_binding("deploy.copy"),
     ]

@@ -112,7 +112,7 @@ class HostDetailScreen(Screen):
         Binding("h", "toggle_hold", "Hold", tooltip="Hold/unhold this host", id="host.hold"),
         Binding(
             "R", "rollback", "Roll back",
-            tooltip="Roll this host back to its previous generation: the fleet's rollback op (asks first)",
+            tooltip="Roll this host back to its previous generation (asks first)",
             id="host.rollback",
         ),
         copy.copy_binding("host.copy"),

@@ -63,7 +63,7 @@ class HostGrid(ScrollView, can_focus=True):
         Binding("h", "toggle_hold", "Hold", tooltip="Hold/unhold the focused or selected hosts", id="grid.hold"),
         Binding(
             "R", "rollback", "Roll back", show=False,
-            tooltip="Roll the focused host back to its previous generation: the fleet's rollback op (asks first)",
+            tooltip="Roll the focused host back to its previous generation (asks first)",
             id="grid.rollback",
         ),
         Binding("enter", "open", "Details", show=False, tooltip="Host detail: compartments and recent output", id="grid.open"),
