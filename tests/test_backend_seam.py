@@ -78,7 +78,15 @@ def test_a_backend_missing_a_member_is_not_one(tmp_path: Path) -> None:
 
 def test_the_engine_texts_name_the_backend() -> None:
     assert interpret_dispatch(None, "switch", "web1").message == "the dashboard returned no result for web1"
-    assert interpret_dispatch(None, "switch", "web1", SSH.noun).message == "the SSH backend returned no result for web1"
+    assert interpret_dispatch(None, "switch", "web1", SSH).message == "the SSH backend returned no result for web1"
+
+    class Blocked:
+        blocked, code, message = True, "offline", "web1 (root@127.0.0.1:22) unreachable: timed out"
+
+    assert interpret_dispatch(Blocked(), "pull", "web1").message.endswith("(dashboard: web1 (root@127.0.0.1:22) "
+                                                                          "unreachable: timed out)")
+    assert interpret_dispatch(Blocked(), "pull", "web1", SSH).message == ("host unreachable (ssh: web1 "
+                                                                         "(root@127.0.0.1:22) unreachable: timed out)")
     assert unverified_reason(None, "abc", None, SSH.noun) == "the SSH backend no longer lists the host"
     assert health_problems(None, SSH.noun) == ["no longer known to the SSH backend"]
     assert not SSH.refresh_system and SSH.stops_commands and not NIXFLEET.stops_commands

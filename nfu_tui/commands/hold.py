@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("hold", help="hold hosts back from deploys and automation (also during a running deploy)",
                        description="Hold hosts: plans and automation skip them, and a running deploy leaves "
                                    "them untouched from now on (a host already deploying finishes its step).")
-    p.add_argument("hosts", nargs="+", metavar="HOST", help="host name(s) as the dashboard knows them")
+    p.add_argument("hosts", nargs="+", metavar="HOST", help="host name(s) as the fleet knows them")
     p.add_argument("--reason", metavar="TEXT", default="", help="why (kept in the audit trail)")
     p.set_defaults(module="hold", held=True)
     u = sub.add_parser("unhold", help="release held hosts", description="Release held hosts: deploys and "

@@ -109,7 +109,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, ContextManager, Iterable, Mapping, Protocol, Sequence
 
-from nfu_tui.backends.base import FleetBackend, info_of
+from nfu_tui.backends.base import NIXFLEET, BackendInfo, FleetBackend, info_of
 from nfu_tui.config import Config
 from nfu_tui.core.plan import DeployPlan, PlanEntry
 from nfu_tui.core.store import DeployLock
@@ -543,23 +543,23 @@ class DispatchDecision:
     found: Command | None = None  # the command as found after a dispatch without an answer
 
 
-def interpret_dispatch(result: Any, op: str, host: str, noun: str = "the dashboard") -> DispatchDecision:
+def interpret_dispatch(result: Any, op: str, host: str, backend: BackendInfo = NIXFLEET) -> DispatchDecision:
     """Map a dispatch result (started / blocked with a §6.2 code / error) to an action.
 
     ``send_failed`` is ``retry``: the dashboard lists the host online but could not hand
     the agent the command (no socket yet noticed as gone, or a full queue); nothing ran.
-    ``noun`` names the backend in the messages (:class:`~nfu_tui.backends.base.BackendInfo`).
+    ``backend`` names the backend in the messages.
     """
     if result is None:
-        return DispatchDecision("fail", message=f"{noun} returned no result for {host}")
+        return DispatchDecision("fail", message=f"{backend.noun} returned no result for {host}")
     if getattr(result, "started", False):
         cid = str(getattr(result, "command_id", "") or "")
         if not cid:
-            return DispatchDecision("fail", message=f"{op} started but {noun} gave no command id")
+            return DispatchDecision("fail", message=f"{op} started but {backend.noun} gave no command id")
         return DispatchDecision("started", command_id=cid)
     code = str(getattr(result, "code", "") or "")
     message = str(getattr(result, "message", "") or "")
-    said = f" (dashboard: {message})" if message else ""
+    said = f" ({backend.label}: {message})" if message else ""
     if getattr(result, "blocked", False):
         if code == "offline":
             return DispatchDecision("offline", message=f"host unreachable{said}", code=code)
@@ -650,14 +650,15 @@ def command_status_note(op: str, status: str) -> str:
     return ""
 
 
-def unfinished_detail(op: str, status: str, minutes: float, pending_command: str = "") -> str:
+def unfinished_detail(op: str, status: str, minutes: float, pending_command: str = "",
+                      backend: BackendInfo = NIXFLEET) -> str:
     """Why a host failed when its command was still not terminal at the client-side guard."""
     if status.upper() == "TIMEOUT_PENDING":
         return (f"{op} still TIMEOUT_PENDING after {minutes:g} min: past the dashboard's hard timeout; it may still "
                 "be running on the host, which refuses new commands until a timeout-action is chosen in the "
                 "dashboard: wait (more time; a late result still counts), ignore (releases the host; the process "
                 "keeps running) or kill (only marks it; it does not stop the process, contract §3.7)")
-    state = f"dashboard status {status.upper()}" if status else "no result"
+    state = f"{backend.label} status {status.upper()}" if status else "no result"
     if pending_command:
         state += f", pending_command={pending_command!r}"
     return f"{op} did not finish within {minutes:g} min ({state}); check the host"
@@ -682,7 +683,7 @@ def system_verdict(host: Host | None, since: datetime | None) -> bool | None:
 
 
 def judge_lost_command(op: str, host: Host | None, since: datetime | None, merge_sha: str,
-                       generation_before: str = "") -> Evidence:
+                       generation_before: str = "", noun: str = "the dashboard") -> Evidence:
     """Verdict on a command the dashboard no longer tracks (restart, §6.8, §8 #34), from the host's state.
 
     ``ok`` done, ``failed`` proven failed (System error), ``unknown`` no evidence either
@@ -690,7 +691,7 @@ def judge_lost_command(op: str, host: Host | None, since: datetime | None, merge
     generation is the merge commit (or moved since before the pull: the branch went past
     the merge); a switch by the System compartment reported since it started.
     """
-    lost = f"the dashboard lost track of the {op} (restarted?)"
+    lost = f"{noun} lost track of the {op} (restarted?)"
     if host is None:
         return Evidence("unknown", f"{lost} and no longer lists the host; verify it manually")
     if op in ("switch", "test"):
@@ -1629,7 +1630,7 @@ class DeployEngine:
                 return DispatchDecision("fail", message=f"{op} blocked ({found.error or 'no message'})")
             return DispatchDecision("started", command_id=found.id, found=found)
         mine = next((x for x in results if getattr(x, "host_id", host) == host), None)
-        return interpret_dispatch(mine, op, host, self.info.noun)
+        return interpret_dispatch(mine, op, host, self.info)
 
     def _new_command(self, host: str, op: str, before: set[str]) -> Command | None:
         return next((c for c in self.fleet.commands_for(host) if c.op == op and c.id not in before), None)
@@ -1727,7 +1728,8 @@ class DeployEngine:
                     return found(evidence_of(tracked))
                 lost = not tracked
             if lost:
-                ev = judge_lost_command(op, self.fleet.host(host), since or dispatched_at, r.merge_sha, gen_before)
+                ev = judge_lost_command(op, self.fleet.host(host), since or dispatched_at, r.merge_sha, gen_before,
+                                        self.info.noun)
                 if ev.verdict != "wait":
                     return ev
                 if ev.detail != lost_note:
@@ -1740,7 +1742,8 @@ class DeployEngine:
                                     f"{lost_note}; still not finished after {minutes:g} min; verify the host")
                 if status != "RUNNING_WARNING":
                     return Evidence("unknown", unfinished_detail(op, status, minutes,
-                                                                 h.pending_command if h is not None else ""))
+                                                                 h.pending_command if h is not None else "",
+                                                                 self.info))
                 deadline = now + guard  # its hard timeout has not passed on the dashboard: keep waiting
             await self._wait_for_news(command_id, host, max(0.0, min(1.0, deadline - loop.time())))
 

@@ -214,11 +214,11 @@ class _StateCollector(Collector):
     def _hosts(service: Any) -> Iterator[Metric]:
         hosts = service.hosts()
         synced = bool(service.fleet.synced)
-        yield GaugeMetricFamily("nfu_fleet_synced", "1 once the dashboard's fleet state is known.",
+        yield GaugeMetricFamily("nfu_fleet_synced", "1 once the fleet state (dashboard or SSH) is known.",
                                 value=1.0 if synced else 0.0)
         if not synced:
             return  # host counts would read 0 before the fleet is known
-        yield GaugeMetricFamily("nfu_hosts", "Hosts the dashboard reports.", value=float(len(hosts)))
+        yield GaugeMetricFamily("nfu_hosts", "Hosts the fleet backend reports.", value=float(len(hosts)))
         yield GaugeMetricFamily("nfu_hosts_online", "Hosts online.", value=float(sum(1 for h in hosts if h.online)))
         yield GaugeMetricFamily("nfu_hosts_behind", "Hosts behind the repository's main branch (Git outdated).",
                                 value=float(sum(1 for h in hosts if h.git.state is CompartmentState.OUTDATED)))
@@ -263,7 +263,7 @@ class _StateCollector(Collector):
     @staticmethod
     def _connections(service: Any) -> Iterator[Metric]:
         st = service.status
-        yield _enum_gauge("nfu_dashboard_connection_state", "Connection to the NixFleet dashboard (1 = current).",
+        yield _enum_gauge("nfu_dashboard_connection_state", "Connection to the fleet backend: the NixFleet dashboard, or the SSH hosts (1 = current).",
                           "state", DASHBOARD_STATES, st.fleet)
         yield _enum_gauge("nfu_github_connection_state", "Polling of GitHub (1 = current).", "state",
                           GITHUB_STATES, st.github)

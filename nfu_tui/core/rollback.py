@@ -715,7 +715,7 @@ class RollbackManager:
             return await self._host_done(run_id, actor, HostOutcome(host, Outcome.FAILED, "rollback",
                                                                     f"{exc.title}: {exc}"))
         mine = next((r for r in results if getattr(r, "host_id", host) == host), None)
-        decision = interpret_dispatch(mine, "rollback", host, info_of(self.backend).noun)
+        decision = interpret_dispatch(mine, "rollback", host, info_of(self.backend))
         if decision.action != "started":
             return await self._host_done(run_id, actor, HostOutcome(host, Outcome.FAILED, "rollback",
                                                                     decision.message))
