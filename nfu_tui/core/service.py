@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from nfu_tui.backends.base import NIXFLEET, SSH, BackendInfo, FleetBackend, info_of
+from nfu_tui.backends.base import NIXFLEET, BackendInfo, FleetBackend, info_for, info_of
 from nfu_tui.clients.fleet import ChangeKind, FleetChange, FleetModel
 from nfu_tui.config import Config, HostConfig, Secrets
 from nfu_tui.core.live import LiveFleet
@@ -103,7 +103,7 @@ class FleetService:
         self.fleet = FleetModel()
         self.github = github if github is not None else self._make_github()
         self.backend = backend if backend is not None else self._make_backend(insecure)
-        self.backend_info = info_of(self.backend) if self.backend is not None else (SSH if config.uses_ssh else NIXFLEET)
+        self.backend_info = info_of(self.backend) if self.backend is not None else info_for(config)
         self.live = LiveFleet(self.backend, self.fleet, on_stream=self._on_stream)
         self.notifier = notifier if notifier is not None else self._make_notifier()
         from nfu_tui.core.notify import Outbox
