@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"{PROG}: {exc.message}", file=sys.stderr)
             return 2
-        if not cfg.github.repo and not cfg.dashboard.url:
+        if not cfg.github.repo and not cfg.dashboard.url and not cfg.uses_ssh:
             print(f"{PROG}: nothing to serve: neither github.repo nor dashboard.url is configured "
                   "(try --demo)", file=sys.stderr)
             return 2

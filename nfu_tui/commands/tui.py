@@ -21,7 +21,7 @@ def settings(args: argparse.Namespace) -> tuple[Any, Any]:
     from nfu_tui.errors import ConfigError
 
     cfg, secrets = load_settings(args.config)
-    if not cfg.github.repo and not cfg.dashboard.url:
+    if not cfg.github.repo and not cfg.dashboard.url and not cfg.uses_ssh:
         raise ConfigError(
             "nothing to show: neither github.repo nor dashboard.url is configured.\n"
             "  Create a configuration with `nfu-tui config init`, or try `nfu-tui demo`."

@@ -137,7 +137,7 @@ LINE_MAX = 500
 
 
 class FleetView(Protocol):
-    """What the engine reads from the live fleet (the dashboard stream applied to a model)."""
+    """What the engine reads from the live fleet (the fleet backend's stream applied to a model)."""
 
     def host(self, host_id: str) -> Host | None: ...
 
