@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from nfu_tui.sim.testing import *  # noqa: F401,F403
+from screentext import svg_lines
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -38,20 +39,6 @@ def _forget_secrets() -> object:
     redactor.clear()
 
 
-def _svg_lines(svg: str, *, styled: bool) -> list[str]:
-    """A Textual SVG screenshot as text lines (with each run's style class when ``styled``)."""
-    import html
-    import re
-
-    lines: dict[int, list[tuple[float, str]]] = {}
-    pattern = r'<text class="([^"]*)" x="([\d.]+)"[^>]*clip-path="url\(#[\w-]*line-(\d+)\)">([^<]*)</text>'
-    for cls, x, line, body in re.findall(pattern, svg):
-        text = html.unescape(body).replace("\xa0", " ")
-        style = cls.rsplit("-", 1)[-1]
-        lines.setdefault(int(line), []).append((float(x), f"[{style}]{text}" if styled else text))
-    return ["".join(run for _, run in sorted(runs)) for _, runs in sorted(lines.items())]
-
-
 @pytest.fixture
 def snap_compare(snap_compare, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """pytest-textual-snapshot's comparison, printing what differs (the screen's text, else its styles)
@@ -66,7 +53,7 @@ def snap_compare(snap_compare, request: pytest.FixtureRequest):  # type: ignore[
         if not matched:
             expected, actual = pickle.loads(node_to_report_path(request.node).read_bytes())[1:3]
             for styled in (False, True):
-                diff = list(difflib.unified_diff(_svg_lines(expected, styled=styled), _svg_lines(actual, styled=styled),
+                diff = list(difflib.unified_diff(svg_lines(expected, styled=styled), svg_lines(actual, styled=styled),
                                                  "expected", "actual", lineterm="", n=1))
                 if diff:
                     print("\n".join(["snapshot differs" + (" (styles only)" if styled else "") + ":", *diff]))

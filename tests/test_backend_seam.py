@@ -22,6 +22,7 @@ from nfu_tui.clients.dashboard import DashboardClient
 from nfu_tui.core.engine import health_problems, interpret_dispatch, unverified_reason
 
 sys.path.insert(0, str(Path(__file__).parent))
+from screentext import svg_lines  # noqa: E402
 from sshbed import SshBed  # noqa: E402
 from test_ssh_backend import NO_DASHBOARD_HOSTS, async_bed, sim_bed, write_config  # noqa: E402, F401
 
@@ -87,8 +88,8 @@ def test_the_engine_texts_name_the_backend() -> None:
                                                                           "unreachable: timed out)")
     assert interpret_dispatch(Blocked(), "pull", "web1", SSH).message == ("host unreachable (ssh: web1 "
                                                                          "(root@127.0.0.1:22) unreachable: timed out)")
-    assert unverified_reason(None, "abc", None, SSH.noun) == "the SSH backend no longer lists the host"
-    assert health_problems(None, SSH.noun) == ["no longer known to the SSH backend"]
+    assert unverified_reason(None, "abc", None, SSH) == "the SSH backend no longer lists the host"
+    assert health_problems(None, SSH) == ["no longer known to the SSH backend"]
     assert not SSH.refresh_system and SSH.stops_commands and not NIXFLEET.stops_commands
 
 
@@ -97,9 +98,7 @@ def test_the_engine_texts_name_the_backend() -> None:
 
 def _screen_text(app: Any) -> str:
     """Everything on the screen now, as plain text lines."""
-    from conftest import _svg_lines
-
-    return "\n".join(_svg_lines(app.export_screenshot(), styled=False))
+    return "\n".join(svg_lines(app.export_screenshot(), styled=False))
 
 
 def _rendered(static: Any) -> str:

@@ -230,7 +230,7 @@ class _Deploy:
                         return _bad(f"unknown host(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
                 state = AppState.load()
                 if args.converge:
-                    branch, target, lag = await fleet_lag(github, view.hosts(), noun=info_of(backend).noun)
+                    branch, target, lag = await fleet_lag(github, view.hosts(), backend=info_of(backend))
                     plan = make_plan(view.hosts(), self.cfg, state.held, targets=targets, head_sha=target,
                                      overrides=state.overrides, lag=lag, branch=branch)
                 else:

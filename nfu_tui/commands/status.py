@@ -154,7 +154,7 @@ async def _status(cfg, secrets, *, as_json: bool, insecure: bool) -> int:  # typ
     if as_json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
-        _print_text(report, info_for(cfg).noun)
+        _print_text(report, info_for(cfg))
     for failure in failures:
         print(f"nfu-tui status: {failure}", file=sys.stderr)
     return 1 if failures else 0
@@ -181,7 +181,7 @@ def _journal(report: dict, failures: list[str]) -> None:
 GLYPH = {"ok": "✓", "outdated": "↑", "error": "✗", "working": "⟳", "unknown": "?"}
 
 
-def _print_text(report: dict, noun: str) -> None:
+def _print_text(report: dict, backend) -> None:  # type: ignore[no-untyped-def]
     from nfu_tui.sanitize import sanitize_line
 
     hosts = report["hosts"]
@@ -190,7 +190,7 @@ def _print_text(report: dict, noun: str) -> None:
     if dash["ok"]:
         print(f"Fleet: {len(hosts)} hosts, {online} online  ({dash['url']})")
     else:  # not "0 hosts": nothing is known about the fleet
-        print(f"Fleet: unknown — {noun} could not be read ({dash['url']})")
+        print(f"Fleet: unknown — {backend.noun} could not be read ({dash['url']})")
     if hosts:
         width = max(len(h["hostname"]) for h in hosts)
         print(f"  {'host'.ljust(width)}  state    A G L S T  command")

@@ -59,6 +59,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from nfu_tui.backends.base import NIXFLEET, BackendInfo
 from nfu_tui.config import AutomationConfig
 from nfu_tui.domain.windows import WindowSet
 from nfu_tui.models import CIVerdict, Notification, UpdatePR
@@ -183,7 +184,7 @@ class Situation:
     # superseded by (from the notify-once marks): never merged automatically
     busy: str = ""  # non-empty: who is deploying right now
     fleet_ready: bool = True  # the fleet backend's state is known
-    backend_noun: str = "the dashboard"  # BackendInfo.noun: how the texts name the fleet backend
+    backend: BackendInfo = NIXFLEET  # how the texts name the fleet backend
     online: frozenset[str] = frozenset()  # hosts online now
     room: timedelta = timedelta(minutes=30)  # how much of an open window a new run needs (needed_room)
     deployable: bool = True  # an automatic plan has a host to deploy (or deploy_strategy = "none")
@@ -389,7 +390,7 @@ def decide(s: Situation) -> Decision:
     if pr.lock_only is None:
         return Decision(AutoState.WAITING_CI, f"PR #{n}: reading its changed files", **base)
     if not s.fleet_ready:
-        return Decision(AutoState.WAITING_FLEET, f"PR #{n} ready — waiting for {s.backend_noun}'s fleet state", **base)
+        return Decision(AutoState.WAITING_FLEET, f"PR #{n} ready — waiting for {s.backend.noun}'s fleet state", **base)
     if not s.deployable:
         reason = (f"PR #{n} is not merged: no host qualifies for an automatic deploy (all held or auto_update = "
                   f"false); release a hold, or merge it without a deploy: nfu-tui deploy --pr {n} --merge-only")
@@ -668,7 +669,7 @@ class AutomationRunner:
             now=self.clock(), enabled=self.enabled(), config=self.config.flake_updates.automation,
             windows=self.windows, prs=pr_list, runs=runs, open_reverts=reverts, superseded_earlier=superseded,
             busy=busy,
-            fleet_ready=bool(service.fleet.synced), backend_noun=service.backend_info.noun,
+            fleet_ready=bool(service.fleet.synced), backend=service.backend_info,
             online=frozenset(h.id for h in hosts if h.online),
         )
 

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from nfu_tui.backends.base import NIXFLEET, BackendInfo
 from nfu_tui.core.plan import HostLag
 from nfu_tui.errors import GitHubError, GitHubNotFound
 from nfu_tui.models import CompartmentState, Host
@@ -50,9 +51,10 @@ def lag_from_compare(generation: str, target: str, branch: str, comparison: Any)
     return HostLag(True, f"{gen} → {head}")
 
 
-def lag_from_compartments(host: Host, branch: str, noun: str = "the dashboard") -> HostLag:
+def lag_from_compartments(host: Host, branch: str, backend: BackendInfo = NIXFLEET) -> HostLag:
     """A host whose commit GitHub does not know (a mirror): the backend's Git/Lock (the dashboard's: against
-    version.json); ``noun`` names the backend."""
+    version.json)."""
+    noun = backend.noun
     gen = host.generation[:7]
     git, lock = host.git.state, host.lock.state
     where = f"{gen} is not a commit of the repository (a mirror?)"
@@ -65,7 +67,7 @@ def lag_from_compartments(host: Host, branch: str, noun: str = "the dashboard") 
 
 
 async def fleet_lag(github: Any, hosts: Iterable[Host], *, branch: str = "",
-                    noun: str = "the dashboard") -> tuple[str, str, dict[str, HostLag]]:
+                    backend: BackendInfo = NIXFLEET) -> tuple[str, str, dict[str, HostLag]]:
     """(branch, its head sha, lag per host id) — the input of a converge plan.
 
     ``github`` needs ``default_branch()``, ``branch_head(branch)`` and
@@ -87,7 +89,7 @@ async def fleet_lag(github: Any, hosts: Iterable[Host], *, branch: str = "",
         if gen not in by_generation:
             by_generation[gen] = await _compare(github, gen, target, branch, len(by_generation))
         lag = by_generation[gen]
-        lags[host.id] = lag if lag is not None else lag_from_compartments(host, branch, noun)
+        lags[host.id] = lag if lag is not None else lag_from_compartments(host, branch, backend)
     return branch, target, lags
 
 

@@ -683,7 +683,7 @@ def system_verdict(host: Host | None, since: datetime | None) -> bool | None:
 
 
 def judge_lost_command(op: str, host: Host | None, since: datetime | None, merge_sha: str,
-                       generation_before: str = "", noun: str = "the dashboard") -> Evidence:
+                       generation_before: str = "", backend: BackendInfo = NIXFLEET) -> Evidence:
     """Verdict on a command the dashboard no longer tracks (restart, §6.8, §8 #34), from the host's state.
 
     ``ok`` done, ``failed`` proven failed (System error), ``unknown`` no evidence either
@@ -691,7 +691,7 @@ def judge_lost_command(op: str, host: Host | None, since: datetime | None, merge
     generation is the merge commit (or moved since before the pull: the branch went past
     the merge); a switch by the System compartment reported since it started.
     """
-    lost = f"{noun} lost track of the {op} (restarted?)"
+    lost = f"{backend.noun} lost track of the {op} (restarted?)"
     if host is None:
         return Evidence("unknown", f"{lost} and no longer lists the host; verify it manually")
     if op in ("switch", "test"):
@@ -821,10 +821,11 @@ def system_ok_behind_lagging_lock(host: Host | None, since: datetime | None) -> 
     return since is None or (checked is not None and checked >= since.replace(microsecond=0))
 
 
-def unverified_reason(host: Host | None, target: str, since: datetime | None, noun: str = "the dashboard") -> str:
-    """Why a switched host is not verified yet, in the backend's words (``noun`` names it)."""
+def unverified_reason(host: Host | None, target: str, since: datetime | None,
+                      backend: BackendInfo = NIXFLEET) -> str:
+    """Why a switched host is not verified yet, in the backend's words."""
     if host is None:
-        return f"{noun} no longer lists the host"
+        return f"{backend.noun} no longer lists the host"
     parts = []
     if not host.online:
         parts.append("offline")
@@ -835,14 +836,14 @@ def unverified_reason(host: Host | None, target: str, since: datetime | None, no
         state = host.system.state.value if hasattr(host.system.state, "value") else str(host.system.state)
         message = f": {host.system.message}" if host.system.message else ""
         parts.append(f"System {state}{message}")
-    return "; ".join(parts) or f"waiting for {noun}"
+    return "; ".join(parts) or f"waiting for {backend.noun}"
 
 
-def still_verified_problems(host: Host | None, target: str, noun: str = "the dashboard") -> list[str]:
+def still_verified_problems(host: Host | None, target: str, backend: BackendInfo = NIXFLEET) -> list[str]:
     """Why a verified canary is no longer verified (other than red compartments): offline, System not ok,
     generation moved away."""
     if host is None:
-        return [f"no longer known to {noun}"]
+        return [f"no longer known to {backend.noun}"]
     problems = []
     if not host.online:
         problems.append("offline")
@@ -855,10 +856,10 @@ def still_verified_problems(host: Host | None, target: str, noun: str = "the das
     return problems
 
 
-def health_problems(host: Host | None, noun: str = "the dashboard") -> list[str]:
+def health_problems(host: Host | None, backend: BackendInfo = NIXFLEET) -> list[str]:
     """Why a deployed (canary) host is not healthy: offline, System red or Tests red."""
     if host is None:
-        return [f"no longer known to {noun}"]
+        return [f"no longer known to {backend.noun}"]
     problems = []
     if not host.online:
         problems.append("offline")
@@ -876,11 +877,11 @@ def inert_lines(lines: Iterable[str], limit: int = LAST_LINES) -> tuple[str, ...
 
 
 def notification_for(result: RunResult, plan: DeployPlan | None = None, link: str = "", *,
-                     automation_resumes: bool = False, backend_noun: str = "the dashboard") -> Notification:
+                     automation_resumes: bool = False, backend: BackendInfo = NIXFLEET) -> Notification:
     """The toast/webhook message for a finished run (:func:`nfu_tui.core.notify.run_notification`)."""
     from nfu_tui.core.notify import run_notification
 
-    return run_notification(result, plan, link, automation_resumes=automation_resumes, backend_noun=backend_noun)
+    return run_notification(result, plan, link, automation_resumes=automation_resumes, backend=backend)
 
 
 # ================================================================= journal state
@@ -1277,8 +1278,8 @@ class DeployEngine:
         minutes = f"{r.plan.canary_wait_minutes:g} min"
         for host in hosts:
             h = self.fleet.host(host)
-            red = [p for p in health_problems(h, self.info.noun) if p != "offline"]
-            gone = [] if red else still_verified_problems(h, r.merge_sha, self.info.noun)
+            red = [p for p in health_problems(h, self.info) if p != "offline"]
+            gone = [] if red else still_verified_problems(h, r.merge_sha, self.info)
             if not red and not gone:
                 continue
             before = r.outcomes.get(host) or HostOutcome(host, Outcome.OK)
@@ -1729,7 +1730,7 @@ class DeployEngine:
                 lost = not tracked
             if lost:
                 ev = judge_lost_command(op, self.fleet.host(host), since or dispatched_at, r.merge_sha, gen_before,
-                                        self.info.noun)
+                                        self.info)
                 if ev.verdict != "wait":
                     return ev
                 if ev.detail != lost_note:
@@ -1878,7 +1879,7 @@ class DeployEngine:
                 # reported since the switch (above): ask the agent to check it (refresh-system).
                 refreshed = await self._refresh_system(r, host)
                 continue
-            why = unverified_reason(h, target, since, self.info.noun)
+            why = unverified_reason(h, target, since, self.info)
             if loop.time() >= deadline:
                 if reached is False:
                     return self._failed(r, host, "verify", f"switched, but the host did not reach {target[:7]}: {why}",
@@ -2039,7 +2040,7 @@ class DeployEngine:
         note = notification_for(result, r.plan, pr_link(self.config.github.api_url, self.config.github.repo,
                                                         r.plan.pr_number),
                                 automation_resumes=status is RunStatus.WAITING and self._resumed_when_back(r.run_id),
-                                backend_noun=self.info.noun)
+                                backend=self.info)
         await self._emit(RunFinished(run_id=r.run_id, result=result, notification=note))
         if self.notifier is not None:
             try:

@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 
+from nfu_tui.backends.base import NIXFLEET, BackendInfo
 from nfu_tui.errors import ConfigError
 from nfu_tui.models import Notification
 from nfu_tui.sanitize import sanitize_text
@@ -325,10 +326,10 @@ def pr_link(api_url: str, repo: str, number: int) -> str:
 
 
 def run_notification(result: Any, plan: Any = None, link: str = "", *,
-                     automation_resumes: bool = False, backend_noun: str = "the dashboard") -> Notification:
+                     automation_resumes: bool = False, backend: BackendInfo = NIXFLEET) -> Notification:
     """The toast/webhook message for a finished deploy run: a title that says what happened, a body
     with the hosts deployed, those left behind (offline, held, skipped, failed) and what to do next
-    (``automation_resumes``: automation resumes this run when its offline hosts are back; ``backend_noun``
+    (``automation_resumes``: automation resumes this run when its offline hosts are back; ``backend``
     names the fleet backend)."""
     from nfu_tui.core.engine import Outcome, RunStatus
 
@@ -393,7 +394,7 @@ def run_notification(result: Any, plan: Any = None, link: str = "", *,
     elif status is RunStatus.UNKNOWN:  # no evidence of what happened: alert, never roll back
         where = ", ".join(result.hosts_with(Outcome.UNKNOWN)) or "a host"
         title, severity, extra = f"{what} deploy stopped: outcome unknown on {where}", "error", ["question"]
-        lines.append(f"Stopped: nothing was rolled back: check the host(s) on {backend_noun}.")
+        lines.append(f"Stopped: nothing was rolled back: check the host(s) on {backend.noun}.")
     elif status is RunStatus.UNVERIFIED:
         where = ", ".join(o.host for o in unverified) or "a host"
         title, severity, extra = f"{what} deployed but not verified on {where}", "warning", ["warning"]

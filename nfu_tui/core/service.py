@@ -668,7 +668,7 @@ class FleetService:
         if self.github is None:
             raise NfuError("converging needs GitHub configured (the default branch's head is the target)")
         hosts = self.hosts()
-        branch, target, lag = await fleet_lag(self.github, hosts, noun=self.backend_info.noun)
+        branch, target, lag = await fleet_lag(self.github, hosts, backend=self.backend_info)
         return make_plan(hosts, self.config, self.state.held, targets=host_ids, pr_number=0, head_sha=target,
                          overrides=self.state.overrides, lag=lag, branch=branch)
 

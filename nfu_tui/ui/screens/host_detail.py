@@ -13,6 +13,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from nfu_tui.backends.base import NIXFLEET, BackendInfo
 from nfu_tui.models import COMPARTMENTS, Host
 from nfu_tui.ui import copy
 from nfu_tui.ui import fleetview as fv
@@ -33,10 +34,10 @@ STATE_STYLES = {
 
 
 def host_summary(host: Host, meta: fv.HostMeta, progress: fv.Progress | None, now: datetime,
-                 unreachable_since: datetime | None = None, noun: str = "the dashboard") -> Text:
+                 unreachable_since: datetime | None = None, backend: BackendInfo = NIXFLEET) -> Text:
     """Title block: name, kind, connection, agent, generation, badges, running command.
 
-    While the fleet backend (``noun``) is unreachable (``unreachable_since``) the connection is unknown."""
+    While the fleet backend is unreachable (``unreachable_since``) the connection is unknown."""
     text = Text()
     text.append(host.name, style="bold")
     kind = " · ".join(p for p in (host.device_type, host.location, host.host_type) if p)
@@ -44,7 +45,7 @@ def host_summary(host: Host, meta: fv.HostMeta, progress: fv.Progress | None, no
     text.append("  ")
     if unreachable_since is not None:
         text.append("◌ unknown", style="bold yellow")
-        text.append(f" — {noun} is unreachable; {fv.last_seen_live(host, unreachable_since)}", style="dim")
+        text.append(f" — {backend.noun} is unreachable; {fv.last_seen_live(host, unreachable_since)}", style="dim")
     elif host.online:
         text.append("● online", style="green")
     else:
@@ -174,7 +175,7 @@ class HostDetailScreen(Screen):
             return
         now = self.app.clock()
         summary.update(host_summary(host, self.app.host_meta(self.host_id), self.app.host_progress(self.host_id), now,
-                                    service.status.unreachable_since, self.app.backend.noun))
+                                    service.status.unreachable_since, self.app.backend))
         pending = ""
         if service.pending_update() is not None:
             pr = service.pending_update().pr

@@ -142,7 +142,7 @@ class MainScreen(Screen):
             self.query_one(StatusHeader).show(service.status)
         status = service.status
         if update.status and status is not None:
-            grid.backend_noun = status.backend.noun
+            grid.backend = status.backend
             if status.unreachable_since != grid.unreachable_since:
                 grid.set_unreachable(status.unreachable_since)
         if update.fleet or update.prs or update.status:

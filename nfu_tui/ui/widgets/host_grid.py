@@ -23,6 +23,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from nfu_tui.backends.base import NIXFLEET
 from nfu_tui.models import Host
 from nfu_tui.ui import fleetview as fv
 from nfu_tui.ui.fleetview import HostFilter, HostMeta, Progress, SortMode
@@ -163,7 +164,7 @@ class HostGrid(ScrollView, can_focus=True):
         self._pending_lock = False
         self._pending_text = ""
         self._unreachable_since: datetime | None = None
-        self.backend_noun = "the dashboard"  # how the texts name the fleet backend (BackendInfo.noun)
+        self.backend = NIXFLEET  # the fleet backend, as the texts name it
         self._cols: tuple[fv.Column, ...] = fv.layout(80)
         self._cache: dict[str, Strip] = {}
         self._styles: dict[str, Style] = {}
@@ -521,7 +522,7 @@ class HostGrid(ScrollView, can_focus=True):
         row = int(self.scroll_offset.y) + y - 1
         if row >= len(self._order):
             if not self._order and y == 1:
-                text = "  no hosts match the filter" if self._hosts else f"  waiting for {self.backend_noun}…"
+                text = "  no hosts match the filter" if self._hosts else f"  waiting for {self.backend.noun}…"
                 return self._strip([(text, "dim")], cursor=False)
             return Strip.blank(width, self._style("base"))
         return self._row_strip(row)
@@ -554,6 +555,6 @@ class HostGrid(ScrollView, can_focus=True):
                 if comp == "lock" and self._pending_lock and self._pending_text:
                     tooltip += f"\n{self._pending_text}"
             elif self._unreachable_since is not None:
-                tooltip = (f"{host.name}: unknown — {self.backend_noun} is unreachable; "
+                tooltip = (f"{host.name}: unknown — {self.backend.noun} is unreachable; "
                            f"{fv.last_seen_live(host, self._unreachable_since)}")
         self.tooltip = Text(tooltip) if tooltip else None  # dashboard text: never markup
