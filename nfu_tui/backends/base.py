@@ -60,10 +60,10 @@ class BackendInfo:
         return self.noun[:1].upper() + self.noun[1:]
 
 
-NIXFLEET = BackendInfo(kind="nixfleet", label="dashboard", title="Dashboard", noun="the dashboard", refresh_system=True,
-                       stops_commands=False, unreachable_title="Dashboard unreachable")
-SSH = BackendInfo(kind="ssh", label="ssh", title="SSH", noun="the SSH backend", refresh_system=False, stops_commands=True,
-                  unreachable_title="SSH hosts unreachable")
+NIXFLEET = BackendInfo(kind="nixfleet", label="dashboard", title="Dashboard", noun="the dashboard",
+                       refresh_system=True, stops_commands=False, unreachable_title="Dashboard unreachable")
+SSH = BackendInfo(kind="ssh", label="ssh", title="SSH", noun="the SSH backend", refresh_system=False,
+                  stops_commands=True, unreachable_title="SSH hosts unreachable")
 
 
 def info_for(config: Any) -> BackendInfo:

@@ -392,6 +392,6 @@ class _Auto:
             if now != self.last_status:
                 self.last_status = now
                 bad = status.fleet in ("error", "login-required") or status.github in ("error", "rate-limited")
-                self.log("connection", level="warning" if bad else "info", backend=status.backend.kind, fleet=status.fleet,
-                         fleet_detail=status.fleet_detail, github=status.github,
+                self.log("connection", level="warning" if bad else "info", backend=status.backend.kind,
+                         fleet=status.fleet, fleet_detail=status.fleet_detail, github=status.github,
                          github_detail=status.github_detail)

@@ -390,7 +390,8 @@ def decide(s: Situation) -> Decision:
     if pr.lock_only is None:
         return Decision(AutoState.WAITING_CI, f"PR #{n}: reading its changed files", **base)
     if not s.fleet_ready:
-        return Decision(AutoState.WAITING_FLEET, f"PR #{n} ready — waiting for {s.backend.noun}'s fleet state", **base)
+        return Decision(AutoState.WAITING_FLEET, f"PR #{n} ready — waiting for {s.backend.noun}'s fleet state",
+                        **base)
     if not s.deployable:
         reason = (f"PR #{n} is not merged: no host qualifies for an automatic deploy (all held or auto_update = "
                   f"false); release a hold, or merge it without a deploy: nfu-tui deploy --pr {n} --merge-only")

@@ -1885,7 +1885,8 @@ class DeployEngine:
                     return self._failed(r, host, "verify", f"switched, but the host did not reach {target[:7]}: {why}",
                                         executed=executed, reached=False, verified=False)
                 return HostOutcome(host, Outcome.UNVERIFIED, "verify", (
-                    f"switched ({ev.detail or executed}), but {self.info.noun} did not confirm it within {minutes:g} min: "
+                    f"switched ({ev.detail or executed}), but {self.info.noun} did not confirm it within "
+                    f"{minutes:g} min: "
                     f"{why}"), executed=executed, reached=reached, verified=False)
             if why != shown:
                 shown = why

@@ -263,7 +263,8 @@ class _StateCollector(Collector):
     @staticmethod
     def _connections(service: Any) -> Iterator[Metric]:
         st = service.status
-        yield _enum_gauge("nfu_dashboard_connection_state", "Connection to the fleet backend: the NixFleet dashboard, or the SSH hosts (1 = current).",
+        yield _enum_gauge("nfu_dashboard_connection_state",
+                          "Connection to the fleet backend: the NixFleet dashboard, or the SSH hosts (1 = current).",
                           "state", DASHBOARD_STATES, st.fleet)
         yield _enum_gauge("nfu_github_connection_state", "Polling of GitHub (1 = current).", "state",
                           GITHUB_STATES, st.github)

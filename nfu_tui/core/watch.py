@@ -38,7 +38,8 @@ class RunWatch:
     """See the module docstring. ``live``: whether the fleet backend's state is live now; ``info`` names the
     backend in the lines."""
 
-    def __init__(self, *, live: bool = True, clock: Callable[[], datetime] = _now, info: BackendInfo = NIXFLEET) -> None:
+    def __init__(self, *, live: bool = True, clock: Callable[[], datetime] = _now,
+                 info: BackendInfo = NIXFLEET) -> None:
         self.live = live
         self.info = info
         self.lost_at: datetime | None = None
