@@ -34,6 +34,7 @@ from nfu_tui.core.engine import (
     notification_for,
     reached_target,
 )
+from nfu_tui.core.history import attention_text, format_run, load_run, run_json
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import Store
 from nfu_tui.models import CompartmentState, Host, StatusCheck
@@ -219,7 +220,12 @@ async def test_no_trace_of_the_dispatch_is_unknown_and_never_reverted(sim_factor
         (run,) = a.store.list_runs()
         assert run.kind == "deploy" and run.host_outcomes == {"gpc0": "unknown", "hsb0": "skipped",
                                                               "hsb1": "skipped"}
-        assert "unknown" in run.summary
+        assert run.status == "unknown" and "unknown" in run.summary  # journaled as it is: not "failed"
+        record = load_run(a.store, run.id)  # the history, text and --json, says so too
+        assert record.status == "unknown" and run_json(record)["status"] == "unknown"
+        assert format_run(record)[0].endswith("— unknown (auto)")
+        assert "? gpc0 unknown (switch)" in "\n".join(format_run(record))
+        assert attention_text([], 0, latest=a.store.list_runs()[0]) == f"run #{run.id} outcome unknown"
         (finished,) = [e for e in a.events if isinstance(e, RunFinished)]  # the alert (toast and webhook)
         assert finished.notification.title == "PR #42 deploy stopped: outcome unknown on gpc0"
         assert finished.notification.severity == "error" and "nothing was rolled back" in finished.notification.message

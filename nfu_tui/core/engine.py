@@ -2071,8 +2071,8 @@ class DeployEngine:
 _JOURNAL_STATUS = {
     RunStatus.SUCCEEDED: "succeeded",
     RunStatus.FAILED: "failed",
-    RunStatus.UNKNOWN: "failed",  # the journal's statuses are fixed; the summary says "unknown"
-    RunStatus.UNVERIFIED: "failed",
+    RunStatus.UNKNOWN: "unknown",  # not a proven failure: nothing rolls back on it
+    RunStatus.UNVERIFIED: "unverified",
     RunStatus.CANCELLED: "cancelled",
     RunStatus.REFUSED: "failed",
 }

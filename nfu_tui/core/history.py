@@ -19,7 +19,8 @@ audit entries of the run (the engine and the rollback write it).
     {"schema": "nfu-tui.history/1", "generated_at": ISO-8601,
      "runs": [{"id": int, "kind": "deploy"|"converge"|"revert"|"rollback", "pr": int|null, "title": str,
                "trigger": "manual"|"auto", "actor": "user@host", "github_login": str|null,
-               "status": "running"|"paused"|"waiting"|"succeeded"|"failed"|"cancelled"|"abandoned",
+               "status": "running"|"paused"|"waiting"|"succeeded"|"failed"|"unknown"|"unverified"|"cancelled"
+                         |"abandoned",                          # unknown/unverified: never a proven failure
                "started_at": ISO-8601, "finished_at": ISO-8601|null,
                "head_sha": str|null, "merge_sha": str|null, "summary": str,
                "headline": str|null, "lock_diff": str,          # nix's "Flake lock file updates" entries
@@ -416,12 +417,16 @@ def open_run(run: Any) -> dict[str, Any]:
             "next": next_, "hosts": [{"host": h, "state": st} for h, st in hosts.items()]}
 
 
-def attention_text(runs: Iterable[Any], undelivered: int, *, deploying: bool = False) -> str:
+def attention_text(runs: Iterable[Any], undelivered: int, *, deploying: bool = False, latest: Any = None) -> str:
     """The header's short note on what waits for attention: ``run #12 paused · ✉ 1 unsent`` ("" when
-    nothing). ``deploying``: a deploy runs now somewhere, so an unfinished run is not taken as interrupted."""
+    nothing). ``deploying``: a deploy runs now somewhere, so an unfinished run is not taken as interrupted.
+    ``latest``: the newest deploy or converge run; when it ended ``unknown`` (some host's outcome could not be
+    established, nothing was rolled back) it is named until a newer run replaces it."""
     shown = [r for r in (open_run(run) for run in runs)
              if r["state"] in ("paused", "waiting") or (r["state"] == "blocked" and not deploying)]
     parts = [f"run #{r['id']} {r['state']}" for r in shown[:2]]
+    if latest is not None and latest.status == "unknown" and not deploying:
+        parts.insert(0, f"run #{latest.id} outcome unknown")
     if len(shown) > 2:
         parts.append(f"{len(shown) - 2} more open")
     if undelivered:
@@ -473,9 +478,16 @@ REMOTE_STATUS = {"success": "succeeded", "failure": "failed", "error": "failed",
                  "in_progress": "running", "queued": "running", "pending": "running"}
 
 
+def remote_status(state: str, summary: str) -> str:
+    """A GitHub deployment state as a run status: ``error`` is an ``unknown`` or ``unverified`` run when its
+    description (the run's summary, ``PR #42: unknown (…)``) says so (see core.deployments.FINAL_STATES)."""
+    said = summary.partition(": ")[2].split(" ", 1)[0] if state == "error" else ""
+    return said if said in ("unknown", "unverified") else REMOTE_STATUS.get(state, state)
+
+
 def remote_record(r: Any) -> RunRecord:
     """A :class:`RunRecord` of a run another client recorded as a GitHub deployment."""
-    status = REMOTE_STATUS.get(r.state, r.state)
+    status = remote_status(r.state, r.summary)
     where = f"GitHub deployment {r.deployment_id}" + (f", their run #{r.run}" if r.run else "")
     return RunRecord(
         id=r.deployment_id, kind="deploy", pr=r.pr, title="", trigger=r.trigger or "?", actor=r.actor,

@@ -267,6 +267,7 @@ class HostRollbackResult:
     detail: str
     run_id: int
     log_excerpt: tuple[str, ...] = ()
+    outcome: str = ""  # ok | failed | unknown (no evidence either way: verify the host, never roll back again)
 
 
 class _Failed(Exception):
@@ -725,8 +726,9 @@ class RollbackManager:
         try:
             cmd = await self.fleet.wait_for_command(command_id, self.command_timeout)
         except (TimeoutError, asyncio.TimeoutError):
-            return self._host_failed(host, f"the rollback did not finish within {self.command_timeout / 60:g} min; "
-                                           "check the host", command_id)
+            return HostOutcome(host, Outcome.UNKNOWN, "rollback", f"the rollback did not finish within "
+                               f"{self.command_timeout / 60:g} min; check the host",
+                               inert_lines(self.fleet.output_lines(host, command_id)))
         ok, detail = interpret_command(cmd)
         if ok:
             return HostOutcome(host, Outcome.OK, "rollback", detail or "rolled back to the previous generation")
@@ -775,22 +777,26 @@ class RollbackManager:
             return HostOutcome(host, Outcome.OK, "rollback", f"the interrupted rollback completed ({h.system.message})")
         if verdict is False:
             return self._host_failed(host, f"the interrupted rollback failed ({h.system.message})")
-        return self._host_failed(host, "the interrupted rollback's outcome is unknown (not repeated: a second "
-                                       "rollback would go back one more generation); verify the host")
+        return HostOutcome(host, Outcome.UNKNOWN, "rollback", "the interrupted rollback's outcome is unknown (not "
+                           "repeated: a second rollback would go back one more generation); verify the host",
+                           inert_lines(self.fleet.output_lines(host, None)))
 
     async def _host_done(self, run_id: int, actor: str, outcome: HostOutcome) -> HostRollbackResult:
         host = outcome.host
         ok = outcome.outcome is Outcome.OK
+        unknown = outcome.outcome is Outcome.UNKNOWN
+        status = "succeeded" if ok else "unknown" if unknown else "failed"
         self.store.record(run_id, "host_finished", host=host, outcome=outcome.outcome.value, phase="rollback",
                           detail=outcome.detail, log_excerpt=list(outcome.last_lines))
-        summary = f"{host}: rollback {'succeeded' if ok else 'failed'}" + (f" — {outcome.detail}" if outcome.detail
-                                                                            else "")
-        self.store.finish_run(run_id, "succeeded" if ok else "failed", summary)
+        verdict = "succeeded" if ok else "outcome unknown" if unknown else "failed"
+        summary = f"{host}: rollback {verdict}" + (f" — {outcome.detail}" if outcome.detail else "")
+        self.store.finish_run(run_id, status, summary)
         await self._audit("rollback_host", actor=actor, pr=None, details={
             "run": run_id, "host": host, "outcome": outcome.outcome.value, "detail": outcome.detail})
-        await self._tell(Notification(f"{host} rolled back" if ok else f"Rollback of {host} failed", summary,
-                                      "information" if ok else "error", ["nfu-tui", host]))
-        return HostRollbackResult(host, ok, outcome.detail, run_id, outcome.last_lines)
+        title = (f"{host} rolled back" if ok else f"Rollback of {host}: outcome unknown" if unknown
+                 else f"Rollback of {host} failed")
+        await self._tell(Notification(title, summary, "information" if ok else "error", ["nfu-tui", host]))
+        return HostRollbackResult(host, ok, outcome.detail, run_id, outcome.last_lines, outcome.outcome.value)
 
 
 __all__ = [

@@ -870,10 +870,14 @@ class NfuApp(App[int]):
         result = view.result if view is not None else None
         if result is None or result.status.value not in ("cancelled", "failed", "unknown", "unverified", "waiting"):
             return ""
-        behind = sum(1 for o in result.outcomes if o.outcome.value != "ok")
-        if not behind:
+        # unverified hosts reached the target; unknown ones may have: the converge plan judges by generation
+        unknown = sum(1 for o in result.outcomes if o.outcome.value == "unknown")
+        behind = sum(1 for o in result.outcomes if o.outcome.value not in ("ok", "unverified", "unknown"))
+        parts = [f"{behind} host(s) not deployed"] if behind else []
+        parts += [f"{unknown} host(s) outcome unknown"] if unknown else []
+        if not parts:
             return ""
-        return f"Run #{result.run_id} {result.status.value}: {behind} host(s) not deployed · c converge"
+        return f"Run #{result.run_id} {result.status.value}: {', '.join(parts)} · c converge"
 
     def start_deploy(self, plan: Any) -> None:
         from nfu_tui.ui.deployview import DeployView
