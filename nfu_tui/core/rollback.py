@@ -231,6 +231,31 @@ def _stored_result(run: Any) -> RunResult:
     return RunResult(run.id, status, run.pr or 0, run.merge_sha or "", run.summary, outcomes)
 
 
+def host_rollback_refusal(host_id: str, host: Any) -> str:
+    """Why the dashboard cannot roll ``host_id`` back now ("" when it can); ``host`` as the fleet knows it."""
+    if host is None:
+        return f"{host_id} is not known to the dashboard."
+    if not host.online:
+        return f"{host_id} is offline: the dashboard cannot run a rollback on it."
+    return ""
+
+
+def host_rollback_question(host_id: str, host: Any, *, held: bool, hold_hint: str) -> str:
+    """What a per-host rollback does, asked before it (the TUI's ``R`` and ``nfu-tui rollback --host``).
+    ``hold_hint``: how to hold the host where the question is asked (``h``, ``nfu-tui hold web-01``)."""
+    question = (
+        f"Roll {host_id} back to its previous NixOS generation?\n\n"
+        f"The dashboard runs its rollback op on {host_id} only; nothing changes on GitHub. "
+        "The rollback is journaled and audited; if nfu-tui is interrupted it is followed, never sent twice "
+        "(a second rollback would go back one more generation)."
+    )
+    if host is not None and host.busy:
+        question += f"\n\n{host_id} is running a command now; the dashboard refuses a second one."
+    if not held:
+        question += f"\n\nTo keep the next deploy off {host_id}, hold it too ({hold_hint})."
+    return question
+
+
 def rollback_plan(plan: Any) -> Any:
     """A redeploy plan without a canary wave (recovery must not wait for canaries) that waits for
     offline hosts whatever ``deploy_strategy`` says (a rollback must reach every host)."""
@@ -267,7 +292,8 @@ class HostRollbackResult:
     detail: str
     run_id: int
     log_excerpt: tuple[str, ...] = ()
-    outcome: str = ""  # ok | failed | unknown (no evidence either way: verify the host, never roll back again)
+    outcome: str = ""  # ok | unverified | failed | unknown (no evidence either way: verify the host, never roll
+    # back again)
 
 
 class _Failed(Exception):
@@ -298,7 +324,7 @@ class RollbackManager:
         store: Any,
         config: Any,
         *,
-        run_engine: Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[Any]],
+        run_engine: Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[Any]] | None = None,
         state: Any = None,
         notify: Notify | None = None,
         lock: Callable[[], Any] = contextlib.nullcontext,
@@ -423,7 +449,8 @@ class RollbackManager:
         n = failed.pr
         lines = [f"{host}: {why}" for host, why in bad.items()]
         message = ("Rollback strategy alert-only: nothing was reverted or rolled back. "
-                   "Roll the hosts back in the TUI (grid) or hold them. " + "; ".join(lines))
+                   f"Roll the hosts back with `nfu-tui rollback --host {' '.join(bad) or 'HOST'}` (or R on each in "
+                   f"the TUI), or hold them (`nfu-tui hold {' '.join(bad) or 'HOST'}`). " + "; ".join(lines))
         github = self.config.github
         await self._tell(Notification(f"PR #{n} deploy failed on {', '.join(bad) or 'a host'} — not rolled back",
                                       message, "error", ["nfu-tui", f"pr-{n}", "rotating_light"],
@@ -672,6 +699,8 @@ class RollbackManager:
                         self._link(run_id, event.run_id)
                 engine.subscribe(link)
                 return await engine.run(plan, actor=actor, trigger=trigger, queued_wait=0)
+        if self._run_engine is None:  # a manager for per-host rollbacks only (nfu-tui rollback --host)
+            raise _Failed("this process cannot redeploy: resume the run in nfu-tui auto or the TUI")
         return await self._run_engine(start)
 
     def _link(self, parent: int, child: int | None) -> None:
@@ -720,6 +749,7 @@ class RollbackManager:
             return await self._host_done(run_id, actor, HostOutcome(host, Outcome.FAILED, "rollback",
                                                                     decision.message))
         self.store.record(run_id, "command_dispatched", host=host, phase="rollback", command_id=decision.command_id)
+        self._sink("host_rollback_dispatched", run=run_id, host=host, command=decision.command_id)
         return await self._host_done(run_id, actor, await self._follow(host, decision.command_id))
 
     async def _follow(self, host: str, command_id: str) -> HostOutcome:
@@ -730,8 +760,12 @@ class RollbackManager:
                                f"{self.command_timeout / 60:g} min; check the host",
                                inert_lines(self.fleet.output_lines(host, command_id)))
         ok, detail = interpret_command(cmd)
-        if ok:
-            return HostOutcome(host, Outcome.OK, "rollback", detail or "rolled back to the previous generation")
+        if ok and cmd.status.upper() == "PARTIAL":  # exit 0, but the dashboard's post-check found System not ok
+            return HostOutcome(host, Outcome.UNVERIFIED, "rollback", f"rolled back, not verified: {detail}",
+                               inert_lines(self.fleet.output_lines(host, command_id)))
+        if ok:  # the dashboard's post-check: System ok after the rollback (contract §6.6)
+            return HostOutcome(host, Outcome.OK, "rollback", detail or "rolled back to the previous generation "
+                                                                      "(System ok)")
         await self.fleet.settle_output(host, command_id)
         return self._host_failed(host, detail, command_id)
 
@@ -784,19 +818,26 @@ class RollbackManager:
     async def _host_done(self, run_id: int, actor: str, outcome: HostOutcome) -> HostRollbackResult:
         host = outcome.host
         ok = outcome.outcome is Outcome.OK
-        unknown = outcome.outcome is Outcome.UNKNOWN
-        status = "succeeded" if ok else "unknown" if unknown else "failed"
+        status, verdict, title = _HOST_ROLLBACK_ENDS.get(outcome.outcome, _HOST_ROLLBACK_ENDS[Outcome.FAILED])
         self.store.record(run_id, "host_finished", host=host, outcome=outcome.outcome.value, phase="rollback",
                           detail=outcome.detail, log_excerpt=list(outcome.last_lines))
-        verdict = "succeeded" if ok else "outcome unknown" if unknown else "failed"
         summary = f"{host}: rollback {verdict}" + (f" — {outcome.detail}" if outcome.detail else "")
         self.store.finish_run(run_id, status, summary)
+        self._sink("rollback_host_finished", level="info" if ok else "error", run=run_id, host=host,
+                   outcome=outcome.outcome.value, detail=outcome.detail, log_excerpt=list(outcome.last_lines))
         await self._audit("rollback_host", actor=actor, pr=None, details={
             "run": run_id, "host": host, "outcome": outcome.outcome.value, "detail": outcome.detail})
-        title = (f"{host} rolled back" if ok else f"Rollback of {host}: outcome unknown" if unknown
-                 else f"Rollback of {host} failed")
-        await self._tell(Notification(title, summary, "information" if ok else "error", ["nfu-tui", host]))
+        await self._tell(Notification(title.format(host=host), summary, "information" if ok else "error",
+                                      ["nfu-tui", host]))
         return HostRollbackResult(host, ok, outcome.detail, run_id, outcome.last_lines, outcome.outcome.value)
+
+
+_HOST_ROLLBACK_ENDS = {  # a per-host rollback's outcome -> (run status, summary verdict, notification title)
+    Outcome.OK: ("succeeded", "succeeded", "{host} rolled back"),
+    Outcome.UNVERIFIED: ("unverified", "not verified", "{host} rolled back, not verified"),
+    Outcome.UNKNOWN: ("unknown", "outcome unknown", "Rollback of {host}: outcome unknown"),
+    Outcome.FAILED: ("failed", "failed", "Rollback of {host} failed"),
+}
 
 
 __all__ = [
@@ -807,6 +848,8 @@ __all__ = [
     "STRATEGIES",
     "failed_hosts",
     "find_revert",
+    "host_rollback_question",
+    "host_rollback_refusal",
     "last_outcomes",
     "revert_title",
     "rollback_plan",

@@ -708,32 +708,21 @@ class NfuApp(App[int]):
 
     def request_host_rollback(self, host_id: str) -> None:
         """``R``: the dashboard's ``rollback`` op on one host, after a confirm."""
+        from nfu_tui.core.rollback import host_rollback_question, host_rollback_refusal
         from nfu_tui.ui.screens.confirm import ConfirmScreen
 
         if self.service is None or self.runner is None:
             self.notify("Rollback is possible once nfu-tui is connected.", title="Rollback", severity="warning")
             return
         host = self.service.host(host_id)
-        if host is None:
-            self.notify(f"{host_id} is not known to the dashboard.", title="Rollback", severity="warning", markup=False)
-            return
         if host_id in self._rolling_back:
             self.notify(f"{host_id} is being rolled back already.", title="Rollback", markup=False)
             return
-        if not host.online:
-            self.notify(f"{host_id} is offline: the dashboard cannot run a rollback on it.", title="Rollback",
-                        severity="warning", markup=False)
+        refusal = host_rollback_refusal(host_id, host)
+        if refusal:
+            self.notify(refusal, title="Rollback", severity="warning", markup=False)
             return
-        question = (
-            f"Roll {host_id} back to its previous NixOS generation?\n\n"
-            f"The dashboard runs its rollback op on {host_id} only; nothing changes on GitHub. "
-            "The rollback is journaled and audited; if nfu-tui is interrupted it is followed, never sent twice "
-            "(a second rollback would go back one more generation)."
-        )
-        if host.busy:
-            question += f"\n\n{host_id} is running a command now; the dashboard refuses a second one."
-        if host_id not in self.service.held():
-            question += f"\n\nTo keep the next deploy off {host_id}, hold it too (h)."
+        question = host_rollback_question(host_id, host, held=host_id in self.service.held(), hold_hint="h")
 
         def answered(yes: bool | None) -> None:
             if yes:
