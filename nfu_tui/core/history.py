@@ -646,7 +646,7 @@ def format_history(h: History, *, details: bool = False) -> list[str]:
         lines.extend(format_run(r, details=details))
         lines.append("")
     if h.undelivered:
-        lines.append("Undelivered notifications (retried by nfu-tui auto or the TUI):")
+        lines.append("Undelivered notifications (retried by nfu-tui auto or the TUI; now: nfu-tui notify --retry):")
         lines.extend(f"  {local_time(e.created_at)}  {e.title} — {e.attempts} attempt(s)"
                      + (f", last error {e.last_error}" if e.last_error else "") for e in h.undelivered)
         lines.append("")

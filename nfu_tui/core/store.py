@@ -641,16 +641,18 @@ class Store:
             )
             return cur.rowcount == 1
 
-    def claim_notifications(self, lease_seconds: float, limit: int = 20) -> list[OutboxEntry]:
-        """Undelivered notifications due now, claimed for ``lease_seconds`` (another process sharing the
-        store skips them meanwhile), oldest first."""
+    def claim_notifications(self, lease_seconds: float, limit: int = 20, *, due_only: bool = True) -> list[OutboxEntry]:
+        """Undelivered notifications due now (``due_only=False``: every undelivered one, its backoff
+        ignored), claimed for ``lease_seconds`` (another process sharing the store skips them meanwhile),
+        oldest first."""
         now = self._clock()
         until = _ts(now + timedelta(seconds=lease_seconds))
+        due, args = ("AND next_attempt_at <= ? ", (_ts(now),)) if due_only else ("", ())
         with self._write("read the outbox of") as conn:
             rows = conn.execute(
-                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= ?"
-                " AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY created_at, id LIMIT ?",
-                (_ts(now), _ts(now), limit),
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL {due}"
+                "AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY created_at, id LIMIT ?",
+                (*args, _ts(now), limit),
             ).fetchall()
             conn.executemany("UPDATE outbox SET claimed_until = ? WHERE id = ?", [(until, r[0]) for r in rows])
             return [_outbox_entry(r) for r in rows]
