@@ -506,6 +506,23 @@ async def test_host_rollback_refused_by_the_dashboard(store: Store) -> None:
     assert h.notes[0].severity == "error"
 
 
+async def test_a_host_rollback_not_confirmed_or_not_followed_is_never_called_failed(store: Store) -> None:
+    """PARTIAL ("System status not ok after rollback": it ran, exit 0) is unverified; a command that never
+    ends within the timeout is unknown. Neither is journaled "failed"; each says what it is."""
+    h = Harness(store, command_timeout=0.01)
+    h.ports.dispatch_result = DispatchResult("gpc0", "started", "EXECUTING", "c9")
+    h.ports.commands["c9"] = Command("c9", "gpc0", "rollback", "PARTIAL", error="System status not ok after rollback")
+    partial = await h.manager.rollback_host("gpc0")
+    assert (partial.ok, partial.outcome) == (False, "unverified") and "not verified" in partial.detail
+    run = store.get_run(partial.run_id)
+    assert (run.status, run.host_outcomes) == ("unverified", {"gpc0": "unverified"})
+    assert h.notes[-1].title == "gpc0 rolled back, not verified"
+    h.ports.dispatch_result = DispatchResult("gpc0", "started", "EXECUTING", "never-ends")
+    lost = await h.manager.rollback_host("gpc0")
+    assert (lost.ok, lost.outcome) == (False, "unknown") and "check the host" in lost.detail
+    assert store.get_run(lost.run_id).status == "unknown" and h.notes[-1].title == "Rollback of gpc0: outcome unknown"
+
+
 async def test_an_interrupted_host_rollback_is_never_dispatched_again(store: Store) -> None:
     h = Harness(store, resume_lookup=0.01)
     run_id = store.create_run("rollback", actor="t", plan={"op": "rollback", "hosts": ["gpc0"]})
