@@ -58,6 +58,19 @@ def test_rollback_takes_a_deployed_host_back_and_reports_by_the_evidence(sim_thr
     assert running(sim, "a2")[:7] == merged[:7]
     assert Store().get_run(3).status == "failed"
 
+    # Interrupted after the dispatch (journaled so): --resume follows that command, never sends another one.
+    (sent,) = [c.id for c in sim.dashboard.commands.values() if c.op == "rollback" and c.host_id == "a1"]
+    with Store() as store:
+        run_id = store.create_run("rollback", actor="t", plan={"op": "rollback", "hosts": ["a1"]})
+        store.record(run_id, "host_started", host="a1", phase="rollback")
+        store.record(run_id, "command_dispatched", host="a1", phase="rollback", command_id=sent)
+    code, out, err = run_cli(capsys, "--config", config, "rollback", "--resume", str(run_id))
+    assert code == 0, out + err
+    assert f"  run #{run_id}: a1: rolled back to the previous generation (System ok)" in out
+    assert len(rollbacks(sim)) == 2 and Store().get_run(run_id).status == "succeeded"
+    code, _, err = run_cli(capsys, "--config", config, "rollback", "--resume", "1")
+    assert code == 2 and "run #1 is not an unfinished per-host rollback run" in err
+
 
 @pytest.mark.parametrize("sim_thread", [HOSTS], indirect=True)
 def test_rollback_refuses_without_confirmation_unknown_hosts_and_a_held_lock(sim_thread: Any, tmp_path: Path,

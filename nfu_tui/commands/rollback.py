@@ -1,9 +1,12 @@
 """`nfu-tui rollback --host HOST… [--yes]`: roll hosts back to their previous generation without the TUI.
 
+    nfu-tui rollback --host HOST [HOST …] [--yes]
+    nfu-tui rollback --resume RUN_ID
+
 The same per-host rollback as the TUI's ``R`` (:meth:`nfu_tui.core.rollback.RollbackManager.rollback_host`):
 the fleet's ``rollback`` op on each named host, one after the other, each journaled as a
-``rollback`` run and audited, never sent twice (an interrupted one is followed by the TUI or
-``nfu-tui auto``, which resume it). Nothing changes on GitHub.
+``rollback`` run and audited, never sent twice: ``--resume RUN_ID`` (or the TUI) follows an
+interrupted one to its outcome from its command or the System compartment. Nothing changes on GitHub.
 
 Prints what it will do and asks on a terminal (``--yes`` skips it; without a terminal
 ``--yes`` is required), holds the deploy lock for the whole time (no deploy starts meanwhile),
@@ -31,18 +34,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Roll hosts back to their previous generation, one after the other, journaled and audited "
                     "(the TUI's R on a host). Nothing changes on GitHub.",
     )
-    p.add_argument("--host", dest="hosts", action="extend", nargs="+", required=True, metavar="HOST",
-                   help="the host(s) to roll back (as the fleet knows them)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--host", dest="hosts", action="extend", nargs="+", metavar="HOST",
+                      help="the host(s) to roll back (as the fleet knows them)")
+    what.add_argument("--resume", type=int, metavar="RUN_ID",
+                      help="follow an interrupted per-host rollback run to its outcome (never sent again)")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    hosts = list(dict.fromkeys(h.strip() for h in args.hosts if h.strip()))
-    if not hosts:
+    hosts = list(dict.fromkeys(h.strip() for h in args.hosts or () if h.strip()))
+    if not hosts and args.resume is None:
         return _bad("--host names no host")
-    return asyncio.run(_rollback(args, hosts))
+    try:
+        return asyncio.run(_rollback(args, hosts))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; a rollback already sent runs on and its run stays unfinished: "
+              f"`{PROG} --resume RUN_ID` (or the TUI) follows it to its outcome, never sending it again",
+              file=sys.stderr)
+        return 130
 
 
 def _bad(message: str) -> int:
@@ -77,7 +89,8 @@ async def _rollback(args: argparse.Namespace, hosts: list[str]) -> int:
         return _bad(exc.message)
     try:
         # Held from before the question: no deploy starts while the admin reads it or while hosts roll back.
-        with DeployLock(label=f"{PROG} --host {' '.join(hosts)}"):
+        what = f"--resume {args.resume}" if args.resume is not None else f"--host {' '.join(hosts)}"
+        with DeployLock(label=f"{PROG} {what}"):
             github = github_client(cfg, secrets)
             async with dashboard, github:
                 with Store() as store:
@@ -96,11 +109,28 @@ async def _with_fleet(args, hosts, cfg, github, dashboard, store) -> int:  # typ
     from nfu_tui.core.notify import Outbox, WebhookNotifier
     from nfu_tui.core.rollback import RollbackManager, host_rollback_question, host_rollback_refusal
     from nfu_tui.core.state import AppState
+    from nfu_tui.errors import StateError
 
+    if args.resume is not None:
+        try:
+            run = store.get_run(args.resume)
+        except StateError as exc:
+            return _bad(exc.message)
+        if run.kind != "rollback" or run.finished:
+            return _bad(f"run #{run.id} is not an unfinished per-host rollback run"
+                        + (" (the TUI or nfu-tui auto resumes a revert)" if run.kind == "revert" else ""))
     await login(dashboard)
     view = LiveFleet(dashboard)
     await view.start()
     try:
+        outbox = Outbox(store, WebhookNotifier(cfg.notify.webhook_url)) if cfg.notify.webhook_url else None
+        state = AppState.load()
+        manager = RollbackManager(github, dashboard, view, store, cfg, state=state,
+                                  notify=outbox.send if outbox is not None else None, sink=_on_sink)
+        if args.resume is not None:
+            resumed = await manager.resume(args.resume)
+            print(f"  run #{args.resume}: {resumed.summary}")
+            return 0 if resumed.ok else 1
         known = {h.id for h in view.hosts()}
         unknown = [h for h in hosts if h not in known]
         if unknown:
@@ -108,7 +138,6 @@ async def _with_fleet(args, hosts, cfg, github, dashboard, store) -> int:  # typ
         refusals = [r for r in (host_rollback_refusal(h, view.host(h)) for h in hosts) if r]
         if refusals:
             return _fail(" ".join(refusals) + " Nothing was rolled back.")
-        state = AppState.load()
         for host in hosts:
             print(host_rollback_question(host, view.host(host), held=host in state.held,
                                          hold_hint=f"nfu-tui hold {host}"))
@@ -121,9 +150,6 @@ async def _with_fleet(args, hosts, cfg, github, dashboard, store) -> int:  # typ
             if answer not in ("y", "yes"):
                 print("Nothing done.")
                 return 1
-        outbox = Outbox(store, WebhookNotifier(cfg.notify.webhook_url)) if cfg.notify.webhook_url else None
-        manager = RollbackManager(github, dashboard, view, store, cfg, state=state,
-                                  notify=outbox.send if outbox is not None else None, sink=_on_sink)
         results = [await manager.rollback_host(host) for host in hosts]
     finally:
         await view.stop()

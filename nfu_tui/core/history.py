@@ -383,6 +383,15 @@ def run_hosts(run: Any) -> dict[str, str]:
     return found
 
 
+def resume_command(run: Any) -> str:
+    """The command that continues an unfinished run from the CLI; "" for a revert (the TUI or ``nfu-tui auto``)."""
+    if run.kind in ("deploy", "converge"):
+        return f"nfu-tui deploy --resume {run.id}"
+    if run.kind == "rollback":
+        return f"nfu-tui rollback --resume {run.id}"
+    return ""
+
+
 def open_run(run: Any) -> dict[str, Any]:
     """An unfinished run (loaded with its steps) for ``status``: its state — ``paused`` (maintenance
     window), ``waiting`` (offline hosts), ``interrupted`` (automation resumes it) or ``blocked`` (a
@@ -397,17 +406,18 @@ def open_run(run: Any) -> dict[str, Any]:
         from nfu_tui.core.automation import run_info
 
         next_ = ("automation resumes it when they are back" if run_info(run).resumed_when_back else
-                 f"once they are back: nfu-tui deploy --resume {run.id} (or the TUI); automation resumes only its "
-                 "own runs")
+                 f"once they are back: {resume_command(run) or 'resume it'} (or the TUI); automation resumes only "
+                 "its own runs")
     elif run.status == "paused" or "maintenance window" in reason:
         state = "paused"
-        next_ = f"automation resumes it in the next window; now: nfu-tui deploy --resume {run.id}"
+        next_ = f"automation resumes it in the next window; now: {resume_command(run) or 'the TUI'}"
     elif run.trigger == "auto":
         state, reason = "interrupted", reason or "interrupted"
         next_ = "automation resumes it"
     else:
         state, reason = "blocked", reason or "interrupted"
-        next_ = f"nfu-tui deploy --resume {run.id} (or the TUI), or nfu-tui deploy --abandon {run.id}"
+        next_ = (f"{resume_command(run)} (or the TUI)" if resume_command(run) else "resume it in the TUI") + (
+            f", or nfu-tui deploy --abandon {run.id}")
     if run.kind in ("deploy", "converge"):
         hosts = run_hosts(run)
     else:
@@ -707,6 +717,7 @@ __all__ = [
     "lock_diff_for",
     "record_of",
     "run_heading",
+    "resume_command",
     "run_json",
     "step_text",
 ]

@@ -905,6 +905,7 @@ class NfuApp(App[int]):
 
     def offer_resume(self, run: Any) -> None:
         """Ask what to do with a run the journal says was interrupted."""
+        from nfu_tui.core.history import resume_command
         from nfu_tui.ui.screens.resume import ResumeScreen
 
         def chosen(choice: str | None) -> None:
@@ -921,7 +922,7 @@ class NfuApp(App[int]):
             else:
                 self.notify(
                     f"Run #{run.id} stays unfinished; it is offered again at the next start"
-                    + (f" (or: nfu-tui deploy --resume {run.id})." if run.kind in ("deploy", "converge") else "."),
+                    + (f" (or: {resume_command(run)})." if resume_command(run) else "."),
                     title="Unfinished run",
                     markup=False,
                 )
