@@ -532,7 +532,7 @@ class RollbackManager:
                          f"`nfu-tui deploy --abandon {run_id}`.")
         if failed:
             lines.append("Rollback failed on: " + "; ".join(f"{o.host} ({o.phase}: {o.detail})" for o in failed)
-                         + ". Check the host; roll it back from the grid.")
+                         + ". Check the host; roll it back with `nfu-tui rollback --host HOST` or from the grid.")
         if other:
             lines.append("Not rolled back: " + "; ".join(o.describe() for o in other) + ".")
         if left_out:
@@ -562,8 +562,11 @@ class RollbackManager:
             hosts = [o.host for o in failed + other] + left_out + waiting
             title = (f"PR #{n}: rollback incomplete on {', '.join(hosts)}" if hosts
                      else f"PR #{n}: rollback redeploy {result.status.value}")
+        # A redeploy that stopped on an unknown outcome, or was not verified, did not fail: the run says which.
+        truthful = (result.status.value if result.status in (RunStatus.UNKNOWN, RunStatus.UNVERIFIED)
+                    and not failed and not left_out and not waiting else None)
         return await self._finish(run_id, j, actor, ok, summary, title, "warning" if ok else "error",
-                                  click=j.revert_url)
+                                  click=j.revert_url, status=truthful)
 
     async def _open_revert(self, run_id: int, j: RevertJournal) -> None:
         original = await self.github.get_pull(j.reverts_pr, wait_mergeable=False)
@@ -712,14 +715,15 @@ class RollbackManager:
             self.store.record(child, "revert_redeploy", parent=parent)
 
     async def _finish(self, run_id: int, j: RevertJournal, actor: str, ok: bool, summary: str, title: str,
-                      severity: str, *, click: str = "") -> RollbackOutcome:
+                      severity: str, *, click: str = "", status: str | None = None) -> RollbackOutcome:
+        """Close the revert run: ``succeeded`` / ``failed`` by ``ok``, or ``status`` (``unknown``, ``unverified``)."""
+        status = status or ("succeeded" if ok else "failed")
         run = self.store.get_run(run_id)
         if not run.finished:
-            self.store.finish_run(run_id, "succeeded" if ok else "failed", summary)
+            self.store.finish_run(run_id, status, summary)
         await self._audit("rollback", actor=actor, pr=j.reverts_pr, details={
             "run": run_id, "strategy": j.strategy, "failed_run": j.failed_run, "revert_pr": j.revert_pr,
-            "merge_sha": j.merge_sha, "hosts": list(j.hosts), "redeploy_run": j.redeploy_run,
-            "status": "succeeded" if ok else "failed"})
+            "merge_sha": j.merge_sha, "hosts": list(j.hosts), "redeploy_run": j.redeploy_run, "status": status})
         tags = ["nfu-tui", f"pr-{j.reverts_pr}", "leftwards_arrow_with_hook" if ok else "rotating_light"]
         await self._tell(Notification(title, summary, severity, tags, click=click, event_id=f"rollback:{run_id}"))
         self._sink("rollback_finished", level="info" if ok else "error", run=run_id, ok=ok, summary=summary)
