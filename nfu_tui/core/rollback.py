@@ -42,9 +42,11 @@ would open a second revert PR on the next attempt. So before asking for one, and
 when asking failed, the open PRs into the base branch are searched for one that reverts
 this merge (:func:`find_revert`); one found is journaled (``found: true``) and used.
 
-Per-host rollback (grid / deploy screen, after a confirm): the dashboard's
+Per-host rollback (grid / deploy screen after a confirm, ``nfu-tui rollback --host``): the dashboard's
 ``rollback`` op on one host, journaled as a ``rollback`` run (``host_started``,
-``command_dispatched``, ``host_finished``) and audited. It is never dispatched twice:
+``command_dispatched``, ``host_finished``) and audited. It ends ``ok`` when the command succeeded
+(the dashboard's post-check: System ok), ``unverified`` when it ran but that check failed (PARTIAL),
+``failed`` on ERROR/TIMEOUT, ``unknown`` when it could not be followed to an end. It is never dispatched twice:
 ``nixos-rebuild --rollback`` again would go back one more generation. Resuming an
 interrupted one follows its command or reads the System compartment.
 """
