@@ -301,7 +301,6 @@ class _Auto:
         ready, problem = await self._wait_ready(service)
         if not ready:
             self.log("error", level="error", message=problem)
-            await service.outbox.deliver_due()  # the webhook does not depend on the dashboard or GitHub
             return 1
         self.log("ready", hosts=len(service.hosts()), prs=[s.pr.number for s in service.prs])
         result = await runner.run_once()
