@@ -208,6 +208,13 @@ def test_the_cli_never_says_dashboard_over_ssh(sim_bed: tuple[Any, SshBed], tmp_
     merge_sha = sim.github.default_branch_head()[0]
     assert canary.current_rev == merge_sha and later.generation == 1  # what the texts said happened
 
+    assert canary.generation == 2
+    assert main(["--config", cfg, "rollback", "--host", "c1", "--yes"]) == 0
+    out, err = capsys.readouterr()
+    assert "The SSH backend runs its rollback op on c1 only" in out, out
+    assert not DASHBOARD.search(out + err), out + err
+    assert canary.generation == 1
+
 
 # --- with backend = "ssh": cancel really stops -------------------------------------------------------
 
