@@ -142,7 +142,10 @@ async def test_unknown_and_changed_host_keys_are_refused_with_the_fingerprint(be
             assert bed.fingerprint(host) in caught.value.message
         snap = await fleet.full_state()
         result = await fleet.dispatch("switch", ["changed"])
-    assert not snap.hosts["stranger"].online and bed.fingerprint(stranger) in snap.hosts["stranger"].system.message
+    refused = snap.hosts["stranger"]
+    assert not refused.online and refused.agent.state is CompartmentState.ERROR  # loud: not "unreachable"
+    assert bed.fingerprint(stranger) in refused.agent.message and "unknown host key" in refused.agent.message
+    assert refused.system.state is CompartmentState.UNKNOWN  # nothing is known about the system
     assert result[0].blocked and result[0].code == "offline"
     assert changed.switches == 0
     assert bed.known_hosts.read_text().count("\n") == 1  # nothing was added
@@ -330,7 +333,8 @@ def test_status_over_ssh(sim_bed: tuple[Any, SshBed], tmp_path: Path, capsys: An
     assert code == 0 and report["dashboard"]["url"] == "ssh"
     assert hosts["web1"]["online"] and hosts["web1"]["compartments"]["git"]["state"] == "ok"
     assert hosts["web1"]["reboot_needed"] is False
-    assert not hosts["web2"]["online"] and bed.fingerprint(bed.hosts["web2"]) in hosts["web2"]["compartments"]["system"]["message"]
+    assert not hosts["web2"]["online"] and hosts["web2"]["compartments"]["agent"]["state"] == "error"
+    assert bed.fingerprint(bed.hosts["web2"]) in hosts["web2"]["compartments"]["agent"]["message"]
     main(["--config", cfg, "status"])
     text = capsys.readouterr().out
     assert "unknown host key" in text and "web2" in text
@@ -668,7 +672,8 @@ async def test_a_silent_host_neither_hangs_nor_delays_the_fleet(bed: SshBed, mon
         assert loop.time() - began < 1.9  # the first state did not wait for the silent host
         assert live.host("web").online and live.host("silent").status == "unknown"
         assert await live.wait_until(lambda: live.host("silent").status == "offline", 10)
-        assert "timed out" in live.host("silent").system.message
+        silent_host = live.host("silent")
+        assert silent_host.agent.state is CompartmentState.UNREACHABLE and "timed out" in silent_host.agent.message
     finally:
         await live.stop()
         await fleet.aclose()
@@ -720,3 +725,173 @@ def test_preview_shows_package_changes_reboot_needs_and_build_failures(sim_bed: 
     main(["--config", cfg, "preview", "--pr", "42", "--hosts", "kernel", "--fresh"])
     capsys.readouterr()
     assert kernel.builds == builds + 1
+
+
+# --- unreachable hosts: why, and back without a restart ----------------------------------------------
+
+
+async def test_an_unreachable_host_says_why_and_is_reachable_again_when_it_is_back(bed: SshBed) -> None:
+    web = bed.add("web")
+    async with fleet_for(bed, poll_seconds=0.3) as fleet:
+        live = LiveFleet(fleet)
+        await live.start()
+        try:
+            assert live.host("web").agent.state is CompartmentState.OK and live.host("web").online
+            web.stop()
+            assert await live.wait_until(lambda: live.host("web").agent.state is CompartmentState.UNREACHABLE, 10)
+            gone = live.host("web")
+            assert not gone.online and "Connection refused" in gone.agent.message and "web" in gone.agent.message
+            assert gone.system.state is CompartmentState.OK  # what the host said last is kept, as with the dashboard
+            web.start()
+            assert await live.wait_until(lambda: live.host("web").online, 10)
+            back = live.host("web")
+            assert back.agent.state is CompartmentState.OK and "reachable over SSH" in back.agent.message
+        finally:
+            await live.stop()
+
+
+async def test_a_refused_login_is_unreachable_with_the_reason(bed: SshBed, tmp_path: Path) -> None:
+    from nfu_tui.sim.sshhosts import ssh_keygen
+
+    web = bed.add("web")
+    stranger_key = tmp_path / "not-authorized"
+    ssh_keygen(stranger_key)
+    fleet = SshFleet([SshHost("web", "root", "127.0.0.1", web.port, repo_dir=str(web.repo))],
+                     known_hosts=bed.known_hosts, identity_file=stranger_key, connect_timeout=3)
+    async with fleet:
+        h = (await fleet.full_state()).hosts["web"]
+    assert not h.online and h.agent.state is CompartmentState.UNREACHABLE
+    assert "authentication refused" in h.agent.message
+
+
+# --- what the host is: type, generation, role ----------------------------------------------------------
+
+
+async def test_the_probe_tells_the_system_kind_and_generation_and_the_config_the_role(bed: SshBed) -> None:
+    from nfu_tui.config import Config
+    from nfu_tui.core.plan import Tier, make_plan, tier_of
+    from nfu_tui.ui import fleetview as fv
+
+    linux, mac = bed.add("web"), bed.add("mac", darwin=True)
+    cfg = Config.model_validate({"fleet": {"backend": "ssh"}, "hosts": {
+        "web": {"ssh": f"root@127.0.0.1:{linux.port}", "repo_dir": str(linux.repo), "role": "server/cloud"},
+        "mac": {"ssh": f"root@127.0.0.1:{mac.port}", "repo_dir": str(mac.repo), "role": "laptop/work"}},
+        "ssh": {"known_hosts": str(bed.known_hosts), "identity_file": str(bed.identity), "connect_timeout": 3}})
+    async with SshFleet.from_config(cfg) as fleet:
+        live = LiveFleet(fleet)
+        await live.start()
+        try:
+            web, m = live.host("web"), live.host("mac")
+            assert (web.host_type, web.device_type, web.location, web.system_generation) == ("nixos", "server", "cloud", 1)
+            assert (m.host_type, m.device_type, m.location) == ("macos", "laptop", "work")
+            (res,) = await fleet.dispatch("switch", ["web"])
+            assert (await finished(live, res.command_id)).status == "SUCCESS"
+            assert await live.wait_until(lambda: live.host("web").system_generation == 2, 5)
+            hosts = live.hosts()
+        finally:
+            await live.stop()
+    assert linux.generation == 2 and mac.generation == 1
+    assert tier_of(web) is Tier.CLOUD_SERVER and tier_of(m) is Tier.WORKSTATION
+    plan = make_plan(hosts, cfg, held=())
+    assert [(e.host, e.reason) for e in plan.entries] == [("mac", "workstation"), ("web", "cloud server")]
+    cols = fv.layout(100)
+    kinds = {h.id: "".join(t for t, _ in fv.row_runs(h, fv.HostMeta(), cols, now=datetime_now())) for h in hosts}
+    assert "server/cloud" in kinds["web"] and "laptop/work mac" in kinds["mac"]
+
+
+def datetime_now() -> Any:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+# --- refresh-system: check the running system now ------------------------------------------------------
+
+
+async def test_refresh_system_probes_the_host_now_and_reports_the_fresh_system_state(bed: SshBed) -> None:
+    web, gone = bed.add("web"), bed.add("gone")
+    async with fleet_for(bed, poll_seconds=600) as fleet:  # no poll of its own: only refresh-system probes
+        live = LiveFleet(fleet)
+        await live.start()
+        try:
+            assert live.host("web").system.state is CompartmentState.OK
+            web.knob("failed-units", "nginx.service")  # the host changed since the last probe
+            gone.stop()
+            ok, down = await fleet.dispatch("refresh-system", ["web", "gone"])
+            assert ok.started and down.started
+            checked = await finished(live, ok.command_id, 15)
+            failed = await finished(live, down.command_id, 15)
+            web_now = live.host("web")
+            lines = live.output_lines("web", ok.command_id)
+        finally:
+            await live.stop()
+    assert checked.status == "SUCCESS" and checked.op == "refresh-system"
+    assert web_now.system.state is CompartmentState.ERROR and "nginx.service" in web_now.system.message
+    assert lines == [f"System error: {web_now.system.message}"]
+    assert failed.status == "ERROR" and "could not check the host" in failed.error and "Connection refused" in failed.error
+    assert web.switches == 0  # a check, nothing activated
+
+
+# --- reboot needed, end to end ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sim_thread", [NO_DASHBOARD_HOSTS], indirect=True)
+def test_a_reboot_need_shows_in_the_outcome_status_and_history(sim_bed: tuple[Any, SshBed], tmp_path: Path,
+                                                               capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nfu_tui.clients import _github_protocol
+
+    monkeypatch.setattr(_github_protocol, "mergeable_poll_delays", lambda total=30.0: (0.05,) * int(total / 0.05))
+    sim, bed = sim_bed
+    kernel, same = bed.add("kernel"), bed.add("same")
+    kernel.knob("next-kernel", "6.13.0")
+    cfg = write_config(sim, bed, tmp_path, {})
+    code = main(["--config", cfg, "deploy", "--pr", "42", "--yes"])
+    out, err = capsys.readouterr()
+    merge_sha = sim.github.default_branch_head()[0]
+    assert code == 0, out + err
+    assert kernel.current_rev == merge_sha and same.current_rev == merge_sha
+    booted = (kernel.state / "run" / "booted-system").resolve().name
+    assert booted == "sys-1"  # nfu-tui did not reboot it (nor could the stand-in): booted is still generation 1
+    kernel_line = next(line for line in out.splitlines() if line.strip().startswith("kernel:") and "ok" in line)
+    assert "reboot needed (kernel, initrd, kernel-modules differ from the booted system)" in kernel_line, out
+    assert "reboot" not in next(line for line in out.splitlines() if line.strip().startswith("same:") and "ok" in line)
+    assert main(["--config", cfg, "status", "--json"]) == 0
+    hosts = {h["id"]: h for h in json.loads(capsys.readouterr().out)["hosts"]}
+    assert hosts["kernel"]["reboot_needed"] is True and hosts["same"]["reboot_needed"] is False
+    assert hosts["kernel"]["system_generation"] == 2
+    main(["--config", cfg, "status"])
+    assert "[reboot needed]" in next(line for line in capsys.readouterr().out.splitlines() if "kernel" in line)
+    assert main(["--config", cfg, "history", "--json"]) == 0
+    history = capsys.readouterr().out
+    assert "reboot needed (kernel, initrd, kernel-modules" in history
+
+
+# --- preview: a lost session is no build failure -------------------------------------------------------------
+
+
+async def test_a_preview_cut_short_is_unavailable_not_a_build_failure(bed: SshBed, repo: GitRepo,
+                                                                       tmp_path: Path) -> None:
+    import signal
+
+    from nfu_tui.core.preview import PreviewCache, failed_builds
+
+    dropped, killed = bed.add("dropped"), bed.add("killed")
+    for host in (dropped, killed):
+        host.knob("switch-steps", "100")  # a 10 s build
+    head = repo.refs["main"]
+    async with fleet_for(bed) as fleet:
+        runs = {name: asyncio.create_task(fleet.preview(name, 42, "main", head)) for name in ("dropped", "killed")}
+        async with asyncio.timeout(15):
+            while not (dropped.builds and killed.builds and (killed.state / "switch-pid").exists()):
+                await asyncio.sleep(0.05)
+        dropped.stop()  # the session drops mid-build (sshd and its sessions end)
+        os.kill(int((killed.state / "switch-pid").read_text()), signal.SIGKILL)  # the build dies on the host
+        results = {name: await asyncio.wait_for(task, 20) for name, task in runs.items()}
+    lost, cut = results["dropped"], results["killed"]
+    assert not lost.ok and lost.problem == "preview unavailable for dropped (connection lost)" and not lost.build_failed
+    assert not cut.ok and cut.problem == "preview unavailable for killed (the build was killed by signal 9)"
+    assert not cut.build_failed
+    assert failed_builds(results.values()) == []  # nothing that would stop an automatic merge
+    cache = PreviewCache(tmp_path / "previews.json")
+    cache.put(head, results.values())
+    assert cache.for_head(head, ["dropped", "killed"]) == {}  # no verdict: built again next time

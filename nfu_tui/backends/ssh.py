@@ -39,6 +39,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
+import re
 import shlex
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -58,7 +60,8 @@ from nfu_tui.sanitize import sanitize_line
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = "ssh"
-OPS = ("pull", "switch", "test", "rollback")
+OPS = ("pull", "switch", "test", "rollback")  # run detached on the host
+REFRESH_SYSTEM = "refresh-system"  # the dashboard's "check the running system now": here a probe of the host
 STOP_GRACE = 3.0  # seconds between TERM and KILL on cancel
 STATE_DIR = "$HOME/.cache/nfu-tui"
 REBOOT_LINKS = ("kernel", "initrd", "kernel-modules")
@@ -73,6 +76,10 @@ class HostKeyRefused(SshError):
     title = "SSH host key refused"
 
 
+class ConnectionLost(SshError):
+    """The connection broke while a command ran (the host was reached; what the command did is unknown)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SshHost:
     """One host as the configuration describes it."""
@@ -85,6 +92,13 @@ class SshHost:
     repo_dir: str = "/etc/nixos"
     system: str = "nixos"  # nixos | darwin
     test_command: str = ""
+    device_type: str = ""  # from [hosts.NAME] role = "KIND/LOCATION", as the dashboard's device_type
+    location: str = ""
+
+    @property
+    def host_type(self) -> str:
+        """The dashboard's word for the system (``nixos`` | ``macos``) as the configuration says it."""
+        return "macos" if self.system == "darwin" else "nixos"
 
     @property
     def attr(self) -> str:
@@ -96,12 +110,13 @@ class SshHost:
 
 
 def hosts_from_config(cfg: Any) -> list[SshHost]:
-    from nfu_tui.config import parse_ssh_target
+    from nfu_tui.config import parse_role, parse_ssh_target
 
     out = []
     for name, h in sorted(cfg.hosts.items()):
         user, address, port = parse_ssh_target(h.ssh)
-        out.append(SshHost(name, user, address, port, h.flake_attr, h.repo_dir, h.system, h.test_command))
+        out.append(SshHost(name, user, address, port, h.flake_attr, h.repo_dir, h.system, h.test_command,
+                           *parse_role(h.role)))
     return out
 
 
@@ -122,7 +137,8 @@ def _check(state: str, message: str) -> dict[str, str]:
 
 
 def probe_script(host: SshHost) -> str:
-    """One command that prints ``key=value`` lines: repo head, lock hash, version, health, boot links."""
+    """One command that prints ``key=value`` lines: repo head, lock hash, version, health, kernel name
+    (Linux | Darwin), the system profile's link (``system-42-link``), boot links."""
     repo = shlex.quote(host.repo_dir)
     version = "darwin-version --json" if host.system == "darwin" else "nixos-version --json"
     lines = [
@@ -132,6 +148,8 @@ def probe_script(host: SshHost) -> str:
         "echo \"running=$(systemctl is-system-running 2>/dev/null)\"",
         "echo \"failed=$(systemctl --failed --no-legend --plain 2>/dev/null | awk '{print $1}' | tr '\\n' ' ')\"",
         f"echo \"tests=$(cat {STATE_DIR}/tests 2>/dev/null)\"",
+        "echo \"os=$(uname -s 2>/dev/null)\"",
+        "echo \"profile=$(readlink /nix/var/nix/profiles/system 2>/dev/null)\"",
     ]
     for link in REBOOT_LINKS:
         lines.append(f"echo \"current_{link}=$(readlink -f /run/current-system/{link} 2>/dev/null)\"")
@@ -146,6 +164,12 @@ def parse_probe(text: str) -> dict[str, str]:
         if sep:
             out[key.strip()] = value.strip()
     return out
+
+
+def system_generation(link: str) -> int | None:
+    """42 from the system profile's link target ``system-42-link`` (None when it is not one)."""
+    m = re.fullmatch(r"system-(\d{1,9})-link", link.rsplit("/", 1)[-1])
+    return int(m.group(1)) if m else None
 
 
 def reboot_needed(facts: dict[str, str]) -> tuple[bool | None, str]:
@@ -217,7 +241,9 @@ def preview_script(host: SshHost, number: int, head_ref: str, sha: str) -> str:
         f"{{ git fetch -q origin {q(f'pull/{number}/head')} || git fetch -q origin {q(head_ref)}; }} >&2 2>/dev/null",
         f"git archive {q(sha)} | tar -x -C \"$d/src\" || {{ echo 'fetch=failed'; exit 0; }}",
         'cd "$d"',
-        f'if ! {rebuild} build --flake "$d/src#{host.attr}" >&2; then echo "build=failed"; exit 0; fi',
+        f'{rebuild} build --flake "$d/src#{host.attr}" >&2; rc=$?',
+        'if [ "$rc" -gt 128 ]; then echo "build=killed $((rc - 128))"; exit 0; fi',  # a signal: no verdict
+        'if [ "$rc" -ne 0 ]; then echo "build=failed"; exit 0; fi',
         'echo "build=ok"',
         'nix store diff-closures /run/current-system ./result 2>/dev/null | sed "s/^/diff=/"',
         *(f'echo "new_{link}=$(readlink -f ./result/{link} 2>/dev/null)"; '
@@ -278,13 +304,25 @@ def parse_diff_closures(lines: Iterable[str]) -> list[PackageChange]:
     return out
 
 
+def preview_unavailable(host: str, why: str) -> str:
+    """The problem of a preview that has no verdict (no evidence either way: never blocks a merge)."""
+    return f"preview unavailable for {host} ({why})"
+
+
 def preview_from(host: str, stdout: str, stderr: str) -> HostPreview:
+    """The preview script's answer. Only ``build=failed`` (the build itself failed) is a build failure; a
+    build killed by a signal, or a script that ended without saying, leaves the preview unavailable."""
     facts = parse_probe(stdout)
     tail = tuple(sanitize_line(x) for x in stderr.splitlines()[-12:])
+    build = facts.get("build", "")
     if facts.get("fetch") == "failed":
         return HostPreview(host, False, "the PR head could not be fetched on the host", last_lines=tail)
-    if facts.get("build") != "ok":
+    if build == "failed":
         return HostPreview(host, False, BUILD_FAILED, last_lines=tail)
+    if build != "ok":
+        why = (f"the build was killed by signal {build.split()[-1]}" if build.startswith("killed")
+               else "the preview ended without a result")
+        return HostPreview(host, False, preview_unavailable(host, why), last_lines=tail)
     diff = [line[5:] for line in stdout.splitlines() if line.startswith("diff=")]
     links = {k.replace("new_", "current_"): v for k, v in facts.items() if k.startswith(("new_", "booted_"))}
     needed, why = reboot_needed(links)
@@ -345,6 +383,7 @@ class SshFleet:
         self._version = 0
         self._queue: asyncio.Queue[tuple[str, Any]] | None = None
         self._probe_now = asyncio.Event()
+        self._checks: set[asyncio.Task[None]] = set()  # refresh-system probes under way
 
     @classmethod
     def from_config(cls, cfg: Any, github: Any = None) -> "SshFleet":
@@ -365,6 +404,8 @@ class SshFleet:
         for running in self._running.values():  # stop following; the commands run on (a new process adopts them)
             if running.task is not None:
                 running.task.cancel()
+        for task in self._checks:
+            task.cancel()
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
@@ -465,6 +506,8 @@ class SshFleet:
         """Build PR ``number``'s head ``sha`` on host ``name`` (not activated) and diff it with the running system."""
         try:
             done = await self._run(name, preview_script(self.hosts[name], number, head_ref, sha), timeout=timeout)
+        except ConnectionLost:  # the session dropped mid-build: the build died with it, which proves nothing
+            return HostPreview(name, False, preview_unavailable(name, "connection lost"))
         except SshError as exc:
             return HostPreview(name, False, exc.message)
         return preview_from(name, str(done.stdout or ""), str(done.stderr or ""))
@@ -503,8 +546,12 @@ class SshFleet:
             raise SshError(f"{host.name}: cannot use ssh.identity_file {self.identity_file}: {exc} (use the SSH "
                            "agent for a key with a passphrase)") from None
         except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
-            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else (
-                getattr(exc, "reason", "") or getattr(exc, "strerror", "") or str(exc) or type(exc).__name__)
+            if isinstance(exc, asyncio.TimeoutError):
+                reason = f"timed out after {self.connect_timeout:g} s"
+            elif isinstance(exc, OSError) and exc.errno:  # "Connection refused", not asyncio's "Connect call failed"
+                reason = os.strerror(exc.errno)
+            else:
+                reason = getattr(exc, "reason", "") or getattr(exc, "strerror", "") or str(exc) or type(exc).__name__
             raise SshError(f"{host.name} ({host.where}) unreachable: {sanitize_line(str(reason), max_len=200)}") from None
         return conn
 
@@ -532,10 +579,19 @@ class SshFleet:
         async with self._limit:
             conn = await self._connect(name)
             try:
-                return await asyncio.wait_for(conn.run(script, check=False, errors="replace"), timeout)
-            except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+                done = await asyncio.wait_for(conn.run(script, check=False, errors="replace"), timeout)
+                if done.exit_status is None:  # neither an exit status nor a signal: the session was torn down
+                    raise ConnectionLost(f"{name}: connection lost (the session ended without an exit status)")
+                return done
+            except asyncio.TimeoutError:
                 self._drop(name)
-                raise SshError(f"{name}: command failed on the connection: {exc or type(exc).__name__}") from None
+                raise SshError(f"{name}: no answer within {timeout:g} s") from None
+            except ConnectionLost:
+                self._drop(name)
+                raise
+            except (OSError, asyncssh.Error) as exc:
+                self._drop(name)
+                raise ConnectionLost(f"{name}: connection lost ({exc or type(exc).__name__})") from None
 
     # --- probing ----------------------------------------------------------------------
 
@@ -577,14 +633,25 @@ class SshFleet:
     async def probe(self, name: str) -> None:
         host = self.hosts[name]
         try:
-            done = await self._run(name, probe_script(host), timeout=self.connect_timeout + 30)
+            try:
+                done = await self._run(name, probe_script(host), timeout=self.connect_timeout + 30)
+            except ConnectionLost:  # the reused connection had died since: once more, on a new one (reads only)
+                done = await self._run(name, probe_script(host), timeout=self.connect_timeout + 30)
         except SshError as exc:
-            self._update(name, {"status": "offline", "update_status": {
-                "system": _check("unknown" if not isinstance(exc, HostKeyRefused) else "error", exc.message)}},
-                reachable=False)
+            self._unreachable(name, exc)
             return
         facts = self._facts[name] = parse_probe(str(done.stdout or ""))
         self._update(name, self._row_from(host, facts))
+
+    def _unreachable(self, name: str, exc: SshError) -> None:
+        """Agent ``unreachable`` with the reason; a refused host key is an ``error`` (a security signal, not a
+        network blip: logged as a warning too). The other compartments keep what the host last said."""
+        loud = isinstance(exc, HostKeyRefused)
+        before = self._rows[name]["update_status"].get("agent") or {}
+        if loud and before.get("message") != exc.message:
+            log.warning("%s", exc.message)
+        self._update(name, {"status": "offline", "update_status": {
+            "agent": _check("error" if loud else "unreachable", exc.message)}}, reachable=False)
 
     def _row_from(self, host: SshHost, facts: dict[str, str]) -> dict[str, Any]:
         head, lock = facts.get("head", ""), facts.get("lock", "")
@@ -621,10 +688,17 @@ class SshFleet:
             system = _check("outdated", f"{running}; runs {revision[:7]}, checkout is {head[:7] or '?'}")
         if why:
             system["message"] += f"; {why}"
+        kernel = facts.get("os", "")
+        reachable = f"reachable over SSH ({host.where})"
+        host_type = {"Darwin": "macos", "Linux": "nixos"}.get(kernel, host.host_type)
+        if host_type != host.host_type:
+            reachable += f"; it runs {kernel}, but its system setting is {host.system!r}"
         row: dict[str, Any] = {"status": "online", "generation": head, "last_seen": _now(),
                                "nixpkgs_version": str(version.get("nixosVersion") or "") if isinstance(version, dict) else "",
-                               "reboot_needed": needed,
-                               "update_status": {"git": git, "lock": lock_check, "system": system}}
+                               "reboot_needed": needed, "host_type": host_type,
+                               "system_generation": system_generation(facts.get("profile", "")),
+                               "update_status": {"agent": _check("ok", reachable), "git": git, "lock": lock_check,
+                                                 "system": system}}
         tests = facts.get("tests", "")
         if tests:
             ok = tests.split()[0] == "0"
@@ -636,10 +710,11 @@ class SshFleet:
     # --- model messages --------------------------------------------------------------
 
     def _initial_row(self, host: SshHost) -> dict[str, Any]:
-        return {"id": host.name, "hostname": host.name, "host_type": host.system, "status": "unknown",
+        return {"id": host.name, "hostname": host.name, "host_type": host.host_type, "device_type": host.device_type,
+                "location": host.location, "status": "unknown", "system_generation": None,
                 "agent_version": AGENT_VERSION, "agent_outdated": False, "pending_command": "",
                 "repo_url": "", "repo_dir": host.repo_dir, "reboot_needed": None,
-                "update_status": {k: _check("unknown", "not probed yet") for k in ("git", "lock", "system")}
+                "update_status": {k: _check("unknown", "not probed yet") for k in ("agent", "git", "lock", "system")}
                 | {"tests": _check("unknown", "no test result yet")}}
 
     def _init_message(self) -> dict[str, Any]:
@@ -685,6 +760,8 @@ class SshFleet:
         host = self.hosts.get(name)
         if host is None:
             return DispatchResult(name, "error", message="Host not found")
+        if op == REFRESH_SYSTEM and name not in self._running:
+            return self._refresh_system(name)
         if op not in OPS:
             return DispatchResult(name, "blocked", code="unsupported", message=f"{op} is not supported over SSH")
         if name in self._running:
@@ -715,6 +792,33 @@ class SshFleet:
         self._start_following(cmd, pgid, failed_before)
         return DispatchResult(name, "started", status="EXECUTING", command_id=command_id)
 
+    def _refresh_system(self, name: str) -> DispatchResult:
+        """``refresh-system``: probe the host now; the command ends SUCCESS with the fresh System state as its
+        output, or ERROR saying why the host could not be checked."""
+        now = _now()
+        cmd = Command(f"ssh-{uuid.uuid4().hex[:16]}", name, REFRESH_SYSTEM, "EXECUTING", created_at=now, started_at=now)
+        self._put_command(cmd)
+
+        async def check() -> None:
+            self._facts.pop(name, None)
+            try:
+                await self.probe(name)  # an unreachable host is reported by the probe itself
+            except Exception:  # never leave the command EXECUTING because of a bug here
+                log.exception("refresh-system on %s failed", name)
+            checks = self._rows[name]["update_status"]
+            if name in self._facts:
+                status, code, error = "SUCCESS", 0, ""
+                self._output(name, cmd, [f"System {checks['system']['status']}: {checks['system']['message']}"])
+            else:
+                status, code, error = "ERROR", None, f"could not check the host: {checks['agent']['message']}"
+            self._put_command(Command(cmd.id, name, cmd.op, status, cmd.created_at, cmd.started_at, _now(), code,
+                                      error))
+
+        task = asyncio.create_task(check(), name=f"nfu-ssh-{cmd.id}")
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+        return DispatchResult(name, "started", status="EXECUTING", command_id=cmd.id)
+
     def _start_following(self, cmd: Command, pgid: int, failed_before: frozenset[str], lines: int = 0) -> None:
         running = _Running(cmd, pgid, lines, failed_before=failed_before)
         self._running[cmd.host_id] = running
@@ -743,7 +847,7 @@ class SshFleet:
                 await self._tail(running)
                 state = str((await self._run(name, result_script(cmd.id, running.pgid))).stdout or "").strip()
             except SshError as exc:  # the host went away: the command runs on; keep trying
-                self._update(name, {"status": "offline"}, reachable=False)
+                self._unreachable(name, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15.0)
                 continue
@@ -783,7 +887,7 @@ class SshFleet:
                     self._output(cmd.host_id, cmd, [line])
         except (OSError, asyncssh.Error) as exc:
             self._drop(cmd.host_id)
-            raise SshError(f"{cmd.host_id}: lost the connection while following {cmd.op}: {exc}") from None
+            raise ConnectionLost(f"{cmd.host_id}: lost the connection while following {cmd.op}: {exc}") from None
 
     async def _verify(self, op: str, name: str, failed_before: frozenset[str] | None) -> tuple[str, str]:
         """After exit 0: the host must run its checkout's commit, with no newly failed unit

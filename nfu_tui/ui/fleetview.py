@@ -33,6 +33,7 @@ STATE_GLYPHS: dict[CompartmentState, str] = {
     CompartmentState.ERROR: "✗",
     CompartmentState.WORKING: "⟳",
     CompartmentState.UNKNOWN: "?",
+    CompartmentState.UNREACHABLE: "⊘",
 }
 PENDING_GLYPH = "⇡"
 COMPARTMENT_TITLES: dict[str, str] = {
@@ -48,6 +49,7 @@ LEGEND: tuple[tuple[str, str, str], ...] = (
     ("✗", "error", "failure"),
     ("⟳", "working", "an operation is running"),
     ("?", "unknown", "no signal yet"),
+    ("⊘", "unreachable", "Agent, SSH backend: the host did not answer (the reason is in its detail)"),
     (PENDING_GLYPH, "pending", "Lock current, an update PR is waiting (pulses)"),
     ("●", "online", "agent connected"),
     ("○", "offline", "agent disconnected (with last seen)"),
@@ -131,6 +133,7 @@ def worst_state(host: Host) -> CompartmentState:
     for state in (
         CompartmentState.ERROR,
         CompartmentState.WORKING,
+        CompartmentState.UNREACHABLE,
         CompartmentState.OUTDATED,
         CompartmentState.UNKNOWN,
     ):
@@ -155,6 +158,7 @@ class SortMode(str, enum.Enum):
 _SEVERITY = {
     CompartmentState.ERROR: 0,
     CompartmentState.WORKING: 1,
+    CompartmentState.UNREACHABLE: 2,
     CompartmentState.OUTDATED: 3,
     CompartmentState.UNKNOWN: 4,
     CompartmentState.OK: 5,

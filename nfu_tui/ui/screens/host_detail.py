@@ -29,6 +29,7 @@ STATE_STYLES = {
     "error": "bold red",
     "working": "blue",
     "unknown": "dim",
+    "unreachable": "bold yellow",
 }
 
 
@@ -54,6 +55,8 @@ def host_summary(host: Host, meta: fv.HostMeta, progress: fv.Progress | None, no
     text.append("\n")
     facts = [f"agent {host.agent_version or '?'}" + (" (outdated)" if host.agent_outdated else "")]
     facts.append(f"config {host.generation or '?'}")
+    if host.system_generation is not None:
+        facts.append(f"system generation {host.system_generation}")
     if host.os_version:
         facts.append(host.os_version)
     text.append(" · ".join(facts), style="dim")
