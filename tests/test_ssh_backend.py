@@ -23,6 +23,7 @@ from nfu_tui.core.live import LiveFleet
 from nfu_tui.core.store import Store
 from nfu_tui.models import CompartmentState
 from nfu_tui.sim.gitrepo import GitRepo, Person
+from nfu_tui.sim.scenario import HostSpec
 from nfu_tui.sim.testing import fast_scenario
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -588,11 +589,12 @@ def test_a_host_lost_mid_run_is_queued_and_deployed_on_resume(sim_bed: tuple[Any
 # --- the demo's in-process SSH hosts (no sshd, no root) ----------------------------------------
 
 
-@pytest.mark.parametrize("sim_thread", [fast_scenario(hosts=[__import__("nfu_tui.sim.scenario", fromlist=["HostSpec"])
-                                                             .HostSpec(name, faults=faults) for name, faults in
-                                                             (("a1", set()), ("a2", {"switch_fails"}),
-                                                              ("a3", {"offline"}))], speed=400.0)],
-                         indirect=True)
+DEMO_HOSTS = fast_scenario(hosts=[HostSpec("a1", "server", "cloud"), HostSpec("a2", faults={"switch_fails"}),
+                                  HostSpec("a3", faults={"offline"}),
+                                  HostSpec("m4", "laptop", "work", host_type="macos")], speed=400.0)
+
+
+@pytest.mark.parametrize("sim_thread", [DEMO_HOSTS], indirect=True)
 def test_demo_ssh_hosts_serve_the_scenario(sim_thread: Any, tmp_path: Path, capsys: Any,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from nfu_tui.clients import _github_protocol
@@ -612,15 +614,26 @@ def test_demo_ssh_hosts_serve_the_scenario(sim_thread: Any, tmp_path: Path, caps
         cfg = str(sim.write_config(tmp_path / "cfg", **settings))
         assert main(["--config", cfg, "status"]) == 0
         out = capsys.readouterr().out
-        assert "Fleet: 3 hosts, 2 online  (ssh)" in out and "a3 (" in out and "unreachable" in out
+        assert "Fleet: 4 hosts, 3 online  (ssh)" in out and "agent: a3 (" in out and "unreachable: Connection refused" in out
+        assert main(["--config", cfg, "status", "--json"]) == 0
+        hosts = {h["id"]: h for h in json.loads(capsys.readouterr().out)["hosts"]}
+        assert hosts["a3"]["compartments"]["agent"]["state"] == "unreachable"
+        assert "Connection refused" in hosts["a3"]["compartments"]["agent"]["message"]
+        assert [hosts[h]["host_type"] for h in ("a1", "m4")] == ["nixos", "macos"]  # m4's uname says Darwin
+        assert (hosts["a1"]["device_type"], hosts["a1"]["location"], hosts["a1"]["system_generation"]) == ("server", "cloud", 1)
         code = main(["--config", cfg, "deploy", "--pr", "42", "--yes", "--hosts", "a1,a2"])
         out, err = capsys.readouterr()
+        main(["--config", cfg, "status", "--json"])
+        after = {h["id"]: h for h in json.loads(capsys.readouterr().out)["hosts"]}
     finally:
         sim_thread.call(server.close)
     merge_sha = sim.github.default_branch_head()[0]
     rev = (tmp_path / "hosts" / "a1" / "state" / "run" / "current-system" / "rev").read_text().strip()
     assert code == 1 and rev == merge_sha, out + err
     assert "a2: failed (switch)" in out and "failed with exit code 1" in out
+    # The demo's update brings a new kernel: a1 switched and needs a reboot; a2 (build failed) and m4 do not know one.
+    assert (after["a1"]["reboot_needed"], after["a1"]["system_generation"]) == (True, 2)
+    assert after["a2"]["reboot_needed"] is False and after["m4"]["reboot_needed"] is None
 
 
 def test_the_grid_and_host_detail_show_a_reboot_badge_only_when_known_needed() -> None:
@@ -895,3 +908,22 @@ async def test_a_preview_cut_short_is_unavailable_not_a_build_failure(bed: SshBe
     cache = PreviewCache(tmp_path / "previews.json")
     cache.put(head, results.values())
     assert cache.for_head(head, ["dropped", "killed"]) == {}  # no verdict: built again next time
+
+
+async def test_a_refused_host_key_is_notified_once_per_fingerprint(bed: SshBed) -> None:
+    from nfu_tui.config import Config, resolve_secrets
+    from nfu_tui.core.service import FleetService
+
+    bed.add("web")
+    stranger = bed.add("stranger", trusted=False)
+    cfg = Config.model_validate(bed.config(poll_seconds=2) | {"hosts": bed.toml_hosts()})
+    service = FleetService(cfg, resolve_secrets(cfg, env={}, use_gh=False))
+    seen: list[Any] = []
+    service.subscribe(lambda ev: seen.append(ev.payload) if ev.kind == "notify" else None)
+    async with service:
+        assert await service.wait_until(lambda: service.fleet.synced and any(seen), 20)
+        await asyncio.sleep(4.5)  # two more probe rounds: the same refusal is not notified again
+        assert service.host("web").agent.state is CompartmentState.OK
+    (note,) = seen
+    assert note.title == "stranger: host key refused" and note.severity == "error"
+    assert bed.fingerprint(stranger) in note.message and "unknown host key" in note.message

@@ -647,11 +647,13 @@ class SshFleet:
         """Agent ``unreachable`` with the reason; a refused host key is an ``error`` (a security signal, not a
         network blip: logged as a warning too). The other compartments keep what the host last said."""
         loud = isinstance(exc, HostKeyRefused)
-        before = self._rows[name]["update_status"].get("agent") or {}
-        if loud and before.get("message") != exc.message:
+        row = self._rows[name]
+        if loud and (row["update_status"].get("agent") or {}).get("message") != exc.message:
             log.warning("%s", exc.message)
-        self._update(name, {"status": "offline", "update_status": {
-            "agent": _check("error" if loud else "unreachable", exc.message)}}, reachable=False)
+        checks = {"agent": _check("error" if loud else "unreachable", exc.message)}
+        if not row.get("last_seen"):  # never reached: "not probed yet" would say the probe is still to come
+            checks |= {k: _check("unknown", "the host was never reached") for k in ("git", "lock", "system")}
+        self._update(name, {"status": "offline", "update_status": checks}, reachable=False)
 
     def _row_from(self, host: SshHost, facts: dict[str, str]) -> dict[str, Any]:
         head, lock = facts.get("head", ""), facts.get("lock", "")
@@ -677,7 +679,10 @@ class SshFleet:
         running = facts.get("running", "")
         failed = frozenset(facts.get("failed", "").split())
         self._failed_units[host.name] = failed
-        needed, why = reboot_needed(facts)
+        kernel = facts.get("os", "")
+        host_type = {"Darwin": "macos", "Linux": "nixos"}.get(kernel, host.host_type)
+        # nix-darwin has no /run/booted-system (macOS updates its kernel itself): no reboot need to tell
+        needed, why = reboot_needed(facts) if host_type != "macos" else (None, "")
         if running == "degraded":
             system = _check("error", f"degraded: failed units {', '.join(sorted(failed)) or '(none listed)'}")
         elif not revision:
@@ -688,9 +693,7 @@ class SshFleet:
             system = _check("outdated", f"{running}; runs {revision[:7]}, checkout is {head[:7] or '?'}")
         if why:
             system["message"] += f"; {why}"
-        kernel = facts.get("os", "")
         reachable = f"reachable over SSH ({host.where})"
-        host_type = {"Darwin": "macos", "Linux": "nixos"}.get(kernel, host.host_type)
         if host_type != host.host_type:
             reachable += f"; it runs {kernel}, but its system setting is {host.system!r}"
         row: dict[str, Any] = {"status": "online", "generation": head, "last_seen": _now(),

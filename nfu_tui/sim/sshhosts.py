@@ -264,6 +264,8 @@ async def serve_scenario(sim: Any, root: Path) -> tuple[SshHostsServer, dict[str
         if spec.has("switch_fails"):
             (state / "fail-build").write_text("1\n")
         (state / "switch-steps").write_text("100\n" if spec.has("slow") else "15\n")
+        if not darwin:  # the update brings a new kernel: switched hosts need a reboot (the grid's badge)
+            (state / "next-kernel").write_text("6.12.2\n")
         known.append(await server.add(spec.name, online=spec.online and not spec.has("offline")))
         hosts[spec.name] = {"ssh": f"{os.environ.get('USER') or 'nfu'}@127.0.0.1:{server.ports[spec.name]}",
                             "repo_dir": str(root / spec.name / "repo"), "system": "darwin" if darwin else "nixos",
