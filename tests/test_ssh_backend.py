@@ -327,18 +327,24 @@ def test_status_over_ssh(sim_bed: tuple[Any, SshBed], tmp_path: Path, capsys: An
     sim, bed = sim_bed
     bed.add("web1")
     bed.add("web2", trusted=False)
-    cfg = write_config(sim, bed, tmp_path, {})
+    bed.add("down").stop()
+    cfg = write_config(sim, bed, tmp_path, {"web1": {"role": "vm/dc"}})
     code = main(["--config", cfg, "status", "--json"])
     report = json.loads(capsys.readouterr().out)
     hosts = {h["id"]: h for h in report["hosts"]}
     assert code == 0 and report["dashboard"]["url"] == "ssh"
     assert hosts["web1"]["online"] and hosts["web1"]["compartments"]["git"]["state"] == "ok"
-    assert hosts["web1"]["reboot_needed"] is False
+    assert hosts["web1"]["reboot_needed"] is False and hosts["web1"]["system_generation"] == 1
+    assert (hosts["web1"]["host_type"], hosts["web1"]["device_type"], hosts["web1"]["location"]) == ("nixos", "vm", "dc")
+    assert hosts["down"]["compartments"]["agent"] == {
+        "state": "unreachable", "message": f"down (root@127.0.0.1:{bed.hosts['down'].port}) unreachable: Connection refused"}
     assert not hosts["web2"]["online"] and hosts["web2"]["compartments"]["agent"]["state"] == "error"
     assert bed.fingerprint(bed.hosts["web2"]) in hosts["web2"]["compartments"]["agent"]["message"]
     main(["--config", cfg, "status"])
     text = capsys.readouterr().out
     assert "unknown host key" in text and "web2" in text
+    assert f"agent: down (root@127.0.0.1:{bed.hosts['down'].port}) unreachable: Connection refused" in text
+    assert "down  offline  ⊘ ? ? ? ?" in text
 
 
 @pytest.mark.parametrize("sim_thread", [NO_DASHBOARD_HOSTS], indirect=True)
