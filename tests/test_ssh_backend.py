@@ -885,35 +885,60 @@ def test_a_reboot_need_shows_in_the_outcome_status_and_history(sim_bed: tuple[An
     assert "reboot needed (kernel, initrd, kernel-modules" in history
 
 
-# --- preview: a lost session is no build failure -------------------------------------------------------------
+# --- preview: runs detached; a lost session is no build failure -----------------------------------------------
 
 
-async def test_a_preview_cut_short_is_unavailable_not_a_build_failure(bed: SshBed, repo: GitRepo,
-                                                                       tmp_path: Path) -> None:
+async def test_a_preview_outlives_a_dropped_session_and_one_cut_short_is_unavailable_not_a_build_failure(
+        bed: SshBed, repo: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import signal
 
+    import nfu_tui.backends.ssh as ssh
     from nfu_tui.core.preview import PreviewCache, failed_builds
 
-    dropped, killed = bed.add("dropped"), bed.add("killed")
-    for host in (dropped, killed):
-        host.knob("switch-steps", "100")  # a 10 s build
+    monkeypatch.setattr(ssh, "RECONNECT_WINDOW", 3.0)
+    dropped, gone, killed = bed.add("dropped"), bed.add("gone"), bed.add("killed")
+    for host in (dropped, gone, killed):
+        host.knob("switch-steps", "40")  # a 4 s build
+    dropped.knob("closure-diff", "openssl: 3.4.0 → 3.4.1, -12.0 KiB")
     head = repo.refs["main"]
     async with fleet_for(bed) as fleet:
-        runs = {name: asyncio.create_task(fleet.preview(name, 42, "main", head)) for name in ("dropped", "killed")}
+        runs = {name: asyncio.create_task(fleet.preview(name, 42, "main", head)) for name in bed.hosts}
         async with asyncio.timeout(15):
-            while not (dropped.builds and killed.builds and (killed.state / "switch-pid").exists()):
+            while not all(h.builds and (h.state / "switch-pid").exists() for h in (dropped, gone, killed)):
                 await asyncio.sleep(0.05)
-        dropped.stop()  # the session drops mid-build (sshd and its sessions end)
+        dropped.stop()  # the session drops mid-build (sshd and its sessions end): back a second later
+        gone.stop()  # and this one stays away
         os.kill(int((killed.state / "switch-pid").read_text()), signal.SIGKILL)  # the build dies on the host
-        results = {name: await asyncio.wait_for(task, 20) for name, task in runs.items()}
-    lost, cut = results["dropped"], results["killed"]
-    assert not lost.ok and lost.problem == "preview unavailable for dropped (connection lost)" and not lost.build_failed
+        await asyncio.sleep(1)
+        dropped.start()
+        results = {name: await asyncio.wait_for(task, 30) for name, task in runs.items()}
+    survived, lost, cut = results["dropped"], results["gone"], results["killed"]
+    assert survived.ok, survived  # the build went on while the host was away; its result was read afterwards
+    assert [c.name for c in survived.changes] == ["openssl"] and dropped.builds == 1
+    assert not lost.ok and lost.problem == "preview unavailable for gone (connection lost)" and not lost.build_failed
     assert not cut.ok and cut.problem == "preview unavailable for killed (the build was killed by signal 9)"
     assert not cut.build_failed
     assert failed_builds(results.values()) == []  # nothing that would stop an automatic merge
     cache = PreviewCache(tmp_path / "previews.json")
     cache.put(head, results.values())
-    assert cache.for_head(head, ["dropped", "killed"]) == {}  # no verdict: built again next time
+    assert set(cache.for_head(head, bed.hosts)) == {"dropped"}  # no verdict for the others: built again next time
+    assert not [f for f in (dropped.root / "home" / ".cache" / "nfu-tui").iterdir() if f.name.startswith("preview-")]
+
+
+async def test_closing_a_preview_stops_its_build_on_the_host(bed: SshBed, repo: GitRepo) -> None:
+    slow = bed.add("slow")
+    slow.knob("switch-steps", "100")  # 10 s
+    async with fleet_for(bed) as fleet:
+        task = asyncio.create_task(fleet.preview("slow", 42, "main", repo.refs["main"]))
+        async with asyncio.timeout(15):
+            while not (slow.state / "switch-pid").exists():
+                await asyncio.sleep(0.05)
+        pid = int((slow.state / "switch-pid").read_text())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the build is gone from the host, not just our session
 
 
 async def test_a_refused_host_key_is_notified_once_per_fingerprint(bed: SshBed) -> None:

@@ -27,6 +27,9 @@ Facts (``/work/shared/contracts/ssh-hosts.md`` and the style guide §11):
   from the line it reached. ``~/.cache/nfu-tui/last`` names the newest command, so a
   new process (``deploy --resume``) finds and follows it. **Cancel** terminates the
   command's process group (TERM, then KILL after 3 s); the command ends ``KILLED``.
+* **Previews** (``nixos-rebuild build`` of a PR head, never activated) run detached the same way and
+  are read after a reconnect; only the build's own failure is a build failure (a lost host or a killed
+  build leaves the preview unavailable).
 * **Verification after a switch**: exit 0 is not enough; the host must run the
   checked-out commit (``configurationRevision``) and no unit may have failed that was
   fine before the switch, else the switch ends ``ERROR`` saying which.
@@ -65,6 +68,7 @@ REFRESH_SYSTEM = "refresh-system"  # the dashboard's "check the running system n
 STOP_GRACE = 3.0  # seconds between TERM and KILL on cancel
 STATE_DIR = "$HOME/.cache/nfu-tui"
 REBOOT_LINKS = ("kernel", "initrd", "kernel-modules")
+RECONNECT_WINDOW = 120.0  # seconds a detached preview's host may stay unreachable before it is given up
 FIRST_PROBE_WAIT = 20.0  # seconds the first fleet state waits for slow hosts (LiveFleet.start allows 30)
 
 
@@ -202,17 +206,21 @@ def op_command(host: SshHost, op: str, target: str = "", branch: str = "") -> st
     raise ValueError(f"unknown op {op!r}")
 
 
-def launch_script(command_id: str, op: str, command: str) -> str:
-    """Start ``command`` in its own session (survives the SSH session); print its process group id."""
+def launch_script(command_id: str, op: str, command: str, *, preview: bool = False) -> str:
+    """Start ``command`` in its own session (survives the SSH session); print its process group id.
+
+    An operation's output goes to ``ID.log`` and it becomes ``last`` (what a new process adopts); a
+    ``preview`` keeps its stdout (the facts) apart in ``ID.out`` and is not an operation to adopt."""
     q = shlex.quote
+    out = '"$0/$2.out" 2> "$0/$2.log"' if preview else '"$0/$2.log" 2>&1'
     # In a subshell: an ``exit`` in the command must not skip writing its code.
-    inner = '( eval "$1" ) > "$0/$2.log" 2>&1; echo $? > "$0/$2.rc.tmp"; mv "$0/$2.rc.tmp" "$0/$2.rc"'
+    inner = f'( eval "$1" ) > {out}; echo $? > "$0/$2.rc.tmp"; mv "$0/$2.rc.tmp" "$0/$2.rc"'
+    last = "" if preview else f'echo "{command_id} {op} $! $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$d/last"\n'
     return (
         f'd="{STATE_DIR}"; mkdir -p "$d" || exit 97\n'
         f': > "$d/{command_id}.log"\n'
         f'setsid bash -c {q(inner)} "$d" {q(command)} {q(command_id)} < /dev/null > /dev/null 2>&1 &\n'
-        f'echo "{command_id} {op} $! $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$d/last"\n'
-        'echo "$!"'
+        f'{last}echo "$!"'
     )
 
 
@@ -224,6 +232,11 @@ def result_script(command_id: str, pgid: int) -> str:
     """``rc=N`` when finished, ``running`` while the group lives, ``gone`` when it died without a code."""
     return (f'if [ -f "{STATE_DIR}/{command_id}.rc" ]; then echo "rc=$(cat "{STATE_DIR}/{command_id}.rc")";'
             f' elif kill -0 -- -{pgid} 2>/dev/null; then echo running; else echo gone; fi')
+
+
+def wait_script(command_id: str, pgid: int, seconds: int = 30) -> str:
+    """Block until the command's process group leader exits (at most ``seconds``), then :func:`result_script`."""
+    return f"timeout {seconds} tail -s 0.2 --pid={pgid} -f /dev/null 2>/dev/null; {result_script(command_id, pgid)}"
 
 
 def stop_script(pgid: int) -> str:
@@ -503,13 +516,48 @@ class SshFleet:
 
     async def preview(self, name: str, number: int, head_ref: str, sha: str, *, timeout: float = 3600.0
                       ) -> HostPreview:
-        """Build PR ``number``'s head ``sha`` on host ``name`` (not activated) and diff it with the running system."""
+        """Build PR ``number``'s head ``sha`` on host ``name`` (not activated) and diff it with the running system.
+
+        The build runs detached on the host, like the operations: a dropped session does not stop it, and
+        its result is read after a reconnect. A host that stays unreachable for ``RECONNECT_WINDOW`` s (or
+        a build past ``timeout``) leaves the preview unavailable, never a build failure; cancelling stops the
+        build on the host."""
+        command_id = f"preview-{uuid.uuid4().hex[:16]}"
+        script = preview_script(self.hosts[name], number, head_ref, sha)
         try:
-            done = await self._run(name, preview_script(self.hosts[name], number, head_ref, sha), timeout=timeout)
-        except ConnectionLost:  # the session dropped mid-build: the build died with it, which proves nothing
-            return HostPreview(name, False, preview_unavailable(name, "connection lost"))
+            pgid = int(str((await self._run(name, launch_script(command_id, "preview", script, preview=True))
+                            ).stdout or "").strip().splitlines()[-1])
         except SshError as exc:
             return HostPreview(name, False, exc.message)
+        except (ValueError, IndexError):
+            return HostPreview(name, False, preview_unavailable(name, "the build could not be started"))
+        loop = asyncio.get_running_loop()
+        deadline, lost_since = loop.time() + timeout, None
+        try:
+            while True:
+                try:
+                    state = str((await self._run(name, wait_script(command_id, pgid), bounded=False)).stdout
+                                or "").strip()
+                    lost_since = None
+                except SshError:  # the build runs on: reconnect and read its result
+                    lost_since = lost_since or loop.time()
+                    if loop.time() - lost_since > RECONNECT_WINDOW:
+                        return HostPreview(name, False, preview_unavailable(name, "connection lost"))
+                    await asyncio.sleep(1.0)
+                    continue
+                if state != "running":
+                    break
+                if loop.time() > deadline:
+                    await self._run(name, stop_script(pgid), timeout=STOP_GRACE + 10)
+                    return HostPreview(name, False, preview_unavailable(name, f"no result within {timeout:g} s"))
+            files = f'"{STATE_DIR}/{command_id}"'
+            done = await self._run(name, f"cat {files}.out; tail -n 12 {files}.log >&2; rm -f {files}.*")
+        except SshError:
+            return HostPreview(name, False, preview_unavailable(name, "connection lost"))
+        except asyncio.CancelledError:  # closed in the TUI: stop the build on the host (best effort)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._run(name, stop_script(pgid), timeout=STOP_GRACE + 10))
+            raise
         return preview_from(name, str(done.stdout or ""), str(done.stderr or ""))
 
     # --- connections ----------------------------------------------------------------
@@ -574,24 +622,32 @@ class SshFleet:
         if conn is not None:
             conn.close()
 
-    async def _run(self, name: str, script: str, *, timeout: float = 60.0) -> asyncssh.SSHCompletedProcess:
-        """One short command (bounded by the concurrency limit and ``timeout``)."""
+    async def _run(self, name: str, script: str, *, timeout: float = 60.0, bounded: bool = True
+                   ) -> asyncssh.SSHCompletedProcess:
+        """One short command (bounded by ``timeout``, and by the concurrency limit unless ``bounded`` is False:
+        then only its connect is, for a command that mostly waits)."""
         async with self._limit:
             conn = await self._connect(name)
-            try:
-                done = await asyncio.wait_for(conn.run(script, check=False, errors="replace"), timeout)
-                if done.exit_status is None:  # neither an exit status nor a signal: the session was torn down
-                    raise ConnectionLost(f"{name}: connection lost (the session ended without an exit status)")
-                return done
-            except asyncio.TimeoutError:
-                self._drop(name)
-                raise SshError(f"{name}: no answer within {timeout:g} s") from None
-            except ConnectionLost:
-                self._drop(name)
-                raise
-            except (OSError, asyncssh.Error) as exc:
-                self._drop(name)
-                raise ConnectionLost(f"{name}: connection lost ({exc or type(exc).__name__})") from None
+            if bounded:
+                return await self._exec(name, conn, script, timeout)
+        return await self._exec(name, conn, script, timeout)
+
+    async def _exec(self, name: str, conn: asyncssh.SSHClientConnection, script: str, timeout: float
+                    ) -> asyncssh.SSHCompletedProcess:
+        try:
+            done = await asyncio.wait_for(conn.run(script, check=False, errors="replace"), timeout)
+            if done.exit_status is None:  # neither an exit status nor a signal: the session was torn down
+                raise ConnectionLost(f"{name}: connection lost (the session ended without an exit status)")
+            return done
+        except asyncio.TimeoutError:
+            self._drop(name)
+            raise SshError(f"{name}: no answer within {timeout:g} s") from None
+        except ConnectionLost:
+            self._drop(name)
+            raise
+        except (OSError, asyncssh.Error) as exc:
+            self._drop(name)
+            raise ConnectionLost(f"{name}: connection lost ({exc or type(exc).__name__})") from None
 
     # --- probing ----------------------------------------------------------------------
 

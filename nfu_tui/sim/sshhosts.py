@@ -114,7 +114,7 @@ PATH="${PATH#*:}" exec uname "$@"
 STANDINS = {"nixos-rebuild": NIXOS_REBUILD, "darwin-rebuild": NIXOS_REBUILD, "nixos-version": NIXOS_VERSION,
             "darwin-version": NIXOS_VERSION, "systemctl": SYSTEMCTL, "readlink": READLINK, "nix": NIX}
 
-NEEDED_TOOLS = ("bash", "git", "setsid", "tail", "readlink")
+NEEDED_TOOLS = ("bash", "git", "setsid", "tail", "timeout", "readlink")
 
 
 def missing_tools() -> list[str]:
