@@ -494,18 +494,36 @@ async def test_the_tui_shows_the_ssh_fleet(sim: Any, async_bed: SshBed, tmp_path
     from nfu_tui.ui.app import NfuApp
     from nfu_tui.ui.widgets.host_grid import HostGrid
 
+    from textual.widgets import Static
+
+    from nfu_tui.ui.screens.host_detail import HostDetailScreen
+
     async_bed.add("web1")
     async_bed.add("web2").knob("failed-units", "nginx.service")
-    cfg = load_config(write_config(sim, async_bed, tmp_path, {}))
+    async_bed.add("down").stop()
+    cfg = load_config(write_config(sim, async_bed, tmp_path, {"web1": {"role": "server/cloud"}}))
     app = NfuApp(FleetService(cfg, resolve_secrets(cfg, env={}, use_gh=False)), flush_interval=0.02)
     async with app.run_test(size=(120, 40)) as pilot:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 20
-        while not (app.service.status.dashboard == "live" and app.screen_stack[0].query_one(HostGrid).total == 2
-                   and app.service.host("web2").system.state is CompartmentState.ERROR):
+        grid = app.screen_stack[0].query_one(HostGrid)
+        while not (app.service.status.dashboard == "live" and grid.total == 3
+                   and app.service.host("web2").system.state is CompartmentState.ERROR
+                   and app.service.host("down").agent.state is CompartmentState.UNREACHABLE):
             assert loop.time() < deadline, app.service.status
             await pilot.pause(0.05)
         assert app.service.host("web1").git.state is CompartmentState.OK
+        await pilot.pause(0.1)
+        lines = [grid.render_line(y).text.lstrip("▶◆ ") for y in range(1, 4)]
+        rows = {line.split()[0]: line.split() for line in lines}
+        assert rows["down"][1:3] == ["⊘", "?"] and "offline" in rows["down"], lines
+        assert "server/cloud" in rows["web1"] and rows["web1"][1] == "✓", lines
+        await pilot.press("enter")  # the cursor is on the first host: down
+        assert isinstance(app.screen, HostDetailScreen)
+        await pilot.pause(0.1)
+        shown = app.screen.query_one("#host-compartments", Static)
+        table = "\n".join(shown.render_line(y).text for y in range(shown.size.height))
+        assert "⊘ unreachable" in table and "unreachable: Connection refused" in table
 
 
 @pytest.mark.parametrize("sim", [NO_DASHBOARD_HOSTS], indirect=True)
