@@ -856,6 +856,8 @@ async def test_refresh_system_probes_the_host_now_and_reports_the_fresh_system_s
             gone.stop()
             ok, down = await fleet.dispatch("refresh-system", ["web", "gone"])
             assert ok.started and down.started
+            (busy,) = await fleet.dispatch("switch", ["web"])  # one command per host, as on the dashboard
+            assert busy.blocked and busy.code == "busy" and busy.message == "refresh-system running"
             checked = await finished(live, ok.command_id, 15)
             failed = await finished(live, down.command_id, 15)
             web_now = live.host("web")

@@ -396,7 +396,7 @@ class SshFleet:
         self._version = 0
         self._queue: asyncio.Queue[tuple[str, Any]] | None = None
         self._probe_now = asyncio.Event()
-        self._checks: set[asyncio.Task[None]] = set()  # refresh-system probes under way
+        self._checks: dict[str, asyncio.Task[None]] = {}  # host → its refresh-system probe under way
 
     @classmethod
     def from_config(cls, cfg: Any, github: Any = None) -> "SshFleet":
@@ -417,7 +417,7 @@ class SshFleet:
         for running in self._running.values():  # stop following; the commands run on (a new process adopts them)
             if running.task is not None:
                 running.task.cancel()
-        for task in self._checks:
+        for task in self._checks.values():
             task.cancel()
         for conn in self._conns.values():
             conn.close()
@@ -804,8 +804,9 @@ class SshFleet:
     def _put_command(self, cmd: Command) -> None:
         kind = "command_finished" if cmd.terminal else "command_started"
         self._commands[cmd.id] = cmd
-        if cmd.terminal:
-            self._running.pop(cmd.host_id, None)
+        running = self._running.get(cmd.host_id)
+        if cmd.terminal and running is not None and running.command.id == cmd.id:
+            self._running.pop(cmd.host_id)
         self._update(cmd.host_id, {"pending_command": "" if cmd.terminal else cmd.op})
         self._emit({"type": kind, "id": cmd.id, "payload": self._command_json(cmd), "fields": self._command_json(cmd)})
 
@@ -819,12 +820,13 @@ class SshFleet:
         host = self.hosts.get(name)
         if host is None:
             return DispatchResult(name, "error", message="Host not found")
-        if op == REFRESH_SYSTEM and name not in self._running:
+        if name in self._running or name in self._checks:  # one command per host, as on the dashboard
+            running = self._running[name].command.op if name in self._running else REFRESH_SYSTEM
+            return DispatchResult(name, "blocked", code="busy", message=f"{running} running")
+        if op == REFRESH_SYSTEM:
             return self._refresh_system(name)
         if op not in OPS:
             return DispatchResult(name, "blocked", code="unsupported", message=f"{op} is not supported over SSH")
-        if name in self._running:
-            return DispatchResult(name, "blocked", code="busy", message=f"{self._running[name].command.op} running")
         target = ""
         if op == "pull":
             await self._refresh_target()
@@ -864,6 +866,8 @@ class SshFleet:
                 await self.probe(name)  # an unreachable host is reported by the probe itself
             except Exception:  # never leave the command EXECUTING because of a bug here
                 log.exception("refresh-system on %s failed", name)
+            finally:
+                self._checks.pop(name, None)  # free before the command ends: the next op may follow at once
             checks = self._rows[name]["update_status"]
             if name in self._facts:
                 status, code, error = "SUCCESS", 0, ""
@@ -873,9 +877,7 @@ class SshFleet:
             self._put_command(Command(cmd.id, name, cmd.op, status, cmd.created_at, cmd.started_at, _now(), code,
                                       error))
 
-        task = asyncio.create_task(check(), name=f"nfu-ssh-{cmd.id}")
-        self._checks.add(task)
-        task.add_done_callback(self._checks.discard)
+        self._checks[name] = asyncio.create_task(check(), name=f"nfu-ssh-{cmd.id}")
         return DispatchResult(name, "started", status="EXECUTING", command_id=cmd.id)
 
     def _start_following(self, cmd: Command, pgid: int, failed_before: frozenset[str], lines: int = 0) -> None:

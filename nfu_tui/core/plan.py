@@ -67,6 +67,7 @@ _TIER_LABELS = {
     Tier.CLOUD_SERVER: "cloud server",
 }
 
+
 def tier_of(host: Host) -> Tier:
     """The default tier of a host, from the dashboard's ``device_type``/``location``/``host_type``."""
     device = host.device_type.strip().lower()
