@@ -524,6 +524,10 @@ async def test_the_tui_shows_the_ssh_fleet(sim: Any, async_bed: SshBed, tmp_path
         shown = app.screen.query_one("#host-compartments", Static)
         table = "\n".join(shown.render_line(y).text for y in range(shown.size.height))
         assert "⊘ unreachable" in table and "unreachable: Connection refused" in table
+        from nfu_tui.ui.copy import host_error_lines
+
+        copied, _ = host_error_lines(app.service, "down")  # y copies the reason, as it copies an error
+        assert copied.startswith("down agent: down (root@127.0.0.1:") and copied.endswith("Connection refused")
 
 
 @pytest.mark.parametrize("sim", [NO_DASHBOARD_HOSTS], indirect=True)
