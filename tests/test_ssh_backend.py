@@ -224,9 +224,11 @@ async def test_a_switch_survives_the_host_dropping_off_the_network(bed: SshBed) 
             assert await live.wait_until(lambda: len(live.output_lines("flaky", res.command_id)) >= 3, 10)
             flaky.stop()
             assert await live.wait_until(lambda: not live.host("flaky").online, 10)
+            assert live.host("flaky").agent.state is CompartmentState.UNREACHABLE
             assert not live.command(res.command_id).terminal  # no verdict without evidence
             await asyncio.sleep(1)
             flaky.start()
+            assert await live.wait_until(lambda: live.host("flaky").online, 10)  # shown back while following
             cmd = await finished(live, res.command_id, 40)
             lines = live.output_lines("flaky", res.command_id)
         finally:

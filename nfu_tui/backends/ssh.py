@@ -911,6 +911,7 @@ class SshFleet:
                 self._unreachable(name, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15.0)
+                await self.probe(name)  # reachable again: shown at once, not at the next poll
                 continue
             if state == "running":  # tail ended early (log removed?): follow again, without spinning
                 await asyncio.sleep(1.0)
