@@ -813,12 +813,14 @@ async def test_a_refused_login_is_unreachable_with_the_reason(bed: SshBed, tmp_p
 async def test_the_probe_tells_the_system_kind_and_generation_and_the_config_the_role(bed: SshBed) -> None:
     from nfu_tui.config import Config
     from nfu_tui.core.plan import Tier, make_plan, tier_of
+    from nfu_tui.core.preview import summary_line
     from nfu_tui.ui import fleetview as fv
 
     linux, mac = bed.add("web"), bed.add("mac", darwin=True)
     cfg = Config.model_validate({"fleet": {"backend": "ssh"}, "hosts": {
         "web": {"ssh": f"root@127.0.0.1:{linux.port}", "repo_dir": str(linux.repo), "role": "server/cloud"},
-        "mac": {"ssh": f"root@127.0.0.1:{mac.port}", "repo_dir": str(mac.repo), "role": "laptop/work"}},
+        "mac": {"ssh": f"root@127.0.0.1:{mac.port}", "repo_dir": str(mac.repo), "role": "laptop/work",
+                "system": "darwin"}},
         "ssh": {"known_hosts": str(bed.known_hosts), "identity_file": str(bed.identity), "connect_timeout": 3}})
     async with SshFleet.from_config(cfg) as fleet:
         live = LiveFleet(fleet)
@@ -827,6 +829,11 @@ async def test_the_probe_tells_the_system_kind_and_generation_and_the_config_the
             web, m = live.host("web"), live.host("mac")
             assert (web.host_type, web.device_type, web.location, web.system_generation) == ("nixos", "server", "cloud", 1)
             assert (m.host_type, m.device_type, m.location) == ("macos", "laptop", "work")
+            assert m.reboot_needed is None and "reboot" not in m.system.message  # nix-darwin: no booted system
+            assert m.agent.message == f"reachable over SSH (root@127.0.0.1:{mac.port})"
+            built = await fleet.preview("mac", 42, "main", m.generation)
+            assert built.ok and built.reboot_needed is None and built.reboot_why == ""
+            assert summary_line(built) == "mac: builds; 0 package change(s), closure +0.0 KiB"
             (res,) = await fleet.dispatch("switch", ["web"])
             assert (await finished(live, res.command_id)).status == "SUCCESS"
             assert await live.wait_until(lambda: live.host("web").system_generation == 2, 5)

@@ -322,9 +322,10 @@ def preview_unavailable(host: str, why: str) -> str:
     return f"preview unavailable for {host} ({why})"
 
 
-def preview_from(host: str, stdout: str, stderr: str) -> HostPreview:
+def preview_from(host: str, stdout: str, stderr: str, *, darwin: bool = False) -> HostPreview:
     """The preview script's answer. Only ``build=failed`` (the build itself failed) is a build failure; a
-    build killed by a signal, or a script that ended without saying, leaves the preview unavailable."""
+    build killed by a signal, or a script that ended without saying, leaves the preview unavailable.
+    A ``darwin`` host has no booted system to compare: no reboot need is told."""
     facts = parse_probe(stdout)
     tail = tuple(sanitize_line(x) for x in stderr.splitlines()[-12:])
     build = facts.get("build", "")
@@ -338,7 +339,7 @@ def preview_from(host: str, stdout: str, stderr: str) -> HostPreview:
         return HostPreview(host, False, preview_unavailable(host, why), last_lines=tail)
     diff = [line[5:] for line in stdout.splitlines() if line.startswith("diff=")]
     links = {k.replace("new_", "current_"): v for k, v in facts.items() if k.startswith(("new_", "booted_"))}
-    needed, why = reboot_needed(links)
+    needed, why = reboot_needed(links) if not darwin else (None, "")
     return HostPreview(host, True, changes=tuple(parse_diff_closures(diff)), reboot_needed=needed, reboot_why=why)
 
 
@@ -558,7 +559,8 @@ class SshFleet:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._run(name, stop_script(pgid), timeout=STOP_GRACE + 10))
             raise
-        return preview_from(name, str(done.stdout or ""), str(done.stderr or ""))
+        return preview_from(name, str(done.stdout or ""), str(done.stderr or ""),
+                            darwin=self.hosts[name].system == "darwin")
 
     # --- connections ----------------------------------------------------------------
 
