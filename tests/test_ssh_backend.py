@@ -991,3 +991,11 @@ async def test_a_refused_host_key_is_notified_once_per_fingerprint(bed: SshBed) 
     (note,) = seen
     assert note.title == "stranger: host key refused" and note.severity == "error"
     assert bed.fingerprint(stranger) in note.message and "unknown host key" in note.message
+
+
+def test_a_host_whose_kernel_contradicts_its_system_setting_says_so(tmp_path: Path) -> None:
+    fleet = SshFleet([SshHost("m", "root", "mac.example.org")], known_hosts=tmp_path / "known_hosts")
+    row = fleet._row_from(fleet.hosts["m"], {"os": "Darwin", "profile": "system-7-link"})
+    assert row["host_type"] == "macos" and row["system_generation"] == 7
+    assert row["update_status"]["agent"]["message"] == ("reachable over SSH (root@mac.example.org:22); it runs Darwin, "
+                                                        "but its system setting is 'nixos'")
