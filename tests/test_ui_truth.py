@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual.widgets import Footer
-
 from test_ui_app import (
-    SIZE, _render, fleet_ready, make_app, prs_ready, shows_key, start_deploy, wait_for,
+    SIZE, _render, fleet_ready, footer_keys, make_app, prs_ready, shows_key, start_deploy, wait_for,
 )
 
 from nfu_tui.core.engine import HostFinished
@@ -24,9 +22,6 @@ from nfu_tui.ui.screens.resume import ResumeScreen
 
 THREE = [HostSpec("a1", "desktop"), HostSpec("a2", "desktop"), HostSpec("a3", "desktop")]
 
-
-def footer_keys(screen: Any) -> set[str]:
-    return {key.description for key in screen.query_one(Footer).query("FooterKey")}
 
 
 def status_line(app: Any) -> str:
@@ -184,6 +179,7 @@ async def test_continue_anyway_after_an_unverified_canary_deploys_the_rest_once(
         await wait_for(pilot, lambda: shows_key(screen, "Continue anyway"), "the o key in the footer")
         panel = _render(screen.query_one("#failure-text").content)
         assert "≈ a1 not verified" in panel and " o  continue anyway: deploy the 2 remaining host(s)" in panel
+        assert view.left_behind() == ["a2", "a3"] and "the 2 host(s) left behind (a2, a3)" in panel
         sim.dashboard.remote_changed()  # the fleet catches up meanwhile: the rest can be verified
         await pilot.press("o")
         assert isinstance(app.screen, ConfirmScreen)
@@ -201,6 +197,7 @@ async def test_continue_anyway_after_an_unverified_canary_deploys_the_rest_once(
         assert app.screen is screen and screen.view is continued and continued.run_id == view.run_id + 1
         assert [continued.rows[h].state for h in ("a1", "a2", "a3")] == ["unverified", "ok", "ok"]
         assert "Continue anyway" not in footer_keys(screen)  # a run that went past its canaries: no second offer
+        assert continued.left_behind() == [] and app.converge_hint() == ""  # a1 reached the merge: not behind
         # The fleet: every host at the merge, one merge, one switch per host (the canary not again).
         merge = view.merge_sha
         assert {h.agent.system_commit for h in sim.dashboard.hosts.values()} == {merge}

@@ -1186,6 +1186,9 @@ class DeployEngine:
         if not accepted:
             raise StateError(f"run #{run_id} did not stop on unverified canaries alone; there is nothing to "
                              "continue anyway")
+        if any(e.action == "continue_unverified" and e.details.get("from_run") == run_id
+               for e in self.store.audit_entries(10_000, since=stored.created_at)):
+            raise StateError(f"run #{run_id} was continued already; there is nothing to continue anyway")
         hosts = [o.host for o in accepted]
         unproven = {o.host: o.detail or "not verified" for o in accepted}
         canaries = {e.host for e in DeployPlan.from_dict(stored.plan).waves[0]}

@@ -871,13 +871,10 @@ class NfuApp(App[int]):
     def converge_hint(self) -> str:
         """After a cancelled, failed or partly queued run: how many hosts it left behind, and the key."""
         view = self.deploy_view
-        result = view.result if view is not None else None
-        if result is None or result.status.value not in ("cancelled", "failed", "unknown", "unverified", "waiting"):
-            return ""
-        behind = sum(1 for o in result.outcomes if o.outcome.value != "ok")
+        behind = view.left_behind() if view is not None else []  # not unverified hosts that reached the target
         if not behind:
             return ""
-        return f"Run #{result.run_id} {result.status.value}: {behind} host(s) not deployed · c converge"
+        return f"Run #{view.result.run_id} {view.result.status.value}: {len(behind)} host(s) not deployed · c converge"
 
     def continue_unverified(self, view: DeployView) -> bool:
         """Deploy the rest of ``view``'s run past its unverified canaries (the admin confirmed); False when

@@ -163,11 +163,12 @@ class DeployView:
 
     def left_behind(self) -> list[str]:
         """Once a run ended cancelled, failed, unknown, unverified or waiting (not refused): the hosts it did
-        not bring to the target."""
+        not bring to the target (an unverified host that reached it is not behind: converge would skip it)."""
         status = getattr(getattr(self.result, "status", None), "value", "")
         if status not in ("cancelled", "failed", "unknown", "unverified", "waiting"):
             return []
-        return [h for h in self.order if self.rows[h].state != "ok"]
+        rows = self.order_rows()
+        return [r.host for r in rows if r.state != "ok" and not (r.state == "unverified" and r.reached)]
 
     def unverified_canaries(self) -> list[HostRow]:
         """Once the run stopped on unverified canaries alone (no host failed or unknown, no other host

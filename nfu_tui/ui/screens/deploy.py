@@ -76,6 +76,8 @@ COLUMNS = (
     ("progress", "Progress"), ("elapsed", "Time"), ("detail", "Detail"),
 )
 """``ERV``: executed (the switch's result), reached (the target commit), verified (System ok, tests)."""
+STATE_ACTIONS = ("cancel", "converge", "continue_unverified", "stop_waiting", "roll_back", "hold_failed")
+"""The actions whose keys come and go with the run's state (see ``check_action``)."""
 
 
 def host_label(row: HostRow) -> str:
@@ -290,7 +292,8 @@ class DeployScreen(Screen):
         self._interleaved = False
         self._sources: dict[str, list[str]] = {}
         self._auto_host: str | None = None
-        self._compact = False  # Host, Phase and Progress narrowed so the Detail keeps DETAIL_ROOM
+        self._compact = False  # Host and Progress narrowed so the Detail keeps DETAIL_ROOM
+        self._keys: tuple[bool | None, ...] = ()  # check_action of STATE_ACTIONS when the footer was last built
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.clock, self.app.automation_status, id="header")
@@ -413,7 +416,10 @@ class DeployScreen(Screen):
             self.query_one("#failure-text", Static).update(failure)
         header = self.query_one(StatusHeader)
         header.show(service.status if service else None)
-        self.refresh_bindings()
+        keys = tuple(self.check_action(action, ()) for action in STATE_ACTIONS)
+        if keys != self._keys:  # the footer is rebuilt only when a key comes or goes (not on every heartbeat)
+            self._keys = keys
+            self.refresh_bindings()
 
     def _tick(self) -> None:
         self._render_rows()

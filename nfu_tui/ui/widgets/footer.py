@@ -1,10 +1,11 @@
-"""The footer of the full screens: their keys, with ``?`` Help and ``^p`` palette pinned right.
+"""The footer of the full screens: their keys, with ``?`` Help (and ``^p`` palette) pinned right.
 
 Textual's :class:`~textual.widgets.Footer` lists the focused widget's keys first and the
 app's last, so at 80 columns the app's ``? Help`` fell off the end of the line. Here the
-keys that lead to every other key — the help and the command palette — are docked right
-and always shown; the screen's keys fill the rest (and are cut on the right if they must).
-The help binding is ``show=False`` in the app's ``BINDINGS`` so it is not listed twice.
+key that leads to every other key — the help — is docked right and always shown, with the
+command palette's key from NARROW columns on (below, the help names the palette and the
+screen's own keys need the room); the screen's keys fill the rest (cut on the right if they
+must). The help binding is ``show=False`` in the app's ``BINDINGS`` so it is not listed twice.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from textual.widgets._footer import FooterKey
 
 PINNED = ("app.help",)
 """Binding ids shown at the right end of the footer whatever the width (then the palette)."""
+NARROW = 100
+"""Below this many columns the palette's key is left out (``?`` lists it)."""
 
 
 class KeyFooter(Footer):
@@ -24,10 +27,14 @@ class KeyFooter(Footer):
     DEFAULT_CSS = """
     KeyFooter #pinned-keys { dock: right; width: auto; height: 1; background: $footer-background; }
     KeyFooter #pinned-keys FooterKey.-command-palette { dock: none; }
+    KeyFooter.-narrow #pinned-keys FooterKey.-command-palette { display: none; }
     """
 
     def __init__(self) -> None:
         super().__init__(show_command_palette=False)  # yielded in the pinned group instead
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < NARROW, "-narrow")
 
     def compose(self) -> ComposeResult:
         yield from super().compose()
