@@ -226,6 +226,7 @@ def test_unfinished_run_modal(snap_compare, snap_sim, tmp_path, utc):
     store.record(run_id, "host_finished", host="gpc0", outcome="ok", phase="switch", detail="")
 
     async def offered(pilot: Any) -> None:
+        await settled(pilot)  # the header's rate budget counts the PR explanation's requests
         await wait(pilot, lambda: isinstance(app.screen, ResumeScreen))
         await pilot.pause(0.2)
 
