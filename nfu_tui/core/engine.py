@@ -964,7 +964,8 @@ def continuable(run: Any) -> list[HostOutcome]:
     """The unverified canaries of a finished deploy (or converge) run that stopped on them alone — switched,
     never confirmed by the fleet, no host failed or unknown, no other host started — which the admin may
     continue past its canary gate (:meth:`DeployEngine.continue_unverified`); [] for any other run."""
-    if run.kind not in ("deploy", "converge") or run.status != "failed":
+    if run.kind not in ("deploy", "converge") or not run.finished or run.status in ("succeeded", "cancelled",
+                                                                                      "abandoned"):
         return []
     plan = DeployPlan.from_dict(run.plan)
     journal = JournalState.from_run(run)
