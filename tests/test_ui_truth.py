@@ -187,9 +187,9 @@ async def test_continue_anyway_after_an_unverified_canary_deploys_the_rest_once(
         assert f"Deploy the rest of run #{view.run_id} although a1 was never verified?" in question
         assert "• a1 (executed SUCCESS, reached ✓): " in question and "System outdated" in question
         assert "Not proven: that a1 runs the new generation healthily" in question
-        assert "Continuing deploys 2 host(s) (a2, a3) in a new run" in question
         actor = local_actor()
-        assert f"audited as {actor}" in question
+        assert ("The 2 other host(s) (a2, a3) are deployed in a new run, each verified as usual; no second merge, "
+                f"a1 not redeployed. Journaled and audited as {actor}.") in question
         await pilot.press("y")
         await wait_for(pilot, lambda: app.deploy_view is not view and app.deploy_view.finished,
                        "the continued run", timeout=60)

@@ -70,6 +70,7 @@ STAGES = {
 DETAIL_WIDTH = 14  # at least; the Detail column takes what the table has left (cropped; the failure panel shows it whole)
 DETAIL_ROOM = 24  # below this, the Host and Progress columns give up width to the Detail (compact)
 PROGRESS_WIDTH = 10
+PHASE_WIDTH = len("switch")  # pull | switch | verify | test | health: set once, it never makes the table jump
 COMPACT_WIDTHS = {"host": 12, "progress": len("Progress")}  # compact: long host names end in "…", no bar
 COLUMNS = (
     ("pos", "#"), ("host", "Host"), ("state", "State"), ("checks", "ERV"), ("phase", "Phase"),
@@ -97,7 +98,7 @@ def row_cells(row: HostRow, now: datetime, progress: Progress | None = None,
         Text(host_label(row), style="bold", no_wrap=True, overflow="ellipsis"),
         Text(f"{STATE_GLYPHS.get(row.state, '?')} {row.state}", style=style),
         Text(row.checks, style=style),
-        Text(row.phase),
+        Text(row.phase, no_wrap=True, overflow="ellipsis"),
         Text(bar, style="blue"),
         Text(row.elapsed(now)),
         Text(row.detail, style="dim", no_wrap=True, overflow="ellipsis"),
@@ -264,7 +265,9 @@ class DeployScreen(Screen):
     DeployScreen #deploy-stage { width: 1fr; height: auto; }
     DeployScreen ProgressBar { width: auto; }
     DeployScreen #deploy-body { height: 1fr; }
-    DeployScreen #deploy-hosts { height: 1fr; min-height: 5; }
+    /* no horizontal scrollbar: the Detail takes what the other columns leave (a scrollbar shown while a column
+       grew stayed after the Detail had shrunk back) */
+    DeployScreen #deploy-hosts { height: 1fr; min-height: 5; overflow-x: hidden; }
     DeployScreen #deploy-log-pane { height: 1fr; }
     DeployScreen.-wide #deploy-body { layout: horizontal; }
     DeployScreen.-wide #deploy-hosts { width: 2fr; height: 1fr; }
@@ -304,7 +307,8 @@ class DeployScreen(Screen):
         with Vertical(id="deploy-body"):
             table = KeyTable(id="deploy-hosts", cursor_type="row", zebra_stripes=True)
             for key, label in COLUMNS:
-                width = {"detail": DETAIL_WIDTH, "progress": PROGRESS_WIDTH, "host": self._host_width()}.get(key)
+                width = {"detail": DETAIL_WIDTH, "progress": PROGRESS_WIDTH, "host": self._host_width(),
+                         "phase": PHASE_WIDTH}.get(key)
                 table.add_column(label, key=key, width=width)
             yield table
             with Vertical(id="deploy-log-pane"):
@@ -377,7 +381,7 @@ class DeployScreen(Screen):
                 table.add_row(*cells, key=host)
             else:
                 for (key, _label), cell in zip(COLUMNS, cells, strict=True):
-                    table.update_cell(host, key, cell, update_width=key not in ("detail", "progress", "host"))
+                    table.update_cell(host, key, cell, update_width=key in ("pos", "state", "checks", "elapsed"))
             self._shown[host] = row
             changed = True
         if changed:
@@ -619,12 +623,11 @@ class DeployScreen(Screen):
         for row in canaries:
             facts = f"executed {row.executed or '?'}, reached {'✓' if row.reached else '?'}"
             lines.append(f"• {row.host} ({facts}): {row.detail or 'not verified'}")
+        others = f" ({', '.join(rest)})" if len(rest) <= 4 else ""
         lines += ["", f"Not proven: that {names} {'runs' if len(canaries) == 1 else 'run'} the new generation "
-                  "healthily — the fleet never reported System ok for it (nor the tests, where they run) within "
-                  "verify_minutes. Nothing shows a failure either, so nothing was rolled back.",
-                  "", f"Continuing deploys {len(rest)} host(s) ({', '.join(rest)}) in a new run, each verified as "
-                  "usual; nothing is merged again and the canaries are not redeployed. The decision is journaled "
-                  f"and audited as {local_actor()}."]
+                  "healthily. No failure is proven either, so nothing was rolled back.",
+                  "", f"The {len(rest)} other host(s){others} are deployed in a new run, each verified as usual; no "
+                  f"second merge, {names} not redeployed. Journaled and audited as {local_actor()}."]
 
         def answered(yes: bool | None) -> None:
             if yes and self.app.continue_unverified(self.view):
