@@ -540,10 +540,20 @@ class NfuApp(App[int]):
         if view.apply(event):  # the run just finished: toast + bell
             note = event.notification
             # Failed or left hosts: the deploy screen's panel says it (with the next steps), uncovered.
-            if not (getattr(self.screen, "view", None) is view and (view.failures() or view.left_behind())):
+            if not (getattr(self._screen_or_none(), "view", None) is view
+                    and (view.failures() or view.left_behind())):
                 self.notify(note.message, title=note.title, severity=note.severity, timeout=15, markup=False)
             if self.ring_bell:
                 self.bell()
+
+    def _screen_or_none(self) -> Any:
+        """The active screen; None once the app is shutting down (a run's last events may arrive then)."""
+        from textual.app import ScreenStackError
+
+        try:
+            return self.screen
+        except ScreenStackError:
+            return None
 
     def _follow_run(self, event: Any) -> DeployView | None:
         """A run started by automation or a rollback: show it like a deploy of our own."""
