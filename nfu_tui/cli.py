@@ -15,8 +15,8 @@ import sys
 
 from nfu_tui import __version__
 
-COMMAND_MODULES = ("config", "lock_diff", "sim", "demo", "status", "deploy", "preview", "auto", "history",
-                   "hold", "serve")
+COMMAND_MODULES = ("config", "lock_diff", "sim", "demo", "status", "deploy", "rollback", "preview", "auto",
+                   "history", "hold", "notify", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -154,13 +154,34 @@ async def test_bad_configuration_exits_2(tmp_path: Path) -> None:
 
 
 async def test_unreachable_dashboard_fails_the_cycle(sim_factory: Any, tmp_path: Path) -> None:
-    sim = await sim_factory(scenario())
-    cfg = sim.write_config(tmp_path / "cfg", dashboard={"url": "http://127.0.0.1:9"},
-                           flake_updates={"automation": {"enabled": True, "delay_minutes": 0}})
-    code, lines, _ = await finish(await start_auto(cfg, "--once", "--ready-timeout", "0.5"))
-    assert code == 1 and merges(sim) == 0
-    error = next(line for line in lines if line["event"] == "error")
-    assert "not ready within the timeout" in error["message"] and "dashboard" in error["message"]
+    """... and still sends the notifications due: the webhook does not depend on the dashboard."""
+    from aiohttp import web
+
+    got: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append(await request.text())
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/alerts", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        with Store() as store:  # an earlier process could not deliver it; it is due now
+            store.enqueue_notification("run:7", title="PR #42 deploy failed", message="hsb0 failed", severity="error")
+        sim = await sim_factory(scenario())
+        cfg = sim.write_config(tmp_path / "cfg", dashboard={"url": "http://127.0.0.1:9"},
+                               flake_updates={"automation": {"enabled": True, "delay_minutes": 0}},
+                               notify={"webhook_url": f"http://127.0.0.1:{runner.addresses[0][1]}/alerts"})
+        code, lines, _ = await finish(await start_auto(cfg, "--once", "--ready-timeout", "0.5"))
+        assert code == 1 and merges(sim) == 0
+        error = next(line for line in lines if line["event"] == "error")
+        assert "not ready within the timeout" in error["message"] and "dashboard" in error["message"]
+        assert got == ["hsb0 failed"] and journal().undelivered_notifications() == []
+    finally:
+        await runner.cleanup()
 
 
 async def test_sigterm_mid_deploy_leaves_a_resumable_journal(sim_factory: Any, tmp_path: Path) -> None:

@@ -239,6 +239,12 @@ def test_manual_unfinished_runs_are_reported_not_resumed() -> None:
     assert d.action is Action.NONE and d.state is AutoState.IDLE
     (notice,) = d.notices
     assert notice.key == "manual-unfinished:9" and "nfu-tui deploy --resume 9" in notice.notification.message
+    # each kind with the command that really resumes it (a revert: the TUI only)
+    rollback, revert = run(10, kind="rollback", pr=None, status="running", trigger="manual"), run(
+        11, kind="revert", status="running", trigger="manual")
+    texts = [n.notification.message for n in decide(situation(runs=(rollback, revert))).notices]
+    assert "resume it in the TUI or with `nfu-tui rollback --resume 10`." in texts[0]
+    assert texts[1].endswith("resume it in the TUI.")
 
 
 def test_an_open_revert_pr_stops_automation() -> None:

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from test_engine import Deploy, scenario
 
-from nfu_tui.core.converge import fleet_lag, lag_from_compare, lag_from_dashboard
+from nfu_tui.core.automation import run_info
+from nfu_tui.core.converge import fleet_lag, lag_from_compare, lag_from_dashboard, waiting_runs
 from nfu_tui.core.engine import HostFinished, Outcome, RunStatus
-from nfu_tui.core.history import history_json, load_history
+from nfu_tui.core.history import format_run, history_json, load_history, load_run
 from nfu_tui.core.plan import DeployPlan, HostLag, SkipReason, make_plan
 from nfu_tui.core.store import MIGRATIONS, Store
-from nfu_tui.errors import GitHubError, GitHubNotFound
+from nfu_tui.errors import GitHubError, GitHubNotFound, StateError
 from nfu_tui.models import CompartmentState, Host, StatusCheck
 from nfu_tui.sim.scenario import HostSpec
 
@@ -201,3 +202,60 @@ async def test_e2e_converge_deploys_a_host_that_was_offline_during_the_pr_run(si
         result = await d.engine().run(plan, actor="tester", queued_wait=0)
         assert result.status is RunStatus.SUCCEEDED, result.summary()
         assert sim.dashboard.hosts["a2"].generation == head[:7] and d.merge_requests() == 1
+        # The PR run waited for a2: the converge took it over, so nothing resumes it to deploy a2 a second time.
+        pr_run = d.store.get_run(first.run_id)
+        assert pr_run.status == "abandoned" and pr_run.summary.startswith(f"superseded by converge run #{result.run_id}")
+        assert d.store.unfinished_runs() == []
+
+
+async def test_e2e_a_converge_takes_over_the_hosts_a_waiting_pr_run_queued(sim_factory: Any, tmp_path: Path) -> None:
+    """Both offline hosts are queued by the PR run (it ends "waiting"); a converge started meanwhile queues them
+    too. It takes them over: the PR run no longer waits for them (closed once it waits for nothing), and each
+    host is deployed once, by the converge, when it is back."""
+    hosts = [HostSpec("a1", "desktop"), HostSpec("a2", "desktop", online=False, faults={"offline"}),
+             HostSpec("a3", "desktop", online=False, faults={"offline"})]
+    sim = await sim_factory(scenario(*hosts))
+    async with Deploy(sim, tmp_path) as d:
+        first = await d.engine().run(await d.plan(), actor="tester", queued_wait=0)
+        assert first.status is RunStatus.WAITING and first.hosts_with(Outcome.QUEUED) == ["a2", "a3"]
+        only_a2 = await d.service.plan_converge(["a2"])
+        assert [e.host for e in only_a2.queued] == ["a2"]
+        partial = await d.engine().run(only_a2, actor="tester", queued_wait=0)
+        assert partial.status is RunStatus.WAITING and partial.hosts_with(Outcome.QUEUED) == ["a2"]
+        pr_run = d.store.get_run(first.run_id)
+        assert not pr_run.finished and run_info(pr_run).waiting == ("a3",)  # still its own
+        assert pr_run.host_outcomes["a2"] == "skipped"
+        assert f"a2 skipped — taken over by converge run #{partial.run_id} (main " in "\n".join(
+            format_run(load_run(d.store, first.run_id)))
+        everything = await d.service.plan_converge()
+        assert [e.host for e in everything.queued] == ["a2", "a3"]
+        converge = await d.engine().run(everything, actor="tester", queued_wait=0)
+        assert converge.status is RunStatus.WAITING
+        waiting = {r.id: run_info(r).waiting for r in d.store.unfinished_runs()}
+        assert waiting == {converge.run_id: ("a2", "a3")}  # one run waits for each host
+        closed = d.store.get_run(first.run_id)
+        assert closed.status == "abandoned" and f"converge run #{converge.run_id}" in closed.summary
+        assert d.store.get_run(partial.run_id).status == "abandoned"
+        assert [e.action for e in d.store.audit_entries() if e.action == "converge_takeover"] == ["converge_takeover"] * 3
+        for h in ("a2", "a3"):
+            sim.dashboard.set_online(h, True)
+        assert await d.service.wait_until(lambda: all((h := d.service.host(x)) is not None and h.online
+                                                      for x in ("a2", "a3")), 10)
+        result = await d.engine().resume(converge.run_id, actor="tester", queued_wait=0)
+        assert result.status is RunStatus.SUCCEEDED, result.summary()
+        head, _ = sim.github.default_branch_head()
+        for h in ("a2", "a3"):
+            assert sim.dashboard.hosts[h].generation == head[:7]
+            assert [c.op for c in sim.dashboard.commands.values() if c.host_id == h] == ["pull", "switch"]
+        assert d.store.unfinished_runs() == [] and d.merge_requests() == 1
+
+
+def test_a_converge_does_not_take_hosts_from_a_waiting_rollback(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.sqlite3") as store:
+        redeploy = store.create_run("deploy", actor="t", pr=43, plan={})
+        store.record(redeploy, "revert_redeploy", parent=1)
+        store.record(redeploy, "waiting", hosts=["a2"])
+        plan = SimpleNamespace(hosts=("a1", "a2"))
+        with pytest.raises(StateError, match=f"rollback run #{redeploy} waits for a2"):
+            waiting_runs(store, plan)
+        assert waiting_runs(store, SimpleNamespace(hosts=("a1",))) == []

@@ -227,3 +227,34 @@ async def test_the_tui_history_lists_runs_from_elsewhere(sim: Any, tmp_path: Pat
                                                              "deploy PR #41"]
         await pilot.press("y")
         assert app.clipboard == head
+
+
+@pytest.mark.parametrize("sim", [fast_scenario(speed=40.0)], indirect=True)
+async def test_a_run_whose_outcome_is_unknown_is_an_error_on_github_and_unknown_elsewhere(sim: Any,
+                                                                                          tmp_path: Path) -> None:
+    """Not a proven failure: the deployment ends ``error`` (a valid state, contract §7b), not ``failure``, and
+    another client's history reads it back as ``unknown``."""
+    from test_engine import SIM_TIMEOUTS
+
+    alice, bob = make_service(sim, tmp_path / "alice"), make_service(sim, tmp_path / "bob", token="bob-token",
+                                                                      login="bob")
+    try:
+        await ready(alice)
+        await ready(bob)
+        sim.dashboard.set_dispatch_fault(lose=True, execute=False, ops=("switch",), times=1)  # no trace of it
+        quick = dataclasses.replace(SIM_TIMEOUTS, evidence=2.0, evidence_poll=0.2)
+        directory = bob.store.path.parent
+        result = await bob.deploy(bob.plan(42, ["gpc0", "hsb0"]), timeouts=quick,
+                                  lock=lambda: DeployLock(directory, label=bob.lock_label))
+        assert result.status.value == "unknown", result.summary()
+        assert bob.store.get_run(result.run_id).status == "unknown"
+        await bob.deployments.flush()
+        (dep,) = sim.github.deployments()
+        assert dep["statuses"][-1]["state"] == "error"
+        assert dep["statuses"][-1]["description"].startswith("PR #42: unknown")
+        history = await hist.load_history_async(alice.store, 20, alice.deployments)
+        (remote,) = history.runs
+        assert remote.status == "unknown" and remote.origin.startswith(f"GitHub deployment {dep['id']}")
+    finally:
+        await alice.stop()
+        await bob.stop()

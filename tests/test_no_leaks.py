@@ -143,7 +143,8 @@ def test_no_secret_in_anything_written_and_garbled_output_is_harmless(sim_thread
         history = run("history", "--json")
         assert history.returncode == 0
         runs = json.loads(history.stdout)["runs"]
-        assert [r["status"] for r in runs][:3] == ["failed", "failed", "failed"]
+        # (the canary's failed dispatch left no trace: its outcome, and the automatic run's, is unknown)
+        assert [r["status"] for r in runs][:3] == ["failed", "unknown", "failed"]
         assert sim.dashboard.hosts["hsb0"].agent.commit == sim.github.default_branch_head()[0]
     finally:
         webhook.close()

@@ -280,3 +280,55 @@ def test_the_outbox_stores_notifications_past_the_redaction_boundary(tmp_path) -
     entry = Store(tmp_path / "j.sqlite3").notification("run:1:failed")
     assert entry is not None and entry.title == "PR #42 failed: Bearer ***"
     assert entry.message == "hsb1: \ufffd output\nnext line" and "***" in entry.click and "***" in entry.last_error
+
+
+def test_notify_cli_lists_and_retries_undelivered_notifications_now(tmp_path, capsys) -> None:
+    """`nfu-tui notify --retry` delivers what the backoff would keep for later (a timer's `auto --once`
+    only sends what is due); without --retry it lists them; no webhook configured: nothing to retry."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from nfu_tui.cli import main
+
+    answers: list[int] = [503, 503, 200]
+    got: list[str] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            got.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            self.send_response(answers.pop(0))
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/alerts"
+        config = tmp_path / "config.toml"
+        config.write_text(f'[notify]\nwebhook_url = "{url}"\n')
+
+        async def first_attempt() -> None:
+            with Store() as store:
+                async with WebhookNotifier(url) as notifier:
+                    assert not await Outbox(store, notifier).send(
+                        Notification("PR #42 deploy failed", "hsb0 failed", "error", event_id="run:7"))
+
+        asyncio.run(first_attempt())
+        (entry,) = Store().undelivered_notifications()
+        assert entry.next_attempt_at > datetime.now(timezone.utc)  # not due: auto --once would not send it yet
+
+        assert main(["--config", str(config), "notify"]) == 0
+        out = capsys.readouterr().out
+        assert "PR #42 deploy failed — 1 attempt(s), last error HTTP 503, next attempt" in out
+        assert main(["--config", str(config), "notify", "--retry"]) == 1  # refused again
+        assert "0 delivered now, 1 still undelivered" in capsys.readouterr().out
+        assert main(["--config", str(config), "notify", "--retry"]) == 0
+        assert "1 delivered now" in capsys.readouterr().out and Store().undelivered_notifications() == []
+        assert got == ["hsb0 failed"] * 3 and answers == []
+        config.write_text("")
+        assert main(["--config", str(config), "notify", "--retry"]) == 2
+        assert "no notify.webhook_url configured" in capsys.readouterr().err
+    finally:
+        httpd.shutdown()

@@ -196,8 +196,10 @@ class FakeEngine:
                                        head_sha=plan.head_sha, plan=plan.to_dict())
         for listener in self.listeners:
             listener(RunStarted(run_id=run_id, pr_number=plan.pr_number, head_sha=plan.head_sha, hosts=plan.hosts))
-        outcome = Outcome.OK if self.result_status is RunStatus.SUCCEEDED else Outcome.FAILED
-        self.store.finish_run(run_id, "succeeded" if outcome is Outcome.OK else "failed", "done")
+        outcome = {RunStatus.SUCCEEDED: Outcome.OK, RunStatus.UNKNOWN: Outcome.UNKNOWN}.get(self.result_status,
+                                                                                         Outcome.FAILED)
+        self.store.finish_run(run_id, {Outcome.OK: "succeeded", Outcome.UNKNOWN: "unknown"}.get(outcome, "failed"),
+                              "done")
         return RunResult(run_id, self.result_status, plan.pr_number, REVERT_MERGE, "",
                          tuple(HostOutcome(h, outcome) for h in plan.hosts))
 
@@ -344,6 +346,17 @@ async def test_revert_commit_opens_merges_and_redeploys_the_switched_hosts(store
     assert [n.title for n in h.notes] == ["PR #42 rolled back on gpc0"]
     assert h.opened == [43]
     assert [n for n, _ in h.ports.comments] == [42] and "#43" in h.ports.comments[0][1]
+
+
+async def test_a_revert_whose_redeploy_outcome_is_unknown_ends_unknown_not_failed(store: Store) -> None:
+    h = Harness(store)
+    h.engine.result_status = RunStatus.UNKNOWN
+    outcome = await h.manager.after_failure(failed_run(store), trigger="auto", actor="alice@box")
+    assert not outcome.ok and "Not rolled back: gpc0: unknown" in outcome.summary
+    assert store.get_run(outcome.run_id).status == "unknown"
+    assert store.get_run(outcome.redeploy_run).status == "unknown"
+    assert store.audit_entries()[0].details["status"] == "unknown"
+    assert h.notes[-1].title == "PR #42: rollback incomplete on gpc0"
 
 
 async def test_a_revert_without_a_host_to_roll_back_says_so(store: Store) -> None:
@@ -504,6 +517,23 @@ async def test_host_rollback_refused_by_the_dashboard(store: Store) -> None:
     assert not result.ok and "busy" in result.detail
     assert store.get_run(result.run_id).status == "failed"
     assert h.notes[0].severity == "error"
+
+
+async def test_a_host_rollback_not_confirmed_or_not_followed_is_never_called_failed(store: Store) -> None:
+    """PARTIAL ("System status not ok after rollback": it ran, exit 0) is unverified; a command that never
+    ends within the timeout is unknown. Neither is journaled "failed"; each says what it is."""
+    h = Harness(store, command_timeout=0.01)
+    h.ports.dispatch_result = DispatchResult("gpc0", "started", "EXECUTING", "c9")
+    h.ports.commands["c9"] = Command("c9", "gpc0", "rollback", "PARTIAL", error="System status not ok after rollback")
+    partial = await h.manager.rollback_host("gpc0")
+    assert (partial.ok, partial.outcome) == (False, "unverified") and "not verified" in partial.detail
+    run = store.get_run(partial.run_id)
+    assert (run.status, run.host_outcomes) == ("unverified", {"gpc0": "unverified"})
+    assert h.notes[-1].title == "gpc0 rolled back, not verified"
+    h.ports.dispatch_result = DispatchResult("gpc0", "started", "EXECUTING", "never-ends")
+    lost = await h.manager.rollback_host("gpc0")
+    assert (lost.ok, lost.outcome) == (False, "unknown") and "check the host" in lost.detail
+    assert store.get_run(lost.run_id).status == "unknown" and h.notes[-1].title == "Rollback of gpc0: outcome unknown"
 
 
 async def test_an_interrupted_host_rollback_is_never_dispatched_again(store: Store) -> None:

@@ -308,6 +308,42 @@ def test_migration_adds_versions_in_order(tmp_path: Path) -> None:
     assert str(db) in str(info.value)
 
 
+def test_a_v3_journal_migrates_in_place_keeping_its_rows(tmp_path: Path) -> None:
+    """Version 4 lets runs end ``unknown`` / ``unverified``; a journal written by v3 keeps every run, step,
+    audit entry and notification as it was (its old "failed" rows stay "failed") and goes on numbering."""
+    db = tmp_path / DB_NAME
+    conn = sqlite3.connect(db, isolation_level=None)
+    migrate(conn, MIGRATIONS[:3])
+    now = "2026-03-01T12:00:00.000000+00:00"
+    conn.execute("INSERT INTO runs (kind, pr, status, plan, actor, trigger, summary, created_at, updated_at,"
+                 " finished_at) VALUES ('deploy', 42, 'failed', '{}', 'a@b', 'auto', 'PR #42: unknown (1 unknown)',"
+                 " ?, ?, ?)", (now, now, now))
+    conn.execute("INSERT INTO run_steps (run_id, at, step, host, data) VALUES (1, ?, 'host_finished', 'h',"
+                 " '{\"outcome\": \"unknown\"}')", (now,))
+    conn.execute("INSERT INTO audit (at, action, actor, details) VALUES (?, 'deploy', 'a@b', '{}')", (now,))
+    conn.execute("INSERT INTO outbox (id, created_at, title, message, severity, tags, next_attempt_at)"
+                 " VALUES ('e1', ?, 't', 'm', 'info', '[]', ?)", (now, now))
+    with pytest.raises(sqlite3.IntegrityError):  # v3's CHECK refuses the new statuses
+        conn.execute("UPDATE runs SET status = 'unknown' WHERE id = 1")
+    conn.close()
+    with Store(db) as s:
+        (old,) = s.list_runs()
+        assert (old.id, old.status, old.summary, old.host_outcomes) == (1, "failed", "PR #42: unknown (1 unknown)",
+                                                                        {"h": "unknown"})
+        assert [a.action for a in s.audit_entries()] == ["deploy"] and s.notification("e1") is not None
+        new = s.create_run("deploy", actor="a@b", pr=43, plan={})
+        assert new == 2
+        s.finish_run(new, "unknown", "PR #43: unknown")
+        s.finish_run(s.create_run("converge", actor="a@b", plan={}), "unverified")
+        assert [(r.id, r.status, r.finished) for r in s.list_runs()] == [
+            (3, "unverified", True), (2, "unknown", True), (1, "failed", True)]
+        assert s.unfinished_runs() == []
+    with sqlite3.connect(db, isolation_level=None) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert [r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'"
+                                          " AND tbl_name = 'runs'")] == ["runs_status"]
+
+
 def test_fresh_database_starts_at_version_zero(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "x.sqlite3", isolation_level=None)
     assert migrate(conn) == 0

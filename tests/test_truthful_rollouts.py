@@ -35,6 +35,7 @@ from nfu_tui.core.engine import (
     notification_for,
     reached_target,
 )
+from nfu_tui.core.history import attention_text, format_run, load_run, run_json
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import Store
 from nfu_tui.errors import StateError
@@ -221,7 +222,14 @@ async def test_no_trace_of_the_dispatch_is_unknown_and_never_reverted(sim_factor
         (run,) = a.store.list_runs()
         assert run.kind == "deploy" and run.host_outcomes == {"gpc0": "unknown", "hsb0": "skipped",
                                                               "hsb1": "skipped"}
-        assert "unknown" in run.summary
+        assert run.status == "unknown" and "unknown" in run.summary  # journaled as it is: not "failed"
+        record = load_run(a.store, run.id)  # the history, text and --json, says so too
+        assert record.status == "unknown" and run_json(record)["status"] == "unknown"
+        assert format_run(record)[0].endswith("— unknown (auto)")
+        assert "? gpc0 unknown (switch)" in "\n".join(format_run(record))
+        a.service.refresh_attention()  # the header names it until a newer run
+        assert a.service.status.attention == f"run #{run.id} outcome unknown"
+        assert attention_text([], 0, latest=a.store.list_runs()[0], deploying=True) == ""
         (finished,) = [e for e in a.events if isinstance(e, RunFinished)]  # the alert (toast and webhook)
         assert finished.notification.title == "PR #42 deploy stopped: outcome unknown on gpc0"
         assert finished.notification.severity == "error" and "nothing was rolled back" in finished.notification.message
@@ -519,3 +527,18 @@ async def test_a_canary_that_only_went_offline_is_unverified_and_never_reverted(
         (finished,) = [e for e in a.events if isinstance(e, RunFinished)]
         assert finished.notification.severity == "warning" and "not verified on gpc0" in finished.notification.title
         assert not [p for p in sim.github._prs.values() if "revert" in p.head_ref]
+
+
+def test_the_converge_hint_counts_unknown_hosts_apart_and_unverified_ones_as_deployed() -> None:
+    from types import SimpleNamespace
+
+    from nfu_tui.ui.app import NfuApp
+
+    def hint(status: RunStatus, *outcomes: Outcome) -> str:
+        result = RunResult(7, status, 42, MERGE, outcomes=tuple(HostOutcome(f"h{i}", o) for i, o in enumerate(outcomes)))
+        return NfuApp.converge_hint(SimpleNamespace(deploy_view=SimpleNamespace(result=result)))  # type: ignore[arg-type]
+
+    assert hint(RunStatus.UNKNOWN, Outcome.OK, Outcome.UNKNOWN, Outcome.SKIPPED) == (
+        "Run #7 unknown: 1 host(s) not deployed, 1 host(s) outcome unknown · c converge")
+    assert hint(RunStatus.UNVERIFIED, Outcome.OK, Outcome.UNVERIFIED) == ""  # every host reached the target
+    assert hint(RunStatus.CANCELLED, Outcome.OK, Outcome.CANCELLED) == "Run #7 cancelled: 1 host(s) not deployed · c converge"

@@ -111,6 +111,45 @@ def _abandon(run_id: int) -> int:
     return 0
 
 
+def load_settings_or_ask(prog: str, config_path: str | None):  # type: ignore[no-untyped-def]
+    """(config, secrets) for a command that talks to GitHub and the fleet, the dashboard password asked
+    for on a terminal when none is stored; else the bad-input message (exit 2)."""
+    from nfu_tui.config import load_settings, missing_settings
+    from nfu_tui.errors import ConfigError
+
+    try:
+        cfg, secrets = load_settings(config_path)
+    except ConfigError as exc:
+        return exc.message
+    for warning in secrets.warnings:
+        print(f"{prog}: warning: {warning}", file=sys.stderr)
+    problems = missing_settings(cfg, secrets, password=False)  # asked for below on a terminal
+    if problems:
+        return "; ".join(problems)
+    if secrets.dashboard_password is None and not cfg.uses_ssh:
+        if not sys.stdin.isatty():
+            return "no dashboard password (set dashboard.password_file or NIXFLEET_PASSWORD)"
+        import getpass
+
+        secrets.dashboard_password = _secret(getpass.getpass("Dashboard password: "))
+    return cfg, secrets
+
+
+async def login(dashboard) -> None:  # type: ignore[no-untyped-def]
+    """Log in to the dashboard, asking for a TOTP code on a terminal when it needs one."""
+    import asyncio
+
+    from nfu_tui.errors import LoginFailed
+
+    try:
+        await dashboard.login()
+    except LoginFailed as exc:
+        if not exc.needs_totp or not sys.stdin.isatty():
+            raise
+        code = await asyncio.to_thread(input, "Dashboard TOTP code: ")
+        await dashboard.login(totp_code=code.strip())
+
+
 class _Deploy:
     """One CLI invocation: set-up, plan, confirmation, the engine run, the summary."""
 
@@ -119,25 +158,12 @@ class _Deploy:
         self.interrupts = 0
 
     async def main(self) -> int:
-        from nfu_tui.config import load_settings, missing_settings
-        from nfu_tui.errors import ConfigError, DeployLocked, NfuError
+        from nfu_tui.errors import DeployLocked, NfuError
 
-        try:
-            cfg, secrets = load_settings(self.args.config)
-        except ConfigError as exc:
-            return _bad(exc.message)
-        for warning in secrets.warnings:
-            print(f"{PROG}: warning: {warning}", file=sys.stderr)
-        problems = missing_settings(cfg, secrets, password=False)  # asked for below on a terminal
-        if problems:
-            return _bad("; ".join(problems))
-        if secrets.dashboard_password is None and not cfg.uses_ssh:
-            if not sys.stdin.isatty():
-                return _bad("no dashboard password (set dashboard.password_file or NIXFLEET_PASSWORD)")
-            import getpass
-
-            secrets.dashboard_password = _secret(getpass.getpass("Dashboard password: "))
-        self.cfg, self.secrets = cfg, secrets
+        settings = load_settings_or_ask(PROG, self.args.config)
+        if isinstance(settings, str):
+            return _bad(settings)
+        self.cfg, self.secrets = settings
         try:
             with self._deploy_lock():
                 return await self._with_clients()
@@ -173,19 +199,6 @@ class _Deploy:
             with Store() as store:
                 return await self._deploy(github, dashboard, store)
 
-    async def _login(self, dashboard) -> None:  # type: ignore[no-untyped-def]
-        import asyncio
-
-        from nfu_tui.errors import LoginFailed
-
-        try:
-            await dashboard.login()
-        except LoginFailed as exc:
-            if not exc.needs_totp or not sys.stdin.isatty():
-                raise
-            code = await asyncio.to_thread(input, "Dashboard TOTP code: ")
-            await dashboard.login(totp_code=code.strip())
-
     async def _deploy(self, github, dashboard, store) -> int:  # type: ignore[no-untyped-def]
         import asyncio
 
@@ -210,7 +223,7 @@ class _Deploy:
                 run_id = self._pick_run(unfinished, args.resume)
             except StateError as exc:
                 return _bad(exc.message)
-        await self._login(dashboard)
+        await login(dashboard)
         self.watch: RunWatch | None = None  # from the first fleet state on: lost/back lines
         view = LiveFleet(dashboard, on_stream=lambda event, _changes: self._on_stream(view, event))
         await view.start()

@@ -292,12 +292,15 @@ def decide(s: Situation) -> Decision:
     base.update(notices=tuple(notices), superseded=superseded)
     if s.busy:
         return Decision(AutoState.BUSY, s.busy, **base)
+    from nfu_tui.core.history import resume_command
+
     for run in sorted((r for r in s.runs if r.interrupted and r.trigger != "auto"), key=lambda r: r.id):
+        command = resume_command(run)
         notices.append(Notice(f"manual-unfinished:{run.id}", "1", Notification(
             f"Run #{run.id} is unfinished",
             f"The manual {run.kind} run #{run.id}" + (f" of PR #{run.pr}" if run.pr else "")
-            + " was interrupted; automation does not resume manual runs: resume it in the TUI or with"
-            f" `nfu-tui deploy --resume {run.id}`.", "warning", ["nfu-tui", "warning"])))
+            + " was interrupted; automation does not resume manual runs: resume it in the TUI"
+            + (f" or with `{command}`." if command else "."), "warning", ["nfu-tui", "warning"])))
     base.update(notices=tuple(notices))
 
     wake: list[datetime] = []

@@ -42,7 +42,10 @@ log = logging.getLogger(__name__)
 LOCK_LOOKBACK = 5  # newest deployments checked for a lock held elsewhere
 HELD_STATES = ("in_progress", "queued")
 FINAL_STATES = {"succeeded": "success", "failed": "failure", "cancelled": "inactive", "refused": "inactive",
-                "waiting": "inactive"}
+                "waiting": "inactive", "unknown": "error", "unverified": "error"}
+"""The engine's run status -> the GitHub deployment state. ``unknown`` and ``unverified`` are not proven
+failures: ``error`` (the description, the run's summary, starts ``PR #42: unknown``), read back as such
+by :func:`nfu_tui.core.history.remote_record`."""
 
 
 def _utcnow() -> datetime:
@@ -211,9 +214,9 @@ class FleetDeployments:
             await self._status(tracked, "in_progress", f"deploying to {len(tracked.hosts)} hosts (run #{run_id})")
         elif name == "HostFinished":
             tracked.done[event.host] = event.outcome.outcome.value
-            failed = [h for h, o in tracked.done.items() if o == "failed"]
-            text = f"{len(tracked.done)} of {len(tracked.hosts)} hosts done" + (
-                f"; failed: {', '.join(failed)}" if failed else "")
+            text = f"{len(tracked.done)} of {len(tracked.hosts)} hosts done" + "".join(
+                f"; {outcome}: {', '.join(hosts)}" for outcome in ("failed", "unknown")
+                if (hosts := [h for h, o in tracked.done.items() if o == outcome]))
             await self._status(tracked, "in_progress", text)
         elif name == "RunFinished":
             self._runs.pop(run_id, None)

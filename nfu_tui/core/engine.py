@@ -1161,10 +1161,14 @@ class DeployEngine:
         if resume_run_id is None:
             if plan is None:
                 raise ValueError("a plan is needed to start a new run")
+            from nfu_tui.core.converge import take_over, waiting_runs
+
+            waiting = waiting_runs(self.store, plan) if plan.converge else []  # hosts another run waits for
             run_id = self.store.create_run(
                 "converge" if plan.converge else "deploy", actor=actor, trigger=trigger,
                 pr=None if plan.converge else plan.pr_number, head_sha=plan.head_sha, plan=plan.to_dict(),
             )
+            take_over(self.store, waiting, run_id, plan, actor)
             return _Run(run_id, plan, JournalState(), resumed=False, actor=actor)
         stored = self.store.get_run(resume_run_id)  # StateError when unknown
         if stored.kind not in ("deploy", "converge"):
@@ -2138,8 +2142,8 @@ class DeployEngine:
 _JOURNAL_STATUS = {
     RunStatus.SUCCEEDED: "succeeded",
     RunStatus.FAILED: "failed",
-    RunStatus.UNKNOWN: "failed",  # the journal's statuses are fixed; the summary says "unknown"
-    RunStatus.UNVERIFIED: "failed",
+    RunStatus.UNKNOWN: "unknown",  # not a proven failure: nothing rolls back on it
+    RunStatus.UNVERIFIED: "unverified",
     RunStatus.CANCELLED: "cancelled",
     RunStatus.REFUSED: "failed",
 }

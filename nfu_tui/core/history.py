@@ -19,7 +19,8 @@ audit entries of the run (the engine and the rollback write it).
     {"schema": "nfu-tui.history/1", "generated_at": ISO-8601,
      "runs": [{"id": int, "kind": "deploy"|"converge"|"revert"|"rollback", "pr": int|null, "title": str,
                "trigger": "manual"|"auto", "actor": "user@host", "github_login": str|null,
-               "status": "running"|"paused"|"waiting"|"succeeded"|"failed"|"cancelled"|"abandoned",
+               "status": "running"|"paused"|"waiting"|"succeeded"|"failed"|"unknown"|"unverified"|"cancelled"
+                         |"abandoned",                          # unknown/unverified: never a proven failure
                "started_at": ISO-8601, "finished_at": ISO-8601|null,
                "head_sha": str|null, "merge_sha": str|null, "summary": str,
                "headline": str|null, "lock_diff": str,          # nix's "Flake lock file updates" entries
@@ -384,6 +385,15 @@ def run_hosts(run: Any) -> dict[str, str]:
     return found
 
 
+def resume_command(run: Any) -> str:
+    """The command that continues an unfinished run from the CLI; "" for a revert (the TUI or ``nfu-tui auto``)."""
+    if run.kind in ("deploy", "converge"):
+        return f"nfu-tui deploy --resume {run.id}"
+    if run.kind == "rollback":
+        return f"nfu-tui rollback --resume {run.id}"
+    return ""
+
+
 def open_run(run: Any) -> dict[str, Any]:
     """An unfinished run (loaded with its steps) for ``status``: its state — ``paused`` (maintenance
     window), ``waiting`` (offline hosts), ``interrupted`` (automation resumes it) or ``blocked`` (a
@@ -398,17 +408,18 @@ def open_run(run: Any) -> dict[str, Any]:
         from nfu_tui.core.automation import run_info
 
         next_ = ("automation resumes it when they are back" if run_info(run).resumed_when_back else
-                 f"once they are back: nfu-tui deploy --resume {run.id} (or the TUI); automation resumes only its "
-                 "own runs")
+                 f"once they are back: {resume_command(run) or 'resume it'} (or the TUI); automation resumes only "
+                 "its own runs")
     elif run.status == "paused" or "maintenance window" in reason:
         state = "paused"
-        next_ = f"automation resumes it in the next window; now: nfu-tui deploy --resume {run.id}"
+        next_ = f"automation resumes it in the next window; now: {resume_command(run) or 'the TUI'}"
     elif run.trigger == "auto":
         state, reason = "interrupted", reason or "interrupted"
         next_ = "automation resumes it"
     else:
         state, reason = "blocked", reason or "interrupted"
-        next_ = f"nfu-tui deploy --resume {run.id} (or the TUI), or nfu-tui deploy --abandon {run.id}"
+        next_ = (f"{resume_command(run)} (or the TUI)" if resume_command(run) else "resume it in the TUI") + (
+            f", or nfu-tui deploy --abandon {run.id}")
     if run.kind in ("deploy", "converge"):
         hosts = run_hosts(run)
     else:
@@ -418,12 +429,16 @@ def open_run(run: Any) -> dict[str, Any]:
             "next": next_, "hosts": [{"host": h, "state": st} for h, st in hosts.items()]}
 
 
-def attention_text(runs: Iterable[Any], undelivered: int, *, deploying: bool = False) -> str:
+def attention_text(runs: Iterable[Any], undelivered: int, *, deploying: bool = False, latest: Any = None) -> str:
     """The header's short note on what waits for attention: ``run #12 paused · ✉ 1 unsent`` ("" when
-    nothing). ``deploying``: a deploy runs now somewhere, so an unfinished run is not taken as interrupted."""
+    nothing). ``deploying``: a deploy runs now somewhere, so an unfinished run is not taken as interrupted.
+    ``latest``: the newest deploy or converge run; when it ended ``unknown`` (some host's outcome could not be
+    established, nothing was rolled back) it is named until a newer run replaces it."""
     shown = [r for r in (open_run(run) for run in runs)
              if r["state"] in ("paused", "waiting") or (r["state"] == "blocked" and not deploying)]
     parts = [f"run #{r['id']} {r['state']}" for r in shown[:2]]
+    if latest is not None and latest.status == "unknown" and not deploying:
+        parts.insert(0, f"run #{latest.id} outcome unknown")
     if len(shown) > 2:
         parts.append(f"{len(shown) - 2} more open")
     if undelivered:
@@ -475,9 +490,16 @@ REMOTE_STATUS = {"success": "succeeded", "failure": "failed", "error": "failed",
                  "in_progress": "running", "queued": "running", "pending": "running"}
 
 
+def remote_status(state: str, summary: str) -> str:
+    """A GitHub deployment state as a run status: ``error`` is an ``unknown`` or ``unverified`` run when its
+    description (the run's summary, ``PR #42: unknown (…)``) says so (see core.deployments.FINAL_STATES)."""
+    said = summary.partition(": ")[2].split(" ", 1)[0] if state == "error" else ""
+    return said if said in ("unknown", "unverified") else REMOTE_STATUS.get(state, state)
+
+
 def remote_record(r: Any) -> RunRecord:
     """A :class:`RunRecord` of a run another client recorded as a GitHub deployment."""
-    status = REMOTE_STATUS.get(r.state, r.state)
+    status = remote_status(r.state, r.summary)
     where = f"GitHub deployment {r.deployment_id}" + (f", their run #{r.run}" if r.run else "")
     return RunRecord(
         id=r.deployment_id, kind="deploy", pr=r.pr, title="", trigger=r.trigger or "?", actor=r.actor,
@@ -636,7 +658,7 @@ def format_history(h: History, *, details: bool = False) -> list[str]:
         lines.extend(format_run(r, details=details))
         lines.append("")
     if h.undelivered:
-        lines.append("Undelivered notifications (retried by nfu-tui auto or the TUI):")
+        lines.append("Undelivered notifications (retried by nfu-tui auto or the TUI; now: nfu-tui notify --retry):")
         lines.extend(f"  {local_time(e.created_at)}  {e.title} — {e.attempts} attempt(s)"
                      + (f", last error {e.last_error}" if e.last_error else "") for e in h.undelivered)
         lines.append("")
@@ -697,6 +719,7 @@ __all__ = [
     "lock_diff_for",
     "record_of",
     "run_heading",
+    "resume_command",
     "run_json",
     "step_text",
 ]

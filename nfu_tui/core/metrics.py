@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9464
 RUN_TRIGGERS = ("manual", "auto")
-RUN_STATUSES = ("running", "paused", "succeeded", "failed", "cancelled", "abandoned")
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "refused", "waiting")  # engine RunStatus values
+RUN_STATUSES = ("running", "paused", "succeeded", "failed", "unknown", "unverified", "cancelled", "abandoned")
+FINISHED_STATUSES = ("succeeded", "failed", "unknown", "unverified", "cancelled", "refused", "waiting")  # engine RunStatus values
 DASHBOARD_STATES = ("connecting", "live", "reconnecting", "login-required", "error", "disabled")
 GITHUB_STATES = ("ok", "polling", "error", "rate-limited", "disabled")
 ROLLBACK_STRATEGIES = ("revert-commit", "revert-pr", "alert-only")

@@ -255,13 +255,15 @@ class Outbox:
         entry = self.store.notification(event_id)
         return entry is not None and entry.delivered_at is not None
 
-    async def deliver_due(self) -> int:
-        """Try every notification due now once; returns how many were delivered."""
+    async def deliver_due(self, *, everything: bool = False) -> int:
+        """Try every notification due now once (``everything``: every undelivered one, without waiting for
+        its next attempt; ``nfu-tui notify --retry``); returns how many were delivered."""
         if not self.enabled:
             return 0
         delivered = 0
         async with self._lock:
-            claimed = self.store.claim_notifications(CLAIM_SECONDS)
+            claimed = self.store.claim_notifications(CLAIM_SECONDS, limit=1000 if everything else 20,
+                                                     due_only=not everything)
             for entry in claimed:
                 n = Notification(entry.title, entry.message, entry.severity, list(entry.tags), entry.click, entry.id)
                 if await self.notifier.send(n):

@@ -234,8 +234,10 @@ class FleetService:
         from nfu_tui.core.history import attention_text
 
         try:
+            latest = next((r for r in self.store.list_runs(20) if r.kind in ("deploy", "converge")), None)
             text = attention_text(self.store.unfinished_runs(), len(self.outbox.undelivered()),
-                                  deploying=self.deploying or lock_holder(DeployLock().path) is not None)
+                                  deploying=self.deploying or lock_holder(DeployLock().path) is not None,
+                                  latest=latest)
         except StateError as exc:
             log.warning("cannot read the journal: %s", exc.message)
             return

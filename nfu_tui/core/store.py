@@ -64,7 +64,10 @@ LOCK_NAME = "deploy.lock"
 RUN_KINDS = ("deploy", "rollback", "revert", "converge")
 RUN_TRIGGERS = ("manual", "auto")
 ACTIVE_STATUSES = ("running", "paused")
-FINAL_STATUSES = ("succeeded", "failed", "cancelled", "abandoned")
+FINAL_STATUSES = ("succeeded", "failed", "unknown", "unverified", "cancelled", "abandoned")
+"""``failed`` is a proven or stated failure; ``unknown`` (a host's outcome could not be established)
+and ``unverified`` (done, but not confirmed in time) are never taken for a failure: nothing rolls
+back on them."""
 
 # Step name -> data keys it must carry.
 STEP_FIELDS: dict[str, tuple[str, ...]] = {
@@ -163,6 +166,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             last_error TEXT NOT NULL DEFAULT ''
         )""",
         "CREATE INDEX outbox_due ON outbox (delivered_at, next_attempt_at)",
+    ),
+    (  # 4: runs may end "unknown" or "unverified" (stored as "failed" before; those rows stay as they are)
+        """CREATE TABLE runs_v4 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL CHECK (kind IN ('deploy', 'rollback', 'revert', 'converge')),
+            pr INTEGER,
+            head_sha TEXT,
+            merge_sha TEXT,
+            status TEXT NOT NULL CHECK (status IN ('running', 'paused', 'succeeded', 'failed', 'unknown',
+                                                   'unverified', 'cancelled', 'abandoned')),
+            plan TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            trigger TEXT NOT NULL CHECK (trigger IN ('manual', 'auto')),
+            summary TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            finished_at TEXT
+        )""",
+        "INSERT INTO runs_v4 SELECT * FROM runs",
+        "DROP TABLE runs",
+        "ALTER TABLE runs_v4 RENAME TO runs",
+        "CREATE INDEX runs_status ON runs (status)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -616,16 +641,18 @@ class Store:
             )
             return cur.rowcount == 1
 
-    def claim_notifications(self, lease_seconds: float, limit: int = 20) -> list[OutboxEntry]:
-        """Undelivered notifications due now, claimed for ``lease_seconds`` (another process sharing the
-        store skips them meanwhile), oldest first."""
+    def claim_notifications(self, lease_seconds: float, limit: int = 20, *, due_only: bool = True) -> list[OutboxEntry]:
+        """Undelivered notifications due now (``due_only=False``: every undelivered one, its backoff
+        ignored), claimed for ``lease_seconds`` (another process sharing the store skips them meanwhile),
+        oldest first."""
         now = self._clock()
         until = _ts(now + timedelta(seconds=lease_seconds))
+        due, args = ("AND next_attempt_at <= ? ", (_ts(now),)) if due_only else ("", ())
         with self._write("read the outbox of") as conn:
             rows = conn.execute(
-                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= ?"
-                " AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY created_at, id LIMIT ?",
-                (_ts(now), _ts(now), limit),
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL {due}"
+                "AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY created_at, id LIMIT ?",
+                (*args, _ts(now), limit),
             ).fetchall()
             conn.executemany("UPDATE outbox SET claimed_until = ? WHERE id = ?", [(until, r[0]) for r in rows])
             return [_outbox_entry(r) for r in rows]

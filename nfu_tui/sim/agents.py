@@ -28,6 +28,8 @@ Per-host faults (``HostSpec.faults``, or at run time via the dashboard's ``set_f
 * ``pull_fails`` — ``git fetch`` fails (exit 1, ``command failed``).
 * ``switch_fails`` — a derivation fails to build: exit 1, System ``error``; the agent keeps running.
 * ``tests_fail`` — the host's tests (the ``test`` op) fail: exit 1, Tests ``error``.
+* ``rollback_fails`` — the ``rollback`` op's activation fails: exit 1, System ``error``; the running
+  system stays (``agent.system_commit``; a successful rollback goes back to the one before the last switch).
 * ``never_reconnects`` — the switch exits 0, the agent exits and never returns → ``TIMEOUT``.
 * ``offline_mid_deploy`` — the host drops off the network in the middle of its first switch
   (→ ``AWAITING_RECONNECT`` → ``TIMEOUT``) and stays away until ``set_online(host, True)``.
@@ -490,6 +492,7 @@ class SimAgent:
         self.commit = desired.git_commit  # the checkout's HEAD
         self.lock_hash = desired.lock_hash
         self.system_commit = desired.git_commit  # what the running system was built from
+        self.earlier_systems: list[str] = []  # the commits of older system generations (rollback goes back one)
         self.connected = False
         self.up = False  # process running (False: host down / agent dead)
         self.running: str | None = None
@@ -765,6 +768,7 @@ class SimAgent:
             return
         await self._lines(activate, total * 0.25)
         self.progress("system", 3, 3, "complete")
+        self.earlier_systems.append(self.system_commit)
         self.system_commit = self.commit
         self.reported_system = status_check("ok", "Switch successful (exit 0)", self._now())
         self.reported_tests = status_check("outdated", "Tests not run — run Test to verify system", self._now())
@@ -806,7 +810,15 @@ class SimAgent:
             lines = ["Activating previous home-manager generation", "Starting Home Manager activation",
                      "Activating linkGeneration", "Creating home file links in /Users/admin"]
         self.reported_system = status_check("working", "Rollback in progress...", self._now())
+        if "rollback_fails" in self.faults:
+            await self._lines(lines[:2] + ["error: activation script failed"], 5.0)
+            self.out("❌ Rollback failed (exit code 1)")
+            self.reported_system = status_check("error", "Rollback failed (exit 1)", self._now())
+            self.fleet.agent_status(self, "rollback", 1, "command failed")
+            return
         await self._lines(lines, 10.0)
+        if self.earlier_systems:  # the previous generation runs again (the checkout stays where it is)
+            self.system_commit = self.earlier_systems.pop()
         self.reported_system = status_check("ok", "Rollback successful (exit 0)", self._now())
         self.reported_tests = status_check("outdated", "Tests not run — run Test to verify system after rollback",
                                            self._now())

@@ -51,7 +51,7 @@ from typing import Any
 
 HOST_FAULTS = frozenset(
     {"offline", "slow", "pull_fails", "switch_fails", "tests_fail", "never_reconnects", "offline_mid_deploy",
-     "offline_after_switch", "garbled_output", "refresh_system_fails"}
+     "offline_after_switch", "garbled_output", "refresh_system_fails", "rollback_fails"}
 )
 CI_STATES = frozenset({"success", "pending", "failure", "none"})
 

@@ -722,32 +722,21 @@ class NfuApp(App[int]):
 
     def request_host_rollback(self, host_id: str) -> None:
         """``R``: the dashboard's ``rollback`` op on one host, after a confirm."""
+        from nfu_tui.core.rollback import host_rollback_question, host_rollback_refusal
         from nfu_tui.ui.screens.confirm import ConfirmScreen
 
         if self.service is None or self.runner is None:
             self.notify("Rollback is possible once nfu-tui is connected.", title="Rollback", severity="warning")
             return
         host = self.service.host(host_id)
-        if host is None:
-            self.notify(f"{host_id} is not known to the dashboard.", title="Rollback", severity="warning", markup=False)
-            return
         if host_id in self._rolling_back:
             self.notify(f"{host_id} is being rolled back already.", title="Rollback", markup=False)
             return
-        if not host.online:
-            self.notify(f"{host_id} is offline: the dashboard cannot run a rollback on it.", title="Rollback",
-                        severity="warning", markup=False)
+        refusal = host_rollback_refusal(host_id, host)
+        if refusal:
+            self.notify(refusal, title="Rollback", severity="warning", markup=False)
             return
-        question = (
-            f"Roll {host_id} back to its previous NixOS generation?\n\n"
-            f"The dashboard runs its rollback op on {host_id} only; nothing changes on GitHub. "
-            "The rollback is journaled and audited; if nfu-tui is interrupted it is followed, never sent twice "
-            "(a second rollback would go back one more generation)."
-        )
-        if host.busy:
-            question += f"\n\n{host_id} is running a command now; the dashboard refuses a second one."
-        if host_id not in self.service.held():
-            question += f"\n\nTo keep the next deploy off {host_id}, hold it too (h)."
+        question = host_rollback_question(host_id, host, held=host_id in self.service.held(), hold_hint="h")
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -881,10 +870,17 @@ class NfuApp(App[int]):
     def converge_hint(self) -> str:
         """After a cancelled, failed or partly queued run: how many hosts it left behind, and the key."""
         view = self.deploy_view
-        behind = view.left_behind() if view is not None else []  # not unverified hosts that reached the target
-        if not behind:
+        result = view.result if view is not None else None
+        if result is None or result.status.value not in ("cancelled", "failed", "unknown", "unverified", "waiting"):
             return ""
-        return f"Run #{view.result.run_id} {view.result.status.value}: {len(behind)} host(s) not deployed · c converge"
+        # unverified hosts reached the target; unknown ones may have: the converge plan judges by generation
+        unknown = sum(1 for o in result.outcomes if o.outcome.value == "unknown")
+        behind = sum(1 for o in result.outcomes if o.outcome.value not in ("ok", "unverified", "unknown"))
+        parts = [f"{behind} host(s) not deployed"] if behind else []
+        parts += [f"{unknown} host(s) outcome unknown"] if unknown else []
+        if not parts:
+            return ""
+        return f"Run #{result.run_id} {result.status.value}: {', '.join(parts)} · c converge"
 
     def continue_unverified(self, view: DeployView) -> bool:
         """Deploy the rest of ``view``'s run past its unverified canaries (the admin confirmed); False when
@@ -935,6 +931,7 @@ class NfuApp(App[int]):
 
     def offer_resume(self, run: Any) -> None:
         """Ask what to do with a run the journal says was interrupted."""
+        from nfu_tui.core.history import resume_command
         from nfu_tui.ui.screens.resume import ResumeScreen
 
         def chosen(choice: str | None) -> None:
@@ -951,7 +948,7 @@ class NfuApp(App[int]):
             else:
                 self.notify(
                     f"Run #{run.id} stays unfinished; it is offered again at the next start"
-                    + (f" (or: nfu-tui deploy --resume {run.id})." if run.kind in ("deploy", "converge") else "."),
+                    + (f" (or: {resume_command(run)})." if resume_command(run) else "."),
                     title="Unfinished run",
                     markup=False,
                 )

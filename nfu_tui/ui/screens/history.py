@@ -31,6 +31,8 @@ from nfu_tui.ui.widgets.scrolling import KeyTable, Scroller
 STATUS_STYLES = {
     "succeeded": "green",
     "failed": "bold red",
+    "unknown": "bold magenta",  # not a proven failure: verify the hosts
+    "unverified": "yellow",
     "cancelled": "yellow",
     "abandoned": "dim",
     "running": "bold blue",
