@@ -701,6 +701,11 @@ class FleetService:
         self.engine = self.make_engine(**engine_kw)
         return await self.engine.resume(run_id, actor=local_actor())
 
+    async def continue_unverified(self, run_id: int, **engine_kw: Any) -> Any:
+        """Deploy the rest of run ``run_id`` past its unverified canaries (the admin's decision; a new run)."""
+        self.engine = self.make_engine(**engine_kw)
+        return await self.engine.continue_unverified(run_id, actor=local_actor())
+
     def cancel_deploy(self, *, release_hosts: bool = False) -> None:
         if self.engine is not None and self.engine.running:
             self.engine.cancel(release_hosts=release_hosts)
