@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from nfu_tui.errors import ConfigError
+from nfu_tui.models import LOCATIONS, SERVER_TYPES, WORKSTATION_TYPES
 from nfu_tui.sanitize import add_secret
 
 REPO_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
@@ -191,6 +192,21 @@ def parse_ssh_target(value: str) -> tuple[str, str, int]:
     return m.group("user") or "root", m.group("host").strip("[]"), port
 
 
+def parse_role(value: str) -> tuple[str, str]:
+    """``KIND[/LOCATION]`` → (kind, location), as the dashboard's ``device_type`` and ``location`` (the
+    planner's tiers); ("", "") for an empty value. ValueError names the known words."""
+    text = value.strip().lower()
+    if not text:
+        return "", ""
+    kind, _, location = text.partition("/")
+    kinds = sorted(WORKSTATION_TYPES | SERVER_TYPES)
+    if kind not in kinds:
+        raise ValueError(f"{value!r}: kind {kind!r} is not one of {', '.join(kinds)} (e.g. 'server/cloud')")
+    if location and location not in LOCATIONS:
+        raise ValueError(f"{value!r}: location {location!r} is not one of {', '.join(LOCATIONS)}")
+    return kind, location
+
+
 class HostConfig(_Section):
     auto_update: Flag = True
     priority: Count | None = Field(None, ge=0, le=10000, description="lower deploys first; unset = default tiering")
@@ -200,6 +216,8 @@ class HostConfig(_Section):
     repo_dir: str = Field("/etc/nixos", min_length=1, description="the configuration checkout on the host")
     system: Literal["nixos", "darwin"] = Field("nixos", description="darwin hosts use darwin-rebuild")
     test_command: str = Field("", description="the host's tests for the test op, run in repo_dir over SSH")
+    role: str = Field("", description='fleet.backend = "ssh": what the host is, "KIND[/LOCATION]" (e.g. '
+                      '"server/cloud", "laptop/home"): the Type column and the default deploy order')
     post_switch_tests: PostSwitchTests | None = Field(
         None, description="overrides flake_updates.post_switch_tests for this host")
 
@@ -209,6 +227,12 @@ class HostConfig(_Section):
         if v:
             parse_ssh_target(v)
         return v.strip()
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, v: str) -> str:
+        parse_role(v)
+        return v.strip().lower()
 
     @field_validator("flake_attr")
     @classmethod

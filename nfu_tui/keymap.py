@@ -68,6 +68,7 @@ DEFAULTS: dict[str, str] = {
     "deploy.interleave": "i",
     "deploy.cancel": "c",
     "deploy.converge": "c",  # shown instead of cancel once the run has ended
+    "deploy.continue": "o",  # only after a run stopped on unverified canaries
     "deploy.stop-waiting": "w",
     "deploy.roll-back": "b",
     "deploy.hold-failed": "h",

@@ -21,6 +21,7 @@ class CompartmentState(str, enum.Enum):
     ERROR = "error"
     WORKING = "working"
     UNKNOWN = "unknown"
+    UNREACHABLE = "unreachable"  # SSH backend, Agent only: the host did not answer (the reason is the message)
 
     @classmethod
     def parse(cls, value: Any) -> "CompartmentState":
@@ -51,6 +52,20 @@ class StatusCheck:
 
 
 UNKNOWN_CHECK = StatusCheck()
+
+# What a host is, in the dashboard's words (``device_type``, ``location``): the deploy planner's
+# default tiers (core/plan.py) and the SSH backend's ``[hosts.NAME] role`` (config.py) use them.
+WORKSTATION_TYPES = frozenset({"desktop", "laptop", "gaming", "workstation", "notebook", "pc"})
+SERVER_TYPES = frozenset({"server", "vm", "vps"})
+LOCATIONS = {  # as written → the tier's location
+    "home": "home",
+    "work": "work",
+    "office": "work",
+    "cloud": "cloud",
+    "vps": "cloud",
+    "datacenter": "cloud",
+    "dc": "cloud",
+}
 
 AVAILABLE_OPS: tuple[str, ...] = ("pull", "switch", "test", "reboot")
 
@@ -110,6 +125,8 @@ class Host:
     os_version: str = ""  # only from registration deltas and GET /api/hosts
     nixpkgs_version: str = ""
     reboot_needed: bool | None = None  # SSH backend: booted vs current kernel/initrd/modules; None = unknown
+    agent_check: StatusCheck | None = None  # SSH backend: reachability (None: derived from the agent version)
+    system_generation: int | None = None  # SSH backend: the system profile's generation number (system-N-link)
 
     @property
     def name(self) -> str:
@@ -130,7 +147,10 @@ class Host:
 
     @property
     def agent(self) -> StatusCheck:
-        """The fifth compartment, derived from the agent version (§5.3)."""
+        """The fifth compartment, derived from the agent version (§5.3); the SSH backend reports its own
+        (reachable, unreachable with the reason, or a refused host key)."""
+        if self.agent_check is not None:
+            return self.agent_check
         if not self.agent_version:
             return StatusCheck(CompartmentState.UNKNOWN, "Agent version unknown")
         if self.agent_outdated:

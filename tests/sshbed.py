@@ -161,11 +161,11 @@ class SshBed:
         shutil.copy(self.identity.with_suffix(".pub"), self.root / "authorized_keys")
         self.known_hosts.write_text("")
 
-    def add(self, name: str, *, trusted: bool = True, kernel: str = "6.12.1") -> BedHost:
+    def add(self, name: str, *, trusted: bool = True, kernel: str = "6.12.1", darwin: bool = False) -> BedHost:
         root = self.root / name
         port = _free_port()
         host = BedHost(name, root, port)
-        prepare_host(root, self.remote, kernel=kernel)
+        prepare_host(root, self.remote, kernel=kernel, darwin=darwin)
         self.new_host_key(host)
         (root / "sshd_config").write_text(
             f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root}/hostkey\nPidFile {root}/sshd.pid\n"

@@ -84,6 +84,10 @@ def test_a_cache_reads_back_as_written(tmp_path: Path) -> None:
     assert back.host("csb0").git == StatusCheck(CompartmentState.OK, "Up to date")
     assert back.host_settings("csb0") == HostSettings(True, 2, False) and back.host_settings("old-host") == HostSettings()
     assert (tmp_path / "c.json").stat().st_mode & 0o777 == 0o600
+    unreachable = StatusCheck(CompartmentState.UNREACHABLE, "web (root@web:22) unreachable: Connection refused", "t")
+    ssh = a_cache(hosts=(cached_host("web").with_changes(agent_check=unreachable),))
+    fleetcache.save(ssh, tmp_path / "ssh.json")
+    assert fleetcache.load(tmp_path / "ssh.json").host("web").agent == unreachable  # the SSH backend's own Agent
 
 
 @pytest.mark.parametrize("content", [

@@ -23,6 +23,7 @@ from nfu_tui.core.live import LiveFleet
 from nfu_tui.core.store import Store
 from nfu_tui.models import CompartmentState
 from nfu_tui.sim.gitrepo import GitRepo, Person
+from nfu_tui.sim.scenario import HostSpec
 from nfu_tui.sim.testing import fast_scenario
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -142,7 +143,10 @@ async def test_unknown_and_changed_host_keys_are_refused_with_the_fingerprint(be
             assert bed.fingerprint(host) in caught.value.message
         snap = await fleet.full_state()
         result = await fleet.dispatch("switch", ["changed"])
-    assert not snap.hosts["stranger"].online and bed.fingerprint(stranger) in snap.hosts["stranger"].system.message
+    refused = snap.hosts["stranger"]
+    assert not refused.online and refused.agent.state is CompartmentState.ERROR  # loud: not "unreachable"
+    assert bed.fingerprint(stranger) in refused.agent.message and "unknown host key" in refused.agent.message
+    assert refused.system.state is CompartmentState.UNKNOWN  # nothing is known about the system
     assert result[0].blocked and result[0].code == "offline"
     assert changed.switches == 0
     assert bed.known_hosts.read_text().count("\n") == 1  # nothing was added
@@ -220,9 +224,11 @@ async def test_a_switch_survives_the_host_dropping_off_the_network(bed: SshBed) 
             assert await live.wait_until(lambda: len(live.output_lines("flaky", res.command_id)) >= 3, 10)
             flaky.stop()
             assert await live.wait_until(lambda: not live.host("flaky").online, 10)
+            assert live.host("flaky").agent.state is CompartmentState.UNREACHABLE
             assert not live.command(res.command_id).terminal  # no verdict without evidence
             await asyncio.sleep(1)
             flaky.start()
+            assert await live.wait_until(lambda: live.host("flaky").online, 10)  # shown back while following
             cmd = await finished(live, res.command_id, 40)
             lines = live.output_lines("flaky", res.command_id)
         finally:
@@ -323,17 +329,24 @@ def test_status_over_ssh(sim_bed: tuple[Any, SshBed], tmp_path: Path, capsys: An
     sim, bed = sim_bed
     bed.add("web1")
     bed.add("web2", trusted=False)
-    cfg = write_config(sim, bed, tmp_path, {})
+    bed.add("down").stop()
+    cfg = write_config(sim, bed, tmp_path, {"web1": {"role": "vm/dc"}})
     code = main(["--config", cfg, "status", "--json"])
     report = json.loads(capsys.readouterr().out)
     hosts = {h["id"]: h for h in report["hosts"]}
     assert code == 0 and report["dashboard"]["url"] == "ssh"
     assert hosts["web1"]["online"] and hosts["web1"]["compartments"]["git"]["state"] == "ok"
-    assert hosts["web1"]["reboot_needed"] is False
-    assert not hosts["web2"]["online"] and bed.fingerprint(bed.hosts["web2"]) in hosts["web2"]["compartments"]["system"]["message"]
+    assert hosts["web1"]["reboot_needed"] is False and hosts["web1"]["system_generation"] == 1
+    assert (hosts["web1"]["host_type"], hosts["web1"]["device_type"], hosts["web1"]["location"]) == ("nixos", "vm", "dc")
+    assert hosts["down"]["compartments"]["agent"] == {
+        "state": "unreachable", "message": f"down (root@127.0.0.1:{bed.hosts['down'].port}) unreachable: Connection refused"}
+    assert not hosts["web2"]["online"] and hosts["web2"]["compartments"]["agent"]["state"] == "error"
+    assert bed.fingerprint(bed.hosts["web2"]) in hosts["web2"]["compartments"]["agent"]["message"]
     main(["--config", cfg, "status"])
     text = capsys.readouterr().out
     assert "unknown host key" in text and "web2" in text
+    assert f"agent: down (root@127.0.0.1:{bed.hosts['down'].port}) unreachable: Connection refused" in text
+    assert "down  offline  ⊘ ? ? ? ?" in text
 
 
 @pytest.mark.parametrize("sim_thread", [NO_DASHBOARD_HOSTS], indirect=True)
@@ -483,18 +496,40 @@ async def test_the_tui_shows_the_ssh_fleet(sim: Any, async_bed: SshBed, tmp_path
     from nfu_tui.ui.app import NfuApp
     from nfu_tui.ui.widgets.host_grid import HostGrid
 
+    from textual.widgets import Static
+
+    from nfu_tui.ui.screens.host_detail import HostDetailScreen
+
     async_bed.add("web1")
     async_bed.add("web2").knob("failed-units", "nginx.service")
-    cfg = load_config(write_config(sim, async_bed, tmp_path, {}))
+    async_bed.add("down").stop()
+    cfg = load_config(write_config(sim, async_bed, tmp_path, {"web1": {"role": "server/cloud"}}))
     app = NfuApp(FleetService(cfg, resolve_secrets(cfg, env={}, use_gh=False)), flush_interval=0.02)
     async with app.run_test(size=(120, 40)) as pilot:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 20
-        while not (app.service.status.fleet == "live" and app.screen_stack[0].query_one(HostGrid).total == 2
-                   and app.service.host("web2").system.state is CompartmentState.ERROR):
+        grid = app.screen_stack[0].query_one(HostGrid)
+        while not (app.service.status.fleet == "live" and grid.total == 3
+                   and app.service.host("web2").system.state is CompartmentState.ERROR
+                   and app.service.host("down").agent.state is CompartmentState.UNREACHABLE):
             assert loop.time() < deadline, app.service.status
             await pilot.pause(0.05)
         assert app.service.host("web1").git.state is CompartmentState.OK
+        await pilot.pause(0.1)
+        lines = [grid.render_line(y).text.lstrip("▶◆ ") for y in range(1, 4)]
+        rows = {line.split()[0]: line.split() for line in lines}
+        assert rows["down"][1:3] == ["⊘", "?"] and "offline" in rows["down"], lines
+        assert "server/cloud" in rows["web1"] and rows["web1"][1] == "✓", lines
+        await pilot.press("enter")  # the cursor is on the first host: down
+        assert isinstance(app.screen, HostDetailScreen)
+        await pilot.pause(0.1)
+        shown = app.screen.query_one("#host-compartments", Static)
+        table = "\n".join(shown.render_line(y).text for y in range(shown.size.height))
+        assert "⊘ unreachable" in table and "unreachable: Connection refused" in table
+        from nfu_tui.ui.copy import host_error_lines
+
+        copied, _ = host_error_lines(app.service, "down")  # y copies the reason, as it copies an error
+        assert copied.startswith("down agent: down (root@127.0.0.1:") and copied.endswith("Connection refused")
 
 
 @pytest.mark.parametrize("sim", [NO_DASHBOARD_HOSTS], indirect=True)
@@ -584,11 +619,12 @@ def test_a_host_lost_mid_run_is_queued_and_deployed_on_resume(sim_bed: tuple[Any
 # --- the demo's in-process SSH hosts (no sshd, no root) ----------------------------------------
 
 
-@pytest.mark.parametrize("sim_thread", [fast_scenario(hosts=[__import__("nfu_tui.sim.scenario", fromlist=["HostSpec"])
-                                                             .HostSpec(name, faults=faults) for name, faults in
-                                                             (("a1", set()), ("a2", {"switch_fails"}),
-                                                              ("a3", {"offline"}))], speed=400.0)],
-                         indirect=True)
+DEMO_HOSTS = fast_scenario(hosts=[HostSpec("a1", "server", "cloud"), HostSpec("a2", faults={"switch_fails"}),
+                                  HostSpec("a3", faults={"offline"}),
+                                  HostSpec("m4", "laptop", "work", host_type="macos")], speed=400.0)
+
+
+@pytest.mark.parametrize("sim_thread", [DEMO_HOSTS], indirect=True)
 def test_demo_ssh_hosts_serve_the_scenario(sim_thread: Any, tmp_path: Path, capsys: Any,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from nfu_tui.clients import _github_protocol
@@ -608,15 +644,26 @@ def test_demo_ssh_hosts_serve_the_scenario(sim_thread: Any, tmp_path: Path, caps
         cfg = str(sim.write_config(tmp_path / "cfg", **settings))
         assert main(["--config", cfg, "status"]) == 0
         out = capsys.readouterr().out
-        assert "Fleet: 3 hosts, 2 online  (ssh)" in out and "a3 (" in out and "unreachable" in out
+        assert "Fleet: 4 hosts, 3 online  (ssh)" in out and "agent: a3 (" in out and "unreachable: Connection refused" in out
+        assert main(["--config", cfg, "status", "--json"]) == 0
+        hosts = {h["id"]: h for h in json.loads(capsys.readouterr().out)["hosts"]}
+        assert hosts["a3"]["compartments"]["agent"]["state"] == "unreachable"
+        assert "Connection refused" in hosts["a3"]["compartments"]["agent"]["message"]
+        assert [hosts[h]["host_type"] for h in ("a1", "m4")] == ["nixos", "macos"]  # m4's uname says Darwin
+        assert (hosts["a1"]["device_type"], hosts["a1"]["location"], hosts["a1"]["system_generation"]) == ("server", "cloud", 1)
         code = main(["--config", cfg, "deploy", "--pr", "42", "--yes", "--hosts", "a1,a2"])
         out, err = capsys.readouterr()
+        main(["--config", cfg, "status", "--json"])
+        after = {h["id"]: h for h in json.loads(capsys.readouterr().out)["hosts"]}
     finally:
         sim_thread.call(server.close)
     merge_sha = sim.github.default_branch_head()[0]
     rev = (tmp_path / "hosts" / "a1" / "state" / "run" / "current-system" / "rev").read_text().strip()
     assert code == 1 and rev == merge_sha, out + err
     assert "a2: failed (switch)" in out and "failed with exit code 1" in out
+    # The demo's update brings a new kernel: a1 switched and needs a reboot; a2 (build failed) and m4 do not know one.
+    assert (after["a1"]["reboot_needed"], after["a1"]["system_generation"]) == (True, 2)
+    assert after["a2"]["reboot_needed"] is False and after["m4"]["reboot_needed"] is None
 
 
 def test_the_grid_and_host_detail_show_a_reboot_badge_only_when_known_needed() -> None:
@@ -668,7 +715,8 @@ async def test_a_silent_host_neither_hangs_nor_delays_the_fleet(bed: SshBed, mon
         assert loop.time() - began < 1.9  # the first state did not wait for the silent host
         assert live.host("web").online and live.host("silent").status == "unknown"
         assert await live.wait_until(lambda: live.host("silent").status == "offline", 10)
-        assert "timed out" in live.host("silent").system.message
+        silent_host = live.host("silent")
+        assert silent_host.agent.state is CompartmentState.UNREACHABLE and "timed out" in silent_host.agent.message
     finally:
         await live.stop()
         await fleet.aclose()
@@ -720,3 +768,234 @@ def test_preview_shows_package_changes_reboot_needs_and_build_failures(sim_bed: 
     main(["--config", cfg, "preview", "--pr", "42", "--hosts", "kernel", "--fresh"])
     capsys.readouterr()
     assert kernel.builds == builds + 1
+
+
+# --- unreachable hosts: why, and back without a restart ----------------------------------------------
+
+
+async def test_an_unreachable_host_says_why_and_is_reachable_again_when_it_is_back(bed: SshBed) -> None:
+    web = bed.add("web")
+    async with fleet_for(bed, poll_seconds=0.3) as fleet:
+        live = LiveFleet(fleet)
+        await live.start()
+        try:
+            assert live.host("web").agent.state is CompartmentState.OK and live.host("web").online
+            web.stop()
+            assert await live.wait_until(lambda: live.host("web").agent.state is CompartmentState.UNREACHABLE, 10)
+            gone = live.host("web")
+            assert not gone.online and "Connection refused" in gone.agent.message and "web" in gone.agent.message
+            assert gone.system.state is CompartmentState.OK  # what the host said last is kept, as with the dashboard
+            web.start()
+            assert await live.wait_until(lambda: live.host("web").online, 10)
+            back = live.host("web")
+            assert back.agent.state is CompartmentState.OK and "reachable over SSH" in back.agent.message
+        finally:
+            await live.stop()
+
+
+async def test_a_refused_login_is_unreachable_with_the_reason(bed: SshBed, tmp_path: Path) -> None:
+    from nfu_tui.sim.sshhosts import ssh_keygen
+
+    web = bed.add("web")
+    stranger_key = tmp_path / "not-authorized"
+    ssh_keygen(stranger_key)
+    fleet = SshFleet([SshHost("web", "root", "127.0.0.1", web.port, repo_dir=str(web.repo))],
+                     known_hosts=bed.known_hosts, identity_file=stranger_key, connect_timeout=3)
+    async with fleet:
+        h = (await fleet.full_state()).hosts["web"]
+    assert not h.online and h.agent.state is CompartmentState.UNREACHABLE
+    assert "authentication refused" in h.agent.message
+
+
+# --- what the host is: type, generation, role ----------------------------------------------------------
+
+
+async def test_the_probe_tells_the_system_kind_and_generation_and_the_config_the_role(bed: SshBed) -> None:
+    from nfu_tui.config import Config
+    from nfu_tui.core.plan import Tier, make_plan, tier_of
+    from nfu_tui.core.preview import summary_line
+    from nfu_tui.ui import fleetview as fv
+
+    linux, mac = bed.add("web"), bed.add("mac", darwin=True)
+    cfg = Config.model_validate({"fleet": {"backend": "ssh"}, "hosts": {
+        "web": {"ssh": f"root@127.0.0.1:{linux.port}", "repo_dir": str(linux.repo), "role": "server/cloud"},
+        "mac": {"ssh": f"root@127.0.0.1:{mac.port}", "repo_dir": str(mac.repo), "role": "laptop/work",
+                "system": "darwin"}},
+        "ssh": {"known_hosts": str(bed.known_hosts), "identity_file": str(bed.identity), "connect_timeout": 3}})
+    async with SshFleet.from_config(cfg) as fleet:
+        live = LiveFleet(fleet)
+        await live.start()
+        try:
+            web, m = live.host("web"), live.host("mac")
+            assert (web.host_type, web.device_type, web.location, web.system_generation) == ("nixos", "server", "cloud", 1)
+            assert (m.host_type, m.device_type, m.location) == ("macos", "laptop", "work")
+            assert m.reboot_needed is None and "reboot" not in m.system.message  # nix-darwin: no booted system
+            assert m.agent.message == f"reachable over SSH (root@127.0.0.1:{mac.port})"
+            built = await fleet.preview("mac", 42, "main", m.generation)
+            assert built.ok and built.reboot_needed is None and built.reboot_why == ""
+            assert summary_line(built) == "mac: builds; 0 package change(s), closure +0.0 KiB"
+            (res,) = await fleet.dispatch("switch", ["web"])
+            assert (await finished(live, res.command_id)).status == "SUCCESS"
+            assert await live.wait_until(lambda: live.host("web").system_generation == 2, 5)
+            hosts = live.hosts()
+        finally:
+            await live.stop()
+    assert linux.generation == 2 and mac.generation == 1
+    assert tier_of(web) is Tier.CLOUD_SERVER and tier_of(m) is Tier.WORKSTATION
+    plan = make_plan(hosts, cfg, held=())
+    assert [(e.host, e.reason) for e in plan.entries] == [("mac", "workstation"), ("web", "cloud server")]
+    cols = fv.layout(100)
+    kinds = {h.id: "".join(t for t, _ in fv.row_runs(h, fv.HostMeta(), cols, now=datetime_now())) for h in hosts}
+    assert "server/cloud" in kinds["web"] and "laptop/work mac" in kinds["mac"]
+
+
+def datetime_now() -> Any:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+# --- refresh-system: check the running system now ------------------------------------------------------
+
+
+async def test_refresh_system_probes_the_host_now_and_reports_the_fresh_system_state(bed: SshBed) -> None:
+    web, gone = bed.add("web"), bed.add("gone")
+    async with fleet_for(bed, poll_seconds=600) as fleet:  # no poll of its own: only refresh-system probes
+        live = LiveFleet(fleet)
+        await live.start()
+        try:
+            assert live.host("web").system.state is CompartmentState.OK
+            web.knob("failed-units", "nginx.service")  # the host changed since the last probe
+            gone.stop()
+            ok, down = await fleet.dispatch("refresh-system", ["web", "gone"])
+            assert ok.started and down.started
+            (busy,) = await fleet.dispatch("switch", ["web"])  # one command per host, as on the dashboard
+            assert busy.blocked and busy.code == "busy" and busy.message == "refresh-system running"
+            checked = await finished(live, ok.command_id, 15)
+            failed = await finished(live, down.command_id, 15)
+            web_now = live.host("web")
+            lines = live.output_lines("web", ok.command_id)
+        finally:
+            await live.stop()
+    assert checked.status == "SUCCESS" and checked.op == "refresh-system"
+    assert web_now.system.state is CompartmentState.ERROR and "nginx.service" in web_now.system.message
+    assert lines == [f"System error: {web_now.system.message}"]
+    assert failed.status == "ERROR" and "could not check the host" in failed.error and "Connection refused" in failed.error
+    assert web.switches == 0  # a check, nothing activated
+
+
+# --- reboot needed, end to end ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sim_thread", [NO_DASHBOARD_HOSTS], indirect=True)
+def test_a_reboot_need_shows_in_the_outcome_status_and_history(sim_bed: tuple[Any, SshBed], tmp_path: Path,
+                                                               capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nfu_tui.clients import _github_protocol
+
+    monkeypatch.setattr(_github_protocol, "mergeable_poll_delays", lambda total=30.0: (0.05,) * int(total / 0.05))
+    sim, bed = sim_bed
+    kernel, same = bed.add("kernel"), bed.add("same")
+    kernel.knob("next-kernel", "6.13.0")
+    cfg = write_config(sim, bed, tmp_path, {})
+    code = main(["--config", cfg, "deploy", "--pr", "42", "--yes"])
+    out, err = capsys.readouterr()
+    merge_sha = sim.github.default_branch_head()[0]
+    assert code == 0, out + err
+    assert kernel.current_rev == merge_sha and same.current_rev == merge_sha
+    booted = (kernel.state / "run" / "booted-system").resolve().name
+    assert booted == "sys-1"  # nfu-tui did not reboot it (nor could the stand-in): booted is still generation 1
+    kernel_line = next(line for line in out.splitlines() if line.strip().startswith("kernel:") and "ok" in line)
+    assert "reboot needed (kernel, initrd, kernel-modules differ from the booted system)" in kernel_line, out
+    assert "reboot" not in next(line for line in out.splitlines() if line.strip().startswith("same:") and "ok" in line)
+    assert main(["--config", cfg, "status", "--json"]) == 0
+    hosts = {h["id"]: h for h in json.loads(capsys.readouterr().out)["hosts"]}
+    assert hosts["kernel"]["reboot_needed"] is True and hosts["same"]["reboot_needed"] is False
+    assert hosts["kernel"]["system_generation"] == 2
+    main(["--config", cfg, "status"])
+    assert "[reboot needed]" in next(line for line in capsys.readouterr().out.splitlines() if "kernel" in line)
+    assert main(["--config", cfg, "history", "--json"]) == 0
+    history = capsys.readouterr().out
+    assert "reboot needed (kernel, initrd, kernel-modules" in history
+
+
+# --- preview: runs detached; a lost session is no build failure -----------------------------------------------
+
+
+async def test_a_preview_outlives_a_dropped_session_and_one_cut_short_is_unavailable_not_a_build_failure(
+        bed: SshBed, repo: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    import nfu_tui.backends.ssh as ssh
+    from nfu_tui.core.preview import PreviewCache, failed_builds
+
+    monkeypatch.setattr(ssh, "RECONNECT_WINDOW", 3.0)
+    dropped, gone, killed = bed.add("dropped"), bed.add("gone"), bed.add("killed")
+    for host in (dropped, gone, killed):
+        host.knob("switch-steps", "40")  # a 4 s build
+    dropped.knob("closure-diff", "openssl: 3.4.0 → 3.4.1, -12.0 KiB")
+    head = repo.refs["main"]
+    async with fleet_for(bed) as fleet:
+        runs = {name: asyncio.create_task(fleet.preview(name, 42, "main", head)) for name in bed.hosts}
+        async with asyncio.timeout(15):
+            while not all(h.builds and (h.state / "switch-pid").exists() for h in (dropped, gone, killed)):
+                await asyncio.sleep(0.05)
+        dropped.stop()  # the session drops mid-build (sshd and its sessions end): back a second later
+        gone.stop()  # and this one stays away
+        os.kill(int((killed.state / "switch-pid").read_text()), signal.SIGKILL)  # the build dies on the host
+        await asyncio.sleep(1)
+        dropped.start()
+        results = {name: await asyncio.wait_for(task, 30) for name, task in runs.items()}
+    survived, lost, cut = results["dropped"], results["gone"], results["killed"]
+    assert survived.ok, survived  # the build went on while the host was away; its result was read afterwards
+    assert [c.name for c in survived.changes] == ["openssl"] and dropped.builds == 1
+    assert not lost.ok and lost.problem == "preview unavailable for gone (connection lost)" and not lost.build_failed
+    assert not cut.ok and cut.problem == "preview unavailable for killed (the build was killed by signal 9)"
+    assert not cut.build_failed
+    assert failed_builds(results.values()) == []  # nothing that would stop an automatic merge
+    cache = PreviewCache(tmp_path / "previews.json")
+    cache.put(head, results.values())
+    assert set(cache.for_head(head, bed.hosts)) == {"dropped"}  # no verdict for the others: built again next time
+    assert not [f for f in (dropped.root / "home" / ".cache" / "nfu-tui").iterdir() if f.name.startswith("preview-")]
+
+
+async def test_closing_a_preview_stops_its_build_on_the_host(bed: SshBed, repo: GitRepo) -> None:
+    slow = bed.add("slow")
+    slow.knob("switch-steps", "100")  # 10 s
+    async with fleet_for(bed) as fleet:
+        task = asyncio.create_task(fleet.preview("slow", 42, "main", repo.refs["main"]))
+        async with asyncio.timeout(15):
+            while not (slow.state / "switch-pid").exists():
+                await asyncio.sleep(0.05)
+        pid = int((slow.state / "switch-pid").read_text())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the build is gone from the host, not just our session
+
+
+async def test_a_refused_host_key_is_notified_once_per_fingerprint(bed: SshBed) -> None:
+    from nfu_tui.config import Config, resolve_secrets
+    from nfu_tui.core.service import FleetService
+
+    bed.add("web")
+    stranger = bed.add("stranger", trusted=False)
+    cfg = Config.model_validate(bed.config(poll_seconds=2) | {"hosts": bed.toml_hosts()})
+    service = FleetService(cfg, resolve_secrets(cfg, env={}, use_gh=False))
+    seen: list[Any] = []
+    service.subscribe(lambda ev: seen.append(ev.payload) if ev.kind == "notify" else None)
+    async with service:
+        assert await service.wait_until(lambda: service.fleet.synced and any(seen), 20)
+        await asyncio.sleep(4.5)  # two more probe rounds: the same refusal is not notified again
+        assert service.host("web").agent.state is CompartmentState.OK
+    (note,) = seen
+    assert note.title == "stranger: host key refused" and note.severity == "error"
+    assert bed.fingerprint(stranger) in note.message and "unknown host key" in note.message
+
+
+def test_a_host_whose_kernel_contradicts_its_system_setting_says_so(tmp_path: Path) -> None:
+    fleet = SshFleet([SshHost("m", "root", "mac.example.org")], known_hosts=tmp_path / "known_hosts")
+    row = fleet._row_from(fleet.hosts["m"], {"os": "Darwin", "profile": "system-7-link"})
+    assert row["host_type"] == "macos" and row["system_generation"] == 7
+    assert row["update_status"]["agent"]["message"] == ("reachable over SSH (root@mac.example.org:22); it runs Darwin, "
+                                                        "but its system setting is 'nixos'")

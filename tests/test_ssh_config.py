@@ -25,6 +25,7 @@ ssh = "deploy@web1.example.org:2222"
 flake_attr = "web-1"
 repo_dir = "/srv/nixcfg"
 canary = true
+role = "Server/Cloud"
 
 [hosts.mac]
 ssh = "mac.example.org"
@@ -67,6 +68,9 @@ def test_factory_picks_the_backend(tmp_path: Path) -> None:
     assert {h.name: (h.user, h.address, h.port, h.attr, h.repo_dir) for h in fleet.hosts.values()} == {
         "web1": ("deploy", "web1.example.org", 2222, "web-1", "/srv/nixcfg"),
         "mac": ("root", "mac.example.org", 22, "mac", "/etc/nixos")}
+    # The role is what the dashboard calls device_type and location; darwin is the dashboard's "macos".
+    assert {h.name: (h.device_type, h.location, h.host_type) for h in fleet.hosts.values()} == {
+        "web1": ("server", "cloud", "nixos"), "mac": ("", "", "macos")}
     plain = load_config(write(tmp_path, '[dashboard]\nurl = "https://fleet.example.com"\n'))
     assert isinstance(fleet_backend(plain, resolve_secrets(plain, env={}, use_gh=False)), DashboardClient)
 
@@ -78,6 +82,9 @@ def test_factory_picks_the_backend(tmp_path: Path) -> None:
     (SSH.replace('system = "darwin"', 'system = "windows"'), "hosts.mac.system"),
     (SSH.replace("poll_seconds = 15", "poll_seconds = 0"), "ssh.poll_seconds"),
     (SSH.replace('flake_attr = "web-1"', 'flake_attr = "a b"'), "hosts.web1.flake_attr"),
+    (SSH.replace('role = "Server/Cloud"', 'role = "sever/cloud"'), "kind 'sever' is not one of desktop, gaming"),
+    (SSH.replace('role = "Server/Cloud"', 'role = "server/moon"'), "hosts.web1.role"),
+    (SSH.replace('role = "Server/Cloud"', 'role = 3'), "hosts.web1.role"),
 ])
 def test_bad_ssh_settings_are_named(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigLoadError) as caught:

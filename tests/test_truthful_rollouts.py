@@ -31,12 +31,14 @@ from nfu_tui.core.engine import (
     RunResult,
     RunStatus,
     command_from_events,
+    continuable,
     notification_for,
     reached_target,
 )
 from nfu_tui.core.history import attention_text, format_run, load_run, run_json
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import Store
+from nfu_tui.errors import StateError
 from nfu_tui.models import CompartmentState, Host, StatusCheck
 from nfu_tui.sim.agents import status_check
 from nfu_tui.sim.scenario import HostSpec
@@ -399,6 +401,33 @@ async def test_an_unverified_canary_stops_the_run_without_a_rollback(store: Stor
     assert result.status is RunStatus.UNVERIFIED and result.exit_code == 1
     assert all(result.outcome(h).outcome is Outcome.SKIPPED and "canary hsb1 unverified" in result.outcome(h).detail
                for h in ("gpc0", "hsb0", "csb0"))
+
+
+async def test_continue_unverified_deploys_the_rest_once_and_only_after_unverified_canaries(store: Store,
+                                                                                               tmp_path: Path) -> None:
+    """The admin's "continue anyway" (the TUI's o): a new run carries the merge and the canary over, opens
+    the canary gate with a journaled, audited canary_accepted step, and deploys the rest; nothing else may
+    be continued so."""
+    ports = FakePorts(FLEET, {"hsb1": Script(system="stale")})
+    config = cfg(hosts={"hsb1": {"canary": True}}, verify_minutes=0.005)
+    eng, _ = engine_for(ports, store, config, tmp_path)
+    stopped = await eng.run(plan_for(ports, config), actor="t", queued_wait=0)
+    assert [o.host for o in continuable(store.get_run(stopped.run_id))] == ["hsb1"]
+    result = await eng.continue_unverified(stopped.run_id, actor="alice@box", queued_wait=0)
+    assert result.run_id == stopped.run_id + 1 and len(ports.merges) == 1
+    assert ports.order("switch") == ["hsb1", "gpc0", "hsb0", "csb0"]  # the canary is not switched again
+    assert {o.host: o.outcome for o in result.outcomes} == {
+        "hsb1": Outcome.UNVERIFIED, "gpc0": Outcome.OK, "hsb0": Outcome.OK, "csb0": Outcome.OK}
+    assert result.status is RunStatus.UNVERIFIED and result.merge_sha == stopped.merge_sha  # hsb1 stays unproven
+    steps = [s.step for s in store.get_run(result.run_id).steps]
+    assert steps.index("merged") < steps.index("canary_accepted") < steps.index("resumed")
+    (entry,) = [e for e in store.audit_entries() if e.action == "continue_unverified"]
+    assert (entry.actor, entry.details["from_run"], entry.details["hosts"]) == ("alice@box", stopped.run_id, ["hsb1"])
+    assert continuable(store.get_run(result.run_id)) == []  # it went past its canaries
+    for run_id in (stopped.run_id, result.run_id):  # continued already; nothing to continue
+        with pytest.raises(StateError, match="nothing to continue anyway"):
+            await eng.continue_unverified(run_id, actor="t")
+    assert len(ports.order("switch")) == 4 and len(store.list_runs()) == 2
 
 
 async def test_a_host_held_during_the_run_is_never_started(store: Store, tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from textual.widgets import Footer
+from textual.widgets.data_table import ColumnKey
 
 from nfu_tui.config import load_config, resolve_secrets
 from nfu_tui.core.plan import DeployPlan, PlanEntry
@@ -23,6 +25,7 @@ from nfu_tui.core.state import AppState
 from nfu_tui.core.store import Store
 from nfu_tui.domain.totp import totp
 from nfu_tui.sim.runner import SimulatorThread
+from nfu_tui.sim.scenario import HostSpec
 from nfu_tui.sim.testing import fast_scenario
 from nfu_tui.ui import fleetview as fv
 from nfu_tui.ui.app import NfuApp
@@ -37,6 +40,7 @@ from nfu_tui.ui.widgets.header import StatusHeader
 from nfu_tui.ui.widgets.host_grid import HostGrid
 from nfu_tui.ui.widgets.log_view import HostLog
 from nfu_tui.ui.widgets.pr_panel import PRDetail, PRList
+from nfu_tui.ui.widgets.scrolling import KeyTable
 
 SIZE = (120, 40)
 ONLINE = ["csb0", "csb1", "gpc0", "hsb0", "hsb1", "imac0", "mba-mbp-work", "mbp-work", "nixbook", "web-01", "workstation"]
@@ -79,8 +83,9 @@ def grid(app: NfuApp) -> HostGrid:
     return app.screen_stack[0].query_one(HostGrid)
 
 
-async def fleet_ready(pilot: Any) -> HostGrid:
-    await wait_for(pilot, lambda: grid(pilot.app).total == 12, "the fleet")
+async def fleet_ready(pilot: Any, hosts: int = 12) -> HostGrid:
+    """Wait for the grid to show the fleet (``hosts`` of them: the default scenario has 12)."""
+    await wait_for(pilot, lambda: grid(pilot.app).total == hosts, "the fleet")
     return grid(pilot.app)
 
 
@@ -338,10 +343,11 @@ async def test_palette_runs_actions_and_finds_hosts(shared, tmp_path):
         await wait_for(pilot, lambda: app.service.held() == {"web-01"}, "web-01 held")
 
 
-async def start_deploy(pilot: Any, hosts: list[str]) -> Any:
-    """Select ``hosts``, press m, confirm with y; returns the app's DeployView."""
+async def start_deploy(pilot: Any, hosts: list[str], *, fleet: int = 12) -> Any:
+    """Once the fleet (``fleet`` hosts) and the PR are there: select ``hosts``, press m, confirm with y;
+    returns the app's DeployView."""
     app = pilot.app
-    g = await fleet_ready(pilot)
+    g = await fleet_ready(pilot, fleet)
     await prs_ready(pilot)
     for host in hosts:
         g.move_to(host)
@@ -405,7 +411,8 @@ async def test_cancel_asks_first_then_stops_the_run(sim_factory, tmp_path):
         await wait_for(pilot, lambda: view.finished, "the run to end", timeout=60)
         assert view.result.status.value == "cancelled"
         assert view.rows["csb0"].state in ("cancelled", "skipped")  # never started
-        assert "✗ finished" in app.screen.query_one("#deploy-stage").content.plain
+        stage = app.screen.query_one("#deploy-stage")  # re-rendered by the update that follows the result
+        await wait_for(pilot, lambda: "✗ finished" in stage.content.plain, "the finished stage")
 
 
 def interrupted_run(sim: Any, hosts: list[str]) -> int:
@@ -463,3 +470,69 @@ def _render(renderable: Any, width: int = 100) -> str:
     console = Console(width=width, file=io.StringIO(), record=True, color_system=None)
     console.print(renderable)
     return console.export_text()
+
+
+def footer_keys(screen: Any) -> set[str]:
+    """The descriptions of the keys in the screen's footer (shown or cut off)."""
+    return {key.description for key in screen.query_one(Footer).query("FooterKey")}
+
+
+def shows_key(screen: Any, description: str) -> bool:
+    """The footer key ``description`` is there and wholly on screen (not cut off on the right)."""
+    key = next((key for key in screen.query("FooterKey") if key.description == description), None)
+    return key is not None and key.region.width > 0 and key.region.right <= screen.size.width
+
+
+async def test_help_key_is_visible_at_80x24_on_every_main_screen(sim_factory, tmp_path):
+    """The app's ``? Help`` came last in the footer, after the focused pane's keys: 80 columns cut it off."""
+    sim = await sim_factory(fast_scenario(speed=20.0))
+    app = make_app(sim, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await fleet_ready(pilot)
+        await prs_ready(pilot)
+        main = app.screen
+        for pane in ("the fleet grid", "the PR list", "the PR detail"):
+            await wait_for(pilot, lambda: shows_key(main, "Help"), f"? Help with {pane} focused")
+            await pilot.press("tab")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, HostDetailScreen), "the host detail")
+        await wait_for(pilot, lambda: shows_key(app.screen, "Help"), "? Help on the host detail")
+        await pilot.press("escape", "H")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HistoryScreen", "the history")
+        await wait_for(pilot, lambda: shows_key(app.screen, "Help"), "? Help on the history")
+        await pilot.press("escape")
+        view = await start_deploy(pilot, ["gpc0"])
+        await wait_for(pilot, lambda: shows_key(app.screen, "Help"), "? Help on the deploy screen")
+        await wait_for(pilot, lambda: view.finished, "the deploy", timeout=60)
+        await wait_for(pilot, lambda: shows_key(app.screen, "Help"), "? Help on the finished deploy")
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+
+
+async def test_the_deploy_tables_detail_keeps_a_sensible_width(sim_factory, tmp_path):
+    """80×24, 100×30 and 120×40 (log beside the table): the Detail column is never squeezed to a sliver
+    nor pushed off the table; a long host name gives up width first (ellipsis), the progress bar too."""
+    long_name = "build-server-with-a-long-name"
+    hosts = [HostSpec("gpc0", "gaming"), HostSpec(long_name, "server"), HostSpec("hsb0", "server", online=False)]
+    sim = await sim_factory(fast_scenario(hosts=hosts, speed=100.0))
+    app = make_app(sim, tmp_path, hosts={"gpc0": {"canary": True}},
+                   flake_updates={"automation": {"canary_wait_minutes": 0}})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_deploy(pilot, [], fleet=3)
+        screen = app.screen
+        table = screen.query_one(KeyTable)
+        view = app.deploy_view
+        await wait_for(pilot, lambda: view.stage == "waiting-queued", "the online hosts deployed", timeout=60)
+        for size, wide in (((80, 24), False), ((100, 30), False), ((120, 40), True)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause(0.3)
+            detail = table.columns[ColumnKey("detail")]
+            assert screen.has_class("-wide") is wide
+            assert detail.width >= 20, (size, detail.width)  # it was 14 at 80 columns, pushed off at 120
+            assert table.virtual_size.width <= table.scrollable_content_region.width, size  # nothing cut off
+            cells = [table.get_cell(host, "detail").plain for host in ("gpc0", "hsb0")]
+            assert all(cells), cells  # e.g. hsb0's "offline; deployed when it comes back online"
+            host = table.columns[ColumnKey("host")]
+            assert host.width < len(long_name)  # a name this long is what gives way
+            painted = "\n".join(strip.text for strip in table.render_lines(table.region.reset_offset))
+            assert "build-serve…" in painted and "queued" in painted, painted

@@ -185,3 +185,32 @@ def test_an_unknown_or_unproven_outcome_offers_no_rollback():
     unproven = failed_view()
     unproven.rows["gpc0"] = replace(unproven.rows["gpc0"], proven=False)
     assert not can_roll_back(unproven, RollbackConfig())
+
+
+def test_continue_anyway_is_offered_only_after_a_stop_on_unverified_canaries():
+    """``o`` applies when the canaries ended unverified and nothing else started; the continued view keeps
+    the canaries as they ended and starts the rest afresh. An unverified host that reached the merge is not
+    left behind (converge would skip it)."""
+    view = DeployView.from_plan(plan(), lambda: at(0))
+    view.apply(eng.Merged(at=at(1), run_id=7, pr_number=42, merge_sha="m" * 40))
+    canary = eng.HostOutcome("gpc0", eng.Outcome.UNVERIFIED, "verify", "System outdated", (), "SUCCESS", True, False)
+    skipped = eng.HostOutcome("hsb0", eng.Outcome.SKIPPED, "", "not started: canary gpc0 unverified")
+    queued = eng.HostOutcome("hsb8", eng.Outcome.QUEUED, "", "offline")
+    view.finish(result(eng.RunStatus.UNVERIFIED, [canary, skipped, queued]))
+    assert [r.host for r in view.unverified_canaries()] == ["gpc0"] and view.left_behind() == ["hsb0", "hsb8"]
+    panel = failure_text(view, RollbackConfig()).plain
+    assert " o  continue anyway: deploy the 2 remaining host(s)" in panel
+    continued = view.continued()
+    assert (continued.run_id, continued.result, continued.merge_sha) == (None, None, "m" * 40)
+    assert [continued.rows[h].state for h in continued.order] == ["unverified", "waiting", "queued"]
+    assert continued.headline == "Continuing run #7 without gpc0 verified…"
+    continued.apply(eng.RunStarted(at=at(9), run_id=8, pr_number=42, head_sha="a" * 40, resumed=True,
+                                   hosts=("gpc0", "hsb0", "hsb8")))
+    assert (continued.run_id, continued.stage) == (8, "deploying")  # merged already: not "merging"
+    # Anything else started, failed or was unknown: no offer.
+    went_on = replace(view, result=result(eng.RunStatus.UNVERIFIED, [canary, replace(skipped, outcome=eng.Outcome.OK)]))
+    went_on.rows = {**view.rows, "hsb0": replace(view.rows["hsb0"], state="ok")}
+    assert went_on.unverified_canaries() == []
+    failed = replace(view, result=result(eng.RunStatus.FAILED, [canary]))
+    assert failed.unverified_canaries() == []
+    assert " o " not in failure_text(failed, RollbackConfig()).plain

@@ -11,6 +11,7 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.text import Text
 
+from nfu_tui.domain import timeparse
 from nfu_tui.models import CIStatus, CIVerdict, Host, StatusCheck, UpdatePR
 from nfu_tui.models import CompartmentState as S
 from nfu_tui.ui import fleetview as fv
@@ -53,7 +54,9 @@ def text_of(runs: list[fv.Run]) -> str:
     ],
 )
 def test_parse_time_is_lenient(value, expected):
-    assert fv.parse_time(value) == expected
+    """The grid reads times through the domain's parser (no copy of it in the UI)."""
+    assert fv.parse_time is timeparse.parse_time
+    assert timeparse.parse_time(value) == expected
 
 
 @pytest.mark.parametrize(
@@ -95,7 +98,12 @@ def test_every_compartment_state_has_a_glyph_and_style():
     assert [t for t, _ in runs] == [" ? ", " ↑ ", " ✗ ", " ⟳ ", " ? "]
     assert [s for _, s in runs] == ["unknown", "outdated", "error", "working", "unknown"]
     glyphs = set(fv.STATE_GLYPHS.values())
-    assert len(glyphs) == 5  # no two states share a glyph: readable without colour
+    assert len(glyphs) == len(S)  # no two states share a glyph: readable without colour
+    from nfu_tui.ui.widgets.host_grid import STYLE_NAMES
+
+    assert {s.value for s in S} <= set(STYLE_NAMES)  # and each has its grid style
+    unreachable = host("y", agent_check=StatusCheck(S.UNREACHABLE, "y unreachable: Connection refused"))
+    assert fv.cell_runs(unreachable, pending_lock=False)[0] == (" ⊘ ", "unreachable")
 
 
 def test_pending_update_marks_an_ok_lock_cell_but_never_hides_a_problem():

@@ -13,7 +13,6 @@ from typing import Any
 
 from textual import events
 from textual.command import CommandPalette
-from textual.widgets import Footer
 
 from nfu_tui.ui.screens.confirm import DeployConfirmScreen
 from nfu_tui.ui.screens.deploy import DeployScreen
@@ -25,7 +24,7 @@ from nfu_tui.ui.widgets.pr_panel import PRDetail
 from nfu_tui.ui.widgets.scrolling import KeyTable, Scroller
 from nfu_tui.sim.testing import fast_scenario
 from test_ui_app import (  # noqa: F401
-    fleet_ready, interrupted_run, make_app, prs_ready, shared, start_deploy, wait_for,
+    footer_keys, fleet_ready, interrupted_run, make_app, prs_ready, shared, start_deploy, wait_for,
 )
 
 NARROW = (80, 24)
@@ -41,10 +40,6 @@ async def burst(pilot: Any, key: str, n: int = 10) -> None:
         await asyncio.sleep(0.02)
     await pilot.pause(0.1)
 
-
-def footer_keys(screen: Any) -> set[str]:
-    footer = screen.query_one(Footer)
-    return {key.description for key in footer.query("FooterKey")}
 
 
 async def test_a_burst_of_j_scrolls_the_pr_detail_line_by_line(shared, tmp_path):

@@ -27,6 +27,9 @@ Facts (``/work/shared/contracts/ssh-hosts.md`` and the style guide §11):
   from the line it reached. ``~/.cache/nfu-tui/last`` names the newest command, so a
   new process (``deploy --resume``) finds and follows it. **Cancel** terminates the
   command's process group (TERM, then KILL after 3 s); the command ends ``KILLED``.
+* **Previews** (``nixos-rebuild build`` of a PR head, never activated) run detached the same way and
+  are read after a reconnect; only the build's own failure is a build failure (a lost host or a killed
+  build leaves the preview unavailable).
 * **Verification after a switch**: exit 0 is not enough; the host must run the
   checked-out commit (``configurationRevision``) and no unit may have failed that was
   fine before the switch, else the switch ends ``ERROR`` saying which.
@@ -39,6 +42,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
+import re
 import shlex
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -59,10 +64,12 @@ from nfu_tui.sanitize import sanitize_line
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = "ssh"
-OPS = ("pull", "switch", "test", "rollback")
+OPS = ("pull", "switch", "test", "rollback")  # run detached on the host
+REFRESH_SYSTEM = "refresh-system"  # the dashboard's "check the running system now": here a probe of the host
 STOP_GRACE = 3.0  # seconds between TERM and KILL on cancel
 STATE_DIR = "$HOME/.cache/nfu-tui"
 REBOOT_LINKS = ("kernel", "initrd", "kernel-modules")
+RECONNECT_WINDOW = 120.0  # seconds a detached preview's host may stay unreachable before it is given up
 FIRST_PROBE_WAIT = 20.0  # seconds the first fleet state waits for slow hosts (LiveFleet.start allows 30)
 
 
@@ -72,6 +79,10 @@ class SshError(DashboardError):
 
 class HostKeyRefused(SshError):
     title = "SSH host key refused"
+
+
+class ConnectionLost(SshError):
+    """The connection broke while a command ran (the host was reached; what the command did is unknown)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,13 @@ class SshHost:
     repo_dir: str = "/etc/nixos"
     system: str = "nixos"  # nixos | darwin
     test_command: str = ""
+    device_type: str = ""  # from [hosts.NAME] role = "KIND/LOCATION", as the dashboard's device_type
+    location: str = ""
+
+    @property
+    def host_type(self) -> str:
+        """The dashboard's word for the system (``nixos`` | ``macos``) as the configuration says it."""
+        return "macos" if self.system == "darwin" else "nixos"
 
     @property
     def attr(self) -> str:
@@ -97,12 +115,13 @@ class SshHost:
 
 
 def hosts_from_config(cfg: Any) -> list[SshHost]:
-    from nfu_tui.config import parse_ssh_target
+    from nfu_tui.config import parse_role, parse_ssh_target
 
     out = []
     for name, h in sorted(cfg.hosts.items()):
         user, address, port = parse_ssh_target(h.ssh)
-        out.append(SshHost(name, user, address, port, h.flake_attr, h.repo_dir, h.system, h.test_command))
+        out.append(SshHost(name, user, address, port, h.flake_attr, h.repo_dir, h.system, h.test_command,
+                           *parse_role(h.role)))
     return out
 
 
@@ -123,7 +142,8 @@ def _check(state: str, message: str) -> dict[str, str]:
 
 
 def probe_script(host: SshHost) -> str:
-    """One command that prints ``key=value`` lines: repo head, lock hash, version, health, boot links."""
+    """One command that prints ``key=value`` lines: repo head, lock hash, version, health, kernel name
+    (Linux | Darwin), the system profile's link (``system-42-link``), boot links."""
     repo = shlex.quote(host.repo_dir)
     version = "darwin-version --json" if host.system == "darwin" else "nixos-version --json"
     lines = [
@@ -133,6 +153,8 @@ def probe_script(host: SshHost) -> str:
         "echo \"running=$(systemctl is-system-running 2>/dev/null)\"",
         "echo \"failed=$(systemctl --failed --no-legend --plain 2>/dev/null | awk '{print $1}' | tr '\\n' ' ')\"",
         f"echo \"tests=$(cat {STATE_DIR}/tests 2>/dev/null)\"",
+        "echo \"os=$(uname -s 2>/dev/null)\"",
+        "echo \"profile=$(readlink /nix/var/nix/profiles/system 2>/dev/null)\"",
     ]
     for link in REBOOT_LINKS:
         lines.append(f"echo \"current_{link}=$(readlink -f /run/current-system/{link} 2>/dev/null)\"")
@@ -147,6 +169,12 @@ def parse_probe(text: str) -> dict[str, str]:
         if sep:
             out[key.strip()] = value.strip()
     return out
+
+
+def system_generation(link: str) -> int | None:
+    """42 from the system profile's link target ``system-42-link`` (None when it is not one)."""
+    m = re.fullmatch(r"system-(\d{1,9})-link", link.rsplit("/", 1)[-1])
+    return int(m.group(1)) if m else None
 
 
 def reboot_needed(facts: dict[str, str]) -> tuple[bool | None, str]:
@@ -179,17 +207,21 @@ def op_command(host: SshHost, op: str, target: str = "", branch: str = "") -> st
     raise ValueError(f"unknown op {op!r}")
 
 
-def launch_script(command_id: str, op: str, command: str) -> str:
-    """Start ``command`` in its own session (survives the SSH session); print its process group id."""
+def launch_script(command_id: str, op: str, command: str, *, preview: bool = False) -> str:
+    """Start ``command`` in its own session (survives the SSH session); print its process group id.
+
+    An operation's output goes to ``ID.log`` and it becomes ``last`` (what a new process adopts); a
+    ``preview`` keeps its stdout (the facts) apart in ``ID.out`` and is not an operation to adopt."""
     q = shlex.quote
+    out = '"$0/$2.out" 2> "$0/$2.log"' if preview else '"$0/$2.log" 2>&1'
     # In a subshell: an ``exit`` in the command must not skip writing its code.
-    inner = '( eval "$1" ) > "$0/$2.log" 2>&1; echo $? > "$0/$2.rc.tmp"; mv "$0/$2.rc.tmp" "$0/$2.rc"'
+    inner = f'( eval "$1" ) > {out}; echo $? > "$0/$2.rc.tmp"; mv "$0/$2.rc.tmp" "$0/$2.rc"'
+    last = "" if preview else f'echo "{command_id} {op} $! $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$d/last"\n'
     return (
         f'd="{STATE_DIR}"; mkdir -p "$d" || exit 97\n'
         f': > "$d/{command_id}.log"\n'
         f'setsid bash -c {q(inner)} "$d" {q(command)} {q(command_id)} < /dev/null > /dev/null 2>&1 &\n'
-        f'echo "{command_id} {op} $! $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$d/last"\n'
-        'echo "$!"'
+        f'{last}echo "$!"'
     )
 
 
@@ -201,6 +233,11 @@ def result_script(command_id: str, pgid: int) -> str:
     """``rc=N`` when finished, ``running`` while the group lives, ``gone`` when it died without a code."""
     return (f'if [ -f "{STATE_DIR}/{command_id}.rc" ]; then echo "rc=$(cat "{STATE_DIR}/{command_id}.rc")";'
             f' elif kill -0 -- -{pgid} 2>/dev/null; then echo running; else echo gone; fi')
+
+
+def wait_script(command_id: str, pgid: int, seconds: int = 30) -> str:
+    """Block until the command's process group leader exits (at most ``seconds``), then :func:`result_script`."""
+    return f"timeout {seconds} tail -s 0.2 --pid={pgid} -f /dev/null 2>/dev/null; {result_script(command_id, pgid)}"
 
 
 def stop_script(pgid: int) -> str:
@@ -218,7 +255,9 @@ def preview_script(host: SshHost, number: int, head_ref: str, sha: str) -> str:
         f"{{ git fetch -q origin {q(f'pull/{number}/head')} || git fetch -q origin {q(head_ref)}; }} >&2 2>/dev/null",
         f"git archive {q(sha)} | tar -x -C \"$d/src\" || {{ echo 'fetch=failed'; exit 0; }}",
         'cd "$d"',
-        f'if ! {rebuild} build --flake "$d/src#{host.attr}" >&2; then echo "build=failed"; exit 0; fi',
+        f'{rebuild} build --flake "$d/src#{host.attr}" >&2; rc=$?',
+        'if [ "$rc" -gt 128 ]; then echo "build=killed $((rc - 128))"; exit 0; fi',  # a signal: no verdict
+        'if [ "$rc" -ne 0 ]; then echo "build=failed"; exit 0; fi',
         'echo "build=ok"',
         'nix store diff-closures /run/current-system ./result 2>/dev/null | sed "s/^/diff=/"',
         *(f'echo "new_{link}=$(readlink -f ./result/{link} 2>/dev/null)"; '
@@ -279,16 +318,29 @@ def parse_diff_closures(lines: Iterable[str]) -> list[PackageChange]:
     return out
 
 
-def preview_from(host: str, stdout: str, stderr: str) -> HostPreview:
+def preview_unavailable(host: str, why: str) -> str:
+    """The problem of a preview that has no verdict (no evidence either way: never blocks a merge)."""
+    return f"preview unavailable for {host} ({why})"
+
+
+def preview_from(host: str, stdout: str, stderr: str, *, darwin: bool = False) -> HostPreview:
+    """The preview script's answer. Only ``build=failed`` (the build itself failed) is a build failure; a
+    build killed by a signal, or a script that ended without saying, leaves the preview unavailable.
+    A ``darwin`` host has no booted system to compare: no reboot need is told."""
     facts = parse_probe(stdout)
     tail = tuple(sanitize_line(x) for x in stderr.splitlines()[-12:])
+    build = facts.get("build", "")
     if facts.get("fetch") == "failed":
         return HostPreview(host, False, "the PR head could not be fetched on the host", last_lines=tail)
-    if facts.get("build") != "ok":
+    if build == "failed":
         return HostPreview(host, False, BUILD_FAILED, last_lines=tail)
+    if build != "ok":
+        why = (f"the build was killed by signal {build.split()[-1]}" if build.startswith("killed")
+               else "the preview ended without a result")
+        return HostPreview(host, False, preview_unavailable(host, why), last_lines=tail)
     diff = [line[5:] for line in stdout.splitlines() if line.startswith("diff=")]
     links = {k.replace("new_", "current_"): v for k, v in facts.items() if k.startswith(("new_", "booted_"))}
-    needed, why = reboot_needed(links)
+    needed, why = reboot_needed(links) if not darwin else (None, "")
     return HostPreview(host, True, changes=tuple(parse_diff_closures(diff)), reboot_needed=needed, reboot_why=why)
 
 
@@ -347,6 +399,7 @@ class SshFleet:
         self._version = 0
         self._queue: asyncio.Queue[tuple[str, Any]] | None = None
         self._probe_now = asyncio.Event()
+        self._checks: dict[str, asyncio.Task[None]] = {}  # host → its refresh-system probe under way
 
     @classmethod
     def from_config(cls, cfg: Any, github: Any = None) -> "SshFleet":
@@ -367,6 +420,8 @@ class SshFleet:
         for running in self._running.values():  # stop following; the commands run on (a new process adopts them)
             if running.task is not None:
                 running.task.cancel()
+        for task in self._checks.values():
+            task.cancel()
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
@@ -469,12 +524,50 @@ class SshFleet:
 
     async def preview(self, name: str, number: int, head_ref: str, sha: str, *, timeout: float = 3600.0
                       ) -> HostPreview:
-        """Build PR ``number``'s head ``sha`` on host ``name`` (not activated) and diff it with the running system."""
+        """Build PR ``number``'s head ``sha`` on host ``name`` (not activated) and diff it with the running system.
+
+        The build runs detached on the host, like the operations: a dropped session does not stop it, and
+        its result is read after a reconnect. A host that stays unreachable for ``RECONNECT_WINDOW`` s (or
+        a build past ``timeout``) leaves the preview unavailable, never a build failure; cancelling stops the
+        build on the host."""
+        command_id = f"preview-{uuid.uuid4().hex[:16]}"
+        script = preview_script(self.hosts[name], number, head_ref, sha)
         try:
-            done = await self._run(name, preview_script(self.hosts[name], number, head_ref, sha), timeout=timeout)
+            pgid = int(str((await self._run(name, launch_script(command_id, "preview", script, preview=True))
+                            ).stdout or "").strip().splitlines()[-1])
         except SshError as exc:
             return HostPreview(name, False, exc.message)
-        return preview_from(name, str(done.stdout or ""), str(done.stderr or ""))
+        except (ValueError, IndexError):
+            return HostPreview(name, False, preview_unavailable(name, "the build could not be started"))
+        loop = asyncio.get_running_loop()
+        deadline, lost_since = loop.time() + timeout, None
+        try:
+            while True:
+                try:
+                    state = str((await self._run(name, wait_script(command_id, pgid), bounded=False)).stdout
+                                or "").strip()
+                    lost_since = None
+                except SshError:  # the build runs on: reconnect and read its result
+                    lost_since = lost_since or loop.time()
+                    if loop.time() - lost_since > RECONNECT_WINDOW:
+                        return HostPreview(name, False, preview_unavailable(name, "connection lost"))
+                    await asyncio.sleep(1.0)
+                    continue
+                if state != "running":
+                    break
+                if loop.time() > deadline:
+                    await self._run(name, stop_script(pgid), timeout=STOP_GRACE + 10)
+                    return HostPreview(name, False, preview_unavailable(name, f"no result within {timeout:g} s"))
+            files = f'"{STATE_DIR}/{command_id}"'
+            done = await self._run(name, f"cat {files}.out; tail -n 12 {files}.log >&2; rm -f {files}.*")
+        except SshError:
+            return HostPreview(name, False, preview_unavailable(name, "connection lost"))
+        except asyncio.CancelledError:  # closed in the TUI: stop the build on the host (best effort)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._run(name, stop_script(pgid), timeout=STOP_GRACE + 10))
+            raise
+        return preview_from(name, str(done.stdout or ""), str(done.stderr or ""),
+                            darwin=self.hosts[name].system == "darwin")
 
     # --- connections ----------------------------------------------------------------
 
@@ -510,8 +603,12 @@ class SshFleet:
             raise SshError(f"{host.name}: cannot use ssh.identity_file {self.identity_file}: {exc} (use the SSH "
                            "agent for a key with a passphrase)") from None
         except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
-            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else (
-                getattr(exc, "reason", "") or getattr(exc, "strerror", "") or str(exc) or type(exc).__name__)
+            if isinstance(exc, asyncio.TimeoutError):
+                reason = f"timed out after {self.connect_timeout:g} s"
+            elif isinstance(exc, OSError) and exc.errno:  # "Connection refused", not asyncio's "Connect call failed"
+                reason = os.strerror(exc.errno)
+            else:
+                reason = getattr(exc, "reason", "") or getattr(exc, "strerror", "") or str(exc) or type(exc).__name__
             raise SshError(f"{host.name} ({host.where}) unreachable: {sanitize_line(str(reason), max_len=200)}") from None
         return conn
 
@@ -534,15 +631,32 @@ class SshFleet:
         if conn is not None:
             conn.close()
 
-    async def _run(self, name: str, script: str, *, timeout: float = 60.0) -> asyncssh.SSHCompletedProcess:
-        """One short command (bounded by the concurrency limit and ``timeout``)."""
+    async def _run(self, name: str, script: str, *, timeout: float = 60.0, bounded: bool = True
+                   ) -> asyncssh.SSHCompletedProcess:
+        """One short command (bounded by ``timeout``, and by the concurrency limit unless ``bounded`` is False:
+        then only its connect is, for a command that mostly waits)."""
         async with self._limit:
             conn = await self._connect(name)
-            try:
-                return await asyncio.wait_for(conn.run(script, check=False, errors="replace"), timeout)
-            except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
-                self._drop(name)
-                raise SshError(f"{name}: command failed on the connection: {exc or type(exc).__name__}") from None
+            if bounded:
+                return await self._exec(name, conn, script, timeout)
+        return await self._exec(name, conn, script, timeout)
+
+    async def _exec(self, name: str, conn: asyncssh.SSHClientConnection, script: str, timeout: float
+                    ) -> asyncssh.SSHCompletedProcess:
+        try:
+            done = await asyncio.wait_for(conn.run(script, check=False, errors="replace"), timeout)
+            if done.exit_status is None:  # neither an exit status nor a signal: the session was torn down
+                raise ConnectionLost(f"{name}: connection lost (the session ended without an exit status)")
+            return done
+        except asyncio.TimeoutError:
+            self._drop(name)
+            raise SshError(f"{name}: no answer within {timeout:g} s") from None
+        except ConnectionLost:
+            self._drop(name)
+            raise
+        except (OSError, asyncssh.Error) as exc:
+            self._drop(name)
+            raise ConnectionLost(f"{name}: connection lost ({exc or type(exc).__name__})") from None
 
     # --- probing ----------------------------------------------------------------------
 
@@ -584,14 +698,27 @@ class SshFleet:
     async def probe(self, name: str) -> None:
         host = self.hosts[name]
         try:
-            done = await self._run(name, probe_script(host), timeout=self.connect_timeout + 30)
+            try:
+                done = await self._run(name, probe_script(host), timeout=self.connect_timeout + 30)
+            except ConnectionLost:  # the reused connection had died since: once more, on a new one (reads only)
+                done = await self._run(name, probe_script(host), timeout=self.connect_timeout + 30)
         except SshError as exc:
-            self._update(name, {"status": "offline", "update_status": {
-                "system": _check("unknown" if not isinstance(exc, HostKeyRefused) else "error", exc.message)}},
-                reachable=False)
+            self._unreachable(name, exc)
             return
         facts = self._facts[name] = parse_probe(str(done.stdout or ""))
         self._update(name, self._row_from(host, facts))
+
+    def _unreachable(self, name: str, exc: SshError) -> None:
+        """Agent ``unreachable`` with the reason; a refused host key is an ``error`` (a security signal, not a
+        network blip: logged as a warning too). The other compartments keep what the host last said."""
+        loud = isinstance(exc, HostKeyRefused)
+        row = self._rows[name]
+        if loud and (row["update_status"].get("agent") or {}).get("message") != exc.message:
+            log.warning("%s", exc.message)
+        checks = {"agent": _check("error" if loud else "unreachable", exc.message)}
+        if not row.get("last_seen"):  # never reached: "not probed yet" would say the probe is still to come
+            checks |= {k: _check("unknown", "the host was never reached") for k in ("git", "lock", "system")}
+        self._update(name, {"status": "offline", "update_status": checks}, reachable=False)
 
     def _row_from(self, host: SshHost, facts: dict[str, str]) -> dict[str, Any]:
         head, lock = facts.get("head", ""), facts.get("lock", "")
@@ -617,7 +744,10 @@ class SshFleet:
         running = facts.get("running", "")
         failed = frozenset(facts.get("failed", "").split())
         self._failed_units[host.name] = failed
-        needed, why = reboot_needed(facts)
+        kernel = facts.get("os", "")
+        host_type = {"Darwin": "macos", "Linux": "nixos"}.get(kernel, host.host_type)
+        # nix-darwin has no /run/booted-system (macOS updates its kernel itself): no reboot need to tell
+        needed, why = reboot_needed(facts) if host_type != "macos" else (None, "")
         if running == "degraded":
             system = _check("error", f"degraded: failed units {', '.join(sorted(failed)) or '(none listed)'}")
         elif not revision:
@@ -628,10 +758,15 @@ class SshFleet:
             system = _check("outdated", f"{running}; runs {revision[:7]}, checkout is {head[:7] or '?'}")
         if why:
             system["message"] += f"; {why}"
+        reachable = f"reachable over SSH ({host.where})"
+        if host_type != host.host_type:
+            reachable += f"; it runs {kernel}, but its system setting is {host.system!r}"
         row: dict[str, Any] = {"status": "online", "generation": head, "last_seen": _now(),
                                "nixpkgs_version": str(version.get("nixosVersion") or "") if isinstance(version, dict) else "",
-                               "reboot_needed": needed,
-                               "update_status": {"git": git, "lock": lock_check, "system": system}}
+                               "reboot_needed": needed, "host_type": host_type,
+                               "system_generation": system_generation(facts.get("profile", "")),
+                               "update_status": {"agent": _check("ok", reachable), "git": git, "lock": lock_check,
+                                                 "system": system}}
         tests = facts.get("tests", "")
         if tests:
             ok = tests.split()[0] == "0"
@@ -643,10 +778,11 @@ class SshFleet:
     # --- model messages --------------------------------------------------------------
 
     def _initial_row(self, host: SshHost) -> dict[str, Any]:
-        return {"id": host.name, "hostname": host.name, "host_type": host.system, "status": "unknown",
+        return {"id": host.name, "hostname": host.name, "host_type": host.host_type, "device_type": host.device_type,
+                "location": host.location, "status": "unknown", "system_generation": None,
                 "agent_version": AGENT_VERSION, "agent_outdated": False, "pending_command": "",
                 "repo_url": "", "repo_dir": host.repo_dir, "reboot_needed": None,
-                "update_status": {k: _check("unknown", "not probed yet") for k in ("git", "lock", "system")}
+                "update_status": {k: _check("unknown", "not probed yet") for k in ("agent", "git", "lock", "system")}
                 | {"tests": _check("unknown", "no test result yet")}}
 
     def _init_message(self) -> dict[str, Any]:
@@ -677,8 +813,9 @@ class SshFleet:
     def _put_command(self, cmd: Command) -> None:
         kind = "command_finished" if cmd.terminal else "command_started"
         self._commands[cmd.id] = cmd
-        if cmd.terminal:
-            self._running.pop(cmd.host_id, None)
+        running = self._running.get(cmd.host_id)
+        if cmd.terminal and running is not None and running.command.id == cmd.id:
+            self._running.pop(cmd.host_id)
         self._update(cmd.host_id, {"pending_command": "" if cmd.terminal else cmd.op})
         self._emit({"type": kind, "id": cmd.id, "payload": self._command_json(cmd), "fields": self._command_json(cmd)})
 
@@ -692,10 +829,13 @@ class SshFleet:
         host = self.hosts.get(name)
         if host is None:
             return DispatchResult(name, "error", message="Host not found")
+        if name in self._running or name in self._checks:  # one command per host, as on the dashboard
+            running = self._running[name].command.op if name in self._running else REFRESH_SYSTEM
+            return DispatchResult(name, "blocked", code="busy", message=f"{running} running")
+        if op == REFRESH_SYSTEM:
+            return self._refresh_system(name)
         if op not in OPS:
             return DispatchResult(name, "blocked", code="unsupported", message=f"{op} is not supported over SSH")
-        if name in self._running:
-            return DispatchResult(name, "blocked", code="busy", message=f"{self._running[name].command.op} running")
         target = ""
         if op == "pull":
             await self._refresh_target()
@@ -721,6 +861,33 @@ class SshFleet:
         cmd = Command(command_id, name, op, "EXECUTING", created_at=now, started_at=now)
         self._start_following(cmd, pgid, failed_before)
         return DispatchResult(name, "started", status="EXECUTING", command_id=command_id)
+
+    def _refresh_system(self, name: str) -> DispatchResult:
+        """``refresh-system``: probe the host now; the command ends SUCCESS with the fresh System state as its
+        output, or ERROR saying why the host could not be checked."""
+        now = _now()
+        cmd = Command(f"ssh-{uuid.uuid4().hex[:16]}", name, REFRESH_SYSTEM, "EXECUTING", created_at=now, started_at=now)
+        self._put_command(cmd)
+
+        async def check() -> None:
+            self._facts.pop(name, None)
+            try:
+                await self.probe(name)  # an unreachable host is reported by the probe itself
+            except Exception:  # never leave the command EXECUTING because of a bug here
+                log.exception("refresh-system on %s failed", name)
+            finally:
+                self._checks.pop(name, None)  # free before the command ends: the next op may follow at once
+            checks = self._rows[name]["update_status"]
+            if name in self._facts:
+                status, code, error = "SUCCESS", 0, ""
+                self._output(name, cmd, [f"System {checks['system']['status']}: {checks['system']['message']}"])
+            else:
+                status, code, error = "ERROR", None, f"could not check the host: {checks['agent']['message']}"
+            self._put_command(Command(cmd.id, name, cmd.op, status, cmd.created_at, cmd.started_at, _now(), code,
+                                      error))
+
+        self._checks[name] = asyncio.create_task(check(), name=f"nfu-ssh-{cmd.id}")
+        return DispatchResult(name, "started", status="EXECUTING", command_id=cmd.id)
 
     def _start_following(self, cmd: Command, pgid: int, failed_before: frozenset[str], lines: int = 0) -> None:
         running = _Running(cmd, pgid, lines, failed_before=failed_before)
@@ -750,9 +917,10 @@ class SshFleet:
                 await self._tail(running)
                 state = str((await self._run(name, result_script(cmd.id, running.pgid))).stdout or "").strip()
             except SshError as exc:  # the host went away: the command runs on; keep trying
-                self._update(name, {"status": "offline"}, reachable=False)
+                self._unreachable(name, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15.0)
+                await self.probe(name)  # reachable again: shown at once, not at the next poll
                 continue
             if state == "running":  # tail ended early (log removed?): follow again, without spinning
                 await asyncio.sleep(1.0)
@@ -790,7 +958,7 @@ class SshFleet:
                     self._output(cmd.host_id, cmd, [line])
         except (OSError, asyncssh.Error) as exc:
             self._drop(cmd.host_id)
-            raise SshError(f"{cmd.host_id}: lost the connection while following {cmd.op}: {exc}") from None
+            raise ConnectionLost(f"{cmd.host_id}: lost the connection while following {cmd.op}: {exc}") from None
 
     async def _verify(self, op: str, name: str, failed_before: frozenset[str] | None) -> tuple[str, str]:
         """After exit 0: the host must run its checkout's commit, with no newly failed unit

@@ -188,11 +188,16 @@ def host_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     if "reboot_needed" in data:
         needed = get("reboot_needed")
         out["reboot_needed"] = needed if isinstance(needed, bool) else None
+    if "system_generation" in data:
+        gen = get("system_generation")
+        out["system_generation"] = gen if isinstance(gen, int) and not isinstance(gen, bool) and gen > 0 else None
     status = get("update_status")
     if isinstance(status, Mapping):
         for key in _CHECK_KEYS:
             if key in status:
                 out[key] = StatusCheck.from_json(status[key]) or UNKNOWN_CHECK
+        if "agent" in status:  # only the SSH backend reports an Agent compartment of its own
+            out["agent_check"] = StatusCheck.from_json(status["agent"])
         for key in ("repo_url", "repo_dir"):
             if key in status:
                 out[key] = _str(status[key])

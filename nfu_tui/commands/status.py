@@ -8,7 +8,9 @@ JSON schema ``nfu-tui.status/1`` (stable; new keys may be added, none removed)::
                 "rate": {"limit": int | null, "remaining": int | null, "reset": int | null}},
      "hosts": [{"id", "hostname", "online": bool, "status", "last_seen", "host_type", "device_type",
                 "location", "generation", "pending_command": str | null, "held": bool,
+                "reboot_needed": bool | null, "system_generation": int | null,
                 "compartments": {"agent"|"git"|"lock"|"system"|"tests": {"state", "message"}}}],
+                # SSH backend: Agent "unreachable" (or "error" for a refused host key) with the reason
      "update_prs": [{"number", "title", "author", "url", "head_sha", "base_sha", "created_at",
                      "ci": "green"|"red"|"pending"|"no-ci"|"unknown", "ci_summary",
                      "mergeable": bool | null, "mergeable_state", "lock_only": bool | null,
@@ -143,6 +145,7 @@ async def _status(cfg, secrets, *, as_json: bool, insecure: bool) -> int:  # typ
             "generation": h.generation or None,
             "pending_command": h.pending_command or None,
             "reboot_needed": h.reboot_needed,
+            "system_generation": h.system_generation,
             "held": h.id in held,
             "compartments": {
                 c: {"state": h.compartment(c).state.value, "message": h.compartment(c).message} for c in COMPARTMENTS
@@ -178,7 +181,7 @@ def _journal(report: dict, failures: list[str]) -> None:
         failures.append(exc.message)
 
 
-GLYPH = {"ok": "✓", "outdated": "↑", "error": "✗", "working": "⟳", "unknown": "?"}
+GLYPH = {"ok": "✓", "outdated": "↑", "error": "✗", "working": "⟳", "unknown": "?", "unreachable": "⊘"}
 
 
 def _print_text(report: dict, backend) -> None:  # type: ignore[no-untyped-def]
@@ -201,8 +204,8 @@ def _print_text(report: dict, backend) -> None:  # type: ignore[no-untyped-def]
             extra += {True: " [reboot needed]", False: ""}.get(h.get("reboot_needed"), "")
             print(f"  {sanitize_line(h['hostname']).ljust(width)}  {state:<7}  {cells}  {h['pending_command'] or '-'}{extra}")
             if report["dashboard"]["url"] == "ssh":  # no dashboard page to look at: say why a host is red
-                for c in ("git", "system", "tests"):
-                    if h["compartments"][c]["state"] == "error" or (c == "system" and not h["online"]):
+                for c in ("agent", "git", "system", "tests"):
+                    if h["compartments"][c]["state"] in ("error", "unreachable"):
                         print(f"  {''.ljust(width)}  {c}: {sanitize_line(h['compartments'][c]['message'])}")
     prs = report["update_prs"]
     print()

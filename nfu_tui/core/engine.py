@@ -951,9 +951,33 @@ class JournalState:
                 st.canary_wait_until = str(data.get("until", ""))
             elif step == "canary_gate":
                 st.canary_gate = bool(data.get("passed"))
+            elif step == "canary_accepted":  # a run continued past its unverified canaries (continue_unverified)
+                st.canary_gate = True
             elif step == "cancel_requested":
                 st.cancel_requested = True
         return st
+
+
+def continuable(run: Any) -> list[HostOutcome]:
+    """The unverified canaries of a finished deploy (or converge) run that stopped on them alone — switched,
+    never confirmed by the fleet, no host failed or unknown, no other host started — which the admin may
+    continue past its canary gate (:meth:`DeployEngine.continue_unverified`); [] for any other run."""
+    if run.kind not in ("deploy", "converge") or not run.finished or run.status in ("succeeded", "cancelled",
+                                                                                      "abandoned"):
+        return []
+    plan = DeployPlan.from_dict(run.plan)
+    journal = JournalState.from_run(run)
+    canaries = [e.host for e in plan.waves[0]]
+    outcomes = journal.finished
+    if plan.merge_only or not canaries or not (journal.merge_sha or plan.converge):
+        return []
+    if any(outcomes.get(h) is None or outcomes[h].outcome not in (Outcome.OK, Outcome.HELD, Outcome.UNVERIFIED)
+           for h in canaries):
+        return []
+    if any(o.outcome not in (Outcome.SKIPPED, Outcome.HELD, Outcome.QUEUED)
+           for h, o in outcomes.items() if h not in canaries):
+        return []
+    return [outcomes[h] for h in canaries if outcomes[h].outcome is Outcome.UNVERIFIED]
 
 
 # ==================================================================== engine
@@ -1079,6 +1103,17 @@ class DeployEngine:
         """Continue an unfinished run from its journal (its own plan)."""
         return await self.run(None, actor=actor, resume_run_id=run_id, queued_wait=queued_wait)
 
+    async def continue_unverified(self, run_id: int, *, actor: str, queued_wait: float | None = None) -> RunResult:
+        """Deploy the rest of run ``run_id``, which stopped because its canaries ended ``unverified``: the
+        admin's explicit decision to go on without the fleet's proof (see :func:`continuable`).
+
+        A new run continues it: the merge and the canaries' steps are carried over, a ``canary_accepted``
+        step (who, which canaries, what was not proven) opens its canary gate, the decision is audited
+        (``continue_unverified``), and the run is resumed like an interrupted one — nothing is merged
+        again, the canaries are not deployed again. :class:`~nfu_tui.errors.StateError` for any other run.
+        """
+        return await self.run(None, actor=actor, continue_run_id=run_id, queued_wait=queued_wait)
+
     # --- the run ----------------------------------------------------------------
 
     async def run(
@@ -1089,6 +1124,7 @@ class DeployEngine:
         trigger: str = "manual",
         resume_run_id: int | None = None,
         queued_wait: float | None = None,
+        continue_run_id: int | None = None,
     ) -> RunResult:
         """Merge (unless already done) and deploy ``plan``; returns when the run ends.
 
@@ -1111,6 +1147,8 @@ class DeployEngine:
         with self._lock():
             if self._remote_lock is not None:
                 await self._remote_lock()  # before anything is journaled or merged
+            if continue_run_id is not None:
+                resume_run_id = self._continued_run(continue_run_id, actor=actor, trigger=trigger)
             r = self._open_run(plan, actor=actor, trigger=trigger, resume_run_id=resume_run_id)
             self._run = r
             try:
@@ -1144,6 +1182,35 @@ class DeployEngine:
         r.journaled.update(journal.finished)
         r.gen_before.update(journal.generation_before)
         return r
+
+    def _continued_run(self, run_id: int, *, actor: str, trigger: str) -> int:
+        """Journal the run that continues ``run_id`` past its unverified canaries; its id (to resume)."""
+        stored = self.store.get_run(run_id)  # StateError when unknown
+        accepted = continuable(stored)
+        if not accepted:
+            raise StateError(f"run #{run_id} did not stop on unverified canaries alone; there is nothing to "
+                             "continue anyway")
+        if any(e.action == "continue_unverified" and e.details.get("from_run") == run_id
+               for e in self.store.audit_entries(10_000, since=stored.created_at)):
+            raise StateError(f"run #{run_id} was continued already; there is nothing to continue anyway")
+        hosts = [o.host for o in accepted]
+        unproven = {o.host: o.detail or "not verified" for o in accepted}
+        canaries = {e.host for e in DeployPlan.from_dict(stored.plan).waves[0]}
+        new_id = self.store.create_run(stored.kind, actor=actor, trigger=trigger, pr=stored.pr,
+                                       head_sha=stored.head_sha, plan=stored.plan)
+        for step in stored.steps or ():  # what is done already: the merge, the PR's context, the canaries
+            if step.step in ("context", "merged") or (step.host in canaries and step.step != "resumed"):
+                data = dict(step.data)
+                if step.step == "merged":
+                    data["note"] = f"in run #{run_id}"
+                self.store.record(new_id, step.step, **data)
+        self.store.record(new_id, "canary_accepted", from_run=run_id, actor=actor, hosts=hosts, unproven=unproven)
+        try:
+            self.store.audit("continue_unverified", actor=actor, github_login=self.github_login, pr=stored.pr,
+                             details={"run": new_id, "from_run": run_id, "hosts": hosts, "unproven": unproven})
+        except (StateError, OSError) as exc:  # the journal has the decision; never stop a deploy for this
+            log.warning("could not write the audit entry continue_unverified: %s", exc)
+        return new_id
 
     async def _execute(self, r: _Run, queued_wait: float | None) -> RunResult:
         plan = r.plan
@@ -2126,6 +2193,7 @@ __all__ = [
     "WaitingForCanaries",
     "ci_refusal",
     "command_from_events",
+    "continuable",
     "evidence_of",
     "reached_target",
     "still_verified_problems",

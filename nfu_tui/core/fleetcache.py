@@ -54,7 +54,7 @@ _HOST_FIELDS = (
     "hostname", "host_type", "device_type", "location", "status", "last_seen", "generation",
     "agent_version", "theme_color", "os_version", "nixpkgs_version",
 )  # fmt: skip
-_CHECKS = ("git", "lock", "system", "tests")
+_CHECKS = ("git", "lock", "system", "tests", "agent_check")  # agent_check: the SSH backend's own (else None)
 _SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET", "TOTP")
 
 
@@ -145,8 +145,8 @@ def _host_json(host: Host) -> dict[str, Any]:
     if host.agent_outdated:
         data["agent_outdated"] = True
     for name in _CHECKS:
-        check: StatusCheck = getattr(host, name)
-        if check != StatusCheck():
+        check: StatusCheck | None = getattr(host, name)
+        if check is not None and check != StatusCheck():
             data[name] = [check.state.value, _cut(check.message), _cut(check.checked_at)]
     return data
 

@@ -250,6 +250,8 @@ def step_text(step: str, data: Mapping[str, Any], host: str | None) -> str:
                                f"{_short_time(data.get('until'))}",
         "canary_gate": lambda: "canaries healthy" if data.get("passed") else
         "canary gate failed: " + "; ".join(data.get("problems") or []),
+        "canary_accepted": lambda: f"continued from run #{data.get('from_run')} by {data.get('actor', '?')}: "
+                                   f"canaries {', '.join(data.get('hosts') or [])} not verified, accepted",
         "paused": lambda: "paused: no new host starts" + (f" ({data['reason']})" if data.get("reason") else ""),
         "resumed": lambda: "resumed" + (f" by {data['actor']}" if data.get("actor") else ""),
         "suspended": lambda: f"suspended: {data.get('reason', '')}",

@@ -41,7 +41,7 @@ from typing import Any, Iterable, Mapping
 
 from nfu_tui.backends.base import info_for
 from nfu_tui.config import Config, HostConfig
-from nfu_tui.models import Host
+from nfu_tui.models import LOCATIONS, SERVER_TYPES, WORKSTATION_TYPES, Host
 
 STRATEGIES = ("all", "online-only", "none")
 
@@ -68,26 +68,14 @@ _TIER_LABELS = {
     Tier.CLOUD_SERVER: "cloud server",
 }
 
-_WORKSTATION_TYPES = frozenset({"desktop", "laptop", "gaming", "workstation", "notebook", "pc"})
-_SERVER_TYPES = frozenset({"server", "vm", "vps"})
-_LOCATIONS = {
-    "home": "home",
-    "work": "work",
-    "office": "work",
-    "cloud": "cloud",
-    "vps": "cloud",
-    "datacenter": "cloud",
-    "dc": "cloud",
-}
-
 
 def tier_of(host: Host) -> Tier:
     """The default tier of a host, from the dashboard's ``device_type``/``location``/``host_type``."""
     device = host.device_type.strip().lower()
-    location = _LOCATIONS.get(host.location.strip().lower(), "")
-    if device in _WORKSTATION_TYPES:
+    location = LOCATIONS.get(host.location.strip().lower(), "")
+    if device in WORKSTATION_TYPES:
         return Tier.WORKSTATION
-    if device in _SERVER_TYPES:
+    if device in SERVER_TYPES:
         return {"home": Tier.HOME_SERVER, "work": Tier.WORK_SERVER, "cloud": Tier.CLOUD_SERVER}.get(location, Tier.OTHER)
     if host.host_type.strip().lower() == "macos":
         return Tier.WORKSTATION

@@ -167,10 +167,10 @@ def summary_line(p: HostPreview) -> str:
     """One line per host: builds (changes, delta, reboot) or why not."""
     if not p.ok:
         return f"{p.host}: {sanitize_line(p.problem)}"
-    reboot = "no reboot needed" if p.reboot_needed is False else p.reboot_why
+    reboot = "; no reboot needed" if p.reboot_needed is False else f"; {p.reboot_why}" if p.reboot_why else ""
     fixes = sum(1 for c in p.changes if c.security_ids)
     sec = f" ({fixes} security fix{'es' if fixes != 1 else ''})" if fixes else ""
-    return f"{p.host}: builds; {len(p.changes)} package change(s){sec}, closure {p.size_kib:+.1f} KiB; {reboot}"
+    return f"{p.host}: builds; {len(p.changes)} package change(s){sec}, closure {p.size_kib:+.1f} KiB{reboot}"
 
 
 def report_lines(p: HostPreview) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -30,7 +31,7 @@ from nfu_tui.core.live import LiveFleet
 from nfu_tui.core.state import AppState
 from nfu_tui.core.store import DeployLock, Store, local_actor
 from nfu_tui.errors import GitHubNotFound, GitHubRateLimited, LoginFailed, NfuError, StateError
-from nfu_tui.models import Command, Host, Notification, RateBudget, UpdatePR
+from nfu_tui.models import Command, CompartmentState, Host, Notification, RateBudget, UpdatePR
 from nfu_tui.sanitize import sanitize_line
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class FleetService:
         self._github_login: str | None = None
         self.tracked_prs: set[int] = set()  # shown although detection skips them (revert PRs nfu-tui opened)
         self._merged_prs: set[int] = set()  # merged by our engine: not pending, whatever a stale poll says
+        self._agent_alerts: dict[str, str] = {}  # host → the Agent error already notified
         self.deployments: Any = self._make_deployments()  # nfu_tui.core.deployments.FleetDeployments or None
 
     # ------------------------------------------------------------ construction
@@ -321,8 +323,24 @@ class FleetService:
             self._emit(ServiceEvent("fleet"))
         elif fleet_ids:
             self._emit(ServiceEvent("fleet", frozenset(fleet_ids)))
+        self._alert_refused_agents(self.fleet.snapshot().hosts if everything else fleet_ids)
         if output_ids:
             self._emit(ServiceEvent("output", frozenset(output_ids)))
+
+    def _alert_refused_agents(self, host_ids: Iterable[str]) -> None:
+        """A backend's own Agent ``error`` (the SSH backend: a refused host key) is a security signal, not a
+        network blip: notified (toast and webhook) once per host and message (the offered fingerprint)."""
+        for host_id in host_ids:
+            host = self.fleet.host(host_id)
+            check = host.agent_check if host is not None else None
+            if host is None or check is None or check.state is not CompartmentState.ERROR:
+                continue
+            if self._agent_alerts.get(host_id) == check.message:
+                continue
+            self._agent_alerts[host_id] = check.message
+            digest = hashlib.sha256(check.message.encode()).hexdigest()[:16]
+            self.notify(Notification(f"{host.name}: host key refused", check.message, "error",
+                                     ["nfu-tui", "security"], event_id=f"agent-error:{host_id}:{digest}"))
 
     async def login(self, password: str, totp: str | None = None) -> None:
         """Log in to the dashboard with what the user typed (raises LoginFailed)."""
@@ -687,6 +705,11 @@ class FleetService:
     async def resume(self, run_id: int, **engine_kw: Any) -> Any:
         self.engine = self.make_engine(**engine_kw)
         return await self.engine.resume(run_id, actor=local_actor())
+
+    async def continue_unverified(self, run_id: int, **engine_kw: Any) -> Any:
+        """Deploy the rest of run ``run_id`` past its unverified canaries (the admin's decision; a new run)."""
+        self.engine = self.make_engine(**engine_kw)
+        return await self.engine.continue_unverified(run_id, actor=local_actor())
 
     def cancel_deploy(self, *, release_hosts: bool = False) -> None:
         if self.engine is not None and self.engine.running:

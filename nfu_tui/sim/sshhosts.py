@@ -9,7 +9,8 @@ system links and the failed units. Commands run with ``PATH``, ``HOME`` and
 ``NFU_STATE`` pointing there — through real ``sshd`` (``SetEnv``, in the tests) or
 through :class:`SshHostsServer` (asyncssh, for ``nfu-tui demo --backend ssh``).
 
-Knobs (files in ``state/``): ``fail-build`` (the build fails), ``closure-diff`` (what
+The system profile (``/nix/var/nix/profiles/system`` → ``system-N-link``) lives in
+``state/profiles/``. Knobs (files in ``state/``): ``fail-build`` (the build fails), ``closure-diff`` (what
 ``nix store diff-closures`` prints besides the kernel's change), ``switch-steps`` (0.1 s
 build steps, default 2), ``next-kernel`` (the next switch's kernel), ``failed-units``
 (units failing now), ``units-fail-after-switch`` (failing after the next switch).
@@ -63,6 +64,7 @@ else
   echo "activating the configuration (generation $new, ${flake#*#})..."
 fi
 ln -sfn "$S/store/sys-$new" "$S/run/current-system"
+ln -sfn "$S/store/sys-$new" "$S/profiles/system-$new-link"; ln -sfn "system-$new-link" "$S/profiles/system"
 echo "$new" > "$S/gen"
 [ -f "$S/units-fail-after-switch" ] && mv "$S/units-fail-after-switch" "$S/failed-units"
 echo done >> "$S/switches"
@@ -95,14 +97,24 @@ old=$(cat "$(map "$3")/kname"); new=$(cat "$(map "$4")/kname")
 # The real readlink is found on PATH after this stand-in's own directory (the first entry).
 READLINK = r"""#!/usr/bin/env bash
 args=()
-for a in "$@"; do case "$a" in /run/*) args+=("$NFU_STATE$a");; *) args+=("$a");; esac; done
+for a in "$@"; do case "$a" in
+  /run/*) args+=("$NFU_STATE$a");;
+  /nix/var/nix/profiles/*) args+=("$NFU_STATE/profiles/${a#/nix/var/nix/profiles/}");;
+  *) args+=("$a");;
+esac; done
 PATH="${PATH#*:}" exec readlink "${args[@]}"
+"""
+
+# A nix-darwin host's kernel name (only on darwin hosts' PATH).
+UNAME_DARWIN = r"""#!/usr/bin/env bash
+[ "$1" = -s ] && { echo Darwin; exit 0; }
+PATH="${PATH#*:}" exec uname "$@"
 """
 
 STANDINS = {"nixos-rebuild": NIXOS_REBUILD, "darwin-rebuild": NIXOS_REBUILD, "nixos-version": NIXOS_VERSION,
             "darwin-version": NIXOS_VERSION, "systemctl": SYSTEMCTL, "readlink": READLINK, "nix": NIX}
 
-NEEDED_TOOLS = ("bash", "git", "setsid", "tail", "readlink")
+NEEDED_TOOLS = ("bash", "git", "setsid", "tail", "timeout", "readlink")
 
 
 def missing_tools() -> list[str]:
@@ -114,12 +126,12 @@ def git(*args: str, cwd: Path | None = None) -> str:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, env=env).stdout.strip()
 
 
-def prepare_host(root: Path, remote: Path, *, kernel: str = "6.12.1", booted: bool = True) -> None:
+def prepare_host(root: Path, remote: Path, *, kernel: str = "6.12.1", darwin: bool = False) -> None:
     """A fresh host in ``root``: stand-ins, a clone of ``remote`` at its default branch, generation 1 running
-    that commit (booted unless ``booted`` is False: no /run/booted-system, as on nix-darwin)."""
-    for sub in ("bin", "home", "state/run", "state/store"):
+    that commit (booted, except on ``darwin``: no /run/booted-system, and ``uname -s`` says Darwin)."""
+    for sub in ("bin", "home", "state/run", "state/store", "state/profiles"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    for name, text in STANDINS.items():
+    for name, text in {**STANDINS, **({"uname": UNAME_DARWIN} if darwin else {})}.items():
         path = root / "bin" / name
         path.write_text(text)
         path.chmod(0o755)
@@ -134,7 +146,9 @@ def prepare_host(root: Path, remote: Path, *, kernel: str = "6.12.1", booted: bo
         (state / "store" / f"{f}-{kernel}").touch()
         (system / f).symlink_to(f"../{f}-{kernel}")
     (state / "run" / "current-system").symlink_to(system)
-    if booted:
+    (state / "profiles" / "system-1-link").symlink_to(system)
+    (state / "profiles" / "system").symlink_to("system-1-link")
+    if not darwin:
         (state / "run" / "booted-system").symlink_to(system)
     (state / "gen").write_text("1\n")
 
@@ -245,14 +259,17 @@ async def serve_scenario(sim: Any, root: Path) -> tuple[SshHostsServer, dict[str
     hosts: dict[str, Any] = {}
     for spec in sim.scenario.hosts:
         darwin = spec.host_type in ("macos", "darwin")
-        prepare_host(root / spec.name, remote, booted=not darwin)
+        prepare_host(root / spec.name, remote, darwin=darwin)
         state = root / spec.name / "state"
         if spec.has("switch_fails"):
             (state / "fail-build").write_text("1\n")
         (state / "switch-steps").write_text("100\n" if spec.has("slow") else "15\n")
+        if not darwin:  # the update brings a new kernel: switched hosts need a reboot (the grid's badge)
+            (state / "next-kernel").write_text("6.12.2\n")
         known.append(await server.add(spec.name, online=spec.online and not spec.has("offline")))
         hosts[spec.name] = {"ssh": f"{os.environ.get('USER') or 'nfu'}@127.0.0.1:{server.ports[spec.name]}",
-                            "repo_dir": str(root / spec.name / "repo"), "system": "darwin" if darwin else "nixos"}
+                            "repo_dir": str(root / spec.name / "repo"), "system": "darwin" if darwin else "nixos",
+                            "role": f"{spec.device_type}/{spec.location}"}
     (root / "known_hosts").write_text("\n".join(known) + "\n")
     return server, {"fleet": {"backend": "ssh"}, "hosts": hosts,
                     "ssh": {"known_hosts": str(root / "known_hosts"), "identity_file": str(identity),

@@ -91,6 +91,7 @@ class FleetServiceAPI(Protocol):
     async def plan_converge(self, host_ids: list[str] | None = None) -> Any: ...
     async def deploy(self, plan: Any) -> Any: ...
     async def resume(self, run_id: int) -> Any: ...
+    async def continue_unverified(self, run_id: int) -> Any: ...
     def unfinished_runs(self) -> list[Any]: ...
     def cancel_deploy(self, *, release_hosts: bool = False) -> None: ...
     def stop_waiting(self) -> None: ...
@@ -153,7 +154,10 @@ class NfuApp(App[int]):
 
     BINDINGS = [
         Binding("q", "quit", "Quit", tooltip="Quit nfu-tui", id="app.quit"),
-        Binding("question_mark", "help", "Help", key_display="?", tooltip="Every key binding and the legend", id="app.help"),
+        Binding(
+            "question_mark", "help", "Help", key_display="?", show=False,  # pinned right by KeyFooter
+            tooltip="Every key binding and the legend", id="app.help",
+        ),
         Binding("r", "refresh", "Refresh", show=False, tooltip="Poll GitHub and resync the fleet now", id="app.refresh"),
         Binding(
             "A", "toggle_automation", "Automation on/off", show=False,
@@ -538,10 +542,20 @@ class NfuApp(App[int]):
         if view.apply(event):  # the run just finished: toast + bell
             note = event.notification
             # Failed or left hosts: the deploy screen's panel says it (with the next steps), uncovered.
-            if not (getattr(self.screen, "view", None) is view and (view.failures() or view.left_behind())):
+            if not (getattr(self._screen_or_none(), "view", None) is view
+                    and (view.failures() or view.left_behind())):
                 self.notify(note.message, title=note.title, severity=note.severity, timeout=15, markup=False)
             if self.ring_bell:
                 self.bell()
+
+    def _screen_or_none(self) -> Any:
+        """The active screen; None once the app is shutting down (a run's last events may arrive then)."""
+        from textual.app import ScreenStackError
+
+        try:
+            return self.screen
+        except ScreenStackError:
+            return None
 
     def _follow_run(self, event: Any) -> DeployView | None:
         """A run started by automation or a rollback: show it like a deploy of our own."""
@@ -876,6 +890,18 @@ class NfuApp(App[int]):
             return ""
         return f"Run #{result.run_id} {result.status.value}: {', '.join(parts)} · c converge"
 
+    def continue_unverified(self, view: DeployView) -> bool:
+        """Deploy the rest of ``view``'s run past its unverified canaries (the admin confirmed); False when
+        a deploy runs already."""
+        if self.service is None or view.run_id is None:
+            return False
+        if self.deploy_running or (self.runner is not None and self.runner.acting):
+            self.notify("A deploy is already running.", title="Continue", severity="warning")
+            return False
+        self.deploy_view = view.continued()
+        self._deploy(None, None, continue_run_id=view.run_id)
+        return True
+
     def start_deploy(self, plan: Any) -> None:
         from nfu_tui.ui.deployview import DeployView
 
@@ -964,9 +990,11 @@ class NfuApp(App[int]):
                     markup=False)
 
     @work(group="deploy", exclusive=True, exit_on_error=False, description="merge & deploy")
-    async def _deploy(self, plan: Any, resume_run_id: int | None) -> None:
+    async def _deploy(self, plan: Any, resume_run_id: int | None, *, continue_run_id: int | None = None) -> None:
         assert self.service is not None
-        if resume_run_id is None:
+        if continue_run_id is not None:
+            result = await self.service.continue_unverified(continue_run_id)
+        elif resume_run_id is None:
             result = await self.service.deploy(plan)
         else:
             result = await self.service.resume(resume_run_id)

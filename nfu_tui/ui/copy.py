@@ -51,12 +51,12 @@ def pr_url(service: Any, number: int | None) -> Target | None:
 
 
 def host_error_lines(service: Any, host_id: str | None) -> Target | None:
-    """The host's compartments in error (with their messages) and its last output lines."""
+    """The host's compartments in error or unreachable (with their messages) and its last output lines."""
     host = service.host(host_id) if service is not None and host_id else None
     if host is None:
         return None
     lines = [f"{host.name} {name}: {host.compartment(name).message or 'error'}" for name in COMPARTMENTS
-             if host.compartment(name).state is CompartmentState.ERROR]
+             if host.compartment(name).state in (CompartmentState.ERROR, CompartmentState.UNREACHABLE)]
     lines += service.output_lines(host.id)[-ERROR_LINES:]
     if not lines:
         return None

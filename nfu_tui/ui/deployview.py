@@ -163,11 +163,36 @@ class DeployView:
 
     def left_behind(self) -> list[str]:
         """Once a run ended cancelled, failed, unknown, unverified or waiting (not refused): the hosts it did
-        not bring to the target."""
+        not bring to the target (an unverified host that reached it is not behind: converge would skip it)."""
         status = getattr(getattr(self.result, "status", None), "value", "")
         if status not in ("cancelled", "failed", "unknown", "unverified", "waiting"):
             return []
-        return [h for h in self.order if self.rows[h].state != "ok"]
+        rows = self.order_rows()
+        return [r.host for r in rows if r.state != "ok" and not (r.state == "unverified" and r.reached)]
+
+    def unverified_canaries(self) -> list[HostRow]:
+        """Once the run stopped on unverified canaries alone (no host failed or unknown, no other host
+        started): those canaries — the admin may continue anyway (mirrors ``engine.continuable``)."""
+        status = getattr(getattr(self.result, "status", None), "value", "")
+        canaries = [r for r in self.order_rows() if r.canary]
+        if status != "unverified" or self.plan.merge_only or any(
+                r.state not in ("ok", "held", "unverified") for r in canaries):
+            return []
+        if any(r.state not in ("skipped", "held", "queued") for r in self.order_rows() if not r.canary):
+            return []
+        return [r for r in canaries if r.state == "unverified"]
+
+    def continued(self) -> "DeployView":
+        """The view of the run that continues this one past its unverified canaries: the same plan, the
+        canaries as they ended, the rest still to come (the new run's id arrives with its RunStarted)."""
+        view = DeployView.from_plan(self.plan, self.clock)
+        view.merge_sha = self.merge_sha
+        for row in self.order_rows():
+            if row.canary:
+                view.rows[row.host] = row
+        names = ", ".join(r.host for r in self.unverified_canaries())
+        view.headline = f"Continuing run #{self.run_id} without {names} verified…"
+        return view
 
     @property
     def succeeded(self) -> bool | None:
@@ -207,7 +232,7 @@ class DeployView:
         if self.result is not None:  # the engine's result came before its last events: it is the final word
             return isinstance(event, eng.RunFinished)
         if isinstance(event, eng.RunStarted):
-            self.stage = "deploying" if self.plan.converge else "merging"
+            self.stage = "deploying" if self.plan.converge or self.merge_sha else "merging"
             for host in event.hosts:
                 self._row(host)
         elif isinstance(event, eng.MergeRequested):

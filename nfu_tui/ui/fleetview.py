@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from rich.cells import cell_len, set_cell_size
 
+from nfu_tui.domain.timeparse import parse_time
 from nfu_tui.models import COMPARTMENTS, CompartmentState, Host
 
 STATE_GLYPHS: dict[CompartmentState, str] = {
@@ -33,6 +34,7 @@ STATE_GLYPHS: dict[CompartmentState, str] = {
     CompartmentState.ERROR: "✗",
     CompartmentState.WORKING: "⟳",
     CompartmentState.UNKNOWN: "?",
+    CompartmentState.UNREACHABLE: "⊘",
 }
 PENDING_GLYPH = "⇡"
 COMPARTMENT_TITLES: dict[str, str] = {
@@ -48,6 +50,7 @@ LEGEND: tuple[tuple[str, str, str], ...] = (
     ("✗", "error", "failure"),
     ("⟳", "working", "an operation is running"),
     ("?", "unknown", "no signal yet"),
+    ("⊘", "unreachable", "Agent, SSH backend: the host did not answer (the reason is in its detail)"),
     (PENDING_GLYPH, "pending", "Lock current, an update PR is waiting (pulses)"),
     ("●", "online", "agent connected"),
     ("○", "offline", "agent disconnected (with last seen)"),
@@ -64,31 +67,6 @@ Run = tuple[str, str]
 
 
 # --- time ---------------------------------------------------------------------
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """Parse the dashboard's mixed timestamp formats leniently (contract §1.3).
-
-    Returns an aware UTC datetime, or None for empty, zero (``0001-01-01``) or bad values.
-    """
-    if not value:
-        return None
-    text = value.strip().replace(" ", "T", 1)
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    if "." in text:  # nanoseconds are more than fromisoformat accepts
-        head, _, tail = text.partition(".")
-        digits = len(tail) - len(tail.lstrip("0123456789"))
-        text = head + "." + tail[: min(digits, 6)].ljust(6, "0") + tail[digits:]
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.year <= 1:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
 
 
 def ago(then: datetime | None, now: datetime) -> str:
@@ -131,6 +109,7 @@ def worst_state(host: Host) -> CompartmentState:
     for state in (
         CompartmentState.ERROR,
         CompartmentState.WORKING,
+        CompartmentState.UNREACHABLE,
         CompartmentState.OUTDATED,
         CompartmentState.UNKNOWN,
     ):
@@ -155,6 +134,7 @@ class SortMode(str, enum.Enum):
 _SEVERITY = {
     CompartmentState.ERROR: 0,
     CompartmentState.WORKING: 1,
+    CompartmentState.UNREACHABLE: 2,
     CompartmentState.OUTDATED: 3,
     CompartmentState.UNKNOWN: 4,
     CompartmentState.OK: 5,

@@ -11,7 +11,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Static
 
@@ -43,9 +43,12 @@ class ConfirmScreen(ModalScreen[bool]):
         width: 64; max-width: 96%; height: auto; max-height: 90%;
         border: thick $warning; background: $surface; padding: 1 2;
     }
+    ConfirmScreen #question { height: auto; }
     ConfirmScreen Horizontal { height: auto; margin-top: 1; align-horizontal: right; }
     ConfirmScreen Button { margin-left: 2; }
     """
+    CHROME = 8
+    """Rows of the box that are not the question: border, padding, the buttons and their margin."""
 
     def __init__(self, question: str, *, yes: str = "Yes", no: str = "Cancel", width: int = 64) -> None:
         super().__init__()
@@ -58,11 +61,17 @@ class ConfirmScreen(ModalScreen[bool]):
         box = Vertical()
         box.styles.width = self._width
         with box:
-            yield Static(Text(self._question))
+            with VerticalScroll(id="question"):  # a long question scrolls; the buttons stay in view
+                yield Static(Text(self._question))
             with Horizontal():
                 yield Button(f"{self._yes} (y)", variant="error", id="yes")
                 yield Button(f"{self._no} (n)", id="no")
         yield Footer()  # the dialog's keys, not the screen's below
+
+    def on_resize(self) -> None:
+        room = int(self.size.height * 0.9) - self.CHROME  # the box is at most 90% high
+        for question in self.query("#question").results(VerticalScroll):
+            question.styles.max_height = max(3, room)
 
     def on_mount(self) -> None:
         for button in self.query("#no").results(Button):  # none when answered before it was built

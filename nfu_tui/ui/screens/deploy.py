@@ -12,6 +12,9 @@ for the configured ``rollback.strategy``: ``b`` rolls back now, ``h`` holds the 
 host, ``R`` rolls the highlighted host back on its own (the dashboard's rollback op).
 A run that ended cancelled, failed or waiting for offline hosts offers ``c``: converge,
 a deploy without a merge of the default branch's head to every host still behind it.
+A run that stopped because its canaries ended unverified (switched, never confirmed by the
+fleet) offers ``o``: continue anyway — after a confirmation saying what is unproven, the
+rest of the plan is deployed in a new run (journaled and audited with the actor).
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, ProgressBar, Static
+from textual.widgets import DataTable, ProgressBar, Static
 from textual.widgets.data_table import ColumnKey
 
 from nfu_tui.backends.base import NIXFLEET, BackendInfo
@@ -35,6 +39,7 @@ from nfu_tui.ui.deployview import STATE_GLYPHS, DeployView, HostRow
 from nfu_tui.ui.fleetview import Progress, progress_text
 from nfu_tui.ui.messages import ServiceUpdate
 from nfu_tui.ui.spans import unlead
+from nfu_tui.ui.widgets.footer import KeyFooter
 from nfu_tui.ui.widgets.header import StatusHeader
 from nfu_tui.ui.widgets.log_view import HostLog, appended
 from nfu_tui.ui.widgets.scrolling import KeyTable, Scroller
@@ -64,26 +69,37 @@ STAGES = {
     "finished": "finished",
 }
 DETAIL_WIDTH = 14  # at least; the Detail column takes what the table has left (cropped; the failure panel shows it whole)
+DETAIL_ROOM = 24  # below this, the Host and Progress columns give up width to the Detail (compact)
 PROGRESS_WIDTH = 10
+PHASE_WIDTH = len("switch")  # pull | switch | verify | test | health: set once, it never makes the table jump
+COMPACT_WIDTHS = {"host": 12, "progress": len("Progress")}  # compact: long host names end in "…", no bar
 COLUMNS = (
     ("pos", "#"), ("host", "Host"), ("state", "State"), ("checks", "ERV"), ("phase", "Phase"),
     ("progress", "Progress"), ("elapsed", "Time"), ("detail", "Detail"),
 )
 """``ERV``: executed (the switch's result), reached (the target commit), verified (System ok, tests)."""
+STATE_ACTIONS = ("cancel", "converge", "continue_unverified", "stop_waiting", "roll_back", "hold_failed")
+"""The actions whose keys come and go with the run's state (see ``check_action``)."""
 
 
-def row_cells(row: HostRow, now: datetime, progress: Progress | None = None) -> list[Text]:
-    """Cells of a host's row; ``progress`` is the dashboard's op progress while it runs."""
+def host_label(row: HostRow) -> str:
+    return row.host + (" ★" if row.canary else "")
+
+
+def row_cells(row: HostRow, now: datetime, progress: Progress | None = None,
+              progress_width: int = PROGRESS_WIDTH) -> list[Text]:
+    """Cells of a host's row; ``progress`` is the dashboard's op progress while it runs (the bar is dropped
+    when ``progress_width`` leaves no room for it: ``3/4``)."""
     style = ROW_STYLES.get(row.state, "")
     bar = ""
     if row.active and progress is not None and progress.total > 0:
-        bar = progress_text(Progress("", progress.current, progress.total), "", PROGRESS_WIDTH).strip()
+        bar = progress_text(Progress("", progress.current, progress.total), "", progress_width).strip()
     return [
         Text(str(row.position), style="dim"),
-        Text(row.host + (" ★" if row.canary else ""), style="bold"),
+        Text(host_label(row), style="bold", no_wrap=True, overflow="ellipsis"),
         Text(f"{STATE_GLYPHS.get(row.state, '?')} {row.state}", style=style),
         Text(row.checks, style=style),
-        Text(row.phase),
+        Text(row.phase, no_wrap=True, overflow="ellipsis"),
         Text(bar, style="blue"),
         Text(row.elapsed(now)),
         Text(row.detail, style="dim", no_wrap=True, overflow="ellipsis"),
@@ -132,6 +148,10 @@ def next_steps(view: DeployView, rollback: Any, held: Collection[str] = (), back
     elif view.finished and not view.proven_failures():
         text.append("No proven failure (a command error, failed tests or System error): nothing is rolled "
                     f"back. Check the host(s) on {backend.noun}.\n", style="italic")
+        if view.unverified_canaries():
+            rest = sum(1 for r in view.order_rows() if not r.canary and r.state != "held")
+            _key(text, "o", f"continue anyway: deploy the {rest} remaining host(s) without the canaries' proof "
+                            "(asks first; journaled and audited)")
     elif can_roll_back(view, rollback):
         pr = view.plan.pr_number
         if strategy == "revert-commit":
@@ -214,6 +234,12 @@ class DeployScreen(Screen):
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", tooltip="Back to the fleet; the deploy goes on", id="deploy.back"),
+        Binding(  # early: at 80 columns the footer shows the first keys
+            "o", "continue_unverified", "Continue anyway",
+            tooltip="After the canaries ended unverified: deploy the remaining hosts without that proof (asks first; "
+                    "journaled and audited)",
+            id="deploy.continue",
+        ),
         Binding("enter", "focus_log", "Show log", tooltip="Show the highlighted host's output", id="deploy.log"),
         Binding("i", "interleave", "All logs", tooltip="Toggle all hosts' output interleaved", id="deploy.interleave"),
         Binding(
@@ -241,10 +267,12 @@ class DeployScreen(Screen):
     DeployScreen #deploy-stage { width: 1fr; height: auto; }
     DeployScreen ProgressBar { width: auto; }
     DeployScreen #deploy-body { height: 1fr; }
-    DeployScreen #deploy-hosts { height: 1fr; min-height: 5; }
+    /* no horizontal scrollbar: the Detail takes what the other columns leave (a scrollbar shown while a column
+       grew stayed after the Detail had shrunk back) */
+    DeployScreen #deploy-hosts { height: 1fr; min-height: 5; overflow-x: hidden; }
     DeployScreen #deploy-log-pane { height: 1fr; }
     DeployScreen.-wide #deploy-body { layout: horizontal; }
-    DeployScreen.-wide #deploy-hosts { width: 1fr; height: 1fr; }
+    DeployScreen.-wide #deploy-hosts { width: 2fr; height: 1fr; }
     DeployScreen.-wide #deploy-log-pane { width: 1fr; }
     DeployScreen #log-title { height: 1; background: $panel; padding: 0 1; }
     DeployScreen #failure { height: auto; max-height: 12; display: none; border-top: heavy $error; padding: 0 1; overflow-y: auto; }
@@ -269,6 +297,8 @@ class DeployScreen(Screen):
         self._interleaved = False
         self._sources: dict[str, list[str]] = {}
         self._auto_host: str | None = None
+        self._compact = False  # Host and Progress narrowed so the Detail keeps DETAIL_ROOM
+        self._keys: tuple[bool | None, ...] = ()  # check_action of STATE_ACTIONS when the footer was last built
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.clock, self.app.automation_status, id="header")
@@ -279,14 +309,15 @@ class DeployScreen(Screen):
         with Vertical(id="deploy-body"):
             table = KeyTable(id="deploy-hosts", cursor_type="row", zebra_stripes=True)
             for key, label in COLUMNS:
-                width = {"detail": DETAIL_WIDTH, "progress": PROGRESS_WIDTH}.get(key)
+                width = {"detail": DETAIL_WIDTH, "progress": PROGRESS_WIDTH, "host": self._host_width(),
+                         "phase": PHASE_WIDTH}.get(key)
                 table.add_column(label, key=key, width=width)
             yield table
             with Vertical(id="deploy-log-pane"):
                 yield Static(id="log-title")
                 yield HostLog(id="deploy-log")
         yield Scroller(Static(id="failure-text"), id="failure")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.app.service_updated.subscribe(self, self.apply_update)
@@ -299,18 +330,37 @@ class DeployScreen(Screen):
         self.set_class(self.size.width < 120, "-narrow")
         self.call_after_refresh(self._fit_detail)
 
+    def _host_width(self) -> int:
+        """The Host column's full width: the longest host (with its canary star) of the run."""
+        return max([len("Host"), *(cell_len(host_label(row)) for row in self.view.rows.values())])
+
     def _fit_detail(self) -> None:
-        """The Detail column takes the width the other columns leave (at least DETAIL_WIDTH)."""
+        """The Detail column takes the width the other columns leave; when that is less than DETAIL_ROOM,
+        Host and Progress narrow first (compact: Phase is short already), the Detail keeps DETAIL_WIDTH."""
         table = self.query_one(KeyTable)
-        others = sum(c.get_render_width(table) for key, c in table.columns.items() if key.value != "detail")
-        detail = table.columns.get(ColumnKey("detail"))
-        room = table.scrollable_content_region.width - others - 2 * table.cell_padding
-        width = max(DETAIL_WIDTH, room)
-        if detail is not None and detail.width != width:
-            detail.width = width
+        full = {"host": self._host_width(), "progress": PROGRESS_WIDTH}
+        padding = 2 * table.cell_padding
+
+        def others(widths: dict[str, int]) -> int:
+            return sum((widths[key.value] + padding) if key.value in widths else c.get_render_width(table)
+                       for key, c in table.columns.items() if key.value != "detail")
+
+        space = table.scrollable_content_region.width - padding
+        compact = space - others(full) < DETAIL_ROOM
+        widths = {k: min(w, COMPACT_WIDTHS[k]) for k, w in full.items()} if compact else full
+        changed = compact != self._compact
+        self._compact = compact
+        widths["detail"] = max(DETAIL_WIDTH, space - others(widths))
+        for key, width in widths.items():
+            column = table.columns.get(ColumnKey(key))
+            if column is not None and column.width != width:
+                column.width = width
+                changed = True
+        if changed:
             table._clear_caches()  # textual 8.2.8's own steps after a column changes width
             table._require_update_dimensions = True
             table.refresh()
+            self._render_rows(every=True)  # the progress cells with or without their bar
 
     # --- rendering ---------------------------------------------------------------
 
@@ -319,20 +369,21 @@ class DeployScreen(Screen):
         self._render_status()
         self._pick_log_host()
 
-    def _render_rows(self) -> None:
+    def _render_rows(self, *, every: bool = False) -> None:
         table = self.query_one(DataTable)
         now = self.app.clock()
         changed = False
+        progress_width = COMPACT_WIDTHS["progress"] if self._compact else PROGRESS_WIDTH
         for host in self.view.order:
             row = self.view.rows[host]
-            if self._shown.get(host) == row and not row.active:
+            if self._shown.get(host) == row and not row.active and not every:
                 continue
-            cells = row_cells(row, now, self.app.host_progress(host))
+            cells = row_cells(row, now, self.app.host_progress(host), progress_width)
             if host not in self._shown:
                 table.add_row(*cells, key=host)
             else:
                 for (key, _label), cell in zip(COLUMNS, cells, strict=True):
-                    table.update_cell(host, key, cell, update_width=key not in ("detail", "progress"))
+                    table.update_cell(host, key, cell, update_width=key in ("pos", "state", "checks", "elapsed"))
             self._shown[host] = row
             changed = True
         if changed:
@@ -371,7 +422,10 @@ class DeployScreen(Screen):
             self.query_one("#failure-text", Static).update(failure)
         header = self.query_one(StatusHeader)
         header.show(service.status if service else None)
-        self.refresh_bindings()
+        keys = tuple(self.check_action(action, ()) for action in STATE_ACTIONS)
+        if keys != self._keys:  # the footer is rebuilt only when a key comes or goes (not on every heartbeat)
+            self._keys = keys
+            self.refresh_bindings()
 
     def _tick(self) -> None:
         self._render_rows()
@@ -560,6 +614,34 @@ class DeployScreen(Screen):
 
         self.app.push_screen(ConfirmScreen(question, yes="Cancel deploy", no="Keep going"), answered)
 
+    def action_continue_unverified(self) -> None:
+        """``o`` after the run stopped on unverified canaries: say what is unproven, then deploy the rest."""
+        from nfu_tui.core.store import local_actor
+        from nfu_tui.ui.screens.confirm import ConfirmScreen
+
+        canaries = self.view.unverified_canaries()
+        if not canaries or self.app.deploy_running:
+            return
+        rest = [r.host for r in self.view.order_rows() if not r.canary and r.state != "held"]
+        names = ", ".join(r.host for r in canaries)
+        lines = [f"Deploy the rest of run #{self.view.run_id} although {names} "
+                 f"{'was' if len(canaries) == 1 else 'were'} never verified?", ""]
+        for row in canaries:
+            facts = f"executed {row.executed or '?'}, reached {'✓' if row.reached else '?'}"
+            lines.append(f"• {row.host} ({facts}): {row.detail or 'not verified'}")
+        others = f" ({', '.join(rest)})" if len(rest) <= 4 else ""
+        lines += ["", f"Not proven: that {names} {'runs' if len(canaries) == 1 else 'run'} the new generation "
+                  "healthily. No failure is proven either, so nothing was rolled back.",
+                  "", f"The {len(rest)} other host(s){others} are deployed in a new run, each verified as usual; no "
+                  f"second merge, {names} not redeployed. Journaled and audited as {local_actor()}."]
+
+        def answered(yes: bool | None) -> None:
+            if yes and self.app.continue_unverified(self.view):
+                self.set_view(self.app.deploy_view)
+
+        self.app.push_screen(ConfirmScreen("\n".join(lines), yes="Continue anyway", no="Stop here", width=76),
+                             answered)
+
     def action_converge(self) -> None:
         if self.view.left_behind():
             self.app.plan_converge(None)
@@ -597,6 +679,8 @@ class DeployScreen(Screen):
             return not self.view.finished
         if action == "converge":
             return bool(self.view.left_behind())
+        if action == "continue_unverified":
+            return bool(self.view.unverified_canaries()) and not self.app.deploy_running
         return True
 
     def action_copy(self) -> None:

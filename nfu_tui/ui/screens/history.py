@@ -18,12 +18,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from nfu_tui.core import history as hist
 from nfu_tui.ui import copy
 from nfu_tui.ui.prview import Folded, colour_summary
 from nfu_tui.ui.spans import unlead
+from nfu_tui.ui.widgets.footer import KeyFooter
 from nfu_tui.ui.widgets.header import StatusHeader
 from nfu_tui.ui.widgets.scrolling import KeyTable, Scroller
 
@@ -130,7 +131,7 @@ class RunDetailScreen(Screen):
             yield Static(Group(_section("Timeline"), timeline_text(r)), id="run-timeline")
             if r.lock_diff:
                 yield Static(Group(_section("Lock diff"), Folded(diff_text(r.lock_diff))), id="run-lock-diff")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         show_header(self)
@@ -188,7 +189,7 @@ class HistoryScreen(Screen):
         yield KeyTable(id="history-runs", cursor_type="row", zebra_stripes=True)
         yield Static(Text("Audit trail", style="bold"), classes="history-title")
         yield KeyTable(id="history-audit", cursor_type="row")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         show_header(self)

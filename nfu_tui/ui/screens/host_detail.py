@@ -11,13 +11,15 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from nfu_tui.backends.base import NIXFLEET, BackendInfo
+from nfu_tui.domain.timeparse import parse_time
 from nfu_tui.models import COMPARTMENTS, Host
 from nfu_tui.ui import copy
 from nfu_tui.ui import fleetview as fv
 from nfu_tui.ui.messages import ServiceUpdate
+from nfu_tui.ui.widgets.footer import KeyFooter
 from nfu_tui.ui.widgets.header import StatusHeader
 from nfu_tui.ui.widgets.log_view import HostLog
 
@@ -30,6 +32,7 @@ STATE_STYLES = {
     "error": "bold red",
     "working": "blue",
     "unknown": "dim",
+    "unreachable": "bold yellow",
 }
 
 
@@ -49,12 +52,14 @@ def host_summary(host: Host, meta: fv.HostMeta, progress: fv.Progress | None, no
     elif host.online:
         text.append("● online", style="green")
     else:
-        seen = fv.parse_time(host.last_seen)
+        seen = parse_time(host.last_seen)
         text.append(f"○ {host.status}", style="bold")
         text.append(f", last seen {fv.ago(seen, now)} ago" if seen else ", never seen", style="dim")
     text.append("\n")
     facts = [f"agent {host.agent_version or '?'}" + (" (outdated)" if host.agent_outdated else "")]
     facts.append(f"config {host.generation or '?'}")
+    if host.system_generation is not None:
+        facts.append(f"system generation {host.system_generation}")
     if host.os_version:
         facts.append(host.os_version)
     text.append(" · ".join(facts), style="dim")
@@ -81,7 +86,7 @@ def compartments_table(host: Host, now: datetime, pending: str = "") -> Table:
         check = host.compartment(name)
         state = check.state
         glyph = fv.STATE_GLYPHS[state]
-        checked = fv.parse_time(check.checked_at)
+        checked = parse_time(check.checked_at)
         label, style, message = Text(f"{glyph} {state.value}", style=STATE_STYLES[state.value]), "", check.message
         if name == "lock" and pending and state.value == "ok":
             label = Text(f"{fv.PENDING_GLYPH} pending", style="bold yellow")
@@ -138,7 +143,7 @@ class HostDetailScreen(Screen):
         yield Static(id="host-compartments")
         yield Static(id="host-output-title")
         yield HostLog(id="host-output")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.app.service_updated.subscribe(self, self.apply_update)

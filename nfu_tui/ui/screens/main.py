@@ -15,11 +15,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from nfu_tui.ui import copy
 from nfu_tui.ui.messages import ServiceUpdate
 from nfu_tui.ui.spans import unlead
+from nfu_tui.ui.widgets.footer import KeyFooter
 from nfu_tui.ui.widgets.header import StatusHeader, StatusLine, automation_text
 from nfu_tui.ui.widgets.host_grid import HostGrid, HostSettings
 from nfu_tui.ui.widgets.pr_panel import PRDetail, PRList
@@ -96,7 +97,7 @@ class MainScreen(Screen):
 
     async def _add_footer(self) -> None:
         """The footer (one widget per key) costs ~0.1 s to style: it comes after the first frame."""
-        await self.mount(Footer())
+        await self.mount(KeyFooter())
         self.refresh_bindings()
 
     def on_resize(self) -> None:

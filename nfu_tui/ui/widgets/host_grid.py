@@ -28,7 +28,7 @@ from nfu_tui.models import Host
 from nfu_tui.ui import fleetview as fv
 from nfu_tui.ui.fleetview import HostFilter, HostMeta, Progress, SortMode
 
-_CELL_STYLES = frozenset({"ok", "outdated", "error", "working", "unknown", "pending"})
+_CELL_STYLES = frozenset({"ok", "outdated", "error", "working", "unknown", "unreachable", "pending"})
 STYLE_NAMES = (
     ["base", "header", "cursor", "cursor-mark", "selected", "name", "dim", "online", "offline", "progress", "held", "canary", "badge"]
     + sorted(_CELL_STYLES)
@@ -97,6 +97,7 @@ class HostGrid(ScrollView, can_focus=True):
         & > .host-grid--error { background: $error; color: $text; text-style: bold; }
         & > .host-grid--working { background: $primary-muted; color: $text; text-style: bold; }
         & > .host-grid--unknown { background: $panel; color: $text-muted; }
+        & > .host-grid--unreachable { background: $panel; color: $warning; text-style: bold; }
         & > .host-grid--pending { background: $warning-muted; color: $text; text-style: bold; }
         &.-glow > .host-grid--pending { background: $warning; color: $text; }
     }
