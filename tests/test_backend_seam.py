@@ -90,7 +90,7 @@ def test_the_engine_texts_name_the_backend() -> None:
                                                                          "(root@127.0.0.1:22) unreachable: timed out)")
     assert unverified_reason(None, "abc", None, SSH) == "the SSH backend no longer lists the host"
     assert health_problems(None, SSH) == ["no longer known to the SSH backend"]
-    assert not SSH.refresh_system and SSH.stops_commands and not NIXFLEET.stops_commands
+    assert SSH.stops_commands and not NIXFLEET.stops_commands
 
 
 # --- with backend = "ssh": the TUI ------------------------------------------------------------------

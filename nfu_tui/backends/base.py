@@ -47,8 +47,6 @@ class BackendInfo:
     """The label as a heading: ``Dashboard``, ``SSH``."""
     noun: str
     """The backend in a sentence: "no switch command appeared on {noun}"."""
-    refresh_system: bool
-    """It has the ``refresh-system`` op (the agent re-checks its System compartment on request)."""
     stops_commands: bool
     """``timeout_action`` ``ignore``/``kill`` really stops the command on the host (the dashboard's cannot)."""
     unreachable_title: str
@@ -61,8 +59,8 @@ class BackendInfo:
 
 
 NIXFLEET = BackendInfo(kind="nixfleet", label="dashboard", title="Dashboard", noun="the dashboard",
-                       refresh_system=True, stops_commands=False, unreachable_title="Dashboard unreachable")
-SSH = BackendInfo(kind="ssh", label="ssh", title="SSH", noun="the SSH backend", refresh_system=False,
+                       stops_commands=False, unreachable_title="Dashboard unreachable")
+SSH = BackendInfo(kind="ssh", label="ssh", title="SSH", noun="the SSH backend",
                   stops_commands=True, unreachable_title="SSH hosts unreachable")
 
 

@@ -4,9 +4,9 @@ The engine executes a :class:`~nfu_tui.core.plan.DeployPlan` against GitHub (mer
 the fleet backend (per-host ``pull`` then ``switch``, dashboard contract §9.2), a
 :class:`~nfu_tui.backends.base.FleetBackend`: the NixFleet dashboard or SSH. The rules
 below are written for the dashboard; the SSH backend speaks its message shapes, names
-itself in the texts (``BackendInfo.noun``), has no ``refresh-system`` and really stops
-a released command (``BackendInfo.stops_commands``). It is used the same way by the
-TUI, the headless ``auto`` mode and ``nfu-tui deploy``.
+itself in the texts (``BackendInfo.noun``), answers ``refresh-system`` with a probe of
+the host and really stops a released command (``BackendInfo.stops_commands``). It is used
+the same way by the TUI, the headless ``auto`` mode and ``nfu-tui deploy``.
 
 Reliability rules:
 
@@ -1942,7 +1942,7 @@ class DeployEngine:
                     f"switched ({ev.detail or executed}) and reached {target[:7]}, but the agent could not check "
                     f"the running system (refresh-system: {said or 'no result'}); verify the host manually"),
                     executed=executed, reached=reached, verified=False)
-            if (reached and refreshed is None and self.info.refresh_system and h is not None and h.online
+            if (reached and refreshed is None and h is not None and h.online
                     and not h.busy
                     and h.git.state is CompartmentState.OK and h.lock.state is CompartmentState.OK
                     and h.system.state is CompartmentState.OUTDATED):
