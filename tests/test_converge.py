@@ -12,7 +12,8 @@ import pytest
 from test_engine import Deploy, scenario
 
 from nfu_tui.core.automation import run_info
-from nfu_tui.core.converge import fleet_lag, lag_from_compare, lag_from_compartments, waiting_runs
+from nfu_tui.core.converge import fleet_lag, lag_from_compare, lag_from_compartments
+from nfu_tui.core.takeover import waiting_runs
 from nfu_tui.core.engine import HostFinished, Outcome, RunStatus
 from nfu_tui.core.history import format_run, history_json, load_history, load_run
 from nfu_tui.core.plan import DeployPlan, HostLag, SkipReason, make_plan
@@ -255,7 +256,7 @@ def test_a_converge_does_not_take_hosts_from_a_waiting_rollback(tmp_path: Path) 
         redeploy = store.create_run("deploy", actor="t", pr=43, plan={})
         store.record(redeploy, "revert_redeploy", parent=1)
         store.record(redeploy, "waiting", hosts=["a2"])
-        plan = SimpleNamespace(hosts=("a1", "a2"))
-        with pytest.raises(StateError, match=f"rollback run #{redeploy} waits for a2"):
+        plan = SimpleNamespace(hosts=("a1", "a2"), converge=True)
+        with pytest.raises(StateError, match=f"rollback run #{redeploy} waits for a2 .*; converge once"):
             waiting_runs(store, plan)
-        assert waiting_runs(store, SimpleNamespace(hosts=("a1",))) == []
+        assert waiting_runs(store, SimpleNamespace(hosts=("a1",), converge=True)) == []

@@ -209,6 +209,7 @@ class _Deploy:
         from nfu_tui.core.live import LiveFleet
         from nfu_tui.core.plan import DeployPlan, make_plan, merge_only
         from nfu_tui.core.state import AppState
+        from nfu_tui.core.takeover import with_takeovers
         from nfu_tui.core.watch import RunWatch
         from nfu_tui.errors import GitHubNotFound, StateError
 
@@ -263,6 +264,7 @@ class _Deploy:
                                     "--merge-only")
                 if not args.converge and pr.merged:
                     print(f"PR #{pr.number} is already merged ({pr.merge_commit_sha[:7]}): deploying it")
+                plan = with_takeovers(store, plan)
             else:
                 run = store.get_run(run_id)
                 plan = DeployPlan.from_dict(run.plan)

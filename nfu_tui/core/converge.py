@@ -22,7 +22,7 @@ from typing import Any
 
 from nfu_tui.backends.base import NIXFLEET, BackendInfo
 from nfu_tui.core.plan import HostLag
-from nfu_tui.errors import GitHubError, GitHubNotFound, StateError
+from nfu_tui.errors import GitHubError, GitHubNotFound
 from nfu_tui.models import CompartmentState, Host
 
 log = logging.getLogger(__name__)
@@ -105,48 +105,4 @@ async def _compare(github: Any, gen: str, target: str, branch: str, done: int) -
         return HostLag(True, f"{gen[:7]} → {target[:7]}")
 
 
-def waiting_runs(store: Any, plan: Any) -> list[tuple[Any, list[str]]]:
-    """(run, hosts) for each unfinished deploy or converge run that waits for offline hosts this converge
-    ``plan`` deploys too (else both would deploy them once they are back). A rollback's redeploy waiting
-    for one of them refuses the converge (:class:`~nfu_tui.errors.StateError`): it rolls that host back first.
-    """
-    from nfu_tui.core.automation import run_info
-
-    mine = set(plan.hosts)
-    found = []
-    for run in store.unfinished_runs():
-        if run.kind not in ("deploy", "converge"):
-            continue
-        info = run_info(run)
-        hosts = [h for h in info.waiting if h in mine]
-        if not hosts:
-            continue
-        if info.recovery:
-            raise StateError(f"rollback run #{run.id} waits for {', '.join(hosts)} to roll it back when it is online; "
-                             f"converge once it has finished, or without {', '.join(hosts)} (--hosts)")
-        found.append((run, hosts))
-    return found
-
-
-def take_over(store: Any, waiting: Iterable[tuple[Any, list[str]]], run_id: int, plan: Any, actor: str) -> None:
-    """Converge run ``run_id`` takes over the hosts the runs of :func:`waiting_runs` wait for: each is journaled
-    there as ``skipped`` ("taken over by converge run #N"); a run left waiting for nothing is closed as
-    ``abandoned`` (superseded), one still waiting for other hosts keeps waiting for those. Audited."""
-    from nfu_tui.core.automation import run_info
-
-    target = f"{plan.branch or 'the default branch'} {plan.head_sha[:7]}"
-    for run, hosts in waiting:
-        for host in hosts:
-            store.record(run.id, "host_finished", host=host, outcome="skipped",
-                         detail=f"taken over by converge run #{run_id} ({target})")
-        rest = [h for h in run_info(run).waiting if h not in hosts]
-        if rest:
-            store.record(run.id, "waiting", hosts=rest)
-        else:
-            store.finish_run(run.id, "abandoned", f"superseded by converge run #{run_id}, which deploys {target} to "
-                                                  f"{', '.join(hosts)} once online (this run waited for them)")
-        store.audit("converge_takeover", actor=actor, pr=run.pr,
-                    details={"run": run_id, "from_run": run.id, "hosts": hosts, "closed": not rest})
-
-
-__all__ = ["MAX_COMPARES", "fleet_lag", "lag_from_compare", "lag_from_compartments", "take_over", "waiting_runs"]
+__all__ = ["MAX_COMPARES", "fleet_lag", "lag_from_compare", "lag_from_compartments"]

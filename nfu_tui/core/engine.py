@@ -113,6 +113,7 @@ from nfu_tui.backends.base import NIXFLEET, BackendInfo, FleetBackend, info_of
 from nfu_tui.config import Config
 from nfu_tui.core.plan import DeployPlan, PlanEntry
 from nfu_tui.core.store import DeployLock
+from nfu_tui.core.takeover import take_over, waiting_runs
 from nfu_tui.domain.timeparse import parse_time
 from nfu_tui.errors import (
     DashboardError,
@@ -1012,6 +1013,7 @@ class _Run:
     release_tried: set[str] = field(default_factory=set)  # hosts whose release was attempted or declined
     gen_before: dict[str, str] = field(default_factory=dict)  # host -> generation before its deploy started
     deferred: set[str] = field(default_factory=set)  # pulled hosts whose switch waits for the gate
+    takeover: list[tuple[Any, list[str]]] = field(default_factory=list)  # (older waiting run, hosts) to take over
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -1160,15 +1162,13 @@ class DeployEngine:
         if resume_run_id is None:
             if plan is None:
                 raise ValueError("a plan is needed to start a new run")
-            from nfu_tui.core.converge import take_over, waiting_runs
-
-            waiting = waiting_runs(self.store, plan) if plan.converge else []  # hosts another run waits for
+            # Hosts an older run waits for (taken over once merged); a waiting rollback refuses before anything.
+            waiting = [] if plan.merge_only else waiting_runs(self.store, plan)
             run_id = self.store.create_run(
                 "converge" if plan.converge else "deploy", actor=actor, trigger=trigger,
                 pr=None if plan.converge else plan.pr_number, head_sha=plan.head_sha, plan=plan.to_dict(),
             )
-            take_over(self.store, waiting, run_id, plan, actor)
-            return _Run(run_id, plan, JournalState(), resumed=False, actor=actor)
+            return _Run(run_id, plan, JournalState(), resumed=False, actor=actor, takeover=waiting)
         stored = self.store.get_run(resume_run_id)  # StateError when unknown
         if stored.kind not in ("deploy", "converge"):
             raise StateError(f"run #{resume_run_id} is a {stored.kind}, not a deploy")
@@ -1177,7 +1177,11 @@ class DeployEngine:
         journal = JournalState.from_run(stored)
         stored_plan = DeployPlan.from_dict(stored.plan)
         self.store.record(resume_run_id, "resumed", actor=actor, trigger=trigger)
-        r = _Run(resume_run_id, stored_plan, journal, resumed=True, actor=actor, merge_sha=journal.merge_sha)
+        # A run interrupted before its merge takes over when it merges; past it, it did already.
+        waiting = ([] if journal.merge_sha or stored_plan.converge or stored_plan.merge_only
+                   else waiting_runs(self.store, stored_plan, exclude=resume_run_id))
+        r = _Run(resume_run_id, stored_plan, journal, resumed=True, actor=actor, merge_sha=journal.merge_sha,
+                 takeover=waiting)
         r.outcomes.update(journal.finished)
         r.journaled.update(journal.finished)
         r.gen_before.update(journal.generation_before)
@@ -1221,6 +1225,10 @@ class DeployEngine:
                 r.merge_sha = plan.head_sha  # no merge: the target is the branch head the plan was made at
             elif not r.merge_sha:
                 await self._merge(r)
+            if r.takeover:  # the target is known: the branch head, or the merge (made after the older runs')
+                target = (f"{plan.branch or 'the default branch'} {plan.head_sha[:7]}" if plan.converge
+                          else f"merge {r.merge_sha[:7]}")
+                take_over(self.store, r.takeover, r.run_id, plan, target, r.actor)
             self._check_cancel_before_deploy(r)
             if not plan.merge_only:
                 await self._deploy(r, queued_wait)

@@ -598,10 +598,11 @@ class FleetService:
     def plan(self, pr_number: int, host_ids: list[str] | None = None, *, automatic: bool = False) -> Any:
         """The deploy plan for a PR (a value to show before anything happens)."""
         from nfu_tui.core.plan import make_plan
+        from nfu_tui.core.takeover import with_takeovers
 
         state = self.pr_state(pr_number)
         head = state.pr.head_sha if state else ""
-        return make_plan(
+        return with_takeovers(self.store, make_plan(
             self.hosts(),
             self.config,
             self.state.held,
@@ -610,7 +611,7 @@ class FleetService:
             pr_number=pr_number,
             head_sha=head,
             overrides=self.state.overrides,
-        )
+        ))
 
     def make_engine(self, **kw: Any) -> Any:
         from nfu_tui.core.engine import DeployEngine
@@ -684,13 +685,15 @@ class FleetService:
         """A converge plan: the default branch's head to every host behind it (GitHub compares; no merge)."""
         from nfu_tui.core.converge import fleet_lag
         from nfu_tui.core.plan import make_plan
+        from nfu_tui.core.takeover import with_takeovers
 
         if self.github is None:
             raise NfuError("converging needs GitHub configured (the default branch's head is the target)")
         hosts = self.hosts()
         branch, target, lag = await fleet_lag(self.github, hosts, backend=self.backend_info)
-        return make_plan(hosts, self.config, self.state.held, targets=host_ids, pr_number=0, head_sha=target,
-                         overrides=self.state.overrides, lag=lag, branch=branch)
+        return with_takeovers(self.store, make_plan(hosts, self.config, self.state.held, targets=host_ids, pr_number=0,
+                                                    head_sha=target, overrides=self.state.overrides, lag=lag,
+                                                    branch=branch))
 
     async def deploy(self, plan: Any, *, trigger: str = "manual", **engine_kw: Any) -> Any:
         """Merge and deploy ``plan`` with the engine; progress arrives as "deploy" events."""
