@@ -391,3 +391,26 @@ def test_dashboard_outage_lost_and_back_lines_and_what_it_waits_for(sim_thread: 
     assert any(line.startswith("waiting for the dashboard (unreachable since ") and "a1 switch (" in line
                for line in during), during
     assert "a1: ok" in out
+
+
+@pytest.mark.parametrize("sim_thread", [scenario(HostSpec("a1", "desktop"),
+                                                  HostSpec("a2", "desktop", online=False, faults={"offline"}),
+                                                  **QUICK)], indirect=True)
+def test_a_newer_pr_deploy_says_it_takes_over_the_host_an_older_run_waits_for(
+        sim_thread: Any, tmp_path: Path, capsys: Any) -> None:
+    from nfu_tui.sim.scenario import PRSpec
+
+    sim = sim_thread.sim
+    cfg = write_config(sim, tmp_path)
+    run_cli(capsys, "--config", cfg, "deploy", "--pr", "42", "--yes")
+    (first,) = Store().unfinished_runs()
+    newer = sim_thread.call(sim.github.open_update_pr, PRSpec(number=0, age_hours=0))
+    code, out, err = run_cli(capsys, "--config", cfg, "deploy", "--pr", str(newer), "--dry-run")
+    assert code == 0, err
+    assert (f"Warning: takes over a2 from run #{first.id} (PR #42), which waits for it offline: that run no longer "
+            "deploys it") in out
+    assert not Store().get_run(first.id).finished  # the dry run changed nothing
+    run_cli(capsys, "--config", cfg, "deploy", "--pr", str(newer), "--yes")
+    old = Store().get_run(first.id)
+    assert old.status == "abandoned" and old.host_outcomes["a2"] == "skipped"
+    assert [(r.pr, r.status) for r in Store().unfinished_runs()] == [(newer, "running")]
