@@ -96,3 +96,18 @@ async def test_a_newer_pr_deploy_does_not_take_hosts_from_a_waiting_rollback(sim
             actor="tester", queued_wait=0)
         assert without.status is RunStatus.SUCCEEDED, without.summary()
         assert run_info(d.store.get_run(redeploy)).waiting == ("a2",)
+
+
+async def test_a_refused_merge_takes_nothing_over(sim_factory: Any, tmp_path: Path) -> None:
+    sim = await sim_factory(scenario(*OFFLINE_A2))
+    async with Deploy(sim, tmp_path) as d:
+        first = await d.engine().run(await d.plan(), actor="tester", queued_wait=0)
+        assert first.status is RunStatus.WAITING
+        red = sim.github.open_update_pr(PRSpec(number=0, age_hours=0, ci="failure"))
+        plan = await _pr_plan(d, red)
+        assert any(w.startswith(f"takes over a2 from run #{first.run_id}") for w in plan.warnings)
+        result = await d.engine().run(plan, actor="tester", queued_wait=0)
+        assert result.status is RunStatus.REFUSED and _merges(sim, red) == 0, result.summary()
+        old = d.store.get_run(first.run_id)
+        assert not old.finished and run_info(old).waiting == ("a2",) and "a2" not in old.host_outcomes
+        assert [e for e in d.store.audit_entries() if e.action == "deploy_takeover"] == []

@@ -1176,10 +1176,10 @@ class DeployEngine:
             raise StateError(f"run #{resume_run_id} is already {stored.status}; nothing to resume")
         journal = JournalState.from_run(stored)
         stored_plan = DeployPlan.from_dict(stored.plan)
-        self.store.record(resume_run_id, "resumed", actor=actor, trigger=trigger)
         # A run interrupted before its merge takes over when it merges; past it, it did already.
         waiting = ([] if journal.merge_sha or stored_plan.converge or stored_plan.merge_only
                    else waiting_runs(self.store, stored_plan, exclude=resume_run_id))
+        self.store.record(resume_run_id, "resumed", actor=actor, trigger=trigger)
         r = _Run(resume_run_id, stored_plan, journal, resumed=True, actor=actor, merge_sha=journal.merge_sha,
                  takeover=waiting)
         r.outcomes.update(journal.finished)
