@@ -226,7 +226,7 @@ class _Deploy:
         args = self.args
         run_id: int | None = None
         pr = None  # the PR of a new run (a resumed or continued run has its context already)
-        canaries = []  # a continued run's unverified canaries
+        canaries: list = []  # a continued run's unverified canaries (HostOutcome)
         if args.pr is not None:
             try:
                 pr = await github.get_pull(args.pr, wait_mergeable=False)  # the engine re-reads it
@@ -301,8 +301,8 @@ class _Deploy:
             if not args.yes:
                 if not sys.stdin.isatty():
                     return _bad("refusing to deploy without confirmation: no terminal to ask on; pass --yes")
-                verb = ("Continue anyway" if canaries else "Resume" if run_id is not None else plan.subject.capitalize() if plan.converge
-                        else f"Merge PR #{plan.pr_number} and deploy")
+                verb = ("Continue anyway" if canaries else "Resume" if run_id is not None
+                        else plan.subject.capitalize() if plan.converge else f"Merge PR #{plan.pr_number} and deploy")
                 # In a thread: the fleet stream keeps being served while the user reads the plan.
                 answer = (await asyncio.to_thread(input, f"{verb}? [y/N] ")).strip().lower()
                 if answer not in ("y", "yes"):
