@@ -4,11 +4,17 @@
     nfu-tui deploy --pr N --merge-only [--yes]
     nfu-tui deploy --converge [--hosts a,b] [--yes] [--dry-run] [--wait-offline MIN]
     nfu-tui deploy --resume [RUN_ID] [--yes]
+    nfu-tui deploy --continue RUN_ID [--yes]
     nfu-tui deploy --abandon RUN_ID
 
 ``--converge`` merges nothing: it deploys the default branch's head to every online,
 not held host whose generation is behind it (the plan says who and by what), e.g. to
 finish a cancelled or failed run whose PR is already merged.
+
+``--continue`` deploys the rest of a run that stopped because its canaries ended
+``unverified`` (switched, but the fleet never confirmed them in time): it says what is
+unproven, asks, then continues in a new run (no second merge, the canaries not again),
+journaled and audited with who decided — the TUI's ``o`` "continue anyway".
 
 Prints the plan, asks for confirmation on a terminal (``--yes`` skips it; without a
 terminal ``--yes`` is required), then one line per state change
@@ -29,8 +35,8 @@ it says so and exits 2. ``--merge-only`` merges the PR on purpose and deploys no
 Exit codes: 0 success (hosts still offline and queued, and hosts held during the run,
 are not failures), 1 a host failed, ended ``unknown`` or ``unverified``, the merge was
 refused, the deploy was cancelled, or a service could not be reached / refused the
-login, 2 bad input (unknown PR or host, no host to deploy, bad configuration, no
-confirmation possible).
+login, 2 bad input (unknown PR or host, no host to deploy, a run ``--continue`` cannot
+continue, bad configuration, no confirmation possible).
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="no merge: bring every host behind the default branch's head to it")
     what.add_argument("--resume", nargs="?", type=int, const=0, metavar="RUN_ID",
                       help="continue an unfinished deploy run (the only one if no id is given)")
+    what.add_argument("--continue", dest="continue_run", type=int, metavar="RUN_ID",
+                      help="deploy the rest of a run that stopped on unverified canaries, without their proof")
     what.add_argument("--abandon", type=int, metavar="RUN_ID", help="mark an unfinished run as abandoned")
     p.add_argument("--hosts", metavar="A,B", help="deploy (or converge) only these hosts (comma-separated)")
     p.add_argument("--merge-only", action="store_true",
@@ -183,7 +191,9 @@ class _Deploy:
 
         if self.args.dry_run:
             return contextlib.nullcontext()
-        what = f"--pr {self.args.pr}" if self.args.pr is not None else "--converge" if self.args.converge else "--resume"
+        args = self.args
+        what = (f"--pr {args.pr}" if args.pr is not None else "--converge" if args.converge else
+                f"--continue {args.continue_run}" if args.continue_run is not None else "--resume")
         return DeployLock(label=f"{PROG} {what}")
 
     async def _with_clients(self) -> int:
@@ -206,6 +216,7 @@ class _Deploy:
 
         from nfu_tui.backends.base import info_of
         from nfu_tui.core.converge import fleet_lag
+        from nfu_tui.core.engine import to_continue
         from nfu_tui.core.live import LiveFleet
         from nfu_tui.core.plan import DeployPlan, make_plan, merge_only
         from nfu_tui.core.state import AppState
@@ -215,12 +226,19 @@ class _Deploy:
 
         args = self.args
         run_id: int | None = None
-        pr = None  # the PR of a new run (a resumed run has its context already)
+        pr = None  # the PR of a new run (a resumed or continued run has its context already)
+        canaries: list = []  # a continued run's unverified canaries (HostOutcome)
         if args.pr is not None:
             try:
                 pr = await github.get_pull(args.pr, wait_mergeable=False)  # the engine re-reads it
             except GitHubNotFound:
                 return _bad(f"PR #{args.pr} not found in {self.cfg.github.repo} (or the token cannot see it)")
+        elif args.continue_run is not None:
+            try:
+                _, canaries = to_continue(store, args.continue_run)
+            except StateError as exc:  # an unknown run, or one that did not stop on unverified canaries alone
+                return _bad(exc.message)
+            run_id = args.continue_run
         elif not args.converge:
             unfinished = store.unfinished_runs()
             try:
@@ -268,9 +286,13 @@ class _Deploy:
             else:
                 run = store.get_run(run_id)
                 plan = DeployPlan.from_dict(run.plan)
-                print(f"Resuming run #{run_id} from {run.created_at.astimezone():%Y-%m-%d %H:%M} by {run.actor}")
+                print(f"{'Continuing' if canaries else 'Resuming'} run #{run_id} from "
+                      f"{run.created_at.astimezone():%Y-%m-%d %H:%M} by {run.actor}"
+                      + (" past its canaries, in a new run" if canaries else ""))
                 for line in _journal_lines(run):
                     print(f"  {line}")
+                for line in _continue_lines(run, canaries):
+                    print(line)
             for line in plan.describe():
                 print(line)
             if args.dry_run:
@@ -281,8 +303,8 @@ class _Deploy:
             if not args.yes:
                 if not sys.stdin.isatty():
                     return _bad("refusing to deploy without confirmation: no terminal to ask on; pass --yes")
-                verb = ("Resume" if run_id is not None else plan.subject.capitalize() if plan.converge
-                        else f"Merge PR #{plan.pr_number} and deploy")
+                verb = ("Continue anyway" if canaries else "Resume" if run_id is not None
+                        else plan.subject.capitalize() if plan.converge else f"Merge PR #{plan.pr_number} and deploy")
                 # In a thread: the fleet stream keeps being served while the user reads the plan.
                 answer = (await asyncio.to_thread(input, f"{verb}? [y/N] ")).strip().lower()
                 if answer not in ("y", "yes"):
@@ -315,7 +337,7 @@ class _Deploy:
         import signal
 
         from nfu_tui.core.deployments import for_config
-        from nfu_tui.core.engine import DeployEngine, RunStarted
+        from nfu_tui.core.engine import DeployEngine, RunStarted, RunStatus, continuable, continue_command
         from nfu_tui.core.history import pr_context, record_context
         from nfu_tui.core.notify import Outbox, WebhookNotifier
         from nfu_tui.core.state import AppState
@@ -344,6 +366,8 @@ class _Deploy:
         wait = self.args.wait_offline * 60.0
         if run_id is None:
             job = engine.run(plan, actor=local_actor(), queued_wait=wait)
+        elif self.args.continue_run is not None:
+            job = engine.continue_unverified(run_id, actor=local_actor(), queued_wait=wait)
         else:
             job = engine.resume(run_id, actor=local_actor(), queued_wait=wait)
         task = asyncio.ensure_future(job)
@@ -379,6 +403,8 @@ class _Deploy:
         if queued:
             print(f"{', '.join(queued)} still offline: run #{result.run_id} stays open; "
                   f"`nfu-tui deploy --resume {result.run_id}` (or the TUI) deploys them once they are online")
+        if result.status is RunStatus.UNVERIFIED and continuable(store.get_run(result.run_id)):
+            print(f"stopped at the canaries: {continue_command(result.run_id)} (or `o` in the TUI)")
         sys.stdout.flush()
         return result.exit_code
 
@@ -460,3 +486,24 @@ def _journal_lines(run) -> list[str]:  # type: ignore[no-untyped-def]
     if st.in_flight:
         lines.append("interrupted: " + ", ".join(f"{h} ({phase})" for h, (phase, _, _) in st.in_flight.items()))
     return lines
+
+
+def _continue_lines(run, canaries) -> list[str]:  # type: ignore[no-untyped-def]
+    """What continuing ``run`` past its unverified ``canaries`` leaves unproven, as the TUI's ``o`` asks it."""
+    from nfu_tui.core.engine import JournalState, Outcome
+    from nfu_tui.core.plan import DeployPlan
+    from nfu_tui.core.store import local_actor
+
+    if not canaries:
+        return []
+    names = ", ".join(o.host for o in canaries)
+    one = len(canaries) == 1
+    finished = JournalState.from_run(run).finished
+    rest = [h for h in DeployPlan.from_dict(run.plan).hosts if h not in {o.host for o in canaries}
+            and (h not in finished or finished[h].outcome is not Outcome.HELD)]
+    return [f"It stopped because {names} {'was' if one else 'were'} never verified:",
+            *(f"  • {o.host} ({o.facts()}): {o.detail or 'not verified'}" for o in canaries),
+            f"Not proven: that {names} {'runs' if one else 'run'} the new generation healthily. No failure is proven "
+            "either, so nothing was rolled back.",
+            f"The {len(rest)} other host(s) ({', '.join(rest)}) are deployed in a new run, each verified as usual; "
+            f"no second merge, {names} not redeployed. Journaled and audited as {local_actor()}."]

@@ -878,11 +878,13 @@ def inert_lines(lines: Iterable[str], limit: int = LAST_LINES) -> tuple[str, ...
 
 
 def notification_for(result: RunResult, plan: DeployPlan | None = None, link: str = "", *,
-                     automation_resumes: bool = False, backend: BackendInfo = NIXFLEET) -> Notification:
+                     automation_resumes: bool = False, backend: BackendInfo = NIXFLEET,
+                     continuable: bool = False) -> Notification:
     """The toast/webhook message for a finished run (:func:`nfu_tui.core.notify.run_notification`)."""
     from nfu_tui.core.notify import run_notification
 
-    return run_notification(result, plan, link, automation_resumes=automation_resumes, backend=backend)
+    return run_notification(result, plan, link, automation_resumes=automation_resumes, backend=backend,
+                            continuable=continuable)
 
 
 # ================================================================= journal state
@@ -979,6 +981,29 @@ def continuable(run: Any) -> list[HostOutcome]:
            for h, o in outcomes.items() if h not in canaries):
         return []
     return [outcomes[h] for h in canaries if outcomes[h].outcome is Outcome.UNVERIFIED]
+
+
+def continued_already(run_id: int, audit: Iterable[Any]) -> bool:
+    """Whether an audit entry (newest entries suffice) says run ``run_id`` was continued past its canaries."""
+    return any(e.action == "continue_unverified" and e.details.get("from_run") == run_id for e in audit)
+
+
+def to_continue(store: Any, run_id: int) -> tuple[Any, list[HostOutcome]]:
+    """The stored run ``run_id`` and its unverified canaries, when the admin may continue it past them
+    (:func:`continuable`, and nobody did yet); :class:`~nfu_tui.errors.StateError` saying why not otherwise."""
+    stored = store.get_run(run_id)  # StateError when unknown
+    accepted = continuable(stored)
+    if not accepted:
+        raise StateError(f"run #{run_id} did not stop on unverified canaries alone; there is nothing to "
+                         "continue anyway")
+    if continued_already(run_id, store.audit_entries(10_000, since=stored.created_at)):
+        raise StateError(f"run #{run_id} was continued already; there is nothing to continue anyway")
+    return stored, accepted
+
+
+def continue_command(run_id: int) -> str:
+    """The way on after a run stopped on unverified canaries (:func:`to_continue`)."""
+    return f"`nfu-tui deploy --continue {run_id}` deploys the rest without the canaries' proof"
 
 
 # ==================================================================== engine
@@ -1189,14 +1214,7 @@ class DeployEngine:
 
     def _continued_run(self, run_id: int, *, actor: str, trigger: str) -> int:
         """Journal the run that continues ``run_id`` past its unverified canaries; its id (to resume)."""
-        stored = self.store.get_run(run_id)  # StateError when unknown
-        accepted = continuable(stored)
-        if not accepted:
-            raise StateError(f"run #{run_id} did not stop on unverified canaries alone; there is nothing to "
-                             "continue anyway")
-        if any(e.action == "continue_unverified" and e.details.get("from_run") == run_id
-               for e in self.store.audit_entries(10_000, since=stored.created_at)):
-            raise StateError(f"run #{run_id} was continued already; there is nothing to continue anyway")
+        stored, accepted = to_continue(self.store, run_id)
         hosts = [o.host for o in accepted]
         unproven = {o.host: o.detail or "not verified" for o in accepted}
         canaries = {e.host for e in DeployPlan.from_dict(stored.plan).waves[0]}
@@ -2120,7 +2138,9 @@ class DeployEngine:
         note = notification_for(result, r.plan, pr_link(self.config.github.api_url, self.config.github.repo,
                                                         r.plan.pr_number),
                                 automation_resumes=status is RunStatus.WAITING and self._resumed_when_back(r.run_id),
-                                backend=self.info)
+                                backend=self.info,
+                                continuable=status is RunStatus.UNVERIFIED
+                                and bool(continuable(self.store.get_run(r.run_id))))
         await self._emit(RunFinished(run_id=r.run_id, result=result, notification=note))
         if self.notifier is not None:
             try:
@@ -2202,10 +2222,13 @@ __all__ = [
     "ci_refusal",
     "command_from_events",
     "continuable",
+    "continue_command",
+    "continued_already",
     "evidence_of",
     "reached_target",
     "still_verified_problems",
     "system_ok_behind_lagging_lock",
+    "to_continue",
     "unverified_reason",
     "command_status_note",
     "health_problems",

@@ -192,6 +192,7 @@ class RunRecord:
     timeline: tuple[TimelineEntry, ...]
     branch: str = ""  # converge runs: the default branch whose head they deploy
     origin: str = ""  # "" = this machine's journal; else where it ran (a GitHub deployment of another client)
+    next_step: str = ""  # a run stopped on unverified canaries (not continued yet): how to deploy the rest
 
     @property
     def ref(self) -> str:
@@ -308,9 +309,10 @@ def _plan_lines(kind: str, plan: Mapping[str, Any]) -> tuple[str, ...]:
 def record_of(run: Any, audit: Iterable[Any] = (), rollbacks: Iterable[int] = ()) -> RunRecord:
     """A :class:`RunRecord` from a stored run with its steps and the audit entries (any order);
     ``rollbacks``: the revert runs started after this (failed) run (see :func:`rollbacks_of`)."""
-    from nfu_tui.core.engine import HostOutcome, Outcome
+    from nfu_tui.core.engine import HostOutcome, Outcome, continuable, continue_command, continued_already
 
     OUTCOMES = {o.value for o in Outcome}  # noqa: N806
+    audit = tuple(audit)
     context: Mapping[str, Any] = {}
     hosts: dict[str, HostRecord] = {}
     related: list[int] = list(rollbacks)
@@ -356,6 +358,8 @@ def record_of(run: Any, audit: Iterable[Any] = (), rollbacks: Iterable[int] = ()
         headline=str(context.get("headline", "")), lock_diff=str(context.get("lock_diff", "")),
         plan=_plan_lines(run.kind, plan), hosts=tuple(hosts.values()), related_runs=tuple(dict.fromkeys(related)),
         timeline=tuple(timeline), branch=str(plan.get("branch", "")),
+        next_step=continue_command(run.id) if run.status == "unverified" and continuable(run)
+        and not continued_already(run.id, audit) else "",
     )
 
 
@@ -595,6 +599,8 @@ def format_run(r: RunRecord, *, details: bool = True) -> list[str]:
         lines.append(f"    ◌ queued (offline, deployed when back online): {', '.join(queued)}")
     if r.summary:
         lines.append(f"  summary: {r.summary}")
+    if r.next_step:
+        lines.append(f"  next: {r.next_step}")
     if details:
         if r.lock_diff:
             lines.append("  lock diff:")

@@ -328,11 +328,13 @@ def pr_link(api_url: str, repo: str, number: int) -> str:
 
 
 def run_notification(result: Any, plan: Any = None, link: str = "", *,
-                     automation_resumes: bool = False, backend: BackendInfo = NIXFLEET) -> Notification:
+                     automation_resumes: bool = False, backend: BackendInfo = NIXFLEET,
+                     continuable: bool = False) -> Notification:
     """The toast/webhook message for a finished deploy run: a title that says what happened, a body
     with the hosts deployed, those left behind (offline, held, skipped, failed) and what to do next
     (``automation_resumes``: automation resumes this run when its offline hosts are back; ``backend``
-    names the fleet backend)."""
+    names the fleet backend; ``continuable``: the run stopped on unverified canaries alone, see
+    :func:`nfu_tui.core.engine.continuable`)."""
     from nfu_tui.core.engine import Outcome, RunStatus
 
     n = result.pr_number
@@ -400,6 +402,10 @@ def run_notification(result: Any, plan: Any = None, link: str = "", *,
     elif status is RunStatus.UNVERIFIED:
         where = ", ".join(o.host for o in unverified) or "a host"
         title, severity, extra = f"{what} deployed but not verified on {where}", "warning", ["warning"]
+        if continuable:
+            from nfu_tui.core.engine import continue_command
+
+            lines.append(f"Stopped at the canaries: {continue_command(result.run_id)} (or `o` in the TUI).")
     else:
         where = ", ".join(o.host for o in failed) or "the run"
         title, severity, extra = f"{what} deploy failed on {where}", "error", ["rotating_light"]

@@ -76,6 +76,8 @@ def run_summary(r: hist.RunRecord) -> Text:
         text.append(" · ".join(x for x in revs if x) + "\n", style="dim")
     if r.summary:
         text.append(r.summary)
+    if r.next_step:
+        text.append(f"\nNext: {r.next_step}", style="bold")
     return unlead(text)
 
 
