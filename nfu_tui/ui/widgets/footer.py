@@ -51,4 +51,4 @@ class KeyFooter(Footer):
                 _, binding, enabled, tooltip = palette
                 yield FooterKey(binding.key, self.app.get_key_display(binding), binding.description, binding.action,
                                 classes="-command-palette", disabled=not enabled,
-                                tooltip=binding.tooltip or binding.description)
+                                tooltip=binding.tooltip or binding.description).data_bind(compact=Footer.compact)
